@@ -1,0 +1,387 @@
+"""Run, its status and snapshot, and the RunContext a producer writes through."""
+
+from __future__ import annotations
+
+import enum
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import trio
+
+from ._errors import RunClosed
+from ._events import RESERVED_TYPES, Event
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from ._log import ReplayLog
+    from .stores._base import Store
+
+OnConflict = Literal["reject", "interrupt", "enqueue"]
+OnDisconnect = Literal["continue", "cancel"]
+
+
+class RunStatus(enum.StrEnum):
+    """Where a run is in its life. The last four are terminal."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+    DEAD = "dead"
+
+    @property
+    def finished(self) -> bool:
+        """True once the run's terminal event is published."""
+        return self not in (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """A snapshot of a run's metadata: what stores persist and APIs return.
+
+    Attributes:
+        result: the producer's result; after a cancel, the partial result it
+            had saved (and ``partial`` is true).
+        error: ``{"code": ..., "message": ...}`` for a run that ended in
+            ``error`` or ``dead``.
+        reason: why a run was cancelled (``"cancelled"``, ``"disconnected"``,
+            ``"interrupted"``, ``"max_age"``, ``"hub_closed"`` or the reason a
+            caller gave), ``None`` otherwise.
+        finalize_error: what went wrong while finalizing (a failing or hanging
+            ``on_finish`` hook); the terminal event is published regardless.
+    """
+
+    run_id: str
+    key: str | None
+    owner: str | None
+    status: RunStatus
+    created_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    last_seq: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+    result: Any = None
+    partial: bool = False
+    error: dict[str, str] | None = None
+    reason: str | None = None
+    finalize_error: str | None = None
+    awaiting_input: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-compatible dict (the HTTP status document's fields)."""
+        return {
+            "run_id": self.run_id,
+            "key": self.key,
+            "owner": self.owner,
+            "status": self.status.value,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "last_seq": self.last_seq,
+            "metadata": self.metadata,
+            "result": self.result,
+            "partial": self.partial,
+            "error": self.error,
+            "reason": self.reason,
+            "finalize_error": self.finalize_error,
+            "awaiting_input": self.awaiting_input,
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> RunInfo:
+        """The inverse of :meth:`to_json`."""
+        return cls(
+            run_id=doc["run_id"],
+            key=doc.get("key"),
+            owner=doc.get("owner"),
+            status=RunStatus(doc["status"]),
+            created_at=doc["created_at"],
+            started_at=doc.get("started_at"),
+            ended_at=doc.get("ended_at"),
+            last_seq=doc.get("last_seq", 0),
+            metadata=doc.get("metadata") or {},
+            result=doc.get("result"),
+            partial=doc.get("partial", False),
+            error=doc.get("error"),
+            reason=doc.get("reason"),
+            finalize_error=doc.get("finalize_error"),
+            awaiting_input=doc.get("awaiting_input", False),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """How a run ended, as the ``on_finish`` hook sees it (before the terminal event)."""
+
+    status: RunStatus
+    result: Any
+    partial: bool
+    reason: str | None
+    error: dict[str, str] | None
+
+
+class Run:
+    """A live run held by a hub. Read its attributes; change it through the hub.
+
+    A ``Run`` object is also the handle subscriptions hold, so it stays
+    readable after the hub has evicted it.
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        *,
+        key: str | None,
+        owner: str | None,
+        metadata: dict[str, Any],
+        on_disconnect: OnDisconnect,
+        log: ReplayLog,
+        store: Store,
+        wall_clock: Callable[[], float],
+        finalize_timeout: float,
+        no_event_timeout: float | None,
+        input_timeout: float | None,
+    ) -> None:
+        self.id = run_id
+        self.key = key
+        self.owner = owner
+        self.metadata = metadata
+        self.on_disconnect: OnDisconnect = on_disconnect
+        self.log = log
+        self.status = RunStatus.QUEUED
+        self.created_at = wall_clock()
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+        self.result: Any = None
+        self.partial = False
+        self.error: dict[str, str] | None = None
+        self.reason: str | None = None
+        self.finalize_error: str | None = None
+        self._store = store
+        self._wall_clock = wall_clock
+        self._finalize_timeout = finalize_timeout
+        self._no_event_timeout = no_event_timeout
+        self._input_timeout = input_timeout
+        self._awaiting_input = 0
+        # The run's own scope: cancelling it is how a run is aborted.
+        self._scope = trio.CancelScope()
+        # Nested in _scope; its deadline is the no-event watchdog.
+        self._watchdog = trio.CancelScope()
+        self._cleanup_deadline = math.inf
+        self._wakeup = trio.lowlevel.ParkingLot()
+        self._turn = trio.Event()
+        self._finished = trio.Event()
+        self._closed = False
+        self._subscribers = 0
+        self._had_subscriber = False
+        # A pending eviction or disconnect timer (see _timers.TimerQueue).
+        self._timer: Any = None
+
+    def __repr__(self) -> str:
+        return f"<Run {self.id} key={self.key!r} {self.status.value} seq={self.log.last_seq}>"
+
+    @property
+    def last_seq(self) -> int:
+        """Seq of the newest event published."""
+        return self.log.last_seq
+
+    @property
+    def subscribers(self) -> int:
+        """How many subscriptions are open on this run now."""
+        return self._subscribers
+
+    @property
+    def awaiting_input(self) -> bool:
+        """True while the producer is inside :meth:`RunContext.awaiting_input`."""
+        return self._awaiting_input > 0
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once anything asked this run to stop."""
+        return self._scope.cancel_called
+
+    def info(self) -> RunInfo:
+        """A snapshot of this run's metadata."""
+        return RunInfo(
+            run_id=self.id,
+            key=self.key,
+            owner=self.owner,
+            status=self.status,
+            created_at=self.created_at,
+            started_at=self.started_at,
+            ended_at=self.ended_at,
+            last_seq=self.log.last_seq,
+            metadata=self.metadata,
+            result=self.result,
+            partial=self.partial,
+            error=self.error,
+            reason=self.reason,
+            finalize_error=self.finalize_error,
+            awaiting_input=self.awaiting_input,
+        )
+
+    async def wait(self) -> RunInfo:
+        """Wait until the run has finished and been finalized; return its snapshot.
+
+        Cancellation: cancelling the waiter does not affect the run.
+        """
+        await self._finished.wait()
+        return self.info()
+
+    # -- used by the hub ------------------------------------------------------
+
+    def _request_cancel(self, reason: str) -> bool:
+        """Cancel the run's scope; return False if it was already requested."""
+        if self._scope.cancel_called or self._closed:
+            return False
+        self.reason = reason
+        self._cleanup_deadline = trio.current_time() + self._finalize_timeout
+        self._scope.cancel(reason=reason)
+        return True
+
+    def _publish(self, type: str, data: Any) -> Event:
+        """Append an event to the log and the store, then wake subscribers.
+
+        Raises:
+            RunClosed: the run's terminal event is already published.
+            StoreOverflow: the store cannot buffer it; nothing was published.
+        """
+        if self._closed:
+            raise RunClosed(f"run {self.id} has finished; its producer can emit no more")
+        event = Event.create(self.log.last_seq + 1, type, data, self._wall_clock())
+        self._store.append_nowait(self.id, event)
+        self.log.append(event)
+        if event.terminal:
+            self._closed = True
+        elif self._no_event_timeout is not None and not self._awaiting_input:
+            self._watchdog.deadline = trio.current_time() + self._no_event_timeout
+        self._wakeup.unpark_all()
+        return event
+
+    def _arm_watchdog(self) -> None:
+        if self._no_event_timeout is not None:
+            self._watchdog.deadline = trio.current_time() + self._no_event_timeout
+
+
+class RunContext:
+    """What a producer function receives: its run, and the means to emit into it.
+
+    The context is bound to one run forever. After that run's terminal event
+    it refuses to emit (``RunClosed``), so a producer that outlives its run
+    can never write into a newer run with the same key.
+    """
+
+    __slots__ = ("_run", "input")
+
+    def __init__(self, run: Run, input: Any = None) -> None:
+        self._run = run
+        #: The input the run was started with (e.g. the request's JSON).
+        self.input = input
+
+    @property
+    def run_id(self) -> str:
+        """The run's id."""
+        return self._run.id
+
+    @property
+    def key(self) -> str | None:
+        """The run's key (e.g. a conversation id), if any."""
+        return self._run.key
+
+    @property
+    def owner(self) -> str | None:
+        """The user the run belongs to, if any."""
+        return self._run.owner
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The metadata the run was started with."""
+        return self._run.metadata
+
+    @property
+    def last_seq(self) -> int:
+        """Seq of the newest event emitted so far."""
+        return self._run.log.last_seq
+
+    @property
+    def cancel_reason(self) -> str | None:
+        """Why the run is being cancelled, once it is; else ``None``."""
+        return self._run.reason if self._run.cancel_requested else None
+
+    @property
+    def result(self) -> Any:
+        """The run's result so far.
+
+        Set it as you go: if the run is cancelled, whatever it holds is saved
+        as the partial result. A producer function's non-``None`` return
+        value replaces it.
+        """
+        return self._run.result
+
+    @result.setter
+    def result(self, value: Any) -> None:
+        self._run.result = value
+
+    def history(self, after: int = 0) -> list[Event]:
+        """Events emitted so far with ``seq > after`` that the log still retains."""
+        return self._run.log.read_after(after)
+
+    def emit_nowait(self, type: str, data: Any = None) -> Event:
+        """Publish an event without a checkpoint (for tight loops).
+
+        Raises:
+            ValueError: ``type`` is empty or reserved (terminal or control).
+            TypeError: ``data`` is not JSON-serializable.
+            RunClosed: the run has finished.
+            StoreOverflow: the store's buffer is full; the run will fail.
+        """
+        if not type or not isinstance(type, str) or type in RESERVED_TYPES:
+            raise ValueError(f"event type {type!r} is empty or reserved")
+        return self._run._publish(type, data)
+
+    async def emit(self, type: str, data: Any = None) -> Event:
+        """Publish an event; a checkpoint, so a cancelled run stops here.
+
+        Cancellation: if the run is cancelled before the call, nothing is
+        published and ``trio.Cancelled`` is raised; otherwise the event is
+        published and the call yields to the scheduler.
+
+        Raises:
+            ValueError, TypeError, RunClosed, StoreOverflow: as :meth:`emit_nowait`.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        event = self.emit_nowait(type, data)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return event
+
+    @contextmanager
+    def awaiting_input(self) -> Iterator[None]:
+        """Mark the run as waiting for a human: the no-event watchdog uses the
+        hub's (longer) ``input_timeout`` instead while inside the block."""
+        run = self._run
+        run._awaiting_input += 1
+        timeout = run._input_timeout
+        run._watchdog.deadline = math.inf if timeout is None else trio.current_time() + timeout
+        try:
+            yield
+        finally:
+            run._awaiting_input -= 1
+            if not run._awaiting_input:
+                run._watchdog.deadline = math.inf
+                run._arm_watchdog()
+
+    def cleanup(self) -> trio.CancelScope:
+        """A shielded scope for cleanup after cancellation, with the run's
+        finalize deadline: ``with ctx.cleanup(): await save(partial)``.
+
+        The deadline is ``finalize_timeout`` after the cancel was requested
+        (or after this call, if the run was not cancelled).
+        """
+        deadline = self._run._cleanup_deadline
+        if deadline == math.inf:
+            deadline = trio.current_time() + self._run._finalize_timeout
+        return trio.CancelScope(shield=True, deadline=deadline)

@@ -1,0 +1,97 @@
+"""The Store interface: where runs' events and metadata outlive the hub's memory."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
+
+if TYPE_CHECKING:
+    from .._events import Event
+    from .._run import RunInfo, RunStatus
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatistics:
+    """What a store holds and how far behind its writer is.
+
+    Attributes:
+        runs: runs whose metadata the store holds.
+        events: events it holds (for stores that can count them cheaply).
+        pending_events: accepted by :meth:`Store.append_nowait`, not yet durable.
+        flush_errors: failed write attempts so far (retried or not).
+    """
+
+    runs: int
+    events: int
+    pending_events: int = 0
+    flush_errors: int = 0
+
+
+class Store(abc.ABC):
+    """Persists run metadata and events.
+
+    The hub calls these methods from its own tasks: ``append_nowait`` on the
+    hot path (it must not block; a store that writes remotely buffers, within
+    a bound), the rest from the run's drain task and from subscriptions.
+    """
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Start the store's background work (e.g. a batched writer) in
+        ``nursery``, which the hub owns; return once the store is usable.
+
+        Stores with no background work need not override this.
+        """
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        """Make everything accepted so far durable, then release resources.
+
+        The hub calls this at shutdown, shielded and under a deadline.
+        Stores with nothing to flush need not override this.
+        """
+        await trio.lowlevel.checkpoint()
+
+    @abc.abstractmethod
+    async def save_run(self, info: RunInfo) -> None:
+        """Create or replace a run's metadata (called at start and on status changes)."""
+
+    @abc.abstractmethod
+    def append_nowait(self, run_id: str, event: Event) -> None:
+        """Accept an event for the run, without blocking.
+
+        Events arrive in seq order. A terminal event is always accepted.
+
+        Raises:
+            StoreOverflow: the store cannot take a non-terminal event now;
+                the run fails loudly instead of losing it.
+        """
+
+    @abc.abstractmethod
+    async def finish_run(self, info: RunInfo) -> None:
+        """Make all the run's events, terminal included, and its final
+        metadata durable before returning."""
+
+    @abc.abstractmethod
+    async def read_events(self, run_id: str, after: int, limit: int) -> list[Event]:
+        """Return up to ``limit`` stored events with ``seq > after``, in order.
+
+        If the events right after ``after`` are no longer stored, the result
+        starts at the oldest one that is (the caller reports the gap).
+        """
+
+    @abc.abstractmethod
+    async def get_run(self, run_id: str) -> RunInfo | None:
+        """The run's stored metadata, or ``None`` if the store has none."""
+
+    @abc.abstractmethod
+    async def list_runs(
+        self, *, owner: str | None = None, status: RunStatus | None = None, limit: int = 100
+    ) -> list[RunInfo]:
+        """Stored runs, newest first, optionally filtered by owner and status."""
+
+    @abc.abstractmethod
+    def statistics(self) -> StoreStatistics:
+        """A snapshot of the store's size and writer state."""
