@@ -116,6 +116,8 @@ class Subscription:
                 self._last_activity = trio.current_time()
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return items
+            if self._ended:
+                continue
             # Nothing new: wait for a publish, or a heartbeat's worth of idle.
             run = self._run
             assert run is not None, "a stored run is finished, so never idle"

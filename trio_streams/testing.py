@@ -12,7 +12,7 @@ tools for deterministic tests of code built on trio_streams:
 
 Example::
 
-    async def test_stop_saves_partial(stream_hub):
+    async def test_stop_saves_partial(stream_hub, autojump_clock):
         script = Script().emit_many(3, every=1.0).wait(gate := Gate())
         run = await stream_hub.start(script)
         await gate.reached()
@@ -280,8 +280,17 @@ async def stream_hub(
     """A hub on a ``MockClock(autojump_threshold=0)`` with a fresh ``MemoryStore``.
 
     Time advances only when every task is blocked, so a 3-minute grace period
-    takes no real time and ``trio.current_time()`` is exact.
+    takes no real time and ``trio.current_time()`` is exact. Event timestamps
+    and run times use the trio clock too, so they are exact as well.
+
+    The test itself must also take ``autojump_clock`` as an argument:
+    pytest-trio chooses the clock from the test's own arguments only.
     """
+    if trio.lowlevel.current_clock() is not autojump_clock:
+        raise RuntimeError(
+            "a test using stream_hub must also take the autojump_clock fixture as an argument "
+            "(pytest-trio picks the clock from the test's own arguments)"
+        )
     async with open_hub(wall_clock=lambda: trio.current_time(), **stream_hub_options) as hub:
         yield hub
 
