@@ -65,6 +65,13 @@ logger = logging.getLogger("trio_streams")
 #: A producer: an async function taking a :class:`RunContext` (its return
 #: value becomes the result), or an async iterable of events -- each item a
 #: ``(type, data)`` tuple, or any other JSON value published as ``message``.
+#:
+#: Cleanup after a cancel: a producer function awaits inside
+#: ``with ctx.cleanup():`` (shielded, under the finalize deadline). An async
+#: generator's ``finally`` runs while ``Cancelled`` unwinds through its own
+#: frame, so it must shield its awaits itself:
+#: ``with trio.move_on_after(5, shield=True): await upstream.aclose()``.
+#: Either way the terminal event is published only after the cleanup ends.
 Producer: TypeAlias = (
     Callable[[RunContext], Awaitable[Any]] | Callable[[RunContext], AsyncIterable[Any]] | AsyncIterable[Any]
 )
