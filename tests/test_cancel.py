@@ -25,7 +25,9 @@ async def test_cancel_before_the_first_event(stream_hub, autojump_clock) -> None
     assert trio.current_time() == 0.0
 
 
-async def test_cancel_while_blocked_saves_partial_and_publishes_cancelled_last(stream_hub, autojump_clock) -> None:
+async def test_cancel_while_blocked_saves_partial_and_publishes_cancelled_last(
+    stream_hub, autojump_clock
+) -> None:
     gate = Gate()
     script = Script().emit_many(3, every=1.0).wait(gate)
     run = await stream_hub.start(script)
@@ -268,7 +270,9 @@ async def test_cancel_reason_is_visible_to_the_producer(stream_hub, autojump_clo
     assert reasons == [None, "budget exceeded"]
 
 
-async def test_emit_is_a_checkpoint_and_a_cancelled_run_publishes_nothing_more(stream_hub, autojump_clock) -> None:
+async def test_emit_is_a_checkpoint_and_a_cancelled_run_publishes_nothing_more(
+    stream_hub, autojump_clock
+) -> None:
     done = trio.Event()
 
     async def producer(ctx: RunContext) -> None:

@@ -107,7 +107,9 @@ async def test_resume_after_n_gets_exactly_the_rest(stream_hub, autojump_clock) 
     assert await collect(stream_hub, run.id, after=6) == []
 
 
-async def test_subscribers_joining_at_different_times_each_get_everything_once(stream_hub, autojump_clock) -> None:
+async def test_subscribers_joining_at_different_times_each_get_everything_once(
+    stream_hub, autojump_clock
+) -> None:
     run = await stream_hub.start(Script().emit_many(20, every=0.5))
     results: dict[int, list[Any]] = {}
 
@@ -127,7 +129,10 @@ async def test_producer_exception_becomes_a_safe_error_event(stream_hub, autojum
     run = await stream_hub.start(Script().emit_many(2).fail("password=hunter2 leaked"))
     items = events_of(await collect(stream_hub, run.id))
     assert types_of(items) == ["token", "token", "error"]
-    assert items[-1].data["error"] == {"code": "producer_error", "message": "the producer failed (RuntimeError)"}
+    assert items[-1].data["error"] == {
+        "code": "producer_error",
+        "message": "the producer failed (RuntimeError)",
+    }
     assert "hunter2" not in items[-1].data_json
     assert "hunter2" in caplog.text  # the traceback goes to the log, not to clients
     info = await stream_hub.get_info(run.id)
