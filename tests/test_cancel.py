@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
@@ -11,6 +10,9 @@ import trio.testing
 
 from trio_streams import MemoryStore, RunClosed, RunContext, RunOutcome, RunStatus, open_hub
 from trio_streams.testing import Gate, Script, assert_well_formed, collect, events_of, types_of
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 
 async def test_cancel_before_the_first_event(stream_hub, autojump_clock) -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
@@ -21,6 +20,9 @@ from trio_streams import (
     open_hub,
 )
 from trio_streams.testing import Gate, Script, assert_well_formed, collect, events_of, types_of
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 
 async def test_events_are_numbered_and_end_with_one_terminal(stream_hub, autojump_clock) -> None:
@@ -68,7 +70,7 @@ async def test_async_iterable_and_generator_function_producers(stream_hub, autoj
         ("message", "plain"),
         ("done", {"result": None}),
     ]
-    assert [(e.type, e.data) for e in events_of(await collect(stream_hub, second.id))][0] == ("token", "hi")
+    assert next((e.type, e.data) for e in events_of(await collect(stream_hub, second.id))) == ("token", "hi")
 
 
 async def test_run_outlives_the_task_that_started_it(stream_hub, autojump_clock) -> None:
