@@ -8,3 +8,5 @@ from hypothesis import settings
 settings.register_profile("default", max_examples=150)
 settings.register_profile("thorough", max_examples=3000)
 settings.load_profile("default")
+
+pytest_plugins = ["pytester"]
