@@ -61,3 +61,18 @@ def test_assert_well_formed_accepts_good_streams() -> None:
 def test_assert_well_formed_catches_broken_streams(items: list[object], message: str) -> None:
     with pytest.raises(AssertionError, match=message):
         assert_well_formed(items)  # type: ignore[arg-type]
+
+
+async def test_the_readme_example(stream_hub, autojump_clock) -> None:
+    # Kept identical to the README's "Test your app's abort paths" snippet.
+    import trio
+
+    from trio_streams.testing import Gate, Script, collect, types_of
+
+    gate = Gate()
+    run = await stream_hub.start(Script().emit_many(3, every=1.0).wait(gate))
+    await gate.reached()  # the producer is blocked now
+    await stream_hub.cancel(run.id)
+    info = await stream_hub.wait(run.id)
+    assert (info.status, info.result, trio.current_time()) == ("cancelled", "t0t1t2", 2.0)
+    assert types_of(await collect(stream_hub, run.id)) == ["token"] * 3 + ["cancelled"]
