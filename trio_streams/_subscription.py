@@ -116,7 +116,7 @@ class Subscription:
                 self._last_activity = trio.current_time()
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return items
-            if self._ended:
+            if self.ended:  # the property: _read may have just ended it
                 continue
             # Nothing new: wait for a publish, or a heartbeat's worth of idle.
             run = self._run
