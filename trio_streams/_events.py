@@ -24,9 +24,14 @@ RESERVED_TYPES: Final = TERMINAL_TYPES | {"gap", "heartbeat"}
 _EVENT_OVERHEAD: Final = 64
 
 
+# One encoder for all: ``json.dumps`` with non-default options builds a new
+# encoder per call, which costs more than encoding a small payload.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def encode_json(data: Any) -> str:
     """Encode ``data`` as compact JSON text (never containing a newline)."""
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return _encode(data)
 
 
 @dataclass(frozen=True, slots=True)

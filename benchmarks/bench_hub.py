@@ -1,0 +1,583 @@
+"""In-process benchmarks of the hub, each beside raw memory channels.
+
+Run:  python -m benchmarks.bench_hub            (full sizes, 3 rounds)
+      python -m benchmarks.bench_hub --quick    (small sizes, 1 round; a smoke test)
+
+Every scenario is measured ``--rounds`` times, hub and bare interleaved in
+the same process so machine noise hits both alike; the table shows medians
+and the ratio of the medians.
+
+"Bare" is the same traffic over ``trio.open_memory_channel``: one channel per
+subscriber, one ``send_nowait`` per event per subscriber, no log, no store.
+Both sides build the same :class:`trio_streams.Event` (the JSON encoding of
+the payload is part of the traffic, whoever carries it), both producers
+checkpoint once per event, and "delivered" means the consumer read the
+event's ``seq``. Hub subscribers read in batches (``receive_batch``), as the
+SSE writer does; bare consumers use ``async for``, as channel users do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import platform
+import statistics
+import sys
+import time
+import tracemalloc
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+import trio.testing
+
+from trio_streams import Event, Hub, RunContext, open_hub
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+#: The hub configuration every scenario uses: logs big enough to keep a
+#: 50,000-event run whole (what the replay figure measures).
+HUB_OPTIONS: dict[str, Any] = {"log_max_events": 200_000, "log_max_bytes": 256 * 1024 * 1024}
+
+
+@dataclass
+class Measure:
+    """One scenario's samples: seconds for ``work`` units, hub and bare."""
+
+    name: str
+    unit: str
+    work: int
+    hub: list[float] = field(default_factory=list)
+    bare: list[float] = field(default_factory=list)
+
+    def rate(self, samples: list[float]) -> float:
+        return self.work / statistics.median(samples) if samples else math.nan
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-quantile (0..1) of ``values`` by nearest rank."""
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
+    return ordered[index]
+
+
+# -- fan-out: 1 run x N events to S subscribers --------------------------------
+
+
+async def fanout_hub(events: int, subscribers: int, burst: int = 1) -> tuple[float, list[float]]:
+    """Seconds to deliver ``events`` to each of ``subscribers``, and the
+    publish->receive latencies (seconds) of every delivery. The producer
+    checkpoints after every ``burst`` events."""
+    published = [0.0] * (events + 2)
+    latencies: list[float] = []
+    release = trio.Event()
+
+    async def produce(ctx: RunContext) -> None:
+        await release.wait()
+        for i in range(events):
+            published[i + 1] = time.perf_counter()
+            ctx.emit_nowait("token", i)
+            if (i + 1) % burst == 0:
+                await trio.lowlevel.checkpoint()
+
+    async with open_hub(**HUB_OPTIONS) as hub:
+        run = await hub.start(produce)
+        async with trio.open_nursery() as nursery:
+            for _ in range(subscribers):
+                await nursery.start(_hub_consumer, hub, run.id, published, latencies)
+            start = time.perf_counter()
+            release.set()
+        elapsed = time.perf_counter() - start
+    return elapsed, latencies
+
+
+async def _hub_consumer(
+    hub: Hub,
+    run_id: str,
+    published: list[float],
+    latencies: list[float],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    async with hub.subscribe(run_id) as subscription:
+        task_status.started()
+        while True:
+            try:
+                batch = await subscription.receive_batch()
+            except trio.EndOfChannel:
+                return
+            now = time.perf_counter()
+            for item in batch:
+                if isinstance(item, Event) and not item.terminal:
+                    latencies.append(now - published[item.seq])
+
+
+async def fanout_bare(events: int, subscribers: int, burst: int = 1) -> tuple[float, list[float]]:
+    """The same traffic over one memory channel per subscriber."""
+    published = [0.0] * (events + 2)
+    latencies: list[float] = []
+    pairs = [trio.open_memory_channel[Event](events + 1) for _ in range(subscribers)]
+
+    async def consume(receive: trio.MemoryReceiveChannel[Event]) -> None:
+        async with receive:
+            async for event in receive:
+                latencies.append(time.perf_counter() - published[event.seq])
+
+    async with trio.open_nursery() as nursery:
+        for _, receive in pairs:
+            nursery.start_soon(consume, receive)
+        await trio.testing.wait_all_tasks_blocked()
+        start = time.perf_counter()
+        senders = [send for send, _ in pairs]
+        for i in range(events):
+            published[i + 1] = time.perf_counter()
+            event = Event.create(i + 1, "token", i, time.time())
+            for send in senders:
+                send.send_nowait(event)
+            if (i + 1) % burst == 0:
+                await trio.lowlevel.checkpoint()
+        for send in senders:
+            await send.aclose()
+    return time.perf_counter() - start, latencies
+
+
+# -- replay of a finished run --------------------------------------------------
+
+
+async def replay_hub(events: int) -> float:
+    """Seconds for one subscriber to read a finished ``events``-event run."""
+
+    async def produce(ctx: RunContext) -> None:
+        for i in range(events):
+            ctx.emit_nowait("token", i)
+        await trio.lowlevel.checkpoint()
+
+    async with open_hub(**HUB_OPTIONS) as hub:
+        run = await hub.start(produce)
+        await hub.wait(run.id)
+        start = time.perf_counter()
+        seen = 0
+        async with hub.subscribe(run.id) as subscription:
+            while True:
+                try:
+                    batch = await subscription.receive_batch(4096)
+                except trio.EndOfChannel:
+                    break
+                for item in batch:
+                    if isinstance(item, Event):
+                        seen = item.seq
+        elapsed = time.perf_counter() - start
+    assert seen == events + 1, (seen, events)
+    return elapsed
+
+
+async def replay_bare(events: int) -> float:
+    """Reading the same events from a pre-filled memory channel."""
+    send, receive = trio.open_memory_channel[Event](events + 1)
+    for i in range(events):
+        send.send_nowait(Event.create(i + 1, "token", i, time.time()))
+    send.close()
+    start = time.perf_counter()
+    seen = 0
+    async with receive:
+        async for event in receive:
+            seen = event.seq
+    elapsed = time.perf_counter() - start
+    assert seen == events
+    return elapsed
+
+
+# -- many concurrent runs -------------------------------------------------------
+
+
+async def many_runs_hub(runs: int, events: int) -> float:
+    """Seconds for ``runs`` concurrent runs of ``events`` each, one subscriber each."""
+    release = trio.Event()
+
+    async def produce(ctx: RunContext) -> None:
+        await release.wait()
+        for i in range(events):
+            await ctx.emit("token", i)
+
+    async def follow(hub: Hub, run_id: str, *, task_status: trio.TaskStatus[None]) -> None:
+        async with hub.subscribe(run_id) as subscription:
+            task_status.started()
+            last = 0
+            while True:
+                try:
+                    batch = await subscription.receive_batch()
+                except trio.EndOfChannel:
+                    break
+                for item in batch:
+                    if isinstance(item, Event):
+                        last = item.seq
+            assert last == events + 1
+
+    async with open_hub(max_runs=runs * 2, **HUB_OPTIONS) as hub:
+        async with trio.open_nursery() as nursery:
+            for _ in range(runs):
+                run = await hub.start(produce)
+                await nursery.start(follow, hub, run.id)
+            start = time.perf_counter()
+            release.set()
+        elapsed = time.perf_counter() - start
+    return elapsed
+
+
+async def many_runs_bare(runs: int, events: int) -> float:
+    release = trio.Event()
+
+    async def produce(send: trio.MemorySendChannel[Event]) -> None:
+        async with send:
+            await release.wait()
+            for i in range(events):
+                send.send_nowait(Event.create(i + 1, "token", i, time.time()))
+                await trio.lowlevel.checkpoint()
+
+    async def consume(receive: trio.MemoryReceiveChannel[Event]) -> None:
+        last = 0
+        async with receive:
+            async for event in receive:
+                last = event.seq
+        assert last == events
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(runs):
+            send, receive = trio.open_memory_channel[Event](events)
+            nursery.start_soon(produce, send)
+            nursery.start_soon(consume, receive)
+        await trio.testing.wait_all_tasks_blocked()
+        start = time.perf_counter()
+        release.set()
+    return time.perf_counter() - start
+
+
+# -- paced latency ---------------------------------------------------------------
+
+
+async def paced_latency_hub(runs: int, rate_per_run: float, seconds: float) -> list[float]:
+    """Latencies at a steady aggregate rate: ``runs`` runs, one subscriber each,
+    each emitting ``rate_per_run`` events/s for ``seconds``, their schedules
+    evenly staggered (independent producers are not in phase)."""
+    latencies: list[float] = []
+    total = int(rate_per_run * seconds)
+    begin = trio.current_time() + 0.05
+    phase = iter(range(runs))
+
+    async def produce(ctx: RunContext) -> None:
+        start = begin + next(phase) / (runs * rate_per_run)
+        for i in range(total):
+            await trio.sleep_until(start + i / rate_per_run)
+            ctx.emit_nowait("token", time.perf_counter())
+
+    async def follow(hub: Hub, run_id: str, *, task_status: trio.TaskStatus[None]) -> None:
+        async with hub.subscribe(run_id) as subscription:
+            task_status.started()
+            while True:
+                try:
+                    batch = await subscription.receive_batch()
+                except trio.EndOfChannel:
+                    return
+                now = time.perf_counter()
+                latencies.extend(
+                    now - item.data for item in batch if isinstance(item, Event) and not item.terminal
+                )
+
+    async with open_hub(**HUB_OPTIONS) as hub, trio.open_nursery() as nursery:
+        for _ in range(runs):
+            run = await hub.start(produce)
+            await nursery.start(follow, hub, run.id)
+    return latencies
+
+
+async def paced_latency_bare(runs: int, rate_per_run: float, seconds: float) -> list[float]:
+    latencies: list[float] = []
+    total = int(rate_per_run * seconds)
+    begin = trio.current_time() + 0.05
+
+    async def produce(send: trio.MemorySendChannel[Event], index: int) -> None:
+        async with send:
+            start = begin + index / (runs * rate_per_run)
+            for i in range(total):
+                await trio.sleep_until(start + i / rate_per_run)
+                send.send_nowait(Event.create(i + 1, "token", time.perf_counter(), time.time()))
+
+    async def consume(receive: trio.MemoryReceiveChannel[Event]) -> None:
+        async with receive:
+            async for event in receive:
+                latencies.append(time.perf_counter() - event.data)
+
+    async with trio.open_nursery() as nursery:
+        for index in range(runs):
+            send, receive = trio.open_memory_channel[Event](total)
+            nursery.start_soon(consume, receive)
+            nursery.start_soon(produce, send, index)
+    return latencies
+
+
+# -- memory ---------------------------------------------------------------------
+
+
+async def memory_per_idle_run(runs: int) -> float:
+    """Bytes traced per started run that is idle (blocked, no events yet)."""
+    gate = trio.Event()
+
+    async def produce(ctx: RunContext) -> None:
+        await gate.wait()
+
+    async with open_hub(max_runs=runs * 2, **HUB_OPTIONS) as hub:
+        gc.collect()
+        before = tracemalloc.take_snapshot()
+        for _ in range(runs):
+            await hub.start(produce)
+        await trio.testing.wait_all_tasks_blocked()
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+        gate.set()
+    return _grown(before, after) / runs
+
+
+async def memory_per_idle_subscriber(subscribers: int) -> tuple[float, float]:
+    """Bytes traced per idle subscriber: (subscription state alone, with a
+    task parked in ``receive_batch``)."""
+    gate = trio.Event()
+
+    async def produce(ctx: RunContext) -> None:
+        await gate.wait()
+
+    async with open_hub(**HUB_OPTIONS) as hub:
+        run = await hub.start(produce)
+        await trio.testing.wait_all_tasks_blocked()
+        # Subscription objects alone, entered but nobody reading.
+        gc.collect()
+        before = tracemalloc.take_snapshot()
+        managers = [hub.subscribe(run.id) for _ in range(subscribers)]
+        for manager in managers:
+            await manager.__aenter__()
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+        state = _grown(before, after) / subscribers
+        for manager in managers:
+            await manager.__aexit__(None, None, None)
+        del managers
+
+        async def parked(*, task_status: trio.TaskStatus[None]) -> None:
+            async with hub.subscribe(run.id) as subscription:
+                task_status.started()
+                async for _ in subscription:
+                    pass
+
+        async with trio.open_nursery() as nursery:
+            gc.collect()
+            before = tracemalloc.take_snapshot()
+            for _ in range(subscribers):
+                await nursery.start(parked)
+            await trio.testing.wait_all_tasks_blocked()
+            gc.collect()
+            after = tracemalloc.take_snapshot()
+            gate.set()
+        with_task = _grown(before, after) / subscribers
+    return state, with_task
+
+
+async def memory_per_idle_channel_consumer(consumers: int) -> float:
+    """The bare comparison: a memory channel pair with a task parked on it."""
+    keep: list[trio.MemorySendChannel[Event]] = []
+
+    async def parked(
+        receive: trio.MemoryReceiveChannel[Event], *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        task_status.started()
+        async with receive:
+            async for _ in receive:
+                pass
+
+    async with trio.open_nursery() as nursery:
+        gc.collect()
+        before = tracemalloc.take_snapshot()
+        for _ in range(consumers):
+            send, receive = trio.open_memory_channel[Event](64)
+            keep.append(send)
+            await nursery.start(parked, receive)
+        await trio.testing.wait_all_tasks_blocked()
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+        for send in keep:
+            send.close()
+    return _grown(before, after) / consumers
+
+
+def _grown(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot) -> float:
+    return float(sum(stat.size_diff for stat in after.compare_to(before, "filename")))
+
+
+# -- driver ---------------------------------------------------------------------
+
+
+@dataclass
+class Sizes:
+    events: int
+    subscribers: tuple[int, ...]
+    bursts: tuple[int, ...]
+    replay: int
+    runs: int
+    run_events: int
+    paced_seconds: float
+    idle: int
+    rounds: int
+
+
+FULL = Sizes(50_000, (1, 10, 100), (64, 1), 50_000, 1_000, 100, 3.0, 10_000, 3)
+QUICK = Sizes(2_000, (1, 10), (64, 1), 5_000, 50, 20, 0.2, 200, 1)
+
+
+async def interleaved(
+    measure: Measure, rounds: int, hub: Callable[[], Awaitable[float]], bare: Callable[[], Awaitable[float]]
+) -> None:
+    for _ in range(rounds):
+        measure.hub.append(await hub())
+        measure.bare.append(await bare())
+
+
+async def run_all(sizes: Sizes) -> dict[str, Any]:
+    """Run every scenario; return the figures (also used by the smoke test)."""
+    results: dict[str, Any] = {"fanout": [], "sizes": sizes}
+    for burst in sizes.bursts:
+        for subscribers in sizes.subscribers:
+            work = sizes.events * subscribers
+            measure = Measure(
+                f"fan-out 1 run x {sizes.events:,} events, S={subscribers}, "
+                f"{burst} event{'s' if burst > 1 else ''} per producer checkpoint",
+                "deliveries/s",
+                work,
+            )
+            hub_latency: list[float] = []
+            bare_latency: list[float] = []
+            for _ in range(sizes.rounds):
+                elapsed, latencies = await fanout_hub(sizes.events, subscribers, burst)
+                assert len(latencies) == work, (len(latencies), work)
+                measure.hub.append(elapsed)
+                hub_latency.extend(latencies)
+                elapsed, latencies = await fanout_bare(sizes.events, subscribers, burst)
+                assert len(latencies) == work
+                measure.bare.append(elapsed)
+                bare_latency.extend(latencies)
+            results["fanout"].append((measure, hub_latency, bare_latency))
+
+    replay = Measure(f"replay of a finished {sizes.replay:,}-event run", "events/s", sizes.replay + 1)
+    await interleaved(
+        replay, sizes.rounds, lambda: replay_hub(sizes.replay), lambda: replay_bare(sizes.replay)
+    )
+    results["replay"] = replay
+
+    many = Measure(
+        f"{sizes.runs:,} concurrent runs x {sizes.run_events} events, 1 subscriber each",
+        "deliveries/s",
+        sizes.runs * sizes.run_events,
+    )
+    await interleaved(
+        many,
+        sizes.rounds,
+        lambda: many_runs_hub(sizes.runs, sizes.run_events),
+        lambda: many_runs_bare(sizes.runs, sizes.run_events),
+    )
+    results["many"] = many
+
+    results["paced"] = [
+        (
+            runs,
+            rate,
+            await paced_latency_hub(runs, rate, sizes.paced_seconds),
+            await paced_latency_bare(runs, rate, sizes.paced_seconds),
+        )
+        for runs, rate in ((1, 10_000), (10, 1_000))
+    ]
+
+    tracemalloc.start()
+    try:
+        results["memory"] = {
+            "run": await memory_per_idle_run(sizes.idle // 10),
+            "subscriber": await memory_per_idle_subscriber(sizes.idle),
+            "bare_consumer": await memory_per_idle_channel_consumer(sizes.idle),
+        }
+    finally:
+        tracemalloc.stop()
+    return results
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f}"
+
+
+def report(results: dict[str, Any]) -> str:
+    sizes: Sizes = results["sizes"]
+    lines = [
+        f"Python {platform.python_version()}, trio {trio.__version__}, {platform.machine()}, "
+        f"{sizes.rounds} round(s), medians; ratio = hub rate / bare rate.",
+        "",
+        "| scenario | hub | bare channels | ratio | hub p50 / p99 ms | bare p50 / p99 ms |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for measure, hub_latency, bare_latency in results["fanout"]:
+        lines.append(_row(measure, hub_latency, bare_latency))
+    lines.append(_row(results["replay"]))
+    lines.append(_row(results["many"]))
+    for runs, rate, hub_paced, bare_paced in results["paced"]:
+        lines.append(
+            f"| paced: {runs} run{'s' if runs > 1 else ''} x {rate:,} events/s "
+            f"({runs * rate:,} events/s aggregate) for {sizes.paced_seconds:g} s "
+            f"| {len(hub_paced):,} events | {len(bare_paced):,} events | - "
+            f"| {ms(percentile(hub_paced, 0.5))} / {ms(percentile(hub_paced, 0.99))} "
+            f"| {ms(percentile(bare_paced, 0.5))} / {ms(percentile(bare_paced, 0.99))} |"
+        )
+    memory = results["memory"]
+    state, with_task = memory["subscriber"]
+    lines += [
+        "",
+        "| memory (tracemalloc) | bytes |",
+        "|---|---:|",
+        f"| per idle run (task, scope, log, store entry) | {memory['run']:,.0f} |",
+        f"| per idle subscriber: subscription state | {state:,.0f} |",
+        f"| per idle subscriber: with its own task parked in receive | {with_task:,.0f} |",
+        f"| bare: memory channel pair with a task parked on it | {memory['bare_consumer']:,.0f} |",
+    ]
+    return "\n".join(lines)
+
+
+def _row(
+    measure: Measure, hub_latency: list[float] | None = None, bare_latency: list[float] | None = None
+) -> str:
+    hub_rate, bare_rate = measure.rate(measure.hub), measure.rate(measure.bare)
+    latency = "- | -"
+    if hub_latency and bare_latency:
+        latency = (
+            f"{ms(percentile(hub_latency, 0.5))} / {ms(percentile(hub_latency, 0.99))} "
+            f"| {ms(percentile(bare_latency, 0.5))} / {ms(percentile(bare_latency, 0.99))}"
+        )
+    return (
+        f"| {measure.name} | {hub_rate:,.0f} {measure.unit} | {bare_rate:,.0f} {measure.unit} "
+        f"| {hub_rate / bare_rate:.2f}x | {latency} |"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes, one round (a smoke test)")
+    parser.add_argument("--rounds", type=int, help="rounds per scenario (default 3; 1 with --quick)")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    if args.rounds is not None:
+        if args.rounds < 1:
+            parser.error("--rounds must be at least 1")
+        sizes = Sizes(**{**sizes.__dict__, "rounds": args.rounds})
+    print(f"$ python -m benchmarks.bench_hub {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
+    print(report(trio.run(run_all, sizes)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
