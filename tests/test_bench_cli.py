@@ -1,0 +1,138 @@
+"""``trio-streams bench`` against real servers on loopback (real clock)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import jsonschema
+import pytest
+import trio
+
+from trio_streams._bench_cli import build_result, render_summary
+from trio_streams._bench_load import BenchOptions, Load
+from trio_streams._bench_stats import Histogram
+
+from .bench_server import serve_run_api
+
+if TYPE_CHECKING:
+    import subprocess
+
+SCHEMA = Path(__file__).parent.parent / "trio_streams" / "bench.schema.json"
+
+
+async def _bench(url: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    command = [sys.executable, "-m", "trio_streams._bench_cli", url, "--quiet", *args]
+    return await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)
+
+
+async def test_counts_every_event_of_a_known_workload() -> None:
+    with trio.fail_after(30):
+        async with serve_run_api() as url:
+            options = BenchOptions(url=url, runs=4, subscribers_per_run=3, tokens=50, seed=1)
+            stats = await Load(options).run()
+    # 4 runs x 3 subscribers x (50 tokens + the terminal event).
+    assert stats.events == 4 * 3 * 51
+    assert (stats.runs_started, stats.runs_finished) == (4, 4)
+    assert not stats.failed, stats.examples
+    assert stats.latency.count == 4 * 3 * 50  # every token carried a timestamp
+    assert stats.first_event.count == 4 * 3
+
+
+async def test_reconnects_resume_without_holes_or_duplicates() -> None:
+    with trio.fail_after(30):
+        async with serve_run_api() as url:
+            options = BenchOptions(url=url, runs=2, subscribers_per_run=2, tokens=40, reconnect_every=7)
+            stats = await Load(options).run()
+    assert stats.events == 2 * 2 * 41
+    assert stats.reconnects == 2 * 2 * (41 // 7)
+    assert not stats.failed, stats.examples
+
+
+async def test_cancelled_runs_must_end_cancelled() -> None:
+    with trio.fail_after(30):
+        async with serve_run_api() as url:
+            options = BenchOptions(url=url, runs=3, tokens=200, rate=400, cancel_fraction=1.0)
+            stats = await Load(options).run()
+    assert stats.runs_cancelled == 3
+    assert not stats.failed, stats.examples
+    assert stats.events < 3 * 201  # they really stopped early
+
+
+@pytest.mark.parametrize(("fault", "kind"), [("skip", "hole"), ("duplicate", "duplicate")])
+async def test_injected_fault_is_detected_and_fails_the_command(fault, kind, tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    with trio.fail_after(60):
+        async with serve_run_api(fault) as url:
+            result = await _bench(url, "--runs=2", "--tokens=10", f"--json={out}")
+    assert result.returncode == 1, result.stderr.decode()
+    document = json.loads(out.read_text())
+    assert document["ok"] is False
+    assert document["violations"][kind] == 2
+    assert b"FAILED" in result.stdout
+
+
+async def test_json_output_validates_against_the_documented_schema(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    with trio.fail_after(60):
+        async with serve_run_api() as url:
+            result = await _bench(url, "--runs=2", "--tokens=20", "--workers=2", f"--json={out}")
+    assert result.returncode == 0, result.stderr.decode()
+    document = json.loads(out.read_text())
+    jsonschema.validate(document, json.loads(SCHEMA.read_text()))
+    assert document["workers"] == 2
+    assert document["events"] == 2 * 21
+
+
+async def test_plot_is_a_real_png(tmp_path: Path) -> None:
+    out = tmp_path / "plot.png"
+    with trio.fail_after(60):
+        async with serve_run_api() as url:
+            result = await _bench(url, "--runs=2", "--tokens=30", f"--plot={out}")
+    assert result.returncode == 0, result.stderr.decode()
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out.stat().st_size > 5000
+
+
+async def test_bad_arguments_give_one_line_errors() -> None:
+    result = await _bench("ftp://nowhere")
+    assert result.returncode == 2
+    assert result.stderr.decode().strip().splitlines() == [
+        "trio-streams bench: error: URL must start with http:// or https://, not 'ftp://nowhere'"
+    ]
+    result = await _bench("http://127.0.0.1:1", "--cancel-fraction=2")
+    assert result.returncode == 2
+    assert "--cancel-fraction: must be between 0 and 1" in result.stderr.decode()
+
+
+async def test_unreachable_server_is_a_failure_not_a_hang() -> None:
+    with trio.fail_after(30):
+        result = await _bench("http://127.0.0.1:1", "--runs=1", "--json=-")
+    assert result.returncode == 1
+    document = json.loads(result.stdout)
+    assert document["violations"]["http_error"] == 1
+
+
+def test_histogram_percentiles_are_within_one_percent() -> None:
+    histogram = Histogram()
+    for i in range(1, 10_001):
+        histogram.add(i / 10_000)  # 0.1 ms .. 1 s, uniform
+    assert histogram.percentile(0.5) == pytest.approx(0.5, rel=0.011)
+    assert histogram.percentile(0.99) == pytest.approx(0.99, rel=0.011)
+    assert histogram.percentile(1.0) == 1.0
+    other = Histogram.from_json(json.loads(json.dumps(histogram.to_json())))
+    other.merge(histogram)
+    assert other.count == 20_000
+    assert other.percentile(0.5) == histogram.percentile(0.5)
+
+
+def test_summary_mentions_failures() -> None:
+    from trio_streams._bench_stats import BenchStats
+
+    stats = BenchStats()
+    stats.violation("hole", "run x: ids 3..3 missing")
+    text = render_summary(build_result(BenchOptions(url="http://x"), stats, 1.0, 1, None))
+    assert "hole=1" in text
+    assert text.endswith("RESULT: FAILED (stream violations above)")
