@@ -23,7 +23,6 @@ the last, after which reads raise ``trio.EndOfChannel``.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, cast
 
 import trio
@@ -100,6 +99,9 @@ class Subscription:
         if max_items < 1:
             raise ValueError("max_items must be at least 1")
         await trio.lowlevel.checkpoint_if_cancelled()
+        # Every call is a checkpoint, but one is enough: after parking (a
+        # schedule point) return at once rather than yield a second time.
+        parked = False
         while True:
             if self._closed:
                 raise trio.ClosedResourceError("subscription closed")
@@ -114,15 +116,19 @@ class Subscription:
             items = await self._read(max_items)
             if items:
                 self._last_activity = trio.current_time()
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                if not parked:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 return items
             if self.ended:  # the property: _read may have just ended it
                 continue
             # Nothing new: wait for a publish, or a heartbeat's worth of idle.
             run = self._run
             assert run is not None, "a stored run is finished, so never idle"
-            deadline = math.inf if self._heartbeat is None else self._last_activity + self._heartbeat
-            with trio.move_on_at(deadline) as idle:
+            parked = True
+            if self._heartbeat is None:
+                await run._wakeup.park()
+                continue
+            with trio.move_on_at(self._last_activity + self._heartbeat) as idle:
                 await run._wakeup.park()
             if idle.cancelled_caught:
                 self._last_activity = trio.current_time()
