@@ -71,6 +71,9 @@ class FaultyRunAPI:
             await self.hub.cancel(parts[2], reason="stop")
             info = await self.hub.wait(parts[2])
             await _json(send, 200, {"run_id": info.run_id, "status": str(info.status)})
+        elif scope["method"] == "GET" and len(parts) == 3 and parts[:2] == ["v1", "runs"]:
+            info = await self.hub.get_info(parts[2])
+            await _json(send, 200, {"run_id": info.run_id, "status": str(info.status)})
         elif scope["method"] == "GET" and len(parts) == 4 and parts[3] == "events":
             headers = dict(scope["headers"])
             after = int(headers.get(b"last-event-id", b"0"))

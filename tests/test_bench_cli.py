@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -78,12 +79,25 @@ async def test_json_output_validates_against_the_documented_schema(tmp_path: Pat
     out = tmp_path / "out.json"
     with trio.fail_after(60):
         async with serve_run_api() as url:
-            result = await _bench(url, "--runs=2", "--tokens=20", "--workers=2", f"--json={out}")
+            result = await _bench(
+                url, "--runs=2", "--tokens=20", "--workers=2", f"--server-pid={os.getpid()}", f"--json={out}"
+            )
     assert result.returncode == 0, result.stderr.decode()
     document = json.loads(out.read_text())
     jsonschema.validate(document, json.loads(SCHEMA.read_text()))
     assert document["workers"] == 2
     assert document["events"] == 2 * 21
+    # This test process is the server: its CPU time and memory were sampled.
+    assert document["server"]["peak_rss_bytes"] >= document["server"]["start_rss_bytes"] > 0
+
+
+async def test_replay_subscribes_after_the_run_finished() -> None:
+    with trio.fail_after(30):
+        async with serve_run_api() as url:
+            options = BenchOptions(url=url, runs=2, subscribers_per_run=2, tokens=30, replay=True)
+            stats = await Load(options).run()
+    assert stats.events == 2 * 2 * 31
+    assert not stats.failed, stats.examples
 
 
 async def test_plot_is_a_real_png(tmp_path: Path) -> None:

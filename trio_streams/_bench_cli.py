@@ -124,6 +124,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="F",
         help="cancel this fraction of runs halfway (their streams must end 'cancelled')",
     )
+    parser.add_argument(
+        "--replay",
+        action="store_true",
+        help="subscribe only after each run has finished: measures replay of finished runs",
+    )
     parser.add_argument("--token", help="bearer token for a server with auth (never logged)")
     parser.add_argument("--producer", default="demo", help="producer name (default demo)")
     parser.add_argument(
@@ -169,6 +174,7 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         input=args.input,
         stream_timeout=args.stream_timeout,
         seed=args.seed,
+        replay=args.replay,
     )
 
 
@@ -277,6 +283,8 @@ def _argv_for(options: BenchOptions) -> list[str]:
         argv.append(f"--input={json.dumps(options.input)}")
     if options.seed is not None:
         argv.append(f"--seed={options.seed}")
+    if options.replay:
+        argv.append("--replay")
     return argv
 
 
@@ -312,6 +320,7 @@ class _ServerSampler:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.peak_rss = 0
+        self.start_rss = 0
         self._cpu_start = 0.0
         self.error: str | None = None
 
@@ -328,7 +337,7 @@ class _ServerSampler:
     def begin(self) -> None:
         try:
             self._cpu_start = self._cpu()
-            self.peak_rss = self._rss()
+            self.peak_rss = self.start_rss = self._rss()
         except OSError as exc:
             self.error = f"cannot read /proc/{self.pid}: {exc}"
 
@@ -348,7 +357,12 @@ class _ServerSampler:
             self.peak_rss = max(self.peak_rss, self._rss())
         except OSError as exc:
             return {"pid": self.pid, "error": f"server process {self.pid} went away: {exc}"}
-        return {"pid": self.pid, "cpu_seconds": round(cpu, 3), "peak_rss_bytes": self.peak_rss}
+        return {
+            "pid": self.pid,
+            "cpu_seconds": round(cpu, 3),
+            "start_rss_bytes": self.start_rss,
+            "peak_rss_bytes": self.peak_rss,
+        }
 
 
 def build_result(
@@ -415,7 +429,12 @@ def render_summary(result: dict[str, Any]) -> str:
             rows.append(("server", server["error"]))
         else:
             rows.append(("server CPU seconds", f"{server['cpu_seconds']:.2f}"))
-            rows.append(("server peak RSS", f"{server['peak_rss_bytes'] / 2**20:.1f} MiB"))
+            rows.append(
+                (
+                    "server RSS at start / peak",
+                    f"{server['start_rss_bytes'] / 2**20:.1f} / {server['peak_rss_bytes'] / 2**20:.1f} MiB",
+                )
+            )
     violations = {k: v for k, v in result["violations"].items() if v}
     rows.append(("violations", ", ".join(f"{k}={v}" for k, v in violations.items()) or "none"))
     width = max(len(label) for label, _ in rows)

@@ -44,6 +44,7 @@ class BenchOptions:
     input: dict[str, Any] | None = None
     stream_timeout: float = 120.0
     seed: int | None = None
+    replay: bool = False
 
     def run_input(self) -> dict[str, Any]:
         if self.input is not None:
@@ -109,6 +110,8 @@ class Load:
         stats.runs_started += 1
         run_id = str(response.json()["run_id"])
         cancel = self._random.random() < options.cancel_fraction
+        if options.replay and not await self._wait_finished(connection, run_id):
+            return
         if cancel:
             stats.runs_cancelled += 1
         followers = [
@@ -129,6 +132,30 @@ class Load:
             self.live_runs -= 1
         stats.runs_finished += 1
         self._check_run(run_id, followers, cancel)
+
+    async def _wait_finished(self, connection: HTTPConnection, run_id: str) -> bool:
+        """For ``--replay``: poll the run's status until it has finished (a
+        load generator may poll; the library never does)."""
+        delay = 0.01
+        with trio.move_on_after(self.options.stream_timeout):
+            while True:
+                try:
+                    response = await connection.request("GET", f"/v1/runs/{run_id}")
+                    status = response.json().get("status") if response.status == 200 else None
+                except HTTPError as exc:
+                    self.stats.violation("http_error", f"GET /v1/runs/{run_id}: {exc}")
+                    return False
+                if response.status != 200:
+                    self.stats.violation("http_error", f"GET /v1/runs/{run_id} -> {response.status}")
+                    return False
+                if status in TERMINAL:
+                    return True
+                await trio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+        self.stats.violation(
+            "no_terminal", f"run {run_id} did not finish within {self.options.stream_timeout:g} s"
+        )
+        return False
 
     def _check_run(self, run_id: str, followers: list[_Follower], cancel: bool) -> None:
         stats = self.stats
