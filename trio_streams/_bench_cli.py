@@ -390,6 +390,7 @@ def build_result(
         "latency_seconds": stats.latency.summary(),
         "first_event_seconds": stats.first_event.summary(),
         "start_latency_seconds": stats.start_latency.summary(),
+        "stream_seconds": stats.stream_duration.summary(),
         "violations": {kind: stats.violations.get(kind, 0) for kind in VIOLATION_KINDS},
         "violation_examples": stats.examples,
         "events_per_second_timeline": stats.timeline,
@@ -415,6 +416,7 @@ def render_summary(result: dict[str, Any]) -> str:
         ("latency", "latency_seconds"),
         ("time to first event", "first_event_seconds"),
         ("run start latency", "start_latency_seconds"),
+        ("whole stream", "stream_seconds"),
     ):
         summary = result[key]
         rows.append(

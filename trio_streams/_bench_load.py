@@ -226,6 +226,7 @@ class _Follower:
                         stats.reconnects += 1
                     if cancel_after is not None and self.last_id >= cancel_after:
                         cancel_after = None
+            stats.stream_duration.add(time.perf_counter() - began)
         finally:
             await connection.aclose()
 

@@ -132,6 +132,8 @@ class BenchStats:
     latency: Histogram = field(default_factory=Histogram)
     first_event: Histogram = field(default_factory=Histogram)
     start_latency: Histogram = field(default_factory=Histogram)
+    #: a subscriber's first request to its terminal event.
+    stream_duration: Histogram = field(default_factory=Histogram)
     violations: dict[str, int] = field(default_factory=lambda: dict.fromkeys(VIOLATION_KINDS, 0))
     examples: list[str] = field(default_factory=list)
     #: events received per whole second since the start (index = second).
@@ -167,6 +169,7 @@ class BenchStats:
         self.latency.merge(other.latency)
         self.first_event.merge(other.first_event)
         self.start_latency.merge(other.start_latency)
+        self.stream_duration.merge(other.stream_duration)
         for kind, n in other.violations.items():
             self.violations[kind] = self.violations.get(kind, 0) + n
         self.examples = (self.examples + other.examples)[:20]
@@ -185,6 +188,7 @@ class BenchStats:
             "latency": self.latency.to_json(),
             "first_event": self.first_event.to_json(),
             "start_latency": self.start_latency.to_json(),
+            "stream_duration": self.stream_duration.to_json(),
             "violations": dict(self.violations),
             "examples": list(self.examples),
             "timeline": list(self.timeline),
@@ -206,6 +210,7 @@ class BenchStats:
         stats.latency = Histogram.from_json(data["latency"])
         stats.first_event = Histogram.from_json(data["first_event"])
         stats.start_latency = Histogram.from_json(data["start_latency"])
+        stats.stream_duration = Histogram.from_json(data["stream_duration"])
         stats.violations.update({k: int(v) for k, v in data["violations"].items()})
         stats.examples = [str(x) for x in data["examples"]]
         stats.timeline = [int(x) for x in data["timeline"]]

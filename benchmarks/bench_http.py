@@ -1,0 +1,215 @@
+"""HTTP benchmarks: ``trio-streams serve`` on Hypercorn, loaded by
+``trio-streams bench`` in separate processes, beside the ceiling (Hypercorn +
+Quart-Trio writing pre-encoded bytes, ``benchmarks/ceiling_app.py``).
+
+Run:  python -m benchmarks.bench_http            (full sizes, 3 rounds)
+      python -m benchmarks.bench_http --quick    (small sizes, 1 round)
+
+Scenarios (issue 4): (a) one client replaying a finished 50,000-event run,
+ours and the ceiling, interleaved; (b) 50 clients each following a live run
+of 5,000 events; (c) 1,000 idle SSE connections, server memory per
+connection. Writes the table to stdout (paste into RESULTS.md) and the plots
+of the last round beside this file (``http-*.png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class Sizes:
+    replay_events: int
+    live_runs: int
+    live_events: int
+    live_rate: float
+    idle_connections: int
+    idle_seconds: float
+    rounds: int
+
+
+FULL = Sizes(50_000, 50, 5_000, 500.0, 1_000, 20.0, 3)
+QUICK = Sizes(2_000, 5, 200, 200.0, 50, 3.0, 1)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """A server process on a free port; ``url`` once it answers."""
+
+    def __init__(self, command: list[str], port: int, ready_path: str) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{command[:3]} exited: {self.process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                    sock.sendall(
+                        f"GET {ready_path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+                    )
+                    if sock.recv(12).startswith(b"HTTP/1.1 "):
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{command[:3]} did not answer on port {port} within 30 s")
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def ours() -> Server:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "trio_streams",
+        "serve",
+        f"--bind=127.0.0.1:{port}",
+        "--log-level=warning",
+    ]
+    return Server(command, port, "/healthz")
+
+
+def ceiling() -> Server:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "hypercorn",
+        "--worker-class=trio",
+        f"--bind=127.0.0.1:{port}",
+        "benchmarks.ceiling_app:app",
+    ]
+    return Server(command, port, "/v1/runs/none")
+
+
+def bench(url: str, *args: str, plot: Path | None = None) -> dict[str, Any]:
+    """Run ``trio-streams bench`` as a separate process; return its JSON."""
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "out.json"
+        command = [sys.executable, "-m", "trio_streams", "bench", url, "--quiet", f"--json={out}", *args]
+        if plot is not None:
+            command.append(f"--plot={plot}")
+        result = subprocess.run(command, capture_output=True, check=False)
+        if result.returncode not in (0, 1) or not out.exists():
+            raise RuntimeError(f"bench failed ({result.returncode}): {result.stderr.decode()[-2000:]}")
+        document: dict[str, Any] = json.loads(out.read_text())
+    if not document["ok"]:
+        raise RuntimeError(
+            f"stream violations: {document['violations']} {document['violation_examples'][:3]}"
+        )
+    return document
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes, one round")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    replay_ours: list[float] = []
+    replay_ceiling: list[float] = []
+    live_p50: list[float] = []
+    live_p99: list[float] = []
+    live_rate: list[float] = []
+    idle_per_connection: list[float] = []
+    for round_index in range(sizes.rounds):
+        last = round_index == sizes.rounds - 1
+        server = ours()
+        try:
+            replay = bench(server.url, "--runs=1", f"--tokens={sizes.replay_events}", "--replay")
+            replay_ours.append(replay["events"] / _stream_seconds(replay))
+            live = bench(
+                server.url,
+                f"--runs={sizes.live_runs}",
+                f"--tokens={sizes.live_events}",
+                f"--rate={sizes.live_rate}",
+                f"--server-pid={server.pid}",
+                plot=HERE / "http-live.png" if last else None,
+            )
+            live_p50.append(live["latency_seconds"]["p50"])
+            live_p99.append(live["latency_seconds"]["p99"])
+            live_rate.append(live["events_per_second"])
+            per_run = sizes.idle_connections // 10
+            idle = bench(
+                server.url,
+                "--runs=10",
+                f"--subscribers-per-run={per_run}",
+                "--tokens=1",
+                f"--rate={1 / sizes.idle_seconds}",
+                f"--server-pid={server.pid}",
+            )
+            grown = idle["server"]["peak_rss_bytes"] - idle["server"]["start_rss_bytes"]
+            idle_per_connection.append(grown / (10 * per_run))
+        finally:
+            server.stop()
+        top = ceiling()
+        try:
+            replay = bench(top.url, "--runs=1", f"--tokens={sizes.replay_events}", "--replay")
+            replay_ceiling.append(replay["events"] / _stream_seconds(replay))
+        finally:
+            top.stop()
+    ours_rate, ceiling_rate = median(replay_ours), median(replay_ceiling)
+    print(f"$ python -m benchmarks.bench_http {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
+    print(f"{sizes.rounds} round(s), medians; Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    print()
+    print("| scenario | trio_streams | ceiling | ratio |")
+    print("|---|---:|---:|---:|")
+    print(
+        f"| (a) replay a finished {sizes.replay_events:,}-event run, 1 client | {ours_rate:,.0f} events/s "
+        f"| {ceiling_rate:,.0f} events/s | {ours_rate / ceiling_rate:.2f}x |"
+    )
+    print(
+        f"| (b) {sizes.live_runs} clients x live run of {sizes.live_events:,} events at "
+        f"{sizes.live_rate:g}/s: latency p50 / p99 | {median(live_p50) * 1000:.1f} / "
+        f"{median(live_p99) * 1000:.1f} ms ({median(live_rate):,.0f} events/s) | - | - |"
+    )
+    print(
+        f"| (c) {sizes.idle_connections:,} idle SSE connections: server memory per connection "
+        f"| {median(idle_per_connection) / 1024:.1f} KiB | - | - |"
+    )
+    return 0
+
+
+def _stream_seconds(document: dict[str, Any]) -> float:
+    """A replay's duration: the subscriber's first request to its terminal
+    event (not the run's own production, which came before)."""
+    return float(document["stream_seconds"]["max"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
