@@ -92,6 +92,16 @@ class Store(abc.ABC):
     ) -> list[RunInfo]:
         """Stored runs, newest first, optionally filtered by owner and status."""
 
+    async def ping(self) -> None:
+        """Check that the store is reachable (for health checks).
+
+        The default suits stores in this process; remote stores override it.
+
+        Raises:
+            Exception: whatever the store's client raises when it is not.
+        """
+        await trio.lowlevel.checkpoint()
+
     @abc.abstractmethod
     def statistics(self) -> StoreStatistics:
         """A snapshot of the store's size and writer state."""

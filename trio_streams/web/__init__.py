@@ -1,0 +1,10 @@
+"""The HTTP side: the runs API as a Quart-Trio extension, and the app ``serve`` runs."""
+
+from ._app import create_app as create_app
+from ._auth import TokenAuth as TokenAuth
+from ._demo import DemoFailure as DemoFailure
+from ._demo import DemoInput as DemoInput
+from ._demo import demo_producer as demo_producer
+from ._errors import ApiError as ApiError
+from ._extension import RegisteredProducer as RegisteredProducer
+from ._extension import TrioStreams as TrioStreams

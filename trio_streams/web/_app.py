@@ -1,0 +1,46 @@
+"""The app ``trio-streams serve`` runs: the runs API alone, JSON errors everywhere."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from ._errors import http_exception_response
+from ._extension import TrioStreams
+
+if TYPE_CHECKING:
+    from quart import Response
+
+
+def create_app(**options: Any) -> QuartTrio:
+    """A QuartTrio app serving the runs API (with the ``demo`` producer).
+
+    ``options`` go to :class:`TrioStreams` (``store=``, ``auth=``, ...); the
+    extension is at ``app.extensions["trio_streams"]``. Every error, even a
+    route that does not exist, is a JSON error document.
+    """
+    app = QuartTrio("trio_streams")
+    streams = TrioStreams(app, **options)
+    app.config["MAX_CONTENT_LENGTH"] = streams.max_body
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
+
+    @app.errorhandler(HTTPException)
+    async def json_http_error(error: HTTPException) -> Response:
+        return http_exception_response(error)
+
+    @app.get("/")
+    async def index() -> Response:
+        doc = {
+            "service": "trio-streams",
+            "api": streams.url_prefix,
+            "openapi": "/openapi.json",
+            "health": "/healthz",
+            "producers": sorted(streams.producers),
+        }
+        from ._routes import json_response
+
+        return json_response(doc)
+
+    return app

@@ -1,0 +1,271 @@
+"""``TrioStreams``: the runs API as a Quart-Trio extension, hub and all."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+import trio
+from quart_trio import QuartTrio
+
+from .._hub import open_hub
+from ..stores import MemoryStore, Store
+from ._auth import TokenAuth
+from ._demo import DemoInput, demo_producer
+from ._errors import ApiError
+from ._idempotency import IdempotencyKeys
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping
+
+    from .._config import HubConfig
+    from .._hub import Hub
+    from .._run import RunContext
+
+logger = logging.getLogger("trio_streams.web")
+
+T = TypeVar("T")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredProducer:
+    """A producer the API can start by name."""
+
+    name: str
+    function: Callable[[RunContext, Any], Awaitable[Any]]
+    parse_input: Callable[[Any], Any] | None
+
+
+class TrioStreams:
+    """Mounts the runs API on a Quart-Trio app and runs a hub for its lifetime.
+
+    ``streams = TrioStreams(app)``, or ``TrioStreams()`` and later
+    ``streams.init_app(app)``. The hub opens in the app's nursery before the
+    app serves (also under ``app.test_app()``) and, when the app shuts down,
+    drains: live runs get ``shutdown_grace`` seconds to finish, then are
+    cancelled with their partial results saved, and the store is flushed.
+
+    Args:
+        app: the app (a :class:`quart_trio.QuartTrio`).
+        store: a :class:`Store`, or a function returning an async context
+            manager that yields one (opened at startup, closed at shutdown);
+            a :class:`MemoryStore` if omitted.
+        auth: a :class:`TokenAuth` or ``{secret: user}``; without it every
+            caller is anonymous and sees every run.
+        url_prefix: where the API is mounted.
+        heartbeat: seconds of idle before an SSE stream sends a comment line.
+        retry_ms: the SSE ``retry:`` hint for browsers' reconnect delay.
+        max_body: the largest request body accepted, in bytes (413 beyond).
+        shutdown_grace: seconds live runs may take to finish at shutdown.
+        cancel_wait_timeout: the longest ``cancel?wait=true`` waits.
+        demo: register the built-in ``demo`` producer.
+        hub_config, **hub_options: the hub's :class:`HubConfig` and overrides.
+    """
+
+    def __init__(
+        self,
+        app: QuartTrio | None = None,
+        *,
+        store: Store | Callable[[], AbstractAsyncContextManager[Store]] | None = None,
+        auth: TokenAuth | Mapping[str, str] | None = None,
+        url_prefix: str = "/v1",
+        heartbeat: float = 15.0,
+        retry_ms: int = 1000,
+        max_body: int = 1024 * 1024,
+        shutdown_grace: float = 10.0,
+        cancel_wait_timeout: float = 30.0,
+        demo: bool = True,
+        hub_config: HubConfig | None = None,
+        **hub_options: Any,
+    ) -> None:
+        if heartbeat <= 0:
+            raise ValueError(f"heartbeat must be positive, not {heartbeat}")
+        if max_body < 1:
+            raise ValueError(f"max_body must be positive, not {max_body}")
+        if shutdown_grace < 0 or cancel_wait_timeout <= 0:
+            raise ValueError("shutdown_grace must be >= 0 and cancel_wait_timeout > 0")
+        self.store_source = store
+        self.auth = auth if auth is None or isinstance(auth, TokenAuth) else TokenAuth(auth)
+        self.url_prefix = url_prefix.rstrip("/")
+        self.heartbeat = heartbeat
+        self.retry_ms = retry_ms
+        self.max_body = max_body
+        self.shutdown_grace = shutdown_grace
+        self.cancel_wait_timeout = cancel_wait_timeout
+        self.hub_config = hub_config
+        self.hub_options = hub_options
+        self.producers: dict[str, RegisteredProducer] = {}
+        self.idempotency = IdempotencyKeys()
+        #: Counters for /metrics: HTTP errors by code, SSE streams served.
+        self.counters: Counter[str] = Counter()
+        self.sse_streams_open = 0
+        self._hub: Hub | None = None
+        self._stop = trio.Event()
+        self._stopped = trio.Event()
+        if demo:
+            self.register("demo", demo_producer, parse_input=DemoInput.parse)
+        if app is not None:
+            self.init_app(app)
+
+    # -- producers ----------------------------------------------------------------
+
+    def register(
+        self,
+        name: str,
+        function: Callable[[RunContext, Any], Awaitable[Any]],
+        *,
+        parse_input: Callable[[Any], Any] | None = None,
+    ) -> None:
+        """Make ``function`` startable as ``{"producer": name}``.
+
+        ``function(ctx, input)`` emits events with ``ctx.emit``; its return
+        value (if not ``None``) is the run's result. ``parse_input``, if
+        given, validates the request's ``input`` first: a ``ValueError``
+        from it is a ``400`` with its message, and its return value is what
+        ``function`` receives.
+
+        Raises:
+            ValueError: a bad or already registered name.
+        """
+        if not _NAME.match(name):
+            raise ValueError(f"producer name {name!r} must be 1-64 of [A-Za-z0-9_.-]")
+        if name in self.producers:
+            raise ValueError(f"a producer named {name!r} is already registered")
+        self.producers[name] = RegisteredProducer(name, function, parse_input)
+
+    @overload
+    def producer(self, name: str) -> Callable[[T], T]: ...
+    @overload
+    def producer(self, name: str, *, parse_input: Callable[[Any], Any]) -> Callable[[T], T]: ...
+
+    def producer(self, name: str, *, parse_input: Callable[[Any], Any] | None = None) -> Callable[[T], T]:
+        """Decorator form of :meth:`register`: ``@streams.producer("chat")``."""
+
+        def decorate(function: T) -> T:
+            self.register(name, function, parse_input=parse_input)  # type: ignore[arg-type]
+            return function
+
+        return decorate
+
+    # -- the app --------------------------------------------------------------------
+
+    def init_app(self, app: QuartTrio) -> None:
+        """Mount the API on ``app`` and tie the hub to its lifecycle.
+
+        Raises:
+            TypeError: ``app`` is not a QuartTrio app (the hub needs trio).
+        """
+        if not isinstance(app, QuartTrio):
+            raise TypeError(f"TrioStreams needs a quart_trio.QuartTrio app, not {type(app).__name__}")
+        # Imported here: the routes import this module.
+        from ._ops import make_ops_blueprint
+        from ._routes import make_blueprint
+
+        app.register_blueprint(make_blueprint(self), url_prefix=self.url_prefix)
+        app.register_blueprint(make_ops_blueprint(self))
+        app.before_serving(self._startup)
+        app.after_serving(self._shutdown)
+        app.extensions["trio_streams"] = self
+
+    @property
+    def hub(self) -> Hub:
+        """The running hub.
+
+        Raises:
+            RuntimeError: the app is not serving (in tests: use
+                ``async with app.test_app()``).
+        """
+        if self._hub is None:
+            raise RuntimeError(
+                "the trio_streams hub is not running: serve the app, or use `async with app.test_app()`"
+            )
+        return self._hub
+
+    @property
+    def running(self) -> bool:
+        """True while the hub accepts work (between startup and shutdown)."""
+        return self._hub is not None and not self._stop.is_set()
+
+    async def _startup(self) -> None:
+        from quart import current_app
+
+        nursery: trio.Nursery = current_app.nursery  # type: ignore[attr-defined]
+        self._stop = trio.Event()
+        self._stopped = trio.Event()
+        self._hub = await nursery.start(self._serve_hub)
+
+    async def _shutdown(self) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Drain the hub (see the class docstring) and wait until it has closed.
+
+        Safe to call more than once (the server calls it on SIGTERM, before
+        the app's own shutdown). Cancellation: cancels live runs at once.
+        """
+        if self._hub is None:
+            return
+        self._stop.set()
+        await self._stopped.wait()
+
+    async def _serve_hub(self, *, task_status: trio.TaskStatus[Hub]) -> None:
+        try:
+            async with AsyncExitStack() as stack:
+                source = self.store_source
+                if source is None:
+                    store: Store = MemoryStore()
+                elif isinstance(source, Store):
+                    store = source
+                else:
+                    store = await stack.enter_async_context(source())
+                hub = await stack.enter_async_context(
+                    open_hub(store, config=self.hub_config, **self.hub_options)
+                )
+                logger.info(
+                    "hub started: store=%s auth=%s prefix=%s",
+                    type(store).__name__,
+                    f"{len(self.auth)} token(s)" if self.auth else "off",
+                    self.url_prefix,
+                )
+                task_status.started(hub)
+                await self._stop.wait()
+                await hub.drain(self.shutdown_grace)
+            logger.info("hub stopped: every run finalized, store flushed")
+        finally:
+            self._hub = None
+            self._stopped.set()
+
+    # -- request helpers --------------------------------------------------------------
+
+    def caller(self, authorization: str | None) -> str | None:
+        """The user a request acts as (``None`` when auth is off).
+
+        Raises:
+            ApiError: 401 with auth on and no valid token.
+        """
+        if self.auth is None:
+            return None
+        return self.auth.user_for(authorization)
+
+    def hub_for_reading(self) -> Hub:
+        """The hub while it exists (also while it drains at shutdown), else a 503."""
+        if self._hub is None:
+            raise ApiError(503, "not_serving", "the hub is not running", headers={"Retry-After": "1"})
+        return self._hub
+
+    def hub_for_starting(self) -> Hub:
+        """The hub, or a 503 while the app is starting or shutting down."""
+        hub = self.hub_for_reading()
+        if self._stop.is_set():
+            raise ApiError(
+                503,
+                "shutting_down",
+                "the server is shutting down and starts no runs",
+                headers={"Retry-After": "1"},
+            )
+        return hub

@@ -1,0 +1,287 @@
+"""The OpenAPI 3.1 document of the runs API (served at ``/openapi.json``).
+
+Written by hand to say exactly what the handlers do; the test suite fuzzes
+the live server against it (schemathesis) so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._run import RunStatus
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _run_doc(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Run"}}},
+    }
+
+
+_RUN_ID = {
+    "name": "run_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+}
+_AUTH_ERRORS = {"401": _error("Auth is on and the bearer token is missing or unknown.")}
+_UNAVAILABLE = {"503": _error("The server is starting or shutting down (`Retry-After`).")}
+
+
+def openapi_document(prefix: str) -> dict[str, Any]:
+    """The OpenAPI document for the API mounted at ``prefix``."""
+    statuses = [status.value for status in RunStatus]
+    json_value: dict[str, Any] = {}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "trio-streams runs API",
+            "version": "1",
+            "description": (
+                "Start runs that outlive their requests, follow them as Server-Sent Events "
+                "(resumable with Last-Event-ID), cancel them with their partial result saved. "
+                'Errors are {"error": {"code", "message"}}.'
+            ),
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message"],
+                            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                        }
+                    },
+                },
+                "StartRun": {
+                    "type": "object",
+                    "required": ["producer"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "producer": {"type": "string", "description": "A registered producer, e.g. `demo`."},
+                        "input": {
+                            "description": (
+                                "The producer's input. For `demo`: {tokens, rate (per second or null), "
+                                "size (bytes per token), fail_at, await_input_at}."
+                            )
+                        },
+                        "key": {"type": ["string", "null"], "minLength": 1, "maxLength": 256},
+                        "on_conflict": {"enum": ["reject", "interrupt", "enqueue"], "default": "reject"},
+                        "on_disconnect": {"enum": ["continue", "cancel"], "default": "continue"},
+                        "metadata": {"type": ["object", "null"]},
+                    },
+                },
+                "Run": {
+                    "type": "object",
+                    "required": ["run_id", "status", "created_at", "last_seq", "subscribers", "events_url"],
+                    "properties": {
+                        "run_id": {"type": "string"},
+                        "key": {"type": ["string", "null"]},
+                        "owner": {"type": ["string", "null"]},
+                        "producer": {"type": ["string", "null"]},
+                        "status": {"enum": statuses},
+                        "created_at": {"type": "number"},
+                        "started_at": {"type": ["number", "null"]},
+                        "ended_at": {"type": ["number", "null"]},
+                        "last_seq": {"type": "integer", "minimum": 0},
+                        "subscribers": {"type": "integer", "minimum": 0},
+                        "metadata": {"type": "object"},
+                        "result": json_value,
+                        "partial": {"type": "boolean"},
+                        "error": {"type": ["object", "null"]},
+                        "reason": {"type": ["string", "null"]},
+                        "finalize_error": {"type": ["string", "null"]},
+                        "awaiting_input": {"type": "boolean"},
+                        "events_url": {"type": "string"},
+                    },
+                },
+            },
+        },
+        "security": [{"bearer": []}, {}],
+        "paths": {
+            f"{prefix}/runs": {
+                "post": {
+                    "summary": "Start a run",
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/StartRun"}}
+                        },
+                    },
+                    "responses": {
+                        "201": _run_doc("Started (or queued behind its key)."),
+                        "200": _run_doc("The run an earlier request with this Idempotency-Key started."),
+                        "400": _error("Invalid body or input, unknown producer."),
+                        "409": _error("`run_conflict`: the key is held (error.run_id names the live run)."),
+                        "413": _error("The body is over the limit."),
+                        "422": _error("The Idempotency-Key was used with a different body."),
+                        "429": _error("`at_capacity`: a limit refuses the run (`Retry-After`)."),
+                        **_AUTH_ERRORS,
+                        **_UNAVAILABLE,
+                    },
+                },
+                "get": {
+                    "summary": "List the caller's runs, newest first",
+                    "parameters": [
+                        {"name": "status", "in": "query", "required": False, "schema": {"enum": statuses}},
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The runs.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["runs"],
+                                        "properties": {
+                                            "runs": {
+                                                "type": "array",
+                                                "items": {"$ref": "#/components/schemas/Run"},
+                                            }
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        "400": _error("Invalid status or limit."),
+                        **_AUTH_ERRORS,
+                        **_UNAVAILABLE,
+                    },
+                },
+            },
+            f"{prefix}/runs/{{run_id}}": {
+                "get": {
+                    "summary": "A run's status document",
+                    "parameters": [_RUN_ID],
+                    "responses": {
+                        "200": _run_doc("The run."),
+                        "404": _error("No such run, or not the caller's."),
+                        **_AUTH_ERRORS,
+                        **_UNAVAILABLE,
+                    },
+                }
+            },
+            f"{prefix}/runs/{{run_id}}/events": {
+                "get": {
+                    "summary": "Follow a run as Server-Sent Events",
+                    "description": (
+                        "Replays the events after the resume point, then live ones; ends after the terminal "
+                        "event (done, error, cancelled, dead). Each event has `id:` (its seq), `event:` "
+                        "(its type) and `data:` (JSON). A `gap` event (no id) says how many events were "
+                        "trimmed from history. Comment lines are heartbeats."
+                    ),
+                    "parameters": [
+                        _RUN_ID,
+                        {
+                            "name": "after",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 0},
+                            "description": "Resume after this seq (Last-Event-ID takes precedence).",
+                        },
+                        {
+                            "name": "Last-Event-ID",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The event stream.",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        "400": _error("A malformed resume point, or one beyond the run's last event."),
+                        "404": _error("No such run, or not the caller's."),
+                        **_AUTH_ERRORS,
+                        **_UNAVAILABLE,
+                    },
+                }
+            },
+            f"{prefix}/runs/{{run_id}}/cancel": {
+                "post": {
+                    "summary": "Cancel a run (idempotent)",
+                    "parameters": [
+                        _RUN_ID,
+                        {"name": "wait", "in": "query", "required": False, "schema": {"type": "boolean"}},
+                    ],
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "reason": {"type": "string", "minLength": 1, "maxLength": 200}
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _run_doc("The status now; with wait=true, after finalization."),
+                        "202": _run_doc("wait=true, but the run had not finalized within the wait limit."),
+                        "400": _error("Invalid body or wait."),
+                        "404": _error("No such run, or not the caller's."),
+                        "409": _error("`run_not_live_here`: another instance drains it."),
+                        **_AUTH_ERRORS,
+                        **_UNAVAILABLE,
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "Health: is the hub serving and its store reachable?",
+                    "security": [{}],
+                    "responses": {
+                        "200": {
+                            "description": "Healthy.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "503": {
+                            "description": "Not serving, or the store is unreachable.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "security": [{}],
+                    "responses": {
+                        "200": {
+                            "description": "Text exposition.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+        },
+    }

@@ -1,0 +1,118 @@
+"""Operations endpoints: ``/healthz``, ``/metrics`` (Prometheus text), ``/openapi.json``."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+from quart import Blueprint, Response
+
+from ._errors import ApiError, error_response
+from ._openapi import openapi_document
+from ._routes import json_response
+
+if TYPE_CHECKING:
+    from ._extension import TrioStreams
+
+logger = logging.getLogger("trio_streams.web")
+
+#: How long /healthz waits for the store before calling it unreachable.
+HEALTH_TIMEOUT = 2.0
+
+
+def make_ops_blueprint(streams: TrioStreams) -> Blueprint:
+    """``/healthz``, ``/metrics`` and ``/openapi.json`` (mounted without the API prefix)."""
+    blueprint = Blueprint("trio_streams_ops", __name__)
+    blueprint.register_error_handler(ApiError, error_response)
+
+    @blueprint.get("/healthz")
+    async def healthz() -> Response:
+        if not streams.running:
+            return json_response({"status": "unavailable", "reason": "not serving"}, 503)
+        hub = streams.hub
+        store = type(hub.store).__name__
+        try:
+            with trio.fail_after(HEALTH_TIMEOUT):
+                await hub.store.ping()
+        except Exception as exc:
+            logger.warning("healthz: store %s unreachable: %s", store, exc)
+            return json_response(
+                {"status": "unavailable", "store": store, "reason": "store unreachable"}, 503
+            )
+        return json_response({"status": "ok", "store": store})
+
+    @blueprint.get("/metrics")
+    async def metrics() -> Response:
+        await trio.lowlevel.checkpoint()
+        return Response(render_metrics(streams), content_type="text/plain; version=0.0.4; charset=utf-8")
+
+    document = openapi_document(streams.url_prefix)
+
+    @blueprint.get("/openapi.json")
+    async def openapi() -> Response:
+        await trio.lowlevel.checkpoint()
+        return json_response(document)
+
+    return blueprint
+
+
+def render_metrics(streams: TrioStreams) -> str:
+    """The Prometheus text exposition of the hub's and the API's counters."""
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+        lines.append(f"# HELP trio_streams_{name} {help_text}")
+        lines.append(f"# TYPE trio_streams_{name} {kind}")
+        for labels, value in samples:
+            lines.append(f"trio_streams_{name}{labels} {value:g}")
+
+    if streams.running:
+        stats = streams.hub.statistics()
+        metric(
+            "runs",
+            "gauge",
+            "Runs held in memory, by state.",
+            [
+                ('{state="queued"}', stats.runs_queued),
+                ('{state="running"}', stats.runs_running),
+                ('{state="finished"}', stats.runs_finished),
+            ],
+        )
+        metric("subscribers", "gauge", "Open subscriptions.", [("", stats.subscribers)])
+        metric("runs_started_total", "counter", "Runs started.", [("", stats.runs_started)])
+        metric(
+            "runs_ended_total",
+            "counter",
+            "Runs ended, by terminal status.",
+            [(f'{{status="{status}"}}', count) for status, count in sorted(stats.runs_by_status.items())],
+        )
+        metric(
+            "events_published_total",
+            "counter",
+            "Events published (rate() gives events/s).",
+            [("", stats.events_published)],
+        )
+        metric("log_bytes", "gauge", "Bytes held in replay logs.", [("", stats.log_bytes)])
+        metric(
+            "store_pending_events",
+            "gauge",
+            "Events accepted but not yet durable in the store (flush lag).",
+            [("", stats.store.pending_events)],
+        )
+        metric(
+            "store_flush_errors_total", "counter", "Failed store writes.", [("", stats.store.flush_errors)]
+        )
+    metric("up", "gauge", "1 while the hub is serving.", [("", 1 if streams.running else 0)])
+    metric("sse_streams_open", "gauge", "Event streams being served now.", [("", streams.sse_streams_open)])
+    metric(
+        "http_errors_total",
+        "counter",
+        "API error responses, by code.",
+        [
+            (f'{{code="{name.removeprefix("error:")}"}}', count)
+            for name, count in sorted(streams.counters.items())
+            if name.startswith("error:")
+        ],
+    )
+    return "\n".join(lines) + "\n"
