@@ -130,3 +130,18 @@ async def test_rejected_starts_leave_no_trace(stream_hub, autojump_clock) -> Non
     assert (stats.runs_started, stats.runs_running, stats.runs_queued) == (1, 1, 0)
     assert stream_hub._owner_live["ann"] == 1
     gate.release()
+
+
+async def test_a_run_whose_turn_came_before_its_task_started_is_running(stream_hub, autojump_clock) -> None:
+    # Trio schedules a batch of tasks in random order: sometimes the interrupted
+    # run finalizes before the new run's drain task first runs, so its turn has
+    # already come. It must still be marked running (it once stayed "queued").
+    for attempt in range(40):
+        old = await stream_hub.start(Script().wait(Gate()), key=f"k{attempt}")
+        await trio.testing.wait_all_tasks_blocked()
+        new = await stream_hub.start(Script().wait(Gate()), key=f"k{attempt}", on_conflict="interrupt")
+        await trio.testing.wait_all_tasks_blocked()
+        assert old.status is RunStatus.CANCELLED
+        assert new.status is RunStatus.RUNNING, f"attempt {attempt}"
+        assert new.started_at is not None
+        await stream_hub.cancel(new.id)

@@ -73,9 +73,9 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+def add_parser(subparsers: argparse._SubParsersAction[Any]) -> argparse.ArgumentParser:
     """Register ``bench`` on a ``trio-streams`` sub-command parser."""
-    parser = subparsers.add_parser(
+    parser: argparse.ArgumentParser = subparsers.add_parser(
         "bench",
         help="load-test a deployment and check every stream",
         description=DESCRIPTION,

@@ -254,7 +254,9 @@ class Hub:
         try:
             with run._scope:
                 await self.store.save_run(run.info())
-                if not run._turn.is_set():
+                if run.status is RunStatus.QUEUED:
+                    # Its turn may already have come (the run ahead of it
+                    # finalized before this task started): wait() then returns.
                     await run._turn.wait()
                     run.status = RunStatus.RUNNING
                     run.started_at = self._wall_clock()

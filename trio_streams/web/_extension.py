@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -20,7 +20,7 @@ from ._errors import ApiError
 from ._idempotency import IdempotencyKeys
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
     from .._config import HubConfig
     from .._hub import Hub
@@ -206,39 +206,78 @@ class TrioStreams:
         """Drain the hub (see the class docstring) and wait until it has closed.
 
         Safe to call more than once (the server calls it on SIGTERM, before
-        the app's own shutdown). Cancellation: cancels live runs at once.
+        the app's own shutdown). The wait is shielded, with a deadline of the
+        drain's budget: Quart-Trio cancels the app's shutdown after
+        ``BACKGROUND_TASK_SHUTDOWN_TIMEOUT``, which must not cut a drain short.
         """
         if self._hub is None:
             return
         self._stop.set()
-        await self._stopped.wait()
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + self._drain_budget()):
+            await self._stopped.wait()
+
+    def _drain_budget(self) -> float:
+        """The longest a drain can take: the grace, then finalization, then the flush."""
+        config = self.hub_config if self._hub is None else self._hub.config
+        finalize = self.hub_options.get("finalize_timeout", getattr(config, "finalize_timeout", 10.0))
+        flush = self.hub_options.get("store_timeout", getattr(config, "store_timeout", 10.0))
+        return float(self.shutdown_grace + finalize + flush + 1.0)
 
     async def _serve_hub(self, *, task_status: trio.TaskStatus[Hub]) -> None:
-        try:
-            async with AsyncExitStack() as stack:
-                source = self.store_source
-                if source is None:
-                    store: Store = MemoryStore()
-                elif isinstance(source, Store):
-                    store = source
+        # The hub runs shielded: Quart-Trio puts a deadline on the app's
+        # nursery at shutdown (BACKGROUND_TASK_SHUTDOWN_TIMEOUT), which would
+        # cut the runs' drain short. The hub gets its own deadline (the drain
+        # budget) once stopping starts; a watcher outside the shield turns a
+        # cancellation of the app into an immediate stop (no grace).
+        self._abrupt = False
+        async with trio.open_nursery() as guard:
+            guard.start_soon(self._stop_when_cancelled)
+            try:
+                with trio.CancelScope(shield=True) as hub_scope:
+                    async with AsyncExitStack() as stack:
+                        hub = await stack.enter_async_context(self._open_hub(stack))
+                        task_status.started(hub)
+                        await self._stop.wait()
+                        hub_scope.deadline = trio.current_time() + self._drain_budget()
+                        await hub.drain(0.0 if self._abrupt else self.shutdown_grace)
+                if hub_scope.cancelled_caught:
+                    logger.error("the hub's shutdown exceeded its %.3gs budget", self._drain_budget())
                 else:
-                    store = await stack.enter_async_context(source())
-                hub = await stack.enter_async_context(
-                    open_hub(store, config=self.hub_config, **self.hub_options)
-                )
+                    logger.info("hub stopped: every run finalized, store flushed")
+            finally:
+                self._hub = None
+                self._stopped.set()
+                guard.cancel_scope.cancel()
+
+    async def _stop_when_cancelled(self) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            if not self._stop.is_set():
+                logger.warning("the app was cancelled: stopping the hub now, live runs cancelled")
+                self._abrupt = True
+                self._stop.set()
+
+    def _open_hub(self, stack: AsyncExitStack) -> AbstractAsyncContextManager[Hub]:
+        @asynccontextmanager
+        async def opened() -> AsyncIterator[Hub]:
+            source = self.store_source
+            if source is None:
+                store: Store = MemoryStore()
+            elif isinstance(source, Store):
+                store = source
+            else:
+                store = await stack.enter_async_context(source())
+            async with open_hub(store, config=self.hub_config, **self.hub_options) as hub:
                 logger.info(
                     "hub started: store=%s auth=%s prefix=%s",
                     type(store).__name__,
                     f"{len(self.auth)} token(s)" if self.auth else "off",
                     self.url_prefix,
                 )
-                task_status.started(hub)
-                await self._stop.wait()
-                await hub.drain(self.shutdown_grace)
-            logger.info("hub stopped: every run finalized, store flushed")
-        finally:
-            self._hub = None
-            self._stopped.set()
+                yield hub
+
+        return opened()
 
     # -- request helpers --------------------------------------------------------------
 

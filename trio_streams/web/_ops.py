@@ -24,7 +24,11 @@ HEALTH_TIMEOUT = 2.0
 def make_ops_blueprint(streams: TrioStreams) -> Blueprint:
     """``/healthz``, ``/metrics`` and ``/openapi.json`` (mounted without the API prefix)."""
     blueprint = Blueprint("trio_streams_ops", __name__)
-    blueprint.register_error_handler(ApiError, error_response)
+
+    async def api_error(error: ApiError) -> Response:  # async: Quart threads sync handlers
+        return error_response(error)
+
+    blueprint.register_error_handler(ApiError, api_error)
 
     @blueprint.get("/healthz")
     async def healthz() -> Response:

@@ -40,11 +40,12 @@ def make_blueprint(streams: TrioStreams) -> Blueprint:
     """The API's routes, bound to ``streams`` (mounted at its ``url_prefix``)."""
     blueprint = Blueprint("trio_streams", __name__)
 
-    def api_error(error: ApiError) -> Response:
+    # Handlers must be coroutines: Quart runs plain functions in a worker thread.
+    async def api_error(error: ApiError) -> Response:
         streams.counters[f"error:{error.code}"] += 1
         return error_response(error)
 
-    def http_error(error: HTTPException) -> Response:
+    async def http_error(error: HTTPException) -> Response:
         response = http_exception_response(error)
         streams.counters[f"error:{response.status_code}"] += 1
         return response

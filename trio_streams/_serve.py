@@ -1,0 +1,242 @@
+"""``trio-streams serve``: the runs API on Hypercorn's trio worker."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import hypercorn.config
+import hypercorn.trio
+import trio
+from hypercorn.utils import LifespanFailureError
+
+from ._serve_plan import ServeConfigError, ServePlan
+from ._units import duration_arg, positive_duration_arg, size_arg
+
+if TYPE_CHECKING:
+    from quart_trio import QuartTrio
+
+    from .web import TrioStreams
+
+logger = logging.getLogger("trio_streams.serve")
+
+DESCRIPTION = """\
+Serve the trio-streams runs API (start runs, follow them as Server-Sent Events,
+resume with Last-Event-ID, cancel with partial results saved) on Hypercorn.
+
+With no flags: the built-in `demo` producer, the in-memory store, on
+http://127.0.0.1:8000, no auth (so loopback only)."""
+
+EPILOG = """\
+examples:
+  trio-streams serve
+  trio-streams serve --data-dir ./data            # durable: embedded redis-server
+  trio-streams serve --redis-url redis://localhost:6379/0 --bind 0.0.0.0:8000 \\
+      --token alice:s3cret --token bob:hunter2
+  trio-streams serve --app myapp:create_app       # your producers (see README)
+
+shutdown: SIGTERM or SIGINT stops new runs, gives live runs --shutdown-grace to
+finish, cancels the rest (partial results saved), ends open event streams with
+their terminal events, flushes the store and exits 0. A second signal exits at
+once (status 130 or 143).
+
+exit status: 0 after a clean shutdown; 1 the server failed (e.g. the store is
+unreachable at startup); 2 bad arguments."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction[Any]) -> argparse.ArgumentParser:
+    """Register ``serve`` on the ``trio-streams`` sub-command parser."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "serve",
+        help="serve the runs API on Hypercorn",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    configure(parser)
+    parser.set_defaults(func=main_with_args)
+    return parser
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add ``serve``'s flags to ``parser``."""
+    net = parser.add_argument_group("network")
+    net.add_argument(
+        "--bind",
+        default="127.0.0.1:8000",
+        metavar="HOST:PORT",
+        help="address to listen on (default 127.0.0.1:8000; port 0 picks a free one; [::1]:8000 for IPv6)",
+    )
+    net.add_argument("--access-log", action="store_true", help="log every request (Hypercorn's access log)")
+    store = parser.add_argument_group("store")
+    store.add_argument(
+        "--store",
+        choices=("memory", "redis"),
+        help="memory (the default: runs live in this process) or redis (needs --redis-url or --data-dir)",
+    )
+    store.add_argument(
+        "--redis-url", metavar="URL", help="redis:// or rediss:// URL (user:password@ passes through)"
+    )
+    store.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="durable on one machine: start and supervise a local redis-server with append-only files in DIR",
+    )
+    store.add_argument(
+        "--redis-prefix",
+        default="trio_streams:",
+        metavar="PREFIX",
+        help="prefix of every Redis key (default trio_streams:); two prefixes never see each other",
+    )
+    auth = parser.add_argument_group("auth")
+    auth.add_argument(
+        "--token",
+        action="append",
+        default=[],
+        metavar="USER:SECRET",
+        help="a bearer token and the user it maps to (repeatable); with tokens, users see only their runs",
+    )
+    auth.add_argument(
+        "--token-file", type=Path, metavar="PATH", help="USER:SECRET lines (# comments allowed)"
+    )
+    api = parser.add_argument_group("API")
+    api.add_argument(
+        "--app", metavar="MODULE:FACTORY", help="serve your app: FACTORY(**options) returns a QuartTrio app"
+    )
+    api.add_argument(
+        "--heartbeat", type=positive_duration_arg, default=15.0, help="idle SSE heartbeat (default 15s)"
+    )
+    api.add_argument(
+        "--max-body", type=size_arg, default=1024 * 1024, help="largest request body (default 1MiB)"
+    )
+    api.add_argument(
+        "--shutdown-grace",
+        type=duration_arg,
+        default=10.0,
+        help="on SIGTERM, how long live runs may take to finish before they are cancelled (default 10s)",
+    )
+    hub = parser.add_argument_group("runs")
+    hub.add_argument(
+        "--grace-period", type=duration_arg, help="keep a finished run in memory this long (180s)"
+    )
+    hub.add_argument(
+        "--finalize-timeout", type=positive_duration_arg, help="deadline of cleanup after a cancel (10s)"
+    )
+    hub.add_argument(
+        "--no-event-timeout", type=positive_duration_arg, help="a run silent this long is dead (off)"
+    )
+    hub.add_argument(
+        "--input-timeout", type=positive_duration_arg, help="the same while awaiting input (off)"
+    )
+    hub.add_argument("--max-age", type=positive_duration_arg, help="cancel runs older than this (off)")
+    hub.add_argument("--max-runs", type=_positive_int, help="runs held in memory at most (10000)")
+    hub.add_argument("--max-live-runs-per-owner", type=_positive_int, help="live runs per user (unlimited)")
+    hub.add_argument(
+        "--log-max-events", type=_positive_int, help="events each run's replay log keeps (10000)"
+    )
+    hub.add_argument("--log-max-bytes", type=size_arg, help="bytes each run's replay log keeps (8MiB)")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="log verbosity (default info: one line per run start, end and cancel)",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def main_with_args(args: argparse.Namespace) -> int:
+    """Run ``serve`` with parsed arguments; return the exit status."""
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        plan = ServePlan.from_args(args)
+        app, streams = plan.build_app()
+    except ServeConfigError as exc:
+        print(f"trio-streams serve: error: {exc}", file=sys.stderr)
+        return 2
+    return trio.run(serve, plan, app, streams)
+
+
+async def serve(plan: ServePlan, app: QuartTrio, streams: TrioStreams) -> int:
+    """Serve until SIGTERM/SIGINT, then shut down gracefully; return the exit status."""
+    config = hypercorn.config.Config()
+    config.bind = [f"[{plan.host}]:{plan.port}" if ":" in plan.host else f"{plan.host}:{plan.port}"]
+    # Runs are drained before Hypercorn closes connections; this only bounds
+    # what remains after that (responses already ending).
+    config.graceful_timeout = 5.0
+    config.accesslog = logging.getLogger("hypercorn.access") if plan.access_log else None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    shutdown = trio.Event()
+
+    async def shutdown_trigger() -> None:
+        await shutdown.wait()
+        # Drain first: live runs end (or are cancelled, partial results saved),
+        # so every open event stream ends with its terminal event; only then
+        # does Hypercorn stop listening and close connections.
+        await streams.stop()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_signals, shutdown, plan.options["shutdown_grace"])
+
+            async def run_server(*, task_status: trio.TaskStatus[list[str]]) -> None:
+                await hypercorn.trio.serve(
+                    app, config, shutdown_trigger=shutdown_trigger, task_status=task_status
+                )
+                nursery.cancel_scope.cancel()
+
+            urls = await nursery.start(run_server)
+            auth = plan.options["auth"]
+            logger.info(
+                "store: %s; auth: %s",
+                plan.store_label,
+                f"{len(auth)} token(s), users see only their runs"
+                if auth
+                else "off (no --token): loopback only",
+            )
+            for url in urls:
+                print(f"trio-streams serving on {url}", flush=True)
+    except LifespanFailureError as exc:
+        print(f"trio-streams serve: error: startup failed: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(
+            f"trio-streams serve: error: cannot listen on {plan.host}:{plan.port}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return 1
+    logger.info("stopped cleanly")
+    return 0
+
+
+async def _watch_signals(shutdown: trio.Event, grace: float) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if not shutdown.is_set():
+                logger.warning(
+                    "%s: shutting down (live runs get %gs to finish; again to exit at once)", name, grace
+                )
+                shutdown.set()
+            else:
+                logger.error("second %s: exiting at once; runs still live are lost", name)
+                logging.shutdown()
+                os._exit(128 + signum)

@@ -1,0 +1,222 @@
+"""What ``trio-streams serve`` will run, built from its flags and checked before anything starts."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import ipaddress
+import logging
+import os
+import sys
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import AsyncIterator, Callable
+    from pathlib import Path
+
+    from quart_trio import QuartTrio
+
+    from .stores import Store
+    from .web import TrioStreams
+
+logger = logging.getLogger("trio_streams.serve")
+
+
+class ServeConfigError(Exception):
+    """A flag combination that cannot work (reported as one line, exit 2)."""
+
+
+_HUB_FLAGS = (
+    "grace_period",
+    "finalize_timeout",
+    "no_event_timeout",
+    "input_timeout",
+    "max_age",
+    "max_runs",
+    "max_live_runs_per_owner",
+    "log_max_events",
+    "log_max_bytes",
+)
+
+
+@dataclass
+class ServePlan:
+    """What ``serve`` will do, checked before anything starts."""
+
+    host: str
+    port: int
+    options: dict[str, Any] = field(default_factory=dict)
+    store_label: str = "memory"
+    app_factory: Callable[..., QuartTrio] | None = None
+    access_log: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ServePlan:
+        """Check the flags and build the plan.
+
+        Raises:
+            ServeConfigError: with a one-line explanation.
+        """
+        host, port = parse_bind(args.bind)
+        plan = cls(host, port, access_log=args.access_log)
+        auth = _auth_from(args)
+        if auth is None and not _is_loopback(host):
+            raise ServeConfigError(
+                f"refusing to serve on {host} without auth: anyone who reaches it could start and read "
+                "runs. Add --token USER:SECRET (or --token-file), or bind to 127.0.0.1"
+            )
+        plan.options["auth"] = auth
+        plan.options["heartbeat"] = args.heartbeat
+        plan.options["max_body"] = args.max_body
+        plan.options["shutdown_grace"] = args.shutdown_grace
+        for name in _HUB_FLAGS:
+            value = getattr(args, name)
+            if value is not None:
+                plan.options[name] = value
+        plan._choose_store(args)
+        if args.app:
+            plan.app_factory = _import_factory(args.app)
+        return plan
+
+    def _choose_store(self, args: argparse.Namespace) -> None:
+        kind = args.store or ("redis" if args.redis_url or args.data_dir else "memory")
+        if kind == "memory":
+            if args.redis_url or args.data_dir:
+                raise ServeConfigError("--store memory does not take --redis-url or --data-dir")
+            return
+        if args.redis_url and args.data_dir:
+            raise ServeConfigError(
+                "give --redis-url (an external Redis) or --data-dir (an embedded one), not both"
+            )
+        if not (args.redis_url or args.data_dir):
+            raise ServeConfigError("--store redis needs --redis-url URL or --data-dir DIR")
+        try:
+            redis_store: Any = importlib.import_module("trio_streams.stores.redis")
+        except ImportError as exc:
+            raise ServeConfigError(f"the Redis store cannot be loaded: {exc}") from None
+        prefix = args.redis_prefix
+        if args.redis_url:
+            url = args.redis_url
+            if not url.startswith(("redis://", "rediss://", "unix://")):
+                raise ServeConfigError(
+                    f"--redis-url must start with redis://, rediss:// or unix://, not {url[:20]!r}"
+                )
+            self.store_label = f"redis ({_safe_url(url)})"
+
+            @asynccontextmanager
+            async def external() -> AsyncIterator[Store]:
+                await trio.lowlevel.checkpoint()
+                yield redis_store.RedisStore(url, prefix=prefix)
+
+            self.options["store"] = external
+            return
+        data_dir: Path = args.data_dir
+        embedded = getattr(redis_store, "open_embedded_redis", None)
+        if embedded is None:
+            raise ServeConfigError("--data-dir needs the embedded Redis support, missing from this build")
+        self.store_label = f"embedded redis ({data_dir})"
+
+        @asynccontextmanager
+        async def supervised() -> AsyncIterator[Store]:
+            async with embedded(data_dir) as url:
+                yield redis_store.RedisStore(url, prefix=prefix)
+
+        self.options["store"] = supervised
+
+    def build_app(self) -> tuple[QuartTrio, TrioStreams]:
+        """The app to serve and its TrioStreams extension.
+
+        Raises:
+            ServeConfigError: a user factory that does not build a fitting app.
+        """
+        from .web import TrioStreams, create_app
+
+        factory = self.app_factory
+        if factory is None:
+            app = create_app(**self.options)
+        else:
+            if _takes_options(factory):
+                app = factory(**self.options)
+            else:
+                logger.warning("%s takes no options: --store, --token and the run flags are ignored", factory)
+                app = factory()
+            app.config.setdefault("MAX_CONTENT_LENGTH", self.options["max_body"])
+        streams = getattr(app, "extensions", {}).get("trio_streams")
+        if not isinstance(streams, TrioStreams):
+            raise ServeConfigError("the app factory returned an app without a TrioStreams extension")
+        return app, streams
+
+
+def parse_bind(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` as ``(host, port)``.
+
+    Raises:
+        ServeConfigError: malformed, or a port outside 0-65535.
+    """
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ServeConfigError(f"--bind must be HOST:PORT, not {text!r}")
+    port = int(port_text)
+    if port > 65535:
+        raise ServeConfigError(f"--bind port must be 0-65535, not {port}")
+    return host.removeprefix("[").removesuffix("]"), port
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _auth_from(args: argparse.Namespace) -> Any:
+    from .web import TokenAuth
+
+    specs = list(args.token)
+    try:
+        if args.token_file is not None:
+            from_file = TokenAuth.from_file(args.token_file)
+            if not specs:
+                return from_file
+            specs += [line.strip() for line in args.token_file.read_text().splitlines() if ":" in line]
+        return TokenAuth.from_specs(specs) if specs else None
+    except OSError as exc:
+        raise ServeConfigError(f"--token-file: {exc.strerror or exc}: {args.token_file}") from None
+    except ValueError as exc:
+        raise ServeConfigError(str(exc)) from None
+
+
+def _import_factory(spec: str) -> Callable[..., QuartTrio]:
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ServeConfigError(f"--app must be MODULE:FACTORY, not {spec!r}")
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ServeConfigError(f"--app: cannot import {module_name!r}: {exc}") from None
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        raise ServeConfigError(f"--app: {module_name} has no callable {attribute!r}")
+    return factory  # type: ignore[no-any-return]
+
+
+def _takes_options(factory: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _safe_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    _credentials, at, location = rest.rpartition("@")
+    return f"{scheme}{sep}***@{location}" if at else url
