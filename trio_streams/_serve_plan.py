@@ -95,6 +95,10 @@ class ServePlan:
             )
         if not (args.redis_url or args.data_dir):
             raise ServeConfigError("--store redis needs --redis-url URL or --data-dir DIR")
+        if args.redis_url and not args.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ServeConfigError(
+                f"--redis-url must start with redis://, rediss:// or unix://, not {args.redis_url[:20]!r}"
+            )
         try:
             redis_store: Any = importlib.import_module("trio_streams.stores.redis")
         except ImportError as exc:
@@ -102,10 +106,6 @@ class ServePlan:
         prefix = args.redis_prefix
         if args.redis_url:
             url = args.redis_url
-            if not url.startswith(("redis://", "rediss://", "unix://")):
-                raise ServeConfigError(
-                    f"--redis-url must start with redis://, rediss:// or unix://, not {url[:20]!r}"
-                )
             self.store_label = f"redis ({_safe_url(url)})"
 
             @asynccontextmanager

@@ -1,0 +1,171 @@
+"""``trio-streams serve`` as a process: flags, help, and graceful SIGTERM.
+
+Real processes and sockets: no mock clock; trio deadlines instead.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+import trio
+
+from trio_streams._cli import build_parser
+
+from .test_web_server import read_events
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+SERVE = [sys.executable, "-m", "trio_streams", "serve"]
+
+
+def test_help_documents_every_flag():
+    result = subprocess.run([*SERVE, "--help"], capture_output=True, text=True, check=True, timeout=30)
+    serve = build_parser()._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr,index]
+    flags = [opt for action in serve._actions for opt in action.option_strings if opt.startswith("--")]
+    assert len(flags) > 20
+    for flag in flags:
+        assert flag in result.stdout, flag
+    assert "SIGTERM" in result.stdout
+    assert "exit status" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bind", "0.0.0.0:8000"], "without auth"),
+        (["--bind", "nonsense"], "HOST:PORT"),
+        (["--heartbeat", "soon"], "not a duration"),
+        (["--token", "no-colon"], "USER:SECRET"),
+        (["--store", "redis"], "--redis-url"),
+        (["--redis-url", "http://x"], "redis://"),
+        (["--app", "no_such_module_here:create"], "cannot import"),
+        (["--max-body", "lots"], "not a size"),
+        (["--frobnicate"], "unrecognized"),
+    ],
+)
+def test_bad_flags_are_one_line_errors(args, message):
+    result = subprocess.run([*SERVE, *args], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+class ServeProcess:
+    def __init__(self, process: trio.Process, url: str) -> None:
+        self.process = process
+        self.url = url
+
+
+async def _serve(*args: str, nursery: trio.Nursery) -> ServeProcess:
+    process = await trio.lowlevel.open_process(
+        [*SERVE, "--bind", "127.0.0.1:0", *args], stdout=subprocess.PIPE
+    )
+    assert process.stdout is not None
+    buffer = b""
+    while b"serving on " not in buffer or not buffer.endswith(b"\n"):
+        chunk = await process.stdout.receive_some()
+        assert chunk, "the server exited before it served"
+        buffer += chunk
+    url = buffer.decode().split("serving on ", 1)[1].split()[0]
+    return ServeProcess(process, url)
+
+
+@pytest.fixture
+async def serve_process(nursery) -> AsyncIterator[Any]:
+    started: list[ServeProcess] = []
+
+    async def start(*args: str) -> ServeProcess:
+        server = await _serve(*args, nursery=nursery)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        if server.process.returncode is None:
+            server.process.kill()
+            await server.process.wait()
+
+
+async def test_sigterm_finishes_or_cancels_live_runs_and_ends_streams(serve_process):
+    with trio.fail_after(30):
+        server = await serve_process("--shutdown-grace", "1s")
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            short = (
+                await client.post("/v1/runs", json={"producer": "demo", "input": {"tokens": 20, "rate": 40}})
+            ).json()
+            long = (
+                await client.post(
+                    "/v1/runs", json={"producer": "demo", "input": {"tokens": 100_000, "rate": 50}}
+                )
+            ).json()
+        streams: dict[str, list[Any]] = {}
+
+        async def follow(run_id: str) -> None:
+            streams[run_id] = await read_events(server.url, f"/v1/runs/{run_id}/events")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow, short["run_id"])
+            nursery.start_soon(follow, long["run_id"])
+            await trio.sleep(0.2)  # real time: let both streams get going
+            server.process.send_signal(signal.SIGTERM)
+        assert await server.process.wait() == 0
+        short_events = streams[short["run_id"]]
+        assert short_events[-1][1] == "done", "finished within the grace"
+        assert [e[0] for e in short_events] == list(range(1, 22))
+        long_events = streams[long["run_id"]]
+        assert long_events[-1][1] == "cancelled", "cancelled after the grace, its stream ended properly"
+        assert long_events[-1][2]["reason"] == "shutdown"
+        assert long_events[-1][2]["partial"] is True
+        tokens = long_events[-1][2]["result"]["tokens"]
+        assert tokens == len(long_events) - 1
+        assert [e[0] for e in long_events] == list(range(1, len(long_events) + 1))
+
+
+async def test_a_second_signal_exits_at_once(serve_process):
+    with trio.fail_after(30):
+        server = await serve_process("--shutdown-grace", "60s")
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            response = await client.post(
+                "/v1/runs", json={"producer": "demo", "input": {"tokens": 100_000, "rate": 10}}
+            )
+            assert response.status_code == 201
+        server.process.send_signal(signal.SIGTERM)
+        await trio.sleep(0.3)  # real time: the first signal is being handled
+        assert server.process.returncode is None, "still draining (60 s grace)"
+        server.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(5):
+            assert await server.process.wait() == 128 + signal.SIGTERM
+
+
+async def test_serves_an_app_factory(serve_process, tmp_path, monkeypatch):
+    (tmp_path / "my_streams_app.py").write_text(
+        "from quart_trio import QuartTrio\n"
+        "from trio_streams.web import TrioStreams\n"
+        "def create_app(**options):\n"
+        "    app = QuartTrio(__name__)\n"
+        "    streams = TrioStreams(app, **options)\n"
+        "    @streams.producer('shout')\n"
+        "    async def shout(ctx, text):\n"
+        "        await ctx.emit('word', text.upper())\n"
+        "        return text.upper()\n"
+        "    return app\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    with trio.fail_after(30):
+        server = await serve_process("--app", "my_streams_app:create_app", "--token", "amy:pw")
+        headers = {"Authorization": "Bearer pw"}
+        async with httpx.AsyncClient(base_url=server.url, headers=headers) as client:
+            doc = (await client.post("/v1/runs", json={"producer": "shout", "input": "hey"})).json()
+            events = await read_events(server.url, doc["events_url"], headers=headers)
+            assert [e[1:] for e in events] == [("word", "HEY"), ("done", {"result": "HEY"})]
+            assert (await client.get("/v1/runs")).json()["runs"][0]["owner"] == "amy"
+        server.process.send_signal(signal.SIGTERM)
+        assert await server.process.wait() == 0

@@ -1,0 +1,165 @@
+"""The runs API over a real Hypercorn server, with httpx and the bench client.
+
+Real I/O: no mock clock; every test runs under a trio deadline instead.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import trio
+
+from trio_streams import RunStatus
+from trio_streams._bench_cli import main as bench_main
+from trio_streams._httpclient import HTTPConnection, SSEParser
+
+from .server_support import running_server
+
+DEADLINE = 20
+
+
+async def read_events(
+    base_url: str, path: str, headers: dict[str, str] | None = None, stop_after: int | None = None
+) -> list[tuple[int | None, str, Any]]:
+    """GET an event stream (our h11 client: closing early is clean); parse it;
+    drop the connection after ``stop_after`` real events if given."""
+    connection = HTTPConnection(base_url)
+    parser = SSEParser()
+    events: list[tuple[int | None, str, Any]] = []
+    try:
+        async with connection.stream("GET", path, headers=headers) as (status, response_headers, body):
+            assert status == 200
+            assert dict(response_headers)["content-type"].startswith("text/event-stream")
+            async for chunk in body:
+                for message in parser.feed(chunk):
+                    if message.comment is not None:
+                        continue
+                    ident = None if message.event == "gap" else int(message.id or 0)
+                    events.append((ident, message.event, json.loads(message.data)))
+                    if stop_after is not None and len(events) >= stop_after:
+                        return events
+    finally:
+        await connection.aclose()
+    return events
+
+
+async def test_follow_reload_mid_run_and_cancel_over_real_http():
+    with trio.fail_after(DEADLINE):
+        async with running_server() as server, httpx.AsyncClient(base_url=server.url) as client:
+            response = await client.post(
+                "/v1/runs", json={"producer": "demo", "input": {"tokens": 40, "rate": 200}}
+            )
+            assert response.status_code == 201
+            run_id = response.json()["run_id"]
+            # A page reload: read some events, drop the connection, resume with Last-Event-ID.
+            first = await read_events(server.url, f"/v1/runs/{run_id}/events", stop_after=7)
+            rest = await read_events(
+                server.url, f"/v1/runs/{run_id}/events", headers={"Last-Event-ID": str(first[-1][0])}
+            )
+            ids = [e[0] for e in first + rest]
+            assert ids == list(range(1, 42)), "no duplicates, no holes across the reload"
+            assert rest[-1][1] == "done"
+            text = "".join(e[2]["text"] for e in first + rest[:-1])
+            assert rest[-1][2]["result"]["text"] == text
+            # ?after= works the same.
+            assert [e[0] for e in await read_events(server.url, f"/v1/runs/{run_id}/events?after=38")] == [
+                39,
+                40,
+                41,
+            ]
+            # Cancel with wait on a live run: the partial result is in the document.
+            response = await client.post(
+                "/v1/runs", json={"producer": "demo", "input": {"tokens": 10_000, "rate": 100}}
+            )
+            live_id = response.json()["run_id"]
+            seen = await read_events(server.url, f"/v1/runs/{live_id}/events", stop_after=3)
+            response = await client.post(f"/v1/runs/{live_id}/cancel?wait=true")
+            doc = response.json()
+            assert response.status_code == 200
+            assert doc["status"] == "cancelled"
+            assert doc["partial"] is True
+            assert doc["result"]["tokens"] >= len(seen)
+            events = await read_events(server.url, f"/v1/runs/{live_id}/events")
+            assert events[-1][1] == "cancelled"
+            assert [e[0] for e in events] == list(range(1, doc["last_seq"] + 1))
+
+
+async def test_client_going_away_is_not_stop_unless_asked():
+    with trio.fail_after(DEADLINE):
+        async with (
+            running_server(disconnect_grace=0.2) as server,
+            httpx.AsyncClient(base_url=server.url) as client,
+        ):
+            runs = {}
+            for policy in ("continue", "cancel"):
+                body = {"producer": "demo", "input": {"tokens": 60, "rate": 50}, "on_disconnect": policy}
+                runs[policy] = (await client.post("/v1/runs", json=body)).json()["run_id"]
+                # Returning early closes the connection mid-stream.
+                await read_events(server.url, f"/v1/runs/{runs[policy]}/events", stop_after=2)
+            hub = server.streams.hub
+            dropped = hub.get(runs["cancel"])
+            kept = hub.get(runs["continue"])
+            assert dropped is not None
+            assert kept is not None
+            info = await dropped.wait()
+            assert info.status is RunStatus.CANCELLED
+            assert info.reason == "disconnected"
+            assert info.partial is True
+            info = await kept.wait()
+            assert info.status is RunStatus.DONE
+            assert info.result["tokens"] == 60
+            # A user's stop is told apart from a departure.
+            run_id = (
+                await client.post("/v1/runs", json={"producer": "demo", "input": {"tokens": 500, "rate": 50}})
+            ).json()["run_id"]
+            doc = (
+                await client.post(f"/v1/runs/{run_id}/cancel?wait=true", json={"reason": "user_stop"})
+            ).json()
+            assert doc["reason"] == "user_stop"
+
+
+async def test_ownership_over_real_http():
+    tokens = {"a-secret": "alice", "b-secret": "bob"}
+    with trio.fail_after(DEADLINE):
+        async with running_server(auth=tokens) as server, httpx.AsyncClient(base_url=server.url) as client:
+            alice = {"Authorization": "Bearer a-secret"}
+            bob = {"Authorization": "Bearer b-secret"}
+            assert (await client.get("/v1/runs")).status_code == 401
+            run_id = (await client.post("/v1/runs", json={"producer": "demo"}, headers=alice)).json()[
+                "run_id"
+            ]
+            assert (await client.get(f"/v1/runs/{run_id}", headers=bob)).status_code == 404
+            assert (await client.get(f"/v1/runs/{run_id}/events", headers=bob)).status_code == 404
+            assert (await client.post(f"/v1/runs/{run_id}/cancel", headers=bob)).status_code == 404
+            assert (await client.get(f"/v1/runs/{run_id}", headers=alice)).status_code == 200
+            assert (await client.get("/healthz")).json()["status"] == "ok"
+
+
+async def test_bench_counts_every_event_against_the_real_server(tmp_path):
+    with trio.fail_after(60):
+        async with running_server() as server:
+            out = tmp_path / "bench.json"
+            args = [
+                server.url,
+                "--runs=4",
+                "--subscribers-per-run=3",
+                "--tokens=300",
+                "--rate=2000",
+                "--reconnect-every=50",
+                "--cancel-fraction=0.25",
+                f"--json={out}",
+                "--quiet",
+            ]
+            status = await trio.to_thread.run_sync(bench_main, args)
+            result = json.loads(out.read_text())
+            assert status == 0, result["violation_examples"]
+            assert result["ok"] is True
+            assert sum(result["violations"].values()) == 0
+            # 3 full runs x 3 subscribers x (300 tokens + done); the cancelled run's
+            # subscribers each count exactly up to its terminal event.
+            hub = server.streams.hub
+            infos = await hub.list_runs()
+            expected = sum(info.last_seq * 3 for info in infos)
+            assert result["events"] == expected
