@@ -60,6 +60,8 @@ async def test_created_response_has_location(autojump_clock):
         (b"{}", "invalid_body"),
         (b'{"producer": "demo", "surprise": 1}', "invalid_body"),
         (b'{"producer": "demo", "input": {"tokens": -1}}', "invalid_input"),
+        (b'{"producer": ""}', "unknown_producer"),
+        (b'{"producer": "demo", "input": {"tokens": 2.5}}', "invalid_input"),
         (b'{"producer": "demo", "input": {"rate": "fast"}}', "invalid_input"),
         (b'{"producer": "demo", "input": {"colour": "red"}}', "invalid_input"),
         (b'{"producer": "demo", "on_conflict": "fight"}', "invalid_body"),
@@ -119,6 +121,7 @@ async def test_resume_with_header_or_query_and_header_wins(autojump_clock):
         ({"Last-Event-ID": "abc"}, "", "invalid_last_event_id"),
         ({"Last-Event-ID": "-1"}, "", "invalid_last_event_id"),
         ({}, "?after=x", "invalid_after"),
+        ({"Last-Event-ID": "0"}, "?after=-1", "invalid_after"),
         ({}, "?after=99", "after_beyond_end"),
     ],
 )
@@ -188,7 +191,7 @@ async def test_cancel_saves_partial_and_is_idempotent(autojump_clock):
 async def test_cancel_rejects_bad_bodies_and_flags(autojump_clock):
     async with serving() as api:
         run_id = (await api.start(input={"tokens": 10}))["run_id"]
-        for body, query in (({"reason": 5}, ""), ({"why": "x"}, ""), ({}, "?wait=maybe")):
+        for body, query in (({"reason": 5}, ""), ({"why": "x"}, ""), ({}, "?wait=maybe"), ({}, "?wait=")):
             response = await api.client.post(f"/v1/runs/{run_id}/cancel{query}", json=body)
             assert response.status_code == 400
         assert (await api.status(run_id))["status"] == "running"
@@ -410,3 +413,10 @@ async def test_custom_producer_and_store_factory(autojump_clock):
         ]
         assert opened == ["open"]
     assert opened == ["open", "closed"]
+
+
+async def test_integral_floats_are_integers_as_in_json_schema(autojump_clock):
+    async with serving() as api:
+        doc = await api.start(input={"tokens": 3.0, "rate": None, "size": 2.0})
+        events = events_of(await api.events(doc["run_id"]))
+        assert [len(e[2]["text"]) for e in events[:3]] == [2, 2, 2]

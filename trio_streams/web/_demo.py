@@ -41,7 +41,7 @@ class DemoInput:
     fail_at: int | None = None
     await_input_at: int | None = None
 
-    LIMITS: ClassVar[dict[str, tuple[int, int]]] = {"tokens": (0, 10_000_000), "size": (1, 65_536)}
+    LIMITS: ClassVar[dict[str, tuple[int, int]]] = {"tokens": (0, 1_000_000), "size": (1, 65_536)}
 
     @classmethod
     def parse(cls, raw: Any) -> DemoInput:
@@ -77,7 +77,27 @@ class DemoInput:
         return cls(**values)
 
 
+#: The JSON Schema of the demo's input (in the OpenAPI document).
+DEMO_INPUT_SCHEMA: dict[str, Any] = {
+    "type": ["object", "null"],
+    "additionalProperties": False,
+    "properties": {
+        "tokens": {"type": "integer", "minimum": 0, "maximum": DemoInput.LIMITS["tokens"][1], "default": 20},
+        "rate": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1_000_000, "default": 10},
+        "size": {"type": "integer", "minimum": 1, "maximum": DemoInput.LIMITS["size"][1], "default": 8},
+        "fail_at": {"type": ["integer", "null"], "minimum": 1, "maximum": DemoInput.LIMITS["tokens"][1]},
+        "await_input_at": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "maximum": DemoInput.LIMITS["tokens"][1],
+        },
+    },
+}
+
+
 def _int(value: Any, name: str, low: int, high: int) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON Schema's "integer" includes 5.0
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{name} must be an integer")
     if not low <= value <= high:

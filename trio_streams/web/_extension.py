@@ -7,7 +7,7 @@ import re
 from collections import Counter
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 from quart_trio import QuartTrio
@@ -15,7 +15,7 @@ from quart_trio import QuartTrio
 from .._hub import open_hub
 from ..stores import MemoryStore, Store
 from ._auth import TokenAuth
-from ._demo import DemoInput, demo_producer
+from ._demo import DEMO_INPUT_SCHEMA, DemoInput, demo_producer
 from ._errors import ApiError
 from ._idempotency import IdempotencyKeys
 
@@ -39,6 +39,8 @@ class RegisteredProducer:
     name: str
     function: Callable[[RunContext, Any], Awaitable[Any]]
     parse_input: Callable[[Any], Any] | None
+    #: JSON Schema of the input, for the OpenAPI document (``{}``: anything).
+    input_schema: dict[str, Any]
 
 
 class TrioStreams:
@@ -108,7 +110,7 @@ class TrioStreams:
         self._stop = trio.Event()
         self._stopped = trio.Event()
         if demo:
-            self.register("demo", demo_producer, parse_input=DemoInput.parse)
+            self.register("demo", demo_producer, parse_input=DemoInput.parse, input_schema=DEMO_INPUT_SCHEMA)
         if app is not None:
             self.init_app(app)
 
@@ -120,6 +122,7 @@ class TrioStreams:
         function: Callable[[RunContext, Any], Awaitable[Any]],
         *,
         parse_input: Callable[[Any], Any] | None = None,
+        input_schema: dict[str, Any] | None = None,
     ) -> None:
         """Make ``function`` startable as ``{"producer": name}``.
 
@@ -127,7 +130,8 @@ class TrioStreams:
         value (if not ``None``) is the run's result. ``parse_input``, if
         given, validates the request's ``input`` first: a ``ValueError``
         from it is a ``400`` with its message, and its return value is what
-        ``function`` receives.
+        ``function`` receives. ``input_schema`` (JSON Schema) documents
+        the input in ``/openapi.json``; keep it as strict as ``parse_input``.
 
         Raises:
             ValueError: a bad or already registered name.
@@ -136,18 +140,19 @@ class TrioStreams:
             raise ValueError(f"producer name {name!r} must be 1-64 of [A-Za-z0-9_.-]")
         if name in self.producers:
             raise ValueError(f"a producer named {name!r} is already registered")
-        self.producers[name] = RegisteredProducer(name, function, parse_input)
+        self.producers[name] = RegisteredProducer(name, function, parse_input, dict(input_schema or {}))
 
-    @overload
-    def producer(self, name: str) -> Callable[[T], T]: ...
-    @overload
-    def producer(self, name: str, *, parse_input: Callable[[Any], Any]) -> Callable[[T], T]: ...
-
-    def producer(self, name: str, *, parse_input: Callable[[Any], Any] | None = None) -> Callable[[T], T]:
+    def producer(
+        self,
+        name: str,
+        *,
+        parse_input: Callable[[Any], Any] | None = None,
+        input_schema: dict[str, Any] | None = None,
+    ) -> Callable[[T], T]:
         """Decorator form of :meth:`register`: ``@streams.producer("chat")``."""
 
         def decorate(function: T) -> T:
-            self.register(name, function, parse_input=parse_input)  # type: ignore[arg-type]
+            self.register(name, function, parse_input=parse_input, input_schema=input_schema)  # type: ignore[arg-type]
             return function
 
         return decorate

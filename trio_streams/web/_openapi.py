@@ -6,7 +6,10 @@ the live server against it (schemathesis) so the two cannot drift apart.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 from .._run import RunStatus
 
@@ -35,8 +38,34 @@ _AUTH_ERRORS = {"401": _error("Auth is on and the bearer token is missing or unk
 _UNAVAILABLE = {"503": _error("The server is starting or shutting down (`Retry-After`).")}
 
 
-def openapi_document(prefix: str) -> dict[str, Any]:
-    """The OpenAPI document for the API mounted at ``prefix``."""
+def _start_run_schema(producers: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """One alternative per registered producer, each with its input schema."""
+    common: dict[str, Any] = {
+        "key": {"type": ["string", "null"], "minLength": 1, "maxLength": 256},
+        "on_conflict": {"enum": ["reject", "interrupt", "enqueue"], "default": "reject"},
+        "on_disconnect": {"enum": ["continue", "cancel"], "default": "continue"},
+        "metadata": {
+            "type": ["object", "null"],
+            "not": {"required": ["producer"]},
+            "description": "Kept with the run; the name `producer` is reserved.",
+        },
+    }
+    alternatives = [
+        {
+            "type": "object",
+            "required": ["producer"],
+            "additionalProperties": False,
+            "properties": {"producer": {"const": name}, "input": schema, **common},
+        }
+        for name, schema in sorted(producers.items())
+    ]
+    if len(alternatives) == 1:
+        return alternatives[0]
+    return {"oneOf": alternatives} if alternatives else {"not": {}}
+
+
+def openapi_document(prefix: str, producers: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """The OpenAPI document for the API mounted at ``prefix``, with ``{producer: input schema}``."""
     statuses = [status.value for status in RunStatus]
     json_value: dict[str, Any] = {}
     return {
@@ -64,24 +93,7 @@ def openapi_document(prefix: str) -> dict[str, Any]:
                         }
                     },
                 },
-                "StartRun": {
-                    "type": "object",
-                    "required": ["producer"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "producer": {"type": "string", "description": "A registered producer, e.g. `demo`."},
-                        "input": {
-                            "description": (
-                                "The producer's input. For `demo`: {tokens, rate (per second or null), "
-                                "size (bytes per token), fail_at, await_input_at}."
-                            )
-                        },
-                        "key": {"type": ["string", "null"], "minLength": 1, "maxLength": 256},
-                        "on_conflict": {"enum": ["reject", "interrupt", "enqueue"], "default": "reject"},
-                        "on_disconnect": {"enum": ["continue", "cancel"], "default": "continue"},
-                        "metadata": {"type": ["object", "null"]},
-                    },
-                },
+                "StartRun": _start_run_schema(producers),
                 "Run": {
                     "type": "object",
                     "required": ["run_id", "status", "created_at", "last_seq", "subscribers", "events_url"],
@@ -214,7 +226,19 @@ def openapi_document(prefix: str) -> dict[str, Any]:
                     "responses": {
                         "200": {
                             "description": "The event stream.",
-                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                            "content": {
+                                "text/event-stream": {
+                                    "schema": {
+                                        "type": "object",
+                                        "description": "One SSE message: id (seq), event, data (JSON).",
+                                        "properties": {
+                                            "id": {"type": "string", "pattern": "^[0-9]+$"},
+                                            "event": {"type": "string"},
+                                            "data": {"type": "string"},
+                                        },
+                                    }
+                                }
+                            },
                         },
                         "400": _error("A malformed resume point, or one beyond the run's last event."),
                         "404": _error("No such run, or not the caller's."),

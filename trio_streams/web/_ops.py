@@ -51,12 +51,11 @@ def make_ops_blueprint(streams: TrioStreams) -> Blueprint:
         await trio.lowlevel.checkpoint()
         return Response(render_metrics(streams), content_type="text/plain; version=0.0.4; charset=utf-8")
 
-    document = openapi_document(streams.url_prefix)
-
     @blueprint.get("/openapi.json")
     async def openapi() -> Response:
         await trio.lowlevel.checkpoint()
-        return json_response(document)
+        schemas = {name: p.input_schema for name, p in streams.producers.items()}
+        return json_response(openapi_document(streams.url_prefix, schemas))
 
     return blueprint
 

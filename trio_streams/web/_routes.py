@@ -277,11 +277,12 @@ def _created(doc: dict[str, Any]) -> Response:
 
 def _resume_point() -> int:
     """The seq to resume after: ``Last-Event-ID`` (a reconnect) over ``?after``."""
+    raw = request.args.get("after")
+    after = 0 if raw is None else _non_negative(raw, "after", "invalid_after")
     header = request.headers.get("Last-Event-ID")
     if header is not None:
         return _non_negative(header.strip(), "Last-Event-ID", "invalid_last_event_id")
-    raw = request.args.get("after")
-    return 0 if raw is None else _non_negative(raw, "after", "invalid_after")
+    return after
 
 
 def _non_negative(raw: str, name: str, code: str) -> int:
@@ -304,9 +305,11 @@ def _int_arg(name: str, *, default: int, low: int, high: int) -> int:
 
 
 def _bool_arg(name: str) -> bool:
-    raw = request.args.get(name, "false").lower()
-    if raw in {"1", "true", "yes"}:
+    raw = request.args.get(name)
+    if raw is None:
+        return False
+    if raw.lower() in {"1", "true"}:
         return True
-    if raw in {"0", "false", "no", ""}:
+    if raw.lower() in {"0", "false"}:
         return False
     raise ApiError(400, f"invalid_{name}", f"{name} must be true or false")

@@ -1,0 +1,84 @@
+"""A Quart-Trio app with a fake-LLM producer and a page that streams its answer.
+
+Run it:  trio-streams serve --app examples.chat_app:create_app
+    or:  python examples/chat_app.py        (then open http://127.0.0.1:8000)
+
+The page starts a run, shows tokens as they arrive, survives a reload
+mid-answer (it resumes after the last token it showed) and has a Stop
+button; a stopped answer is kept as the run's partial result.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+from quart import Response
+from quart_trio import QuartTrio
+
+from trio_streams.web import TrioStreams
+
+if TYPE_CHECKING:
+    from trio_streams import RunContext
+
+PAGE = Path(__file__).with_name("chat_page.html")
+ANSWER = (
+    "Runs outlive their requests: the answer keeps streaming into a replay log "
+    "while you reload, and every reader resumes exactly where it left off. "
+) * 4
+
+
+def parse_prompt(raw: Any) -> dict[str, Any]:
+    """``{"prompt": str, "rate": tokens per second (optional)}``."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("prompt"), str) or not raw["prompt"].strip():
+        raise ValueError("input must be {'prompt': <non-empty string>}")
+    rate = raw.get("rate", 20)
+    if not isinstance(rate, int | float) or not 0 < rate <= 1000:
+        raise ValueError("rate must be a number in (0, 1000]")
+    return {"prompt": raw["prompt"], "rate": float(rate)}
+
+
+async def fake_llm(ctx: RunContext, spec: dict[str, Any]) -> dict[str, Any]:
+    """Stream the canned answer word by word; on Stop, keep what was said."""
+    words = ANSWER.split(" ")
+    said: list[str] = []
+    try:
+        for i, word in enumerate(words, 1):
+            await trio.sleep(1 / spec["rate"])
+            token = word + " "
+            await ctx.emit("token", {"i": i, "text": token})
+            said.append(token)
+    except trio.Cancelled:
+        # Synchronous: nothing to await, so no shielding needed.
+        ctx.result = {"text": "".join(said), "prompt": spec["prompt"]}
+        raise
+    return {"text": "".join(said), "prompt": spec["prompt"]}
+
+
+def create_app(**options: Any) -> QuartTrio:
+    """The example app; ``options`` go to :class:`TrioStreams` (``serve`` passes its flags)."""
+    app = QuartTrio(__name__)
+    streams = TrioStreams(app, **options)
+    streams.register(
+        "chat",
+        fake_llm,
+        parse_input=parse_prompt,
+        input_schema={
+            "type": "object",
+            "required": ["prompt"],
+            "properties": {"prompt": {"type": "string", "minLength": 1}, "rate": {"type": "number"}},
+        },
+    )
+
+    @app.get("/")
+    async def page() -> Response:
+        return Response(PAGE.read_text(), content_type="text/html; charset=utf-8")
+
+    return app
+
+
+if __name__ == "__main__":
+    from trio_streams._cli import main
+
+    raise SystemExit(main(["serve", "--app", "examples.chat_app:create_app"]))

@@ -1,0 +1,46 @@
+"""Fuzz the live server against its own OpenAPI document with schemathesis:
+no 5xx, no hangs, every response as documented (status, content type, schema)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import trio
+
+from .server_support import running_server
+
+
+def _st() -> str:
+    found = shutil.which("st", path=str(Path(sys.executable).parent))
+    assert found, "schemathesis is part of the test extra (pip install -e '.[test]')"
+    return found
+
+
+async def test_schemathesis_finds_nothing(tmp_path):
+    with trio.fail_after(240):
+        async with running_server(max_body=4096, shutdown_grace=0) as server:
+            result = await trio.run_process(
+                [
+                    _st(),
+                    "run",
+                    f"{server.url}/openapi.json",
+                    "--checks=all",
+                    # Schema-valid but refused by design: a resume point beyond
+                    # the run's end (400), an Idempotency-Key reused with another
+                    # body (422, as the IETF draft says). Tested in test_web_api.
+                    "--exclude-checks=positive_data_acceptance",
+                    "--max-examples=25",
+                    "--request-timeout=30",
+                    "--generation-deterministic",
+                    "--suppress-health-check=all",
+                    "--no-color",
+                ],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+                cwd=tmp_path,
+            )
+    output = result.stdout.decode() + result.stderr.decode()
+    assert result.returncode == 0, output[-6000:]
