@@ -20,7 +20,7 @@ def _st() -> str:
 
 async def test_schemathesis_finds_nothing(tmp_path):
     with trio.fail_after(240):
-        async with running_server(max_body=4096, shutdown_grace=0) as server:
+        async with running_server(max_body=4096, shutdown_grace=0, demo_max_tokens=2000) as server:
             result = await trio.run_process(
                 [
                     _st(),
@@ -32,7 +32,7 @@ async def test_schemathesis_finds_nothing(tmp_path):
                     # body (422, as the IETF draft says). Tested in test_web_api.
                     "--exclude-checks=positive_data_acceptance",
                     "--max-examples=25",
-                    "--request-timeout=30",
+                    "--request-timeout=15",
                     "--generation-deterministic",
                     "--suppress-health-check=all",
                     "--no-color",

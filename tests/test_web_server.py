@@ -163,3 +163,35 @@ async def test_bench_counts_every_event_against_the_real_server(tmp_path):
             infos = await hub.list_runs()
             expected = sum(info.last_seq * 3 for info in infos)
             assert result["events"] == expected
+
+
+async def test_unread_chunked_bodies_never_stall_a_kept_alive_connection():
+    # A body the app refuses before reading (a 405 from routing, a 401, a GET
+    # with a body) must still be consumed, or the connection's next request
+    # hangs. Schemathesis found it; `requests` (which schemathesis uses) sends
+    # a chunked body in pieces, the exchange that reproduces it.
+    import requests
+
+    def exchanges(url: str) -> list[int]:
+        statuses = []
+        with requests.Session() as session:
+            for method, path in [
+                ("QUERY", "/v1/runs/0/cancel"),
+                ("GET", "/v1/runs/0/cancel"),
+                ("QUERY", "/v1/runs/0/cancel"),
+                ("PUT", "/v1/runs"),
+                ("GET", "/v1/runs"),
+                ("POST", "/v1/runs"),
+                ("GET", "/healthz"),
+            ]:
+                body = iter([b'{"reason":', b' "0"}'])
+                response = session.request(method, url + path, data=body, timeout=5)
+                statuses.append(response.status_code)
+        return statuses
+
+    with trio.fail_after(DEADLINE):
+        async with running_server() as server:
+            statuses = await trio.to_thread.run_sync(exchanges, server.url)
+        async with running_server(auth={"s": "u"}) as server:
+            statuses += await trio.to_thread.run_sync(exchanges, server.url)
+    assert statuses == [405, 405, 405, 405, 200, 400, 200, 405, 405, 405, 405, 401, 401, 200]

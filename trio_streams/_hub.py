@@ -484,7 +484,7 @@ class Hub:
             return info.status
         await trio.lowlevel.checkpoint()
         if run._request_cancel(reason):
-            logger.info("run %s cancel requested: %s", run.id, reason)
+            logger.info("run %s cancel requested: %r", run.id, reason)
         return run.status
 
     async def wait(self, run_id: str) -> RunInfo:

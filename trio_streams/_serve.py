@@ -116,6 +116,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--max-body", type=size_arg, default=1024 * 1024, help="largest request body (default 1MiB)"
     )
     api.add_argument(
+        "--demo-max-tokens",
+        type=_positive_int,
+        default=1_000_000,
+        help="the most tokens one run of the built-in demo producer may ask for (default 1000000)",
+    )
+    api.add_argument(
         "--shutdown-grace",
         type=duration_arg,
         default=10.0,

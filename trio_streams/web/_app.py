@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from ._errors import http_exception_response
+from ._errors import consume_body, http_exception_response
 from ._extension import TrioStreams
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ def create_app(**options: Any) -> QuartTrio:
 
     @app.errorhandler(HTTPException)
     async def json_http_error(error: HTTPException) -> Response:
+        await consume_body()
         return http_exception_response(error)
 
     @app.get("/")

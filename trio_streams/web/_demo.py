@@ -44,8 +44,8 @@ class DemoInput:
     LIMITS: ClassVar[dict[str, tuple[int, int]]] = {"tokens": (0, 1_000_000), "size": (1, 65_536)}
 
     @classmethod
-    def parse(cls, raw: Any) -> DemoInput:
-        """Validate a request's ``input``.
+    def parse(cls, raw: Any, *, max_tokens: int | None = None) -> DemoInput:
+        """Validate a request's ``input`` (``tokens`` at most ``max_tokens``).
 
         Raises:
             ValueError: with a message naming the bad field.
@@ -61,6 +61,8 @@ class DemoInput:
         for name in ("tokens", "size"):
             if name in raw:
                 low, high = cls.LIMITS[name]
+                if name == "tokens" and max_tokens is not None:
+                    high = min(high, max_tokens)
                 values[name] = _int(raw[name], name, low, high)
         for name in ("fail_at", "await_input_at"):
             if raw.get(name) is not None:
@@ -77,22 +79,25 @@ class DemoInput:
         return cls(**values)
 
 
-#: The JSON Schema of the demo's input (in the OpenAPI document).
-DEMO_INPUT_SCHEMA: dict[str, Any] = {
-    "type": ["object", "null"],
-    "additionalProperties": False,
-    "properties": {
-        "tokens": {"type": "integer", "minimum": 0, "maximum": DemoInput.LIMITS["tokens"][1], "default": 20},
-        "rate": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1_000_000, "default": 10},
-        "size": {"type": "integer", "minimum": 1, "maximum": DemoInput.LIMITS["size"][1], "default": 8},
-        "fail_at": {"type": ["integer", "null"], "minimum": 1, "maximum": DemoInput.LIMITS["tokens"][1]},
-        "await_input_at": {
-            "type": ["integer", "null"],
-            "minimum": 1,
-            "maximum": DemoInput.LIMITS["tokens"][1],
+def demo_input_schema(max_tokens: int | None = None) -> dict[str, Any]:
+    """The JSON Schema of the demo's input (for the OpenAPI document)."""
+    tokens = (
+        DemoInput.LIMITS["tokens"][1]
+        if max_tokens is None
+        else min(max_tokens, DemoInput.LIMITS["tokens"][1])
+    )
+    index = {"type": ["integer", "null"], "minimum": 1, "maximum": DemoInput.LIMITS["tokens"][1]}
+    return {
+        "type": ["object", "null"],
+        "additionalProperties": False,
+        "properties": {
+            "tokens": {"type": "integer", "minimum": 0, "maximum": tokens, "default": 20},
+            "rate": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1_000_000, "default": 10},
+            "size": {"type": "integer", "minimum": 1, "maximum": DemoInput.LIMITS["size"][1], "default": 8},
+            "fail_at": index,
+            "await_input_at": index,
         },
-    },
-}
+    }
 
 
 def _int(value: Any, name: str, low: int, high: int) -> int:

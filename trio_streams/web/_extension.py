@@ -7,6 +7,7 @@ import re
 from collections import Counter
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
@@ -15,7 +16,7 @@ from quart_trio import QuartTrio
 from .._hub import open_hub
 from ..stores import MemoryStore, Store
 from ._auth import TokenAuth
-from ._demo import DEMO_INPUT_SCHEMA, DemoInput, demo_producer
+from ._demo import DemoInput, demo_input_schema, demo_producer
 from ._errors import ApiError
 from ._idempotency import IdempotencyKeys
 
@@ -66,6 +67,7 @@ class TrioStreams:
         shutdown_grace: seconds live runs may take to finish at shutdown.
         cancel_wait_timeout: the longest ``cancel?wait=true`` waits.
         demo: register the built-in ``demo`` producer.
+        demo_max_tokens: the most tokens one demo run may ask for.
         hub_config, **hub_options: the hub's :class:`HubConfig` and overrides.
     """
 
@@ -82,6 +84,7 @@ class TrioStreams:
         shutdown_grace: float = 10.0,
         cancel_wait_timeout: float = 30.0,
         demo: bool = True,
+        demo_max_tokens: int = 1_000_000,
         hub_config: HubConfig | None = None,
         **hub_options: Any,
     ) -> None:
@@ -110,7 +113,12 @@ class TrioStreams:
         self._stop = trio.Event()
         self._stopped = trio.Event()
         if demo:
-            self.register("demo", demo_producer, parse_input=DemoInput.parse, input_schema=DEMO_INPUT_SCHEMA)
+            self.register(
+                "demo",
+                demo_producer,
+                parse_input=partial(DemoInput.parse, max_tokens=demo_max_tokens),
+                input_schema=demo_input_schema(demo_max_tokens),
+            )
         if app is not None:
             self.init_app(app)
 

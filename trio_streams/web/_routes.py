@@ -15,7 +15,7 @@ from .._errors import AtCapacity, HubClosed, RunConflict, RunNotFound
 from .._events import encode_json
 from .._hub import RunNotLive
 from .._run import OnConflict, OnDisconnect, RunInfo, RunStatus
-from ._errors import ApiError, error_response, http_exception_response
+from ._errors import ApiError, consume_body, error_response, http_exception_response
 from ._sse_stream import event_stream_response
 
 if TYPE_CHECKING:
@@ -46,12 +46,20 @@ def make_blueprint(streams: TrioStreams) -> Blueprint:
         return error_response(error)
 
     async def http_error(error: HTTPException) -> Response:
+        await consume_body()
         response = http_exception_response(error)
         streams.counters[f"error:{response.status_code}"] += 1
         return response
 
     blueprint.register_error_handler(ApiError, api_error)
     blueprint.register_error_handler(HTTPException, http_error)
+
+    @blueprint.after_request
+    async def drop_unread_body(response: Response) -> Response:
+        # Refused early (401, 404...) or a GET with a body: see consume_body.
+        await consume_body()
+        return response
+
     prefix = streams.url_prefix
 
     def document(info: RunInfo, hub: Hub) -> dict[str, Any]:
