@@ -27,14 +27,14 @@ from ._http import (
     render_error,
     render_http_exception,
 )
-from ._offsets import BEGINNING, NOW, Offset
 from ._producers import parse_claim
-from ._reads import Chunked, ReadSettings, catch_up, long_poll, sse
+from ._reads import Chunked, ReadSettings, read_query, serve_read
 from ._stream import AppendRequest, CreateRequest, ForkSpec
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ._offsets import Offset
     from ._runs import RunStreams
     from ._store import DurableStreamStore
     from ._stream import DurableStream
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 RUNS_PREFIX = "runs/"
 RESERVED_PREFIX = "__ds/"
 MAX_NAME_LENGTH = 1024
-_LIVE_MODES = (None, "long-poll", "sse")
 
 
 def durable_streams_blueprint(
@@ -212,36 +211,7 @@ async def _delete(ctx: _Context) -> Response:
 async def _read(ctx: _Context) -> Response:
     start, live = read_query()
     stream = ctx.store.open(ctx.name)
-    source = StoredSource(ctx.store, stream)
-    position = _position(start, stream.tail)
-    if live == "sse":
-        return sse(source, position, settings=ctx.settings)
-    if live == "long-poll":
-        return await long_poll(source, position, settings=ctx.settings)
-    return await catch_up(source, position, now=start == NOW, settings=ctx.settings)
-
-
-def read_query() -> tuple[Offset | str, str | None]:
-    """``offset`` and ``live`` of a read, checked (400 on anything malformed)."""
-    offsets = request.args.getlist("offset")
-    start = parse.read_from(offsets)
-    live = request.args.get("live")
-    if live not in _LIVE_MODES:
-        raise bad_request("invalid_live", "live must be long-poll or sse")
-    if live is not None and not offsets:
-        raise bad_request("offset_required", f"live={live} needs an offset (-1 for the beginning)")
-    return start, live
-
-
-def _position(start: Offset | str, tail: Offset) -> int:
-    if start == BEGINNING:
-        return 0
-    if start == NOW:
-        return tail.position
-    assert isinstance(start, Offset)
-    if start.position > tail.position:
-        raise bad_request("offset_beyond_tail", f"offset {start} is past the stream's tail ({tail})")
-    return start.position
+    return await serve_read(StoredSource(ctx.store, stream), start, live, ctx.settings)
 
 
 def _tail_headers(stream: DurableStream) -> dict[str, str]:

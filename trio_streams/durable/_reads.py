@@ -15,18 +15,20 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 from quart import Response, request
 
+from . import _headers as parse
 from ._cursor import next_cursor
-from ._errors import DurableStreamError
+from ._errors import DurableStreamError, bad_request
 from ._headers import is_text
 from ._http import etag_matches, protocol_response
+from ._offsets import BEGINNING, NOW, Offset
 from ._sse import control_event, data_event
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from ._log import Data
-    from ._offsets import Offset
 
+_LIVE_MODES = (None, "long-poll", "sse")
 PUBLIC_CACHE = "public, max-age=60, stale-while-revalidate=300"
 PRIVATE_CACHE = "private, max-age=60, stale-while-revalidate=300"
 
@@ -68,6 +70,39 @@ class ReadSettings:
     sse_recycle: float
     #: Auth on: responses are ``private`` to caches.
     private: bool
+
+
+def read_query() -> tuple[Offset | str, str | None]:
+    """``offset`` and ``live`` of a read, checked (400 on anything malformed)."""
+    offsets = request.args.getlist("offset")
+    start = parse.read_from(offsets)
+    live = request.args.get("live")
+    if live not in _LIVE_MODES:
+        raise bad_request("invalid_live", "live must be long-poll or sse")
+    if live is not None and not offsets:
+        raise bad_request("offset_required", f"live={live} needs an offset (-1 for the beginning)")
+    return start, live
+
+
+async def serve_read(
+    source: ReadSource, start: Offset | str, live: str | None, settings: ReadSettings
+) -> Response:
+    """A ``GET``: catch-up, long-poll or SSE from ``start`` (400 past the tail)."""
+    tail = source.tail()
+    if start == BEGINNING:
+        position = 0
+    elif start == NOW:
+        position = tail.position
+    else:
+        assert isinstance(start, Offset)
+        if start.position > tail.position:
+            raise bad_request("offset_beyond_tail", f"offset {start} is past the stream's tail ({tail})")
+        position = start.position
+    if live == "sse":
+        return sse(source, position, settings=settings)
+    if live == "long-poll":
+        return await long_poll(source, position, settings=settings)
+    return await catch_up(source, position, now=start == NOW, settings=settings)
 
 
 def body_of(pieces: list[Data], *, json_mode: bool) -> bytes:

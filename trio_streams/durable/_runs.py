@@ -18,16 +18,19 @@ import json
 from typing import TYPE_CHECKING, Protocol
 
 import trio
-from quart import Response, request
+from quart import request
 
 from .._errors import RunNotFound
 from .._events import Event
 from .._hub import RunNotLive
-from ._errors import DurableStreamError, bad_request
-from ._offsets import BEGINNING, NOW, Offset
-from ._reads import Chunked, catch_up, long_poll, sse
+from ._errors import DurableStreamError
+from ._http import protocol_response
+from ._offsets import Offset
+from ._reads import Chunked, read_query, serve_read
 
 if TYPE_CHECKING:
+    from quart import Response
+
     from .._hub import Hub
     from .._run import RunInfo
     from ._reads import ReadSettings
@@ -70,27 +73,9 @@ class RunStreams:
             headers = {"Stream-Next-Offset": str(source.tail()), "Cache-Control": "no-store"}
             if source.is_closed():
                 headers["Stream-Closed"] = "true"
-            response = Response(b"", status=200, content_type="application/json")
-            response.headers.update(headers)
-            return response
-        from ._blueprint import read_query
-
+            return protocol_response(200, headers, content_type=source.content_type)
         start, live = read_query()
-        tail = source.tail().position
-        if start == BEGINNING:
-            position = 0
-        elif start == NOW:
-            position = tail
-        else:
-            assert isinstance(start, Offset)
-            if start.position > tail:
-                raise bad_request("offset_beyond_tail", f"offset {start} is past the run's last event")
-            position = start.position
-        if live == "sse":
-            return sse(source, position, settings=settings)
-        if live == "long-poll":
-            return await long_poll(source, position, settings=settings)
-        return await catch_up(source, position, now=start == NOW, settings=settings)
+        return await serve_read(source, start, live, settings)
 
     async def _visible(self, hub: Hub, run_id: str, caller: str | None) -> RunInfo:
         try:
