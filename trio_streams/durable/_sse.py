@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 #: Base64 text per ``data:`` line (a multiple of 4, so each line decodes alone too).
 _BASE64_LINE = 4096
+_DATA = (b"data:", b"data: ")
 
 
 def data_event(pieces: list[Data], *, json_mode: bool, binary: bool) -> bytes:
@@ -32,7 +33,8 @@ def data_event(pieces: list[Data], *, json_mode: bool, binary: bool) -> bytes:
         lines = [text[i : i + _BASE64_LINE] for i in range(0, len(text), _BASE64_LINE)] or [b""]
     else:
         lines = _LINE_BREAK.split(payload)
-    return b"event: data\n" + b"".join(b"data:" + line + b"\n" for line in lines) + b"\n"
+    # A reader drops one space after "data:"; a line that starts with one gets another.
+    return b"event: data\n" + b"".join(_DATA[line[:1] == b" "] + line + b"\n" for line in lines) + b"\n"
 
 
 def control_event(next_offset: str, *, cursor: str | None, up_to_date: bool, closed: bool) -> bytes:
