@@ -7,8 +7,9 @@ Servers, each a separate process on a free port, interleaved per round:
   - ``trio-streams serve`` (Hypercorn trio worker, in-memory store);
   - ``@durable-streams/server`` 0.3.7 (``DurableStreamTestServer``,
     in-memory), installed with npm into ``.scratch/durable-bench/``;
-  - the ceiling: Hypercorn + Quart-Trio answering appends without doing
-    anything (``benchmarks/durable_ceiling.py``), appends only.
+  - the ceilings: Hypercorn + Quart-Trio answering appends without doing
+    anything, and Hypercorn with a bare ASGI no-op
+    (``benchmarks/durable_ceiling.py``), appends only.
 
 Measurements, by the same generator (this file, ``--generate``, its own
 process: raw HTTP/1.1 on trio sockets, kept-alive connections, no client
@@ -319,7 +320,13 @@ def reference() -> Server:
 def ceiling() -> Server:
     port = free_port()
     command = [sys.executable, "-m", "hypercorn", "--worker-class=trio", f"--bind=127.0.0.1:{port}"]
-    return Server("ceiling (Quart no-op)", [*command, "benchmarks.durable_ceiling:app"], port)
+    return Server("ceiling: Quart no-op", [*command, "benchmarks.durable_ceiling:app"], port)
+
+
+def raw_ceiling() -> Server:
+    port = free_port()
+    command = [sys.executable, "-m", "hypercorn", "--worker-class=trio", f"--bind=127.0.0.1:{port}"]
+    return Server("ceiling: bare ASGI no-op", [*command, "benchmarks.durable_ceiling:raw_app"], port)
 
 
 def measure(server: Server, mode: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -361,7 +368,12 @@ def main(argv: list[str] | None = None) -> int:
         return generate(args)
     if args.quick:
         args.rounds, args.seconds = 1, 2.0
-    servers = {"trio-streams": ours, "reference (Node)": reference, "ceiling (Quart no-op)": ceiling}
+    servers = {
+        "trio-streams": ours,
+        "reference (Node)": reference,
+        "ceiling: Quart no-op": ceiling,
+        "ceiling: bare ASGI no-op": raw_ceiling,
+    }
     throughput: dict[str, list[float]] = {name: [] for name in servers}
     p50: dict[str, list[float]] = {name: [] for name in servers}
     p99: dict[str, list[float]] = {name: [] for name in servers}
@@ -370,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
             server = start()
             try:
                 throughput[name].append(measure(server, "append", args)["appends_per_second"])
-                if name != "ceiling (Quart no-op)":
+                if not name.startswith("ceiling"):
                     result = measure(server, "latency", args)
                     p50[name].append(result["p50"])
                     p99[name].append(result["p99"])
