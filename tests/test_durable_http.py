@@ -265,6 +265,17 @@ async def test_durable_streams_follow_the_runs_api_auth():
             assert unauthorized.status_code == 401
             assert unauthorized.headers["x-content-type-options"] == "nosniff"
 
+            # A refused chunked body is drained: the connection stays usable.
+            async def chunks() -> Any:
+                for _ in range(64):
+                    yield b"x" * 1024
+
+            refused = await client.post(
+                "/v1/stream/s", content=chunks(), headers={"Content-Type": "text/plain"}
+            )
+            assert refused.status_code == 401
+            assert (await client.get("/v1/stream/s", headers=alice)).status_code == 200
+
 
 async def test_durable_streams_can_be_turned_off():
     with trio.fail_after(DEADLINE):

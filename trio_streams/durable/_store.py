@@ -101,6 +101,7 @@ class DurableStreamStore:
 
     def open(self, name: str) -> DurableStream:
         """The stream, for a read or write: renews its TTL. Raises as :meth:`head`."""
+        self._sweep()
         stream = self.head(name)
         self._touch(stream)
         return stream

@@ -18,7 +18,7 @@ from ..durable import DurableStreamStore
 from ..stores import MemoryStore, Store
 from ._auth import TokenAuth
 from ._demo import DemoInput, demo_input_schema, demo_producer
-from ._errors import ApiError, error_response
+from ._errors import ApiError, consume_body, error_response
 from ._idempotency import IdempotencyKeys
 
 if TYPE_CHECKING:
@@ -226,6 +226,7 @@ class TrioStreams:
         )
 
         async def api_error(error: ApiError) -> Response:  # 401 and 503 from the runs API's helpers
+            await consume_body()
             return error_response(error)
 
         blueprint.register_error_handler(ApiError, api_error)
