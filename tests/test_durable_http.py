@@ -102,6 +102,10 @@ async def test_refusals_are_json_errors_and_keep_the_connection_usable():
             assert refused.status_code == 404
             assert refused.json()["error"]["code"] == "stream_not_found"
             assert (await client.get("/v1/stream/s")).status_code == 200
+            # So is a body on a request that takes none.
+            deleted = await client.request("DELETE", "/v1/stream/s", content=chunks())
+            assert deleted.status_code == 204
+            assert (await client.get("/v1/stream/s")).status_code == 404
 
 
 async def test_body_limit_is_413():

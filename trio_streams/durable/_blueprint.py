@@ -85,6 +85,8 @@ def durable_streams_blueprint(
 
     @blueprint.after_request
     async def browser_headers(response: Response) -> Response:
+        if request.method not in ("PUT", "POST"):
+            await drain_body()  # a body nobody reads would stall the kept-alive connection
         add_browser_headers(response)
         return response
 
