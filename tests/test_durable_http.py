@@ -63,6 +63,9 @@ async def test_create_append_read_head_delete():
             head = await client.head(url)
             assert head.headers["stream-next-offset"] == appended.headers["stream-next-offset"]
             assert head.headers["cache-control"] == "no-store"
+            metrics = (await client.get("/metrics")).text
+            assert "trio_streams_durable_streams 1\n" in metrics
+            assert "trio_streams_durable_stream_bytes 11\n" in metrics
             assert (await client.delete(url)).status_code == 204
             assert (await client.get(url)).status_code == 404
 

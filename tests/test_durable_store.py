@@ -324,6 +324,12 @@ async def test_wait_is_bounded_woken_by_appends_and_cancellable(autojump_clock: 
     assert scope.cancelled_caught
     assert trio.current_time() == 3.5
     assert stream.tail == Offset(1, 1)
+    # Cancelled before it starts: it raises at its first checkpoint, without waiting.
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await store.wait(stream, 0, deadline=1000)
+    assert scope.cancelled_caught
+    assert trio.current_time() == 3.5
     # A close or a delete ends a wait too.
     async with trio.open_nursery() as nursery:
         nursery.start_soon(store.wait, stream, 1, 1000.0)
