@@ -292,3 +292,31 @@ async def test_durable_streams_can_be_turned_off():
         ):
             assert (await client.put("/v1/stream/s")).status_code == 404
             assert server.streams.durable_store is None
+
+
+async def test_stopping_ends_live_reads_at_once():
+    with trio.fail_after(DEADLINE):
+        async with (
+            running_server(long_poll_timeout=60, sse_recycle=60) as server,
+            httpx.AsyncClient(base_url=server.url) as client,
+        ):
+            created = await client.put("/v1/stream/s", content=b"x", headers={"Content-Type": "text/plain"})
+            tail = created.headers["stream-next-offset"]
+            polled: list[httpx.Response] = []
+            streamed: list[list[tuple[str, str]]] = []
+
+            async def poll() -> None:
+                polled.append(await client.get("/v1/stream/s", params={"offset": tail, "live": "long-poll"}))
+
+            async def follow() -> None:
+                streamed.append(await sse_events(server.url, "/v1/stream/s?offset=-1&live=sse"))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(poll)
+                nursery.start_soon(follow)
+                await trio.sleep(0.3)  # both parked
+                started = trio.current_time()
+                await server.streams.stop()  # what SIGTERM does first
+            assert trio.current_time() - started < 5
+            assert polled[0].status_code == 204
+            assert [event for event, _ in streamed[0]] == ["data", "control"]

@@ -330,10 +330,20 @@ async def test_wait_is_bounded_woken_by_appends_and_cancellable(autojump_clock: 
         await store.wait(stream, 0, deadline=1000)
     assert scope.cancelled_caught
     assert trio.current_time() == 3.5
+    # Shutdown: parked waits return, later ones do not wait; until resumed.
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(store.wait, stream, 1, 1000.0)
+        await trio.testing.wait_all_tasks_blocked()
+        store.end_live_reads()
+    await store.wait(stream, 1, deadline=1000)
+    assert trio.current_time() == 3.5
+    store.resume_live_reads()
+    await store.wait(stream, 1, deadline=4.5)
+    assert trio.current_time() == 4.5
     # A close or a delete ends a wait too.
     async with trio.open_nursery() as nursery:
         nursery.start_soon(store.wait, stream, 1, 1000.0)
         await trio.testing.wait_all_tasks_blocked()
         store.delete("s")
-    assert trio.current_time() == 3.5
+    assert trio.current_time() == 4.5
     assert not store.holds(stream)

@@ -247,7 +247,7 @@ class StoredSource:
 
     async def wait(self, position: int, deadline: float) -> bool:
         await self._store.wait(self._stream, position, deadline)
-        return self._store.holds(self._stream)
+        return self._store.holds(self._stream) and self._store.live_reads
 
 
 _HANDLERS = {"PUT": _create, "POST": _append, "HEAD": _head, "DELETE": _delete, "GET": _read}

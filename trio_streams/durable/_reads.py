@@ -17,7 +17,7 @@ from quart import Response, request
 
 from . import _headers as parse
 from ._cursor import next_cursor
-from ._errors import DurableStreamError, bad_request
+from ._errors import bad_request
 from ._headers import is_text
 from ._http import etag_matches, protocol_response
 from ._offsets import BEGINNING, NOW, Offset
@@ -60,7 +60,11 @@ class ReadSource(Protocol):
         ...
 
     async def wait(self, position: int, deadline: float) -> bool:
-        """Wait for data past ``position`` or the end, until ``deadline``; False if the stream is gone."""
+        """Wait for data past ``position`` or the end, until ``deadline``.
+
+        Returns False when waiting again is pointless (the stream is gone, or
+        the server is stopping): an SSE response then ends.
+        """
         ...
 
 
@@ -146,9 +150,8 @@ async def long_poll(source: ReadSource, position: int, *, settings: ReadSettings
     """``live=long-poll``: data now if there is some; else wait for it, the close, or the timeout."""
     cursor = next_cursor(request.args.get("cursor"), time.time())
     if position >= source.tail().position and not source.is_closed():
-        deadline = trio.current_time() + settings.long_poll_timeout
-        if not await source.wait(position, deadline):
-            raise DurableStreamError(404, "stream_not_found", "the stream was deleted during the long-poll")
+        # Deleted meanwhile, or the server stopping: a 204, and the next request tells.
+        await source.wait(position, trio.current_time() + settings.long_poll_timeout)
     found = await source.read(position)
     if found.pieces:
         headers = _state_headers(found)

@@ -83,6 +83,7 @@ class DurableStreamStore:
         self._incarnations = itertools.count(1)
         self._bytes = 0
         self._next_sweep = -float("inf")
+        self._live_reads = True
 
     # -- lookups ---------------------------------------------------------------------
 
@@ -329,13 +330,35 @@ class DurableStreamStore:
         """True while ``stream`` is still this store's live stream of its name."""
         return self._streams.get(stream.name) is stream and not stream.soft_deleted
 
+    @property
+    def live_reads(self) -> bool:
+        """False between :meth:`end_live_reads` and :meth:`resume_live_reads`."""
+        return self._live_reads
+
+    def end_live_reads(self) -> None:
+        """For shutdown: every wait returns now, and later ones do not wait.
+
+        Long-polls then answer at once and SSE responses end, so a server
+        stopping does not sit out their timeouts; clients resume elsewhere
+        (or after the restart) from their last offset.
+        """
+        self._live_reads = False
+        for stream in self._streams.values():
+            stream.notify()
+
+    def resume_live_reads(self) -> None:
+        self._live_reads = True
+
     async def wait(self, stream: DurableStream, position: int, deadline: float) -> None:
-        """Wait until ``stream`` has data past ``position``, closes, goes away, or ``deadline``.
+        """Wait until ``stream`` has data past ``position``, closes, goes away, or ``deadline``
+        (or live reads end).
 
         Cancellation: only the wait is cancelled; nothing changes.
         """
         await trio.lowlevel.checkpoint()
-        while stream.tail.position <= position and not stream.closed and self.holds(stream):
+        while (
+            stream.tail.position <= position and not stream.closed and self.holds(stream) and self._live_reads
+        ):
             changed = stream.changed
             with trio.move_on_at(deadline) as waited:
                 await changed.wait()

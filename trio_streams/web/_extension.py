@@ -259,6 +259,8 @@ class TrioStreams:
         from quart import current_app
 
         nursery: trio.Nursery = current_app.nursery  # type: ignore[attr-defined]
+        if self.durable_store is not None:
+            self.durable_store.resume_live_reads()
         self._stop = trio.Event()
         self._stopped = trio.Event()
         self._hub = await nursery.start(self._serve_hub)
@@ -273,7 +275,11 @@ class TrioStreams:
         the app's own shutdown). The wait is shielded, with a deadline of the
         drain's budget: Quart-Trio cancels the app's shutdown after
         ``BACKGROUND_TASK_SHUTDOWN_TIMEOUT``, which must not cut a drain short.
+        Durable Streams long-polls and SSE responses end at once (clients
+        resume from their offsets).
         """
+        if self.durable_store is not None:
+            self.durable_store.end_live_reads()
         if self._hub is None:
             return
         self._stop.set()
