@@ -8,6 +8,7 @@ recycling, keep-alive after refusals, and runs as streams.
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -320,3 +321,26 @@ async def test_stopping_ends_live_reads_at_once():
             assert trio.current_time() - started < 5
             assert polled[0].status_code == 204
             assert [event for event, _ in streamed[0]] == ["data", "control"]
+
+
+async def test_sse_follows_a_live_run_to_its_end():
+    with trio.fail_after(DEADLINE):
+        async with running_server() as server, httpx.AsyncClient(base_url=server.url) as client:
+            started = await client.post(
+                "/v1/runs", json={"producer": "demo", "input": {"tokens": 30, "rate": 30}}
+            )
+            run_id = started.json()["run_id"]
+            events = await sse_events(server.url, f"/v1/stream/runs/{run_id}?offset=-1&live=sse")
+            kinds = [event for event, _ in events]
+            assert kinds[0::2] == ["data"] * (len(kinds) // 2), "every data event is followed by a control"
+            assert kinds[1::2] == ["control"] * (len(kinds) // 2)
+            assert len(kinds) > 4, "followed live, not read at once"
+            seqs = [m["seq"] for event, data in events if event == "data" for m in json.loads(data)]
+            assert seqs == list(range(1, 32))
+            controls = [json.loads(data) for event, data in events if event == "control"]
+            assert controls[-1] == {
+                "streamNextOffset": f"{31:016d}_{31:016d}",
+                "streamClosed": True,
+                "upToDate": True,
+            }
+            assert all(c["streamNextOffset"] < d["streamNextOffset"] for c, d in itertools.pairwise(controls))
