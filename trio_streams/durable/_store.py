@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ._append import outcome, plan_append
 from ._errors import DurableStreamError, bad_request, conflict, gone, not_found
 from ._headers import DEFAULT_CONTENT_TYPE, is_json
 from ._log import StreamLog
-from ._producers import ProducerState, Verdict, judge
+from ._producers import ProducerState
 from ._stream import AppendOutcome, DurableStream, to_data
 
 if TYPE_CHECKING:
@@ -231,58 +232,11 @@ class DurableStreamStore:
         """
         self._sweep()
         stream = self.head(name)
-        body, claim = request.body, request.producer
-        if not body and not request.close:
-            raise bad_request("empty_body", "an append needs a body (or Stream-Closed: true to close)")
-        judgement = None if claim is None else judge(stream.producers.get(claim.id), claim)
-        if stream.closed:
-            if judgement is not None and judgement.verdict is Verdict.DUPLICATE:
-                return self._outcome(stream, 204, judgement.epoch, judgement.last_seq)
-            if judgement is not None and judgement.verdict is Verdict.STALE:
-                raise _stale(judgement.epoch)
-            if not body:  # closing a closed stream: idempotent
-                self._touch(stream)
-                return self._outcome(stream, 204)
-            raise conflict(
-                "stream_closed",
-                f"{name!r} is closed",
-                {"Stream-Closed": "true", "Stream-Next-Offset": str(stream.tail)},
-            )
-        if body:
-            if request.content_type is None:
-                raise bad_request("missing_content_type", "an append with a body needs a Content-Type")
-            if request.content_type != stream.content_type:
-                raise conflict(
-                    "content_type_mismatch",
-                    f"{name!r} holds {stream.content_type}, not {request.content_type}",
-                )
-        data = to_data(body, json_mode=stream.json, creating=False) if body else None
-        if judgement is not None:
-            assert claim is not None
-            verdict = judgement.verdict
-            if verdict is Verdict.STALE:
-                raise _stale(judgement.epoch)
-            if verdict is Verdict.BAD_EPOCH_SEQ:
-                raise bad_request("producer_epoch_seq", "a new Producer-Epoch must start at Producer-Seq 0")
-            if verdict is Verdict.GAP:
-                raise conflict(
-                    "producer_seq_gap",
-                    f"Producer-Seq {claim.seq} skips ahead; expected {judgement.expected_seq}",
-                    {
-                        "Producer-Expected-Seq": str(judgement.expected_seq),
-                        "Producer-Received-Seq": str(claim.seq),
-                    },
-                )
-            if verdict is Verdict.DUPLICATE:
-                self._touch(stream)
-                return self._outcome(stream, 204, judgement.epoch, judgement.last_seq)
-        if request.stream_seq is not None and (
-            stream.last_stream_seq is not None and request.stream_seq <= stream.last_stream_seq
-        ):
-            raise conflict(
-                "stream_seq_regression",
-                f"Stream-Seq {request.stream_seq!r} is not after {stream.last_stream_seq!r}",
-            )
+        decision = plan_append(stream, request)
+        if isinstance(decision, AppendOutcome):  # a retry, or closing a closed stream
+            self._touch(stream)
+            return decision
+        data, claim = decision.data, request.producer
         # Every check passed: commit in one step.
         if data:
             self._reserve(_size(data))
@@ -298,14 +252,8 @@ class DurableStreamStore:
         self._touch(stream)
         stream.notify()
         if claim is None:
-            return self._outcome(stream, 204)
-        return self._outcome(stream, 200 if data else 204, claim.epoch, claim.seq)
-
-    @staticmethod
-    def _outcome(
-        stream: DurableStream, status: int, epoch: int | None = None, seq: int | None = None
-    ) -> AppendOutcome:
-        return AppendOutcome(status, stream.tail, stream.closed, producer_epoch=epoch, producer_seq=seq)
+            return outcome(stream, 204)
+        return outcome(stream, 200 if data else 204, claim.epoch, claim.seq)
 
     def _reserve(self, nbytes: int) -> None:
         if self._bytes + nbytes > self.max_bytes:
@@ -422,12 +370,3 @@ def _size(data: Data) -> int:
 def prefix_of(log: StreamLog) -> Data | None:
     """The data a sub-offset fork copied into its own log (``None`` if none)."""
     return log.first_own_chunk()
-
-
-def _stale(epoch: int) -> DurableStreamError:
-    return DurableStreamError(
-        403,
-        "producer_epoch_stale",
-        f"a newer Producer-Epoch ({epoch}) holds this producer id",
-        headers={"Producer-Epoch": str(epoch)},
-    )
