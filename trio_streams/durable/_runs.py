@@ -14,6 +14,7 @@ with no store copy) are skipped: the next message simply has a higher seq.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import TYPE_CHECKING, Protocol
 
@@ -119,12 +120,13 @@ class RunSource:
         if position < target:
             try:
                 async with self._hub.subscribe(self.run_id, after=position) as subscription:
-                    while subscription.cursor < target and len(messages) < MAX_EVENTS_PER_READ:
-                        batch = await subscription.receive_batch(MAX_EVENTS_PER_READ - len(messages))
-                        messages.extend(_message(item) for item in batch if isinstance(item, Event))
+                    # Everything up to ``target`` is there to read (the log or the
+                    # store has it), so this never waits; a batch may reach past it.
+                    with contextlib.suppress(trio.EndOfChannel):
+                        while subscription.cursor < target and len(messages) < MAX_EVENTS_PER_READ:
+                            batch = await subscription.receive_batch(MAX_EVENTS_PER_READ - len(messages))
+                            messages.extend(_message(item) for item in batch if isinstance(item, Event))
                     end = subscription.cursor
-            except trio.EndOfChannel:
-                end = target
             except (RunNotFound, RunNotLive, ValueError) as exc:
                 raise DurableStreamError(503, "run_unavailable", f"run {self.run_id}: {exc}") from None
         else:
