@@ -163,6 +163,13 @@ async def test_bench_counts_every_event_against_the_real_server(tmp_path):
             infos = await hub.list_runs()
             expected = sum(info.last_seq * 3 for info in infos)
             assert result["events"] == expected
+            # The default rate (0: as fast as the server goes) and --replay, as
+            # benchmarks/bench_http.py uses them.
+            args = [server.url, "--runs=2", "--tokens=500", "--replay", f"--json={out}", "--quiet"]
+            status = await trio.to_thread.run_sync(bench_main, args)
+            result = json.loads(out.read_text())
+            assert status == 0, result["violation_examples"]
+            assert result["events"] == 2 * 501
 
 
 async def test_unread_chunked_bodies_never_stall_a_kept_alive_connection():
