@@ -123,7 +123,7 @@ async def test_buffer_bound_exceeded_fails_the_run_loudly(tmp_path, caplog):
                 assert stats.overflows == 1
                 assert not stats.healthy
                 assert stats.pending_events == 51  # 50 + the terminal error event
-                assert hub.statistics().store.overflows == 1
+                assert hub.statistics().store.pending_events == 51
                 await server.start()
                 info = await hub.wait(run.id)
                 assert info.status is RunStatus.ERROR

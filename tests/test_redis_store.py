@@ -138,7 +138,7 @@ async def test_ttls_set_while_running_and_after_completion(redis_url, prefix):
             assert 0 < await client.pttl(keys.lease(run.id)) <= 600
             # The lease is renewed (every lease_ttl / 3) and the running TTL refreshed.
             await client.pexpire(keys.meta(run.id), 50_000)
-            await client.pexpire(keys.lease(run.id), 50)
+            await client.pexpire(keys.lease(run.id), 300)
 
             async def refreshed() -> bool:
                 return (

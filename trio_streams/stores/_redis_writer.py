@@ -39,6 +39,7 @@ import trio
 
 from .._errors import StoreOverflow
 from ._redis_codec import FIELD, encode_batch, entry_id
+from ._redis_scripts import SAVE_META
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -89,6 +90,8 @@ class MetaWrite:
     created_at: float
     live: bool
     final: bool
+    #: The run's key if the run holds it now (running), for cross-instance conflicts.
+    holds_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +155,7 @@ class RedisWriter:
         self._idle = False  # the flusher is parked on an empty queue
         self._collecting = False  # the flusher waits for a full batch or its interval
         self._urgent = False
+        self._script: Any = None
         self._work = trio.lowlevel.ParkingLot()
         self._flushed = trio.lowlevel.ParkingLot()
         self._overflowed_runs: set[str] = set()
@@ -332,14 +336,23 @@ class RedisWriter:
                 if kind == "xadd" and _DUPLICATE in str(result):
                     continue  # a retried entry that had made it: already written
                 raise result
+            if kind == "save_meta" and result == 0:
+                logger.error("a run was declared dead by another instance: its metadata is final")
+
+    def _save_meta(self, *, keys: list[str], args: list[str | int], client: Any) -> None:
+        if self._script is None:
+            self._script = self._client().register_script(SAVE_META)
+        self._script(keys=keys, args=args, client=client)
 
     def _queue_meta(self, pipe: Any, write: MetaWrite) -> list[str]:
         keys = self._keys
         ttls = self._ttls
         run_id = write.run_id
-        kinds = ["hset", "pexpire"]
-        pipe.hset(keys.meta(run_id), write.fields)
-        pipe.pexpire(keys.meta(run_id), _ms(ttls.finished if write.final else ttls.running))
+        kinds = ["save_meta"]
+        args: list[str | int] = [_ms(ttls.finished if write.final else ttls.running)]
+        for name, value in write.fields.items():
+            args += (name, value)
+        self._save_meta(keys=[keys.meta(run_id)], args=args, client=pipe)
         score = {run_id: write.created_at}
         owner = write.owner
         pipe.zadd(keys.runs, score)
@@ -356,6 +369,9 @@ class RedisWriter:
                 pipe.zadd(keys.owner_live(owner), score)
                 pipe.pexpire(keys.owner_live(owner), _ms(ttls.running))
                 kinds += ("zadd", "pexpire")
+        if write.holds_key is not None:
+            pipe.set(keys.key_holder(write.holds_key), run_id, px=_ms(ttls.running))
+            kinds.append("set")
         if write.final:
             cutoff = time.time() - ttls.finished - ttls.running
             pipe.zrem(keys.running, [run_id])

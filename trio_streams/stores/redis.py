@@ -14,20 +14,24 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import coredis
 import trio
+from coredis.tokens import PureToken
 
 from .._run import RunInfo, RunStatus
 from ._base import Store, StoreStatistics
 from ._redis_client import Client, RedisUnavailable, client_from_url, safe_url
 from ._redis_codec import decode_entries, info_from_hash, info_to_hash, resume_start
 from ._redis_keys import RedisKeys
+from ._redis_remote import RemoteRuns, terminal_from_entry
 from ._redis_server import open_embedded_redis as open_embedded_redis
 from ._redis_writer import MetaWrite, RedisWriter, Ttls
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .._events import Event
 
 logger = logging.getLogger("trio_streams.redis")
@@ -46,16 +50,19 @@ class RedisStoreStatistics(StoreStatistics):
         overflows: events refused because the buffer was full (each fails its run).
         flushes: pipelines written.
         last_error: the latest flush error while unhealthy.
+        claimed_dead: runs of dead owners this instance marked ``dead``.
     """
 
     healthy: bool = True
     overflows: int = 0
     flushes: int = 0
     last_error: str | None = None
+    claimed_dead: int = 0
 
 
 class RedisStore(Store):
-    """Persists runs in Redis; see ``docs/redis.md``.
+    """Persists runs in Redis, shared by every hub instance that uses the
+    same URL and prefix; see ``docs/redis.md``.
 
     Args:
         url: ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS)
@@ -74,6 +81,8 @@ class RedisStore(Store):
         stream_timeout: bound on each command's reply.
         backoff_min, backoff_max: retry delays of a failing flush.
         instance_id: names this store's owner lease (default: host, pid, random).
+        follow_block: seconds one ``XREAD BLOCK`` of a follower waits before
+            it checks the run's owner is alive.
         optimized: set ``coredis.Config.optimized`` (skips coredis's runtime
             argument validation: 30-80% more commands per second).
     """
@@ -97,6 +106,7 @@ class RedisStore(Store):
         backoff_min: float = 0.05,
         backoff_max: float = 2.0,
         instance_id: str | None = None,
+        follow_block: float = 1.0,
         optimized: bool = True,
     ) -> None:
         for name, value in (
@@ -139,6 +149,9 @@ class RedisStore(Store):
             backoff_min=backoff_min,
             backoff_max=backoff_max,
         )
+        self._remote = RemoteRuns(
+            self._require_client, self.keys, self.ttls, instance=self.instance_id, block_seconds=follow_block
+        )
         self._scope = trio.CancelScope()
         self._started = False
         self._stopped = trio.Event()
@@ -146,6 +159,8 @@ class RedisStore(Store):
         # Live runs this instance owns: their lease is renewed, their TTLs refreshed.
         self._live: dict[str, RunInfo] = {}
         self._runs_saved = 0
+
+    shared: ClassVar[bool] = True
 
     def __repr__(self) -> str:
         return f"<RedisStore {safe_url(self.url)} prefix={self.prefix!r}>"
@@ -190,7 +205,9 @@ class RedisStore(Store):
                     else:
                         async with trio.open_nursery() as nursery:
                             await nursery.start(self._writer.run)
+                            await nursery.start(self._remote.watch_control)
                             nursery.start_soon(self._maintain)
+                            nursery.start_soon(self._remote.reap)
                             logger.info("redis store %s ready (instance %s)", self, self.instance_id)
                             task_status.started()
         finally:
@@ -239,20 +256,41 @@ class RedisStore(Store):
                 await self._stopped.wait()
 
     async def _maintain(self) -> None:
-        """Renew the leases of this instance's live runs and refresh their TTLs."""
+        """Renew the leases of this instance's live runs, refresh their TTLs,
+        and act on cancel intents recorded while a message could be missed."""
         ttls = self.ttls
         keys = self.keys
         while True:
             await trio.sleep(ttls.lease / 3)
             if not self._live:
                 continue
-            runs = list(self._live)
+            runs = list(self._live.values())
             try:
                 async with self.client.pipeline(transaction=False) as pipe:
-                    for run_id in runs:
-                        pipe.set(keys.lease(run_id), self.instance_id, px=int(ttls.lease * 1000))
+                    checks = []
+                    for info in runs:
+                        run_id = info.run_id
+                        lease = pipe.set(
+                            keys.lease(run_id),
+                            self.instance_id,
+                            px=int(ttls.lease * 1000),
+                            condition=PureToken.XX,
+                        )
+                        cancel = pipe.hget(keys.meta(run_id), "cancel")
+                        checks.append((info, lease, cancel))
                         pipe.pexpire(keys.meta(run_id), int(ttls.running * 1000))
                         pipe.pexpire(keys.events(run_id), int(ttls.running * 1000))
+                        if info.key is not None and info.status is RunStatus.RUNNING:
+                            pipe.pexpire(keys.key_holder(info.key), int(ttls.running * 1000))
+                for info, lease, cancel in checks:
+                    reason = await cancel
+                    if not await lease and info.run_id in self._live:
+                        logger.error(
+                            "run %s: its lease expired (another instance may mark it dead)", info.run_id
+                        )
+                        self._remote.cancel_local(info.run_id, "owner_lost")
+                    elif reason is not None:
+                        self._remote.cancel_local(info.run_id, str(reason))
             except Exception as exc:
                 logger.warning("redis lease renewal of %d runs failed: %s", len(runs), exc)
 
@@ -276,7 +314,13 @@ class RedisStore(Store):
         fields = info_to_hash(info)
         fields["instance"] = self.instance_id
         return MetaWrite(
-            info.run_id, fields, info.owner, info.created_at, live=not info.status.finished, final=final
+            info.run_id,
+            fields,
+            info.owner,
+            info.created_at,
+            live=not info.status.finished,
+            final=final,
+            holds_key=info.key if info.status is RunStatus.RUNNING else None,
         )
 
     def append_nowait(self, run_id: str, event: Event) -> None:
@@ -292,6 +336,8 @@ class RedisStore(Store):
         self._live.pop(info.run_id, None)
         ticket = self._writer.enqueue_meta(self._meta_write(info, final=True))
         await self._writer.wait_durable(ticket)
+        if info.key is not None:
+            await self._remote.release_key(info.key, info.run_id)
 
     async def read_events(self, run_id: str, after: int, limit: int) -> list[Event]:
         """Up to ``limit`` events with ``seq > after``: an XRANGE from the entry holding ``after + 1``."""
@@ -321,6 +367,11 @@ class RedisStore(Store):
             return None
         entries = await top
         if not info.status.finished and entries:
+            payload = entries[0].field_values.get("e")
+            terminal = terminal_from_entry(str(payload)) if payload else None
+            if terminal is not None:
+                # The terminal event is written just before the final meta.
+                return finished_info(info, terminal)
             last = int(str(entries[0].identifier).split("-", 1)[0])
             if last > info.last_seq:
                 info = _with_last_seq(info, last)
@@ -360,6 +411,34 @@ class RedisStore(Store):
             logger.info("redis index %s: removed %d stale entries", index, len(stale))
         return found[:limit]
 
+    # -- shared between instances --------------------------------------------------------
+
+    def set_cancel_handler(self, handler: Callable[[str, str], None]) -> None:
+        """Called with (run_id, reason) when another instance cancels a run."""
+
+        def owned_only(run_id: str, reason: str) -> None:
+            if run_id in self._live:
+                handler(run_id, reason)
+
+        self._remote.set_cancel_handler(owned_only)
+
+    async def follow(self, run_id: str, after: int, deliver: Callable[[list[Event]], None]) -> bool:
+        """See :meth:`Store.follow`: XRANGE to catch up, then ``XREAD BLOCK``;
+        claims the run ``dead`` if its owner's lease expired."""
+        return await self._remote.follow(run_id, after, deliver)
+
+    async def request_cancel(self, run_id: str, reason: str) -> None:
+        """Record the cancel intent in the run's meta hash and announce it on the control stream."""
+        await self._remote.request_cancel(run_id, reason)
+
+    async def key_holder(self, key: str) -> str | None:
+        """The run holding ``key`` on any instance (a hint: it may have just ended)."""
+        return await self._remote.key_holder(key)
+
+    async def claim_dead(self, run_id: str) -> int:
+        """Mark the run ``dead`` if its owner's lease expired (atomic); the dead event's seq or 0."""
+        return await self._remote.claim_dead(run_id)
+
     async def ping(self) -> None:
         """PING Redis (raises if it is unreachable)."""
         await self.client.ping()
@@ -380,7 +459,24 @@ class RedisStore(Store):
             overflows=writer.overflows,
             flushes=writer.flushes,
             last_error=writer.last_error,
+            claimed_dead=self._remote.claimed_dead,
         )
+
+
+def finished_info(info: RunInfo, terminal: Event) -> RunInfo:
+    """``info`` as its terminal event (which carries the outcome) finishes it."""
+    doc: dict[str, Any] = info.to_json()
+    data = terminal.data if isinstance(terminal.data, dict) else {}
+    doc.update(
+        status=terminal.type,
+        last_seq=terminal.seq,
+        ended_at=terminal.timestamp,
+        result=data.get("result"),
+        partial=bool(data.get("partial", False)),
+        reason=data.get("reason"),
+        error=data.get("error"),
+    )
+    return RunInfo.from_json(doc)
 
 
 def _with_last_seq(info: RunInfo, last_seq: int) -> RunInfo:
