@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import settings
 
-from .redis_support import SyncRedis, session_redis, unique_prefix
+from .redis_support import SyncCluster, SyncRedis, session_redis, unique_prefix
 
 # `pytest --hypothesis-profile=thorough` searches much harder (minutes).
 settings.register_profile("default", max_examples=150)
@@ -30,3 +30,13 @@ def redis_url(redis_server: SyncRedis) -> str:
 def prefix() -> str:
     """A key prefix of this test's own: tests on the shared Redis never meet."""
     return unique_prefix()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A real 3-master Redis Cluster for the session (redis-cli --cluster create)."""
+    cluster = SyncCluster()
+    try:
+        yield cluster
+    finally:
+        cluster.close()

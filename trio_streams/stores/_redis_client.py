@@ -11,8 +11,10 @@ them when the attempt fails.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeAlias
+from urllib.parse import urlsplit
 
 import coredis
+from coredis.connection import TCPLocation
 
 from .._errors import StreamError
 
@@ -70,13 +72,26 @@ def client_from_url(url: str, *, cluster: bool, connect_timeout: float, stream_t
     }
     client: Client
     if cluster:
-        client = coredis.RedisCluster.from_url(url, **options)
+        # Name the startup node ourselves: coredis's own URL parsing passes it
+        # in a deprecated form (and warns).
+        parsed = urlsplit(url)
+        node = TCPLocation(parsed.hostname or "localhost", parsed.port or 6379)
+        client = coredis.RedisCluster.from_url(url, startup_nodes=[node], **options)
         pool: Any = client.connection_pool
     else:
         client = coredis.Redis.from_url(url, **options)
         pool = client.connection_pool
     pool.connection_class = _closing_class(pool.connection_class)
     return client
+
+
+def release_leftovers(client: Client) -> None:
+    """Close what coredis (6.9) leaves open when a client exits: a cluster
+    layout's error stream (created in its constructor, never closed)."""
+    layout = getattr(client.connection_pool, "cluster_layout", None)
+    streams = getattr(layout, "_error_stream", ())
+    for stream in streams:
+        stream.close()
 
 
 def safe_url(url: str) -> str:

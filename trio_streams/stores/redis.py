@@ -22,7 +22,7 @@ from coredis.tokens import PureToken
 
 from .._run import RunInfo, RunStatus
 from ._base import Store, StoreStatistics
-from ._redis_client import Client, RedisUnavailable, client_from_url, safe_url
+from ._redis_client import Client, RedisUnavailable, client_from_url, release_leftovers, safe_url
 from ._redis_codec import decode_entries, info_from_hash, info_to_hash, resume_start
 from ._redis_keys import RedisKeys
 from ._redis_remote import RemoteRuns, terminal_from_entry
@@ -212,6 +212,7 @@ class RedisStore(Store):
                             task_status.started()
         finally:
             self._open = False
+            release_leftovers(self._client_obj)
             self._stopped.set()
         if error is not None:
             raise error
