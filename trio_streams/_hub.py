@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import secrets
 import time
 from collections import Counter, OrderedDict, deque
@@ -52,6 +53,7 @@ from ._errors import (
 )
 from ._events import RESERVED_TYPES, encode_json
 from ._log import ReplayLog
+from ._remote import Mirrors
 from ._run import OnConflict, OnDisconnect, Run, RunContext, RunInfo, RunOutcome, RunStatus
 from ._subscription import Subscription
 from ._timers import TimerQueue
@@ -120,6 +122,8 @@ class Hub:
         self._runs_started = 0
         self._retired_events = 0
         self._runs_by_status: Counter[str] = Counter()
+        # Live runs other instances own, followed through a shared store.
+        self._mirrors = Mirrors(store, runs_nursery, config, wall_clock)
 
     # -- starting -------------------------------------------------------------
 
@@ -175,6 +179,9 @@ class Hub:
             raise TypeError(f"producer must be an async function or an async iterable, not {producer!r}")
         metadata = {} if metadata is None else dict(metadata)
         encode_json(metadata)  # refuse what the store could not persist, now
+        remote = await self._remote_key_holder(key, on_conflict)
+        if self._closing:
+            raise HubClosed("the hub is closed and starts no new runs")
         config = self.config
         # No checkpoint from here on: the checks and the registration are atomic.
         self._make_room()
@@ -201,7 +208,13 @@ class Hub:
         self._runs_started += 1
         ctx = RunContext(run, input)
         self._nursery.start_soon(
-            self._drain, run, producer, ctx, on_finish, name=f"trio_streams run {run.id}"
+            self._drain,
+            run,
+            producer,
+            ctx,
+            on_finish,
+            None if remote is None else (remote, on_conflict),
+            name=f"trio_streams run {run.id}",
         )
         if run._turn.is_set():
             run.status = RunStatus.RUNNING
@@ -210,6 +223,45 @@ class Hub:
             "run %s %s key=%s owner=%s on_conflict=%s", run.id, run.status.value, key, owner, on_conflict
         )
         return run
+
+    async def _remote_key_holder(self, key: str | None, on_conflict: OnConflict) -> RunInfo | None:
+        """With a shared store: the live run another instance runs with ``key``, if any.
+
+        Raises:
+            RunConflict: ``reject`` and another instance holds the key.
+        """
+        if key is None or not self.store.shared or key in self._keys:
+            return None
+        holder = await self.store.key_holder(key)
+        if holder is None or holder in self._runs:
+            return None
+        info = await self.store.get_run(holder)
+        if info is None or info.status.finished:
+            return None
+        if on_conflict == "reject":
+            raise RunConflict(key, holder)
+        return info
+
+    async def _wait_for_remote(self, run: Run, remote: RunInfo, on_conflict: OnConflict) -> None:
+        """Before ``run`` writes: interrupt (or wait for) the run another instance holds its key with."""
+        if on_conflict == "interrupt":
+            logger.info(
+                "run %s: interrupting run %s on another instance (key=%s)", run.id, remote.run_id, run.key
+            )
+            await self.store.request_cancel(remote.run_id, "interrupted")
+            deadline = self.config.finalize_timeout + self.config.store_timeout
+        else:
+            deadline = math.inf
+        with trio.move_on_after(deadline) as scope:
+            async with self._mirrors.open(remote) as mirror:
+                await mirror._finished.wait()
+        if scope.cancelled_caught:
+            logger.warning(
+                "run %s: run %s on another instance did not finalize within %ss; starting anyway",
+                run.id,
+                remote.run_id,
+                deadline,
+            )
 
     def _make_room(self) -> None:
         if len(self._runs) < self.config.max_runs:
@@ -246,7 +298,14 @@ class Hub:
 
     # -- draining -------------------------------------------------------------
 
-    async def _drain(self, run: Run, producer: Producer, ctx: RunContext, on_finish: OnFinish | None) -> None:
+    async def _drain(
+        self,
+        run: Run,
+        producer: Producer,
+        ctx: RunContext,
+        on_finish: OnFinish | None,
+        remote: tuple[RunInfo, OnConflict] | None = None,
+    ) -> None:
         # If the hub's own nursery is cancelled, Cancelled passes through the
         # run's scope; the run then ends as closed by the hub.
         status = RunStatus.CANCELLED
@@ -262,6 +321,8 @@ class Hub:
                     run.started_at = self._wall_clock()
                     logger.info("run %s running (its turn for key=%s)", run.id, run.key)
                     await self.store.save_run(run.info())
+                if remote is not None:
+                    await self._wait_for_remote(run, *remote)
                 if self.config.max_age is not None:
                     run._scope.deadline = trio.current_time() + self.config.max_age
                 run._arm_watchdog()
@@ -480,7 +541,10 @@ class Hub:
         if run is None:
             info = await self.get_info(run_id)
             if not info.status.finished:
-                raise RunNotLive(f"run {run_id} is running elsewhere")
+                if not self.store.shared:
+                    raise RunNotLive(f"run {run_id} is running elsewhere")
+                await self.store.request_cancel(run_id, reason)
+                logger.info("run %s cancel requested from another instance: %r", run_id, reason)
             return info.status
         await trio.lowlevel.checkpoint()
         if run._request_cancel(reason):
@@ -499,9 +563,15 @@ class Hub:
         if run is not None:
             return await run.wait()
         info = await self.get_info(run_id)
-        if not info.status.finished:
+        if info.status.finished:
+            return info
+        if not self.store.shared:
             raise RunNotLive(f"run {run_id} is running elsewhere")
-        return info
+        async with self._mirrors.open(info) as mirror:
+            await mirror._finished.wait()
+            if mirror._closed and mirror.status.finished:
+                return mirror.info()
+        return await self.get_info(run_id)
 
     @asynccontextmanager
     async def subscribe(
@@ -528,7 +598,19 @@ class Hub:
         if run is None:
             info = await self.get_info(run_id)
             if not info.status.finished:
-                raise RunNotLive(f"run {run_id} is running elsewhere")
+                if not self.store.shared:
+                    raise RunNotLive(f"run {run_id} is running elsewhere")
+                if after > info.last_seq:
+                    raise ValueError(f"after={after} is beyond the run's last event ({info.last_seq})")
+                async with self._mirrors.open(info) as mirror:
+                    subscription = Subscription(
+                        run_id, run=mirror, stored=None, store=self.store, after=after, heartbeat=heartbeat
+                    )
+                    try:
+                        yield subscription
+                    finally:
+                        subscription.close()
+                return
             if after > info.last_seq:
                 raise ValueError(f"after={after} is beyond the run's last event ({info.last_seq})")
             yield Subscription(
@@ -612,6 +694,13 @@ class Hub:
         self._closing = True
         for run in list(self._runs.values()):
             run._request_cancel("hub_closed")
+        self._mirrors.close()
+
+    def _cancel_from_store(self, run_id: str, reason: str) -> None:
+        """Another instance asked (through the shared store) to cancel a run we own."""
+        run = self._runs.get(run_id)
+        if run is not None and run._request_cancel(reason):
+            logger.info("run %s cancel requested by another instance: %r", run_id, reason)
 
 
 async def _run_producer(run: Run, producer: Producer, ctx: RunContext) -> None:
@@ -713,6 +802,7 @@ async def open_hub(
             try:
                 async with trio.open_nursery() as runs:
                     hub = Hub(store, config, runs, timers, wall_clock)
+                    store.set_cancel_handler(hub._cancel_from_store)
                     try:
                         yield hub
                     finally:

@@ -230,6 +230,14 @@ async def serve(plan: ServePlan, app: QuartTrio, streams: TrioStreams) -> int:
     except LifespanFailureError as exc:
         print(f"trio-streams serve: error: startup failed: {exc}", file=sys.stderr)
         return 1
+    except BaseExceptionGroup as group:
+        # A failed startup (e.g. Redis refused the password) arrives wrapped
+        # in the nurseries' groups; report its cause in one line.
+        cause = _startup_failure(group)
+        if cause is None:
+            raise
+        print(f"trio-streams serve: error: startup failed: {cause}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(
             f"trio-streams serve: error: cannot listen on {plan.host}:{plan.port}: {exc.strerror}",
@@ -238,6 +246,28 @@ async def serve(plan: ServePlan, app: QuartTrio, streams: TrioStreams) -> int:
         return 1
     logger.info("stopped cleanly")
     return 0
+
+
+def _startup_failure(group: BaseExceptionGroup[BaseException]) -> str | None:
+    """The message of what made the app's startup fail, if that is what ``group`` holds."""
+    from ._errors import StreamError
+
+    lifespan, _rest = group.split(LifespanFailureError)
+    if lifespan is None:
+        return None
+    seen: set[int] = set()
+    pending: list[BaseException] = [lifespan]
+    while pending:
+        exc = pending.pop()
+        if id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        if isinstance(exc, StreamError):
+            return str(exc)
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        pending.extend(e for e in (exc.__cause__, exc.__context__) if e is not None)
+    return str(lifespan.exceptions[0])
 
 
 async def _watch_signals(shutdown: trio.Event, grace: float) -> None:

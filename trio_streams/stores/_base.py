@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import trio
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .._events import Event
     from .._run import RunInfo, RunStatus
 
@@ -105,3 +107,36 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def statistics(self) -> StoreStatistics:
         """A snapshot of the store's size and writer state."""
+
+    # -- shared stores: runs owned by other hub instances ---------------------------------
+
+    #: True for a store other hub instances share (``RedisStore``): a hub then
+    #: follows, cancels and waits for live runs that another instance owns,
+    #: through the methods below, instead of raising ``RunNotLive``.
+    shared: ClassVar[bool] = False
+
+    def set_cancel_handler(self, handler: Callable[[str, str], None]) -> None:
+        """``handler(run_id, reason)`` is called (synchronously) when another
+        instance asks to cancel a run; the hub ignores ids it does not own.
+
+        Stores that are not shared never call it.
+        """
+        del handler
+
+    async def follow(self, run_id: str, after: int, deliver: Callable[[list[Event]], None]) -> bool:
+        """Call ``deliver`` with the run's stored events after ``after`` as
+        they arrive, in order, until its terminal event; then return True
+        (False if the run ended without a stored terminal event).
+
+        Cancellation: the way to stop following a live run.
+        """
+        raise NotImplementedError(f"{type(self).__name__} is not shared between instances")
+
+    async def request_cancel(self, run_id: str, reason: str) -> None:
+        """Ask whichever instance owns the run to cancel it (durably)."""
+        raise NotImplementedError(f"{type(self).__name__} is not shared between instances")
+
+    async def key_holder(self, key: str) -> str | None:
+        """The id of the run that holds ``key`` on any instance, if any (a hint)."""
+        await trio.lowlevel.checkpoint()
+        return None

@@ -1,0 +1,137 @@
+"""Redis goes away mid-run: the run goes on in memory, nothing is lost,
+duplicated or reordered; past the buffer bound the run fails loudly.
+
+Each test owns a redis-server process (append-only, so a restart keeps what
+was written) that it kills with SIGKILL and restarts on the same port.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import trio
+
+from trio_streams import RunStatus, open_hub
+from trio_streams.stores._redis_server import RedisServer
+from trio_streams.stores.redis import RedisStore
+
+from .redis_support import eventually, unique_prefix
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+
+@asynccontextmanager
+async def own_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis", appendonly=True)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+class Script:
+    """A producer that emits in phases the test releases one by one."""
+
+    def __init__(self, *phases: int) -> None:
+        self.phases = phases
+        self.go = [trio.Event() for _ in phases]
+        self.done = [trio.Event() for _ in phases]
+
+    async def __call__(self, ctx) -> None:
+        n = 0
+        for phase, count in enumerate(self.phases):
+            await self.go[phase].wait()
+            for _ in range(count):
+                n += 1
+                await ctx.emit("token", {"n": n, "pad": "y" * 80})
+            self.done[phase].set()
+        ctx.result = n
+
+
+async def test_redis_killed_and_restarted_mid_run_loses_nothing(tmp_path, caplog):
+    with trio.fail_after(30):
+        async with own_redis(tmp_path) as server:
+            store = RedisStore(server.url, prefix=unique_prefix(), backoff_min=0.02, backoff_max=0.2)
+            script = Script(300, 500, 200)
+            async with open_hub(store, store_timeout=20) as hub:
+                run = await hub.start(script)
+                script.go[0].set()
+                await script.done[0].wait()
+                await store._writer.wait_durable(store._writer.ticket())
+                server.kill()
+                await server.wait_exited()
+                script.go[1].set()
+                await script.done[1].wait()
+
+                async def unhealthy() -> bool:
+                    await trio.lowlevel.checkpoint()
+                    return not store.statistics().healthy
+
+                await eventually(unhealthy)
+                stats = store.statistics()
+                assert stats.pending_events > 0
+                assert stats.flush_errors > 0
+                assert run.status is RunStatus.RUNNING  # going on in memory
+                await server.start()  # same port, same append-only file
+                script.go[2].set()
+                info = await hub.wait(run.id)
+                assert info.status is RunStatus.DONE
+                events = await store.read_events(run.id, 0, 10_000)
+                assert [e.seq for e in events] == list(range(1, 1002))
+                assert [e.data["n"] for e in events[:-1]] == list(range(1, 1001))
+                assert events[-1].type == "done"
+                stored = await store.get_run(run.id)
+                assert stored is not None
+                assert stored.status is RunStatus.DONE
+                assert stored.last_seq == 1001
+                assert store.statistics().healthy
+                assert store.statistics().pending_events == 0
+    assert "redis flush" in caplog.text
+    assert "reachable again" in caplog.text
+
+
+async def test_buffer_bound_exceeded_fails_the_run_loudly(tmp_path, caplog):
+    with trio.fail_after(30):
+        async with own_redis(tmp_path) as server:
+            store = RedisStore(
+                server.url,
+                prefix=unique_prefix(),
+                max_buffered_events=50,
+                backoff_min=0.02,
+                backoff_max=0.1,
+            )
+            script = Script(10, 100)
+            async with open_hub(store, store_timeout=20) as hub:
+                run = await hub.start(script)
+                script.go[0].set()
+                await script.done[0].wait()
+                await store._writer.wait_durable(store._writer.ticket())
+                server.kill()
+                await server.wait_exited()
+                script.go[1].set()
+                with trio.move_on_after(0.3) as waited:
+                    await hub.wait(run.id)  # finish_run waits for Redis
+                assert waited.cancelled_caught
+                assert run.status is RunStatus.ERROR
+                assert run.error == {"code": "store_overflow", "message": "the store could not keep up"}
+                assert run.log.read_after(0)[-1].type == "error"
+                stats = store.statistics()
+                assert stats.overflows == 1
+                assert not stats.healthy
+                assert stats.pending_events == 51  # 50 + the terminal error event
+                assert hub.statistics().store.pending_events == 51
+                await server.start()
+                info = await hub.wait(run.id)
+                assert info.status is RunStatus.ERROR
+                events = await store.read_events(run.id, 0, 10_000)
+                assert [e.seq for e in events] == list(range(1, 62))
+                assert events[-1].type == "error"
+                stored = await store.get_run(run.id)
+                assert stored is not None
+                assert stored.status is RunStatus.ERROR
+                assert stored.error == {"code": "store_overflow", "message": "the store could not keep up"}
+    assert "buffer full" in caplog.text

@@ -1,0 +1,47 @@
+"""``trio-streams serve`` with Redis, as real processes: durable across a restart.
+
+Real processes and sockets: no mock clock; trio deadlines instead.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import TYPE_CHECKING
+
+import httpx
+import trio
+
+from .test_serve_cli import serve_process as serve_process
+from .test_web_server import read_events
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+async def test_data_dir_survives_a_restart_of_the_whole_server(serve_process, tmp_path: Path):
+    data_dir = tmp_path / "data"
+    with trio.fail_after(60):
+        first = await serve_process("--data-dir", str(data_dir))
+        async with httpx.AsyncClient(base_url=first.url) as client:
+            started = await client.post(
+                "/v1/runs", json={"producer": "demo", "input": {"tokens": 30, "rate": 1000}}
+            )
+            assert started.status_code in (200, 201, 202), started.text
+            run_id = started.json()["run_id"]
+            before = await read_events(first.url, f"/v1/runs/{run_id}/events")
+        assert before[-1][1] == "done"
+        first.process.send_signal(signal.SIGTERM)
+        assert await first.process.wait() == 0
+        assert (data_dir / "appendonly.aof").stat().st_size > 0
+
+        second = await serve_process("--data-dir", str(data_dir))
+        async with httpx.AsyncClient(base_url=second.url) as client:
+            status = (await client.get(f"/v1/runs/{run_id}")).json()
+        assert status["status"] == "done"
+        assert status["last_seq"] == len(before)
+        after = await read_events(second.url, f"/v1/runs/{run_id}/events")
+        assert after == before
+        resumed = await read_events(second.url, f"/v1/runs/{run_id}/events", {"Last-Event-ID": "10"})
+        assert resumed == before[10:]
+        second.process.send_signal(signal.SIGTERM)
+        assert await second.process.wait() == 0

@@ -1,0 +1,138 @@
+"""Mirrors: live runs another hub instance owns, followed through a shared store.
+
+Theory of operation
+-------------------
+A subscriber on this instance to a run that another instance drains gets a
+*mirror*: a read-only :class:`Run` whose replay log is filled by one tail
+task (``store.follow``) -- one per run per instance, however many local
+subscribers -- and read by ordinary :class:`Subscription` objects exactly as
+they read a local run: same log, same wake-ups, same gap handling (a
+subscriber behind the mirror's first seq reads that range from the store).
+
+The tail task lives in the hub's runs nursery. A mirror lives while someone
+uses it (subscribers, waiters); when the last one leaves, its tail task is
+cancelled. When the tail delivers the terminal event the mirror is closed:
+subscriptions end after it, waiters return.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._log import ReplayLog
+from ._run import Run, RunInfo, RunStatus
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    from ._config import HubConfig
+    from ._events import Event
+    from .stores._base import Store
+
+logger = logging.getLogger("trio_streams")
+
+
+@dataclass(slots=True)
+class _Mirror:
+    run: Run
+    users: int = 0
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+
+class Mirrors:
+    """The mirrors of one hub (see the module docstring)."""
+
+    def __init__(
+        self, store: Store, nursery: trio.Nursery, config: HubConfig, wall_clock: Callable[[], float]
+    ) -> None:
+        self._store = store
+        self._nursery = nursery
+        self._config = config
+        self._wall_clock = wall_clock
+        self._mirrors: dict[str, _Mirror] = {}
+
+    def __len__(self) -> int:
+        return len(self._mirrors)
+
+    @asynccontextmanager
+    async def open(self, info: RunInfo) -> AsyncIterator[Run]:
+        """Use the mirror of ``info``'s run (created, and its tail started, if needed)."""
+        mirror = self._mirrors.get(info.run_id)
+        if mirror is None:
+            mirror = self._mirrors[info.run_id] = self._create(info)
+        mirror.users += 1
+        try:
+            await trio.lowlevel.checkpoint()
+            yield mirror.run
+        finally:
+            mirror.users -= 1
+            if not mirror.users:
+                mirror.scope.cancel(reason="no one follows the run here")
+                if self._mirrors.get(info.run_id) is mirror:
+                    del self._mirrors[info.run_id]
+
+    def _create(self, info: RunInfo) -> _Mirror:
+        config = self._config
+        log = ReplayLog(max_events=config.log_max_events, max_bytes=config.log_max_bytes)
+        log.last_seq = info.last_seq  # the tail starts here; earlier seqs come from the store
+        run = Run(
+            info.run_id,
+            key=info.key,
+            owner=info.owner,
+            metadata=info.metadata,
+            on_disconnect="continue",
+            log=log,
+            store=self._store,
+            wall_clock=self._wall_clock,
+            finalize_timeout=config.finalize_timeout,
+            no_event_timeout=None,
+            input_timeout=None,
+        )
+        run.status = info.status
+        run.created_at = info.created_at
+        run.started_at = info.started_at
+        run._turn.set()
+        mirror = _Mirror(run)
+        self._nursery.start_soon(self._tail, mirror, name=f"trio_streams mirror {info.run_id}")
+        return mirror
+
+    async def _tail(self, mirror: _Mirror) -> None:
+        run = mirror.run
+
+        def deliver(events: list[Event]) -> None:
+            for event in events:
+                run.log.append(event)
+                if event.terminal:
+                    run._closed = True
+                    run.status = RunStatus(event.type)
+                    run.ended_at = event.timestamp
+                    data = event.data if isinstance(event.data, dict) else {}
+                    run.result = data.get("result")
+                    run.partial = bool(data.get("partial", False))
+                    run.reason = data.get("reason")
+                    run.error = data.get("error")
+            run._wakeup.unpark_all()
+
+        with mirror.scope:
+            try:
+                await self._store.follow(run.id, run.log.last_seq, deliver)
+            finally:
+                # Ended (terminal read, or nothing more will ever be stored), or
+                # abandoned: either way nobody waits on this mirror forever.
+                if not mirror.scope.cancel_called:
+                    run._closed = True
+                    run._finished.set()
+                    run._wakeup.unpark_all()
+
+    def close(self) -> None:
+        """Stop every tail (the hub is closing). Synchronous: no checkpoint."""
+        for mirror in self._mirrors.values():
+            mirror.scope.cancel(reason="hub closed")
+            mirror.run._closed = True
+            mirror.run._finished.set()
+            mirror.run._wakeup.unpark_all()

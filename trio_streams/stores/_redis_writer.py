@@ -1,0 +1,386 @@
+"""The batched, idempotent writer behind :class:`RedisStore`.
+
+Theory of operation
+-------------------
+``append_nowait`` (the hub's hot path) and ``enqueue_meta`` put items on one
+ordered queue and never block. One task, :meth:`RedisWriter.run`, drains it:
+it waits until the queue holds ``flush_events`` items, or ``flush_interval``
+has passed since the first one arrived, or someone waits for durability;
+then it *freezes* the whole queue into commands -- consecutive events of a
+run become one stream entry (``XADD`` with the id ``<last>-<first>``), a
+metadata write becomes ``HSET`` plus index and TTL updates -- and sends them
+as one pipeline.
+
+If the pipeline fails (Redis down, a timeout), the same frozen commands are
+sent again after a backoff (doubling from ``backoff_min`` to
+``backoff_max``), until they succeed. Meanwhile new items queue up behind
+them. A re-sent ``XADD`` whose entry already made it is refused by Redis as
+"equal or smaller than the target stream top item", which the writer counts
+as written: retries never duplicate, lose or reorder events. Per run, the
+commands go out in queue order; runs are independent of each other (in a
+cluster they live on different nodes).
+
+The queue is bounded by ``max_buffered_events`` events not yet durable
+(queued or in flight). Past the bound ``append_nowait`` raises
+:class:`StoreOverflow` -- the hub fails that run with an ``error`` event --
+except for terminal events, which are always taken, so every run can end.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .._errors import StoreOverflow
+from ._redis_codec import FIELD, encode_batch, entry_id
+from ._redis_scripts import SAVE_META
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .._events import Event
+    from ._redis_client import Client
+    from ._redis_keys import RedisKeys
+
+logger = logging.getLogger("trio_streams.redis")
+
+_DUPLICATE = "equal or smaller than the target stream top item"
+
+
+@dataclass(frozen=True, slots=True)
+class Ttls:
+    """How long keys live, in seconds (see docs/redis.md).
+
+    Attributes:
+        running: meta and events of a live run; refreshed by its owner every
+            lease renewal, so they outlive a crashed owner by this much.
+        finished: a finished run's meta hash (and index entries).
+        events_finished: a finished run's events stream.
+        lease: the owner's lease; a run whose lease is gone is ``dead``.
+    """
+
+    running: float = 24 * 3600.0
+    finished: float = 7 * 24 * 3600.0
+    events_finished: float = 24 * 3600.0
+    lease: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("running", "finished", "events_finished", "lease"):
+            if not 0 < getattr(self, name) < math.inf:
+                raise ValueError(f"ttl {name} must be a positive number of seconds")
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+@dataclass(frozen=True, slots=True)
+class MetaWrite:
+    """A metadata write, queued in order with the run's events."""
+
+    run_id: str
+    fields: dict[str, str]
+    owner: str | None
+    created_at: float
+    live: bool
+    final: bool
+    #: The run's key if the run holds it now (running), for cross-instance conflicts.
+    holds_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    run_id: str
+    first: int
+    last: int
+    payload: str
+
+
+@dataclass(slots=True)
+class _Frozen:
+    commands: list[_Entry | MetaWrite]
+    items: int
+    events: int
+
+
+class RedisWriter:
+    """Batches events and metadata into pipelines; see the module docstring.
+
+    Args:
+        client: returns the entered coredis client.
+        keys: the key layout.
+        instance: this store's instance id (the lease value).
+        ttls: key lifetimes.
+        flush_events: flush as soon as this many items are queued.
+        flush_interval: ... or this long after the first one was queued.
+        max_buffered_events: events accepted but not yet durable, at most.
+        max_entry_events: events per stream entry, at most.
+        backoff_min, backoff_max: retry delays after a failed flush.
+    """
+
+    def __init__(
+        self,
+        client: Callable[[], Client],
+        keys: RedisKeys,
+        *,
+        instance: str,
+        ttls: Ttls,
+        flush_events: int,
+        flush_interval: float,
+        max_buffered_events: int,
+        max_entry_events: int,
+        backoff_min: float,
+        backoff_max: float,
+    ) -> None:
+        self._client = client
+        self._keys = keys
+        self._instance = instance
+        self._ttls = ttls
+        self._flush_events = flush_events
+        self._flush_interval = flush_interval
+        self._max_buffered = max_buffered_events
+        self._max_entry = max_entry_events
+        self._backoff = (backoff_min, backoff_max)
+        # Items: (run_id, event) tuples and MetaWrites, in order.
+        self._queue: deque[tuple[str, Event] | MetaWrite] = deque()
+        self._appended = 0  # items ever queued
+        self._durable = 0  # items acknowledged by Redis (a prefix of the queue's history)
+        self._pending_events = 0  # events queued or in flight
+        self._idle = False  # the flusher is parked on an empty queue
+        self._collecting = False  # the flusher waits for a full batch or its interval
+        self._urgent = False
+        self._script: Any = None
+        self._work = trio.lowlevel.ParkingLot()
+        self._flushed = trio.lowlevel.ParkingLot()
+        self._overflowed_runs: set[str] = set()
+        #: False while flushes fail (Redis unreachable).
+        self.healthy = True
+        self.flush_errors = 0
+        self.overflows = 0
+        self.events_written = 0
+        self.flushes = 0
+        self.last_error: str | None = None
+
+    # -- producers' side (no checkpoints) ------------------------------------------
+
+    @property
+    def pending_events(self) -> int:
+        return self._pending_events
+
+    def append_nowait(self, run_id: str, event: Event) -> None:
+        """Queue an event; raises :class:`StoreOverflow` past the bound (terminals always fit)."""
+        if self._pending_events >= self._max_buffered and not event.terminal:
+            self.overflows += 1
+            if run_id not in self._overflowed_runs:
+                self._overflowed_runs.add(run_id)
+                logger.error(
+                    "redis writer buffer full (%d events not yet durable, healthy=%s): run %s fails",
+                    self._pending_events,
+                    self.healthy,
+                    run_id,
+                )
+            raise StoreOverflow(f"{self._pending_events} events wait for Redis; the bound is reached")
+        self._queue.append((run_id, event))
+        self._appended += 1
+        self._pending_events += 1
+        if event.terminal:
+            self._overflowed_runs.discard(run_id)
+        self._wake(len(self._queue) >= self._flush_events)
+
+    def enqueue_meta(self, write: MetaWrite) -> int:
+        """Queue a metadata write; return the ticket :meth:`wait_durable` takes."""
+        self._queue.append(write)
+        self._appended += 1
+        self._wake(False)
+        return self._appended
+
+    def ticket(self) -> int:
+        """A ticket covering everything queued so far."""
+        return self._appended
+
+    def _wake(self, full: bool) -> None:
+        if self._idle:
+            self._idle = False
+            self._work.unpark_all()
+        elif (full or self._urgent) and self._collecting:
+            self._collecting = False
+            self._work.unpark_all()
+
+    async def wait_durable(self, ticket: int) -> None:
+        """Return once every item up to ``ticket`` is in Redis.
+
+        Cancellation: only the wait is cancelled; the items stay queued.
+        """
+        if self._durable >= ticket:
+            await trio.lowlevel.checkpoint()
+            return
+        while self._durable < ticket:
+            self._urgent = True
+            self._wake(True)
+            await self._flushed.park()
+
+    # -- the flusher -------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Flush forever (until cancelled)."""
+        task_status.started()
+        while True:
+            await self._wait_for_work()
+            self._urgent = False
+            frozen = self._freeze()
+            await self._send_until_done(frozen)
+            self._durable += frozen.items
+            self._pending_events -= frozen.events
+            self.events_written += frozen.events
+            self.flushes += 1
+            self._flushed.unpark_all()
+
+    async def _wait_for_work(self) -> None:
+        if not self._queue:
+            self._idle = True
+            await self._work.park()
+        if len(self._queue) < self._flush_events and not self._urgent:
+            self._collecting = True
+            with trio.move_on_after(self._flush_interval):
+                await self._work.park()
+            self._collecting = False
+        else:
+            await trio.lowlevel.checkpoint()
+
+    def _freeze(self) -> _Frozen:
+        commands: list[_Entry | MetaWrite] = []
+        open_batches: dict[str, list[Event]] = {}
+        events = 0
+        queue = self._queue
+        items = len(queue)
+
+        def close(run_id: str) -> None:
+            batch = open_batches.pop(run_id, None)
+            if batch:
+                commands.append(_Entry(run_id, batch[0].seq, batch[-1].seq, encode_batch(batch)))
+
+        for _ in range(items):
+            item = queue.popleft()
+            if isinstance(item, MetaWrite):
+                close(item.run_id)
+                commands.append(item)
+                continue
+            run_id, event = item
+            events += 1
+            batch = open_batches.get(run_id)
+            if batch is None:
+                open_batches[run_id] = [event]
+            else:
+                batch.append(event)
+                if len(batch) >= self._max_entry:
+                    close(run_id)
+        for run_id in list(open_batches):
+            close(run_id)
+        return _Frozen(commands, items, events)
+
+    async def _send_until_done(self, frozen: _Frozen) -> None:
+        delay, backoff_max = self._backoff
+        failures = 0
+        while True:
+            try:
+                await self._send(frozen.commands)
+            except Exception as exc:
+                self.flush_errors += 1
+                failures += 1
+                self.healthy = False
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log = logger.error if failures == 1 else logger.warning
+                log(
+                    "redis flush of %d commands failed (%s); attempt %d, retry in %.2fs, %d events buffered",
+                    len(frozen.commands),
+                    self.last_error,
+                    failures,
+                    delay,
+                    self._pending_events,
+                )
+                await trio.sleep(delay)
+                delay = min(delay * 2, backoff_max)
+                continue
+            if not self.healthy:
+                logger.warning("redis reachable again: flushed after %d failed attempts", failures)
+                self.healthy = True
+                self.last_error = None
+            return
+
+    async def _send(self, commands: list[_Entry | MetaWrite]) -> None:
+        keys = self._keys
+        ttls = self._ttls
+        kinds: list[str] = []
+        async with self._client().pipeline(transaction=False, raise_on_error=False) as pipe:
+            for command in commands:
+                run_id = command.run_id
+                if isinstance(command, _Entry):
+                    pipe.xadd(
+                        keys.events(run_id),
+                        {FIELD: command.payload},
+                        identifier=entry_id(command.first, command.last),
+                    )
+                    pipe.pexpire(keys.events(run_id), _ms(ttls.running))
+                    kinds += ("xadd", "pexpire")
+                    continue
+                kinds += self._queue_meta(pipe, command)
+        results: Any = pipe.results or ()
+        for kind, result in zip(kinds, results, strict=True):
+            if isinstance(result, BaseException):
+                if kind == "xadd" and _DUPLICATE in str(result):
+                    continue  # a retried entry that had made it: already written
+                raise result
+            if kind == "save_meta" and result == 0:
+                logger.error("a run was declared dead by another instance: its metadata is final")
+
+    def _save_meta(self, *, keys: list[str], args: list[str | int], client: Any) -> None:
+        if self._script is None:
+            self._script = self._client().register_script(SAVE_META)
+        self._script(keys=keys, args=args, client=client)
+
+    def _queue_meta(self, pipe: Any, write: MetaWrite) -> list[str]:
+        keys = self._keys
+        ttls = self._ttls
+        run_id = write.run_id
+        kinds = ["save_meta"]
+        args: list[str | int] = [_ms(ttls.finished if write.final else ttls.running)]
+        for name, value in write.fields.items():
+            args += (name, value)
+        self._save_meta(keys=[keys.meta(run_id)], args=args, client=pipe)
+        score = {run_id: write.created_at}
+        owner = write.owner
+        pipe.zadd(keys.runs, score)
+        kinds.append("zadd")
+        if owner is not None:
+            pipe.zadd(keys.owner_runs(owner), score)
+            pipe.pexpire(keys.owner_runs(owner), _ms(ttls.finished + ttls.running))
+            kinds += ("zadd", "pexpire")
+        if write.live:
+            pipe.zadd(keys.running, score)
+            pipe.set(keys.lease(run_id), self._instance, px=_ms(ttls.lease))
+            kinds += ("zadd", "set")
+            if owner is not None:
+                pipe.zadd(keys.owner_live(owner), score)
+                pipe.pexpire(keys.owner_live(owner), _ms(ttls.running))
+                kinds += ("zadd", "pexpire")
+        if write.holds_key is not None:
+            pipe.set(keys.key_holder(write.holds_key), run_id, px=_ms(ttls.running))
+            kinds.append("set")
+        if write.final:
+            cutoff = time.time() - ttls.finished - ttls.running
+            pipe.zrem(keys.running, [run_id])
+            pipe.delete([keys.lease(run_id)])
+            pipe.pexpire(keys.events(run_id), _ms(ttls.events_finished))
+            pipe.zremrangebyscore(keys.runs, "-inf", cutoff)
+            kinds += ("zrem", "del", "pexpire", "zremrangebyscore")
+            if owner is not None:
+                pipe.zrem(keys.owner_live(owner), [run_id])
+                pipe.zremrangebyscore(keys.owner_runs(owner), "-inf", cutoff)
+                kinds += ("zrem", "zremrangebyscore")
+        return kinds

@@ -1,0 +1,489 @@
+"""RedisStore: runs' events and metadata in Redis (or a Redis Cluster), through coredis.
+
+``RedisStore(url, prefix=...)`` is handed to :func:`~trio_streams.open_hub`,
+which starts it (a connection check, the batched writer, lease renewal) in its
+own nursery and closes it (flush, then disconnect) when the hub ends.
+Configuration, key layout, TTLs and failure behaviour: ``docs/redis.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import coredis
+import trio
+from coredis.tokens import PureToken
+
+from .._run import RunInfo, RunStatus
+from ._base import Store, StoreStatistics
+from ._redis_client import Client, RedisUnavailable, client_from_url, release_leftovers, safe_url
+from ._redis_codec import decode_entries, info_from_hash, info_to_hash, resume_start
+from ._redis_keys import RedisKeys
+from ._redis_remote import RemoteRuns, terminal_from_entry
+from ._redis_server import open_embedded_redis as open_embedded_redis
+from ._redis_writer import MetaWrite, RedisWriter, Ttls
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .._events import Event
+
+logger = logging.getLogger("trio_streams.redis")
+
+#: XRANGE entries read per round trip when resuming.
+_READ_ENTRIES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class RedisStoreStatistics(StoreStatistics):
+    """:class:`StoreStatistics` plus the Redis writer's state.
+
+    Attributes:
+        healthy: False while flushes fail (Redis unreachable); the runs go on
+            in memory, within ``max_buffered_events``.
+        overflows: events refused because the buffer was full (each fails its run).
+        flushes: pipelines written.
+        last_error: the latest flush error while unhealthy.
+        claimed_dead: runs of dead owners this instance marked ``dead``.
+    """
+
+    healthy: bool = True
+    overflows: int = 0
+    flushes: int = 0
+    last_error: str | None = None
+    claimed_dead: int = 0
+
+
+class RedisStore(Store):
+    """Persists runs in Redis, shared by every hub instance that uses the
+    same URL and prefix; see ``docs/redis.md``.
+
+    Args:
+        url: ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS)
+            or ``unix://path``; credentials and TLS pass through to coredis.
+        prefix: prepended to every key; stores with different prefixes on one
+            Redis never see each other's runs.
+        cluster: ``url`` names a node of a Redis Cluster.
+        flush_events: flush once this many items are queued ...
+        flush_interval: ... or this many seconds after the first one.
+        max_buffered_events: events accepted but not yet durable; past it a
+            run's next event fails it loudly (``error``, code ``store_overflow``).
+        max_entry_events: events batched into one stream entry, at most.
+        ttl_running, ttl_finished, ttl_events_finished, lease_ttl: key
+            lifetimes in seconds (see :class:`Ttls`).
+        connect_timeout: bound on the startup check and on each connect.
+        stream_timeout: bound on each command's reply.
+        backoff_min, backoff_max: retry delays of a failing flush.
+        instance_id: names this store's owner lease (default: host, pid, random).
+        follow_block: seconds one ``XREAD BLOCK`` of a follower waits before
+            it checks the run's owner is alive.
+        optimized: set ``coredis.Config.optimized`` (skips coredis's runtime
+            argument validation: 30-80% more commands per second).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "trio_streams:",
+        cluster: bool = False,
+        flush_events: int = 2048,
+        flush_interval: float = 0.005,
+        max_buffered_events: int = 200_000,
+        max_entry_events: int = 512,
+        ttl_running: float = 24 * 3600.0,
+        ttl_finished: float = 7 * 24 * 3600.0,
+        ttl_events_finished: float = 24 * 3600.0,
+        lease_ttl: float = 10.0,
+        connect_timeout: float = 5.0,
+        stream_timeout: float = 10.0,
+        backoff_min: float = 0.05,
+        backoff_max: float = 2.0,
+        instance_id: str | None = None,
+        follow_block: float = 1.0,
+        optimized: bool = True,
+    ) -> None:
+        for name, value in (
+            ("flush_events", flush_events),
+            ("max_buffered_events", max_buffered_events),
+            ("max_entry_events", max_entry_events),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, not {value}")
+        for name, number in (
+            ("flush_interval", flush_interval),
+            ("connect_timeout", connect_timeout),
+            ("stream_timeout", stream_timeout),
+            ("backoff_min", backoff_min),
+            ("backoff_max", backoff_max),
+        ):
+            if not 0 < number < math.inf:
+                raise ValueError(f"{name} must be a positive number, not {number}")
+        if optimized:
+            coredis.Config.optimized = True
+        self.url = url
+        self.prefix = prefix
+        self.keys = RedisKeys(prefix)
+        self.ttls = Ttls(ttl_running, ttl_finished, ttl_events_finished, lease_ttl)
+        self.instance_id = instance_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._cluster = cluster
+        self._connect_timeout = connect_timeout
+        self._client_obj: Client = client_from_url(
+            url, cluster=cluster, connect_timeout=connect_timeout, stream_timeout=stream_timeout
+        )
+        self._writer = RedisWriter(
+            self._require_client,
+            self.keys,
+            instance=self.instance_id,
+            ttls=self.ttls,
+            flush_events=flush_events,
+            flush_interval=flush_interval,
+            max_buffered_events=max_buffered_events,
+            max_entry_events=max_entry_events,
+            backoff_min=backoff_min,
+            backoff_max=backoff_max,
+        )
+        self._remote = RemoteRuns(
+            self._require_client, self.keys, self.ttls, instance=self.instance_id, block_seconds=follow_block
+        )
+        self._scope = trio.CancelScope()
+        self._started = False
+        self._stopped = trio.Event()
+        self._open = False
+        # Live runs this instance owns: their lease is renewed, their TTLs refreshed.
+        self._live: dict[str, RunInfo] = {}
+        self._runs_saved = 0
+
+    shared: ClassVar[bool] = True
+
+    def __repr__(self) -> str:
+        return f"<RedisStore {safe_url(self.url)} prefix={self.prefix!r}>"
+
+    @property
+    def client(self) -> Client:
+        """The coredis client (usable between :meth:`start` and :meth:`aclose`)."""
+        return self._require_client()
+
+    def _require_client(self) -> Client:
+        if not self._open:
+            raise trio.ClosedResourceError("the RedisStore is not started, or closed")
+        return self._client_obj
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Connect (checking the URL, credentials and TLS within
+        ``connect_timeout``), then start the writer and lease renewal in
+        ``nursery``.
+
+        Raises:
+            RedisUnavailable: Redis cannot be reached or refuses us; the
+                message says why (e.g. a wrong password).
+            RuntimeError: the store was started before.
+        """
+        if self._started:
+            raise RuntimeError("a RedisStore can be started once")
+        self._started = True
+        await nursery.start(self._serve)
+
+    async def _serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        error: RedisUnavailable | None = None
+        try:
+            with self._scope:
+                async with self._client_obj:
+                    self._open = True
+                    try:
+                        await self._check()
+                    except RedisUnavailable as exc:
+                        error = exc
+                    else:
+                        async with trio.open_nursery() as nursery:
+                            await nursery.start(self._writer.run)
+                            await nursery.start(self._remote.watch_control)
+                            nursery.start_soon(self._maintain)
+                            nursery.start_soon(self._remote.reap)
+                            logger.info("redis store %s ready (instance %s)", self, self.instance_id)
+                            task_status.started()
+        finally:
+            self._open = False
+            release_leftovers(self._client_obj)
+            self._stopped.set()
+        if error is not None:
+            raise error
+
+    async def _check(self) -> None:
+        where = safe_url(self.url)
+        try:
+            with trio.fail_after(self._connect_timeout):
+                await self._client_obj.ping()
+        except trio.TooSlowError:
+            raise RedisUnavailable(
+                f"redis at {where} did not answer within {self._connect_timeout}s"
+            ) from None
+        except coredis.exceptions.AuthenticationError as exc:
+            raise RedisUnavailable(f"redis at {where} refused the credentials: {exc}") from None
+        except coredis.exceptions.AuthorizationError as exc:
+            raise RedisUnavailable(f"redis at {where} refused the credentials: {exc}") from None
+        except Exception as exc:
+            cause = exc.__cause__ or exc
+            raise RedisUnavailable(
+                f"cannot use redis at {where}: {type(exc).__name__}: {exc} ({type(cause).__name__}: {cause})"
+            ) from None
+
+    async def aclose(self) -> None:
+        """Flush everything accepted, then disconnect. Idempotent.
+
+        Cancellation: the flush is abandoned (what was not written is lost,
+        and logged); the client is closed regardless.
+        """
+        if not self._started or self._stopped.is_set():
+            await trio.lowlevel.checkpoint()
+            return
+        try:
+            if self._open:
+                await self._writer.wait_durable(self._writer.ticket())
+        finally:
+            pending = self._writer.pending_events
+            if pending:
+                logger.error("redis store closed with %d events never written", pending)
+            self._scope.cancel(reason="store closed")
+            with trio.move_on_after(self._connect_timeout, shield=True):
+                await self._stopped.wait()
+
+    async def _maintain(self) -> None:
+        """Renew the leases of this instance's live runs, refresh their TTLs,
+        and act on cancel intents recorded while a message could be missed."""
+        ttls = self.ttls
+        keys = self.keys
+        while True:
+            await trio.sleep(ttls.lease / 3)
+            if not self._live:
+                continue
+            runs = list(self._live.values())
+            try:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    checks = []
+                    for info in runs:
+                        run_id = info.run_id
+                        lease = pipe.set(
+                            keys.lease(run_id),
+                            self.instance_id,
+                            px=int(ttls.lease * 1000),
+                            condition=PureToken.XX,
+                        )
+                        cancel = pipe.hget(keys.meta(run_id), "cancel")
+                        checks.append((info, lease, cancel))
+                        pipe.pexpire(keys.meta(run_id), int(ttls.running * 1000))
+                        pipe.pexpire(keys.events(run_id), int(ttls.running * 1000))
+                        if info.key is not None and info.status is RunStatus.RUNNING:
+                            pipe.pexpire(keys.key_holder(info.key), int(ttls.running * 1000))
+                for info, lease, cancel in checks:
+                    reason = await cancel
+                    if not await lease and info.run_id in self._live:
+                        logger.error(
+                            "run %s: its lease expired (another instance may mark it dead)", info.run_id
+                        )
+                        self._remote.cancel_local(info.run_id, "owner_lost")
+                    elif reason is not None:
+                        self._remote.cancel_local(info.run_id, str(reason))
+            except Exception as exc:
+                logger.warning("redis lease renewal of %d runs failed: %s", len(runs), exc)
+
+    # -- the Store interface ------------------------------------------------------------
+
+    async def save_run(self, info: RunInfo) -> None:
+        """Queue the metadata write; wait until it is in Redis unless Redis is
+        unreachable (then the run goes on, and the write follows when it is back)."""
+        live = not info.status.finished
+        if live:
+            if info.run_id not in self._live:
+                self._runs_saved += 1
+            self._live[info.run_id] = info
+        ticket = self._writer.enqueue_meta(self._meta_write(info, final=False))
+        if self._writer.healthy:
+            await self._writer.wait_durable(ticket)
+        else:
+            await trio.lowlevel.checkpoint()
+
+    def _meta_write(self, info: RunInfo, *, final: bool) -> MetaWrite:
+        fields = info_to_hash(info)
+        fields["instance"] = self.instance_id
+        return MetaWrite(
+            info.run_id,
+            fields,
+            info.owner,
+            info.created_at,
+            live=not info.status.finished,
+            final=final,
+            holds_key=info.key if info.status is RunStatus.RUNNING else None,
+        )
+
+    def append_nowait(self, run_id: str, event: Event) -> None:
+        """Queue the event for the next flush (raises :class:`StoreOverflow` past the bound)."""
+        self._writer.append_nowait(run_id, event)
+
+    async def finish_run(self, info: RunInfo) -> None:
+        """Queue the final metadata after the run's events and wait until all are in Redis.
+
+        Cancellation (the hub's ``store_timeout``): the writes stay queued and
+        go out when Redis is reachable again.
+        """
+        self._live.pop(info.run_id, None)
+        ticket = self._writer.enqueue_meta(self._meta_write(info, final=True))
+        await self._writer.wait_durable(ticket)
+        if info.key is not None:
+            await self._remote.release_key(info.key, info.run_id)
+
+    async def read_events(self, run_id: str, after: int, limit: int) -> list[Event]:
+        """Up to ``limit`` events with ``seq > after``: an XRANGE from the entry holding ``after + 1``."""
+        if limit < 1:
+            await trio.lowlevel.checkpoint()
+            return []
+        key = self.keys.events(run_id)
+        start = resume_start(after)
+        events: list[Event] = []
+        while len(events) < limit:
+            entries = await self.client.xrange(key, start=start, count=_READ_ENTRIES)
+            if not entries:
+                break
+            events.extend(decode_entries(((str(e.identifier), e.field_values) for e in entries), after))  # type: ignore[misc]
+            if len(entries) < _READ_ENTRIES:
+                break
+            start = f"({entries[-1].identifier!s}"
+        return events[:limit]
+
+    async def get_run(self, run_id: str) -> RunInfo | None:
+        """The stored metadata; for a live run, ``last_seq`` is the last event flushed."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            meta = pipe.hgetall(self.keys.meta(run_id))
+            top = pipe.xrevrange(self.keys.events(run_id), count=1)
+        info = info_from_hash(await meta)
+        if info is None:
+            return None
+        entries = await top
+        if not info.status.finished and entries:
+            payload = entries[0].field_values.get("e")
+            terminal = terminal_from_entry(str(payload)) if payload else None
+            if terminal is not None:
+                # The terminal event is written just before the final meta.
+                return finished_info(info, terminal)
+            last = int(str(entries[0].identifier).split("-", 1)[0])
+            if last > info.last_seq:
+                info = _with_last_seq(info, last)
+        return info
+
+    async def list_runs(
+        self, *, owner: str | None = None, status: RunStatus | None = None, limit: int = 100
+    ) -> list[RunInfo]:
+        """Stored runs, newest first, from an index (entries whose meta expired are removed)."""
+        keys = self.keys
+        live = status in (RunStatus.RUNNING, RunStatus.QUEUED)
+        if owner is not None:
+            index = keys.owner_live(owner) if live else keys.owner_runs(owner)
+        else:
+            index = keys.running if live else keys.runs
+        client = self.client
+        found: list[RunInfo] = []
+        stale: list[str] = []
+        start = 0
+        batch = max(limit, 16)
+        while len(found) < limit:
+            ids = [str(member) for member in await client.zrevrange(index, start, start + batch - 1)]
+            if not ids:
+                break
+            start += len(ids)
+            async with client.pipeline(transaction=False) as pipe:
+                metas = [pipe.hgetall(keys.meta(run_id)) for run_id in ids]
+            for run_id, pending in zip(ids, metas, strict=True):
+                info = info_from_hash(await pending)
+                if info is None or (live and info.status.finished):
+                    stale.append(run_id)
+                    continue
+                if (owner is None or info.owner == owner) and (status is None or info.status == status):
+                    found.append(info)
+        if stale:
+            await client.zrem(index, stale)
+            logger.info("redis index %s: removed %d stale entries", index, len(stale))
+        return found[:limit]
+
+    # -- shared between instances --------------------------------------------------------
+
+    def set_cancel_handler(self, handler: Callable[[str, str], None]) -> None:
+        """Called with (run_id, reason) when another instance cancels a run."""
+
+        def owned_only(run_id: str, reason: str) -> None:
+            if run_id in self._live:
+                handler(run_id, reason)
+
+        self._remote.set_cancel_handler(owned_only)
+
+    async def follow(self, run_id: str, after: int, deliver: Callable[[list[Event]], None]) -> bool:
+        """See :meth:`Store.follow`: XRANGE to catch up, then ``XREAD BLOCK``;
+        claims the run ``dead`` if its owner's lease expired."""
+        return await self._remote.follow(run_id, after, deliver)
+
+    async def request_cancel(self, run_id: str, reason: str) -> None:
+        """Record the cancel intent in the run's meta hash and announce it on the control stream."""
+        await self._remote.request_cancel(run_id, reason)
+
+    async def key_holder(self, key: str) -> str | None:
+        """The run holding ``key`` on any instance (a hint: it may have just ended)."""
+        return await self._remote.key_holder(key)
+
+    async def claim_dead(self, run_id: str) -> int:
+        """Mark the run ``dead`` if its owner's lease expired (atomic); the dead event's seq or 0."""
+        return await self._remote.claim_dead(run_id)
+
+    async def ping(self) -> None:
+        """PING Redis (raises if it is unreachable)."""
+        await self.client.ping()
+
+    def statistics(self) -> RedisStoreStatistics:
+        """What this instance wrote and its writer's state.
+
+        ``runs`` counts runs this instance saved, ``events`` the events it
+        wrote (Redis itself is not counted: that would not be cheap).
+        """
+        writer = self._writer
+        return RedisStoreStatistics(
+            runs=self._runs_saved,
+            events=writer.events_written,
+            pending_events=writer.pending_events,
+            flush_errors=writer.flush_errors,
+            healthy=writer.healthy,
+            overflows=writer.overflows,
+            flushes=writer.flushes,
+            last_error=writer.last_error,
+            claimed_dead=self._remote.claimed_dead,
+        )
+
+
+def finished_info(info: RunInfo, terminal: Event) -> RunInfo:
+    """``info`` as its terminal event (which carries the outcome) finishes it."""
+    doc: dict[str, Any] = info.to_json()
+    data = terminal.data if isinstance(terminal.data, dict) else {}
+    doc.update(
+        status=terminal.type,
+        last_seq=terminal.seq,
+        ended_at=terminal.timestamp,
+        result=data.get("result"),
+        partial=bool(data.get("partial", False)),
+        reason=data.get("reason"),
+        error=data.get("error"),
+    )
+    return RunInfo.from_json(doc)
+
+
+def _with_last_seq(info: RunInfo, last_seq: int) -> RunInfo:
+    doc: dict[str, Any] = info.to_json()
+    doc["last_seq"] = last_seq
+    return RunInfo.from_json(doc)
+
+
+__all__ = ["RedisStore", "RedisStoreStatistics", "RedisUnavailable", "Ttls", "open_embedded_redis"]
