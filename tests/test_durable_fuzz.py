@@ -89,7 +89,8 @@ async def test_random_requests_get_protocol_answers(autojump_clock: trio.testing
         for _ in range(600):
             method, path, headers, body = random_request(rng)
             with trio.fail_after(30):  # trio's clock: live reads end at 5 and 7 s
-                response = await api.client.open(path, method=method, headers=headers, data=body)
+                # quart.typing marks json= required; passing it at all makes it clash with data=
+                response = await api.client.open(path, method=method, headers=headers, data=body)  # type: ignore[call-arg]
                 content = await raw(response)
             status = response.status_code
             statuses.add(status)
