@@ -108,6 +108,8 @@ class ServePlan:
         except ImportError as exc:
             raise ServeConfigError(f"the Redis store cannot be loaded: {exc}") from None
         prefix = args.redis_prefix
+        # Durable Streams follow the runs into Redis (same URL and prefix).
+        self.options["durable_streams"] = "redis"
         if args.redis_url:
             url = args.redis_url
             self.store_label = f"redis ({_safe_url(url)})"

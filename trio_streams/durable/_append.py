@@ -17,7 +17,7 @@ the body (JSON must parse); then the producer (stale 403, bad new epoch
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ._errors import DurableStreamError, bad_request, conflict
 from ._producers import Verdict, judge
@@ -25,7 +25,29 @@ from ._stream import AppendOutcome, to_data
 
 if TYPE_CHECKING:
     from ._log import Data
-    from ._stream import AppendRequest, DurableStream
+    from ._offsets import Offset
+    from ._producers import ProducerState
+    from ._stream import AppendRequest
+
+
+class AppendTarget(Protocol):
+    """What deciding an append reads of a stream: a memory
+    :class:`~._stream.DurableStream`, or a snapshot of one kept in Redis."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def content_type(self) -> str: ...
+    @property
+    def json(self) -> bool: ...
+    @property
+    def tail(self) -> Offset: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def producers(self) -> dict[str, ProducerState]: ...
+    @property
+    def last_stream_seq(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,12 +58,12 @@ class Commit:
 
 
 def outcome(
-    stream: DurableStream, status: int, epoch: int | None = None, seq: int | None = None
+    stream: AppendTarget, status: int, epoch: int | None = None, seq: int | None = None
 ) -> AppendOutcome:
     return AppendOutcome(status, stream.tail, stream.closed, producer_epoch=epoch, producer_seq=seq)
 
 
-def plan_append(stream: DurableStream, request: AppendRequest) -> AppendOutcome | Commit:
+def plan_append(stream: AppendTarget, request: AppendRequest) -> AppendOutcome | Commit:
     """What to do with ``request`` on ``stream`` (see the module docstring).
 
     Raises:

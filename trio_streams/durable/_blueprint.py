@@ -17,6 +17,7 @@ from quart import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
 from . import _headers as parse
+from ._backend import as_backend
 from ._errors import DurableStreamError, bad_request
 from ._http import (
     add_browser_headers,
@@ -28,16 +29,15 @@ from ._http import (
     render_http_exception,
 )
 from ._producers import parse_claim
-from ._reads import Chunked, ReadSettings, read_query, serve_read
+from ._reads import ReadSettings, read_query, serve_read
 from ._stream import AppendRequest, CreateRequest, ForkSpec
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ._offsets import Offset
+    from ._backend import DurableBackend, StreamInfo
     from ._runs import RunStreams
     from ._store import DurableStreamStore
-    from ._stream import DurableStream
 
 RUNS_PREFIX = "runs/"
 RESERVED_PREFIX = "__ds/"
@@ -45,7 +45,7 @@ MAX_NAME_LENGTH = 1024
 
 
 def durable_streams_blueprint(
-    store: DurableStreamStore,
+    store: DurableStreamStore | DurableBackend,
     *,
     long_poll_timeout: float = 20.0,
     sse_recycle: float = 60.0,
@@ -57,7 +57,8 @@ def durable_streams_blueprint(
     """The protocol's routes over ``store``; register it with ``url_prefix="/v1/stream"``.
 
     Args:
-        store: where streams live.
+        store: where streams live: the memory store, or any
+            :class:`~._backend.DurableBackend` (the Redis store).
         long_poll_timeout: how long a long-poll waits before ``204``.
         sse_recycle: an SSE response ends after this many seconds (clients reconnect).
         runs: serve the hub's runs as read-only streams under ``runs/``.
@@ -70,6 +71,7 @@ def durable_streams_blueprint(
         raise ValueError("long_poll_timeout, sse_recycle and max_body must be positive")
     blueprint = Blueprint(name, __name__)
     settings = ReadSettings(long_poll_timeout, sse_recycle, private=authorize is not None)
+    backend = as_backend(store)
 
     # Handlers are coroutines: Quart runs plain functions in a worker thread.
     async def protocol_error(error: DurableStreamError) -> Response:
@@ -104,14 +106,14 @@ def durable_streams_blueprint(
         if runs is not None and stream_name.startswith(RUNS_PREFIX):
             return await runs.handle(stream_name.removeprefix(RUNS_PREFIX), settings)
         handler = _HANDLERS[request.method]
-        return await handler(_Context(store, stream_name, settings, max_body))
+        return await handler(_Context(backend, stream_name, settings, max_body))
 
     return blueprint
 
 
 @dataclass(frozen=True, slots=True)
 class _Context:
-    store: DurableStreamStore
+    store: DurableBackend
     name: str
     settings: ReadSettings
     max_body: int
@@ -137,7 +139,7 @@ async def _create(ctx: _Context) -> Response:
         fork=fork,
         body=await read_body(ctx.max_body),
     )
-    stream, created = ctx.store.create(ctx.name, creation)
+    stream, created = await ctx.store.create(ctx.name, creation)
     response_headers = _tail_headers(stream)
     if created:
         response_headers["Location"] = request.host_url.rstrip("/") + request.path
@@ -182,7 +184,7 @@ async def _append(ctx: _Context) -> Response:
     body = await read_body(ctx.max_body)
     # An empty (close-only) request is never refused for its Content-Type.
     content_type = parse.media_type(headers.get("Content-Type")) if body else None
-    outcome = ctx.store.append(
+    outcome = await ctx.store.append(
         ctx.name, AppendRequest(body, content_type, close, claim, headers.get("Stream-Seq"))
     )
     response_headers = {"Stream-Next-Offset": str(outcome.next_offset)}
@@ -195,7 +197,7 @@ async def _append(ctx: _Context) -> Response:
 
 
 async def _head(ctx: _Context) -> Response:
-    stream = ctx.store.head(ctx.name)
+    stream = await ctx.store.head(ctx.name)
     headers = _tail_headers(stream)
     headers["Cache-Control"] = "no-store"
     if stream.ttl is not None:
@@ -206,48 +208,21 @@ async def _head(ctx: _Context) -> Response:
 
 
 async def _delete(ctx: _Context) -> Response:
-    ctx.store.delete(ctx.name)
+    await ctx.store.delete(ctx.name)
     return protocol_response(204)
 
 
 async def _read(ctx: _Context) -> Response:
     start, live = read_query()
-    stream = ctx.store.open(ctx.name)
-    return await serve_read(StoredSource(ctx.store, stream), start, live, ctx.settings)
+    source = await ctx.store.open_read(ctx.name)
+    return await serve_read(source, start, live, ctx.settings)
 
 
-def _tail_headers(stream: DurableStream) -> dict[str, str]:
+def _tail_headers(stream: StreamInfo) -> dict[str, str]:
     headers = {"Stream-Next-Offset": str(stream.tail)}
     if stream.closed:
         headers["Stream-Closed"] = "true"
     return headers
-
-
-class StoredSource:
-    """A stored stream as a :class:`~._reads.ReadSource`."""
-
-    def __init__(self, store: DurableStreamStore, stream: DurableStream) -> None:
-        self._store = store
-        self._stream = stream
-        self.content_type = stream.content_type
-        self.json = stream.json
-        self.etag_id = str(stream.incarnation)
-
-    def tail(self) -> Offset:
-        return self._stream.tail
-
-    def is_closed(self) -> bool:
-        return self._stream.closed
-
-    async def read(self, position: int) -> Chunked:
-        stream = self._stream
-        found = self._store.read(stream, position)
-        up_to_date = found.end.position == stream.tail.position
-        return Chunked(found.pieces, found.end, up_to_date, up_to_date and stream.closed)
-
-    async def wait(self, position: int, deadline: float) -> bool:
-        await self._store.wait(self._stream, position, deadline)
-        return self._store.holds(self._stream) and self._store.live_reads
 
 
 _HANDLERS = {"PUT": _create, "POST": _append, "HEAD": _head, "DELETE": _delete, "GET": _read}

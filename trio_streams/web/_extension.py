@@ -8,13 +8,13 @@ from collections import Counter
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import trio
 from quart_trio import QuartTrio
 
 from .._hub import open_hub
-from ..durable import DurableStreamStore
+from ..durable import DurableStreamStore, RedisDurableStore
 from ..stores import MemoryStore, Store
 from ._auth import TokenAuth
 from ._demo import DemoInput, demo_input_schema, demo_producer
@@ -74,7 +74,10 @@ class TrioStreams:
         durable_streams: serve the Durable Streams protocol at
             ``{url_prefix}/stream`` (runs included, read-only, as
             ``{url_prefix}/stream/runs/<run_id>``): ``True`` for an
-            in-memory :class:`~trio_streams.durable.DurableStreamStore`, a
+            in-memory :class:`~trio_streams.durable.DurableStreamStore`
+            (a :class:`~trio_streams.durable.RedisDurableStore` when ``store``
+            is a ``RedisStore``), ``"redis"`` for streams in the run store's
+            Redis under its prefix (``store`` must open a ``RedisStore``), a
             store of your own, or ``False`` for none. See docs/durable.md.
         long_poll_timeout: how long a Durable Streams long-poll waits for data.
         sse_recycle: a Durable Streams SSE response ends after this many
@@ -97,7 +100,7 @@ class TrioStreams:
         cancel_wait_timeout: float = 30.0,
         demo: bool = True,
         demo_max_tokens: int = 1_000_000,
-        durable_streams: bool | DurableStreamStore = True,
+        durable_streams: bool | Literal["redis"] | DurableStreamStore | RedisDurableStore = True,
         long_poll_timeout: float = 20.0,
         sse_recycle: float = 60.0,
         durable_max_body: int = 16 * 1024 * 1024,
@@ -120,10 +123,17 @@ class TrioStreams:
         self.cancel_wait_timeout = cancel_wait_timeout
         if long_poll_timeout <= 0 or sse_recycle <= 0 or durable_max_body < 1:
             raise ValueError("long_poll_timeout, sse_recycle and durable_max_body must be positive")
+        durable: DurableStreamStore | RedisDurableStore | None
         if durable_streams is True:
-            durable_streams = DurableStreamStore()
+            durable = RedisDurableStore() if _is_redis_store(store) else DurableStreamStore()
+        elif durable_streams == "redis":
+            durable = RedisDurableStore()
+        elif isinstance(durable_streams, (DurableStreamStore, RedisDurableStore)):
+            durable = durable_streams
+        else:
+            durable = None
         #: The Durable Streams store (``None``: the protocol is not served).
-        self.durable_store = durable_streams or None
+        self.durable_store = durable
         self.long_poll_timeout = long_poll_timeout
         self.sse_recycle = sse_recycle
         self.durable_max_body = durable_max_body
@@ -339,6 +349,15 @@ class TrioStreams:
             else:
                 store = await stack.enter_async_context(source())
             async with open_hub(store, config=self.hub_config, **self.hub_options) as hub:
+                durable = self.durable_store
+                if isinstance(durable, RedisDurableStore) and not durable.connected:
+                    # Durable Streams live in the run store's Redis, under its prefix.
+                    if not _is_redis_store(store):
+                        raise TypeError("Redis Durable Streams need a RedisStore as the run store")
+                    redis_store: Any = store
+                    await stack.enter_async_context(
+                        durable.connect(redis_store.url, prefix=redis_store.prefix)
+                    )
                 logger.info(
                     "hub started: store=%s auth=%s prefix=%s",
                     type(store).__name__,
@@ -378,3 +397,9 @@ class TrioStreams:
                 headers={"Retry-After": "1"},
             )
         return hub
+
+
+def _is_redis_store(store: object) -> bool:
+    """Whether ``store`` is a RedisStore (without importing coredis for memory-only apps)."""
+    cls = type(store)
+    return cls.__name__ == "RedisStore" and cls.__module__ == "trio_streams.stores.redis"

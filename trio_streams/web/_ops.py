@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import trio
 from quart import Blueprint, Response
 
+from ..durable import DurableStreamStore
 from ._errors import ApiError, error_response
 from ._openapi import openapi_document
 from ._routes import json_response
@@ -106,7 +107,7 @@ def render_metrics(streams: TrioStreams) -> str:
         metric(
             "store_flush_errors_total", "counter", "Failed store writes.", [("", stats.store.flush_errors)]
         )
-    if streams.durable_store is not None:
+    if isinstance(streams.durable_store, DurableStreamStore):  # Redis keeps its own counts
         durable = streams.durable_store.statistics()
         metric(
             "durable_streams",

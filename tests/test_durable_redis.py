@@ -1,0 +1,280 @@
+"""Durable Streams in Redis: restarts, several instances on one Redis, forks, TTLs, outages.
+
+Real redis-server processes and real HTTP servers: no mocks, no mock clock;
+every test runs under a trio deadline.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import httpx
+import trio
+
+from trio_streams.durable import CreateRequest, RedisDurableStore
+from trio_streams.durable._stream import AppendRequest
+from trio_streams.stores._redis_server import RedisServer
+from trio_streams.stores.redis import RedisStore
+
+from .server_support import Server, running_server
+from .test_durable_http import sse_events
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+DEADLINE = 20
+TEXT = {"Content-Type": "text/plain"}
+
+
+@asynccontextmanager
+async def instance(url: str, prefix: str, **options: object) -> AsyncIterator[Server]:
+    """One server instance with its runs and Durable Streams in Redis at ``url``."""
+    async with running_server(store=RedisStore(url, prefix=prefix), **options) as server:  # type: ignore[arg-type]
+        assert isinstance(server.streams.durable_store, RedisDurableStore)
+        yield server
+
+
+async def test_offsets_and_data_survive_a_new_store_object(redis_url: str, prefix: str) -> None:
+    with trio.fail_after(DEADLINE):
+        async with RedisDurableStore().connect(redis_url, prefix=prefix) as first:
+            created, new = await first.create("s", CreateRequest("text/plain", body=b"hello"))
+            assert new
+            appended = await first.append("s", AppendRequest(b" world", "text/plain"))
+        async with RedisDurableStore().connect(redis_url, prefix=prefix) as second:
+            head = await second.head("s")
+            assert head.tail == appended.next_offset
+            assert head.tail > created.tail
+            source = await second.open_read("s")
+            found = await source.read(0)
+            assert b"".join(piece for piece in found.pieces if isinstance(piece, bytes)) == b"hello world"
+            assert found.end == appended.next_offset
+            middle = await source.read(created.tail.position)
+            assert middle.pieces == [b" world"]
+            again = await second.append("s", AppendRequest(b"!", "text/plain"))
+            assert again.next_offset > appended.next_offset
+
+
+async def test_two_instances_share_streams_and_a_long_poll_on_b_wakes_on_an_append_to_a(
+    redis_url: str, prefix: str
+) -> None:
+    with trio.fail_after(DEADLINE):
+        async with (
+            instance(redis_url, prefix, long_poll_timeout=15) as a,
+            instance(redis_url, prefix, long_poll_timeout=15) as b,
+            httpx.AsyncClient(base_url=a.url) as on_a,
+            httpx.AsyncClient(base_url=b.url) as on_b,
+        ):
+            url = "/v1/stream/shared/x"
+            created = await on_a.put(url, content=b"one", headers=TEXT)
+            assert created.status_code == 201
+            tail = created.headers["stream-next-offset"]
+            assert (await on_b.put(url, headers=TEXT)).status_code == 200, "B sees A's stream"
+            read = await on_b.get(url)
+            assert (read.text, read.headers["stream-next-offset"]) == ("one", tail)
+            results: list[httpx.Response] = []
+
+            async def poll() -> None:
+                results.append(await on_b.get(url, params={"offset": tail, "live": "long-poll"}))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(poll)
+                await trio.sleep(0.3)  # real time: let B's long-poll park (there is no other signal)
+                assert not results
+                appended_at = trio.current_time()
+                appended = await on_a.post(url, content=b"two", headers=TEXT)
+                assert appended.status_code == 204
+            (polled,) = results
+            assert trio.current_time() - appended_at < 2.0, "woken by the append, not the 15 s timeout"
+            assert (polled.status_code, polled.text) == (200, "two")
+            assert polled.headers["stream-next-offset"] == appended.headers["stream-next-offset"]
+
+
+async def test_sse_on_b_follows_appends_and_the_close_on_a(redis_url: str, prefix: str) -> None:
+    with trio.fail_after(DEADLINE):
+        async with (
+            instance(redis_url, prefix) as a,
+            instance(redis_url, prefix) as b,
+            httpx.AsyncClient(base_url=a.url) as on_a,
+        ):
+            url = "/v1/stream/live"
+            assert (await on_a.put(url, content=b"a", headers=TEXT)).status_code == 201
+            events: list[tuple[str, str]] = []
+
+            async def follow() -> None:
+                events.extend(await sse_events(b.url, f"{url}?offset=-1&live=sse"))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(follow)
+                await trio.sleep(0.3)
+                await on_a.post(url, content=b"b", headers=TEXT)
+                await on_a.post(url, headers={"Stream-Closed": "true"})
+            data = "".join(value for event, value in events if event == "data")
+            assert data == "ab"
+            assert json.loads(events[-1][1])["streamClosed"] is True
+
+
+async def test_idempotent_producer_retries_across_two_instances(redis_url: str, prefix: str) -> None:
+    with trio.fail_after(DEADLINE):
+        async with (
+            instance(redis_url, prefix) as a,
+            instance(redis_url, prefix) as b,
+            httpx.AsyncClient(base_url=a.url) as on_a,
+            httpx.AsyncClient(base_url=b.url) as on_b,
+        ):
+            url = "/v1/stream/produced"
+            await on_a.put(url, headers={"Content-Type": "application/json"})
+
+            def producer(seq: int, epoch: int = 0) -> dict[str, str]:
+                return {
+                    "Content-Type": "application/json",
+                    "Producer-Id": "p1",
+                    "Producer-Epoch": str(epoch),
+                    "Producer-Seq": str(seq),
+                }
+
+            first = await on_a.post(url, content=b'{"n":0}', headers=producer(0))
+            assert first.status_code == 200
+            retried = await on_b.post(url, content=b'{"n":0}', headers=producer(0))
+            assert retried.status_code == 204, "a retry on the other instance is a duplicate"
+            assert retried.headers["stream-next-offset"] == first.headers["stream-next-offset"]
+            gap = await on_b.post(url, content=b'{"n":2}', headers=producer(2))
+            assert (gap.status_code, gap.headers["producer-expected-seq"]) == (409, "1")
+            assert (await on_b.post(url, content=b'{"n":1}', headers=producer(1))).status_code == 200
+            assert (await on_a.post(url, content=b'{"n":0}', headers=producer(0, epoch=1))).status_code == 200
+            stale = await on_b.post(url, content=b'{"n":9}', headers=producer(2))
+            assert (stale.status_code, stale.headers["producer-epoch"]) == (403, "1")
+            read = await on_b.get(url)
+            assert read.json() == [{"n": 0}, {"n": 1}, {"n": 0}]
+
+
+async def test_concurrent_appends_from_two_instances_never_interleave(redis_url: str, prefix: str) -> None:
+    with trio.fail_after(DEADLINE):
+        async with (
+            instance(redis_url, prefix) as a,
+            instance(redis_url, prefix) as b,
+            httpx.AsyncClient(base_url=a.url) as on_a,
+            httpx.AsyncClient(base_url=b.url) as on_b,
+        ):
+            url = "/v1/stream/busy"
+            await on_a.put(url, headers=TEXT)
+            offsets: list[str] = []
+
+            async def append(client: httpx.AsyncClient, text: str) -> None:
+                response = await client.post(url, content=text.encode(), headers=TEXT)
+                assert response.status_code == 204
+                offsets.append(response.headers["stream-next-offset"])
+
+            async with trio.open_nursery() as nursery:
+                for i in range(20):
+                    nursery.start_soon(append, on_a if i % 2 else on_b, f"<{i:02d}>")
+            assert len(set(offsets)) == 20
+            body = (await on_a.get(url)).text
+            assert sorted(body[i : i + 4] for i in range(0, len(body), 4)) == [
+                f"<{i:02d}>" for i in range(20)
+            ]
+            assert max(offsets) == (await on_b.head(url)).headers["stream-next-offset"]
+
+
+async def test_stream_seq_is_checked_across_instances(redis_url: str, prefix: str) -> None:
+    with trio.fail_after(DEADLINE):
+        async with (
+            instance(redis_url, prefix) as a,
+            instance(redis_url, prefix) as b,
+            httpx.AsyncClient(base_url=a.url) as on_a,
+            httpx.AsyncClient(base_url=b.url) as on_b,
+        ):
+            url = "/v1/stream/seq"
+            await on_a.put(url, headers=TEXT)
+            assert (
+                await on_a.post(url, content=b"x", headers={**TEXT, "Stream-Seq": "b"})
+            ).status_code == 204
+            regressed = await on_b.post(url, content=b"y", headers={**TEXT, "Stream-Seq": "a"})
+            assert regressed.status_code == 409
+
+
+async def test_ttl_expiry_is_shared(redis_url: str, prefix: str) -> None:
+    with trio.fail_after(DEADLINE):
+        async with (
+            instance(redis_url, prefix) as a,
+            instance(redis_url, prefix) as b,
+            httpx.AsyncClient(base_url=a.url) as on_a,
+            httpx.AsyncClient(base_url=b.url) as on_b,
+        ):
+            url = "/v1/stream/short"
+            assert (await on_a.put(url, headers={**TEXT, "Stream-TTL": "1"})).status_code == 201
+            head = await on_b.head(url)
+            assert (head.status_code, head.headers["stream-ttl"]) == (200, "1")
+            await trio.sleep(1.2)  # real time: the deadline is POSIX time shared by the instances
+            assert (await on_b.get(url)).status_code == 404
+            assert (await on_a.head(url)).status_code == 404
+            assert (await on_a.put(url, headers=TEXT)).status_code == 201, "the name is free again"
+
+
+async def test_forks_across_instances_and_soft_delete(redis_url: str, prefix: str) -> None:
+    with trio.fail_after(DEADLINE):
+        async with (
+            instance(redis_url, prefix) as a,
+            instance(redis_url, prefix) as b,
+            httpx.AsyncClient(base_url=a.url) as on_a,
+            httpx.AsyncClient(base_url=b.url) as on_b,
+        ):
+            source = "/v1/stream/src"
+            await on_a.put(source, content=b"abc", headers=TEXT)
+            middle = (await on_a.post(source, content=b"def", headers=TEXT)).headers["stream-next-offset"]
+            await on_a.post(source, content=b"ghi", headers=TEXT)
+            fork = await on_b.put(
+                "/v1/stream/fork",
+                headers={
+                    "Stream-Forked-From": source,
+                    "Stream-Fork-Offset": middle,
+                    "Stream-Fork-Sub-Offset": "1",
+                },
+            )
+            assert fork.status_code == 201, fork.text
+            assert (await on_a.post("/v1/stream/fork", content=b"!", headers=TEXT)).status_code == 204
+            assert (await on_a.get("/v1/stream/fork")).text == "abcdefg!"
+            part = await on_b.get("/v1/stream/fork", params={"offset": middle})
+            assert part.text == "g!"
+            assert (await on_b.delete(source)).status_code == 204
+            assert (await on_a.get(source)).status_code == 410, "soft-deleted while the fork reads it"
+            assert (await on_a.get("/v1/stream/fork")).text == "abcdefg!"
+            assert (await on_a.delete("/v1/stream/fork")).status_code == 204
+            assert (await on_b.get(source)).status_code == 404, "gone with its last fork"
+
+
+async def test_redis_unreachable_is_a_503_with_a_message(tmp_path: Path, prefix: str) -> None:
+    server = RedisServer(tmp_path / "redis")
+    await server.start()
+    try:
+        with trio.fail_after(DEADLINE):
+            async with RedisDurableStore().connect(server.url, prefix=prefix, stream_timeout=2.0) as store:
+                await store.create("s", CreateRequest("text/plain", body=b"x"))
+                server.kill()
+                await server.wait_exited()
+                for attempt in (store.head("s"), store.append("s", AppendRequest(b"y", "text/plain"))):
+                    try:
+                        await attempt
+                    except Exception as exc:
+                        assert getattr(exc, "status", None) == 503, exc
+                        assert "redis is unavailable" in str(exc)
+                    else:
+                        raise AssertionError("no error while redis is down")
+    finally:
+        await server.stop()
+
+
+async def test_not_connected_is_a_503_json_error() -> None:
+    from quart_trio import QuartTrio
+
+    from trio_streams.durable import durable_streams_blueprint
+
+    app = QuartTrio(__name__)
+    app.register_blueprint(durable_streams_blueprint(RedisDurableStore()), url_prefix="/v1/stream")
+    with trio.fail_after(DEADLINE):
+        async with app.test_app() as test_app:
+            response = await test_app.test_client().get("/v1/stream/x")
+            assert response.status_code == 503
+            assert (await response.get_json())["error"]["code"] == "store_unavailable"

@@ -1,0 +1,686 @@
+"""``RedisDurableStore``: Durable Streams kept in Redis, shared by every instance on it.
+
+Theory of operation
+-------------------
+Layout: see :mod:`._redis_layout`. Offsets are the ``tail`` kept in each
+stream's meta hash, so they are the same after a restart and on every
+instance.
+
+Writes are optimistic: an operation loads the meta hash, decides with the
+same pure code as the memory store (:func:`~._append.plan_append` for an
+append), then commits with the :data:`~._redis_layout.COMMIT` script, which
+applies the write only if the versions it decided on have not moved. If
+one moved (another instance wrote meanwhile), it loads and decides again:
+appends to one stream are serialized across instances, with their
+``Stream-Seq``, producer and close checks, and never interleave.
+
+Lifetimes are stored deadlines (POSIX time, shared by every instance), not
+Redis key TTLs: a stream that forks read must outlive its deadline
+(soft-deleted, 410) while they do. A stream past its deadline is deleted
+when next looked up, as in memory.
+
+Live reads (long-poll, SSE) wait on a per-name :class:`trio.Event` of this
+instance. Every commit that changes a stream's data, closed state or
+existence adds the name to the notify stream, and one reader per instance
+(``XREAD BLOCK``) sets the events of the names it sees. A waiter takes its
+event *before* it loads the stream, so a change between the load and the
+wait still wakes it. When the reader loses Redis it wakes every waiter (they
+look again), so a missed notification costs at most one wait.
+
+Errors: a Redis that cannot be reached (or times out) is a 503 with a JSON
+message, never a traceback; an SSE response that loses it ends, and the
+client resumes from its last offset.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import coredis
+import trio
+
+from ..stores._redis_client import RedisUnavailable, _closing_class, release_leftovers, safe_url
+from ._append import plan_append
+from ._errors import DurableStreamError, bad_request, conflict, gone, not_found
+from ._headers import DEFAULT_CONTENT_TYPE, is_json
+from ._log import Slice
+from ._offsets import START, Offset
+from ._producers import ProducerState
+from ._reads import Chunked
+from ._redis_layout import (
+    COMMIT,
+    MAX_ID_SEQ,
+    NOTIFY_MAXLEN,
+    Keys,
+    Meta,
+    config_text,
+    decode_data,
+    encode_data,
+    entry_id,
+    meta_fields,
+    meta_from_hash,
+    parse_entry_id,
+)
+from ._stream import AppendOutcome, to_data
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterator
+
+    from ._log import Data
+    from ._stream import AppendRequest, CreateRequest, ForkSpec
+
+logger = logging.getLogger("trio_streams.durable.redis")
+
+#: Loads and decisions per operation before giving up (503): only endless
+#: contention on one stream gets there.
+MAX_ATTEMPTS = 100
+#: Entries read per round trip.
+_READ_ENTRIES = 64
+#: One XREAD BLOCK of the notification reader waits this long (ms) before it reads again.
+_BLOCK_MS = 5_000
+
+Client = "coredis.Redis[bytes]"
+
+
+class RedisDurableStore:
+    """Durable Streams in Redis (see the module docstring and docs/durable.md).
+
+    Use ``async with store.connect(url, prefix=...):`` (or let
+    :class:`~trio_streams.web.TrioStreams` connect it to its Redis run store).
+    Until connected, every request is a 503.
+
+    Args:
+        max_read_bytes: a catch-up read stops after the append that passes this.
+        wall_clock: POSIX time, for TTLs and ``Stream-Expires-At``.
+    """
+
+    def __init__(
+        self, *, max_read_bytes: int = 1024 * 1024, wall_clock: Callable[[], float] = time.time
+    ) -> None:
+        if max_read_bytes < 1:
+            raise ValueError("max_read_bytes must be positive")
+        self.max_read_bytes = max_read_bytes
+        self._wall_clock = wall_clock
+        self._client: coredis.Redis[bytes] | None = None
+        self._keys = Keys("trio_streams:")
+        self._script: Any = None
+        self._live_reads = True
+        self._events: dict[str, trio.Event] = {}
+        self._waiting: Counter[str] = Counter()
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    @property
+    def prefix(self) -> str:
+        return self._keys.prefix
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def connect(
+        self,
+        url: str,
+        *,
+        prefix: str = "trio_streams:",
+        connect_timeout: float = 5.0,
+        stream_timeout: float = 10.0,
+    ) -> AsyncIterator[RedisDurableStore]:
+        """Connect to ``url`` and follow its notifications until the block ends.
+
+        Raises:
+            RedisUnavailable: Redis does not answer within ``connect_timeout``.
+            RuntimeError: already connected.
+        """
+        if self._client is not None:
+            raise RuntimeError("this RedisDurableStore is connected already")
+        client: coredis.Redis[bytes] = coredis.Redis.from_url(
+            url, decode_responses=False, connect_timeout=connect_timeout, stream_timeout=stream_timeout
+        )
+        pool: Any = client.connection_pool
+        pool.connection_class = _closing_class(pool.connection_class)
+        try:
+            async with client:
+                try:
+                    with trio.fail_after(connect_timeout):
+                        await client.ping()
+                except trio.TooSlowError:
+                    raise RedisUnavailable(
+                        f"redis at {safe_url(url)} did not answer within {connect_timeout}s"
+                    ) from None
+                except coredis.exceptions.RedisError as exc:
+                    raise RedisUnavailable(f"cannot use redis at {safe_url(url)}: {exc}") from None
+                self._keys = Keys(prefix)
+                self._script = client.register_script(COMMIT)
+                self._client = client
+                try:
+                    async with trio.open_nursery() as nursery:
+                        await nursery.start(self._follow_notifications)
+                        try:
+                            yield self
+                        finally:
+                            nursery.cancel_scope.cancel(reason="durable store closed")
+                finally:
+                    self._client = None
+                    self._wake_all()
+        finally:
+            release_leftovers(client)  # type: ignore[arg-type]
+
+    def _require(self) -> coredis.Redis[bytes]:
+        if self._client is None:
+            raise DurableStreamError(
+                503, "store_unavailable", "the Durable Streams store is not connected to Redis"
+            )
+        return self._client
+
+    # -- lookups -----------------------------------------------------------------------------
+
+    async def _load(self, name: str) -> Meta | None:
+        raw = await self._require().hgetall(self._keys.meta(name))
+        return meta_from_hash(name, dict(raw))
+
+    async def _find(self, name: str) -> Meta | None:
+        """The stream of ``name`` (``None``: none), deleting it first if it expired."""
+        for _ in range(MAX_ATTEMPTS):
+            meta = await self._load(name)
+            if meta is None:
+                return None
+            expired = meta.deadline is not None and self._wall_clock() >= meta.deadline
+            # A soft-deleted stream without forks is left over by an interrupted cascade.
+            if expired or (meta.soft_deleted and meta.forks == 0):
+                await self._delete(meta)
+                continue
+            return meta
+        raise _contention(name)
+
+    async def _head(self, name: str) -> Meta:
+        meta = await self._find(name)
+        if meta is None:
+            raise not_found(name)
+        if meta.soft_deleted:
+            raise gone(name)
+        return meta
+
+    async def head(self, name: str) -> Meta:
+        """The stream, for metadata: does not renew its TTL (404, 410)."""
+        with _unavailable():
+            return await self._head(name)
+
+    async def _touch(self, meta: Meta) -> None:
+        if meta.ttl is None:
+            return
+        meta.deadline = self._wall_clock() + meta.ttl
+        # Not a change readers or writers act on: no new version, and lost if the stream moved.
+        await self._commit([meta], [["HSET", self._keys.meta(meta.name), "dl", repr(meta.deadline)]])
+
+    # -- create -----------------------------------------------------------------------------------
+
+    async def create(self, name: str, request: CreateRequest) -> tuple[Meta, bool]:
+        """Create the stream, or confirm an identical one (see the memory store)."""
+        if request.ttl is not None and request.expires_at is not None:
+            raise bad_request("ttl_and_expires_at", "send Stream-TTL or Stream-Expires-At, not both")
+        with _unavailable():
+            for _ in range(MAX_ATTEMPTS):
+                existing = await self._find(name)
+                if existing is not None:
+                    return _confirm(existing, request), False
+                created = await self._try_create(name, request)
+                if created is not None:
+                    return created, True
+            raise _contention(name)
+
+    async def _try_create(self, name: str, request: CreateRequest) -> Meta | None:
+        source = None if request.fork is None else await self._fork_source(request.fork.source)
+        content_type = request.content_type or (
+            DEFAULT_CONTENT_TYPE if source is None else source.content_type
+        )
+        if source is not None and content_type != source.content_type:
+            raise conflict(
+                "content_type_mismatch",
+                f"a fork has its source's content type ({source.content_type}), not {content_type}",
+            )
+        data = to_data(request.body, json_mode=is_json(content_type), creating=True)
+        base, chunks = START, []
+        if source is not None:
+            assert request.fork is not None
+            base, prefix = await self._fork_point(source, request.fork)
+            if prefix:
+                chunks.append(prefix)
+        if data:
+            chunks.append(data)
+        ttl, expires_at = request.ttl, request.expires_at
+        if source is not None and ttl is None and expires_at is None:
+            ttl, expires_at = source.ttl, source.expires_at
+        deadline = None
+        if ttl is not None:
+            deadline = self._wall_clock() + ttl
+        elif expires_at is not None:
+            deadline = expires_at.timestamp
+        incarnation = int(await self._require().incr(self._keys.incarnation))
+        keys = self._keys
+        ops: list[list[Any]] = [["DEL", keys.data(name)]]
+        payloads: list[bytes] = []
+        tail = base
+        for chunk in chunks:
+            payloads.append(encode_data(chunk))
+            ops.append(
+                ["XADD", keys.data(name), entry_id(tail.position, tail.seq + 1), "d", len(payloads) + 1]
+            )
+            tail = Offset(tail.seq + 1, tail.position + len(chunk))
+        meta = Meta(
+            name=name,
+            version="1",
+            incarnation=incarnation,
+            content_type=content_type,
+            config=config_text(request.config(content_type)),
+            tail=tail,
+            closed=request.closed,
+            ttl=ttl,
+            expires_at=expires_at,
+            deadline=deadline,
+            source=None if source is None else source.name,
+            base=base,
+        )
+        ops.append(["HSET", keys.meta(name), "v", "1", *_flat(meta_fields(meta))])
+        if source is not None:
+            ops.append(["HINCRBY", keys.meta(source.name), "forks", "1"])
+            ops.append(["HINCRBY", keys.meta(source.name), "v", "1"])
+        ops.append(self._notify(name))
+        checks: list[Meta | str] = [name] if source is None else [name, source]
+        return meta if await self._commit(checks, ops, payloads) else None
+
+    async def _fork_source(self, name: str) -> Meta:
+        source = await self._find(name)
+        if source is None:
+            raise not_found(name)
+        if source.soft_deleted:
+            raise conflict("source_soft_deleted", f"cannot fork {name!r}: it was deleted")
+        return source
+
+    async def _fork_point(self, source: Meta, fork: ForkSpec) -> tuple[Offset, Data | None]:
+        """Where a fork of ``source`` starts, and the sub-offset units it copies."""
+        tail = source.tail
+        wanted = fork.offset
+        if wanted is not None and (wanted.position > tail.position or wanted.seq > tail.seq):
+            raise bad_request(
+                "fork_offset_beyond_tail", f"Stream-Fork-Offset {wanted} is past the tail {tail}"
+            )
+        position = tail.position if wanted is None else wanted.position
+        prefix: Data | None = None
+        if fork.sub_offset:
+            available = await self._extent(source, position)
+            if fork.sub_offset > available:
+                raise bad_request(
+                    "fork_sub_offset_overshoot",
+                    f"Stream-Fork-Sub-Offset {fork.sub_offset} is past the next boundary"
+                    f" ({available} units on)",
+                )
+            prefix = await self._units(source, position, fork.sub_offset)
+        return await self._offset_at(source, position), prefix
+
+    # -- append and close -------------------------------------------------------------------
+
+    async def append(self, name: str, request: AppendRequest) -> AppendOutcome:
+        """Append, close, or both, atomically across instances (see the memory store)."""
+        with _unavailable():
+            for _ in range(MAX_ATTEMPTS):
+                meta = await self._head(name)
+                decision = plan_append(meta, request)
+                if isinstance(decision, AppendOutcome):  # a retry, or closing a closed stream
+                    await self._touch(meta)
+                    return decision
+                result = await self._try_append(meta, request, decision.data)
+                if result is not None:
+                    return result
+            raise _contention(name)
+
+    async def _try_append(
+        self, meta: Meta, request: AppendRequest, data: Data | None
+    ) -> AppendOutcome | None:
+        keys, claim = self._keys, request.producer
+        ops: list[list[Any]] = []
+        payloads: list[bytes] = []
+        tail = meta.tail
+        if data:
+            payloads.append(encode_data(data))
+            ops.append(["XADD", keys.data(meta.name), entry_id(tail.position, tail.seq + 1), "d", 2])
+            tail = Offset(tail.seq + 1, tail.position + len(data))
+        producers = dict(meta.producers)
+        if claim is not None:
+            producers[claim.id] = ProducerState(claim.epoch, claim.seq)
+        after = replace(
+            meta,
+            tail=tail,
+            producers=producers,
+            last_stream_seq=meta.last_stream_seq if request.stream_seq is None else request.stream_seq,
+            closed=meta.closed or request.close,
+            closed_by=claim if request.close else meta.closed_by,
+            deadline=meta.deadline if meta.ttl is None else self._wall_clock() + meta.ttl,
+        )
+        version = str(int(meta.version) + 1)
+        ops.append(["HSET", keys.meta(meta.name), "v", version, *_flat(meta_fields(after))])
+        ops.append(self._notify(meta.name))
+        if not await self._commit([meta], ops, payloads):
+            return None
+        if claim is None:
+            return AppendOutcome(204, after.tail, after.closed)
+        status = 200 if data else 204
+        return AppendOutcome(
+            status, after.tail, after.closed, producer_epoch=claim.epoch, producer_seq=claim.seq
+        )
+
+    # -- delete and expire -------------------------------------------------------------------
+
+    async def delete(self, name: str) -> None:
+        """Delete the stream (soft-delete while forks read it): 404, 410."""
+        with _unavailable():
+            for _ in range(MAX_ATTEMPTS):
+                if await self._delete(await self._head(name)):
+                    return
+            raise _contention(name)
+
+    async def _delete(self, meta: Meta) -> bool:
+        """Delete (or soft-delete) ``meta``'s stream; False if it moved meanwhile."""
+        if meta.forks > 0:
+            key = self._keys.meta(meta.name)
+            ops = [["HSET", key, "del", "1"], ["HDEL", key, "dl"], ["HINCRBY", key, "v", "1"]]
+            return await self._commit([meta], [*ops, self._notify(meta.name)])
+        return await self._remove(meta)
+
+    async def _remove(self, meta: Meta) -> bool:
+        """Remove ``meta``'s stream and drop it from its source; then the source too,
+        if it was soft-deleted and this was its last fork (and so on up)."""
+        keys = self._keys
+        ops: list[list[Any]] = [["DEL", keys.meta(meta.name)], ["DEL", keys.data(meta.name)]]
+        checks: list[Meta | str] = [meta]
+        source = None if meta.source is None else await self._load(meta.source)
+        if source is not None:
+            checks.append(source)
+            ops += [
+                ["HINCRBY", keys.meta(source.name), "forks", "-1"],
+                ["HINCRBY", keys.meta(source.name), "v", "1"],
+            ]
+        if not await self._commit(checks, [*ops, self._notify(meta.name)]):
+            return False
+        if source is not None and source.soft_deleted and source.forks == 1:
+            # Best effort: a lookup removes a soft-deleted stream left without forks.
+            for _ in range(MAX_ATTEMPTS):
+                current = await self._load(source.name)
+                if current is None or not (current.soft_deleted and current.forks == 0):
+                    break
+                if await self._remove(current):
+                    break
+        return True
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    async def open_read(self, name: str) -> RedisSource:
+        """The stream, to read (renews its TTL): 404, 410."""
+        with _unavailable():
+            meta = await self._head(name)
+            await self._touch(meta)
+            return RedisSource(self, meta)
+
+    async def _parent(self, meta: Meta) -> Meta:
+        assert meta.source is not None
+        parent = await self._load(meta.source)
+        if parent is None:
+            raise DurableStreamError(
+                503, "store_inconsistent", f"the source of {meta.name!r} ({meta.source!r}) is missing"
+            )
+        return parent
+
+    async def _chunk_holding(self, meta: Meta, position: int) -> tuple[int, int, Data] | None:
+        """The own append of ``meta`` that starts at or before ``position`` (the last one such)."""
+        found = await self._require().xrevrange(
+            self._keys.data(meta.name), end=f"{position}-{MAX_ID_SEQ}", start="-", count=1
+        )
+        if not found:
+            return None
+        start, seq = parse_entry_id(found[0].identifier)
+        return start, seq, decode_data(found[0].field_values[b"d"], json_mode=meta.json)
+
+    async def _offset_at(self, meta: Meta, position: int) -> Offset:
+        if position < meta.base.position:
+            return await self._offset_at(await self._parent(meta), position)
+        chunk = await self._chunk_holding(meta, position)
+        if chunk is None:
+            return Offset(meta.base.seq, position) if position == meta.base.position else Offset(0, position)
+        start, seq, data = chunk
+        return Offset(seq - 1 if position < start + len(data) else seq, position)
+
+    async def _extent(self, meta: Meta, position: int) -> int:
+        if position >= meta.tail.position:
+            return 0
+        if position < meta.base.position:
+            return min(await self._extent(await self._parent(meta), position), meta.base.position - position)
+        chunk = await self._chunk_holding(meta, position)
+        assert chunk is not None
+        start, _seq, data = chunk
+        return start + len(data) - position
+
+    async def _units(self, meta: Meta, position: int, count: int) -> Data:
+        found = Slice()
+        await self._collect(meta, position, position + count, 2**62, found)
+        if meta.json:
+            messages: tuple[bytes, ...] = ()
+            for piece in found.pieces:
+                assert isinstance(piece, tuple)
+                messages += piece
+            return messages
+        return b"".join(piece for piece in found.pieces if isinstance(piece, bytes))
+
+    async def read(self, meta: Meta, position: int) -> Slice:
+        """The data of ``meta``'s stream from ``position`` up to its tail then
+        (at most about ``max_read_bytes``); 400 past the tail."""
+        if position > meta.tail.position:
+            raise bad_request("offset_beyond_tail", f"the offset is past the stream's tail ({meta.tail})")
+        out = Slice(end=meta.tail if position == meta.tail.position else Offset(meta.tail.seq, position))
+        await self._collect(meta, position, meta.tail.position, self.max_read_bytes, out)
+        return out
+
+    async def _collect(self, meta: Meta, position: int, upto: int, max_bytes: int, out: Slice) -> None:
+        # The same walk as StreamLog._collect, over the entries in Redis.
+        if position < meta.base.position:
+            await self._collect(
+                await self._parent(meta), position, min(upto, meta.base.position), max_bytes, out
+            )
+            if out.nbytes >= max_bytes or upto <= meta.base.position:
+                return
+            position = meta.base.position
+        if position >= upto:
+            return
+        client, key = self._require(), self._keys.data(meta.name)
+        first = await client.xrevrange(key, end=f"{position}-{MAX_ID_SEQ}", start="-", count=1)
+        cursor: str | bytes = first[0].identifier if first else "-"
+        while True:
+            entries = await client.xrange(key, start=cursor, end="+", count=_READ_ENTRIES)
+            for entry in entries:
+                start, seq = parse_entry_id(entry.identifier)
+                data = decode_data(entry.field_values[b"d"], json_mode=meta.json)
+                end = start + len(data)
+                if start >= upto:
+                    return
+                low, high = max(position - start, 0), min(end, upto) - start
+                if low >= high:
+                    continue
+                piece_end = Offset(seq, end) if high == len(data) else Offset(seq - 1, start + high)
+                out.add(data[low:high], piece_end)
+                if out.nbytes >= max_bytes:
+                    return
+            if len(entries) < _READ_ENTRIES:
+                return
+            last = entries[-1].identifier
+            cursor = "(" + (last.decode() if isinstance(last, bytes) else str(last))
+
+    # -- live reads -------------------------------------------------------------------------------
+
+    @property
+    def live_reads(self) -> bool:
+        return self._live_reads
+
+    def end_live_reads(self) -> None:
+        """For shutdown: every wait returns now, and later ones do not wait."""
+        self._live_reads = False
+        self._wake_all()
+
+    def resume_live_reads(self) -> None:
+        self._live_reads = True
+
+    async def wait(self, source: RedisSource, position: int, deadline: float) -> bool:
+        """Wait until ``source``'s stream has data past ``position``, closes, goes
+        away, or ``deadline`` (or live reads end). False: waiting again is pointless.
+
+        Cancellation: only the wait is cancelled; nothing changes.
+        """
+        name = source.name
+        self._waiting[name] += 1
+        try:
+            while self._live_reads and self._client is not None:
+                event = self._events.setdefault(name, trio.Event())  # before the load: no lost wake-up
+                try:
+                    meta = await self._load(name)
+                except (coredis.exceptions.RedisError, OSError) as exc:
+                    logger.warning("a live read of %r lost redis: %s", name, exc)
+                    return False
+                if meta is None or meta.incarnation != source.incarnation or meta.soft_deleted:
+                    return False
+                source.meta = meta
+                if meta.tail.position > position or meta.closed:
+                    return True
+                with trio.move_on_at(deadline) as waited:
+                    await event.wait()
+                if waited.cancelled_caught:
+                    return True
+            await trio.lowlevel.checkpoint()
+            return False
+        finally:
+            self._waiting[name] -= 1
+            if self._waiting[name] <= 0:
+                del self._waiting[name]
+                self._events.pop(name, None)
+
+    def _wake(self, name: str) -> None:
+        event = self._events.pop(name, None)
+        if event is not None:
+            event.set()
+
+    def _wake_all(self) -> None:
+        events, self._events = self._events, {}
+        for event in events.values():
+            event.set()
+
+    async def _follow_notifications(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The one notification reader of this instance (see the module docstring)."""
+        client, key = self._require(), self._keys.notify
+        top = await client.xrevrange(key, end="+", start="-", count=1)
+        last: str | bytes = top[0].identifier if top else "0-0"
+        task_status.started()
+        delay = 0.05
+        while True:
+            try:
+                reply = await client.xread({key: last}, count=1024, block=_BLOCK_MS)
+            except (coredis.exceptions.RedisError, OSError) as exc:
+                logger.warning("durable streams notifications: %s; retrying in %.2fs", exc, delay)
+                self._wake_all()  # waiters look again (and fail fast while redis is down)
+                await trio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            delay = 0.05
+            for entries in (reply or {}).values():
+                for entry in entries:
+                    last = entry.identifier
+                    name = entry.field_values[b"n"]
+                    self._wake(name.decode() if isinstance(name, bytes) else name)
+
+    # -- commits ------------------------------------------------------------------------------------
+
+    def _notify(self, name: str) -> list[Any]:
+        return ["XADD", self._keys.notify, "MAXLEN", "~", str(NOTIFY_MAXLEN), "*", "n", name]
+
+    async def _commit(
+        self, checks: list[Meta | str], ops: list[list[Any]], payloads: tuple[bytes, ...] | list[bytes] = ()
+    ) -> bool:
+        """Apply ``ops`` if every checked stream is at the version it was loaded at
+        (a name: the stream must not exist)."""
+        keys = [self._keys.meta(check if isinstance(check, str) else check.name) for check in checks]
+        wanted = [False if isinstance(check, str) else check.version for check in checks]
+        spec = json.dumps({"c": wanted, "o": ops})
+        done = await self._script(keys=keys, args=[spec, *payloads])
+        return bool(int(done))
+
+
+class RedisSource:
+    """A stream in Redis as a :class:`~._reads.ReadSource`; tail and state are
+    those of the last look at it."""
+
+    def __init__(self, store: RedisDurableStore, meta: Meta) -> None:
+        self._store = store
+        self.meta = meta
+        self.name = meta.name
+        self.incarnation = meta.incarnation
+        self.content_type = meta.content_type
+        self.json = meta.json
+        self.etag_id = f"r{meta.incarnation}"
+
+    def tail(self) -> Offset:
+        return self.meta.tail
+
+    def is_closed(self) -> bool:
+        return self.meta.closed
+
+    async def read(self, position: int) -> Chunked:
+        with _unavailable():
+            meta = await self._store._load(self.name)
+            if meta is not None and meta.incarnation == self.incarnation:
+                self.meta = meta
+            found = await self._store.read(self.meta, position)
+        up_to_date = found.end.position == self.meta.tail.position
+        return Chunked(found.pieces, found.end, up_to_date, up_to_date and self.meta.closed)
+
+    async def wait(self, position: int, deadline: float) -> bool:
+        return await self._store.wait(self, position, deadline)
+
+
+def _confirm(meta: Meta, request: CreateRequest) -> Meta:
+    if meta.soft_deleted:
+        raise conflict("stream_soft_deleted", f"{meta.name!r} was deleted while forks read it")
+    wanted = request.content_type or (meta.content_type if request.fork else DEFAULT_CONTENT_TYPE)
+    if meta.config != config_text(request.config(wanted)):
+        raise conflict("stream_exists", f"{meta.name!r} exists with a different configuration")
+    if meta.closed != request.closed:
+        raise conflict("stream_exists", f"{meta.name!r} exists and is {'closed' if meta.closed else 'open'}")
+    return meta
+
+
+def _flat(fields: dict[str, str]) -> list[str]:
+    return [item for pair in fields.items() for item in pair]
+
+
+def _contention(name: str) -> DurableStreamError:
+    return DurableStreamError(
+        503,
+        "store_contention",
+        f"{name!r} kept changing under this request ({MAX_ATTEMPTS} attempts); retry",
+        headers={"Retry-After": "1"},
+    )
+
+
+@contextmanager
+def _unavailable() -> Iterator[None]:
+    """Redis errors as a 503 with a message (a protocol error passes through)."""
+    try:
+        yield
+    except (coredis.exceptions.RedisError, OSError) as exc:
+        raise DurableStreamError(
+            503, "store_unavailable", f"redis is unavailable: {exc}", headers={"Retry-After": "1"}
+        ) from None
