@@ -11,9 +11,10 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import httpx
+import pytest
 import trio
 
-from trio_streams.durable import CreateRequest, RedisDurableStore
+from trio_streams.durable import CreateRequest, DurableStreamError, RedisDurableStore
 from trio_streams.durable._stream import AppendRequest
 from trio_streams.stores._redis_server import RedisServer
 from trio_streams.stores.redis import RedisStore
@@ -254,14 +255,12 @@ async def test_redis_unreachable_is_a_503_with_a_message(tmp_path: Path, prefix:
                 await store.create("s", CreateRequest("text/plain", body=b"x"))
                 server.kill()
                 await server.wait_exited()
-                for attempt in (store.head("s"), store.append("s", AppendRequest(b"y", "text/plain"))):
-                    try:
-                        await attempt
-                    except Exception as exc:
-                        assert getattr(exc, "status", None) == 503, exc
-                        assert "redis is unavailable" in str(exc)
-                    else:
-                        raise AssertionError("no error while redis is down")
+                with pytest.raises(DurableStreamError, match="redis is unavailable") as head:
+                    await store.head("s")
+                assert head.value.status == 503
+                with pytest.raises(DurableStreamError, match="redis is unavailable") as append:
+                    await store.append("s", AppendRequest(b"y", "text/plain"))
+                assert append.value.status == 503
     finally:
         await server.stop()
 
