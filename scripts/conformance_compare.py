@@ -1,9 +1,11 @@
 """Summarize a vitest JSON report of the Durable Streams suite; fail on a regression.
 
-Usage: python scripts/conformance_compare.py RESULTS.json EXPECTED.json [--record]
+Usage: python scripts/conformance_compare.py RESULTS.json EXPECTED.json [--store NAME] [--record]
 
-A regression is fewer passing tests than recorded, or a failure that is not
-on the recorded list of known failures (each of which CONFORMANCE.md explains).
+EXPECTED.json holds one record per store (``memory``, ``redis``) under
+``stores``; ``--store`` picks it (default ``memory``). A regression is fewer
+passing tests than recorded, or a failure that is not on the store's
+recorded list of known failures (each of which CONFORMANCE.md explains).
 """
 
 from __future__ import annotations
@@ -27,45 +29,55 @@ def summarize(report: dict) -> tuple[Counter[str], list[str]]:
     return counts, sorted(failed)
 
 
+SUITE = "@durable-streams/server-conformance-tests@0.3.6"
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2
     results, expected_path = Path(argv[0]), Path(argv[1])
+    options = argv[2:]
+    store = options[options.index("--store") + 1] if "--store" in options else "memory"
     if not results.exists():
-        print(f"conformance: no report at {results} (the suite did not run)", file=sys.stderr)
+        print(f"conformance [{store}]: no report at {results} (the suite did not run)", file=sys.stderr)
         return 1
     counts, failed = summarize(json.loads(results.read_text()))
     print(
-        f"conformance: passed {counts['passed']}, failed {counts['failed']}, skipped {counts['skipped']}"
-        f" (total {sum(counts.values())})"
+        f"conformance [{store}]: passed {counts['passed']}, failed {counts['failed']},"
+        f" skipped {counts['skipped']} (total {sum(counts.values())})"
     )
     for name in failed:
         print(f"  FAILED: {name}")
-    if "--record" in argv[2:]:
-        record = {
-            "suite": "@durable-streams/server-conformance-tests@0.3.6",
+    recorded = json.loads(expected_path.read_text()) if expected_path.exists() else {}
+    stores = recorded.get("stores", {})
+    if "--record" in options:
+        stores[store] = {
             "passed": counts["passed"],
             "failed": counts["failed"],
             "skipped": counts["skipped"],
             "known_failures": failed,
         }
-        expected_path.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"conformance: recorded in {expected_path}")
+        document = {"suite": SUITE, "stores": dict(sorted(stores.items()))}
+        expected_path.write_text(json.dumps(document, indent=2) + "\n")
+        print(f"conformance [{store}]: recorded in {expected_path}")
         return 0
-    expected = json.loads(expected_path.read_text())
+    expected = stores.get(store)
+    if expected is None:
+        print(f"conformance [{store}]: nothing recorded for this store; run with --record", file=sys.stderr)
+        return 1
     known = set(expected.get("known_failures", []))
     new_failures = [name for name in failed if name not in known]
     if counts["passed"] < expected["passed"] or new_failures:
         print(
-            f"conformance: REGRESSION: {counts['passed']} passed (recorded {expected['passed']});"
+            f"conformance [{store}]: REGRESSION: {counts['passed']} passed (recorded {expected['passed']});"
             f" new failures: {new_failures or 'none'}",
             file=sys.stderr,
         )
         return 1
     if counts["passed"] > expected["passed"]:
-        print("conformance: better than recorded; run with --record to update the expected counts")
-    print("conformance: OK (no regression from the recorded result)")
+        print(f"conformance [{store}]: better than recorded; run with --record to update the expected counts")
+    print(f"conformance [{store}]: OK (no regression from the recorded result)")
     return 0
 
 

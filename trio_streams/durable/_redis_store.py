@@ -667,6 +667,7 @@ def _flat(fields: dict[str, str]) -> list[str]:
 
 
 def _contention(name: str) -> DurableStreamError:
+    logger.warning("durable streams: %r kept changing (%d attempts)", name, MAX_ATTEMPTS)
     return DurableStreamError(
         503,
         "store_contention",
@@ -681,6 +682,7 @@ def _unavailable() -> Iterator[None]:
     try:
         yield
     except (coredis.exceptions.RedisError, OSError) as exc:
+        logger.warning("durable streams: redis is unavailable: %s: %s", type(exc).__name__, exc)
         raise DurableStreamError(
             503, "store_unavailable", f"redis is unavailable: {exc}", headers={"Retry-After": "1"}
         ) from None

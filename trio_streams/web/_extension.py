@@ -316,6 +316,7 @@ class TrioStreams:
                 with trio.CancelScope(shield=True) as hub_scope:
                     async with AsyncExitStack() as stack:
                         hub = await stack.enter_async_context(self._open_hub(stack))
+                        await self._connect_durable(stack, hub.store)
                         task_status.started(hub)
                         await self._stop.wait()
                         hub_scope.deadline = trio.current_time() + self._drain_budget()
@@ -338,6 +339,17 @@ class TrioStreams:
                 self._abrupt = True
                 self._stop.set()
 
+    async def _connect_durable(self, stack: AsyncExitStack, store: Store) -> None:
+        """Connect a Redis Durable Streams store to the run store's Redis (same
+        URL and key prefix), for as long as the hub runs (it closes first)."""
+        durable = self.durable_store
+        if not isinstance(durable, RedisDurableStore) or durable.connected:
+            return
+        if not _is_redis_store(store):
+            raise TypeError("Durable Streams in Redis need a RedisStore as the run store")
+        redis_store: Any = store
+        await stack.enter_async_context(durable.connect(redis_store.url, prefix=redis_store.prefix))
+
     def _open_hub(self, stack: AsyncExitStack) -> AbstractAsyncContextManager[Hub]:
         @asynccontextmanager
         async def opened() -> AsyncIterator[Hub]:
@@ -349,15 +361,6 @@ class TrioStreams:
             else:
                 store = await stack.enter_async_context(source())
             async with open_hub(store, config=self.hub_config, **self.hub_options) as hub:
-                durable = self.durable_store
-                if isinstance(durable, RedisDurableStore) and not durable.connected:
-                    # Durable Streams live in the run store's Redis, under its prefix.
-                    if not _is_redis_store(store):
-                        raise TypeError("Redis Durable Streams need a RedisStore as the run store")
-                    redis_store: Any = store
-                    await stack.enter_async_context(
-                        durable.connect(redis_store.url, prefix=redis_store.prefix)
-                    )
                 logger.info(
                     "hub started: store=%s auth=%s prefix=%s",
                     type(store).__name__,
