@@ -80,6 +80,11 @@ logger = logging.getLogger("trio_streams.durable.redis")
 #: Loads and decisions per operation before giving up (503): only endless
 #: contention on one stream gets there.
 MAX_ATTEMPTS = 100
+#: Redis removes a stream's keys this long after its deadline, if no request
+#: expired it first (room for clocks that disagree; requests use the deadline).
+EXPIRY_GRACE = 60.0
+#: How long a closing store waits for the requests under way.
+CLOSE_GRACE = 5.0
 #: Entries read per round trip.
 _READ_ENTRIES = 64
 #: One XREAD BLOCK of the notification reader waits this long (ms) before it reads again.
@@ -113,6 +118,10 @@ class RedisDurableStore:
         self._live_reads = True
         self._events: dict[str, trio.Event] = {}
         self._waiting: Counter[str] = Counter()
+        #: Operations under way (a closing store waits for them, within CLOSE_GRACE).
+        self._active = 0
+        self._idle = trio.Event()
+        self._closing = False
 
     @property
     def connected(self) -> bool:
@@ -160,18 +169,45 @@ class RedisDurableStore:
                 self._keys = Keys(prefix)
                 self._script = client.register_script(COMMIT)
                 self._client = client
+                self._closing = False
                 try:
                     async with trio.open_nursery() as nursery:
                         await nursery.start(self._follow_notifications)
                         try:
                             yield self
                         finally:
+                            await self._drain()
                             nursery.cancel_scope.cancel(reason="durable store closed")
                 finally:
                     self._client = None
                     self._wake_all()
         finally:
             release_leftovers(client)  # type: ignore[arg-type]
+
+    async def _drain(self) -> None:
+        """Closing: live reads end, and requests under way finish (within CLOSE_GRACE).
+
+        Cancellation: shielded, bounded by CLOSE_GRACE.
+        """
+        self._closing = True
+        self._wake_all()
+        with trio.move_on_after(CLOSE_GRACE, shield=True):
+            while self._active:
+                self._idle = trio.Event()
+                await self._idle.wait()
+
+    @contextmanager
+    def _operation(self) -> Iterator[None]:
+        """One request's use of Redis: counted (closing waits for it), and its
+        Redis errors turned into a 503 with a message."""
+        self._active += 1
+        try:
+            with _unavailable():
+                yield
+        finally:
+            self._active -= 1
+            if not self._active:
+                self._idle.set()
 
     def _require(self) -> coredis.Redis[bytes]:
         if self._client is None:
@@ -210,7 +246,7 @@ class RedisDurableStore:
 
     async def head(self, name: str) -> Meta:
         """The stream, for metadata: does not renew its TTL (404, 410)."""
-        with _unavailable():
+        with self._operation():
             return await self._head(name)
 
     async def _touch(self, meta: Meta) -> None:
@@ -218,7 +254,8 @@ class RedisDurableStore:
             return
         meta.deadline = self._wall_clock() + meta.ttl
         # Not a change readers or writers act on: no new version, and lost if the stream moved.
-        await self._commit([meta], [["HSET", self._keys.meta(meta.name), "dl", repr(meta.deadline)]])
+        ops = [["HSET", self._keys.meta(meta.name), "dl", repr(meta.deadline)], *self._lifetime(meta)]
+        await self._commit([meta], ops)
 
     # -- create -----------------------------------------------------------------------------------
 
@@ -226,7 +263,7 @@ class RedisDurableStore:
         """Create the stream, or confirm an identical one (see the memory store)."""
         if request.ttl is not None and request.expires_at is not None:
             raise bad_request("ttl_and_expires_at", "send Stream-TTL or Stream-Expires-At, not both")
-        with _unavailable():
+        with self._operation():
             for _ in range(MAX_ATTEMPTS):
                 existing = await self._find(name)
                 if existing is not None:
@@ -289,9 +326,11 @@ class RedisDurableStore:
             base=base,
         )
         ops.append(["HSET", keys.meta(name), "v", "1", *_flat(meta_fields(meta))])
+        ops += self._lifetime(meta)
         if source is not None:
             ops.append(["HINCRBY", keys.meta(source.name), "forks", "1"])
             ops.append(["HINCRBY", keys.meta(source.name), "v", "1"])
+            ops += self._lifetime(replace(source, forks=source.forks + 1))
         ops.append(self._notify(name))
         checks: list[Meta | str] = [name] if source is None else [name, source]
         return meta if await self._commit(checks, ops, payloads) else None
@@ -329,7 +368,7 @@ class RedisDurableStore:
 
     async def append(self, name: str, request: AppendRequest) -> AppendOutcome:
         """Append, close, or both, atomically across instances (see the memory store)."""
-        with _unavailable():
+        with self._operation():
             for _ in range(MAX_ATTEMPTS):
                 meta = await self._head(name)
                 decision = plan_append(meta, request)
@@ -366,6 +405,7 @@ class RedisDurableStore:
         )
         version = str(int(meta.version) + 1)
         ops.append(["HSET", keys.meta(meta.name), "v", version, *_flat(meta_fields(after))])
+        ops += self._lifetime(after)
         ops.append(self._notify(meta.name))
         if not await self._commit([meta], ops, payloads):
             return None
@@ -380,7 +420,7 @@ class RedisDurableStore:
 
     async def delete(self, name: str) -> None:
         """Delete the stream (soft-delete while forks read it): 404, 410."""
-        with _unavailable():
+        with self._operation():
             for _ in range(MAX_ATTEMPTS):
                 if await self._delete(await self._head(name)):
                     return
@@ -391,6 +431,7 @@ class RedisDurableStore:
         if meta.forks > 0:
             key = self._keys.meta(meta.name)
             ops = [["HSET", key, "del", "1"], ["HDEL", key, "dl"], ["HINCRBY", key, "v", "1"]]
+            ops += self._lifetime(replace(meta, soft_deleted=True, deadline=None))
             return await self._commit([meta], [*ops, self._notify(meta.name)])
         return await self._remove(meta)
 
@@ -406,6 +447,7 @@ class RedisDurableStore:
             ops += [
                 ["HINCRBY", keys.meta(source.name), "forks", "-1"],
                 ["HINCRBY", keys.meta(source.name), "v", "1"],
+                *self._lifetime(replace(source, forks=source.forks - 1)),
             ]
         if not await self._commit(checks, [*ops, self._notify(meta.name)]):
             return False
@@ -423,7 +465,7 @@ class RedisDurableStore:
 
     async def open_read(self, name: str) -> RedisSource:
         """The stream, to read (renews its TTL): 404, 410."""
-        with _unavailable():
+        with self._operation():
             meta = await self._head(name)
             await self._touch(meta)
             return RedisSource(self, meta)
@@ -542,8 +584,9 @@ class RedisDurableStore:
         """
         name = source.name
         self._waiting[name] += 1
+        self._active += 1
         try:
-            while self._live_reads and self._client is not None:
+            while self._live_reads and not self._closing and self._client is not None:
                 event = self._events.setdefault(name, trio.Event())  # before the load: no lost wake-up
                 try:
                     meta = await self._load(name)
@@ -562,6 +605,9 @@ class RedisDurableStore:
             await trio.lowlevel.checkpoint()
             return False
         finally:
+            self._active -= 1
+            if not self._active:
+                self._idle.set()
             self._waiting[name] -= 1
             if self._waiting[name] <= 0:
                 del self._waiting[name]
@@ -604,6 +650,17 @@ class RedisDurableStore:
 
     # -- commits ------------------------------------------------------------------------------------
 
+    def _lifetime(self, meta: Meta) -> list[list[Any]]:
+        """Redis key TTLs as a backstop for the stored deadline of ``meta`` (as it
+        will be after the commit): a stream nobody looks up again still goes,
+        :data:`EXPIRY_GRACE` after its deadline. A stream that forks read
+        (or a soft-deleted one) has none: it must outlive its deadline."""
+        keys = (self._keys.meta(meta.name), self._keys.data(meta.name))
+        if meta.deadline is None or meta.forks > 0 or meta.soft_deleted:
+            return [["PERSIST", key] for key in keys]
+        at = str(int((meta.deadline + EXPIRY_GRACE) * 1000))
+        return [["PEXPIREAT", key, at] for key in keys]
+
     def _notify(self, name: str) -> list[Any]:
         return ["XADD", self._keys.notify, "MAXLEN", "~", str(NOTIFY_MAXLEN), "*", "n", name]
 
@@ -639,7 +696,7 @@ class RedisSource:
         return self.meta.closed
 
     async def read(self, position: int) -> Chunked:
-        with _unavailable():
+        with self._store._operation():
             meta = await self._store._load(self.name)
             if meta is not None and meta.incarnation == self.incarnation:
                 self.meta = meta
