@@ -7,6 +7,7 @@ every test runs under a trio deadline.
 from __future__ import annotations
 
 import json
+import signal
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -15,12 +16,13 @@ import pytest
 import trio
 
 from trio_streams.durable import CreateRequest, DurableStreamError, RedisDurableStore
-from trio_streams.durable._stream import AppendRequest
+from trio_streams.durable._stream import AppendRequest, ForkSpec
 from trio_streams.stores._redis_server import RedisServer
 from trio_streams.stores.redis import RedisStore
 
 from .server_support import Server, running_server
 from .test_durable_http import sse_events
+from .test_serve_cli import serve_process as serve_process
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -277,3 +279,91 @@ async def test_not_connected_is_a_503_json_error() -> None:
             response = await test_app.test_client().get("/v1/stream/x")
             assert response.status_code == 503
             assert (await response.get_json())["error"]["code"] == "store_unavailable"
+
+
+async def test_data_dir_streams_survive_a_restart_of_the_whole_server(serve_process, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with trio.fail_after(60):
+        first = await serve_process("--data-dir", str(data_dir))
+        async with httpx.AsyncClient(base_url=first.url) as client:
+            url = "/v1/stream/kept"
+            await client.put(url, content=b'{"a":1}', headers={"Content-Type": "application/json"})
+            appended = await client.post(url, content=b"[2,3]", headers={"Content-Type": "application/json"})
+            before = (await client.get(url)).json()
+            tail = appended.headers["stream-next-offset"]
+        first.process.send_signal(signal.SIGTERM)
+        assert await first.process.wait() == 0
+
+        second = await serve_process("--data-dir", str(data_dir))
+        async with httpx.AsyncClient(base_url=second.url) as client:
+            read = await client.get(url)
+            assert (read.json(), read.headers["stream-next-offset"]) == (before, tail)
+            assert before == [{"a": 1}, 2, 3]
+            more = await client.post(url, content=b"4", headers={"Content-Type": "application/json"})
+            assert more.headers["stream-next-offset"] > tail
+            assert (await client.get(url, params={"offset": tail})).json() == [4]
+        second.process.send_signal(signal.SIGTERM)
+        assert await second.process.wait() == 0
+
+
+async def test_redis_key_ttls_back_up_deadlines_but_not_while_forks_read(redis_url: str, prefix: str) -> None:
+    with trio.fail_after(DEADLINE):
+        async with RedisDurableStore().connect(redis_url, prefix=prefix) as store:
+            client = store._require()
+            meta, data = f"{prefix}ds:{{s}}:meta", f"{prefix}ds:{{s}}:data"
+            await store.create("s", CreateRequest("text/plain", ttl=100, body=b"x"))
+            for key in (meta, data):
+                assert 100_000 < await client.pttl(key) <= 160_000  # deadline + EXPIRY_GRACE
+            await store.create("f", CreateRequest(None, fork=ForkSpec("s", None, 0)))
+            assert await client.pttl(meta) == -1, "a source that forks read must outlive its deadline"
+            fork_ttl = await client.pttl(f"{prefix}ds:{{f}}:meta")
+            assert 100_000 < fork_ttl <= 160_000, "a fork inherits its source's TTL"
+            await store.delete("f")
+            assert await client.pttl(meta) > 100_000, "its last fork gone, the backstop is back"
+            await store.create("p", CreateRequest("text/plain"))
+            assert await client.pttl(f"{prefix}ds:{{p}}:meta") == -1, "no TTL: kept"
+
+
+async def test_a_cancelled_wait_leaves_nothing_behind(redis_url: str, prefix: str) -> None:
+    with trio.fail_after(DEADLINE):
+        async with RedisDurableStore().connect(redis_url, prefix=prefix) as store:
+            await store.create("s", CreateRequest("text/plain", body=b"x"))
+            source = await store.open_read("s")
+            with trio.CancelScope() as scope:
+                scope.cancel()  # before the first checkpoint
+                await source.wait(1, trio.current_time() + 60)
+            assert scope.cancelled_caught
+            async with trio.open_nursery() as nursery:
+                waiting = trio.Event()
+
+                async def wait() -> None:
+                    waiting.set()
+                    await source.wait(1, trio.current_time() + 60)
+
+                nursery.start_soon(wait)
+                await waiting.wait()
+                await trio.sleep(0.1)  # real time: the wait loads the stream from Redis, then parks
+                assert store._waiting["s"] == 1
+                nursery.cancel_scope.cancel()
+            assert (store._events, dict(store._waiting), store._active) == ({}, {}, 0)
+
+
+async def test_end_live_reads_wakes_waiters_at_once(redis_url: str, prefix: str) -> None:
+    with trio.fail_after(DEADLINE):
+        async with RedisDurableStore().connect(redis_url, prefix=prefix) as store:
+            await store.create("s", CreateRequest("text/plain", body=b"x"))
+            source = await store.open_read("s")
+            results: list[bool] = []
+
+            async def wait() -> None:
+                results.append(await source.wait(1, trio.current_time() + 60))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(wait)
+                await trio.sleep(0.1)
+                store.end_live_reads()
+            assert results == [False], "waiting again is pointless"
+            store.resume_live_reads()
+            await store.append("s", AppendRequest(b"y", "text/plain"))
+            assert await source.wait(1, trio.current_time() + 60), "data past the position: no wait"
+            assert source.tail().position == 2
