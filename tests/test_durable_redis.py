@@ -343,9 +343,10 @@ async def test_a_cancelled_wait_leaves_nothing_behind(redis_url: str, prefix: st
                 nursery.start_soon(wait)
                 await waiting.wait()
                 await trio.sleep(0.1)  # real time: the wait loads the stream from Redis, then parks
-                assert store._waiting["s"] == 1
+                assert store._notifications.waiting("s") == 1
                 nursery.cancel_scope.cancel()
-            assert (store._events, dict(store._waiting), store._active) == ({}, {}, 0)
+            assert store._notifications.idle
+            assert store._active == 0
 
 
 async def test_end_live_reads_wakes_waiters_at_once(redis_url: str, prefix: str) -> None:

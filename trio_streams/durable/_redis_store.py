@@ -19,13 +19,8 @@ Redis key TTLs: a stream that forks read must outlive its deadline
 (soft-deleted, 410) while they do. A stream past its deadline is deleted
 when next looked up, as in memory.
 
-Live reads (long-poll, SSE) wait on a per-name :class:`trio.Event` of this
-instance. Every commit that changes a stream's data, closed state or
-existence adds the name to the notify stream, and one reader per instance
-(``XREAD BLOCK``) sets the events of the names it sees. A waiter takes its
-event *before* it loads the stream, so a change between the load and the
-wait still wakes it. When the reader loses Redis it wakes every waiter (they
-look again), so a missed notification costs at most one wait.
+Live reads (long-poll, SSE) are woken through :mod:`._redis_notify` (one
+``XREAD BLOCK`` reader per instance); data is read by :mod:`._redis_data`.
 
 Errors: a Redis that cannot be reached (or times out) is a 503 with a JSON
 message, never a traceback; an SSE response that loses it ends, and the
@@ -37,9 +32,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import Counter
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import coredis
@@ -49,30 +44,27 @@ from ..stores._redis_client import RedisUnavailable, _closing_class, release_lef
 from ._append import plan_append
 from ._errors import DurableStreamError, bad_request, conflict, gone, not_found
 from ._headers import DEFAULT_CONTENT_TYPE, is_json
-from ._log import Slice
 from ._offsets import START, Offset
 from ._producers import ProducerState
 from ._reads import Chunked
+from ._redis_data import StreamData
 from ._redis_layout import (
     COMMIT,
-    MAX_ID_SEQ,
     NOTIFY_MAXLEN,
     Keys,
     Meta,
     config_text,
-    decode_data,
     encode_data,
     entry_id,
     meta_fields,
-    meta_from_hash,
-    parse_entry_id,
 )
+from ._redis_notify import Notifications
 from ._stream import AppendOutcome, to_data
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
 
-    from ._log import Data
+    from ._log import Data, Slice
     from ._stream import AppendRequest, CreateRequest, ForkSpec
 
 logger = logging.getLogger("trio_streams.durable.redis")
@@ -85,8 +77,6 @@ MAX_ATTEMPTS = 100
 EXPIRY_GRACE = 60.0
 #: How long a closing store waits for the requests under way.
 CLOSE_GRACE = 5.0
-#: Entries read per round trip.
-_READ_ENTRIES = 64
 #: One XREAD BLOCK of the notification reader waits this long (ms) before it reads again.
 _BLOCK_MS = 5_000
 
@@ -113,11 +103,11 @@ class RedisDurableStore:
         self.max_read_bytes = max_read_bytes
         self._wall_clock = wall_clock
         self._client: coredis.Redis[bytes] | None = None
+        self._reader: StreamData | None = None
         self._keys = Keys("trio_streams:")
         self._script: Any = None
         self._live_reads = True
-        self._events: dict[str, trio.Event] = {}
-        self._waiting: Counter[str] = Counter()
+        self._notifications = Notifications()
         #: Operations under way (a closing store waits for them, within CLOSE_GRACE).
         self._active = 0
         self._idle = trio.Event()
@@ -169,18 +159,19 @@ class RedisDurableStore:
                 self._keys = Keys(prefix)
                 self._script = client.register_script(COMMIT)
                 self._client = client
+                self._reader = StreamData(client, self._keys)
                 self._closing = False
                 try:
                     async with trio.open_nursery() as nursery:
-                        await nursery.start(self._follow_notifications)
+                        await nursery.start(partial(self._notifications.follow, client, self._keys.notify))
                         try:
                             yield self
                         finally:
                             await self._drain()
                             nursery.cancel_scope.cancel(reason="durable store closed")
                 finally:
-                    self._client = None
-                    self._wake_all()
+                    self._client, self._reader = None, None
+                    self._notifications.wake_all()
         finally:
             release_leftovers(client)  # type: ignore[arg-type]
 
@@ -190,7 +181,7 @@ class RedisDurableStore:
         Cancellation: shielded, bounded by CLOSE_GRACE.
         """
         self._closing = True
-        self._wake_all()
+        self._notifications.wake_all()
         with trio.move_on_after(CLOSE_GRACE, shield=True):
             while self._active:
                 self._idle = trio.Event()
@@ -218,9 +209,18 @@ class RedisDurableStore:
 
     # -- lookups -----------------------------------------------------------------------------
 
+    def _data(self) -> StreamData:
+        if self._reader is None:
+            self._require()
+        assert self._reader is not None
+        return self._reader
+
     async def _load(self, name: str) -> Meta | None:
-        raw = await self._require().hgetall(self._keys.meta(name))
-        return meta_from_hash(name, dict(raw))
+        return await self._data().load(name)
+
+    async def read(self, meta: Meta, position: int) -> Slice:
+        """The data of ``meta``'s stream from ``position`` (at most about ``max_read_bytes``)."""
+        return await self._data().read(meta, position, self.max_read_bytes)
 
     async def _find(self, name: str) -> Meta | None:
         """The stream of ``name`` (``None``: none), deleting it first if it expired."""
@@ -354,15 +354,15 @@ class RedisDurableStore:
         position = tail.position if wanted is None else wanted.position
         prefix: Data | None = None
         if fork.sub_offset:
-            available = await self._extent(source, position)
+            available = await self._data().extent(source, position)
             if fork.sub_offset > available:
                 raise bad_request(
                     "fork_sub_offset_overshoot",
                     f"Stream-Fork-Sub-Offset {fork.sub_offset} is past the next boundary"
                     f" ({available} units on)",
                 )
-            prefix = await self._units(source, position, fork.sub_offset)
-        return await self._offset_at(source, position), prefix
+            prefix = await self._data().units(source, position, fork.sub_offset)
+        return await self._data().offset_at(source, position), prefix
 
     # -- append and close -------------------------------------------------------------------
 
@@ -470,98 +470,6 @@ class RedisDurableStore:
             await self._touch(meta)
             return RedisSource(self, meta)
 
-    async def _parent(self, meta: Meta) -> Meta:
-        assert meta.source is not None
-        parent = await self._load(meta.source)
-        if parent is None:
-            raise DurableStreamError(
-                503, "store_inconsistent", f"the source of {meta.name!r} ({meta.source!r}) is missing"
-            )
-        return parent
-
-    async def _chunk_holding(self, meta: Meta, position: int) -> tuple[int, int, Data] | None:
-        """The own append of ``meta`` that starts at or before ``position`` (the last one such)."""
-        found = await self._require().xrevrange(
-            self._keys.data(meta.name), end=f"{position}-{MAX_ID_SEQ}", start="-", count=1
-        )
-        if not found:
-            return None
-        start, seq = parse_entry_id(found[0].identifier)
-        return start, seq, decode_data(found[0].field_values[b"d"], json_mode=meta.json)
-
-    async def _offset_at(self, meta: Meta, position: int) -> Offset:
-        if position < meta.base.position:
-            return await self._offset_at(await self._parent(meta), position)
-        chunk = await self._chunk_holding(meta, position)
-        if chunk is None:
-            return Offset(meta.base.seq, position) if position == meta.base.position else Offset(0, position)
-        start, seq, data = chunk
-        return Offset(seq - 1 if position < start + len(data) else seq, position)
-
-    async def _extent(self, meta: Meta, position: int) -> int:
-        if position >= meta.tail.position:
-            return 0
-        if position < meta.base.position:
-            return min(await self._extent(await self._parent(meta), position), meta.base.position - position)
-        chunk = await self._chunk_holding(meta, position)
-        assert chunk is not None
-        start, _seq, data = chunk
-        return start + len(data) - position
-
-    async def _units(self, meta: Meta, position: int, count: int) -> Data:
-        found = Slice()
-        await self._collect(meta, position, position + count, 2**62, found)
-        if meta.json:
-            messages: tuple[bytes, ...] = ()
-            for piece in found.pieces:
-                assert isinstance(piece, tuple)
-                messages += piece
-            return messages
-        return b"".join(piece for piece in found.pieces if isinstance(piece, bytes))
-
-    async def read(self, meta: Meta, position: int) -> Slice:
-        """The data of ``meta``'s stream from ``position`` up to its tail then
-        (at most about ``max_read_bytes``); 400 past the tail."""
-        if position > meta.tail.position:
-            raise bad_request("offset_beyond_tail", f"the offset is past the stream's tail ({meta.tail})")
-        out = Slice(end=meta.tail if position == meta.tail.position else Offset(meta.tail.seq, position))
-        await self._collect(meta, position, meta.tail.position, self.max_read_bytes, out)
-        return out
-
-    async def _collect(self, meta: Meta, position: int, upto: int, max_bytes: int, out: Slice) -> None:
-        # The same walk as StreamLog._collect, over the entries in Redis.
-        if position < meta.base.position:
-            await self._collect(
-                await self._parent(meta), position, min(upto, meta.base.position), max_bytes, out
-            )
-            if out.nbytes >= max_bytes or upto <= meta.base.position:
-                return
-            position = meta.base.position
-        if position >= upto:
-            return
-        client, key = self._require(), self._keys.data(meta.name)
-        first = await client.xrevrange(key, end=f"{position}-{MAX_ID_SEQ}", start="-", count=1)
-        cursor: str | bytes = first[0].identifier if first else "-"
-        while True:
-            entries = await client.xrange(key, start=cursor, end="+", count=_READ_ENTRIES)
-            for entry in entries:
-                start, seq = parse_entry_id(entry.identifier)
-                data = decode_data(entry.field_values[b"d"], json_mode=meta.json)
-                end = start + len(data)
-                if start >= upto:
-                    return
-                low, high = max(position - start, 0), min(end, upto) - start
-                if low >= high:
-                    continue
-                piece_end = Offset(seq, end) if high == len(data) else Offset(seq - 1, start + high)
-                out.add(data[low:high], piece_end)
-                if out.nbytes >= max_bytes:
-                    return
-            if len(entries) < _READ_ENTRIES:
-                return
-            last = entries[-1].identifier
-            cursor = "(" + (last.decode() if isinstance(last, bytes) else str(last))
-
     # -- live reads -------------------------------------------------------------------------------
 
     @property
@@ -571,7 +479,7 @@ class RedisDurableStore:
     def end_live_reads(self) -> None:
         """For shutdown: every wait returns now, and later ones do not wait."""
         self._live_reads = False
-        self._wake_all()
+        self._notifications.wake_all()
 
     def resume_live_reads(self) -> None:
         self._live_reads = True
@@ -583,70 +491,37 @@ class RedisDurableStore:
         Cancellation: only the wait is cancelled; nothing changes.
         """
         name = source.name
-        self._waiting[name] += 1
         self._active += 1
         try:
-            while self._live_reads and not self._closing and self._client is not None:
-                event = self._events.setdefault(name, trio.Event())  # before the load: no lost wake-up
-                try:
-                    meta = await self._load(name)
-                except (coredis.exceptions.RedisError, OSError) as exc:
-                    logger.warning("a live read of %r lost redis: %s", name, exc)
-                    return False
-                if meta is None or meta.incarnation != source.incarnation or meta.soft_deleted:
-                    return False
-                source.meta = meta
-                if meta.tail.position > position or meta.closed:
-                    return True
-                with trio.move_on_at(deadline) as waited:
-                    await event.wait()
-                if waited.cancelled_caught:
-                    return True
-            await trio.lowlevel.checkpoint()
-            return False
+            with self._notifications.watching(name) as current_event:
+                return await self._wait(source, position, deadline, current_event)
         finally:
             self._active -= 1
             if not self._active:
                 self._idle.set()
-            self._waiting[name] -= 1
-            if self._waiting[name] <= 0:
-                del self._waiting[name]
-                self._events.pop(name, None)
 
-    def _wake(self, name: str) -> None:
-        event = self._events.pop(name, None)
-        if event is not None:
-            event.set()
-
-    def _wake_all(self) -> None:
-        events, self._events = self._events, {}
-        for event in events.values():
-            event.set()
-
-    async def _follow_notifications(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """The one notification reader of this instance (see the module docstring)."""
-        client, key = self._require(), self._keys.notify
-        top = await client.xrevrange(key, end="+", start="-", count=1)
-        last: str | bytes = top[0].identifier if top else "0-0"
-        task_status.started()
-        delay = 0.05
-        while True:
+    async def _wait(
+        self, source: RedisSource, position: int, deadline: float, current_event: Callable[[], trio.Event]
+    ) -> bool:
+        name = source.name
+        while self._live_reads and not self._closing and self._client is not None:
+            event = current_event()  # before the load: no lost wake-up
             try:
-                reply = await client.xread({key: last}, count=1024, block=_BLOCK_MS)
+                meta = await self._load(name)
             except (coredis.exceptions.RedisError, OSError) as exc:
-                logger.warning("durable streams notifications: %s; retrying in %.2fs", exc, delay)
-                self._wake_all()  # waiters look again (and fail fast while redis is down)
-                await trio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            delay = 0.05
-            for entries in (reply or {}).values():
-                for entry in entries:
-                    last = entry.identifier
-                    name = entry.field_values[b"n"]
-                    self._wake(name.decode() if isinstance(name, bytes) else name)
+                logger.warning("a live read of %r lost redis: %s", name, exc)
+                return False
+            if meta is None or meta.incarnation != source.incarnation or meta.soft_deleted:
+                return False
+            source.meta = meta
+            if meta.tail.position > position or meta.closed:
+                return True
+            with trio.move_on_at(deadline) as waited:
+                await event.wait()
+            if waited.cancelled_caught:
+                return True
+        await trio.lowlevel.checkpoint()
+        return False
 
     # -- commits ------------------------------------------------------------------------------------
 

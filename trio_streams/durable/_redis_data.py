@@ -1,0 +1,137 @@
+"""Reading Durable Streams' data from Redis: appends by position, forks stitched in.
+
+The same walk as :class:`~._log.StreamLog` over the entries of
+``{prefix}ds:{<name>}:data`` (see :mod:`._redis_layout`): a position is
+found with one ``XREVRANGE`` (the last append starting at or before it),
+then entries are read forward in batches. A fork reads positions before
+its base from its source (recursively, up a chain of forks), stopping at
+the base, exactly as the memory store's logs do.
+
+Everything here reads; nothing writes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._errors import DurableStreamError, bad_request
+from ._log import Slice
+from ._offsets import Offset
+from ._redis_layout import MAX_ID_SEQ, Keys, Meta, decode_data, meta_from_hash, parse_entry_id
+
+if TYPE_CHECKING:
+    import coredis
+
+    from ._log import Data
+
+#: Entries read per round trip.
+_READ_ENTRIES = 64
+
+
+class StreamData:
+    """Reads streams (their meta hashes and data) through ``client`` under ``keys``."""
+
+    def __init__(self, client: coredis.Redis[bytes], keys: Keys) -> None:
+        self._client = client
+        self._keys = keys
+
+    async def load(self, name: str) -> Meta | None:
+        """The snapshot of ``name``'s meta hash (``None``: no such stream)."""
+        raw = await self._client.hgetall(self._keys.meta(name))
+        return meta_from_hash(name, dict(raw))
+
+    async def parent(self, meta: Meta) -> Meta:
+        assert meta.source is not None
+        parent = await self.load(meta.source)
+        if parent is None:
+            raise DurableStreamError(
+                503, "store_inconsistent", f"the source of {meta.name!r} ({meta.source!r}) is missing"
+            )
+        return parent
+
+    async def chunk_holding(self, meta: Meta, position: int) -> tuple[int, int, Data] | None:
+        """The own append of ``meta`` that starts at or before ``position`` (the last one such)."""
+        found = await self._client.xrevrange(
+            self._keys.data(meta.name), end=f"{position}-{MAX_ID_SEQ}", start="-", count=1
+        )
+        if not found:
+            return None
+        start, seq = parse_entry_id(found[0].identifier)
+        return start, seq, decode_data(found[0].field_values[b"d"], json_mode=meta.json)
+
+    async def offset_at(self, meta: Meta, position: int) -> Offset:
+        if position < meta.base.position:
+            return await self.offset_at(await self.parent(meta), position)
+        chunk = await self.chunk_holding(meta, position)
+        if chunk is None:
+            return Offset(meta.base.seq, position) if position == meta.base.position else Offset(0, position)
+        start, seq, data = chunk
+        return Offset(seq - 1 if position < start + len(data) else seq, position)
+
+    async def extent(self, meta: Meta, position: int) -> int:
+        if position >= meta.tail.position:
+            return 0
+        if position < meta.base.position:
+            return min(await self.extent(await self.parent(meta), position), meta.base.position - position)
+        chunk = await self.chunk_holding(meta, position)
+        assert chunk is not None
+        start, _seq, data = chunk
+        return start + len(data) - position
+
+    async def units(self, meta: Meta, position: int, count: int) -> Data:
+        found = Slice()
+        await self.collect(meta, position, position + count, 2**62, found)
+        if meta.json:
+            messages: tuple[bytes, ...] = ()
+            for piece in found.pieces:
+                assert isinstance(piece, tuple)
+                messages += piece
+            return messages
+        return b"".join(piece for piece in found.pieces if isinstance(piece, bytes))
+
+    async def read(self, meta: Meta, position: int, max_bytes: int) -> Slice:
+        """The data of ``meta``'s stream from ``position`` up to its tail then
+        (whole appends, stopping after the one that passes ``max_bytes``).
+
+        Raises:
+            DurableStreamError: 400 past the tail; 503 a fork's source is missing.
+        """
+        if position > meta.tail.position:
+            raise bad_request("offset_beyond_tail", f"the offset is past the stream's tail ({meta.tail})")
+        out = Slice(end=meta.tail if position == meta.tail.position else Offset(meta.tail.seq, position))
+        await self.collect(meta, position, meta.tail.position, max_bytes, out)
+        return out
+
+    async def collect(self, meta: Meta, position: int, upto: int, max_bytes: int, out: Slice) -> None:
+        # The same walk as StreamLog._collect, over the entries in Redis.
+        if position < meta.base.position:
+            await self.collect(
+                await self.parent(meta), position, min(upto, meta.base.position), max_bytes, out
+            )
+            if out.nbytes >= max_bytes or upto <= meta.base.position:
+                return
+            position = meta.base.position
+        if position >= upto:
+            return
+        client, key = self._client, self._keys.data(meta.name)
+        first = await client.xrevrange(key, end=f"{position}-{MAX_ID_SEQ}", start="-", count=1)
+        cursor: str | bytes = first[0].identifier if first else "-"
+        while True:
+            entries = await client.xrange(key, start=cursor, end="+", count=_READ_ENTRIES)
+            for entry in entries:
+                start, seq = parse_entry_id(entry.identifier)
+                data = decode_data(entry.field_values[b"d"], json_mode=meta.json)
+                end = start + len(data)
+                if start >= upto:
+                    return
+                low, high = max(position - start, 0), min(end, upto) - start
+                if low >= high:
+                    continue
+                piece_end = Offset(seq, end) if high == len(data) else Offset(seq - 1, start + high)
+                out.add(data[low:high], piece_end)
+                if out.nbytes >= max_bytes:
+                    return
+            if len(entries) < _READ_ENTRIES:
+                return
+            last = entries[-1].identifier
+            cursor = "(" + (last.decode() if isinstance(last, bytes) else str(last))

@@ -1,0 +1,107 @@
+"""Waking this instance's live reads when a stream changes on any instance.
+
+Every commit that changes a stream's data, closed state or existence adds
+the stream's name to ``{prefix}ds:notify`` (a capped Redis stream). One task
+per instance, :meth:`Notifications.follow`, reads it with ``XREAD BLOCK``
+and sets the :class:`trio.Event` of each name it sees, if a local reader
+waits on that stream: one Redis connection however many readers wait, and
+no polling.
+
+A reader takes the current event of its stream *before* it loads the
+stream from Redis (:meth:`Notifications.watching`): a change committed
+between the load and the wait has set that very event, so it is never
+missed. When the follower loses Redis it wakes every reader (they look
+again), so a notification lost meanwhile costs at most one wait.
+
+Memory: one event per stream that has local waiters (dropped with the last).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import coredis
+import trio
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+logger = logging.getLogger("trio_streams.durable.redis")
+
+#: One XREAD BLOCK waits this long (ms) before the follower reads again.
+BLOCK_MS = 5_000
+
+
+class Notifications:
+    """Per-stream wake-ups for this instance's waiting readers."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, trio.Event] = {}
+        self._waiting: Counter[str] = Counter()
+
+    @property
+    def idle(self) -> bool:
+        """True when no reader waits (and no event is held)."""
+        return not self._events and not self._waiting
+
+    def waiting(self, name: str) -> int:
+        """How many readers wait on ``name``."""
+        return self._waiting[name]
+
+    @contextmanager
+    def watching(self, name: str) -> Iterator[Callable[[], trio.Event]]:
+        """Register a reader of ``name``; yields a function returning the event
+        to take before each look at the stream (set by its next change)."""
+        self._waiting[name] += 1
+        try:
+            yield lambda: self._events.setdefault(name, trio.Event())
+        finally:
+            self._waiting[name] -= 1
+            if self._waiting[name] <= 0:
+                del self._waiting[name]
+                self._events.pop(name, None)
+
+    def wake(self, name: str) -> None:
+        event = self._events.pop(name, None)
+        if event is not None:
+            event.set()
+
+    def wake_all(self) -> None:
+        events, self._events = self._events, {}
+        for event in events.values():
+            event.set()
+
+    async def follow(
+        self,
+        client: coredis.Redis[bytes],
+        key: str,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Read ``key`` from its current end, waking readers, until cancelled;
+        report started once the end is known (no later change is missed).
+
+        Cancellation: the only way it ends.
+        """
+        top = await client.xrevrange(key, end="+", start="-", count=1)
+        last: str | bytes = top[0].identifier if top else "0-0"
+        task_status.started()
+        delay = 0.05
+        while True:
+            try:
+                reply = await client.xread({key: last}, count=1024, block=BLOCK_MS)
+            except (coredis.exceptions.RedisError, OSError) as exc:
+                logger.warning("durable streams notifications: %s; retrying in %.2fs", exc, delay)
+                self.wake_all()  # readers look again (and fail fast while redis is down)
+                await trio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            delay = 0.05
+            for entries in (reply or {}).values():
+                for entry in entries:
+                    last = entry.identifier
+                    name = entry.field_values[b"n"]
+                    self.wake(name.decode() if isinstance(name, bytes) else name)
