@@ -14,10 +14,11 @@ one moved (another instance wrote meanwhile), it loads and decides again:
 appends to one stream are serialized across instances, with their
 ``Stream-Seq``, producer and close checks, and never interleave.
 
-Lifetimes are stored deadlines (POSIX time, shared by every instance), not
-Redis key TTLs: a stream that forks read must outlive its deadline
-(soft-deleted, 410) while they do. A stream past its deadline is deleted
-when next looked up, as in memory.
+Lifetimes are stored deadlines (POSIX time, shared by every instance): a
+stream past its deadline is deleted when next looked up, as in memory.
+Redis key TTLs only back them up (``EXPIRY_GRACE`` later), and a stream
+that forks read (or a soft-deleted one) has none: it must outlive its
+deadline while they do.
 
 Live reads (long-poll, SSE) are woken through :mod:`._redis_notify` (one
 ``XREAD BLOCK`` reader per instance); data is read by :mod:`._redis_data`.
