@@ -368,3 +368,33 @@ async def test_end_live_reads_wakes_waiters_at_once(redis_url: str, prefix: str)
             await store.append("s", AppendRequest(b"y", "text/plain"))
             assert await source.wait(1, trio.current_time() + 60), "data past the position: no wait"
             assert source.tail().position == 2
+
+
+async def test_redis_down_under_a_server_is_a_503_json_error_not_a_traceback(
+    tmp_path: Path, prefix: str
+) -> None:
+    server = RedisServer(tmp_path / "redis")
+    await server.start()
+    try:
+        with trio.fail_after(DEADLINE):
+            async with (
+                instance(server.url, prefix) as a,
+                httpx.AsyncClient(base_url=a.url) as client,
+            ):
+                assert (await client.put("/v1/stream/s", content=b"x", headers=TEXT)).status_code == 201
+                server.kill()
+                await server.wait_exited()
+                for response in (
+                    await client.get("/v1/stream/s"),
+                    await client.post("/v1/stream/s", content=b"y", headers=TEXT),
+                    await client.put("/v1/stream/t", headers=TEXT),
+                    await client.get("/v1/stream/s", params={"offset": "-1", "live": "long-poll"}),
+                ):
+                    assert response.status_code == 503, response.text
+                    assert response.headers["content-type"] == "application/json"
+                    assert response.json()["error"]["code"] == "store_unavailable"
+                    assert response.headers["retry-after"] == "1"
+                await server.start()  # back on the same port: served again
+                assert (await client.get("/v1/stream/s")).text == "x"
+    finally:
+        await server.stop()
