@@ -171,14 +171,18 @@ async def test_concurrent_appends_from_two_instances_never_interleave(redis_url:
                 offsets.append(response.headers["stream-next-offset"])
 
             async with trio.open_nursery() as nursery:
-                for i in range(20):
+                for i in range(60):
                     nursery.start_soon(append, on_a if i % 2 else on_b, f"<{i:02d}>")
-            assert len(set(offsets)) == 20
+            assert len(set(offsets)) == 60
             body = (await on_a.get(url)).text
             assert sorted(body[i : i + 4] for i in range(0, len(body), 4)) == [
-                f"<{i:02d}>" for i in range(20)
+                f"<{i:02d}>" for i in range(60)
             ]
             assert max(offsets) == (await on_b.head(url)).headers["stream-next-offset"]
+            for server in (a, b):
+                store = server.streams.durable_store
+                assert isinstance(store, RedisDurableStore)
+                assert store._writers == {}, "a stream's writer turn goes with its last writer"
 
 
 async def test_stream_seq_is_checked_across_instances(redis_url: str, prefix: str) -> None:

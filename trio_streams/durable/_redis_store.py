@@ -34,7 +34,7 @@ import json
 import logging
 import time
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -109,6 +109,8 @@ class RedisDurableStore:
         self._script: Any = None
         self._live_reads = True
         self._notifications = Notifications()
+        #: Per stream with writers under way here: their lock (dropped with the last).
+        self._writers: dict[str, _Turn] = {}
         #: Operations under way (a closing store waits for them, within CLOSE_GRACE).
         self._active = 0
         self._idle = trio.Event()
@@ -201,6 +203,26 @@ class RedisDurableStore:
             if not self._active:
                 self._idle.set()
 
+    @asynccontextmanager
+    async def _writing(self, name: str) -> AsyncIterator[None]:
+        """Writers of one stream on this instance take turns (a fair lock), so
+        only instances race each other's commits: a burst of appends to one
+        stream retries at most once per other instance writing, not once per writer.
+
+        Cancellation: while queued, the request is cancelled and nothing is written.
+        """
+        turn = self._writers.get(name)
+        if turn is None:
+            turn = self._writers[name] = _Turn()
+        turn.users += 1
+        try:
+            async with turn.lock:
+                yield
+        finally:
+            turn.users -= 1
+            if not turn.users:
+                del self._writers[name]
+
     def _require(self) -> coredis.Redis[bytes]:
         if self._client is None:
             raise DurableStreamError(
@@ -265,14 +287,18 @@ class RedisDurableStore:
         if request.ttl is not None and request.expires_at is not None:
             raise bad_request("ttl_and_expires_at", "send Stream-TTL or Stream-Expires-At, not both")
         with self._operation():
-            for _ in range(MAX_ATTEMPTS):
-                existing = await self._find(name)
-                if existing is not None:
-                    return _confirm(existing, request), False
-                created = await self._try_create(name, request)
-                if created is not None:
-                    return created, True
-            raise _contention(name)
+            async with self._writing(name):
+                return await self._create(name, request)
+
+    async def _create(self, name: str, request: CreateRequest) -> tuple[Meta, bool]:
+        for _ in range(MAX_ATTEMPTS):
+            existing = await self._find(name)
+            if existing is not None:
+                return _confirm(existing, request), False
+            created = await self._try_create(name, request)
+            if created is not None:
+                return created, True
+        raise _contention(name)
 
     async def _try_create(self, name: str, request: CreateRequest) -> Meta | None:
         source = None if request.fork is None else await self._fork_source(request.fork.source)
@@ -370,16 +396,20 @@ class RedisDurableStore:
     async def append(self, name: str, request: AppendRequest) -> AppendOutcome:
         """Append, close, or both, atomically across instances (see the memory store)."""
         with self._operation():
-            for _ in range(MAX_ATTEMPTS):
-                meta = await self._head(name)
-                decision = plan_append(meta, request)
-                if isinstance(decision, AppendOutcome):  # a retry, or closing a closed stream
-                    await self._touch(meta)
-                    return decision
-                result = await self._try_append(meta, request, decision.data)
-                if result is not None:
-                    return result
-            raise _contention(name)
+            async with self._writing(name):
+                return await self._append(name, request)
+
+    async def _append(self, name: str, request: AppendRequest) -> AppendOutcome:
+        for _ in range(MAX_ATTEMPTS):
+            meta = await self._head(name)
+            decision = plan_append(meta, request)
+            if isinstance(decision, AppendOutcome):  # a retry, or closing a closed stream
+                await self._touch(meta)
+                return decision
+            result = await self._try_append(meta, request, decision.data)
+            if result is not None:
+                return result
+        raise _contention(name)
 
     async def _try_append(
         self, meta: Meta, request: AppendRequest, data: Data | None
@@ -422,9 +452,10 @@ class RedisDurableStore:
     async def delete(self, name: str) -> None:
         """Delete the stream (soft-delete while forks read it): 404, 410."""
         with self._operation():
-            for _ in range(MAX_ATTEMPTS):
-                if await self._delete(await self._head(name)):
-                    return
+            async with self._writing(name):
+                for _ in range(MAX_ATTEMPTS):
+                    if await self._delete(await self._head(name)):
+                        return
             raise _contention(name)
 
     async def _delete(self, meta: Meta) -> bool:
@@ -550,6 +581,12 @@ class RedisDurableStore:
         spec = json.dumps({"c": wanted, "o": ops})
         done = await self._script(keys=keys, args=[spec, *payloads])
         return bool(int(done))
+
+
+@dataclass(eq=False)
+class _Turn:
+    lock: trio.Lock = field(default_factory=trio.Lock)
+    users: int = 0
 
 
 class RedisSource:
