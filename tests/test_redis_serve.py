@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 import httpx
 import trio
 
+from trio_streams.stores._redis_server import _alive, _orphan_pid
+
 from .test_serve_cli import serve_process as serve_process
 from .test_web_server import read_events
 
@@ -43,5 +45,30 @@ async def test_data_dir_survives_a_restart_of_the_whole_server(serve_process, tm
         assert after == before
         resumed = await read_events(second.url, f"/v1/runs/{run_id}/events", {"Last-Event-ID": "10"})
         assert resumed == before[10:]
+        second.process.send_signal(signal.SIGTERM)
+        assert await second.process.wait() == 0
+
+
+async def test_data_dir_after_a_crash_replays_and_stops_the_orphaned_redis(serve_process, tmp_path: Path):
+    """SIGKILL of the server leaves its redis-server running; the next start stops it and replays."""
+    data_dir = tmp_path / "data"
+    with trio.fail_after(60):
+        first = await serve_process("--data-dir", str(data_dir))
+        async with httpx.AsyncClient(base_url=first.url) as client:
+            run_id = (
+                await client.post(
+                    "/v1/runs", json={"producer": "demo", "input": {"tokens": 20, "rate": 1000}}
+                )
+            ).json()["run_id"]
+            before = await read_events(first.url, f"/v1/runs/{run_id}/events")
+        orphan = _orphan_pid(data_dir / "redis-server.pid")
+        assert orphan is not None
+        first.process.kill()
+        await first.process.wait()
+        assert _orphan_pid(data_dir / "redis-server.pid") == orphan  # left behind by the crash
+
+        second = await serve_process("--data-dir", str(data_dir))
+        assert not _alive(orphan)
+        assert await read_events(second.url, f"/v1/runs/{run_id}/events") == before
         second.process.send_signal(signal.SIGTERM)
         assert await second.process.wait() == 0

@@ -385,12 +385,15 @@ class Hub:
                 status = RunStatus.ERROR
                 run.error = {"code": "bad_result", "message": "the run's result is not JSON-serializable"}
                 run.result, run.partial, run.reason = None, False, None
-            run.status = status
             run.ended_at = self._wall_clock()
-            run._publish(status.value, _terminal_data(run))
+            # The terminal event is durable before anyone sees the run end:
+            # staged to the store, recorded with the final metadata, and only
+            # then put in the log (subscribers) and the status set.
+            terminal = run._stage(status.value, _terminal_data(run))
+            final = replace(run.info(), status=status, last_seq=terminal.seq)
             with trio.move_on_after(config.store_timeout) as store_scope:
                 try:
-                    await self.store.finish_run(run.info())
+                    await self.store.finish_run(final)
                 except Exception as exc:
                     logger.exception("run %s: the store could not record its end", run.id)
                     run.finalize_error = run.finalize_error or f"store: {type(exc).__name__}: {exc}"
@@ -398,6 +401,8 @@ class Hub:
                 logger.error(
                     "run %s: the store did not record its end within %ss", run.id, config.store_timeout
                 )
+            run.status = status
+            run._reveal(terminal)
             self._retire(run)
             run._finished.set()
             started = run.started_at or run.created_at
