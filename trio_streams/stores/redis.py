@@ -348,14 +348,21 @@ class RedisStore(Store):
         key = self.keys.events(run_id)
         start = resume_start(after)
         events: list[Event] = []
+        # Entries hold up to max_entry_events each: ask for about as many
+        # entries as ``limit`` needs (never decode far more than asked for).
+        count = 2
+        read_entries = 0
         while len(events) < limit:
-            entries = await self.client.xrange(key, start=start, count=_READ_ENTRIES)
+            entries = await self.client.xrange(key, start=start, count=count)
             if not entries:
                 break
             events.extend(decode_entries(((str(e.identifier), e.field_values) for e in entries), after))  # type: ignore[misc]
-            if len(entries) < _READ_ENTRIES:
+            read_entries += len(entries)
+            if len(entries) < count:
                 break
             start = f"({entries[-1].identifier!s}"
+            per_entry = max(1.0, len(events) / read_entries)
+            count = max(1, min(_READ_ENTRIES, math.ceil((limit - len(events)) / per_entry)))
         return events[:limit]
 
     async def get_run(self, run_id: str) -> RunInfo | None:
