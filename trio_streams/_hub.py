@@ -159,6 +159,11 @@ class Hub:
             metadata: JSON-compatible data kept with the run.
             on_finish: a hook for this run, called after the hub's own.
 
+        With a shared store (``RedisStore``) it returns once the store has the
+        run (within ``store_timeout``), so every instance can find it; a key
+        held by a run on another instance is checked there too (see
+        ``docs/redis.md``).
+
         Returns:
             The run, ``queued`` if it waits behind its key, else ``running``.
 
@@ -222,6 +227,12 @@ class Hub:
         logger.info(
             "run %s %s key=%s owner=%s on_conflict=%s", run.id, run.status.value, key, owner, on_conflict
         )
+        if self.store.shared:
+            # Other instances can find the run once start returns (a client
+            # may follow it through another server at once). Shielded: the
+            # run exists now, its caller must get it.
+            with trio.move_on_after(config.store_timeout, shield=True):
+                await run._saved.wait()
         return run
 
     async def _remote_key_holder(self, key: str | None, on_conflict: OnConflict) -> RunInfo | None:
@@ -312,7 +323,10 @@ class Hub:
         error: dict[str, str] | None = None
         try:
             with run._scope:
-                await self.store.save_run(run.info())
+                try:
+                    await self.store.save_run(run.info())
+                finally:
+                    run._saved.set()
                 if run.status is RunStatus.QUEUED:
                     # Its turn may already have come (the run ahead of it
                     # finalized before this task started): wait() then returns.

@@ -174,6 +174,8 @@ class Run:
         self._cleanup_deadline = math.inf
         self._wakeup = trio.lowlevel.ParkingLot()
         self._turn = trio.Event()
+        # Set once the store has the run's first metadata (or it never will).
+        self._saved = trio.Event()
         self._finished = trio.Event()
         # _sealed: the terminal event exists (producers can emit no more);
         # _closed: it is in the log too (subscribers end after it). In between

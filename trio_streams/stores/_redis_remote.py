@@ -21,6 +21,7 @@ Theory of operation
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -219,25 +220,23 @@ class RemoteRuns:
         )
 
     async def watch_control(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Forever: read the control stream; cancel the runs this instance owns."""
+        """Forever: read the control stream; cancel the runs this instance owns.
+
+        Messages sent before the reader found the stream's end are not lost:
+        their intent is in the meta hash, which lease renewal reads.
+        """
         key = self._keys.control
         last_id: str | None = None
         delay = 0.05
-        started = False
+        task_status.started()
         while True:
             try:
                 if last_id is None:
                     top: Any = await self._client().xrevrange(key, count=1)
                     last_id = str(top[0].identifier) if top else "0-0"
-                    if not started:
-                        started = True
-                        task_status.started()
                 reply = await self._client().xread({key: last_id}, count=256, block=_ms(self._block))
                 delay = 0.05
             except Exception as exc:
-                if not started:
-                    started = True
-                    task_status.started()
                 logger.warning("reading the control stream: %s; retrying in %.2fs", exc, delay)
                 await trio.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -260,8 +259,6 @@ class RemoteRuns:
 
 
 def _loads_str(text: str) -> str | None:
-    import json
-
     value = json.loads(text)
     return value if isinstance(value, str) else None
 
