@@ -139,3 +139,43 @@ async def test_buffer_bound_exceeded_fails_the_run_loudly(tmp_path, caplog):
                 assert stored.status is RunStatus.ERROR
                 assert stored.error == {"code": "store_overflow", "message": "the store could not keep up"}
     assert "buffer full" in caplog.text
+
+
+async def test_redis_killed_while_flushes_are_in_flight(tmp_path):
+    """No pause before the kill: pipelines are cut mid-way and re-sent whole."""
+    with trio.fail_after(30):
+        async with own_redis(tmp_path) as server:
+            store = RedisStore(
+                server.url, prefix=unique_prefix(), flush_events=64, backoff_min=0.02, backoff_max=0.1
+            )
+            total = 6000
+            killed = trio.Event()
+            restarted = trio.Event()
+
+            async def producer(ctx):
+                for n in range(1, total + 1):
+                    await ctx.emit("token", n)
+                    if n == 2000:
+                        server.kill()
+                        killed.set()
+                    if n == 4000:
+                        await restarted.wait()
+
+            async with open_hub(store, store_timeout=20) as hub:
+                run = await hub.start(producer)
+                await killed.wait()
+                await server.wait_exited()
+
+                async def unhealthy() -> bool:
+                    await trio.lowlevel.checkpoint()
+                    return not store.statistics().healthy
+
+                await eventually(unhealthy)
+                await server.start()
+                restarted.set()
+                info = await hub.wait(run.id)
+                assert info.status is RunStatus.DONE
+                assert store.statistics().flush_errors > 0
+                events = await store.read_events(run.id, 0, 100_000)
+                assert [e.seq for e in events] == list(range(1, total + 2))
+                assert [e.data for e in events[:-1]] == list(range(1, total + 1))

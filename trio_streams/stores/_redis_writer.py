@@ -317,8 +317,10 @@ class RedisWriter:
         keys = self._keys
         ttls = self._ttls
         kinds: list[str] = []
+        owners: list[str] = []  # the run of each command, for the log
         async with self._client().pipeline(transaction=False, raise_on_error=False) as pipe:
             for command in commands:
+                before = len(kinds)
                 run_id = command.run_id
                 if isinstance(command, _Entry):
                     pipe.xadd(
@@ -332,16 +334,17 @@ class RedisWriter:
                         # The owner's lease renewal refreshes it from then on.
                         pipe.pexpire(keys.events(run_id), _ms(ttls.running))
                         kinds.append("pexpire")
-                    continue
-                kinds += self._queue_meta(pipe, command)
+                else:
+                    kinds += self._queue_meta(pipe, command)
+                owners += [run_id] * (len(kinds) - before)
         results: Any = pipe.results or ()
-        for kind, result in zip(kinds, results, strict=True):
+        for kind, run_id, result in zip(kinds, owners, results, strict=True):
             if isinstance(result, BaseException):
                 if kind == "xadd" and _DUPLICATE in str(result):
                     continue  # a retried entry that had made it: already written
                 raise result
             if kind == "save_meta" and result == 0:
-                logger.error("a run was declared dead by another instance: its metadata is final")
+                logger.error("run %s was declared dead by another instance: its metadata stays final", run_id)
 
     def _save_meta(self, *, keys: list[str], args: list[str | int], client: Any) -> None:
         if self._script is None:
