@@ -30,7 +30,7 @@ import trio
 from coredis.tokens import PureToken
 
 from .._events import encode_json
-from ._redis_codec import decode_batch, decode_entries, resume_start
+from ._redis_codec import decode_entries, resume_start
 from ._redis_scripts import CLAIM_DEAD, DELETE_IF_EQUAL
 
 if TYPE_CHECKING:
@@ -261,9 +261,3 @@ class RemoteRuns:
 def _loads_str(text: str) -> str | None:
     value = json.loads(text)
     return value if isinstance(value, str) else None
-
-
-def terminal_from_entry(payload: str) -> Event | None:
-    """The last event of an entry payload if it is terminal."""
-    events = decode_batch(payload)
-    return events[-1] if events and events[-1].terminal else None
