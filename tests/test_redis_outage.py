@@ -179,3 +179,44 @@ async def test_redis_killed_while_flushes_are_in_flight(tmp_path):
                 events = await store.read_events(run.id, 0, 100_000)
                 assert [e.seq for e in events] == list(range(1, total + 2))
                 assert [e.data for e in events[:-1]] == list(range(1, total + 1))
+
+
+async def test_outage_longer_than_the_lease_does_not_kill_live_runs(tmp_path):
+    """Redis down past the lease TTL drops every lease; the live owner re-creates
+    it within the claim grace, so no instance declares its run dead."""
+    lease = 0.6
+    with trio.fail_after(30):
+        async with own_redis(tmp_path) as server:
+            prefix = unique_prefix()
+
+            def store() -> RedisStore:
+                return RedisStore(
+                    server.url,
+                    prefix=prefix,
+                    lease_ttl=lease,
+                    backoff_min=0.02,
+                    backoff_max=0.1,
+                    follow_block=0.1,
+                )
+
+            owner, other = store(), store()
+            script = Script(100, 100, 100)
+            async with open_hub(owner, store_timeout=20) as hub, open_hub(other) as watcher:
+                run = await hub.start(script)
+                script.go[0].set()
+                await script.done[0].wait()
+                await owner._writer.wait_durable(owner._writer.ticket())
+                server.kill()
+                await server.wait_exited()
+                script.go[1].set()
+                await script.done[1].wait()
+                await trio.sleep(2 * lease)  # real time must pass: every lease expires
+                await server.start()
+                script.go[2].set()
+                info = await hub.wait(run.id)
+                assert info.status is RunStatus.DONE
+                assert (await watcher.wait(run.id)).status is RunStatus.DONE
+                events = await owner.read_events(run.id, 0, 10_000)
+                assert [e.seq for e in events] == list(range(1, 302))
+                assert events[-1].type == "done"
+                assert owner.statistics().claimed_dead == other.statistics().claimed_dead == 0

@@ -14,11 +14,10 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import coredis
 import trio
-from coredis.tokens import PureToken
 
 from .._run import RunInfo, RunStatus
 from ._base import Store, StoreStatistics
@@ -26,7 +25,8 @@ from ._redis_client import Client, RedisUnavailable, client_from_url, release_le
 from ._redis_codec import info_to_hash
 from ._redis_keys import RedisKeys
 from ._redis_reader import get_run, list_runs, read_events
-from ._redis_remote import RemoteRuns
+from ._redis_remote import RENEWALS_PER_LEASE, RemoteRuns
+from ._redis_scripts import RENEW_LEASE
 from ._redis_server import open_embedded_redis as open_embedded_redis
 from ._redis_writer import MetaWrite, RedisWriter, Ttls
 
@@ -262,21 +262,23 @@ class RedisStore(Store):
         and act on cancel intents recorded while a message could be missed."""
         ttls = self.ttls
         keys = self.keys
+        renew: Any = None
         while True:
-            await trio.sleep(ttls.lease / 3)
+            await trio.sleep(ttls.lease / RENEWALS_PER_LEASE)
             if not self._live:
                 continue
             runs = list(self._live.values())
             try:
+                if renew is None:
+                    renew = self.client.register_script(RENEW_LEASE)
                 async with self.client.pipeline(transaction=False) as pipe:
                     checks = []
                     for info in runs:
                         run_id = info.run_id
-                        lease = pipe.set(
-                            keys.lease(run_id),
-                            self.instance_id,
-                            px=int(ttls.lease * 1000),
-                            condition=PureToken.XX,
+                        lease = renew(
+                            keys=[keys.meta(run_id), keys.lease(run_id)],
+                            args=[self.instance_id, int(ttls.lease * 1000)],
+                            client=pipe,
                         )
                         cancel = pipe.hget(keys.meta(run_id), "cancel")
                         checks.append((info, lease, cancel))
@@ -287,9 +289,7 @@ class RedisStore(Store):
                 for info, lease, cancel in checks:
                     reason = await cancel
                     if not await lease and info.run_id in self._live:
-                        logger.error(
-                            "run %s: its lease expired (another instance may mark it dead)", info.run_id
-                        )
+                        logger.error("run %s: declared dead by another instance (lease lost)", info.run_id)
                         self._remote.cancel_local(info.run_id, "owner_lost")
                     elif reason is not None:
                         self._remote.cancel_local(info.run_id, str(reason))
@@ -315,6 +315,7 @@ class RedisStore(Store):
     def _meta_write(self, info: RunInfo, *, final: bool) -> MetaWrite:
         fields = info_to_hash(info)
         fields["instance"] = self.instance_id
+        fields["lease_ms"] = str(int(self.ttls.lease * 1000))  # the claim grace of others follows it
         return MetaWrite(
             info.run_id,
             fields,
