@@ -52,6 +52,8 @@ class RedisStoreStatistics(StoreStatistics):
         flushes: pipelines written.
         last_error: the latest flush error while unhealthy.
         claimed_dead: runs of dead owners this instance marked ``dead``.
+        fenced: runs of this instance whose events Redis refused because
+            another instance had declared them ``dead``.
     """
 
     healthy: bool = True
@@ -59,6 +61,7 @@ class RedisStoreStatistics(StoreStatistics):
     flushes: int = 0
     last_error: str | None = None
     claimed_dead: int = 0
+    fenced: int = 0
 
 
 class RedisStore(Store):
@@ -405,6 +408,7 @@ class RedisStore(Store):
             flushes=writer.flushes,
             last_error=writer.last_error,
             claimed_dead=self._remote.claimed_dead,
+            fenced=writer.fenced,
         )
 
 
