@@ -159,6 +159,11 @@ class Hub:
             metadata: JSON-compatible data kept with the run.
             on_finish: a hook for this run, called after the hub's own.
 
+        With a shared store (``RedisStore``) it returns once the store has the
+        run (within ``store_timeout``), so every instance can find it; a key
+        held by a run on another instance is checked there too (see
+        ``docs/redis.md``).
+
         Returns:
             The run, ``queued`` if it waits behind its key, else ``running``.
 
@@ -222,6 +227,12 @@ class Hub:
         logger.info(
             "run %s %s key=%s owner=%s on_conflict=%s", run.id, run.status.value, key, owner, on_conflict
         )
+        if self.store.shared:
+            # Other instances can find the run once start returns (a client
+            # may follow it through another server at once). Shielded: the
+            # run exists now, its caller must get it.
+            with trio.move_on_after(config.store_timeout, shield=True):
+                await run._saved.wait()
         return run
 
     async def _remote_key_holder(self, key: str | None, on_conflict: OnConflict) -> RunInfo | None:
@@ -312,7 +323,10 @@ class Hub:
         error: dict[str, str] | None = None
         try:
             with run._scope:
-                await self.store.save_run(run.info())
+                try:
+                    await self.store.save_run(run.info())
+                finally:
+                    run._saved.set()
                 if run.status is RunStatus.QUEUED:
                     # Its turn may already have come (the run ahead of it
                     # finalized before this task started): wait() then returns.
@@ -385,12 +399,15 @@ class Hub:
                 status = RunStatus.ERROR
                 run.error = {"code": "bad_result", "message": "the run's result is not JSON-serializable"}
                 run.result, run.partial, run.reason = None, False, None
-            run.status = status
             run.ended_at = self._wall_clock()
-            run._publish(status.value, _terminal_data(run))
+            # The terminal event is durable before anyone sees the run end:
+            # staged to the store, recorded with the final metadata, and only
+            # then put in the log (subscribers) and the status set.
+            terminal = run._stage(status.value, _terminal_data(run))
+            final = replace(run.info(), status=status, last_seq=terminal.seq)
             with trio.move_on_after(config.store_timeout) as store_scope:
                 try:
-                    await self.store.finish_run(run.info())
+                    await self.store.finish_run(final)
                 except Exception as exc:
                     logger.exception("run %s: the store could not record its end", run.id)
                     run.finalize_error = run.finalize_error or f"store: {type(exc).__name__}: {exc}"
@@ -398,6 +415,8 @@ class Hub:
                 logger.error(
                     "run %s: the store did not record its end within %ss", run.id, config.store_timeout
                 )
+            run.status = status
+            run._reveal(terminal)
             self._retire(run)
             run._finished.set()
             started = run.started_at or run.created_at
