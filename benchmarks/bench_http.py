@@ -17,12 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,7 @@ class Sizes:
     rounds: int
 
 
-FULL = Sizes(50_000, 50, 5_000, 500.0, 1_000, 20.0, 3)
+FULL = Sizes(50_000, 50, 5_000, 200.0, 1_000, 20.0, 3)
 QUICK = Sizes(2_000, 5, 200, 200.0, 50, 3.0, 1)
 
 
@@ -130,6 +132,46 @@ def bench(url: str, *args: str, plot: Path | None = None) -> dict[str, Any]:
     return document
 
 
+def replay_with_curl(base_url: str, tokens: int) -> float:
+    """Events/s of one finished run read by curl (a C client, so the figure is
+    the server's, not a Python parser's); every id is checked afterwards."""
+    request = urllib.request.Request(
+        f"{base_url}/v1/runs",
+        data=json.dumps({"producer": "demo", "input": {"tokens": tokens, "rate": None}}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        run_id = json.load(response)["run_id"]
+    deadline = time.monotonic() + 60
+    while True:
+        with urllib.request.urlopen(f"{base_url}/v1/runs/{run_id}", timeout=30) as response:
+            if json.load(response)["status"] == "done":
+                break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"run {run_id} did not finish within 60 s")
+        time.sleep(0.05)
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "events.txt"
+        result = subprocess.run(
+            [
+                "curl",
+                "-sS",
+                "-N",
+                "-o",
+                str(out),
+                "-w",
+                "%{time_total}",
+                f"{base_url}/v1/runs/{run_id}/events",
+            ],
+            capture_output=True,
+            check=True,
+        )
+        ids = [int(line[4:]) for line in out.read_bytes().splitlines() if line.startswith(b"id: ")]
+    if ids != list(range(1, tokens + 2)):
+        raise RuntimeError(f"curl replay of {run_id}: {len(ids)} ids, not 1..{tokens + 1} in order")
+    return (tokens + 1) / float(result.stdout)
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 
@@ -143,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     replay_ours: list[float] = []
     replay_ceiling: list[float] = []
+    curl = shutil.which("curl") is not None
+    curl_ours: list[float] = []
+    curl_ceiling: list[float] = []
     live_p50: list[float] = []
     live_p99: list[float] = []
     live_rate: list[float] = []
@@ -153,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             replay = bench(server.url, "--runs=1", f"--tokens={sizes.replay_events}", "--replay")
             replay_ours.append(replay["events"] / _stream_seconds(replay))
+            if curl:
+                curl_ours.append(replay_with_curl(server.url, sizes.replay_events))
             live = bench(
                 server.url,
                 f"--runs={sizes.live_runs}",
@@ -181,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             replay = bench(top.url, "--runs=1", f"--tokens={sizes.replay_events}", "--replay")
             replay_ceiling.append(replay["events"] / _stream_seconds(replay))
+            if curl:
+                curl_ceiling.append(replay_with_curl(top.url, sizes.replay_events))
         finally:
             top.stop()
     ours_rate, ceiling_rate = median(replay_ours), median(replay_ceiling)
@@ -193,6 +242,14 @@ def main(argv: list[str] | None = None) -> int:
         f"| (a) replay a finished {sizes.replay_events:,}-event run, 1 client | {ours_rate:,.0f} events/s "
         f"| {ceiling_rate:,.0f} events/s | {ours_rate / ceiling_rate:.2f}x |"
     )
+    if curl:
+        curl_rate, curl_top = median(curl_ours), median(curl_ceiling)
+        print(
+            f"| (a) the same, read by curl (the server's rate, not the Python client's) "
+            f"| {curl_rate:,.0f} events/s | {curl_top:,.0f} events/s | {curl_rate / curl_top:.2f}x |"
+        )
+    else:
+        print("| (a) the same, read by curl | curl not found | - | - |")
     print(
         f"| (b) {sizes.live_runs} clients x live run of {sizes.live_events:,} events at "
         f"{sizes.live_rate:g}/s: latency p50 / p99 | {median(live_p50) * 1000:.1f} / "

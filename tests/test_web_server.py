@@ -163,6 +163,13 @@ async def test_bench_counts_every_event_against_the_real_server(tmp_path):
             infos = await hub.list_runs()
             expected = sum(info.last_seq * 3 for info in infos)
             assert result["events"] == expected
+            # The default rate (0: as fast as the server goes) and --replay, as
+            # benchmarks/bench_http.py uses them.
+            args = [server.url, "--runs=2", "--tokens=500", "--replay", f"--json={out}", "--quiet"]
+            status = await trio.to_thread.run_sync(bench_main, args)
+            result = json.loads(out.read_text())
+            assert status == 0, result["violation_examples"]
+            assert result["events"] == 2 * 501
 
 
 async def test_unread_chunked_bodies_never_stall_a_kept_alive_connection():
@@ -195,3 +202,60 @@ async def test_unread_chunked_bodies_never_stall_a_kept_alive_connection():
         async with running_server(auth={"s": "u"}) as server:
             statuses += await trio.to_thread.run_sync(exchanges, server.url)
     assert statuses == [405, 405, 405, 405, 200, 400, 200, 405, 405, 405, 405, 401, 401, 200]
+
+
+async def test_conflicts_idempotency_and_error_codes_over_real_http():
+    with trio.fail_after(DEADLINE):
+        async with (
+            running_server(max_body=2048) as server,
+            httpx.AsyncClient(base_url=server.url) as client,
+        ):
+            slow = {"producer": "demo", "input": {"tokens": 10_000, "rate": 100}, "key": "conv"}
+            first = await client.post("/v1/runs", json=slow)
+            assert first.status_code == 201
+            first_id = first.json()["run_id"]
+            assert first.headers["Location"].endswith(first_id)
+            conflict = await client.post("/v1/runs", json={**slow, "on_conflict": "reject"})
+            assert conflict.status_code == 409
+            assert conflict.json()["error"]["code"] == "run_conflict"
+            assert conflict.json()["error"]["run_id"] == first_id
+            # interrupt: the old run is finalized (partial saved) before the new one runs.
+            second = await client.post("/v1/runs", json={**slow, "on_conflict": "interrupt"})
+            assert second.status_code == 201
+            old = (await client.get(f"/v1/runs/{first_id}")).json()
+            assert (old["status"], old["reason"], old["partial"]) == ("cancelled", "interrupted", True)
+            # enqueue: starts when the live one ends, and runs to completion.
+            short = {"producer": "demo", "input": {"tokens": 3}, "key": "conv", "on_conflict": "enqueue"}
+            third = await client.post("/v1/runs", json=short)
+            assert third.json()["status"] == "queued"
+            await client.post(f"/v1/runs/{second.json()['run_id']}/cancel")
+            events = await read_events(server.url, f"/v1/runs/{third.json()['run_id']}/events")
+            assert [e[1] for e in events] == ["token", "token", "token", "done"]
+            # Idempotency-Key: the same run again, 200.
+            again = [
+                await client.post("/v1/runs", json={"producer": "demo"}, headers={"Idempotency-Key": "x"})
+                for _ in range(2)
+            ]
+            assert [r.status_code for r in again] == [201, 200]
+            assert again[0].json()["run_id"] == again[1].json()["run_id"]
+            # Errors: JSON bodies with the right status.
+            refused = {
+                400: await client.post("/v1/runs", json={"producer": "nope"}),
+                413: await client.post("/v1/runs", content=b"{" + b" " * 4096 + b"}"),
+                404: await client.get("/v1/runs/no-such-run"),
+            }
+            for status, response in refused.items():
+                assert response.status_code == status
+                assert set(response.json()["error"]) >= {"code", "message"}
+            bad_resume = await client.get(f"/v1/runs/{first_id}/events", headers={"Last-Event-ID": "x"})
+            assert bad_resume.status_code == 400
+        async with (
+            running_server(max_runs=1, evict_finished_when_full=False) as server,
+            httpx.AsyncClient(base_url=server.url) as client,
+        ):
+            live = {"producer": "demo", "input": {"tokens": 50, "rate": 1}}
+            assert (await client.post("/v1/runs", json=live)).status_code == 201
+            at_capacity = await client.post("/v1/runs", json=live)
+            assert at_capacity.status_code == 429
+            assert at_capacity.json()["error"]["code"] == "at_capacity"
+            assert at_capacity.headers["Retry-After"] == "1"

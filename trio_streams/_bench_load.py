@@ -49,7 +49,8 @@ class BenchOptions:
     def run_input(self) -> dict[str, Any]:
         if self.input is not None:
             return self.input
-        return {"tokens": self.tokens, "rate": self.rate, "size": self.size}
+        # The run API spells "as fast as it can" as a null rate.
+        return {"tokens": self.tokens, "rate": self.rate or None, "size": self.size}
 
     def expected_events(self) -> int | None:
         """Events a demo run emits before its terminal, if known."""

@@ -127,6 +127,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=10.0,
         help="on SIGTERM, how long live runs may take to finish before they are cancelled (default 10s)",
     )
+    durable = parser.add_argument_group("Durable Streams (/v1/stream/*)")
+    durable.add_argument(
+        "--long-poll-timeout",
+        type=positive_duration_arg,
+        default=20.0,
+        help="how long a Durable Streams long-poll read waits for data before 204 (default 20s)",
+    )
+    durable.add_argument(
+        "--sse-recycle",
+        type=positive_duration_arg,
+        default=60.0,
+        help="end each Durable Streams SSE response after this long; clients resume from their offset (60s)",
+    )
     hub = parser.add_argument_group("runs")
     hub.add_argument(
         "--grace-period", type=duration_arg, help="keep a finished run in memory this long (180s)"

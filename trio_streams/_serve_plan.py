@@ -74,6 +74,8 @@ class ServePlan:
         plan.options["heartbeat"] = args.heartbeat
         plan.options["max_body"] = args.max_body
         plan.options["shutdown_grace"] = args.shutdown_grace
+        plan.options["long_poll_timeout"] = args.long_poll_timeout
+        plan.options["sse_recycle"] = args.sse_recycle
         if args.app is None:
             plan.options["demo_max_tokens"] = args.demo_max_tokens
         for name in _HUB_FLAGS:

@@ -23,7 +23,9 @@ def create_app(**options: Any) -> QuartTrio:
     """
     app = QuartTrio("trio_streams")
     streams = TrioStreams(app, **options)
-    app.config["MAX_CONTENT_LENGTH"] = streams.max_body
+    # The largest body any route takes; each route enforces its own limit.
+    durable_max = 0 if streams.durable_store is None else streams.durable_max_body
+    app.config["MAX_CONTENT_LENGTH"] = max(streams.max_body, durable_max)
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
 
     @app.errorhandler(HTTPException)

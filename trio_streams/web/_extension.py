@@ -14,18 +14,21 @@ import trio
 from quart_trio import QuartTrio
 
 from .._hub import open_hub
+from ..durable import DurableStreamStore
 from ..stores import MemoryStore, Store
 from ._auth import TokenAuth
 from ._demo import DemoInput, demo_input_schema, demo_producer
-from ._errors import ApiError
+from ._errors import ApiError, consume_body, error_response
 from ._idempotency import IdempotencyKeys
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
+    from quart import Blueprint, Response
+
     from .._config import HubConfig
     from .._hub import Hub
-    from .._run import RunContext
+    from .._run import RunContext, RunInfo
 
 logger = logging.getLogger("trio_streams.web")
 
@@ -68,6 +71,15 @@ class TrioStreams:
         cancel_wait_timeout: the longest ``cancel?wait=true`` waits.
         demo: register the built-in ``demo`` producer.
         demo_max_tokens: the most tokens one demo run may ask for.
+        durable_streams: serve the Durable Streams protocol at
+            ``{url_prefix}/stream`` (runs included, read-only, as
+            ``{url_prefix}/stream/runs/<run_id>``): ``True`` for an
+            in-memory :class:`~trio_streams.durable.DurableStreamStore`, a
+            store of your own, or ``False`` for none. See docs/durable.md.
+        long_poll_timeout: how long a Durable Streams long-poll waits for data.
+        sse_recycle: a Durable Streams SSE response ends after this many
+            seconds (clients resume from their last offset).
+        durable_max_body: the largest Durable Streams append, in bytes.
         hub_config, **hub_options: the hub's :class:`HubConfig` and overrides.
     """
 
@@ -85,6 +97,10 @@ class TrioStreams:
         cancel_wait_timeout: float = 30.0,
         demo: bool = True,
         demo_max_tokens: int = 1_000_000,
+        durable_streams: bool | DurableStreamStore = True,
+        long_poll_timeout: float = 20.0,
+        sse_recycle: float = 60.0,
+        durable_max_body: int = 16 * 1024 * 1024,
         hub_config: HubConfig | None = None,
         **hub_options: Any,
     ) -> None:
@@ -102,6 +118,15 @@ class TrioStreams:
         self.max_body = max_body
         self.shutdown_grace = shutdown_grace
         self.cancel_wait_timeout = cancel_wait_timeout
+        if long_poll_timeout <= 0 or sse_recycle <= 0 or durable_max_body < 1:
+            raise ValueError("long_poll_timeout, sse_recycle and durable_max_body must be positive")
+        if durable_streams is True:
+            durable_streams = DurableStreamStore()
+        #: The Durable Streams store (``None``: the protocol is not served).
+        self.durable_store = durable_streams or None
+        self.long_poll_timeout = long_poll_timeout
+        self.sse_recycle = sse_recycle
+        self.durable_max_body = durable_max_body
         self.hub_config = hub_config
         self.hub_options = hub_options
         self.producers: dict[str, RegisteredProducer] = {}
@@ -181,9 +206,35 @@ class TrioStreams:
 
         app.register_blueprint(make_blueprint(self), url_prefix=self.url_prefix)
         app.register_blueprint(make_ops_blueprint(self))
+        if self.durable_store is not None:
+            app.register_blueprint(self._durable_blueprint(), url_prefix=f"{self.url_prefix}/stream")
         app.before_serving(self._startup)
         app.after_serving(self._shutdown)
         app.extensions["trio_streams"] = self
+
+    def _durable_blueprint(self) -> Blueprint:
+        from ..durable import RunStreams, durable_streams_blueprint
+
+        assert self.durable_store is not None
+        blueprint = durable_streams_blueprint(
+            self.durable_store,
+            long_poll_timeout=self.long_poll_timeout,
+            sse_recycle=self.sse_recycle,
+            runs=RunStreams(self),
+            authorize=None if self.auth is None else self.caller,
+            max_body=self.durable_max_body,
+        )
+
+        async def api_error(error: ApiError) -> Response:  # 401 and 503 from the runs API's helpers
+            await consume_body()
+            return error_response(error)
+
+        blueprint.register_error_handler(ApiError, api_error)
+        return blueprint
+
+    def may_read(self, info: RunInfo, caller: str | None) -> bool:
+        """Whether ``caller`` may see the run (always, with auth off; else only its owner)."""
+        return self.auth is None or info.owner == caller
 
     @property
     def hub(self) -> Hub:
@@ -208,6 +259,8 @@ class TrioStreams:
         from quart import current_app
 
         nursery: trio.Nursery = current_app.nursery  # type: ignore[attr-defined]
+        if self.durable_store is not None:
+            self.durable_store.resume_live_reads()
         self._stop = trio.Event()
         self._stopped = trio.Event()
         self._hub = await nursery.start(self._serve_hub)
@@ -222,7 +275,11 @@ class TrioStreams:
         the app's own shutdown). The wait is shielded, with a deadline of the
         drain's budget: Quart-Trio cancels the app's shutdown after
         ``BACKGROUND_TASK_SHUTDOWN_TIMEOUT``, which must not cut a drain short.
+        Durable Streams long-polls and SSE responses end at once (clients
+        resume from their offsets).
         """
+        if self.durable_store is not None:
+            self.durable_store.end_live_reads()
         if self._hub is None:
             return
         self._stop.set()

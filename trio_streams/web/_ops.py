@@ -106,6 +106,15 @@ def render_metrics(streams: TrioStreams) -> str:
         metric(
             "store_flush_errors_total", "counter", "Failed store writes.", [("", stats.store.flush_errors)]
         )
+    if streams.durable_store is not None:
+        durable = streams.durable_store.statistics()
+        metric(
+            "durable_streams",
+            "gauge",
+            "Durable Streams held (soft-deleted ones too).",
+            [("", durable.streams)],
+        )
+        metric("durable_stream_bytes", "gauge", "Bytes of Durable Streams data held.", [("", durable.bytes)])
     metric("up", "gauge", "1 while the hub is serving.", [("", 1 if streams.running else 0)])
     metric("sse_streams_open", "gauge", "Event streams being served now.", [("", streams.sse_streams_open)])
     metric(

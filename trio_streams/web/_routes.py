@@ -80,7 +80,7 @@ def make_blueprint(streams: TrioStreams) -> Blueprint:
             except RunNotFound:
                 pass
             else:
-                if streams.auth is None or info.owner == caller:
+                if streams.may_read(info, caller):
                     return info
         raise ApiError(404, "run_not_found", f"no run {run_id!r}", run_id=run_id)
 

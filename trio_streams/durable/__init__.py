@@ -1,0 +1,20 @@
+"""Durable Streams: the open HTTP protocol for append-only, resumable streams, on trio.
+
+``DurableStreamStore`` keeps streams in memory; ``durable_streams_blueprint``
+serves them (and, given a ``RunStreams``, the hub's runs, read-only) on any
+Quart-Trio app. ``TrioStreams`` mounts both at ``/v1/stream`` by default.
+See docs/durable.md.
+"""
+
+from ._blueprint import durable_streams_blueprint as durable_streams_blueprint
+from ._errors import DurableStreamError as DurableStreamError
+from ._offsets import Offset as Offset
+from ._reads import ReadSettings as ReadSettings
+from ._runs import RunAccess as RunAccess
+from ._runs import RunStreams as RunStreams
+from ._store import DurableStoreStatistics as DurableStoreStatistics
+from ._store import DurableStreamStore as DurableStreamStore
+from ._stream import AppendRequest as AppendRequest
+from ._stream import CreateRequest as CreateRequest
+from ._stream import DurableStream as DurableStream
+from ._stream import ForkSpec as ForkSpec

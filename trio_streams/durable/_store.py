@@ -1,0 +1,372 @@
+"""``DurableStreamStore``: Durable Streams in memory -- create, append, close, read, wait, fork, expire.
+
+Theory of operation
+-------------------
+Streams live in a dict by name. Every operation is one synchronous step
+(no checkpoint between checking and changing state), which is what makes
+each append atomic with its producer and ``Stream-Seq`` checks and its
+close, and serializes writers per stream without locks.
+
+Readers that wait (long-poll, SSE) park on the stream's ``changed`` event,
+which every append, close and deletion sets and replaces: no polling, and a
+wait is bounded by the caller's deadline.
+
+Lifetimes use trio's clock: a stream's ``deadline`` is ``now + ttl`` after
+each read or write (sliding TTL; ``HEAD`` does not count), or the trio time
+matching its ``Stream-Expires-At``. A stream past its deadline is expired
+when next looked up, and a sweep at most once a second catches the rest.
+Expiring is deleting. Deleting a stream that forks still read only marks it
+soft-deleted (410, name blocked); when its last fork goes, it goes too, and
+so on up the chain.
+
+Bounds: ``max_streams`` streams and ``max_bytes`` of data in all (507 past
+either), and reads return at most about ``max_read_bytes`` at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._append import outcome, plan_append
+from ._errors import DurableStreamError, bad_request, conflict, gone, not_found
+from ._headers import DEFAULT_CONTENT_TYPE, is_json
+from ._log import StreamLog
+from ._producers import ProducerState
+from ._stream import AppendOutcome, DurableStream, to_data
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._log import Data, Slice
+    from ._stream import AppendRequest, CreateRequest
+
+#: How often (trio seconds) a write may trigger a sweep of expired streams.
+SWEEP_INTERVAL = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class DurableStoreStatistics:
+    streams: int
+    soft_deleted: int
+    bytes: int
+
+
+class DurableStreamStore:
+    """Durable Streams held in this process.
+
+    Args:
+        max_streams: streams held at most (soft-deleted ones count).
+        max_bytes: bytes of stream data held at most, in all.
+        max_read_bytes: a catch-up read stops after the append that passes this.
+        wall_clock: POSIX time, to place ``Stream-Expires-At`` on trio's clock.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_streams: int = 100_000,
+        max_bytes: int = 1024**3,
+        max_read_bytes: int = 1024 * 1024,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_streams < 1 or max_bytes < 1 or max_read_bytes < 1:
+            raise ValueError("max_streams, max_bytes and max_read_bytes must be positive")
+        self.max_streams = max_streams
+        self.max_bytes = max_bytes
+        self.max_read_bytes = max_read_bytes
+        self._wall_clock = wall_clock
+        self._streams: dict[str, DurableStream] = {}
+        self._incarnations = itertools.count(1)
+        self._bytes = 0
+        self._next_sweep = -float("inf")
+        self._live_reads = True
+
+    # -- lookups ---------------------------------------------------------------------
+
+    def head(self, name: str) -> DurableStream:
+        """The stream, for metadata: does not renew its TTL.
+
+        Raises:
+            DurableStreamError: 404 unknown or expired, 410 soft-deleted.
+        """
+        stream = self._find(name)
+        if stream is None:
+            raise not_found(name)
+        if stream.soft_deleted:
+            raise gone(name)
+        return stream
+
+    def open(self, name: str) -> DurableStream:
+        """The stream, for a read or write: renews its TTL. Raises as :meth:`head`."""
+        self._sweep()
+        stream = self.head(name)
+        self._touch(stream)
+        return stream
+
+    def _find(self, name: str) -> DurableStream | None:
+        stream = self._streams.get(name)
+        if stream is not None and stream.deadline is not None and trio.current_time() >= stream.deadline:
+            self._delete(stream)
+            stream = self._streams.get(name)
+        return stream
+
+    def _touch(self, stream: DurableStream) -> None:
+        if stream.ttl is not None:
+            stream.deadline = trio.current_time() + stream.ttl
+
+    # -- create --------------------------------------------------------------------------
+
+    def create(self, name: str, request: CreateRequest) -> tuple[DurableStream, bool]:
+        """Create the stream, or confirm an identical one; return it and whether it is new.
+
+        Raises:
+            DurableStreamError: 400 bad TTL/expiry/offsets/body, 404 unknown
+                fork source, 409 a different stream exists (or is
+                soft-deleted, or the source is), 507 the store is full.
+        """
+        self._sweep()
+        if request.ttl is not None and request.expires_at is not None:
+            raise bad_request("ttl_and_expires_at", "send Stream-TTL or Stream-Expires-At, not both")
+        existing = self._find(name)
+        if existing is not None:
+            return self._confirm(existing, request), False
+        if len(self._streams) >= self.max_streams:
+            raise DurableStreamError(
+                507, "store_full", f"the store holds its limit of {self.max_streams} streams"
+            )
+        source = None if request.fork is None else self._fork_source(request.fork.source)
+        content_type = request.content_type or (
+            DEFAULT_CONTENT_TYPE if source is None else source.content_type
+        )
+        if source is not None and content_type != source.content_type:
+            raise conflict(
+                "content_type_mismatch",
+                f"a fork has its source's content type ({source.content_type}), not {content_type}",
+            )
+        data = to_data(request.body, json_mode=is_json(content_type), creating=True)
+        log = StreamLog(json=is_json(content_type)) if source is None else self._fork_log(source, request)
+        held = sum(_size(chunk) for chunk in (data, prefix_of(log)) if chunk)
+        self._reserve(held)
+        if data:
+            log.append(data)
+        stream = DurableStream(
+            name,
+            next(self._incarnations),
+            content_type,
+            log,
+            request.config(content_type),
+            ttl=request.ttl,
+            expires_at=request.expires_at,
+            closed=request.closed,
+            nbytes=held,
+        )
+        if source is not None:
+            stream.source = source
+            source.forks += 1
+            if request.ttl is None and request.expires_at is None:
+                stream.ttl, stream.expires_at = source.ttl, source.expires_at
+        if stream.expires_at is not None:
+            stream.deadline = trio.current_time() + (stream.expires_at.timestamp - self._wall_clock())
+        self._touch(stream)
+        self._streams[name] = stream
+        return stream, True
+
+    def _confirm(self, stream: DurableStream, request: CreateRequest) -> DurableStream:
+        if stream.soft_deleted:
+            raise conflict("stream_soft_deleted", f"{stream.name!r} was deleted while forks read it")
+        wanted = request.content_type or (stream.content_type if request.fork else DEFAULT_CONTENT_TYPE)
+        if stream.config != request.config(wanted):
+            raise conflict("stream_exists", f"{stream.name!r} exists with a different configuration")
+        if stream.closed != request.closed:
+            raise conflict(
+                "stream_exists", f"{stream.name!r} exists and is {'closed' if stream.closed else 'open'}"
+            )
+        return stream
+
+    def _fork_source(self, name: str) -> DurableStream:
+        source = self._find(name)
+        if source is None:
+            raise not_found(name)
+        if source.soft_deleted:
+            raise conflict("source_soft_deleted", f"cannot fork {name!r}: it was deleted")
+        return source
+
+    def _fork_log(self, source: DurableStream, request: CreateRequest) -> StreamLog:
+        assert request.fork is not None
+        tail = source.tail
+        wanted = request.fork.offset
+        if wanted is not None and (wanted.position > tail.position or wanted.seq > tail.seq):
+            raise bad_request(
+                "fork_offset_beyond_tail", f"Stream-Fork-Offset {wanted} is past the tail {tail}"
+            )
+        position = tail.position if wanted is None else wanted.position
+        sub = request.fork.sub_offset
+        prefix: Data | None = None
+        if sub:
+            available = source.log.extent(position)
+            if sub > available:
+                raise bad_request(
+                    "fork_sub_offset_overshoot",
+                    f"Stream-Fork-Sub-Offset {sub} is past the next boundary ({available} units on)",
+                )
+            prefix = source.log.units(position, sub)
+        log = StreamLog(json=source.log.json, parent=source.log, base=source.log.offset_at(position))
+        if prefix is not None:
+            log.append(prefix)
+        return log
+
+    # -- append and close -------------------------------------------------------------------
+
+    def append(self, name: str, request: AppendRequest) -> AppendOutcome:
+        """Append, close, or both, atomically, with the protocol's writer checks.
+
+        Raises:
+            DurableStreamError: 400, 403 (stale producer epoch), 404, 409
+                (closed, content type, sequence), 410, 507; with the headers
+                the protocol asks for.
+        """
+        self._sweep()
+        stream = self.head(name)
+        decision = plan_append(stream, request)
+        if isinstance(decision, AppendOutcome):  # a retry, or closing a closed stream
+            self._touch(stream)
+            return decision
+        data, claim = decision.data, request.producer
+        # Every check passed: commit in one step.
+        if data:
+            self._reserve(_size(data))
+            stream.nbytes += _size(data)
+            stream.log.append(data)
+        if request.stream_seq is not None:
+            stream.last_stream_seq = request.stream_seq
+        if claim is not None:
+            stream.producers[claim.id] = ProducerState(claim.epoch, claim.seq)
+        if request.close:
+            stream.closed = True
+            stream.closed_by = claim
+        self._touch(stream)
+        stream.notify()
+        if claim is None:
+            return outcome(stream, 204)
+        return outcome(stream, 200 if data else 204, claim.epoch, claim.seq)
+
+    def _reserve(self, nbytes: int) -> None:
+        if self._bytes + nbytes > self.max_bytes:
+            raise DurableStreamError(
+                507, "store_full", f"the store holds its limit of {self.max_bytes} bytes"
+            )
+        self._bytes += nbytes
+
+    # -- read and wait ---------------------------------------------------------------------
+
+    def read(self, stream: DurableStream, position: int) -> Slice:
+        """The data from ``position`` (at most about ``max_read_bytes``).
+
+        Raises:
+            DurableStreamError: 400 when ``position`` is past the tail.
+        """
+        if position > stream.tail.position:
+            raise bad_request("offset_beyond_tail", f"the offset is past the stream's tail ({stream.tail})")
+        return stream.log.read(position, max_bytes=self.max_read_bytes)
+
+    def holds(self, stream: DurableStream) -> bool:
+        """True while ``stream`` is still this store's live stream of its name."""
+        return self._streams.get(stream.name) is stream and not stream.soft_deleted
+
+    @property
+    def live_reads(self) -> bool:
+        """False between :meth:`end_live_reads` and :meth:`resume_live_reads`."""
+        return self._live_reads
+
+    def end_live_reads(self) -> None:
+        """For shutdown: every wait returns now, and later ones do not wait.
+
+        Long-polls then answer at once and SSE responses end, so a server
+        stopping does not sit out their timeouts; clients resume elsewhere
+        (or after the restart) from their last offset.
+        """
+        self._live_reads = False
+        for stream in self._streams.values():
+            stream.notify()
+
+    def resume_live_reads(self) -> None:
+        self._live_reads = True
+
+    async def wait(self, stream: DurableStream, position: int, deadline: float) -> None:
+        """Wait until ``stream`` has data past ``position``, closes, goes away, or ``deadline``
+        (or live reads end).
+
+        Cancellation: only the wait is cancelled; nothing changes.
+        """
+        await trio.lowlevel.checkpoint()
+        while (
+            stream.tail.position <= position and not stream.closed and self.holds(stream) and self._live_reads
+        ):
+            changed = stream.changed
+            with trio.move_on_at(deadline) as waited:
+                await changed.wait()
+            if waited.cancelled_caught:
+                return
+
+    # -- delete and expire -------------------------------------------------------------------
+
+    def delete(self, name: str) -> None:
+        """Delete the stream (soft-delete while forks read it).
+
+        Raises:
+            DurableStreamError: 404 unknown, 410 already soft-deleted.
+        """
+        self._delete(self.head(name))
+
+    def _delete(self, stream: DurableStream) -> None:
+        if stream.forks > 0:
+            stream.soft_deleted = True
+            stream.deadline = None
+        else:
+            self._remove(stream)
+        stream.notify()
+
+    def _remove(self, stream: DurableStream) -> None:
+        while True:
+            if self._streams.get(stream.name) is stream:
+                del self._streams[stream.name]
+            self._bytes -= stream.nbytes
+            source = stream.source
+            stream.source = None
+            if source is None:
+                return
+            source.forks -= 1
+            if not (source.soft_deleted and source.forks == 0):
+                return
+            stream = source
+
+    def _sweep(self) -> None:
+        now = trio.current_time()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + SWEEP_INTERVAL
+        for stream in list(self._streams.values()):
+            if (
+                stream.deadline is not None
+                and now >= stream.deadline
+                and self._streams.get(stream.name) is stream
+            ):
+                self._delete(stream)
+
+    def statistics(self) -> DurableStoreStatistics:
+        soft = sum(1 for stream in self._streams.values() if stream.soft_deleted)
+        return DurableStoreStatistics(len(self._streams), soft, self._bytes)
+
+
+def _size(data: Data) -> int:
+    return len(data) if isinstance(data, bytes) else sum(map(len, data))
+
+
+def prefix_of(log: StreamLog) -> Data | None:
+    """The data a sub-offset fork copied into its own log (``None`` if none)."""
+    return log.first_own_chunk()
