@@ -14,12 +14,13 @@ Theory of operation
   cancels the runs it owns at once; the owner's lease renewal also reads the
   intent of each of its runs, so a cancel sent while it was disconnected is
   not lost.
-- Reap: every instance scans the running index every ``lease / 4`` and claims
-  runs whose lease expired, so a dead owner's runs end even with no
-  subscriber anywhere.
-- Grace and fencing: a run is claimed only once its lease has been seen
-  missing for half its TTL (the owner renews four times per TTL, and
-  re-creates a lease that expired while Redis was down), and the owner's
+- Reap: every instance scans the running index ``RENEWALS_PER_LEASE`` times
+  per lease and claims runs whose lease expired, so a dead owner's runs end
+  even with no subscriber anywhere.
+- Grace and fencing: a run is claimed only once its lease key has been seen
+  missing for ``CLAIM_GRACE`` of the owner's lease (the key itself lives the
+  rest, so a run is claimed within one lease of its owner's last renewal; a
+  live owner re-creates a key that expired while Redis was down), and the owner's
   renewal, its appends and its metadata writes are scripts that refuse a run
   already declared ``dead``: claim and renewal exclude each other, and a
   stale owner can never write past the dead event.
@@ -38,6 +39,7 @@ from coredis.tokens import PureToken
 from .._events import encode_json
 from ._redis_codec import decode_entries, resume_start
 from ._redis_scripts import CLAIM_DEAD, DELETE_IF_EQUAL
+from ._redis_writer import CLAIM_GRACE
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -53,13 +55,6 @@ logger = logging.getLogger("trio_streams.redis")
 BLOCK_SECONDS = 1.0
 #: Control messages kept (approximately) on the control stream.
 CONTROL_MAXLEN = 10_000
-
-#: The owner renews its leases this many times per lease TTL.
-RENEWALS_PER_LEASE = 4
-#: A lease must be seen missing for this fraction of its TTL before the run
-#: is claimed: an owner that is alive (e.g. after Redis itself was down past
-#: the TTL, which drops every lease) re-creates it within that time.
-CLAIM_GRACE = 0.5
 
 OWNER_LOST = {"code": "owner_lost", "message": "the instance running it stopped renewing its lease"}
 
@@ -221,7 +216,7 @@ class RemoteRuns:
         """Forever: claim runs of the running index whose lease expired."""
         keys = self._keys
         while True:
-            await trio.sleep(self._ttls.lease / RENEWALS_PER_LEASE)
+            await trio.sleep(self._ttls.renew_every)
             try:
                 run_ids = [str(m) for m in await self._client().zrange(keys.running, 0, 999)]
                 if not run_ids:

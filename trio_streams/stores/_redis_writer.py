@@ -52,6 +52,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger("trio_streams.redis")
 
 
+#: The owner renews its leases this many times per ``Ttls.lease``.
+RENEWALS_PER_LEASE = 6
+#: The part of ``Ttls.lease`` others wait, after the lease key is gone, before
+#: they claim the run (a live owner re-creates a lease within it).
+CLAIM_GRACE = 1 / 3
+
+
 @dataclass(frozen=True, slots=True)
 class Ttls:
     """How long keys live, in seconds (see docs/redis.md).
@@ -61,13 +68,27 @@ class Ttls:
             lease renewal, so they outlive a crashed owner by this much.
         finished: a finished run's meta hash (and index entries).
         events_finished: a finished run's events stream.
-        lease: the owner's lease; a run whose lease is gone is ``dead``.
+        lease: how long after its owner stops renewing a run is declared
+            ``dead``: the lease key lives ``lease * (1 - CLAIM_GRACE)`` and is
+            renewed ``RENEWALS_PER_LEASE`` times per ``lease``; others claim
+            the run once they have seen the key missing for ``lease *
+            CLAIM_GRACE`` (time for a live owner to re-create a lease that
+            expired while Redis was down).
     """
 
     running: float = 24 * 3600.0
     finished: float = 7 * 24 * 3600.0
     events_finished: float = 24 * 3600.0
     lease: float = 10.0
+
+    @property
+    def lease_key(self) -> float:
+        """Seconds the lease key itself lives."""
+        return self.lease * (1 - CLAIM_GRACE)
+
+    @property
+    def renew_every(self) -> float:
+        return self.lease / RENEWALS_PER_LEASE
 
     def __post_init__(self) -> None:
         for name in ("running", "finished", "events_finished", "lease"):
@@ -376,7 +397,7 @@ class RedisWriter:
             kinds += ("zadd", "pexpire")
         if write.live:
             pipe.zadd(keys.running, score)
-            pipe.set(keys.lease(run_id), self._instance, px=_ms(ttls.lease))
+            pipe.set(keys.lease(run_id), self._instance, px=_ms(ttls.lease_key))
             kinds += ("zadd", "set")
             if owner is not None:
                 pipe.zadd(keys.owner_live(owner), score)

@@ -25,7 +25,7 @@ from ._redis_client import Client, RedisUnavailable, client_from_url, release_le
 from ._redis_codec import info_to_hash
 from ._redis_keys import RedisKeys
 from ._redis_reader import get_run, list_runs, read_events
-from ._redis_remote import RENEWALS_PER_LEASE, RemoteRuns
+from ._redis_remote import RemoteRuns
 from ._redis_scripts import RENEW_LEASE
 from ._redis_server import open_embedded_redis as open_embedded_redis
 from ._redis_writer import MetaWrite, RedisWriter, Ttls
@@ -267,7 +267,7 @@ class RedisStore(Store):
         keys = self.keys
         renew: Any = None
         while True:
-            await trio.sleep(ttls.lease / RENEWALS_PER_LEASE)
+            await trio.sleep(ttls.renew_every)
             if not self._live:
                 continue
             runs = list(self._live.values())
@@ -280,7 +280,7 @@ class RedisStore(Store):
                         run_id = info.run_id
                         lease = renew(
                             keys=[keys.meta(run_id), keys.lease(run_id)],
-                            args=[self.instance_id, int(ttls.lease * 1000)],
+                            args=[self.instance_id, int(ttls.lease_key * 1000)],
                             client=pipe,
                         )
                         cancel = pipe.hget(keys.meta(run_id), "cancel")
