@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 
 @asynccontextmanager
 async def own_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis", appendonly=True)
+    # appendfsync always: an acknowledged write is in the file before the
+    # reply, so a SIGKILL loses nothing (everysec may lose about a second).
+    server = RedisServer(tmp_path / "redis", appendonly=True, args=("--appendfsync", "always"))
     await server.start()
     try:
         yield server

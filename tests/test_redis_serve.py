@@ -79,7 +79,7 @@ async def test_data_dir_after_a_crash_replays_and_stops_the_orphaned_redis(serve
 
 async def test_embedded_redis_is_restarted_when_it_dies(tmp_path: Path):
     with trio.fail_after(30):
-        async with open_redis_server(tmp_path / "data") as server:
+        async with open_redis_server(tmp_path / "data", args=("--appendfsync", "always")) as server:
             store = RedisStore(server.url)
             async with open_hub(store) as hub:
 
