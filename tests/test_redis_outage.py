@@ -78,6 +78,13 @@ async def test_redis_killed_and_restarted_mid_run_loses_nothing(tmp_path, caplog
                 assert stats.pending_events > 0
                 assert stats.flush_errors > 0
                 assert run.status is RunStatus.RUNNING  # going on in memory
+
+                async def three(ctx):
+                    for n in range(3):
+                        await ctx.emit("token", n)
+
+                # Starting (with a key: the cross-instance check cannot reach Redis) works too.
+                second = await hub.start(three, key="k", owner="o")
                 await server.start()  # same port, same append-only file
                 script.go[2].set()
                 info = await hub.wait(run.id)
@@ -91,6 +98,8 @@ async def test_redis_killed_and_restarted_mid_run_loses_nothing(tmp_path, caplog
                 assert stored.status is RunStatus.DONE
                 assert stored.last_seq == 1001
                 assert store.statistics().healthy
+                assert (await hub.wait(second.id)).status is RunStatus.DONE
+                assert [e.seq for e in await store.read_events(second.id, 0, 100)] == [1, 2, 3, 4]
                 assert store.statistics().pending_events == 0
     assert "redis flush" in caplog.text
     assert "reachable again" in caplog.text

@@ -243,11 +243,14 @@ class Hub:
         """
         if key is None or not self.store.shared or key in self._keys:
             return None
-        holder = await self.store.key_holder(key)
-        if holder is None or holder in self._runs:
+        try:
+            holder = await self.store.key_holder(key)
+            info = None if holder is None or holder in self._runs else await self.store.get_run(holder)
+        except Exception as exc:
+            # The store is unreachable: runs go on in memory, and so do starts.
+            logger.warning("key %r: cannot check other instances (%s); starting without", key, exc)
             return None
-        info = await self.store.get_run(holder)
-        if info is None or info.status.finished:
+        if holder is None or info is None or info.status.finished:
             return None
         if on_conflict == "reject":
             raise RunConflict(key, holder)
