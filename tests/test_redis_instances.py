@@ -228,3 +228,33 @@ async def test_sigkill_of_the_owner_process_ends_the_run_dead(redis_url, prefix)
             if owner.returncode is None:
                 owner.kill()
             await owner.wait()
+
+
+async def test_a_stale_owner_is_fenced_once_its_run_is_declared_dead(redis_url, prefix):
+    """Claim the run while its owner still runs it: the owner stops, and nothing
+    it writes afterwards lands past the ``dead`` event."""
+    with trio.fail_after(20):
+        async with two_hubs(redis_url, prefix, lease_ttl=0.6) as (a, b):
+            ticker = Ticker()
+            run = await a.start(ticker)
+            await ticker.first.wait()
+            store_a, store_b = a.store, b.store
+            assert isinstance(store_a, RedisStore)
+            assert isinstance(store_b, RedisStore)
+            await store_a._writer.wait_durable(store_a._writer.ticket())
+            # As if the owner had been partitioned away past its lease.
+            await store_b.client.delete([store_b.keys.lease(run.id)])
+            dead_seq = await store_b.claim_dead(run.id)
+            assert dead_seq > 1
+            assert await store_b.claim_dead(run.id) == 0  # exactly once
+            local = await a.wait(run.id)
+            assert local.status is RunStatus.CANCELLED
+            assert local.reason == "owner_lost"
+            assert store_a.statistics().fenced == 1
+            events = await store_b.read_events(run.id, 0, 100_000)
+            assert [e.seq for e in events] == list(range(1, dead_seq + 1))
+            assert events[-1].type == "dead"
+            stored = await store_b.get_run(run.id)
+            assert stored is not None
+            assert stored.status is RunStatus.DEAD
+            assert stored.last_seq == dead_seq
