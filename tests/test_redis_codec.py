@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from trio_streams import RunInfo, RunStatus
 from trio_streams._events import Event
+from trio_streams.stores._redis_client import split_cluster_flag
 from trio_streams.stores._redis_codec import (
     decode_batch,
     encode_batch,
@@ -71,3 +73,12 @@ def test_meta_hash_round_trip():
     assert fields["last_seq"] == "42"
     assert info_from_hash(fields) == info
     assert info_from_hash({}) is None
+
+
+def test_the_url_can_say_it_names_a_cluster():
+    assert split_cluster_flag("redis://h:1/0") == ("redis://h:1/0", None)
+    assert split_cluster_flag("redis://:pw@h:1/0?cluster=yes") == ("redis://:pw@h:1/0", True)
+    url, cluster = split_cluster_flag("rediss://h:1/0?ssl_ca_certs=/ca.pem&cluster=no")
+    assert (url, cluster) == ("rediss://h:1/0?ssl_ca_certs=%2Fca.pem", False)
+    with pytest.raises(ValueError, match="cluster="):
+        split_cluster_flag("redis://h:1/0?cluster=maybe")

@@ -21,7 +21,14 @@ import trio
 
 from .._run import RunInfo, RunStatus
 from ._base import Store, StoreStatistics
-from ._redis_client import Client, RedisUnavailable, client_from_url, release_leftovers, safe_url
+from ._redis_client import (
+    Client,
+    RedisUnavailable,
+    client_from_url,
+    release_leftovers,
+    safe_url,
+    split_cluster_flag,
+)
 from ._redis_codec import info_to_hash
 from ._redis_keys import RedisKeys
 from ._redis_reader import get_run, list_runs, read_events
@@ -73,7 +80,8 @@ class RedisStore(Store):
             or ``unix://path``; credentials and TLS pass through to coredis.
         prefix: prepended to every key; stores with different prefixes on one
             Redis never see each other's runs.
-        cluster: ``url`` names a node of a Redis Cluster.
+        cluster: ``url`` names a node of a Redis Cluster. ``None`` (the
+            default): as the URL says with ``?cluster=yes``, else no.
         flush_events: flush once this many items are queued ...
         flush_interval: ... or this many seconds after the first one.
         max_buffered_events: events accepted but not yet durable; past it a
@@ -96,7 +104,7 @@ class RedisStore(Store):
         url: str,
         *,
         prefix: str = "trio_streams:",
-        cluster: bool = False,
+        cluster: bool | None = None,
         flush_events: int = 2048,
         flush_interval: float = 0.005,
         max_buffered_events: int = 200_000,
@@ -131,6 +139,8 @@ class RedisStore(Store):
                 raise ValueError(f"{name} must be a positive number, not {number}")
         if optimized:
             coredis.Config.optimized = True
+        url, url_cluster = split_cluster_flag(url)
+        cluster = bool(url_cluster) if cluster is None else cluster
         self.url = url
         self.prefix = prefix
         self.keys = RedisKeys(prefix)
