@@ -53,7 +53,7 @@ from ._errors import (
 )
 from ._events import RESERVED_TYPES, encode_json
 from ._log import ReplayLog
-from ._remote import Mirrors
+from ._remote import Mirrors, remote_key_holder, wait_for_remote
 from ._run import OnConflict, OnDisconnect, Run, RunContext, RunInfo, RunOutcome, RunStatus
 from ._subscription import Subscription
 from ._timers import TimerQueue
@@ -236,46 +236,14 @@ class Hub:
         return run
 
     async def _remote_key_holder(self, key: str | None, on_conflict: OnConflict) -> RunInfo | None:
-        """With a shared store: the live run another instance runs with ``key``, if any.
-
-        Raises:
-            RunConflict: ``reject`` and another instance holds the key.
-        """
         if key is None or not self.store.shared or key in self._keys:
             return None
-        try:
-            holder = await self.store.key_holder(key)
-            info = None if holder is None or holder in self._runs else await self.store.get_run(holder)
-        except Exception as exc:
-            # The store is unreachable: runs go on in memory, and so do starts.
-            logger.warning("key %r: cannot check other instances (%s); starting without", key, exc)
-            return None
-        if holder is None or info is None or info.status.finished:
-            return None
-        if on_conflict == "reject":
-            raise RunConflict(key, holder)
-        return info
+        return await remote_key_holder(self.store, key, on_conflict, self._runs)
 
     async def _wait_for_remote(self, run: Run, remote: RunInfo, on_conflict: OnConflict) -> None:
-        """Before ``run`` writes: interrupt (or wait for) the run another instance holds its key with."""
-        if on_conflict == "interrupt":
-            logger.info(
-                "run %s: interrupting run %s on another instance (key=%s)", run.id, remote.run_id, run.key
-            )
-            await self.store.request_cancel(remote.run_id, "interrupted")
-            deadline = self.config.finalize_timeout + self.config.store_timeout
-        else:
-            deadline = math.inf
-        with trio.move_on_after(deadline) as scope:
-            async with self._mirrors.open(remote) as mirror:
-                await mirror._finished.wait()
-        if scope.cancelled_caught:
-            logger.warning(
-                "run %s: run %s on another instance did not finalize within %ss; starting anyway",
-                run.id,
-                remote.run_id,
-                deadline,
-            )
+        config = self.config
+        deadline = config.finalize_timeout + config.store_timeout if on_conflict == "interrupt" else math.inf
+        await wait_for_remote(self.store, self._mirrors, run, remote, on_conflict, deadline)
 
     def _make_room(self) -> None:
         if len(self._runs) < self.config.max_runs:
