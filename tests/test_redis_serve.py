@@ -12,6 +12,8 @@ import httpx
 import trio
 
 from trio_streams import open_hub
+from trio_streams._cli import build_parser
+from trio_streams._serve_plan import ServePlan
 from trio_streams.stores._redis_server import _alive, _orphan_pid, open_redis_server
 from trio_streams.stores.redis import RedisStore
 
@@ -103,3 +105,28 @@ async def test_embedded_redis_is_restarted_when_it_dies(tmp_path: Path):
                 await hub.wait(second.id)
                 # Append-only: the first run survived its server's death.
                 assert [e.type for e in await store.read_events(first.id, 0, 10)] == ["token", "done"]
+
+
+async def test_redis_tuning_flags_reach_the_store(redis_url: str, prefix: str):
+    parser = build_parser()
+    args = parser.parse_args(
+        [
+            "serve",
+            f"--redis-url={redis_url}",
+            f"--redis-prefix={prefix}",
+            "--redis-lease=3s",
+            "--redis-ttl-running=2h",
+            "--redis-ttl-finished=3d",
+            "--redis-ttl-events=90m",
+            "--redis-max-buffered=5000",
+        ]
+    )
+    plan = ServePlan.from_args(args)
+    with trio.fail_after(20):
+        async with plan.options["store"]() as store:
+            assert isinstance(store, RedisStore)
+            assert store.ttls.lease == 3.0
+            assert store.ttls.running == 2 * 3600.0
+            assert store.ttls.finished == 3 * 86400.0
+            assert store.ttls.events_finished == 90 * 60.0
+            assert store._writer._max_buffered == 5000

@@ -88,10 +88,23 @@ class ServePlan:
         return plan
 
     def _choose_store(self, args: argparse.Namespace) -> None:
+        tuning = {
+            name: value
+            for name, value in (
+                ("lease_ttl", args.redis_lease),
+                ("ttl_running", args.redis_ttl_running),
+                ("ttl_finished", args.redis_ttl_finished),
+                ("ttl_events_finished", args.redis_ttl_events),
+                ("max_buffered_events", args.redis_max_buffered),
+            )
+            if value is not None
+        }
         kind = args.store or ("redis" if args.redis_url or args.data_dir else "memory")
         if kind == "memory":
             if args.redis_url or args.data_dir:
                 raise ServeConfigError("--store memory does not take --redis-url or --data-dir")
+            if tuning:
+                raise ServeConfigError("the --redis-* flags need --redis-url or --data-dir")
             return
         if args.redis_url and args.data_dir:
             raise ServeConfigError(
@@ -115,7 +128,7 @@ class ServePlan:
             @asynccontextmanager
             async def external() -> AsyncIterator[Store]:
                 await trio.lowlevel.checkpoint()
-                yield redis_store.RedisStore(url, prefix=prefix)
+                yield redis_store.RedisStore(url, prefix=prefix, **tuning)
 
             self.options["store"] = external
             return
@@ -128,7 +141,7 @@ class ServePlan:
         @asynccontextmanager
         async def supervised() -> AsyncIterator[Store]:
             async with embedded(data_dir) as url:
-                yield redis_store.RedisStore(url, prefix=prefix)
+                yield redis_store.RedisStore(url, prefix=prefix, **tuning)
 
         self.options["store"] = supervised
 
