@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import trio
 from quart_trio import QuartTrio
 
+from .._http_body import consume_body
 from .._hub import open_hub
 from ..durable import DurableStreamStore
 from ..stores import MemoryStore, Store
 from ._auth import TokenAuth
 from ._demo import DemoInput, demo_input_schema, demo_producer
-from ._errors import ApiError, consume_body, error_response
+from ._errors import ApiError, error_response
 from ._idempotency import IdempotencyKeys
 
 if TYPE_CHECKING:
