@@ -37,14 +37,14 @@ class Sizes:
     replay_events: int
     live_runs: int
     live_events: int
-    live_rate: float
+    live_rates: tuple[float, ...]
     idle_connections: int
     idle_seconds: float
     rounds: int
 
 
-FULL = Sizes(50_000, 50, 5_000, 200.0, 1_000, 20.0, 3)
-QUICK = Sizes(2_000, 5, 200, 200.0, 50, 3.0, 1)
+FULL = Sizes(50_000, 50, 5_000, (50.0, 200.0), 1_000, 20.0, 3)
+QUICK = Sizes(2_000, 5, 200, (50.0, 200.0), 50, 3.0, 1)
 
 
 def free_port() -> int:
@@ -188,9 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     curl = shutil.which("curl") is not None
     curl_ours: list[float] = []
     curl_ceiling: list[float] = []
-    live_p50: list[float] = []
-    live_p99: list[float] = []
-    live_rate: list[float] = []
+    # Per live rate: p50s, p99s and delivered events/s of each round.
+    live_p50: dict[float, list[float]] = {rate: [] for rate in sizes.live_rates}
+    live_p99: dict[float, list[float]] = {rate: [] for rate in sizes.live_rates}
+    live_rate: dict[float, list[float]] = {rate: [] for rate in sizes.live_rates}
     idle_per_connection: list[float] = []
     for round_index in range(sizes.rounds):
         last = round_index == sizes.rounds - 1
@@ -200,17 +201,18 @@ def main(argv: list[str] | None = None) -> int:
             replay_ours.append(replay["events"] / _stream_seconds(replay))
             if curl:
                 curl_ours.append(replay_with_curl(server.url, sizes.replay_events))
-            live = bench(
-                server.url,
-                f"--runs={sizes.live_runs}",
-                f"--tokens={sizes.live_events}",
-                f"--rate={sizes.live_rate}",
-                f"--server-pid={server.pid}",
-                plot=HERE / "http-live.png" if last else None,
-            )
-            live_p50.append(live["latency_seconds"]["p50"])
-            live_p99.append(live["latency_seconds"]["p99"])
-            live_rate.append(live["events_per_second"])
+            for rate in sizes.live_rates:
+                live = bench(
+                    server.url,
+                    f"--runs={sizes.live_runs}",
+                    f"--tokens={sizes.live_events}",
+                    f"--rate={rate}",
+                    f"--server-pid={server.pid}",
+                    plot=HERE / f"http-live-{rate:g}.png" if last else None,
+                )
+                live_p50[rate].append(live["latency_seconds"]["p50"])
+                live_p99[rate].append(live["latency_seconds"]["p99"])
+                live_rate[rate].append(live["events_per_second"])
             per_run = sizes.idle_connections // 10
             idle = bench(
                 server.url,
@@ -250,11 +252,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         print("| (a) the same, read by curl | curl not found | - | - |")
-    print(
-        f"| (b) {sizes.live_runs} clients x live run of {sizes.live_events:,} events at "
-        f"{sizes.live_rate:g}/s: latency p50 / p99 | {median(live_p50) * 1000:.1f} / "
-        f"{median(live_p99) * 1000:.1f} ms ({median(live_rate):,.0f} events/s) | - | - |"
-    )
+    for rate in sizes.live_rates:
+        print(
+            f"| (b) {sizes.live_runs} clients x live run of {sizes.live_events:,} events at "
+            f"{rate:g}/s ({sizes.live_runs * rate:,.0f}/s in all): latency p50 / p99 "
+            f"| {median(live_p50[rate]) * 1000:.1f} / {median(live_p99[rate]) * 1000:.1f} ms "
+            f"({median(live_rate[rate]):,.0f} events/s delivered) | - | - |"
+        )
     print(
         f"| (c) {sizes.idle_connections:,} idle SSE connections: server memory per connection "
         f"| {median(idle_per_connection) / 1024:.1f} KiB | - | - |"

@@ -17,7 +17,8 @@ from .redis_support import unique_prefix
 
 async def test_a_runs_keys_share_one_slot_and_runs_spread(redis_cluster):
     with trio.fail_after(20):
-        store = RedisStore(redis_cluster.url, prefix=unique_prefix(), cluster=True)
+        # The URL can say it is a cluster (what `serve --redis-url` passes on).
+        store = RedisStore(redis_cluster.url + "?cluster=yes", prefix=unique_prefix())
 
         async def producer(ctx):
             await ctx.emit("token", 1)

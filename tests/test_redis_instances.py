@@ -105,16 +105,22 @@ async def test_one_tail_reader_per_run_per_instance(redis_url, prefix):
             run = await a.start(ticker)
             await ticker.first.wait()
             results: list[list[int]] = []
+            subscribed = 0
+            all_subscribed = trio.Event()
 
             async def follow(after: int) -> None:
+                nonlocal subscribed
                 async with b.subscribe(run.id, after=after) as sub:
+                    subscribed += 1
+                    if subscribed == 5:
+                        all_subscribed.set()
                     seqs = [item.seq async for item in sub if isinstance(item, Event)]
                 results.append(seqs)
 
             async with trio.open_nursery() as nursery:
                 for _ in range(5):
                     nursery.start_soon(follow, 0)
-                await trio.testing.wait_all_tasks_blocked()
+                await all_subscribed.wait()
                 assert len(b._mirrors) == 1
                 await b.cancel(run.id)
             assert len(b._mirrors) == 0
@@ -206,7 +212,8 @@ async def test_sigkill_of_the_owner_process_ends_the_run_dead(redis_url, prefix)
                             killed_at = trio.current_time()
                 assert killed_at is not None
                 elapsed = trio.current_time() - killed_at
-                assert elapsed < lease + 1.0, elapsed
+                # Key expiry + claim grace = one lease after the last renewal, + one block.
+                assert elapsed < lease + 0.5, elapsed
                 assert [e.seq for e in received] == list(range(1, len(received) + 1))
                 dead = received[-1]
                 assert dead.type == "dead"
@@ -221,3 +228,33 @@ async def test_sigkill_of_the_owner_process_ends_the_run_dead(redis_url, prefix)
             if owner.returncode is None:
                 owner.kill()
             await owner.wait()
+
+
+async def test_a_stale_owner_is_fenced_once_its_run_is_declared_dead(redis_url, prefix):
+    """Claim the run while its owner still runs it: the owner stops, and nothing
+    it writes afterwards lands past the ``dead`` event."""
+    with trio.fail_after(20):
+        async with two_hubs(redis_url, prefix, lease_ttl=0.6) as (a, b):
+            ticker = Ticker()
+            run = await a.start(ticker)
+            await ticker.first.wait()
+            store_a, store_b = a.store, b.store
+            assert isinstance(store_a, RedisStore)
+            assert isinstance(store_b, RedisStore)
+            await store_a._writer.wait_durable(store_a._writer.ticket())
+            # As if the owner had been partitioned away past its lease.
+            await store_b.client.delete([store_b.keys.lease(run.id)])
+            dead_seq = await store_b.claim_dead(run.id)
+            assert dead_seq > 1
+            assert await store_b.claim_dead(run.id) == 0  # exactly once
+            local = await a.wait(run.id)
+            assert local.status is RunStatus.CANCELLED
+            assert local.reason == "owner_lost"
+            assert store_a.statistics().fenced == 1
+            events = await store_b.read_events(run.id, 0, 100_000)
+            assert [e.seq for e in events] == list(range(1, dead_seq + 1))
+            assert events[-1].type == "dead"
+            stored = await store_b.get_run(run.id)
+            assert stored is not None
+            assert stored.status is RunStatus.DEAD
+            assert stored.last_seq == dead_seq

@@ -11,6 +11,13 @@ from typing import TYPE_CHECKING
 import httpx
 import trio
 
+from trio_streams import open_hub
+from trio_streams._cli import build_parser
+from trio_streams._serve_plan import ServePlan
+from trio_streams.stores._redis_server import _alive, _orphan_pid, open_redis_server
+from trio_streams.stores.redis import RedisStore
+
+from .redis_support import eventually
 from .test_serve_cli import serve_process as serve_process
 from .test_web_server import read_events
 
@@ -45,3 +52,81 @@ async def test_data_dir_survives_a_restart_of_the_whole_server(serve_process, tm
         assert resumed == before[10:]
         second.process.send_signal(signal.SIGTERM)
         assert await second.process.wait() == 0
+
+
+async def test_data_dir_after_a_crash_replays_and_stops_the_orphaned_redis(serve_process, tmp_path: Path):
+    """SIGKILL of the server leaves its redis-server running; the next start stops it and replays."""
+    data_dir = tmp_path / "data"
+    with trio.fail_after(60):
+        first = await serve_process("--data-dir", str(data_dir))
+        async with httpx.AsyncClient(base_url=first.url) as client:
+            run_id = (
+                await client.post(
+                    "/v1/runs", json={"producer": "demo", "input": {"tokens": 20, "rate": 1000}}
+                )
+            ).json()["run_id"]
+            before = await read_events(first.url, f"/v1/runs/{run_id}/events")
+        orphan = _orphan_pid(data_dir / "redis-server.pid")
+        assert orphan is not None
+        first.process.kill()
+        await first.process.wait()
+        assert _orphan_pid(data_dir / "redis-server.pid") == orphan  # left behind by the crash
+
+        second = await serve_process("--data-dir", str(data_dir))
+        assert not _alive(orphan)
+        assert await read_events(second.url, f"/v1/runs/{run_id}/events") == before
+        second.process.send_signal(signal.SIGTERM)
+        assert await second.process.wait() == 0
+
+
+async def test_embedded_redis_is_restarted_when_it_dies(tmp_path: Path):
+    with trio.fail_after(30):
+        async with open_redis_server(tmp_path / "data", args=("--appendfsync", "always")) as server:
+            store = RedisStore(server.url)
+            async with open_hub(store) as hub:
+
+                async def producer(ctx):
+                    await ctx.emit("token", 1)
+
+                first = await hub.start(producer)
+                await hub.wait(first.id)
+                crashed = server.process
+                assert crashed is not None
+                crashed.kill()  # not server.kill(): an unexpected death
+                await crashed.wait()
+
+                async def restarted() -> bool:
+                    await trio.lowlevel.checkpoint()
+                    return server.process is not crashed and server.process is not None
+
+                await eventually(restarted)
+                await store.ping()
+                second = await hub.start(producer)
+                await hub.wait(second.id)
+                # Append-only: the first run survived its server's death.
+                assert [e.type for e in await store.read_events(first.id, 0, 10)] == ["token", "done"]
+
+
+async def test_redis_tuning_flags_reach_the_store(redis_url: str, prefix: str):
+    parser = build_parser()
+    args = parser.parse_args(
+        [
+            "serve",
+            f"--redis-url={redis_url}",
+            f"--redis-prefix={prefix}",
+            "--redis-lease=3s",
+            "--redis-ttl-running=2h",
+            "--redis-ttl-finished=3d",
+            "--redis-ttl-events=90m",
+            "--redis-max-buffered=5000",
+        ]
+    )
+    plan = ServePlan.from_args(args)
+    with trio.fail_after(20):
+        async with plan.options["store"]() as store:
+            assert isinstance(store, RedisStore)
+            assert store.ttls.lease == 3.0
+            assert store.ttls.running == 2 * 3600.0
+            assert store.ttls.finished == 3 * 86400.0
+            assert store.ttls.events_finished == 90 * 60.0
+            assert store._writer._max_buffered == 5000

@@ -44,6 +44,8 @@ def test_help_documents_every_flag():
         (["--token", "no-colon"], "USER:SECRET"),
         (["--store", "redis"], "--redis-url"),
         (["--redis-url", "http://x"], "redis://"),
+        (["--redis-lease", "5s"], "need --redis-url or --data-dir"),
+        (["--redis-max-buffered", "0"], "--redis-max-buffered"),
         (["--app", "no_such_module_here:create"], "cannot import"),
         (["--max-body", "lots"], "not a size"),
         (["--long-poll-timeout", "0s"], "more than zero"),

@@ -53,7 +53,7 @@ from ._errors import (
 )
 from ._events import RESERVED_TYPES, encode_json
 from ._log import ReplayLog
-from ._remote import Mirrors
+from ._remote import Mirrors, remote_key_holder, wait_for_remote
 from ._run import OnConflict, OnDisconnect, Run, RunContext, RunInfo, RunOutcome, RunStatus
 from ._subscription import Subscription
 from ._timers import TimerQueue
@@ -159,6 +159,11 @@ class Hub:
             metadata: JSON-compatible data kept with the run.
             on_finish: a hook for this run, called after the hub's own.
 
+        With a shared store (``RedisStore``) it returns once the store has the
+        run (within ``store_timeout``), so every instance can find it; a key
+        held by a run on another instance is checked there too (see
+        ``docs/redis.md``).
+
         Returns:
             The run, ``queued`` if it waits behind its key, else ``running``.
 
@@ -222,46 +227,23 @@ class Hub:
         logger.info(
             "run %s %s key=%s owner=%s on_conflict=%s", run.id, run.status.value, key, owner, on_conflict
         )
+        if self.store.shared:
+            # Other instances can find the run once start returns (a client
+            # may follow it through another server at once). Shielded: the
+            # run exists now, its caller must get it.
+            with trio.move_on_after(config.store_timeout, shield=True):
+                await run._saved.wait()
         return run
 
     async def _remote_key_holder(self, key: str | None, on_conflict: OnConflict) -> RunInfo | None:
-        """With a shared store: the live run another instance runs with ``key``, if any.
-
-        Raises:
-            RunConflict: ``reject`` and another instance holds the key.
-        """
         if key is None or not self.store.shared or key in self._keys:
             return None
-        holder = await self.store.key_holder(key)
-        if holder is None or holder in self._runs:
-            return None
-        info = await self.store.get_run(holder)
-        if info is None or info.status.finished:
-            return None
-        if on_conflict == "reject":
-            raise RunConflict(key, holder)
-        return info
+        return await remote_key_holder(self.store, key, on_conflict, self._runs)
 
     async def _wait_for_remote(self, run: Run, remote: RunInfo, on_conflict: OnConflict) -> None:
-        """Before ``run`` writes: interrupt (or wait for) the run another instance holds its key with."""
-        if on_conflict == "interrupt":
-            logger.info(
-                "run %s: interrupting run %s on another instance (key=%s)", run.id, remote.run_id, run.key
-            )
-            await self.store.request_cancel(remote.run_id, "interrupted")
-            deadline = self.config.finalize_timeout + self.config.store_timeout
-        else:
-            deadline = math.inf
-        with trio.move_on_after(deadline) as scope:
-            async with self._mirrors.open(remote) as mirror:
-                await mirror._finished.wait()
-        if scope.cancelled_caught:
-            logger.warning(
-                "run %s: run %s on another instance did not finalize within %ss; starting anyway",
-                run.id,
-                remote.run_id,
-                deadline,
-            )
+        config = self.config
+        deadline = config.finalize_timeout + config.store_timeout if on_conflict == "interrupt" else math.inf
+        await wait_for_remote(self.store, self._mirrors, run, remote, on_conflict, deadline)
 
     def _make_room(self) -> None:
         if len(self._runs) < self.config.max_runs:
@@ -312,7 +294,10 @@ class Hub:
         error: dict[str, str] | None = None
         try:
             with run._scope:
-                await self.store.save_run(run.info())
+                try:
+                    await self.store.save_run(run.info())
+                finally:
+                    run._saved.set()
                 if run.status is RunStatus.QUEUED:
                     # Its turn may already have come (the run ahead of it
                     # finalized before this task started): wait() then returns.
@@ -385,12 +370,15 @@ class Hub:
                 status = RunStatus.ERROR
                 run.error = {"code": "bad_result", "message": "the run's result is not JSON-serializable"}
                 run.result, run.partial, run.reason = None, False, None
-            run.status = status
             run.ended_at = self._wall_clock()
-            run._publish(status.value, _terminal_data(run))
+            # The terminal event is durable before anyone sees the run end:
+            # staged to the store, recorded with the final metadata, and only
+            # then put in the log (subscribers) and the status set.
+            terminal = run._stage(status.value, _terminal_data(run))
+            final = replace(run.info(), status=status, last_seq=terminal.seq)
             with trio.move_on_after(config.store_timeout) as store_scope:
                 try:
-                    await self.store.finish_run(run.info())
+                    await self.store.finish_run(final)
                 except Exception as exc:
                     logger.exception("run %s: the store could not record its end", run.id)
                     run.finalize_error = run.finalize_error or f"store: {type(exc).__name__}: {exc}"
@@ -398,6 +386,8 @@ class Hub:
                 logger.error(
                     "run %s: the store did not record its end within %ss", run.id, config.store_timeout
                 )
+            run.status = status
+            run._reveal(terminal)
             self._retire(run)
             run._finished.set()
             started = run.started_at or run.created_at

@@ -174,7 +174,13 @@ class Run:
         self._cleanup_deadline = math.inf
         self._wakeup = trio.lowlevel.ParkingLot()
         self._turn = trio.Event()
+        # Set once the store has the run's first metadata (or it never will).
+        self._saved = trio.Event()
         self._finished = trio.Event()
+        # _sealed: the terminal event exists (producers can emit no more);
+        # _closed: it is in the log too (subscribers end after it). In between
+        # the hub makes it durable, so nobody sees an end the store lacks.
+        self._sealed = False
         self._closed = False
         self._subscribers = 0
         self._had_subscriber = False
@@ -236,7 +242,7 @@ class Run:
 
     def _request_cancel(self, reason: str) -> bool:
         """Cancel the run's scope; return False if it was already requested."""
-        if self._scope.cancel_called or self._closed:
+        if self._scope.cancel_called or self._sealed:
             return False
         self.reason = reason
         self._cleanup_deadline = trio.current_time() + self._finalize_timeout
@@ -244,23 +250,38 @@ class Run:
         return True
 
     def _publish(self, type: str, data: Any) -> Event:
-        """Append an event to the log and the store, then wake subscribers.
+        """Append an event to the store and the log, then wake subscribers.
 
         Raises:
             RunClosed: the run's terminal event is already published.
             StoreOverflow: the store cannot buffer it; nothing was published.
         """
-        if self._closed:
+        event = self._stage(type, data)
+        self._reveal(event)
+        if self._no_event_timeout is not None and not self._awaiting_input and not event.terminal:
+            self._watchdog.deadline = trio.current_time() + self._no_event_timeout
+        return event
+
+    def _stage(self, type: str, data: Any) -> Event:
+        """Create the next event and hand it to the store, not yet to subscribers.
+
+        Raises:
+            RunClosed, StoreOverflow: as :meth:`_publish`.
+        """
+        if self._sealed:
             raise RunClosed(f"run {self.id} has finished; its producer can emit no more")
         event = Event.create(self.log.last_seq + 1, type, data, self._wall_clock())
         self._store.append_nowait(self.id, event)
+        if event.terminal:
+            self._sealed = True
+        return event
+
+    def _reveal(self, event: Event) -> None:
+        """Append a staged event to the log and wake subscribers."""
         self.log.append(event)
         if event.terminal:
             self._closed = True
-        elif self._no_event_timeout is not None and not self._awaiting_input:
-            self._watchdog.deadline = trio.current_time() + self._no_event_timeout
         self._wakeup.unpark_all()
-        return event
 
     def _arm_watchdog(self) -> None:
         if self._no_event_timeout is not None:

@@ -94,6 +94,36 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="PREFIX",
         help="prefix of every Redis key (default trio_streams:); two prefixes never see each other",
     )
+    store.add_argument(
+        "--redis-lease",
+        type=positive_duration_arg,
+        metavar="DURATION",
+        help="a run whose owner stops renewing its lease this long is marked dead by another instance (10s)",
+    )
+    store.add_argument(
+        "--redis-ttl-running",
+        type=positive_duration_arg,
+        metavar="DURATION",
+        help="expiry of a live run's keys, refreshed while it runs (24h)",
+    )
+    store.add_argument(
+        "--redis-ttl-finished",
+        type=positive_duration_arg,
+        metavar="DURATION",
+        help="how long a finished run's status and result stay in Redis (7d)",
+    )
+    store.add_argument(
+        "--redis-ttl-events",
+        type=positive_duration_arg,
+        metavar="DURATION",
+        help="how long a finished run's events stay replayable from Redis (24h)",
+    )
+    store.add_argument(
+        "--redis-max-buffered",
+        type=_positive_int,
+        metavar="EVENTS",
+        help="events held in memory while Redis is unreachable before runs fail loudly (200000)",
+    )
     auth = parser.add_argument_group("auth")
     auth.add_argument(
         "--token",

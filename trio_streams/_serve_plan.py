@@ -88,10 +88,23 @@ class ServePlan:
         return plan
 
     def _choose_store(self, args: argparse.Namespace) -> None:
+        tuning = {
+            name: value
+            for name, value in (
+                ("lease_ttl", args.redis_lease),
+                ("ttl_running", args.redis_ttl_running),
+                ("ttl_finished", args.redis_ttl_finished),
+                ("ttl_events_finished", args.redis_ttl_events),
+                ("max_buffered_events", args.redis_max_buffered),
+            )
+            if value is not None
+        }
         kind = args.store or ("redis" if args.redis_url or args.data_dir else "memory")
         if kind == "memory":
             if args.redis_url or args.data_dir:
                 raise ServeConfigError("--store memory does not take --redis-url or --data-dir")
+            if tuning:
+                raise ServeConfigError("the --redis-* flags need --redis-url or --data-dir")
             return
         if args.redis_url and args.data_dir:
             raise ServeConfigError(
@@ -108,8 +121,12 @@ class ServePlan:
         except ImportError as exc:
             raise ServeConfigError(f"the Redis store cannot be loaded: {exc}") from None
         prefix = args.redis_prefix
-        # Durable Streams follow the runs into Redis (same URL and prefix).
+        # Durable Streams follow the runs into a single Redis (same URL and
+        # prefix); on a Redis Cluster they stay in memory (docs/durable.md).
         self.options["durable_streams"] = "redis"
+        if args.redis_url and _names_a_cluster(args.redis_url):
+            self.options["durable_streams"] = True
+            logger.warning("Durable Streams stay in memory: their Redis store needs one Redis, not a Cluster")
         if args.redis_url:
             url = args.redis_url
             self.store_label = f"redis ({_safe_url(url)})"
@@ -117,7 +134,7 @@ class ServePlan:
             @asynccontextmanager
             async def external() -> AsyncIterator[Store]:
                 await trio.lowlevel.checkpoint()
-                yield redis_store.RedisStore(url, prefix=prefix)
+                yield redis_store.RedisStore(url, prefix=prefix, **tuning)
 
             self.options["store"] = external
             return
@@ -130,7 +147,7 @@ class ServePlan:
         @asynccontextmanager
         async def supervised() -> AsyncIterator[Store]:
             async with embedded(data_dir) as url:
-                yield redis_store.RedisStore(url, prefix=prefix)
+                yield redis_store.RedisStore(url, prefix=prefix, **tuning)
 
         self.options["store"] = supervised
 
@@ -220,6 +237,15 @@ def _takes_options(factory: Callable[..., Any]) -> bool:
     except (TypeError, ValueError):
         return False
     return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _names_a_cluster(url: str) -> bool:
+    from .stores._redis_client import split_cluster_flag
+
+    try:
+        return bool(split_cluster_flag(url)[1])
+    except ValueError:
+        return False  # RedisStore reports the bad flag
 
 
 def _safe_url(url: str) -> str:

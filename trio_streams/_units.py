@@ -6,21 +6,21 @@ import argparse
 import math
 import re
 
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _SIZE = re.compile(r"^\s*([0-9]+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 10**6, "mib": 1024**2, "gb": 10**9, "gib": 1024**3}
 
 
 def parse_duration(text: str) -> float:
-    """``"15s"``, ``"500ms"``, ``"2m"``, ``"1h"`` or plain seconds (``"2.5"``) as seconds.
+    """``"15s"``, ``"500ms"``, ``"2m"``, ``"1h"``, ``"7d"`` or plain seconds (``"2.5"``) as seconds.
 
     Raises:
         ValueError: anything else, or a value that is not finite.
     """
     match = _DURATION.match(text)
     if match is None:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 15s, 500ms, 2m)")
+        raise ValueError(f"not a duration: {text!r} (use e.g. 15s, 500ms, 2m, 1h, 7d)")
     value = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
     if not math.isfinite(value):
         raise ValueError(f"not a finite duration: {text!r}")

@@ -16,15 +16,14 @@ from typing import TYPE_CHECKING
 from quart import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
+from .._http_body import consume_body, read_body
 from . import _headers as parse
 from ._backend import as_backend
 from ._errors import DurableStreamError, bad_request
 from ._http import (
     add_browser_headers,
-    drain_body,
     preflight,
     protocol_response,
-    read_body,
     render_error,
     render_http_exception,
 )
@@ -75,11 +74,11 @@ def durable_streams_blueprint(
 
     # Handlers are coroutines: Quart runs plain functions in a worker thread.
     async def protocol_error(error: DurableStreamError) -> Response:
-        await drain_body()
+        await consume_body()
         return render_error(error)
 
     async def http_error(error: HTTPException) -> Response:
-        await drain_body()
+        await consume_body()
         return render_http_exception(error)
 
     blueprint.register_error_handler(DurableStreamError, protocol_error)
@@ -88,7 +87,7 @@ def durable_streams_blueprint(
     @blueprint.after_request
     async def browser_headers(response: Response) -> Response:
         if request.method not in ("PUT", "POST"):
-            await drain_body()  # a body nobody reads would stall the kept-alive connection
+            await consume_body()  # a body nobody reads would stall the kept-alive connection
         add_browser_headers(response)
         return response
 
@@ -137,7 +136,7 @@ async def _create(ctx: _Context) -> Response:
         expires_at=parse.expires_at(headers.get("Stream-Expires-At")),
         closed=parse.flag(headers.get("Stream-Closed")),
         fork=fork,
-        body=await read_body(ctx.max_body),
+        body=await read_body(ctx.max_body, DurableStreamError),
     )
     stream, created = await ctx.store.create(ctx.name, creation)
     response_headers = _tail_headers(stream)
@@ -181,7 +180,7 @@ async def _append(ctx: _Context) -> Response:
     except ValueError as exc:
         raise bad_request("invalid_producer_headers", str(exc)) from None
     close = parse.flag(headers.get("Stream-Closed"))
-    body = await read_body(ctx.max_body)
+    body = await read_body(ctx.max_body, DurableStreamError)
     # An empty (close-only) request is never refused for its Content-Type.
     content_type = parse.media_type(headers.get("Content-Type")) if body else None
     outcome = await ctx.store.append(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
+from typing import TYPE_CHECKING
 
 from quart import Response, request
-from werkzeug.exceptions import HTTPException
 
-from ._errors import DurableStreamError
+if TYPE_CHECKING:
+    from werkzeug.exceptions import HTTPException
+
+    from ._errors import DurableStreamError
 
 #: The protocol's headers a browser may send (CORS preflight) and read.
 REQUEST_HEADERS = (
@@ -58,34 +60,6 @@ def render_http_exception(error: HTTPException) -> Response:
     status = error.code or 500
     code = {413: "body_too_large", 405: "method_not_allowed"}.get(status, "http_error")
     return error_document(status, code, str(error.description or error.name))
-
-
-async def read_body(limit: int) -> bytes:
-    """The request body, at most ``limit`` bytes.
-
-    Raises:
-        DurableStreamError: 413 beyond ``limit``.
-    """
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        raise DurableStreamError(413, "body_too_large", f"the body is {declared} bytes; the limit is {limit}")
-    body = await request.get_data(cache=False, as_text=False)
-    assert isinstance(body, bytes)
-    if len(body) > limit:
-        raise DurableStreamError(413, "body_too_large", f"the body is over the {limit}-byte limit")
-    return body
-
-
-async def drain_body() -> None:
-    """Read and drop an unread request body (within the app's limit).
-
-    A refused request must still consume its body: otherwise the rest of a
-    chunked body stays on the kept-alive connection and the client's next
-    request on it stalls. Over the app's limit Quart refuses to read, and
-    the connection closes after the response instead.
-    """
-    with contextlib.suppress(HTTPException):
-        await request.get_data(cache=False)
 
 
 def add_browser_headers(response: Response) -> None:

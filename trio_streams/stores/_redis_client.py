@@ -11,7 +11,7 @@ them when the attempt fails.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeAlias
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import coredis
 from coredis.connection import TCPLocation
@@ -83,6 +83,21 @@ def client_from_url(url: str, *, cluster: bool, connect_timeout: float, stream_t
         pool = client.connection_pool
     pool.connection_class = _closing_class(pool.connection_class)
     return client
+
+
+def split_cluster_flag(url: str) -> tuple[str, bool | None]:
+    """``url`` without a ``cluster=yes|no`` query parameter, and its value
+    (``None`` if absent), so one URL can say "this is a cluster" (the CLI)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    flags = [value for name, value in query if name == "cluster"]
+    if not flags:
+        return url, None
+    rest = [(name, value) for name, value in query if name != "cluster"]
+    value = flags[-1].lower()
+    if value not in ("1", "yes", "true", "0", "no", "false"):
+        raise ValueError(f"cluster= in the Redis URL must be yes or no, not {flags[-1]!r}")
+    return urlunsplit(parts._replace(query=urlencode(rest))), value in ("1", "yes", "true")
 
 
 def release_leftovers(client: Client) -> None:

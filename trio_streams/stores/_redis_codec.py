@@ -62,14 +62,25 @@ def resume_start(after: int) -> str:
     return f"{after + 1}-0"
 
 
+# Event types repeat (a run has a handful): encode each once. Bounded.
+_TYPE_JSON: dict[str, str] = {}
+_TYPE_JSON_MAX: Final = 4096
+
+
 def encode_type(type: str) -> str:
-    return encode_json(type)
+    """``type`` as a JSON string (cached)."""
+    text = _TYPE_JSON.get(type)
+    if text is None:
+        text = encode_json(type)
+        if len(_TYPE_JSON) < _TYPE_JSON_MAX:
+            _TYPE_JSON[type] = text
+    return text
 
 
 def encode_batch(events: Sequence[Event]) -> str:
     """One entry's payload for consecutive events."""
     return "\n".join(
-        f"{event.seq}\t{event.timestamp!r}\t{encode_json(event.type)}\t{event.data_json}" for event in events
+        f"{event.seq}\t{event.timestamp!r}\t{encode_type(event.type)}\t{event.data_json}" for event in events
     )
 
 

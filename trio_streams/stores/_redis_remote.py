@@ -14,13 +14,21 @@ Theory of operation
   cancels the runs it owns at once; the owner's lease renewal also reads the
   intent of each of its runs, so a cancel sent while it was disconnected is
   not lost.
-- Reap: every instance scans the running index every ``lease / 2`` and claims
-  runs whose lease expired, so a dead owner's runs end even with no
-  subscriber anywhere.
+- Reap: every instance scans the running index ``RENEWALS_PER_LEASE`` times
+  per lease and claims runs whose lease expired, so a dead owner's runs end
+  even with no subscriber anywhere.
+- Grace and fencing: a run is claimed only once its lease key has been seen
+  missing for ``CLAIM_GRACE`` of the owner's lease (the key itself lives the
+  rest, so a run is claimed within one lease of its owner's last renewal; a
+  live owner re-creates a key that expired while Redis was down), and the owner's
+  renewal, its appends and its metadata writes are scripts that refuse a run
+  already declared ``dead``: claim and renewal exclude each other, and a
+  stale owner can never write past the dead event.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -29,8 +37,9 @@ import trio
 from coredis.tokens import PureToken
 
 from .._events import encode_json
-from ._redis_codec import decode_batch, decode_entries, resume_start
+from ._redis_codec import decode_entries, resume_start
 from ._redis_scripts import CLAIM_DEAD, DELETE_IF_EQUAL
+from ._redis_writer import CLAIM_GRACE
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -72,6 +81,8 @@ class RemoteRuns:
         self._instance = instance
         self._block = block_seconds
         self._cancel_handler: Callable[[str, str], None] | None = None
+        # run id -> trio time its lease was first seen missing
+        self._missing_since: dict[str, float] = {}
         self.claimed_dead = 0
 
     def set_cancel_handler(self, handler: Callable[[str, str], None]) -> None:
@@ -131,13 +142,13 @@ class RemoteRuns:
         keys = self._keys
         try:
             async with self._client().pipeline(transaction=False) as pipe:
-                status_reply = pipe.hget(keys.meta(run_id), "status")
+                meta_reply = pipe.hmget(keys.meta(run_id), ["status", "lease_ms"])
                 lease_reply = pipe.exists([keys.lease(run_id)])
-            status, lease = await status_reply, await lease_reply
+            (status, lease_ms), lease = await meta_reply, await lease_reply
             if status is None:
                 return True  # the run's meta expired: nothing will ever come
             if status in ("running", "queued"):
-                if not lease:
+                if self._lease_gone(run_id, bool(lease), lease_ms):
                     await self.claim_dead(run_id)
                 return False
             # Finished: anything after seq still to read?
@@ -148,6 +159,20 @@ class RemoteRuns:
             return False
 
     # -- dead owners --------------------------------------------------------------------
+
+    def _lease_gone(self, run_id: str, exists: bool, lease_ms: Any) -> bool:
+        """True once the run's lease has been seen missing for ``CLAIM_GRACE``
+        of its TTL (the owner's TTL, from the meta hash; else ours)."""
+        now = trio.current_time()
+        if exists:
+            self._missing_since.pop(run_id, None)
+            return False
+        try:
+            lease = int(lease_ms) / 1000
+        except (TypeError, ValueError):
+            lease = self._ttls.lease
+        since = self._missing_since.setdefault(run_id, now)
+        return now - since >= lease * CLAIM_GRACE
 
     async def claim_dead(self, run_id: str) -> int:
         """Mark the run ``dead`` if it is live and its lease expired; return
@@ -166,6 +191,7 @@ class RemoteRuns:
                 ],
             )
         )
+        self._missing_since.pop(run_id, None)
         if seq:
             self.claimed_dead += 1
             logger.warning(
@@ -190,16 +216,21 @@ class RemoteRuns:
         """Forever: claim runs of the running index whose lease expired."""
         keys = self._keys
         while True:
-            await trio.sleep(self._ttls.lease / 2)
+            await trio.sleep(self._ttls.renew_every)
             try:
                 run_ids = [str(m) for m in await self._client().zrange(keys.running, 0, 999)]
                 if not run_ids:
                     continue
                 async with self._client().pipeline(transaction=False) as pipe:
-                    leases = [pipe.exists([keys.lease(run_id)]) for run_id in run_ids]
-                for run_id, lease in zip(run_ids, leases, strict=True):
-                    if not await lease:
+                    leases = [
+                        (pipe.exists([keys.lease(run_id)]), pipe.hget(keys.meta(run_id), "lease_ms"))
+                        for run_id in run_ids
+                    ]
+                for run_id, (lease, lease_ms) in zip(run_ids, leases, strict=True):
+                    if self._lease_gone(run_id, bool(await lease), await lease_ms):
                         await self.claim_dead(run_id)
+                for run_id in set(self._missing_since) - set(run_ids):
+                    del self._missing_since[run_id]
             except Exception as exc:
                 logger.warning("reaping expired leases: %s", exc)
 
@@ -219,25 +250,23 @@ class RemoteRuns:
         )
 
     async def watch_control(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Forever: read the control stream; cancel the runs this instance owns."""
+        """Forever: read the control stream; cancel the runs this instance owns.
+
+        Messages sent before the reader found the stream's end are not lost:
+        their intent is in the meta hash, which lease renewal reads.
+        """
         key = self._keys.control
         last_id: str | None = None
         delay = 0.05
-        started = False
+        task_status.started()
         while True:
             try:
                 if last_id is None:
                     top: Any = await self._client().xrevrange(key, count=1)
                     last_id = str(top[0].identifier) if top else "0-0"
-                    if not started:
-                        started = True
-                        task_status.started()
                 reply = await self._client().xread({key: last_id}, count=256, block=_ms(self._block))
                 delay = 0.05
             except Exception as exc:
-                if not started:
-                    started = True
-                    task_status.started()
                 logger.warning("reading the control stream: %s; retrying in %.2fs", exc, delay)
                 await trio.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -260,13 +289,5 @@ class RemoteRuns:
 
 
 def _loads_str(text: str) -> str | None:
-    import json
-
     value = json.loads(text)
     return value if isinstance(value, str) else None
-
-
-def terminal_from_entry(payload: str) -> Event | None:
-    """The last event of an entry payload if it is terminal."""
-    events = decode_batch(payload)
-    return events[-1] if events and events[-1].terminal else None

@@ -57,3 +57,28 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 """
+
+#: Append one entry (a batch of events) to a run's stream -- unless the run
+#: was declared ``dead`` (its owner lost the lease: fenced), or an entry
+#: reaching this batch's last seq is already there (a retried flush: a
+#: duplicate). Atomic, so a stale owner can never write past a dead event.
+#: KEYS: events, meta. ARGV: entry id, payload, last seq.
+#: Returns 1 appended, 0 duplicate, -1 fenced.
+APPEND_EVENTS: Final = """
+if redis.call('HGET', KEYS[2], 'status') == 'dead' then return -1 end
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #top > 0 and tonumber(string.match(top[1][1], '^(%d+)')) >= tonumber(ARGV[3]) then return 0 end
+redis.call('XADD', KEYS[1], ARGV[1], 'e', ARGV[2])
+return 1
+"""
+
+#: Renew the owner's lease unless the run was declared ``dead``. Atomic with
+#: respect to CLAIM_DEAD: either the claim sees the lease, or the renewal
+#: sees ``dead`` (and the owner stops the run). Re-creates a lease that
+#: expired (e.g. while Redis was down): nobody claimed the run meanwhile.
+#: KEYS: meta, lease. ARGV: instance id, lease TTL ms. Returns 1 renewed, 0 dead.
+RENEW_LEASE: Final = """
+if redis.call('HGET', KEYS[1], 'status') == 'dead' then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 1
+"""

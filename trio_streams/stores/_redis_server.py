@@ -9,14 +9,12 @@ the same :class:`RedisServer`.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,14 +55,18 @@ def find_redis_binary(name: str = "redis-server") -> str:
     )
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: on Linux, get SIGTERM when the parent dies,
-    so a crashed server process never leaves its embedded Redis behind."""
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def _orphan_pid(pid_path: Path) -> int | None:
+    """The pid in ``pid_path`` if it names a running redis-server (Linux /proc)."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+        pid = int(pid_path.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if b"redis-server" in cmdline else None
 
 
 def free_port() -> int:
@@ -111,6 +113,10 @@ class RedisServer:
         self._stopping = False
 
     @property
+    def pid_path(self) -> Path:
+        return self.data_dir / "redis-server.pid"
+
+    @property
     def log_path(self) -> Path:
         return self.data_dir / f"redis-{self.port}.log"
 
@@ -139,6 +145,8 @@ class RedisServer:
             "warning",
             "--logfile",
             str(self.log_path),
+            "--pidfile",
+            str(self.pid_path),
             *self.args,
         ]
 
@@ -149,12 +157,12 @@ class RedisServer:
             RuntimeError: it exited, or did not answer within ``START_TIMEOUT``.
         """
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        await self._stop_orphan()
         self._stopping = False
         process = await trio.lowlevel.open_process(
             self.command(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         self.process = process
         with trio.move_on_after(START_TIMEOUT):
@@ -172,6 +180,26 @@ class RedisServer:
         raise RuntimeError(
             f"redis-server on port {self.port} did not start (exit {process.returncode}): {log}"
         )
+
+    async def _stop_orphan(self) -> None:
+        """Stop a redis-server a crashed process left running on this data
+        directory (its pid file says which), so two never share the files."""
+        pid = _orphan_pid(self.pid_path)
+        if pid is None or (self.process is not None and self.process.pid == pid):
+            return
+        logger.warning(
+            "stopping redis-server %d left running on %s by an earlier process", pid, self.data_dir
+        )
+        try:
+            os.kill(pid, signal.SIGTERM)
+            with trio.move_on_after(STOP_TIMEOUT):
+                for _ in range(int(STOP_TIMEOUT / 0.05) + 1):
+                    if not _alive(pid):
+                        return
+                    await trio.sleep(0.05)  # not our child: nothing to wait() on
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     def kill(self) -> None:
         """SIGKILL the process (a crash, for tests). Call :meth:`wait_exited` after."""

@@ -7,18 +7,19 @@ ordered queue and never block. One task, :meth:`RedisWriter.run`, drains it:
 it waits until the queue holds ``flush_events`` items, or ``flush_interval``
 has passed since the first one arrived, or someone waits for durability;
 then it *freezes* the whole queue into commands -- consecutive events of a
-run become one stream entry (``XADD`` with the id ``<last>-<first>``), a
-metadata write becomes ``HSET`` plus index and TTL updates -- and sends them
-as one pipeline.
+run become one stream entry with the id ``<last>-<first>`` (appended by the
+``APPEND_EVENTS`` script), a metadata write becomes ``SAVE_META`` plus index
+and TTL updates -- and sends them as one pipeline.
 
 If the pipeline fails (Redis down, a timeout), the same frozen commands are
 sent again after a backoff (doubling from ``backoff_min`` to
 ``backoff_max``), until they succeed. Meanwhile new items queue up behind
-them. A re-sent ``XADD`` whose entry already made it is refused by Redis as
-"equal or smaller than the target stream top item", which the writer counts
-as written: retries never duplicate, lose or reorder events. Per run, the
-commands go out in queue order; runs are independent of each other (in a
-cluster they live on different nodes).
+them. A re-sent entry that had already made it is recognised by the script
+(the stream's top seq reaches the entry's last seq) and skipped: retries
+never duplicate, lose or reorder events. The same script refuses entries of
+a run another instance declared ``dead`` (fencing a stale owner). Per run,
+the commands go out in queue order; runs are independent of each other (in
+a cluster they live on different nodes).
 
 The queue is bounded by ``max_buffered_events`` events not yet durable
 (queued or in flight). Past the bound ``append_nowait`` raises
@@ -38,8 +39,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .._errors import StoreOverflow
-from ._redis_codec import FIELD, encode_batch, entry_id
-from ._redis_scripts import SAVE_META
+from ._redis_codec import encode_batch, entry_id
+from ._redis_scripts import APPEND_EVENTS, SAVE_META
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -50,7 +51,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("trio_streams.redis")
 
-_DUPLICATE = "equal or smaller than the target stream top item"
+
+#: The owner renews its leases this many times per ``Ttls.lease``.
+RENEWALS_PER_LEASE = 6
+#: The part of ``Ttls.lease`` others wait, after the lease key is gone, before
+#: they claim the run (a live owner re-creates a lease within it).
+CLAIM_GRACE = 1 / 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +68,27 @@ class Ttls:
             lease renewal, so they outlive a crashed owner by this much.
         finished: a finished run's meta hash (and index entries).
         events_finished: a finished run's events stream.
-        lease: the owner's lease; a run whose lease is gone is ``dead``.
+        lease: how long after its owner stops renewing a run is declared
+            ``dead``: the lease key lives ``lease * (1 - CLAIM_GRACE)`` and is
+            renewed ``RENEWALS_PER_LEASE`` times per ``lease``; others claim
+            the run once they have seen the key missing for ``lease *
+            CLAIM_GRACE`` (time for a live owner to re-create a lease that
+            expired while Redis was down).
     """
 
     running: float = 24 * 3600.0
     finished: float = 7 * 24 * 3600.0
     events_finished: float = 24 * 3600.0
     lease: float = 10.0
+
+    @property
+    def lease_key(self) -> float:
+        """Seconds the lease key itself lives."""
+        return self.lease * (1 - CLAIM_GRACE)
+
+    @property
+    def renew_every(self) -> float:
+        return self.lease / RENEWALS_PER_LEASE
 
     def __post_init__(self) -> None:
         for name in ("running", "finished", "events_finished", "lease"):
@@ -155,7 +175,10 @@ class RedisWriter:
         self._idle = False  # the flusher is parked on an empty queue
         self._collecting = False  # the flusher waits for a full batch or its interval
         self._urgent = False
-        self._script: Any = None
+        self._scripts: dict[str, Any] = {}
+        self._fenced: set[str] = set()
+        #: Runs whose events Redis refused because another instance declared them dead.
+        self.fenced = 0
         self._work = trio.lowlevel.ParkingLot()
         self._flushed = trio.lowlevel.ParkingLot()
         self._overflowed_runs: set[str] = set()
@@ -317,32 +340,43 @@ class RedisWriter:
         keys = self._keys
         ttls = self._ttls
         kinds: list[str] = []
+        owners: list[str] = []  # the run of each command, for the log
         async with self._client().pipeline(transaction=False, raise_on_error=False) as pipe:
             for command in commands:
+                before = len(kinds)
                 run_id = command.run_id
                 if isinstance(command, _Entry):
-                    pipe.xadd(
-                        keys.events(run_id),
-                        {FIELD: command.payload},
-                        identifier=entry_id(command.first, command.last),
+                    self._script(APPEND_EVENTS)(
+                        keys=[keys.events(run_id), keys.meta(run_id)],
+                        args=[entry_id(command.first, command.last), command.payload, command.last],
+                        client=pipe,
                     )
-                    pipe.pexpire(keys.events(run_id), _ms(ttls.running))
-                    kinds += ("xadd", "pexpire")
-                    continue
-                kinds += self._queue_meta(pipe, command)
+                    kinds.append("append")
+                    if command.first == 1:
+                        # The stream's first entry creates it: give it its TTL.
+                        # The owner's lease renewal refreshes it from then on.
+                        pipe.pexpire(keys.events(run_id), _ms(ttls.running))
+                        kinds.append("pexpire")
+                else:
+                    kinds += self._queue_meta(pipe, command)
+                owners += [run_id] * (len(kinds) - before)
         results: Any = pipe.results or ()
-        for kind, result in zip(kinds, results, strict=True):
+        for kind, run_id, result in zip(kinds, owners, results, strict=True):
             if isinstance(result, BaseException):
-                if kind == "xadd" and _DUPLICATE in str(result):
-                    continue  # a retried entry that had made it: already written
                 raise result
+            # append: 0 is a retried entry that had made it (already written).
+            if kind == "append" and result == -1 and run_id not in self._fenced:
+                self._fenced.add(run_id)
+                self.fenced += 1
+                logger.error("run %s was declared dead by another instance: its events are refused", run_id)
             if kind == "save_meta" and result == 0:
-                logger.error("a run was declared dead by another instance: its metadata is final")
+                logger.error("run %s was declared dead by another instance: its metadata stays final", run_id)
 
-    def _save_meta(self, *, keys: list[str], args: list[str | int], client: Any) -> None:
-        if self._script is None:
-            self._script = self._client().register_script(SAVE_META)
-        self._script(keys=keys, args=args, client=client)
+    def _script(self, source: str) -> Any:
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self._client().register_script(source)
+        return script
 
     def _queue_meta(self, pipe: Any, write: MetaWrite) -> list[str]:
         keys = self._keys
@@ -352,7 +386,7 @@ class RedisWriter:
         args: list[str | int] = [_ms(ttls.finished if write.final else ttls.running)]
         for name, value in write.fields.items():
             args += (name, value)
-        self._save_meta(keys=[keys.meta(run_id)], args=args, client=pipe)
+        self._script(SAVE_META)(keys=[keys.meta(run_id)], args=args, client=pipe)
         score = {run_id: write.created_at}
         owner = write.owner
         pipe.zadd(keys.runs, score)
@@ -363,7 +397,7 @@ class RedisWriter:
             kinds += ("zadd", "pexpire")
         if write.live:
             pipe.zadd(keys.running, score)
-            pipe.set(keys.lease(run_id), self._instance, px=_ms(ttls.lease))
+            pipe.set(keys.lease(run_id), self._instance, px=_ms(ttls.lease_key))
             kinds += ("zadd", "set")
             if owner is not None:
                 pipe.zadd(keys.owner_live(owner), score)

@@ -18,14 +18,22 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import coredis
 import trio
-from coredis.tokens import PureToken
 
 from .._run import RunInfo, RunStatus
 from ._base import Store, StoreStatistics
-from ._redis_client import Client, RedisUnavailable, client_from_url, release_leftovers, safe_url
-from ._redis_codec import decode_entries, info_from_hash, info_to_hash, resume_start
+from ._redis_client import (
+    Client,
+    RedisUnavailable,
+    client_from_url,
+    release_leftovers,
+    safe_url,
+    split_cluster_flag,
+)
+from ._redis_codec import info_to_hash
 from ._redis_keys import RedisKeys
-from ._redis_remote import RemoteRuns, terminal_from_entry
+from ._redis_reader import get_run, list_runs, read_events
+from ._redis_remote import RemoteRuns
+from ._redis_scripts import RENEW_LEASE
 from ._redis_server import open_embedded_redis as open_embedded_redis
 from ._redis_writer import MetaWrite, RedisWriter, Ttls
 
@@ -51,6 +59,8 @@ class RedisStoreStatistics(StoreStatistics):
         flushes: pipelines written.
         last_error: the latest flush error while unhealthy.
         claimed_dead: runs of dead owners this instance marked ``dead``.
+        fenced: runs of this instance whose events Redis refused because
+            another instance had declared them ``dead``.
     """
 
     healthy: bool = True
@@ -58,6 +68,7 @@ class RedisStoreStatistics(StoreStatistics):
     flushes: int = 0
     last_error: str | None = None
     claimed_dead: int = 0
+    fenced: int = 0
 
 
 class RedisStore(Store):
@@ -69,7 +80,8 @@ class RedisStore(Store):
             or ``unix://path``; credentials and TLS pass through to coredis.
         prefix: prepended to every key; stores with different prefixes on one
             Redis never see each other's runs.
-        cluster: ``url`` names a node of a Redis Cluster.
+        cluster: ``url`` names a node of a Redis Cluster. ``None`` (the
+            default): as the URL says with ``?cluster=yes``, else no.
         flush_events: flush once this many items are queued ...
         flush_interval: ... or this many seconds after the first one.
         max_buffered_events: events accepted but not yet durable; past it a
@@ -92,7 +104,7 @@ class RedisStore(Store):
         url: str,
         *,
         prefix: str = "trio_streams:",
-        cluster: bool = False,
+        cluster: bool | None = None,
         flush_events: int = 2048,
         flush_interval: float = 0.005,
         max_buffered_events: int = 200_000,
@@ -127,6 +139,8 @@ class RedisStore(Store):
                 raise ValueError(f"{name} must be a positive number, not {number}")
         if optimized:
             coredis.Config.optimized = True
+        url, url_cluster = split_cluster_flag(url)
+        cluster = bool(url_cluster) if cluster is None else cluster
         self.url = url
         self.prefix = prefix
         self.keys = RedisKeys(prefix)
@@ -261,21 +275,23 @@ class RedisStore(Store):
         and act on cancel intents recorded while a message could be missed."""
         ttls = self.ttls
         keys = self.keys
+        renew: Any = None
         while True:
-            await trio.sleep(ttls.lease / 3)
+            await trio.sleep(ttls.renew_every)
             if not self._live:
                 continue
             runs = list(self._live.values())
             try:
+                if renew is None:
+                    renew = self.client.register_script(RENEW_LEASE)
                 async with self.client.pipeline(transaction=False) as pipe:
                     checks = []
                     for info in runs:
                         run_id = info.run_id
-                        lease = pipe.set(
-                            keys.lease(run_id),
-                            self.instance_id,
-                            px=int(ttls.lease * 1000),
-                            condition=PureToken.XX,
+                        lease = renew(
+                            keys=[keys.meta(run_id), keys.lease(run_id)],
+                            args=[self.instance_id, int(ttls.lease_key * 1000)],
+                            client=pipe,
                         )
                         cancel = pipe.hget(keys.meta(run_id), "cancel")
                         checks.append((info, lease, cancel))
@@ -286,9 +302,7 @@ class RedisStore(Store):
                 for info, lease, cancel in checks:
                     reason = await cancel
                     if not await lease and info.run_id in self._live:
-                        logger.error(
-                            "run %s: its lease expired (another instance may mark it dead)", info.run_id
-                        )
+                        logger.error("run %s: declared dead by another instance (lease lost)", info.run_id)
                         self._remote.cancel_local(info.run_id, "owner_lost")
                     elif reason is not None:
                         self._remote.cancel_local(info.run_id, str(reason))
@@ -314,6 +328,7 @@ class RedisStore(Store):
     def _meta_write(self, info: RunInfo, *, final: bool) -> MetaWrite:
         fields = info_to_hash(info)
         fields["instance"] = self.instance_id
+        fields["lease_ms"] = str(int(self.ttls.lease * 1000))  # the claim grace of others follows it
         return MetaWrite(
             info.run_id,
             fields,
@@ -342,75 +357,17 @@ class RedisStore(Store):
 
     async def read_events(self, run_id: str, after: int, limit: int) -> list[Event]:
         """Up to ``limit`` events with ``seq > after``: an XRANGE from the entry holding ``after + 1``."""
-        if limit < 1:
-            await trio.lowlevel.checkpoint()
-            return []
-        key = self.keys.events(run_id)
-        start = resume_start(after)
-        events: list[Event] = []
-        while len(events) < limit:
-            entries = await self.client.xrange(key, start=start, count=_READ_ENTRIES)
-            if not entries:
-                break
-            events.extend(decode_entries(((str(e.identifier), e.field_values) for e in entries), after))  # type: ignore[misc]
-            if len(entries) < _READ_ENTRIES:
-                break
-            start = f"({entries[-1].identifier!s}"
-        return events[:limit]
+        return await read_events(self.client, self.keys, run_id, after, limit)
 
     async def get_run(self, run_id: str) -> RunInfo | None:
         """The stored metadata; for a live run, ``last_seq`` is the last event flushed."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            meta = pipe.hgetall(self.keys.meta(run_id))
-            top = pipe.xrevrange(self.keys.events(run_id), count=1)
-        info = info_from_hash(await meta)
-        if info is None:
-            return None
-        entries = await top
-        if not info.status.finished and entries:
-            payload = entries[0].field_values.get("e")
-            terminal = terminal_from_entry(str(payload)) if payload else None
-            if terminal is not None:
-                # The terminal event is written just before the final meta.
-                return finished_info(info, terminal)
-            last = int(str(entries[0].identifier).split("-", 1)[0])
-            if last > info.last_seq:
-                info = _with_last_seq(info, last)
-        return info
+        return await get_run(self.client, self.keys, run_id)
 
     async def list_runs(
         self, *, owner: str | None = None, status: RunStatus | None = None, limit: int = 100
     ) -> list[RunInfo]:
         """Stored runs, newest first, from an index (entries whose meta expired are removed)."""
-        keys = self.keys
-        live = status in (RunStatus.RUNNING, RunStatus.QUEUED)
-        if owner is not None:
-            index = keys.owner_live(owner) if live else keys.owner_runs(owner)
-        else:
-            index = keys.running if live else keys.runs
-        client = self.client
-        found: list[RunInfo] = []
-        stale: list[str] = []
-        start = 0
-        batch = max(limit, 16)
-        while len(found) < limit:
-            ids = [str(member) for member in await client.zrevrange(index, start, start + batch - 1)]
-            if not ids:
-                break
-            start += len(ids)
-            async with client.pipeline(transaction=False) as pipe:
-                metas = [pipe.hgetall(keys.meta(run_id)) for run_id in ids]
-            for run_id, pending in zip(ids, metas, strict=True):
-                info = info_from_hash(await pending)
-                if info is None or (live and info.status.finished):
-                    stale.append(run_id)
-                    continue
-                if (owner is None or info.owner == owner) and (status is None or info.status == status):
-                    found.append(info)
-        if stale:
-            await client.zrem(index, stale)
-            logger.info("redis index %s: removed %d stale entries", index, len(stale))
-        return found[:limit]
+        return await list_runs(self.client, self.keys, owner=owner, status=status, limit=limit)
 
     # -- shared between instances --------------------------------------------------------
 
@@ -461,29 +418,8 @@ class RedisStore(Store):
             flushes=writer.flushes,
             last_error=writer.last_error,
             claimed_dead=self._remote.claimed_dead,
+            fenced=writer.fenced,
         )
-
-
-def finished_info(info: RunInfo, terminal: Event) -> RunInfo:
-    """``info`` as its terminal event (which carries the outcome) finishes it."""
-    doc: dict[str, Any] = info.to_json()
-    data = terminal.data if isinstance(terminal.data, dict) else {}
-    doc.update(
-        status=terminal.type,
-        last_seq=terminal.seq,
-        ended_at=terminal.timestamp,
-        result=data.get("result"),
-        partial=bool(data.get("partial", False)),
-        reason=data.get("reason"),
-        error=data.get("error"),
-    )
-    return RunInfo.from_json(doc)
-
-
-def _with_last_seq(info: RunInfo, last_seq: int) -> RunInfo:
-    doc: dict[str, Any] = info.to_json()
-    doc["last_seq"] = last_seq
-    return RunInfo.from_json(doc)
 
 
 __all__ = ["RedisStore", "RedisStoreStatistics", "RedisUnavailable", "Ttls", "open_embedded_redis"]

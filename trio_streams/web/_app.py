@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from ._errors import consume_body, http_exception_response
+from .._http_body import consume_body
+from ._errors import http_exception_response
 from ._extension import TrioStreams
 
 if TYPE_CHECKING:

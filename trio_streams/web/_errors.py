@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quart import Response
-from werkzeug.exceptions import HTTPException
 
 from .._events import encode_json
+
+if TYPE_CHECKING:
+    from werkzeug.exceptions import HTTPException
 
 
 class ApiError(Exception):
@@ -57,21 +58,6 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
     429: "at_capacity",
 }
-
-
-async def consume_body() -> None:
-    """Read (and drop) the rest of the request body, within the app's body limit.
-
-    A request refused before its body was read (a 405 from routing) must
-    still have its body consumed: Hypercorn otherwise leaves the rest of a
-    chunked body on the kept-alive connection, and the client's next request
-    on it hangs (found by schemathesis; reproduced with requests).
-    """
-    from quart import request
-
-    # Over the limit: Quart refuses it, and the connection closes after the response.
-    with contextlib.suppress(HTTPException):
-        await request.get_data(cache=False)
 
 
 def http_exception_response(exc: HTTPException) -> Response:

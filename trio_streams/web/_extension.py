@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import trio
 from quart_trio import QuartTrio
 
+from .._http_body import consume_body
 from .._hub import open_hub
 from ..durable import DurableStreamStore, RedisDurableStore
 from ..stores import MemoryStore, Store
 from ._auth import TokenAuth
 from ._demo import DemoInput, demo_input_schema, demo_producer
-from ._errors import ApiError, consume_body, error_response
+from ._errors import ApiError, error_response
 from ._idempotency import IdempotencyKeys
 
 if TYPE_CHECKING:
@@ -76,8 +77,9 @@ class TrioStreams:
             ``{url_prefix}/stream/runs/<run_id>``): ``True`` for an
             in-memory :class:`~trio_streams.durable.DurableStreamStore`
             (a :class:`~trio_streams.durable.RedisDurableStore` when ``store``
-            is a ``RedisStore``), ``"redis"`` for streams in the run store's
-            Redis under its prefix (``store`` must open a ``RedisStore``), a
+            is a ``RedisStore`` on a single Redis, not a Cluster), ``"redis"``
+            for streams in the run store's Redis under its prefix (``store``
+            must open a ``RedisStore`` on a single Redis), a
             store of your own, or ``False`` for none. See docs/durable.md.
         long_poll_timeout: how long a Durable Streams long-poll waits for data.
         sse_recycle: a Durable Streams SSE response ends after this many
@@ -125,7 +127,8 @@ class TrioStreams:
             raise ValueError("long_poll_timeout, sse_recycle and durable_max_body must be positive")
         durable: DurableStreamStore | RedisDurableStore | None
         if durable_streams is True:
-            durable = RedisDurableStore() if _is_redis_store(store) else DurableStreamStore()
+            redis = _is_redis_store(store) and not _on_a_cluster(store)
+            durable = RedisDurableStore() if redis else DurableStreamStore()
         elif durable_streams == "redis":
             durable = RedisDurableStore()
         elif isinstance(durable_streams, (DurableStreamStore, RedisDurableStore)):
@@ -345,8 +348,8 @@ class TrioStreams:
         durable = self.durable_store
         if not isinstance(durable, RedisDurableStore) or durable.connected:
             return
-        if not _is_redis_store(store):
-            raise TypeError("Durable Streams in Redis need a RedisStore as the run store")
+        if not _is_redis_store(store) or _on_a_cluster(store):
+            raise TypeError("Durable Streams in Redis need a RedisStore on a single Redis as the run store")
         redis_store: Any = store
         await stack.enter_async_context(durable.connect(redis_store.url, prefix=redis_store.prefix))
 
@@ -406,3 +409,9 @@ def _is_redis_store(store: object) -> bool:
     """Whether ``store`` is a RedisStore (without importing coredis for memory-only apps)."""
     cls = type(store)
     return cls.__name__ == "RedisStore" and cls.__module__ == "trio_streams.stores.redis"
+
+
+def _on_a_cluster(store: object) -> bool:
+    """Whether a RedisStore talks to a Redis Cluster (the Durable Streams
+    Redis store needs a single Redis: forks span hash slots)."""
+    return bool(getattr(store, "_cluster", False))

@@ -13,9 +13,10 @@ from werkzeug.exceptions import HTTPException
 
 from .._errors import AtCapacity, HubClosed, RunConflict, RunNotFound
 from .._events import encode_json
+from .._http_body import consume_body, read_body
 from .._hub import RunNotLive
 from .._run import OnConflict, OnDisconnect, RunInfo, RunStatus
-from ._errors import ApiError, consume_body, error_response, http_exception_response
+from ._errors import ApiError, error_response, http_exception_response
 from ._sse_stream import event_stream_response
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ def make_blueprint(streams: TrioStreams) -> Blueprint:
     async def start_run() -> Response:
         caller = streams.caller(request.headers.get("Authorization"))
         hub = streams.hub_for_starting()
-        body = await _read_body(streams.max_body)
+        body = await read_body(streams.max_body, ApiError)
         spec = _parse_start(body, streams)
         idempotency_key = request.headers.get("Idempotency-Key")
         if idempotency_key is None:
@@ -145,7 +146,7 @@ def make_blueprint(streams: TrioStreams) -> Blueprint:
         caller = streams.caller(request.headers.get("Authorization"))
         hub = streams.hub_for_reading()
         wait = _bool_arg("wait")
-        reason = _parse_cancel_reason(await _read_body(streams.max_body))
+        reason = _parse_cancel_reason(await read_body(streams.max_body, ApiError))
         await visible_info(hub, run_id, caller)
         try:
             await hub.cancel(run_id, reason=reason)
@@ -160,18 +161,6 @@ def make_blueprint(streams: TrioStreams) -> Blueprint:
         return json_response(document(info, hub), 202 if wait and not info.status.finished else 200)
 
     return blueprint
-
-
-async def _read_body(limit: int) -> bytes:
-    """The request body, at most ``limit`` bytes (413 beyond, before reading it all if declared)."""
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        raise ApiError(413, "body_too_large", f"the body is {declared} bytes; the limit is {limit}")
-    body = await request.get_data(cache=False, as_text=False)
-    assert isinstance(body, bytes)
-    if len(body) > limit:
-        raise ApiError(413, "body_too_large", f"the body is over the {limit}-byte limit")
-    return body
 
 
 def _parse_json_object(body: bytes, what: str) -> dict[str, Any]:
