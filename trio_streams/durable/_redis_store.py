@@ -563,7 +563,9 @@ class RedisDurableStore:
         :data:`EXPIRY_GRACE` after its deadline. A stream that forks read
         (or a soft-deleted one) has none: it must outlive its deadline."""
         keys = (self._keys.meta(meta.name), self._keys.data(meta.name))
-        if meta.deadline is None or meta.forks > 0 or meta.soft_deleted:
+        # A fork has none either: Redis dropping its keys would leave its
+        # source counting it for ever; a lookup removes an expired fork properly.
+        if meta.deadline is None or meta.forks > 0 or meta.soft_deleted or meta.source is not None:
             return [["PERSIST", key] for key in keys]
         at = str(int((meta.deadline + EXPIRY_GRACE) * 1000))
         return [["PEXPIREAT", key, at] for key in keys]
