@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import coredis
 import trio
 
-from ..stores._redis_client import RedisUnavailable, _closing_class, release_leftovers, safe_url
+from ..stores._redis_client import RedisUnavailable, closing_connection_class, release_leftovers, safe_url
 from ._append import plan_append
 from ._errors import DurableStreamError, bad_request, conflict, gone, not_found
 from ._headers import DEFAULT_CONTENT_TYPE, is_json
@@ -147,7 +147,7 @@ class RedisDurableStore:
             url, decode_responses=False, connect_timeout=connect_timeout, stream_timeout=stream_timeout
         )
         pool: Any = client.connection_pool
-        pool.connection_class = _closing_class(pool.connection_class)
+        pool.connection_class = closing_connection_class(pool.connection_class)
         try:
             async with client:
                 try:

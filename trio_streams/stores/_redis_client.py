@@ -45,7 +45,7 @@ def _close_buffers(connection: BaseConnection) -> None:
             stream.close()
 
 
-def _closing_class(cls: type[Any]) -> type[Any]:
+def closing_connection_class(cls: type[Any]) -> type[Any]:
     closing = _CLOSING.get(cls)
     if closing is None:
 
@@ -81,7 +81,7 @@ def client_from_url(url: str, *, cluster: bool, connect_timeout: float, stream_t
     else:
         client = coredis.Redis.from_url(url, **options)
         pool = client.connection_pool
-    pool.connection_class = _closing_class(pool.connection_class)
+    pool.connection_class = closing_connection_class(pool.connection_class)
     return client
 
 

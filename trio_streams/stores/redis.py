@@ -146,7 +146,8 @@ class RedisStore(Store):
         self.keys = RedisKeys(prefix)
         self.ttls = Ttls(ttl_running, ttl_finished, ttl_events_finished, lease_ttl)
         self.instance_id = instance_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        self._cluster = cluster
+        #: True when ``url`` names a Redis Cluster node.
+        self.cluster = cluster
         self._connect_timeout = connect_timeout
         self._client_obj: Client = client_from_url(
             url, cluster=cluster, connect_timeout=connect_timeout, stream_timeout=stream_timeout

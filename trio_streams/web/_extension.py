@@ -414,4 +414,4 @@ def _is_redis_store(store: object) -> bool:
 def _on_a_cluster(store: object) -> bool:
     """Whether a RedisStore talks to a Redis Cluster (the Durable Streams
     Redis store needs a single Redis: forks span hash slots)."""
-    return bool(getattr(store, "_cluster", False))
+    return bool(getattr(store, "cluster", False))
