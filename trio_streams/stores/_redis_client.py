@@ -46,6 +46,10 @@ def _close_buffers(connection: BaseConnection) -> None:
 
 
 def closing_connection_class(cls: type[Any]) -> type[Any]:
+    """A subclass of coredis connection class ``cls`` whose failed connection
+    attempts close their internal memory streams (coredis 6.9 leaves them
+    open, and they surface later as unraisable ``ResourceWarning`` warnings).
+    One subclass per ``cls``, cached; set it as a pool's ``connection_class``."""
     closing = _CLOSING.get(cls)
     if closing is None:
 
