@@ -40,6 +40,20 @@ async def instance(url: str, prefix: str, **options: object) -> AsyncIterator[Se
         yield server
 
 
+@asynccontextmanager
+async def two_instances(
+    url: str, prefix: str
+) -> AsyncIterator[tuple[Server, Server, httpx.AsyncClient, httpx.AsyncClient]]:
+    """Two server instances on one Redis, and a client of each."""
+    async with (
+        instance(url, prefix) as a,
+        instance(url, prefix) as b,
+        httpx.AsyncClient(base_url=a.url) as on_a,
+        httpx.AsyncClient(base_url=b.url) as on_b,
+    ):
+        yield a, b, on_a, on_b
+
+
 async def test_offsets_and_data_survive_a_new_store_object(redis_url: str, prefix: str) -> None:
     with trio.fail_after(DEADLINE):
         async with RedisDurableStore().connect(redis_url, prefix=prefix) as first:
@@ -121,12 +135,7 @@ async def test_sse_on_b_follows_appends_and_the_close_on_a(redis_url: str, prefi
 
 async def test_idempotent_producer_retries_across_two_instances(redis_url: str, prefix: str) -> None:
     with trio.fail_after(DEADLINE):
-        async with (
-            instance(redis_url, prefix) as a,
-            instance(redis_url, prefix) as b,
-            httpx.AsyncClient(base_url=a.url) as on_a,
-            httpx.AsyncClient(base_url=b.url) as on_b,
-        ):
+        async with two_instances(redis_url, prefix) as (_a, _b, on_a, on_b):
             url = "/v1/stream/produced"
             await on_a.put(url, headers={"Content-Type": "application/json"})
 
@@ -155,12 +164,7 @@ async def test_idempotent_producer_retries_across_two_instances(redis_url: str, 
 
 async def test_concurrent_appends_from_two_instances_never_interleave(redis_url: str, prefix: str) -> None:
     with trio.fail_after(DEADLINE):
-        async with (
-            instance(redis_url, prefix) as a,
-            instance(redis_url, prefix) as b,
-            httpx.AsyncClient(base_url=a.url) as on_a,
-            httpx.AsyncClient(base_url=b.url) as on_b,
-        ):
+        async with two_instances(redis_url, prefix) as (a, b, on_a, on_b):
             url = "/v1/stream/busy"
             await on_a.put(url, headers=TEXT)
             offsets: list[str] = []
@@ -187,12 +191,7 @@ async def test_concurrent_appends_from_two_instances_never_interleave(redis_url:
 
 async def test_stream_seq_is_checked_across_instances(redis_url: str, prefix: str) -> None:
     with trio.fail_after(DEADLINE):
-        async with (
-            instance(redis_url, prefix) as a,
-            instance(redis_url, prefix) as b,
-            httpx.AsyncClient(base_url=a.url) as on_a,
-            httpx.AsyncClient(base_url=b.url) as on_b,
-        ):
+        async with two_instances(redis_url, prefix) as (_a, _b, on_a, on_b):
             url = "/v1/stream/seq"
             await on_a.put(url, headers=TEXT)
             assert (
@@ -204,12 +203,7 @@ async def test_stream_seq_is_checked_across_instances(redis_url: str, prefix: st
 
 async def test_ttl_expiry_is_shared(redis_url: str, prefix: str) -> None:
     with trio.fail_after(DEADLINE):
-        async with (
-            instance(redis_url, prefix) as a,
-            instance(redis_url, prefix) as b,
-            httpx.AsyncClient(base_url=a.url) as on_a,
-            httpx.AsyncClient(base_url=b.url) as on_b,
-        ):
+        async with two_instances(redis_url, prefix) as (_a, _b, on_a, on_b):
             url = "/v1/stream/short"
             assert (await on_a.put(url, headers={**TEXT, "Stream-TTL": "1"})).status_code == 201
             head = await on_b.head(url)
@@ -222,12 +216,7 @@ async def test_ttl_expiry_is_shared(redis_url: str, prefix: str) -> None:
 
 async def test_forks_across_instances_and_soft_delete(redis_url: str, prefix: str) -> None:
     with trio.fail_after(DEADLINE):
-        async with (
-            instance(redis_url, prefix) as a,
-            instance(redis_url, prefix) as b,
-            httpx.AsyncClient(base_url=a.url) as on_a,
-            httpx.AsyncClient(base_url=b.url) as on_b,
-        ):
+        async with two_instances(redis_url, prefix) as (_a, _b, on_a, on_b):
             source = "/v1/stream/src"
             await on_a.put(source, content=b"abc", headers=TEXT)
             middle = (await on_a.post(source, content=b"def", headers=TEXT)).headers["stream-next-offset"]
