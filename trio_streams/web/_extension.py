@@ -276,7 +276,16 @@ class TrioStreams:
             self.durable_store.resume_live_reads()
         self._stop = trio.Event()
         self._stopped = trio.Event()
-        self._hub = await nursery.start(self._serve_hub)
+        try:
+            self._hub = await nursery.start(self._serve_hub)
+        except BaseExceptionGroup as group:
+            # The hub could not open (e.g. redis-server is missing): report
+            # that error itself, not the nursery's group around it, so the
+            # server's one-line startup error names the cause.
+            leaves = _leaves(group)
+            if len(leaves) == 1 and isinstance(leaves[0], Exception):
+                raise leaves[0] from None
+            raise
 
     async def _shutdown(self) -> None:
         await self.stop()
@@ -403,6 +412,17 @@ class TrioStreams:
                 headers={"Retry-After": "1"},
             )
         return hub
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions in ``group`` and its nested groups."""
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found.extend(_leaves(exc))
+        else:
+            found.append(exc)
+    return found
 
 
 def _is_redis_store(store: object) -> bool:
