@@ -20,12 +20,9 @@ Redis key TTLs only back them up (``EXPIRY_GRACE`` later), and a stream
 that forks read (or a soft-deleted one) has none: it must outlive its
 deadline while they do.
 
-Live reads (long-poll, SSE) are woken through :mod:`._redis_notify` (one
-``XREAD BLOCK`` reader per instance); data is read by :mod:`._redis_data`.
-
-Errors: a Redis that cannot be reached (or times out) is a 503 with a JSON
-message, never a traceback; an SSE response that loses it ends, and the
-client resumes from its last offset.
+The connection, request accounting (closing waits for requests under way),
+writer turns, live reads and errors (a Redis that cannot be reached is a
+503) are in :mod:`._redis_connection`, the store's base class.
 """
 
 from __future__ import annotations
@@ -33,37 +30,20 @@ from __future__ import annotations
 import json
 import logging
 import time
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field, replace
-from functools import partial
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-import coredis
-import trio
-
-from ..stores._redis_client import RedisUnavailable, closing_connection_class, release_leftovers, safe_url
 from ._append import plan_append
 from ._errors import DurableStreamError, bad_request, conflict, gone, not_found
 from ._headers import DEFAULT_CONTENT_TYPE, is_json
 from ._offsets import START, Offset
 from ._producers import ProducerState
-from ._reads import Chunked
-from ._redis_data import StreamData
-from ._redis_layout import (
-    COMMIT,
-    NOTIFY_MAXLEN,
-    Keys,
-    Meta,
-    config_text,
-    encode_data,
-    entry_id,
-    meta_fields,
-)
-from ._redis_notify import Notifications
+from ._redis_connection import RedisSource, StoreConnection
+from ._redis_layout import NOTIFY_MAXLEN, Meta, config_text, encode_data, entry_id, meta_fields
 from ._stream import AppendOutcome, to_data
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator
+    from collections.abc import Callable
 
     from ._log import Data, Slice
     from ._stream import AppendRequest, CreateRequest, ForkSpec
@@ -76,15 +56,11 @@ MAX_ATTEMPTS = 100
 #: Redis removes a stream's keys this long after its deadline, if no request
 #: expired it first (room for clocks that disagree; requests use the deadline).
 EXPIRY_GRACE = 60.0
-#: How long a closing store waits for the requests under way.
-CLOSE_GRACE = 5.0
-#: One XREAD BLOCK of the notification reader waits this long (ms) before it reads again.
-_BLOCK_MS = 5_000
 
 Client = "coredis.Redis[bytes]"
 
 
-class RedisDurableStore:
+class RedisDurableStore(StoreConnection):
     """Durable Streams in Redis (see the module docstring and docs/durable.md).
 
     Use ``async with store.connect(url, prefix=...):`` (or let
@@ -103,143 +79,9 @@ class RedisDurableStore:
             raise ValueError("max_read_bytes must be positive")
         self.max_read_bytes = max_read_bytes
         self._wall_clock = wall_clock
-        self._client: coredis.Redis[bytes] | None = None
-        self._reader: StreamData | None = None
-        self._keys = Keys("trio_streams:")
-        self._script: Any = None
-        self._live_reads = True
-        self._notifications = Notifications()
-        #: Per stream with writers under way here: their lock (dropped with the last).
-        self._writers: dict[str, _Turn] = {}
-        #: Operations under way (a closing store waits for them, within CLOSE_GRACE).
-        self._active = 0
-        self._idle = trio.Event()
-        self._closing = False
-
-    @property
-    def connected(self) -> bool:
-        return self._client is not None
-
-    @property
-    def prefix(self) -> str:
-        return self._keys.prefix
-
-    # -- life cycle -----------------------------------------------------------------------
-
-    @asynccontextmanager
-    async def connect(
-        self,
-        url: str,
-        *,
-        prefix: str = "trio_streams:",
-        connect_timeout: float = 5.0,
-        stream_timeout: float = 10.0,
-    ) -> AsyncIterator[RedisDurableStore]:
-        """Connect to ``url`` and follow its notifications until the block ends.
-
-        Raises:
-            RedisUnavailable: Redis does not answer within ``connect_timeout``.
-            RuntimeError: already connected.
-        """
-        if self._client is not None:
-            raise RuntimeError("this RedisDurableStore is connected already")
-        client: coredis.Redis[bytes] = coredis.Redis.from_url(
-            url, decode_responses=False, connect_timeout=connect_timeout, stream_timeout=stream_timeout
-        )
-        pool: Any = client.connection_pool
-        pool.connection_class = closing_connection_class(pool.connection_class)
-        try:
-            async with client:
-                try:
-                    with trio.fail_after(connect_timeout):
-                        await client.ping()
-                except trio.TooSlowError:
-                    raise RedisUnavailable(
-                        f"redis at {safe_url(url)} did not answer within {connect_timeout}s"
-                    ) from None
-                except coredis.exceptions.RedisError as exc:
-                    raise RedisUnavailable(f"cannot use redis at {safe_url(url)}: {exc}") from None
-                self._keys = Keys(prefix)
-                self._script = client.register_script(COMMIT)
-                self._client = client
-                self._reader = StreamData(client, self._keys)
-                self._closing = False
-                try:
-                    async with trio.open_nursery() as nursery:
-                        await nursery.start(partial(self._notifications.follow, client, self._keys.notify))
-                        try:
-                            yield self
-                        finally:
-                            await self._drain()
-                            nursery.cancel_scope.cancel(reason="durable store closed")
-                finally:
-                    self._client, self._reader = None, None
-                    self._notifications.wake_all()
-        finally:
-            release_leftovers(client)  # type: ignore[arg-type]
-
-    async def _drain(self) -> None:
-        """Closing: live reads end, and requests under way finish (within CLOSE_GRACE).
-
-        Cancellation: shielded, bounded by CLOSE_GRACE.
-        """
-        self._closing = True
-        self._notifications.wake_all()
-        with trio.move_on_after(CLOSE_GRACE, shield=True):
-            while self._active:
-                self._idle = trio.Event()
-                await self._idle.wait()
-
-    @contextmanager
-    def _operation(self) -> Iterator[None]:
-        """One request's use of Redis: counted (closing waits for it), and its
-        Redis errors turned into a 503 with a message."""
-        self._active += 1
-        try:
-            with _unavailable():
-                yield
-        finally:
-            self._active -= 1
-            if not self._active:
-                self._idle.set()
-
-    @asynccontextmanager
-    async def _writing(self, name: str) -> AsyncIterator[None]:
-        """Writers of one stream on this instance take turns (a fair lock), so
-        only instances race each other's commits: a burst of appends to one
-        stream retries at most once per other instance writing, not once per writer.
-
-        Cancellation: while queued, the request is cancelled and nothing is written.
-        """
-        turn = self._writers.get(name)
-        if turn is None:
-            turn = self._writers[name] = _Turn()
-        turn.users += 1
-        try:
-            async with turn.lock:
-                yield
-        finally:
-            turn.users -= 1
-            if not turn.users:
-                del self._writers[name]
-
-    def _require(self) -> coredis.Redis[bytes]:
-        if self._client is None:
-            raise DurableStreamError(
-                503, "store_unavailable", "the Durable Streams store is not connected to Redis"
-            )
-        return self._client
+        super().__init__()
 
     # -- lookups -----------------------------------------------------------------------------
-
-    def _data(self) -> StreamData:
-        if self._reader is None:
-            self._require()
-        assert self._reader is not None
-        return self._reader
-
-    async def _load(self, name: str) -> Meta | None:
-        return await self._data().load(name)
 
     async def read(self, meta: Meta, position: int) -> Slice:
         """The data of ``meta``'s stream from ``position`` (at most about ``max_read_bytes``)."""
@@ -502,59 +344,6 @@ class RedisDurableStore:
             await self._touch(meta)
             return RedisSource(self, meta)
 
-    # -- live reads -------------------------------------------------------------------------------
-
-    @property
-    def live_reads(self) -> bool:
-        return self._live_reads
-
-    def end_live_reads(self) -> None:
-        """For shutdown: every wait returns now, and later ones do not wait."""
-        self._live_reads = False
-        self._notifications.wake_all()
-
-    def resume_live_reads(self) -> None:
-        self._live_reads = True
-
-    async def wait(self, source: RedisSource, position: int, deadline: float) -> bool:
-        """Wait until ``source``'s stream has data past ``position``, closes, goes
-        away, or ``deadline`` (or live reads end). False: waiting again is pointless.
-
-        Cancellation: only the wait is cancelled; nothing changes.
-        """
-        name = source.name
-        self._active += 1
-        try:
-            with self._notifications.watching(name) as current_event:
-                return await self._wait(source, position, deadline, current_event)
-        finally:
-            self._active -= 1
-            if not self._active:
-                self._idle.set()
-
-    async def _wait(
-        self, source: RedisSource, position: int, deadline: float, current_event: Callable[[], trio.Event]
-    ) -> bool:
-        name = source.name
-        while self._live_reads and not self._closing and self._client is not None:
-            event = current_event()  # before the load: no lost wake-up
-            try:
-                meta = await self._load(name)
-            except (coredis.exceptions.RedisError, OSError) as exc:
-                logger.warning("a live read of %r lost redis: %s", name, exc)
-                return False
-            if meta is None or meta.incarnation != source.incarnation or meta.soft_deleted:
-                return False
-            source.meta = meta
-            if meta.tail.position > position or meta.closed:
-                return True
-            with trio.move_on_at(deadline) as waited:
-                await event.wait()
-            if waited.cancelled_caught:
-                return True
-        await trio.lowlevel.checkpoint()
-        return False
-
     # -- commits ------------------------------------------------------------------------------------
 
     def _lifetime(self, meta: Meta) -> list[list[Any]]:
@@ -585,44 +374,6 @@ class RedisDurableStore:
         return bool(int(done))
 
 
-@dataclass(eq=False)
-class _Turn:
-    lock: trio.Lock = field(default_factory=trio.Lock)
-    users: int = 0
-
-
-class RedisSource:
-    """A stream in Redis as a :class:`~._reads.ReadSource`; tail and state are
-    those of the last look at it."""
-
-    def __init__(self, store: RedisDurableStore, meta: Meta) -> None:
-        self._store = store
-        self.meta = meta
-        self.name = meta.name
-        self.incarnation = meta.incarnation
-        self.content_type = meta.content_type
-        self.json = meta.json
-        self.etag_id = f"r{meta.incarnation}"
-
-    def tail(self) -> Offset:
-        return self.meta.tail
-
-    def is_closed(self) -> bool:
-        return self.meta.closed
-
-    async def read(self, position: int) -> Chunked:
-        with self._store._operation():
-            meta = await self._store._load(self.name)
-            if meta is not None and meta.incarnation == self.incarnation:
-                self.meta = meta
-            found = await self._store.read(self.meta, position)
-        up_to_date = found.end.position == self.meta.tail.position
-        return Chunked(found.pieces, found.end, up_to_date, up_to_date and self.meta.closed)
-
-    async def wait(self, position: int, deadline: float) -> bool:
-        return await self._store.wait(self, position, deadline)
-
-
 def _confirm(meta: Meta, request: CreateRequest) -> Meta:
     if meta.soft_deleted:
         raise conflict("stream_soft_deleted", f"{meta.name!r} was deleted while forks read it")
@@ -646,15 +397,3 @@ def _contention(name: str) -> DurableStreamError:
         f"{name!r} kept changing under this request ({MAX_ATTEMPTS} attempts); retry",
         headers={"Retry-After": "1"},
     )
-
-
-@contextmanager
-def _unavailable() -> Iterator[None]:
-    """Redis errors as a 503 with a message (a protocol error passes through)."""
-    try:
-        yield
-    except (coredis.exceptions.RedisError, OSError) as exc:
-        logger.warning("durable streams: redis is unavailable: %s: %s", type(exc).__name__, exc)
-        raise DurableStreamError(
-            503, "store_unavailable", f"redis is unavailable: {exc}", headers={"Retry-After": "1"}
-        ) from None
