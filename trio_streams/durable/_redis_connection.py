@@ -46,8 +46,6 @@ logger = logging.getLogger("trio_streams.durable.redis")
 
 #: How long a closing store waits for the requests under way.
 CLOSE_GRACE = 5.0
-#: One XREAD BLOCK of the notification reader waits this long (ms) before it reads again.
-_BLOCK_MS = 5_000
 
 
 class StoreConnection:

@@ -57,8 +57,6 @@ MAX_ATTEMPTS = 100
 #: expired it first (room for clocks that disagree; requests use the deadline).
 EXPIRY_GRACE = 60.0
 
-Client = "coredis.Redis[bytes]"
-
 
 class RedisDurableStore(StoreConnection):
     """Durable Streams in Redis (see the module docstring and docs/durable.md).
