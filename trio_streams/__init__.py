@@ -26,9 +26,9 @@ from ._events import Item as Item
 from ._hub import Hub as Hub
 from ._hub import Producer as Producer
 from ._hub import RunNotLive as RunNotLive
-from ._hub import open_hub as open_hub
 from ._log import ReplayLog as ReplayLog
 from ._log import ReplayLogStatistics as ReplayLogStatistics
+from ._open_hub import open_hub as open_hub
 from ._run import OnConflict as OnConflict
 from ._run import OnDisconnect as OnDisconnect
 from ._run import Run as Run

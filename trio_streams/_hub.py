@@ -2,96 +2,66 @@
 
 Theory of operation
 -------------------
-``open_hub`` opens two nurseries. The outer one holds services that must
-outlive every run: the store's background work and the :class:`TimerQueue`.
-The inner one holds one drain task per run. Leaving the block cancels every
-live run (reason ``"hub_closed"``), waits for the inner nursery -- each run
-finalizes shielded, under deadlines, so partial results are saved and
-terminal events published -- then flushes the store, and only then cancels
-the services.
+``open_hub`` (``_open_hub.py``) opens two nurseries. The outer one holds
+services that must outlive every run: the store's background work and the
+:class:`TimerQueue`. The inner one holds one drain task per run. Leaving the
+block cancels every live run (reason ``"hub_closed"``), waits for the inner
+nursery -- each run finalizes shielded, under deadlines, so partial results
+are saved and terminal events published -- then flushes the store, and only
+then cancels the services.
 
 A run's life: ``start`` registers it synchronously (capacity, owner and key
 checks happen with no checkpoint in between, so two starts cannot both pass
-a check) and spawns its drain task. The drain task saves its metadata,
-waits for its turn if it is queued behind its key, runs the producer inside
-the run's cancel scope, and finally calls ``_finalize``: hooks, terminal
-event, durable end, bookkeeping (free the key, promote the next queued run,
-arm the grace-period eviction).
+a check) and spawns its drain task (``_drain.py``). The drain task saves its
+metadata, waits for its turn if it is queued behind its key, runs the
+producer inside the run's cancel scope, and finally calls ``finalize``:
+hooks, terminal event, durable end, bookkeeping (free the key, promote the
+next queued run, arm the grace-period eviction, see ``_retention.py``).
 
-Keys: each key has a slot holding its current run and a bounded FIFO of
-queued runs. ``reject`` refuses while the slot is busy; ``enqueue`` appends;
-``interrupt`` cancels the current and queued runs and appends -- the new run
-starts only once the old one has finalized, because a slot promotes its next
-run only from the old run's finalization.
+Keys (``_keys.py``): each key has a slot holding its current run and a
+bounded FIFO of queued runs. ``reject`` refuses while the slot is busy;
+``enqueue`` appends; ``interrupt`` cancels the current and queued runs and
+appends -- the new run starts only once the old one has finalized, because a
+slot promotes its next run only from the old run's finalization.
+
+Runs that another instance owns (a shared store) are followed through
+mirrors (``_remote.py``).
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
-import math
 import secrets
-import time
-from collections import Counter, OrderedDict, deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections import Counter, OrderedDict
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias, cast, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import trio
 
-from ._config import HubConfig, HubStatistics, OnFinish
-from ._errors import (
-    AtCapacity,
-    HubClosed,
-    RunConflict,
-    RunFailed,
-    RunNotFound,
-    StoreOverflow,
-    StreamError,
-    TrioStreamsInternalError,
-)
+from ._config import HubStatistics
+from ._drain import Producer, drain_run
+from ._errors import AtCapacity, HubClosed, RunNotFound, StreamError
 from ._events import RESERVED_TYPES, encode_json
+from ._keys import claim_key
 from ._log import ReplayLog
-from ._remote import Mirrors, remote_key_holder, wait_for_remote
-from ._run import OnConflict, OnDisconnect, Run, RunContext, RunInfo, RunOutcome, RunStatus
+from ._remote import Mirrors, remote_key_holder
+from ._retention import attach, detach, make_room
+from ._run import OnConflict, OnDisconnect, Run, RunContext, RunInfo, RunStatus
 from ._subscription import Subscription
-from ._timers import TimerQueue
-from .stores.memory import MemoryStore
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    from ._config import HubConfig, OnFinish
+    from ._keys import _KeySlot
+    from ._timers import TimerQueue
     from .stores._base import Store
 
 logger = logging.getLogger("trio_streams")
 
-#: A producer: an async function taking a :class:`RunContext` (its return
-#: value becomes the result), or an async iterable of events -- each item a
-#: ``(type, data)`` tuple, or any other JSON value published as ``message``.
-#:
-#: Cleanup after a cancel: a producer function awaits inside
-#: ``with ctx.cleanup():`` (shielded, under the finalize deadline). An async
-#: generator's ``finally`` runs while ``Cancelled`` unwinds through its own
-#: frame, so it must shield its awaits itself:
-#: ``with trio.move_on_after(5, shield=True): await upstream.aclose()``.
-#: Either way the terminal event is published only after the cleanup ends.
-Producer: TypeAlias = (
-    Callable[[RunContext], Awaitable[Any]] | Callable[[RunContext], AsyncIterable[Any]] | AsyncIterable[Any]
-)
-
 
 class RunNotLive(StreamError):
     """The store says the run is still running, but no hub here drains it."""
-
-
-@dataclass(slots=True)
-class _KeySlot:
-    current: Run | None = None
-    queue: deque[Run] = field(default_factory=deque)
-
-    def holder(self) -> Run:
-        if self.current is not None:
-            return self.current
-        return self.queue[0]
 
 
 def _new_run_id() -> str:
@@ -189,7 +159,7 @@ class Hub:
             raise HubClosed("the hub is closed and starts no new runs")
         config = self.config
         # No checkpoint from here on: the checks and the registration are atomic.
-        self._make_room()
+        make_room(self)
         cap = config.max_live_runs_per_owner
         if owner is not None and cap is not None and self._owner_live[owner] >= cap:
             raise AtCapacity("max_live_runs_per_owner", f"owner {owner!r} already has {cap} live runs")
@@ -206,14 +176,15 @@ class Hub:
             no_event_timeout=config.no_event_timeout,
             input_timeout=config.input_timeout,
         )
-        self._claim_key(run, on_conflict)
+        claim_key(self._keys, run, on_conflict, config.max_queued_per_key)
         self._runs[run.id] = run
         if owner is not None:
             self._owner_live[owner] += 1
         self._runs_started += 1
         ctx = RunContext(run, input)
         self._nursery.start_soon(
-            self._drain,
+            drain_run,
+            self,
             run,
             producer,
             ctx,
@@ -239,242 +210,6 @@ class Hub:
         if key is None or not self.store.shared or key in self._keys:
             return None
         return await remote_key_holder(self.store, key, on_conflict, self._runs)
-
-    async def _wait_for_remote(self, run: Run, remote: RunInfo, on_conflict: OnConflict) -> None:
-        config = self.config
-        deadline = config.finalize_timeout + config.store_timeout if on_conflict == "interrupt" else math.inf
-        await wait_for_remote(self.store, self._mirrors, run, remote, on_conflict, deadline)
-
-    def _make_room(self) -> None:
-        if len(self._runs) < self.config.max_runs:
-            return
-        if self.config.evict_finished_when_full and self._finished:
-            oldest = next(iter(self._finished.values()))
-            logger.info("run %s evicted early: max_runs=%d reached", oldest.id, self.config.max_runs)
-            self._evict(oldest)
-            return
-        raise AtCapacity("max_runs", f"the hub holds its maximum of {self.config.max_runs} runs")
-
-    def _claim_key(self, run: Run, on_conflict: OnConflict) -> None:
-        key = run.key
-        if key is None:
-            run._turn.set()
-            return
-        slot = self._keys.get(key)
-        if slot is None:
-            slot = self._keys[key] = _KeySlot()
-        if slot.current is None and not slot.queue:
-            slot.current = run
-            run._turn.set()
-            return
-        if on_conflict == "reject":
-            raise RunConflict(key, slot.holder().id)
-        # Runs still waiting for an interrupted run to finalize count too.
-        if len(slot.queue) >= self.config.max_queued_per_key:
-            raise AtCapacity("max_queued_per_key", f"{len(slot.queue)} runs already wait for key {key!r}")
-        if on_conflict == "interrupt":
-            for old in (slot.current, *slot.queue):
-                if old is not None:
-                    old._request_cancel("interrupted")
-        slot.queue.append(run)
-
-    # -- draining -------------------------------------------------------------
-
-    async def _drain(
-        self,
-        run: Run,
-        producer: Producer,
-        ctx: RunContext,
-        on_finish: OnFinish | None,
-        remote: tuple[RunInfo, OnConflict] | None = None,
-    ) -> None:
-        # If the hub's own nursery is cancelled, Cancelled passes through the
-        # run's scope; the run then ends as closed by the hub.
-        status = RunStatus.CANCELLED
-        error: dict[str, str] | None = None
-        try:
-            with run._scope:
-                try:
-                    await self.store.save_run(run.info())
-                finally:
-                    run._saved.set()
-                if run.status is RunStatus.QUEUED:
-                    # Its turn may already have come (the run ahead of it
-                    # finalized before this task started): wait() then returns.
-                    await run._turn.wait()
-                    run.status = RunStatus.RUNNING
-                    run.started_at = self._wall_clock()
-                    logger.info("run %s running (its turn for key=%s)", run.id, run.key)
-                    await self.store.save_run(run.info())
-                if remote is not None:
-                    await self._wait_for_remote(run, *remote)
-                if self.config.max_age is not None:
-                    run._scope.deadline = trio.current_time() + self.config.max_age
-                run._arm_watchdog()
-                with run._watchdog:
-                    await _run_producer(run, producer, ctx)
-                status = RunStatus.DEAD if run._watchdog.cancelled_caught else RunStatus.DONE
-                if status is RunStatus.DEAD:
-                    error = {"code": "no_events", "message": f"no event for {self.config.no_event_timeout}s"}
-            if run._scope.cancelled_caught:
-                # Caught by the run's own scope: a cancel request, or else its deadline.
-                status = RunStatus.CANCELLED
-                if run.reason is None:
-                    run.reason = "max_age"
-        except RunFailed as exc:
-            status, error = RunStatus.ERROR, {"code": exc.code, "message": exc.message}
-        except StoreOverflow:
-            logger.error("run %s failed: the store's write buffer is full", run.id)
-            status, error = (
-                RunStatus.ERROR,
-                {"code": "store_overflow", "message": "the store could not keep up"},
-            )
-        except Exception as exc:
-            logger.exception("run %s: producer raised %s", run.id, type(exc).__name__)
-            status, error = (
-                RunStatus.ERROR,
-                {"code": "producer_error", "message": f"the producer failed ({type(exc).__name__})"},
-            )
-        finally:
-            if status is not RunStatus.CANCELLED:
-                run.reason = None
-            elif run.reason is None:
-                run.reason = "hub_closed"
-            await self._finalize(run, status, error, on_finish)
-
-    async def _finalize(
-        self, run: Run, status: RunStatus, error: dict[str, str] | None, on_finish: OnFinish | None
-    ) -> None:
-        """Hooks, terminal event, durable end, bookkeeping -- shielded, each under a deadline."""
-        config = self.config
-        with trio.CancelScope(shield=True):
-            run.error = error
-            run.partial = status is not RunStatus.DONE and run.result is not None
-            outcome = RunOutcome(status, run.result, run.partial, run.reason, error)
-            for hook in (config.on_finish, on_finish):
-                if hook is None:
-                    continue
-                with trio.move_on_after(config.finalize_timeout) as hook_scope:
-                    try:
-                        await hook(run, outcome)
-                    except Exception as exc:
-                        logger.exception("run %s: on_finish hook raised %s", run.id, type(exc).__name__)
-                        run.finalize_error = f"on_finish raised {type(exc).__name__}: {exc}"
-                if hook_scope.cancelled_caught:
-                    logger.error("run %s: on_finish hook exceeded %ss", run.id, config.finalize_timeout)
-                    run.finalize_error = f"on_finish did not finish within {config.finalize_timeout}s"
-            try:
-                encode_json(run.result)
-            except (TypeError, ValueError):
-                logger.error("run %s: result %r is not JSON-serializable", run.id, type(run.result).__name__)
-                status = RunStatus.ERROR
-                run.error = {"code": "bad_result", "message": "the run's result is not JSON-serializable"}
-                run.result, run.partial, run.reason = None, False, None
-            run.ended_at = self._wall_clock()
-            # The terminal event is durable before anyone sees the run end:
-            # staged to the store, recorded with the final metadata, and only
-            # then put in the log (subscribers) and the status set.
-            terminal = run._stage(status.value, _terminal_data(run))
-            final = replace(run.info(), status=status, last_seq=terminal.seq)
-            with trio.move_on_after(config.store_timeout) as store_scope:
-                try:
-                    await self.store.finish_run(final)
-                except Exception as exc:
-                    logger.exception("run %s: the store could not record its end", run.id)
-                    run.finalize_error = run.finalize_error or f"store: {type(exc).__name__}: {exc}"
-            if store_scope.cancelled_caught:
-                logger.error(
-                    "run %s: the store did not record its end within %ss", run.id, config.store_timeout
-                )
-            run.status = status
-            run._reveal(terminal)
-            self._retire(run)
-            run._finished.set()
-            started = run.started_at or run.created_at
-            logger.info(
-                "run %s %s after %.3fs, %d events%s%s",
-                run.id,
-                status.value,
-                run.ended_at - started,
-                run.last_seq,
-                f" reason={run.reason}" if run.reason else "",
-                f" finalize_error={run.finalize_error!r}" if run.finalize_error else "",
-            )
-
-    def _retire(self, run: Run) -> None:
-        """Synchronous bookkeeping once a run has ended."""
-        if run._timer is not None:
-            run._timer.cancel()
-            run._timer = None
-        self._retired_events += run.last_seq
-        self._runs_by_status[run.status.value] += 1
-        if run.owner is not None:
-            self._owner_live[run.owner] -= 1
-            if not self._owner_live[run.owner]:
-                del self._owner_live[run.owner]
-        if run.key is not None:
-            slot = self._keys[run.key]
-            if slot.current is run:
-                slot.current = None
-                if slot.queue:
-                    slot.current = slot.queue.popleft()
-                    slot.current._turn.set()
-            else:
-                slot.queue.remove(run)
-            if slot.current is None and not slot.queue:
-                del self._keys[run.key]
-        if self._runs.get(run.id) is run:
-            self._finished[run.id] = run
-            if not run._subscribers:
-                self._arm_eviction(run)
-
-    # -- eviction and disconnects ------------------------------------------------
-
-    def _arm_eviction(self, run: Run) -> None:
-        grace = self.config.grace_period
-        if grace == 0:
-            self._evict(run)
-            return
-
-        def evict() -> None:
-            run._timer = None
-            if not run._subscribers:
-                self._evict(run)
-
-        run._timer = self._timers.call_after(grace, evict)
-
-    def _evict(self, run: Run) -> None:
-        if self._runs.get(run.id) is run:
-            del self._runs[run.id]
-            self._finished.pop(run.id, None)
-            logger.debug("run %s evicted from memory", run.id)
-
-    def _attach(self, run: Run) -> None:
-        run._subscribers += 1
-        if run._timer is not None:
-            run._timer.cancel()
-            run._timer = None
-
-    def _detach(self, run: Run) -> None:
-        run._subscribers -= 1
-        if run._subscribers:
-            return
-        if run._finished.is_set():
-            if self._runs.get(run.id) is run:
-                self._arm_eviction(run)
-        elif run.on_disconnect == "cancel" and not run._closed:
-            grace = self.config.disconnect_grace
-            if grace == 0:
-                run._request_cancel("disconnected")
-                return
-
-            def cancel_abandoned() -> None:
-                run._timer = None
-                if not run._subscribers:
-                    logger.info("run %s: no subscriber came back within %ss", run.id, grace)
-                    run._request_cancel("disconnected")
-
-            run._timer = self._timers.call_after(grace, cancel_abandoned)
 
     # -- reading and controlling ------------------------------------------------
 
@@ -557,11 +292,8 @@ class Hub:
             return info
         if not self.store.shared:
             raise RunNotLive(f"run {run_id} is running elsewhere")
-        async with self._mirrors.open(info) as mirror:
-            await mirror._finished.wait()
-            if mirror._closed and mirror.status.finished:
-                return mirror.info()
-        return await self.get_info(run_id)
+        final = await self._mirrors.wait(info)
+        return await self.get_info(run_id) if final is None else final
 
     @asynccontextmanager
     async def subscribe(
@@ -592,14 +324,8 @@ class Hub:
                     raise RunNotLive(f"run {run_id} is running elsewhere")
                 if after > info.last_seq:
                     raise ValueError(f"after={after} is beyond the run's last event ({info.last_seq})")
-                async with self._mirrors.open(info) as mirror:
-                    subscription = Subscription(
-                        run_id, run=mirror, stored=None, store=self.store, after=after, heartbeat=heartbeat
-                    )
-                    try:
-                        yield subscription
-                    finally:
-                        subscription.close()
+                async with self._mirrors.subscribe(info, after=after, heartbeat=heartbeat) as subscription:
+                    yield subscription
                 return
             if after > info.last_seq:
                 raise ValueError(f"after={after} is beyond the run's last event ({info.last_seq})")
@@ -612,12 +338,12 @@ class Hub:
         subscription = Subscription(
             run_id, run=run, stored=None, store=self.store, after=after, heartbeat=heartbeat
         )
-        self._attach(run)
+        attach(run)
         try:
             yield subscription
         finally:
             subscription.close()
-            self._detach(run)
+            detach(self, run)
 
     def statistics(self) -> HubStatistics:
         """Counts of runs, subscribers and retained events now."""
@@ -693,118 +419,7 @@ class Hub:
             logger.info("run %s cancel requested by another instance: %r", run_id, reason)
 
 
-async def _run_producer(run: Run, producer: Producer, ctx: RunContext) -> None:
-    source: Any = producer
-    if callable(producer):
-        source = producer(ctx)
-        if inspect.isawaitable(source):
-            value = await source
-            if value is not None:
-                run.result = value
-            return
-    if not hasattr(source, "__aiter__"):
-        raise TypeError(f"producer returned {type(source).__name__}, not an awaitable or async iterable")
-    iterator = cast("AsyncIterator[Any]", source.__aiter__())
-    try:
-        async for item in iterator:
-            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
-                ctx.emit_nowait(item[0], item[1])
-            else:
-                ctx.emit_nowait("message", item)
-    finally:
-        aclose = getattr(iterator, "aclose", None)
-        if aclose is not None:
-            with ctx.cleanup():
-                await aclose()
+__all__ = ["RESERVED_TYPES", "Hub", "Producer", "RunNotLive"]
 
 
-def _terminal_data(run: Run) -> dict[str, Any]:
-    data: dict[str, Any] = {"result": run.result}
-    if run.partial:
-        data["partial"] = True
-    if run.reason is not None:
-        data["reason"] = run.reason
-    if run.error is not None:
-        data["error"] = run.error
-    return data
-
-
-def _raise_collapsed(group: BaseExceptionGroup[BaseException]) -> NoReturn:
-    """Re-raise a group's only real error as itself (see STYLE rule 11)."""
-    cancelled, rest = group.split(trio.Cancelled)
-    if rest is None and cancelled is not None:
-        leaf: BaseException = cancelled
-        while isinstance(leaf, BaseExceptionGroup):
-            leaf = leaf.exceptions[0]
-        raise leaf
-    leaves: list[BaseException] = []
-    stack: list[BaseException] = [rest] if rest is not None else []
-    while stack:
-        exc = stack.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            stack.extend(exc.exceptions)
-        else:
-            leaves.append(exc)
-    if len(leaves) == 1:
-        raise leaves[0]
-    raise TrioStreamsInternalError(f"{len(leaves)} errors escaped the hub at once") from group
-
-
-@asynccontextmanager
-async def open_hub(
-    store: Store | None = None,
-    *,
-    config: HubConfig | None = None,
-    wall_clock: Callable[[], float] = time.time,
-    **options: Any,
-) -> AsyncIterator[Hub]:
-    """Open a hub that owns its runs for the duration of the block.
-
-    ``async with open_hub(MemoryStore(), grace_period=60) as hub: ...``
-
-    Leaving the block cancels every live run (reason ``"hub_closed"``),
-    waits until each has finalized (partial results saved, terminal events
-    published), flushes the store, and only then returns.
-
-    Args:
-        store: where runs are persisted; a new :class:`MemoryStore` if omitted.
-        config: a :class:`HubConfig`; ``options`` override its fields.
-        wall_clock: the source of event timestamps and run times.
-        **options: any :class:`HubConfig` field, e.g. ``grace_period=60``.
-
-    Raises:
-        TypeError: an unknown option.
-        ValueError: an invalid option value.
-
-    An exception raised in the block propagates as itself, not wrapped in an
-    ``ExceptionGroup``; several at once raise :class:`TrioStreamsInternalError`.
-    """
-    unknown = set(options) - HubConfig.option_names()
-    if unknown:
-        raise TypeError(f"unknown hub option(s): {', '.join(sorted(unknown))}")
-    config = HubConfig(**options) if config is None else replace(config, **options)
-    store = MemoryStore() if store is None else store
-    try:
-        async with trio.open_nursery() as services:
-            await store.start(services)
-            timers = TimerQueue()
-            await services.start(timers.run)
-            try:
-                async with trio.open_nursery() as runs:
-                    hub = Hub(store, config, runs, timers, wall_clock)
-                    store.set_cancel_handler(hub._cancel_from_store)
-                    try:
-                        yield hub
-                    finally:
-                        hub._close()
-            finally:
-                with trio.move_on_after(config.store_timeout, shield=True) as flush_scope:
-                    await store.aclose()
-                if flush_scope.cancelled_caught:
-                    logger.error("the store did not flush within %ss at shutdown", config.store_timeout)
-                services.cancel_scope.cancel(reason="hub closed")
-    except BaseExceptionGroup as group:
-        _raise_collapsed(group)
-
-
-__all__ = ["RESERVED_TYPES", "Hub", "Producer", "RunNotLive", "open_hub"]
+__all__ = ["RESERVED_TYPES", "Hub", "Producer", "RunNotLive"]

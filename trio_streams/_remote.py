@@ -27,6 +27,7 @@ import trio
 from ._errors import RunConflict
 from ._log import ReplayLog
 from ._run import Run, RunInfo, RunStatus
+from ._subscription import Subscription
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping
@@ -77,6 +78,35 @@ class Mirrors:
                 mirror.scope.cancel(reason="no one follows the run here")
                 if self._mirrors.get(info.run_id) is mirror:
                     del self._mirrors[info.run_id]
+
+    @asynccontextmanager
+    async def subscribe(
+        self, info: RunInfo, *, after: int, heartbeat: float | None
+    ) -> AsyncIterator[Subscription]:
+        """Follow ``info``'s run through its mirror (``Hub.subscribe`` for a run owned elsewhere)."""
+        async with self.open(info) as mirror:
+            subscription = Subscription(
+                info.run_id, run=mirror, stored=None, store=self._store, after=after, heartbeat=heartbeat
+            )
+            try:
+                yield subscription
+            finally:
+                subscription.close()
+
+    async def wait(self, info: RunInfo) -> RunInfo | None:
+        """Wait through its mirror until ``info``'s run has ended (``Hub.wait`` for a run owned elsewhere).
+
+        Returns:
+            The run's final metadata if the mirror saw its end, else ``None``
+            (the caller then asks the store).
+
+        Cancellation: only the wait is cancelled; the mirror is released.
+        """
+        async with self.open(info) as mirror:
+            await mirror._finished.wait()
+            if mirror._closed and mirror.status.finished:
+                return mirror.info()
+        return None
 
     def _create(self, info: RunInfo) -> _Mirror:
         config = self._config

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
@@ -33,8 +33,11 @@ import trio.testing
 
 from ._errors import RunFailed
 from ._events import Event, Gap, Item
-from ._hub import Hub, open_hub
+from ._open_hub import open_hub
 from ._run import RunContext
+
+if TYPE_CHECKING:
+    from ._hub import Hub
 
 
 class Gate:

@@ -14,7 +14,7 @@ import trio
 from quart_trio import QuartTrio
 
 from .._http_body import consume_body
-from .._hub import open_hub
+from .._open_hub import open_hub
 from ..durable import DurableStreamStore, RedisDurableStore
 from ..stores import MemoryStore, Store
 from ._auth import TokenAuth

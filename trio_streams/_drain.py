@@ -1,0 +1,235 @@
+"""A run's drain task: run its producer, then finalize it.
+
+Theory of operation
+-------------------
+``Hub.start`` spawns :func:`drain_run` in the hub's runs nursery, one task
+per run (not to be confused with ``Hub.drain``, the graceful shutdown). The
+task saves the run's metadata, waits for its turn if it is queued behind its
+key (and, if another instance holds the key, for that run to end), runs the
+producer inside the run's cancel scope, and finally calls :func:`finalize`:
+hooks, terminal event, durable end, then :func:`retire`, the hub's
+synchronous bookkeeping (free the key, promote the next queued run, arm the
+grace-period eviction).
+
+Drain tasks never raise: producer errors become ``error`` events, and
+finalization runs shielded, each step under a deadline.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
+
+import trio
+
+from ._errors import RunFailed, StoreOverflow
+from ._events import encode_json
+from ._keys import release_key
+from ._remote import wait_for_remote
+from ._retention import arm_eviction
+from ._run import OnConflict, Run, RunContext, RunInfo, RunOutcome, RunStatus
+
+if TYPE_CHECKING:
+    from ._config import OnFinish
+    from ._hub import Hub
+
+logger = logging.getLogger("trio_streams")
+
+#: A producer: an async function taking a :class:`RunContext` (its return
+#: value becomes the result), or an async iterable of events -- each item a
+#: ``(type, data)`` tuple, or any other JSON value published as ``message``.
+#:
+#: Cleanup after a cancel: a producer function awaits inside
+#: ``with ctx.cleanup():`` (shielded, under the finalize deadline). An async
+#: generator's ``finally`` runs while ``Cancelled`` unwinds through its own
+#: frame, so it must shield its awaits itself:
+#: ``with trio.move_on_after(5, shield=True): await upstream.aclose()``.
+#: Either way the terminal event is published only after the cleanup ends.
+Producer: TypeAlias = (
+    Callable[[RunContext], Awaitable[Any]] | Callable[[RunContext], AsyncIterable[Any]] | AsyncIterable[Any]
+)
+
+
+async def drain_run(
+    hub: Hub,
+    run: Run,
+    producer: Producer,
+    ctx: RunContext,
+    on_finish: OnFinish | None,
+    remote: tuple[RunInfo, OnConflict] | None = None,
+) -> None:
+    # If the hub's own nursery is cancelled, Cancelled passes through the
+    # run's scope; the run then ends as closed by the hub.
+    status = RunStatus.CANCELLED
+    error: dict[str, str] | None = None
+    try:
+        with run._scope:
+            try:
+                await hub.store.save_run(run.info())
+            finally:
+                run._saved.set()
+            if run.status is RunStatus.QUEUED:
+                # Its turn may already have come (the run ahead of it
+                # finalized before this task started): wait() then returns.
+                await run._turn.wait()
+                run.status = RunStatus.RUNNING
+                run.started_at = hub._wall_clock()
+                logger.info("run %s running (its turn for key=%s)", run.id, run.key)
+                await hub.store.save_run(run.info())
+            if remote is not None:
+                await _wait_for_remote(hub, run, *remote)
+            if hub.config.max_age is not None:
+                run._scope.deadline = trio.current_time() + hub.config.max_age
+            run._arm_watchdog()
+            with run._watchdog:
+                await _run_producer(run, producer, ctx)
+            status = RunStatus.DEAD if run._watchdog.cancelled_caught else RunStatus.DONE
+            if status is RunStatus.DEAD:
+                error = {"code": "no_events", "message": f"no event for {hub.config.no_event_timeout}s"}
+        if run._scope.cancelled_caught:
+            # Caught by the run's own scope: a cancel request, or else its deadline.
+            status = RunStatus.CANCELLED
+            if run.reason is None:
+                run.reason = "max_age"
+    except RunFailed as exc:
+        status, error = RunStatus.ERROR, {"code": exc.code, "message": exc.message}
+    except StoreOverflow:
+        logger.error("run %s failed: the store's write buffer is full", run.id)
+        status, error = (
+            RunStatus.ERROR,
+            {"code": "store_overflow", "message": "the store could not keep up"},
+        )
+    except Exception as exc:
+        logger.exception("run %s: producer raised %s", run.id, type(exc).__name__)
+        status, error = (
+            RunStatus.ERROR,
+            {"code": "producer_error", "message": f"the producer failed ({type(exc).__name__})"},
+        )
+    finally:
+        if status is not RunStatus.CANCELLED:
+            run.reason = None
+        elif run.reason is None:
+            run.reason = "hub_closed"
+        await finalize(hub, run, status, error, on_finish)
+
+
+async def _wait_for_remote(hub: Hub, run: Run, remote: RunInfo, on_conflict: OnConflict) -> None:
+    config = hub.config
+    deadline = config.finalize_timeout + config.store_timeout if on_conflict == "interrupt" else math.inf
+    await wait_for_remote(hub.store, hub._mirrors, run, remote, on_conflict, deadline)
+
+
+async def finalize(
+    hub: Hub, run: Run, status: RunStatus, error: dict[str, str] | None, on_finish: OnFinish | None
+) -> None:
+    """Hooks, terminal event, durable end, bookkeeping -- shielded, each under a deadline."""
+    config = hub.config
+    with trio.CancelScope(shield=True):
+        run.error = error
+        run.partial = status is not RunStatus.DONE and run.result is not None
+        outcome = RunOutcome(status, run.result, run.partial, run.reason, error)
+        for hook in (config.on_finish, on_finish):
+            if hook is None:
+                continue
+            with trio.move_on_after(config.finalize_timeout) as hook_scope:
+                try:
+                    await hook(run, outcome)
+                except Exception as exc:
+                    logger.exception("run %s: on_finish hook raised %s", run.id, type(exc).__name__)
+                    run.finalize_error = f"on_finish raised {type(exc).__name__}: {exc}"
+            if hook_scope.cancelled_caught:
+                logger.error("run %s: on_finish hook exceeded %ss", run.id, config.finalize_timeout)
+                run.finalize_error = f"on_finish did not finish within {config.finalize_timeout}s"
+        try:
+            encode_json(run.result)
+        except (TypeError, ValueError):
+            logger.error("run %s: result %r is not JSON-serializable", run.id, type(run.result).__name__)
+            status = RunStatus.ERROR
+            run.error = {"code": "bad_result", "message": "the run's result is not JSON-serializable"}
+            run.result, run.partial, run.reason = None, False, None
+        run.ended_at = hub._wall_clock()
+        # The terminal event is durable before anyone sees the run end:
+        # staged to the store, recorded with the final metadata, and only
+        # then put in the log (subscribers) and the status set.
+        terminal = run._stage(status.value, _terminal_data(run))
+        final = replace(run.info(), status=status, last_seq=terminal.seq)
+        with trio.move_on_after(config.store_timeout) as store_scope:
+            try:
+                await hub.store.finish_run(final)
+            except Exception as exc:
+                logger.exception("run %s: the store could not record its end", run.id)
+                run.finalize_error = run.finalize_error or f"store: {type(exc).__name__}: {exc}"
+        if store_scope.cancelled_caught:
+            logger.error("run %s: the store did not record its end within %ss", run.id, config.store_timeout)
+        run.status = status
+        run._reveal(terminal)
+        retire(hub, run)
+        run._finished.set()
+        started = run.started_at or run.created_at
+        logger.info(
+            "run %s %s after %.3fs, %d events%s%s",
+            run.id,
+            status.value,
+            run.ended_at - started,
+            run.last_seq,
+            f" reason={run.reason}" if run.reason else "",
+            f" finalize_error={run.finalize_error!r}" if run.finalize_error else "",
+        )
+
+
+def retire(hub: Hub, run: Run) -> None:
+    """Synchronous bookkeeping once a run has ended."""
+    if run._timer is not None:
+        run._timer.cancel()
+        run._timer = None
+    hub._retired_events += run.last_seq
+    hub._runs_by_status[run.status.value] += 1
+    if run.owner is not None:
+        hub._owner_live[run.owner] -= 1
+        if not hub._owner_live[run.owner]:
+            del hub._owner_live[run.owner]
+    release_key(hub._keys, run)
+    if hub._runs.get(run.id) is run:
+        hub._finished[run.id] = run
+        if not run._subscribers:
+            arm_eviction(hub, run)
+
+
+async def _run_producer(run: Run, producer: Producer, ctx: RunContext) -> None:
+    source: Any = producer
+    if callable(producer):
+        source = producer(ctx)
+        if inspect.isawaitable(source):
+            value = await source
+            if value is not None:
+                run.result = value
+            return
+    if not hasattr(source, "__aiter__"):
+        raise TypeError(f"producer returned {type(source).__name__}, not an awaitable or async iterable")
+    iterator = cast("AsyncIterator[Any]", source.__aiter__())
+    try:
+        async for item in iterator:
+            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+                ctx.emit_nowait(item[0], item[1])
+            else:
+                ctx.emit_nowait("message", item)
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            with ctx.cleanup():
+                await aclose()
+
+
+def _terminal_data(run: Run) -> dict[str, Any]:
+    data: dict[str, Any] = {"result": run.result}
+    if run.partial:
+        data["partial"] = True
+    if run.reason is not None:
+        data["reason"] = run.reason
+    if run.error is not None:
+        data["error"] = run.error
+    return data

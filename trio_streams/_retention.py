@@ -1,0 +1,95 @@
+"""Retention: how long a run stays in the hub's memory, and abandoned runs.
+
+Theory of operation
+-------------------
+A finished run stays in memory (for replays and :meth:`Hub.get`) while it
+has subscribers, and ``grace_period`` seconds after the last one leaves; then
+it is evicted (the store still has it). A live ``on_disconnect="cancel"`` run
+is cancelled when its last subscriber has been gone for ``disconnect_grace``.
+Each run holds at most one such timer (``run._timer``, on the hub's
+:class:`TimerQueue`); a subscriber arriving cancels it.
+
+When the hub holds ``max_runs`` runs, ``start`` makes room by evicting the
+oldest finished run early (if ``evict_finished_when_full``).
+
+All synchronous: no checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from ._errors import AtCapacity
+
+if TYPE_CHECKING:
+    from ._hub import Hub
+    from ._run import Run
+
+logger = logging.getLogger("trio_streams")
+
+
+def arm_eviction(hub: Hub, run: Run) -> None:
+    grace = hub.config.grace_period
+    if grace == 0:
+        evict_run(hub, run)
+        return
+
+    def evict() -> None:
+        run._timer = None
+        if not run._subscribers:
+            evict_run(hub, run)
+
+    run._timer = hub._timers.call_after(grace, evict)
+
+
+def make_room(hub: Hub) -> None:
+    """Let ``start`` add a run: evict the oldest finished one if the hub is full.
+
+    Raises:
+        AtCapacity: ``max_runs`` live runs, or finished ones may not be evicted early.
+    """
+    if len(hub._runs) < hub.config.max_runs:
+        return
+    if hub.config.evict_finished_when_full and hub._finished:
+        oldest = next(iter(hub._finished.values()))
+        logger.info("run %s evicted early: max_runs=%d reached", oldest.id, hub.config.max_runs)
+        evict_run(hub, oldest)
+        return
+    raise AtCapacity("max_runs", f"the hub holds its maximum of {hub.config.max_runs} runs")
+
+
+def evict_run(hub: Hub, run: Run) -> None:
+    if hub._runs.get(run.id) is run:
+        del hub._runs[run.id]
+        hub._finished.pop(run.id, None)
+        logger.debug("run %s evicted from memory", run.id)
+
+
+def attach(run: Run) -> None:
+    run._subscribers += 1
+    if run._timer is not None:
+        run._timer.cancel()
+        run._timer = None
+
+
+def detach(hub: Hub, run: Run) -> None:
+    run._subscribers -= 1
+    if run._subscribers:
+        return
+    if run._finished.is_set():
+        if hub._runs.get(run.id) is run:
+            arm_eviction(hub, run)
+    elif run.on_disconnect == "cancel" and not run._closed:
+        grace = hub.config.disconnect_grace
+        if grace == 0:
+            run._request_cancel("disconnected")
+            return
+
+        def cancel_abandoned() -> None:
+            run._timer = None
+            if not run._subscribers:
+                logger.info("run %s: no subscriber came back within %ss", run.id, grace)
+                run._request_cancel("disconnected")
+
+        run._timer = hub._timers.call_after(grace, cancel_abandoned)
