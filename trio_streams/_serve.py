@@ -242,6 +242,10 @@ async def serve(plan: ServePlan, app: QuartTrio, streams: TrioStreams) -> int:
         # does Hypercorn stop listening and close connections.
         await streams.stop()
 
+    # A startup failure is reported below in one line; Quart would also log
+    # its traceback at ERROR. Keep that traceback for --log-level debug only.
+    quiet_startup = _QuietStartupFailure()
+    app.logger.addFilter(quiet_startup)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, shutdown, plan.options["shutdown_grace"])
@@ -253,6 +257,15 @@ async def serve(plan: ServePlan, app: QuartTrio, streams: TrioStreams) -> int:
                 nursery.cancel_scope.cancel()
 
             urls = await nursery.start(run_server)
+            quiet_startup.starting = False
+            if not streams.running:
+                # Hypercorn binds even when the app's startup failed; the
+                # failure is on its way to this nursery: announce nothing.
+                with trio.move_on_after(10):
+                    await trio.sleep_forever()
+                print("trio-streams serve: error: startup failed (see the log above)", file=sys.stderr)
+                nursery.cancel_scope.cancel()
+                return 1
             auth = plan.options["auth"]
             logger.info(
                 "store: %s; auth: %s",
@@ -282,6 +295,22 @@ async def serve(plan: ServePlan, app: QuartTrio, streams: TrioStreams) -> int:
         return 1
     logger.info("stopped cleanly")
     return 0
+
+
+class _QuietStartupFailure(logging.Filter):
+    """Drops the app logger's records of an exception raised while the app
+    starts (``serve`` prints the cause in one line), after logging them at
+    DEBUG with the traceback. Later records pass untouched."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.starting = True
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (self.starting and record.exc_info):
+            return True
+        logger.debug("the app's startup failed", exc_info=record.exc_info)
+        return False
 
 
 def _startup_failure(group: BaseExceptionGroup[BaseException]) -> str | None:

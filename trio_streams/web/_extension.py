@@ -346,7 +346,8 @@ class TrioStreams:
         try:
             await trio.sleep_forever()
         finally:
-            if not self._stop.is_set():
+            # (Not while the hub is still opening: then there is nothing to stop.)
+            if not self._stop.is_set() and self._hub is not None:
                 logger.warning("the app was cancelled: stopping the hub now, live runs cancelled")
                 self._abrupt = True
                 self._stop.set()
