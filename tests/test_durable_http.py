@@ -165,7 +165,8 @@ async def test_long_poll_waits_for_data_and_times_out(stores: dict[str, Any]):
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(poll)
-                await trio.sleep(0.05)
+                await server.streams.durable_live_reads.wait_value(1)
+                assert "trio_streams_durable_live_reads 1\n" in (await client.get("/metrics")).text
                 await client.post(url, content=b"news", headers={"Content-Type": "text/plain"})
             assert (got[0].status_code, got[0].text) == (200, "news")
             # Closed at the tail: no wait at all.
@@ -327,7 +328,7 @@ async def test_stopping_ends_live_reads_at_once(stores: dict[str, Any]):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(poll)
                 nursery.start_soon(follow)
-                await trio.sleep(0.3)  # both parked
+                await server.streams.durable_live_reads.wait_value(2)  # both parked
                 started = trio.current_time()
                 await server.streams.stop()  # what SIGTERM does first
             assert trio.current_time() - started < 5

@@ -98,7 +98,7 @@ async def test_two_instances_share_streams_and_a_long_poll_on_b_wakes_on_an_appe
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(poll)
-                await trio.sleep(0.3)  # real time: let B's long-poll park (there is no other signal)
+                await b.streams.durable_live_reads.wait_value(1)  # B's long-poll is parked
                 assert not results
                 appended_at = trio.current_time()
                 appended = await on_a.post(url, content=b"two", headers=TEXT)
@@ -125,7 +125,7 @@ async def test_sse_on_b_follows_appends_and_the_close_on_a(redis_url: str, prefi
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(follow)
-                await trio.sleep(0.3)
+                await b.streams.durable_live_reads.wait_value(1)  # B's SSE read "a" and waits
                 await on_a.post(url, content=b"b", headers=TEXT)
                 await on_a.post(url, headers={"Stream-Closed": "true"})
             data = "".join(value for event, value in events if event == "data")
@@ -329,15 +329,12 @@ async def test_a_cancelled_wait_leaves_nothing_behind(redis_url: str, prefix: st
                 await source.wait(1, trio.current_time() + 60)
             assert scope.cancelled_caught
             async with trio.open_nursery() as nursery:
-                waiting = trio.Event()
 
                 async def wait() -> None:
-                    waiting.set()
                     await source.wait(1, trio.current_time() + 60)
 
                 nursery.start_soon(wait)
-                await waiting.wait()
-                await trio.sleep(0.1)  # real time: the wait loads the stream from Redis, then parks
+                await store._notifications.readers.wait_value(1)
                 assert store._notifications.waiting("s") == 1
                 nursery.cancel_scope.cancel()
             assert store._notifications.idle
@@ -356,7 +353,7 @@ async def test_end_live_reads_wakes_waiters_at_once(redis_url: str, prefix: str)
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(wait)
-                await trio.sleep(0.1)
+                await store._notifications.readers.wait_value(1)
                 store.end_live_reads()
             assert results == [False], "waiting again is pointless"
             store.resume_live_reads()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from quart import Blueprint, Response, request
+from trio_util import AsyncValue
 from werkzeug.exceptions import HTTPException
 
 from .._http_body import consume_body, read_body
@@ -52,6 +53,7 @@ def durable_streams_blueprint(
     authorize: Callable[[str | None], object] | None = None,
     max_body: int = 16 * 1024 * 1024,
     name: str = "durable_streams",
+    live_reads: AsyncValue[int] | None = None,
 ) -> Blueprint:
     """The protocol's routes over ``store``; register it with ``url_prefix="/v1/stream"``.
 
@@ -65,11 +67,18 @@ def durable_streams_blueprint(
             else; raise to refuse (e.g. the runs API's 401). ``None``: open.
         max_body: the largest ``PUT``/``POST`` body, in bytes (413 beyond).
         name: the blueprint's name (to mount more than one).
+        live_reads: kept equal to the number of live reads (long-polls, SSE
+            responses) waiting for data; a fresh one if omitted.
     """
     if long_poll_timeout <= 0 or sse_recycle <= 0 or max_body < 1:
         raise ValueError("long_poll_timeout, sse_recycle and max_body must be positive")
     blueprint = Blueprint(name, __name__)
-    settings = ReadSettings(long_poll_timeout, sse_recycle, private=authorize is not None)
+    settings = ReadSettings(
+        long_poll_timeout,
+        sse_recycle,
+        private=authorize is not None,
+        waiting=AsyncValue(0) if live_reads is None else live_reads,
+    )
     backend = as_backend(store)
 
     # Handlers are coroutines: Quart runs plain functions in a worker thread.

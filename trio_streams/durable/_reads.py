@@ -9,11 +9,12 @@ exactly like any other Durable Stream.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import trio
 from quart import Response, request
+from trio_util import AsyncValue
 
 from . import _headers as parse
 from ._cursor import next_cursor
@@ -74,6 +75,9 @@ class ReadSettings:
     sse_recycle: float
     #: Auth on: responses are ``private`` to caches.
     private: bool
+    #: Live reads (long-polls, SSE responses) waiting for data now: a gauge
+    #: for /metrics, and what a caller awaits to know a reader is parked.
+    waiting: AsyncValue[int] = field(default_factory=lambda: AsyncValue(0))
 
 
 def read_query() -> tuple[Offset | str, str | None]:
@@ -151,7 +155,7 @@ async def long_poll(source: ReadSource, position: int, *, settings: ReadSettings
     cursor = next_cursor(request.args.get("cursor"), time.time())
     if position >= source.tail().position and not source.is_closed():
         # Deleted meanwhile, or the server stopping: a 204, and the next request tells.
-        await source.wait(position, trio.current_time() + settings.long_poll_timeout)
+        await _wait(source, position, trio.current_time() + settings.long_poll_timeout, settings)
     found = await source.read(position)
     if found.pieces:
         headers = _state_headers(found)
@@ -207,5 +211,14 @@ async def _events(
             yield control_event(str(found.end), cursor=cursor, up_to_date=True, closed=False)
         if (found.closed and found.up_to_date) or trio.current_time() >= recycle_at:
             return
-        if found.up_to_date and not await source.wait(position, recycle_at):
+        if found.up_to_date and not await _wait(source, position, recycle_at, settings):
             return
+
+
+async def _wait(source: ReadSource, position: int, deadline: float, settings: ReadSettings) -> bool:
+    """``source.wait``, counted in ``settings.waiting`` while it lasts."""
+    settings.waiting.value += 1
+    try:
+        return await source.wait(position, deadline)
+    finally:
+        settings.waiting.value -= 1

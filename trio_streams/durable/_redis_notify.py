@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import coredis
 import trio
+from trio_util import AsyncValue
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -41,6 +42,8 @@ class Notifications:
     def __init__(self) -> None:
         self._events: dict[str, trio.Event] = {}
         self._waiting: Counter[str] = Counter()
+        #: Readers registered on any stream (awaitable: ``wait_value``).
+        self.readers: AsyncValue[int] = AsyncValue(0)
 
     @property
     def idle(self) -> bool:
@@ -56,9 +59,11 @@ class Notifications:
         """Register a reader of ``name``; yields a function returning the event
         to take before each look at the stream (set by its next change)."""
         self._waiting[name] += 1
+        self.readers.value += 1
         try:
             yield lambda: self._events.setdefault(name, trio.Event())
         finally:
+            self.readers.value -= 1
             self._waiting[name] -= 1
             if self._waiting[name] <= 0:
                 del self._waiting[name]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import trio
 from quart_trio import QuartTrio
+from trio_util import AsyncValue
 
 from .._http_body import consume_body
 from .._open_hub import open_hub
@@ -140,6 +141,8 @@ class TrioStreams:
         self.long_poll_timeout = long_poll_timeout
         self.sse_recycle = sse_recycle
         self.durable_max_body = durable_max_body
+        #: Durable Streams live reads (long-polls, SSE) waiting for data now.
+        self.durable_live_reads: AsyncValue[int] = AsyncValue(0)
         self.hub_config = hub_config
         self.hub_options = hub_options
         self.producers: dict[str, RegisteredProducer] = {}
@@ -236,6 +239,7 @@ class TrioStreams:
             runs=RunStreams(self),
             authorize=None if self.auth is None else self.caller,
             max_body=self.durable_max_body,
+            live_reads=self.durable_live_reads,
         )
 
         async def api_error(error: ApiError) -> Response:  # 401 and 503 from the runs API's helpers

@@ -116,6 +116,13 @@ def render_metrics(streams: TrioStreams) -> str:
             [("", durable.streams)],
         )
         metric("durable_stream_bytes", "gauge", "Bytes of Durable Streams data held.", [("", durable.bytes)])
+    if streams.durable_store is not None:
+        metric(
+            "durable_live_reads",
+            "gauge",
+            "Durable Streams long-polls and SSE responses waiting for data.",
+            [("", streams.durable_live_reads.value)],
+        )
     metric("up", "gauge", "1 while the hub is serving.", [("", 1 if streams.running else 0)])
     metric("sse_streams_open", "gauge", "Event streams being served now.", [("", streams.sse_streams_open)])
     metric(
