@@ -121,6 +121,7 @@ async def test_one_tail_reader_per_run_per_instance(redis_url, prefix):
                 for _ in range(5):
                     nursery.start_soon(follow, 0)
                 await all_subscribed.wait()
+                assert b._mirrors is not None, "a shared store: B mirrors A's runs"
                 assert len(b._mirrors) == 1
                 await b.cancel(run.id)
             assert len(b._mirrors) == 0
@@ -168,6 +169,7 @@ async def test_interrupt_across_instances_waits_for_the_old_run(redis_url, prefi
 
             old = await a.start(old_producer, key="conv")
             await running.wait()
+            assert isinstance(b.store, RedisStore)
             assert await b.store.key_holder("conv") == old.id
             with pytest.raises(RunConflict):
                 await b.start(new_producer, key="conv", on_conflict="reject")

@@ -38,6 +38,7 @@ from ._run import RunOutcome as RunOutcome
 from ._run import RunStatus as RunStatus
 from ._subscription import Subscription as Subscription
 from .stores import MemoryStore as MemoryStore
+from .stores import SharedStore as SharedStore
 from .stores import Store as Store
 from .stores import StoreStatistics as StoreStatistics
 

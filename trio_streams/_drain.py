@@ -120,7 +120,9 @@ async def drain_run(
 async def _wait_for_remote(hub: Hub, run: Run, remote: RunInfo, on_conflict: OnConflict) -> None:
     config = hub.config
     deadline = config.finalize_timeout + config.store_timeout if on_conflict == "interrupt" else math.inf
-    await wait_for_remote(hub.store, hub._mirrors, run, remote, on_conflict, deadline)
+    # A run elsewhere holds the key only on a shared store, which has mirrors.
+    assert hub._mirrors is not None
+    await wait_for_remote(hub._mirrors, run, remote, on_conflict, deadline)
 
 
 async def finalize(

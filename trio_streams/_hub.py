@@ -48,6 +48,7 @@ from ._remote import Mirrors, remote_key_holder
 from ._retention import attach, detach, make_room
 from ._run import OnConflict, OnDisconnect, Run, RunContext, RunInfo, RunStatus
 from ._subscription import Subscription
+from .stores._base import SharedStore
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -93,7 +94,10 @@ class Hub:
         self._retired_events = 0
         self._runs_by_status: Counter[str] = Counter()
         # Live runs other instances own, followed through a shared store.
-        self._mirrors = Mirrors(store, runs_nursery, config, wall_clock)
+        #: Runs other instances own, followed here (a shared store only).
+        self._mirrors = (
+            Mirrors(store, runs_nursery, config, wall_clock) if isinstance(store, SharedStore) else None
+        )
 
     # -- starting -------------------------------------------------------------
 
@@ -198,7 +202,7 @@ class Hub:
         logger.info(
             "run %s %s key=%s owner=%s on_conflict=%s", run.id, run.status.value, key, owner, on_conflict
         )
-        if self.store.shared:
+        if self._mirrors is not None:
             # Other instances can find the run once start returns (a client
             # may follow it through another server at once). Shielded: the
             # run exists now, its caller must get it.
@@ -207,9 +211,9 @@ class Hub:
         return run
 
     async def _remote_key_holder(self, key: str | None, on_conflict: OnConflict) -> RunInfo | None:
-        if key is None or not self.store.shared or key in self._keys:
+        if key is None or self._mirrors is None or key in self._keys:
             return None
-        return await remote_key_holder(self.store, key, on_conflict, self._runs)
+        return await remote_key_holder(self._mirrors.store, key, on_conflict, self._runs)
 
     # -- reading and controlling ------------------------------------------------
 
@@ -266,9 +270,9 @@ class Hub:
         if run is None:
             info = await self.get_info(run_id)
             if not info.status.finished:
-                if not self.store.shared:
+                if self._mirrors is None:
                     raise RunNotLive(f"run {run_id} is running elsewhere")
-                await self.store.request_cancel(run_id, reason)
+                await self._mirrors.store.request_cancel(run_id, reason)
                 logger.info("run %s cancel requested from another instance: %r", run_id, reason)
             return info.status
         await trio.lowlevel.checkpoint()
@@ -290,7 +294,7 @@ class Hub:
         info = await self.get_info(run_id)
         if info.status.finished:
             return info
-        if not self.store.shared:
+        if self._mirrors is None:
             raise RunNotLive(f"run {run_id} is running elsewhere")
         final = await self._mirrors.wait(info)
         return await self.get_info(run_id) if final is None else final
@@ -320,7 +324,7 @@ class Hub:
         if run is None:
             info = await self.get_info(run_id)
             if not info.status.finished:
-                if not self.store.shared:
+                if self._mirrors is None:
                     raise RunNotLive(f"run {run_id} is running elsewhere")
                 if after > info.last_seq:
                     raise ValueError(f"after={after} is beyond the run's last event ({info.last_seq})")
@@ -410,7 +414,8 @@ class Hub:
         self._closing = True
         for run in list(self._runs.values()):
             run._request_cancel("hub_closed")
-        self._mirrors.close()
+        if self._mirrors is not None:
+            self._mirrors.close()
 
     def _cancel_from_store(self, run_id: str, reason: str) -> None:
         """Another instance asked (through the shared store) to cancel a run we own."""

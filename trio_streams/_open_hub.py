@@ -17,6 +17,7 @@ from ._config import HubConfig
 from ._errors import TrioStreamsInternalError
 from ._hub import Hub
 from ._timers import TimerQueue
+from .stores._base import SharedStore
 from .stores.memory import MemoryStore
 
 if TYPE_CHECKING:
@@ -90,7 +91,8 @@ async def open_hub(
             try:
                 async with trio.open_nursery() as runs:
                     hub = Hub(store, config, runs, timers, wall_clock)
-                    store.set_cancel_handler(hub._cancel_from_store)
+                    if isinstance(store, SharedStore):
+                        store.set_cancel_handler(hub._cancel_from_store)
                     try:
                         yield hub
                     finally:

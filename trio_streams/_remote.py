@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from ._config import HubConfig
     from ._events import Event
     from ._run import OnConflict
-    from .stores._base import Store
+    from .stores._base import SharedStore
 
 logger = logging.getLogger("trio_streams")
 
@@ -51,9 +51,10 @@ class Mirrors:
     """The mirrors of one hub (see the module docstring)."""
 
     def __init__(
-        self, store: Store, nursery: trio.Nursery, config: HubConfig, wall_clock: Callable[[], float]
+        self, store: SharedStore, nursery: trio.Nursery, config: HubConfig, wall_clock: Callable[[], float]
     ) -> None:
-        self._store = store
+        #: The shared store the mirrors read from.
+        self.store = store
         self._nursery = nursery
         self._config = config
         self._wall_clock = wall_clock
@@ -86,7 +87,7 @@ class Mirrors:
         """Follow ``info``'s run through its mirror (``Hub.subscribe`` for a run owned elsewhere)."""
         async with self.open(info) as mirror:
             subscription = Subscription(
-                info.run_id, run=mirror, stored=None, store=self._store, after=after, heartbeat=heartbeat
+                info.run_id, run=mirror, stored=None, store=self.store, after=after, heartbeat=heartbeat
             )
             try:
                 yield subscription
@@ -119,7 +120,7 @@ class Mirrors:
             metadata=info.metadata,
             on_disconnect="continue",
             log=log,
-            store=self._store,
+            store=self.store,
             wall_clock=self._wall_clock,
             finalize_timeout=config.finalize_timeout,
             no_event_timeout=None,
@@ -152,7 +153,7 @@ class Mirrors:
 
         with mirror.scope:
             try:
-                await self._store.follow(run.id, run.log.last_seq, deliver)
+                await self.store.follow(run.id, run.log.last_seq, deliver)
             finally:
                 # Ended (terminal read, or nothing more will ever be stored), or
                 # abandoned: either way nobody waits on this mirror forever.
@@ -171,7 +172,7 @@ class Mirrors:
 
 
 async def remote_key_holder(
-    store: Store, key: str, on_conflict: OnConflict, local_runs: Mapping[str, Run]
+    store: SharedStore, key: str, on_conflict: OnConflict, local_runs: Mapping[str, Run]
 ) -> RunInfo | None:
     """The live run another instance runs with ``key``, if the shared store knows one.
 
@@ -193,7 +194,7 @@ async def remote_key_holder(
 
 
 async def wait_for_remote(
-    store: Store, mirrors: Mirrors, run: Run, remote: RunInfo, on_conflict: OnConflict, deadline: float
+    mirrors: Mirrors, run: Run, remote: RunInfo, on_conflict: OnConflict, deadline: float
 ) -> None:
     """Before ``run`` publishes: interrupt (or just wait for) the run another
     instance holds its key with, until its terminal event is stored or
@@ -202,7 +203,7 @@ async def wait_for_remote(
         logger.info(
             "run %s: interrupting run %s on another instance (key=%s)", run.id, remote.run_id, run.key
         )
-        await store.request_cancel(remote.run_id, "interrupted")
+        await mirrors.store.request_cancel(remote.run_id, "interrupted")
     with trio.move_on_after(deadline) as scope:
         async with mirrors.open(remote) as mirror:
             await mirror._finished.wait()

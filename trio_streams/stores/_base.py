@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -108,21 +108,21 @@ class Store(abc.ABC):
     def statistics(self) -> StoreStatistics:
         """A snapshot of the store's size and writer state."""
 
-    # -- shared stores: runs owned by other hub instances ---------------------------------
 
-    #: True for a store other hub instances share (``RedisStore``): a hub then
-    #: follows, cancels and waits for live runs that another instance owns,
-    #: through the methods below, instead of raising ``RunNotLive``.
-    shared: ClassVar[bool] = False
+class SharedStore(Store):
+    """A store other hub instances share (``RedisStore``).
 
+    A hub on a shared store follows, cancels and waits for live runs that
+    another instance owns, through these methods, instead of raising
+    ``RunNotLive``; and it honours keys held by runs on other instances.
+    """
+
+    @abc.abstractmethod
     def set_cancel_handler(self, handler: Callable[[str, str], None]) -> None:
         """``handler(run_id, reason)`` is called (synchronously) when another
-        instance asks to cancel a run; the hub ignores ids it does not own.
+        instance asks to cancel a run; the hub ignores ids it does not own."""
 
-        Stores that are not shared never call it.
-        """
-        del handler
-
+    @abc.abstractmethod
     async def follow(self, run_id: str, after: int, deliver: Callable[[list[Event]], None]) -> bool:
         """Call ``deliver`` with the run's stored events after ``after`` as
         they arrive, in order, until its terminal event; then return True
@@ -130,13 +130,11 @@ class Store(abc.ABC):
 
         Cancellation: the way to stop following a live run.
         """
-        raise NotImplementedError(f"{type(self).__name__} is not shared between instances")
 
+    @abc.abstractmethod
     async def request_cancel(self, run_id: str, reason: str) -> None:
         """Ask whichever instance owns the run to cancel it (durably)."""
-        raise NotImplementedError(f"{type(self).__name__} is not shared between instances")
 
+    @abc.abstractmethod
     async def key_holder(self, key: str) -> str | None:
         """The id of the run that holds ``key`` on any instance, if any (a hint)."""
-        await trio.lowlevel.checkpoint()
-        return None

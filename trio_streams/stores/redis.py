@@ -14,13 +14,13 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import coredis
 import trio
 
 from .._run import RunInfo, RunStatus
-from ._base import Store, StoreStatistics
+from ._base import SharedStore, StoreStatistics
 from ._redis_client import (
     Client,
     RedisUnavailable,
@@ -71,7 +71,7 @@ class RedisStoreStatistics(StoreStatistics):
     fenced: int = 0
 
 
-class RedisStore(Store):
+class RedisStore(SharedStore):
     """Persists runs in Redis, shared by every hub instance that uses the
     same URL and prefix; see ``docs/redis.md``.
 
@@ -174,8 +174,6 @@ class RedisStore(Store):
         # Live runs this instance owns: their lease is renewed, their TTLs refreshed.
         self._live: dict[str, RunInfo] = {}
         self._runs_saved = 0
-
-    shared: ClassVar[bool] = True
 
     def __repr__(self) -> str:
         return f"<RedisStore {safe_url(self.url)} prefix={self.prefix!r}>"
