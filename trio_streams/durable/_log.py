@@ -29,6 +29,17 @@ from ._offsets import START, Offset
 Data = bytes | tuple[bytes, ...]
 
 
+def join_pieces(pieces: list[Data], *, json_mode: bool) -> Data:
+    """Pieces of one stream read back as one piece: the messages in JSON mode, else the bytes."""
+    if json_mode:
+        messages: tuple[bytes, ...] = ()
+        for piece in pieces:
+            assert isinstance(piece, tuple)
+            messages += piece
+        return messages
+    return b"".join(piece for piece in pieces if isinstance(piece, bytes))
+
+
 @dataclass(frozen=True, slots=True)
 class Chunk:
     """The data of one append."""
@@ -148,10 +159,4 @@ class StreamLog:
     def units(self, position: int, count: int) -> Data:
         """Exactly ``count`` units from ``position`` (which must be available), as one piece."""
         found = self.read(position, max_bytes=2**62, upto=position + count)
-        if self.json:
-            messages: tuple[bytes, ...] = ()
-            for piece in found.pieces:
-                assert isinstance(piece, tuple)
-                messages += piece
-            return messages
-        return b"".join(piece for piece in found.pieces if isinstance(piece, bytes))
+        return join_pieces(found.pieces, json_mode=self.json)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ._errors import DurableStreamError, bad_request
-from ._log import Slice
+from ._log import Slice, join_pieces
 from ._offsets import Offset
 from ._redis_layout import MAX_ID_SEQ, Keys, Meta, decode_data, meta_from_hash, parse_entry_id
 
@@ -81,13 +81,7 @@ class StreamData:
     async def units(self, meta: Meta, position: int, count: int) -> Data:
         found = Slice()
         await self.collect(meta, position, position + count, 2**62, found)
-        if meta.json:
-            messages: tuple[bytes, ...] = ()
-            for piece in found.pieces:
-                assert isinstance(piece, tuple)
-                messages += piece
-            return messages
-        return b"".join(piece for piece in found.pieces if isinstance(piece, bytes))
+        return join_pieces(found.pieces, json_mode=meta.json)
 
     async def read(self, meta: Meta, position: int, max_bytes: int) -> Slice:
         """The data of ``meta``'s stream from ``position`` up to its tail then

@@ -34,13 +34,13 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ._append import plan_append
+from ._create import confirm_existing, plan_create
 from ._errors import DurableStreamError, bad_request, conflict, gone, not_found
-from ._headers import DEFAULT_CONTENT_TYPE, is_json
 from ._offsets import START, Offset
 from ._producers import ProducerState
 from ._redis_connection import RedisSource, StoreConnection
 from ._redis_layout import NOTIFY_MAXLEN, Meta, config_text, encode_data, entry_id, meta_fields
-from ._stream import AppendOutcome, to_data
+from ._stream import AppendOutcome
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -142,15 +142,7 @@ class RedisDurableStore(StoreConnection):
 
     async def _try_create(self, name: str, request: CreateRequest) -> Meta | None:
         source = None if request.fork is None else await self._fork_source(request.fork.source)
-        content_type = request.content_type or (
-            DEFAULT_CONTENT_TYPE if source is None else source.content_type
-        )
-        if source is not None and content_type != source.content_type:
-            raise conflict(
-                "content_type_mismatch",
-                f"a fork has its source's content type ({source.content_type}), not {content_type}",
-            )
-        data = to_data(request.body, json_mode=is_json(content_type), creating=True)
+        content_type, data = plan_create(request, None if source is None else source.content_type)
         base, chunks = START, []
         if source is not None:
             assert request.fork is not None
@@ -373,13 +365,7 @@ class RedisDurableStore(StoreConnection):
 
 
 def _confirm(meta: Meta, request: CreateRequest) -> Meta:
-    if meta.soft_deleted:
-        raise conflict("stream_soft_deleted", f"{meta.name!r} was deleted while forks read it")
-    wanted = request.content_type or (meta.content_type if request.fork else DEFAULT_CONTENT_TYPE)
-    if meta.config != config_text(request.config(wanted)):
-        raise conflict("stream_exists", f"{meta.name!r} exists with a different configuration")
-    if meta.closed != request.closed:
-        raise conflict("stream_exists", f"{meta.name!r} exists and is {'closed' if meta.closed else 'open'}")
+    confirm_existing(meta, request, config_text)
     return meta
 
 

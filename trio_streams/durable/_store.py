@@ -33,11 +33,12 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._append import outcome, plan_append
+from ._create import confirm_existing, plan_create
 from ._errors import DurableStreamError, bad_request, conflict, gone, not_found
-from ._headers import DEFAULT_CONTENT_TYPE, is_json
+from ._headers import is_json
 from ._log import StreamLog
 from ._producers import ProducerState
-from ._stream import AppendOutcome, DurableStream, to_data
+from ._stream import AppendOutcome, DurableStream
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -140,15 +141,7 @@ class DurableStreamStore:
                 507, "store_full", f"the store holds its limit of {self.max_streams} streams"
             )
         source = None if request.fork is None else self._fork_source(request.fork.source)
-        content_type = request.content_type or (
-            DEFAULT_CONTENT_TYPE if source is None else source.content_type
-        )
-        if source is not None and content_type != source.content_type:
-            raise conflict(
-                "content_type_mismatch",
-                f"a fork has its source's content type ({source.content_type}), not {content_type}",
-            )
-        data = to_data(request.body, json_mode=is_json(content_type), creating=True)
+        content_type, data = plan_create(request, None if source is None else source.content_type)
         log = StreamLog(json=is_json(content_type)) if source is None else self._fork_log(source, request)
         held = sum(_size(chunk) for chunk in (data, prefix_of(log)) if chunk)
         self._reserve(held)
@@ -177,15 +170,7 @@ class DurableStreamStore:
         return stream, True
 
     def _confirm(self, stream: DurableStream, request: CreateRequest) -> DurableStream:
-        if stream.soft_deleted:
-            raise conflict("stream_soft_deleted", f"{stream.name!r} was deleted while forks read it")
-        wanted = request.content_type or (stream.content_type if request.fork else DEFAULT_CONTENT_TYPE)
-        if stream.config != request.config(wanted):
-            raise conflict("stream_exists", f"{stream.name!r} exists with a different configuration")
-        if stream.closed != request.closed:
-            raise conflict(
-                "stream_exists", f"{stream.name!r} exists and is {'closed' if stream.closed else 'open'}"
-            )
+        confirm_existing(stream, request, lambda config: config)
         return stream
 
     def _fork_source(self, name: str) -> DurableStream:
