@@ -17,19 +17,10 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from trio_streams.stores._redis_server import RedisServer, find_redis_binary, free_port
+from trio_streams.stores._redis_server import RedisServer, _answers_ping, find_redis_binary, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
-
-
-def _ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
-    except OSError:
-        return False
 
 
 class SyncRedis:
@@ -42,7 +33,9 @@ class SyncRedis:
             self.server.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + 10
-        while not _ping(self.server.port):
+        # Polling a foreign process (no readiness signal: this redis-server build
+        # has no systemd notify support), bounded by the deadline.
+        while not trio.run(_answers_ping, self.server.port):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 try:
                     log = self.server.log_path.read_text()[-500:]
@@ -126,7 +119,7 @@ class SyncCluster:
             while not all(self._state_ok(node.port) for node in self.nodes):
                 if time.monotonic() > deadline:
                     raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
-                time.sleep(0.05)
+                time.sleep(0.05)  # the cluster gossips its way to "ok": nothing to await
         except BaseException:
             self.close()
             raise
