@@ -250,7 +250,10 @@ class Run:
         return True
 
     def _publish(self, type: str, data: Any) -> Event:
-        """Append an event to the store and the log, then wake subscribers.
+        """Append a producer's event to the store and the log, then wake subscribers.
+
+        Never a terminal event (those types are reserved): the drain task
+        stages and reveals the terminal event itself, around making it durable.
 
         Raises:
             RunClosed: the run's terminal event is already published.
@@ -258,7 +261,7 @@ class Run:
         """
         event = self._stage(type, data)
         self._reveal(event)
-        if self._no_event_timeout is not None and not self._awaiting_input and not event.terminal:
+        if self._no_event_timeout is not None and not self._awaiting_input:
             self._watchdog.deadline = trio.current_time() + self._no_event_timeout
         return event
 
