@@ -18,6 +18,7 @@ from .._http_body import consume_body
 from .._open_hub import open_hub
 from ..durable import DurableStreamStore, RedisDurableStore
 from ..stores import MemoryStore, Store
+from ..stores.redis import RedisStore
 from ._auth import TokenAuth
 from ._demo import DemoInput, demo_input_schema, demo_producer
 from ._errors import ApiError, error_response
@@ -128,8 +129,7 @@ class TrioStreams:
             raise ValueError("long_poll_timeout, sse_recycle and durable_max_body must be positive")
         durable: DurableStreamStore | RedisDurableStore | None
         if durable_streams is True:
-            redis = _is_redis_store(store) and not _on_a_cluster(store)
-            durable = RedisDurableStore() if redis else DurableStreamStore()
+            durable = RedisDurableStore() if _single_redis(store) else DurableStreamStore()
         elif durable_streams == "redis":
             durable = RedisDurableStore()
         elif isinstance(durable_streams, (DurableStreamStore, RedisDurableStore)):
@@ -362,9 +362,9 @@ class TrioStreams:
         durable = self.durable_store
         if not isinstance(durable, RedisDurableStore) or durable.connected:
             return
-        if not _is_redis_store(store) or _on_a_cluster(store):
+        redis_store = _single_redis(store)
+        if redis_store is None:
             raise TypeError("Durable Streams in Redis need a RedisStore on a single Redis as the run store")
-        redis_store: Any = store
         await stack.enter_async_context(durable.connect(redis_store.url, prefix=redis_store.prefix))
 
     def _open_hub(self, stack: AsyncExitStack) -> AbstractAsyncContextManager[Hub]:
@@ -430,13 +430,7 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     return found
 
 
-def _is_redis_store(store: object) -> bool:
-    """Whether ``store`` is a RedisStore (without importing coredis for memory-only apps)."""
-    cls = type(store)
-    return cls.__name__ == "RedisStore" and cls.__module__ == "trio_streams.stores.redis"
-
-
-def _on_a_cluster(store: object) -> bool:
-    """Whether a RedisStore talks to a Redis Cluster (the Durable Streams
-    Redis store needs a single Redis: forks span hash slots)."""
-    return bool(getattr(store, "cluster", False))
+def _single_redis(store: object) -> RedisStore | None:
+    """``store`` if it is a RedisStore on a single Redis (the Durable Streams
+    Redis store needs one: forks span hash slots, which a Cluster splits)."""
+    return store if isinstance(store, RedisStore) and not store.cluster else None
