@@ -54,6 +54,17 @@ class Script:
         ctx.result = n
 
 
+async def kill_redis_after_the_first_step(script: Script, store: RedisStore, server: RedisServer) -> None:
+    """Let ``script`` emit its first step, make it durable, kill Redis, then
+    let the script go on (into the outage)."""
+    script.go[0].set()
+    await script.done[0].wait()
+    await store._writer.wait_durable(store._writer.ticket())
+    server.kill()
+    await server.wait_exited()
+    script.go[1].set()
+
+
 async def test_redis_killed_and_restarted_mid_run_loses_nothing(tmp_path, caplog):
     with trio.fail_after(30):
         async with own_redis(tmp_path) as server:
@@ -61,12 +72,7 @@ async def test_redis_killed_and_restarted_mid_run_loses_nothing(tmp_path, caplog
             script = Script(300, 500, 200)
             async with open_hub(store, store_timeout=20) as hub:
                 run = await hub.start(script)
-                script.go[0].set()
-                await script.done[0].wait()
-                await store._writer.wait_durable(store._writer.ticket())
-                server.kill()
-                await server.wait_exited()
-                script.go[1].set()
+                await kill_redis_after_the_first_step(script, store, server)
                 await script.done[1].wait()
 
                 async def unhealthy() -> bool:
@@ -118,12 +124,7 @@ async def test_buffer_bound_exceeded_fails_the_run_loudly(tmp_path, caplog):
             script = Script(10, 100)
             async with open_hub(store, store_timeout=20) as hub:
                 run = await hub.start(script)
-                script.go[0].set()
-                await script.done[0].wait()
-                await store._writer.wait_durable(store._writer.ticket())
-                server.kill()
-                await server.wait_exited()
-                script.go[1].set()
+                await kill_redis_after_the_first_step(script, store, server)
                 with trio.move_on_after(0.3) as waited:
                     await hub.wait(run.id)  # finalization waits for Redis (up to store_timeout)
                 assert waited.cancelled_caught
@@ -214,12 +215,7 @@ async def test_outage_longer_than_the_lease_does_not_kill_live_runs(tmp_path):
             script = Script(100, 100, 100)
             async with open_hub(owner, store_timeout=20) as hub, open_hub(other) as watcher:
                 run = await hub.start(script)
-                script.go[0].set()
-                await script.done[0].wait()
-                await owner._writer.wait_durable(owner._writer.ticket())
-                server.kill()
-                await server.wait_exited()
-                script.go[1].set()
+                await kill_redis_after_the_first_step(script, owner, server)
                 await script.done[1].wait()
                 await trio.sleep(2 * lease)  # real time must pass: every lease expires
                 await server.start()
