@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,7 @@ from .test_durable_http import sse_events
 from .test_serve_cli import serve_process as serve_process
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
     from pathlib import Path
 
 DEADLINE = 20
@@ -42,12 +43,17 @@ async def instance(url: str, prefix: str, **options: object) -> AsyncIterator[Se
 
 @asynccontextmanager
 async def two_instances(
-    url: str, prefix: str
+    url: str, prefix: str, wall_clock: Callable[[], float] | None = None
 ) -> AsyncIterator[tuple[Server, Server, httpx.AsyncClient, httpx.AsyncClient]]:
-    """Two server instances on one Redis, and a client of each."""
+    """Two server instances on one Redis, and a client of each; ``wall_clock``
+    (shared by both) stands in for POSIX time in their Durable Streams stores."""
+
+    def options() -> dict[str, object]:
+        return {} if wall_clock is None else {"durable_streams": RedisDurableStore(wall_clock=wall_clock)}
+
     async with (
-        instance(url, prefix) as a,
-        instance(url, prefix) as b,
+        instance(url, prefix, **options()) as a,
+        instance(url, prefix, **options()) as b,
         httpx.AsyncClient(base_url=a.url) as on_a,
         httpx.AsyncClient(base_url=b.url) as on_b,
     ):
@@ -203,12 +209,13 @@ async def test_stream_seq_is_checked_across_instances(redis_url: str, prefix: st
 
 async def test_ttl_expiry_is_shared(redis_url: str, prefix: str) -> None:
     with trio.fail_after(DEADLINE):
-        async with two_instances(redis_url, prefix) as (_a, _b, on_a, on_b):
+        now = [time.time()]
+        async with two_instances(redis_url, prefix, wall_clock=lambda: now[0]) as (_a, _b, on_a, on_b):
             url = "/v1/stream/short"
             assert (await on_a.put(url, headers={**TEXT, "Stream-TTL": "1"})).status_code == 201
             head = await on_b.head(url)
             assert (head.status_code, head.headers["stream-ttl"]) == (200, "1")
-            await trio.sleep(1.2)  # real time: the deadline is POSIX time shared by the instances
+            now[0] += 1.2  # both instances' clock passes the deadline stored in Redis
             assert (await on_b.get(url)).status_code == 404
             assert (await on_a.head(url)).status_code == 404
             assert (await on_a.put(url, headers=TEXT)).status_code == 201, "the name is free again"
