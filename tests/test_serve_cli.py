@@ -97,6 +97,23 @@ async def serve_process(nursery) -> AsyncIterator[Any]:
             await server.process.wait()
 
 
+async def until_followed(base_url: str, *run_ids: str) -> None:
+    """Return once every run has a subscriber (the server counts them), or has ended."""
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        for run_id in run_ids:
+            while True:
+                doc = (await client.get(f"/v1/runs/{run_id}")).json()
+                if doc["subscribers"] >= 1 or doc["ended_at"] is not None:
+                    break
+
+
+async def until_draining(base_url: str) -> None:
+    """Return once the server refuses new runs: it is draining."""
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        while (await client.post("/v1/runs", json={"producer": "demo"})).status_code != 503:
+            pass
+
+
 async def test_sigterm_finishes_or_cancels_live_runs_and_ends_streams(serve_process):
     with trio.fail_after(30):
         server = await serve_process("--shutdown-grace", "1s")
@@ -117,7 +134,7 @@ async def test_sigterm_finishes_or_cancels_live_runs_and_ends_streams(serve_proc
         async with trio.open_nursery() as nursery:
             nursery.start_soon(follow, short["run_id"])
             nursery.start_soon(follow, long["run_id"])
-            await trio.sleep(0.2)  # real time: let both streams get going
+            await until_followed(server.url, short["run_id"], long["run_id"])
             server.process.send_signal(signal.SIGTERM)
         assert await server.process.wait() == 0
         short_events = streams[short["run_id"]]
@@ -141,7 +158,7 @@ async def test_a_second_signal_exits_at_once(serve_process):
             )
             assert response.status_code == 201
         server.process.send_signal(signal.SIGTERM)
-        await trio.sleep(0.3)  # real time: the first signal is being handled
+        await until_draining(server.url)  # the first signal is being handled
         assert server.process.returncode is None, "still draining (60 s grace)"
         server.process.send_signal(signal.SIGTERM)
         with trio.fail_after(5):
