@@ -270,11 +270,14 @@ async def test_durable_streams_follow_the_runs_api_auth():
     alice = {"Authorization": "Bearer a-secret"}
     bob = {"Authorization": "Bearer b-secret"}
     with trio.fail_after(DEADLINE):
-        async with running_server(auth=tokens) as server, httpx.AsyncClient(base_url=server.url) as client:
+        async with (
+            running_server(auth=tokens, durable_access="shared") as server,
+            httpx.AsyncClient(base_url=server.url) as client,
+        ):
             assert (await client.put("/v1/stream/s")).status_code == 401
             assert (await client.put("/v1/stream/s", headers=alice)).status_code == 201
             read = await client.get("/v1/stream/s", headers=bob)
-            assert read.status_code == 200, "stored streams are shared by every authenticated user"
+            assert read.status_code == 200, "shared: stored streams are shared by every authenticated user"
             assert read.headers["cache-control"].startswith("private")
             run_id = (await client.post("/v1/runs", json={"producer": "demo"}, headers=alice)).json()[
                 "run_id"

@@ -16,7 +16,13 @@ import httpx
 import pytest
 import trio
 
-from trio_streams.durable import CreateRequest, DurableStreamError, DurableStreamStore, RedisDurableStore
+from trio_streams.durable import (
+    CreateRequest,
+    DurableStreamError,
+    DurableStreamStore,
+    RedisDurableStore,
+    StreamId,
+)
 from trio_streams.durable._stream import AppendRequest, ForkSpec
 from trio_streams.stores._redis_server import RedisServer
 from trio_streams.stores.redis import RedisStore
@@ -342,7 +348,7 @@ async def test_a_cancelled_wait_leaves_nothing_behind(redis_url: str, prefix: st
 
                 nursery.start_soon(wait)
                 await store._notifications.readers.wait_value(1)
-                assert store._notifications.waiting("s") == 1
+                assert store._notifications.waiting(StreamId(None, "s")) == 1
                 nursery.cancel_scope.cancel()
             assert store._notifications.idle
             assert store._active == 0

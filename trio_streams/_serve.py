@@ -170,6 +170,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=60.0,
         help="end each Durable Streams SSE response after this long; clients resume from their offset (60s)",
     )
+    durable.add_argument(
+        "--durable-access",
+        choices=("owner", "shared"),
+        default=None,
+        help="owner (the default with --token): each user's stream names are their own, another user's "
+        "stream is a 404; shared: one namespace for every user (the only one without tokens)",
+    )
     hub = parser.add_argument_group("runs")
     hub.add_argument(
         "--grace-period", type=duration_arg, help="keep a finished run in memory this long (180s)"

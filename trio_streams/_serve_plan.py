@@ -76,6 +76,17 @@ class ServePlan:
         plan.options["shutdown_grace"] = args.shutdown_grace
         plan.options["long_poll_timeout"] = args.long_poll_timeout
         plan.options["sse_recycle"] = args.sse_recycle
+        if args.durable_access is not None:
+            from .durable._access import resolve_access
+
+            try:
+                resolve_access(args.durable_access, auth=auth is not None)
+            except ValueError:
+                raise ServeConfigError(
+                    "--durable-access owner needs --token (or --token-file): without them every "
+                    "caller is anonymous"
+                ) from None
+            plan.options["durable_access"] = args.durable_access
         if args.app is None:
             plan.options["demo_max_tokens"] = args.demo_max_tokens
         for name in _HUB_FLAGS:

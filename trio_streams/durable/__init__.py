@@ -7,6 +7,8 @@ Quart-Trio app. ``TrioStreams`` mounts both at ``/v1/stream`` by default.
 See docs/durable.md.
 """
 
+from ._access import DurableAccess as DurableAccess
+from ._access import StreamId as StreamId
 from ._backend import DurableBackend as DurableBackend
 from ._backend import MemoryBackend as MemoryBackend
 from ._blueprint import durable_streams_blueprint as durable_streams_blueprint

@@ -39,19 +39,26 @@ class StreamInfo(Protocol):
 class DurableBackend(Protocol):
     """A Durable Streams store, as the blueprint drives it.
 
+    Every method names a stream by ``name`` in ``owner``'s namespace
+    (``None``: the shared one; see :mod:`._access`): streams of different
+    namespaces never meet, and a fork's source is in the fork's namespace.
     Every method raises :class:`~._errors.DurableStreamError` with the
     protocol's status (and 503 when the store cannot be reached).
     """
 
-    async def create(self, name: str, request: CreateRequest) -> tuple[StreamInfo, bool]: ...
+    async def create(
+        self, name: str, request: CreateRequest, *, owner: str | None = None
+    ) -> tuple[StreamInfo, bool]: ...
 
-    async def append(self, name: str, request: AppendRequest) -> AppendOutcome: ...
+    async def append(
+        self, name: str, request: AppendRequest, *, owner: str | None = None
+    ) -> AppendOutcome: ...
 
-    async def head(self, name: str) -> StreamInfo: ...
+    async def head(self, name: str, *, owner: str | None = None) -> StreamInfo: ...
 
-    async def delete(self, name: str) -> None: ...
+    async def delete(self, name: str, *, owner: str | None = None) -> None: ...
 
-    async def open_read(self, name: str) -> ReadSource:
+    async def open_read(self, name: str, *, owner: str | None = None) -> ReadSource:
         """The stream, to read (renews its TTL)."""
         ...
 
@@ -70,20 +77,22 @@ class MemoryBackend:
     def __init__(self, store: DurableStreamStore) -> None:
         self.store = store
 
-    async def create(self, name: str, request: CreateRequest) -> tuple[StreamInfo, bool]:
-        return self.store.create(name, request)
+    async def create(
+        self, name: str, request: CreateRequest, *, owner: str | None = None
+    ) -> tuple[StreamInfo, bool]:
+        return self.store.create(name, request, owner=owner)
 
-    async def append(self, name: str, request: AppendRequest) -> AppendOutcome:
-        return self.store.append(name, request)
+    async def append(self, name: str, request: AppendRequest, *, owner: str | None = None) -> AppendOutcome:
+        return self.store.append(name, request, owner=owner)
 
-    async def head(self, name: str) -> StreamInfo:
-        return self.store.head(name)
+    async def head(self, name: str, *, owner: str | None = None) -> StreamInfo:
+        return self.store.head(name, owner=owner)
 
-    async def delete(self, name: str) -> None:
-        self.store.delete(name)
+    async def delete(self, name: str, *, owner: str | None = None) -> None:
+        self.store.delete(name, owner=owner)
 
-    async def open_read(self, name: str) -> ReadSource:
-        return StoredSource(self.store, self.store.open(name))
+    async def open_read(self, name: str, *, owner: str | None = None) -> ReadSource:
+        return StoredSource(self.store, self.store.open(name, owner=owner))
 
     def end_live_reads(self) -> None:
         self.store.end_live_reads()

@@ -6,6 +6,10 @@ creates (or forks), ``POST`` appends and/or closes, ``HEAD`` describes,
 ``live=sse``), ``OPTIONS`` answers CORS preflights. Names under ``runs/``
 are the runs of the hub, read-only (see :mod:`._runs`); ``__ds/`` is the
 protocol's reserved control namespace (subscriptions: not implemented, 501).
+
+With ``access="owner"`` every name is in the caller's own namespace
+(:mod:`._access`): a request reaches only its caller's streams, so another
+user's stream is exactly as absent as one nobody created.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from werkzeug.exceptions import HTTPException
 
 from .._http_body import consume_body, read_body
 from . import _headers as parse
+from ._access import ACCESS_MODES
 from ._backend import as_backend
 from ._errors import DurableStreamError, bad_request
 from ._http import (
@@ -35,6 +40,7 @@ from ._stream import AppendRequest, CreateRequest, ForkSpec
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ._access import DurableAccess
     from ._backend import DurableBackend, StreamInfo
     from ._runs import RunStreams
     from ._store import DurableStreamStore
@@ -51,6 +57,7 @@ def durable_streams_blueprint(
     sse_recycle: float = 60.0,
     runs: RunStreams | None = None,
     authorize: Callable[[str | None], object] | None = None,
+    access: DurableAccess = "shared",
     max_body: int = 16 * 1024 * 1024,
     name: str = "durable_streams",
     live_reads: AsyncValue[int] | None = None,
@@ -65,13 +72,24 @@ def durable_streams_blueprint(
         runs: serve the hub's runs as read-only streams under ``runs/``.
         authorize: called with the ``Authorization`` header before anything
             else; raise to refuse (e.g. the runs API's 401). ``None``: open.
+        access: ``"shared"``: one namespace of stream names for every caller;
+            ``"owner"``: each caller's names are their own, the user name
+            ``authorize`` returns being the owner (runs keep their own rule).
         max_body: the largest ``PUT``/``POST`` body, in bytes (413 beyond).
         name: the blueprint's name (to mount more than one).
         live_reads: kept equal to the number of live reads (long-polls, SSE
             responses) waiting for data; a fresh one if omitted.
+
+    Raises:
+        ValueError: a timeout or limit that is not positive, an unknown
+            ``access``, or ``access="owner"`` without ``authorize``.
     """
     if long_poll_timeout <= 0 or sse_recycle <= 0 or max_body < 1:
         raise ValueError("long_poll_timeout, sse_recycle and max_body must be positive")
+    if access not in ACCESS_MODES:
+        raise ValueError(f"access must be 'owner' or 'shared', not {access!r}")
+    if access == "owner" and authorize is None:
+        raise ValueError("access='owner' needs authorize (it names each request's owner)")
     blueprint = Blueprint(name, __name__)
     settings = ReadSettings(
         long_poll_timeout,
@@ -106,15 +124,18 @@ def durable_streams_blueprint(
     async def stream_endpoint(stream_name: str) -> Response:
         if request.method == "OPTIONS":
             return preflight()
+        owner = None
         if authorize is not None:
-            authorize(request.headers.get("Authorization"))
+            caller = authorize(request.headers.get("Authorization"))
+            if access == "owner":
+                owner = _owner(caller)
         _check_name(stream_name)
         if stream_name.startswith(RESERVED_PREFIX):
             raise DurableStreamError(501, "not_implemented", "subscriptions (__ds/) are not implemented")
         if runs is not None and stream_name.startswith(RUNS_PREFIX):
             return await runs.handle(stream_name.removeprefix(RUNS_PREFIX), settings)
         handler = _HANDLERS[request.method]
-        return await handler(_Context(backend, stream_name, settings, max_body))
+        return await handler(_Context(backend, stream_name, owner, settings, max_body))
 
     return blueprint
 
@@ -123,8 +144,17 @@ def durable_streams_blueprint(
 class _Context:
     store: DurableBackend
     name: str
+    #: The namespace the name is in (``None``: the shared one).
+    owner: str | None
     settings: ReadSettings
     max_body: int
+
+
+def _owner(caller: object) -> str:
+    if not isinstance(caller, str):
+        # A configuration error (not the client's): authorize must name the caller.
+        raise TypeError(f"with access='owner', authorize must return the caller's name, not {caller!r}")
+    return caller
 
 
 def _check_name(name: str) -> None:
@@ -147,7 +177,7 @@ async def _create(ctx: _Context) -> Response:
         fork=fork,
         body=await read_body(ctx.max_body, DurableStreamError),
     )
-    stream, created = await ctx.store.create(ctx.name, creation)
+    stream, created = await ctx.store.create(ctx.name, creation, owner=ctx.owner)
     response_headers = _tail_headers(stream)
     if created:
         response_headers["Location"] = request.host_url.rstrip("/") + request.path
@@ -193,7 +223,7 @@ async def _append(ctx: _Context) -> Response:
     # An empty (close-only) request is never refused for its Content-Type.
     content_type = parse.media_type(headers.get("Content-Type")) if body else None
     outcome = await ctx.store.append(
-        ctx.name, AppendRequest(body, content_type, close, claim, headers.get("Stream-Seq"))
+        ctx.name, AppendRequest(body, content_type, close, claim, headers.get("Stream-Seq")), owner=ctx.owner
     )
     response_headers = {"Stream-Next-Offset": str(outcome.next_offset)}
     if outcome.closed:
@@ -205,7 +235,7 @@ async def _append(ctx: _Context) -> Response:
 
 
 async def _head(ctx: _Context) -> Response:
-    stream = await ctx.store.head(ctx.name)
+    stream = await ctx.store.head(ctx.name, owner=ctx.owner)
     headers = _tail_headers(stream)
     headers["Cache-Control"] = "no-store"
     if stream.ttl is not None:
@@ -216,13 +246,13 @@ async def _head(ctx: _Context) -> Response:
 
 
 async def _delete(ctx: _Context) -> Response:
-    await ctx.store.delete(ctx.name)
+    await ctx.store.delete(ctx.name, owner=ctx.owner)
     return protocol_response(204)
 
 
 async def _read(ctx: _Context) -> Response:
     start, live = read_query()
-    source = await ctx.store.open_read(ctx.name)
+    source = await ctx.store.open_read(ctx.name, owner=ctx.owner)
     return await serve_read(source, start, live, ctx.settings)
 
 

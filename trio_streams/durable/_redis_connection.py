@@ -39,6 +39,7 @@ from ._redis_notify import Notifications
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
 
+    from ._access import StreamId
     from ._offsets import Offset
     from ._redis_store import RedisDurableStore
 
@@ -60,7 +61,7 @@ class StoreConnection:
         self._live_reads = True
         self._notifications = Notifications()
         #: Per stream with writers under way here: their lock (dropped with the last).
-        self._writers: dict[str, _Turn] = {}
+        self._writers: dict[StreamId, _Turn] = {}
         #: Operations under way (a closing store waits for them, within CLOSE_GRACE).
         self._active = 0
         self._idle = trio.Event()
@@ -154,16 +155,16 @@ class StoreConnection:
                 self._idle.set()
 
     @asynccontextmanager
-    async def _writing(self, name: str) -> AsyncIterator[None]:
+    async def _writing(self, ident: StreamId) -> AsyncIterator[None]:
         """Writers of one stream on this instance take turns (a fair lock), so
         only instances race each other's commits: a burst of appends to one
         stream retries at most once per other instance writing, not once per writer.
 
         Cancellation: while queued, the request is cancelled and nothing is written.
         """
-        turn = self._writers.get(name)
+        turn = self._writers.get(ident)
         if turn is None:
-            turn = self._writers[name] = _Turn()
+            turn = self._writers[ident] = _Turn()
         turn.users += 1
         try:
             async with turn.lock:
@@ -171,7 +172,7 @@ class StoreConnection:
         finally:
             turn.users -= 1
             if not turn.users:
-                del self._writers[name]
+                del self._writers[ident]
 
     def _require(self) -> coredis.Redis[bytes]:
         if self._client is None:
@@ -188,8 +189,8 @@ class StoreConnection:
         assert self._reader is not None
         return self._reader
 
-    async def _load(self, name: str) -> Meta | None:
-        return await self._data().load(name)
+    async def _load(self, ident: StreamId) -> Meta | None:
+        return await self._data().load(ident)
 
     # -- live reads -------------------------------------------------------------------------------
 
@@ -211,10 +212,9 @@ class StoreConnection:
 
         Cancellation: only the wait is cancelled; nothing changes.
         """
-        name = source.name
         self._active += 1
         try:
-            with self._notifications.watching(name) as current_event:
+            with self._notifications.watching(source.stream_id) as current_event:
                 return await self._wait(source, position, deadline, current_event)
         finally:
             self._active -= 1
@@ -224,13 +224,12 @@ class StoreConnection:
     async def _wait(
         self, source: RedisSource, position: int, deadline: float, current_event: Callable[[], trio.Event]
     ) -> bool:
-        name = source.name
         while self._live_reads and not self._closing and self._client is not None:
             event = current_event()  # before the load: no lost wake-up
             try:
-                meta = await self._load(name)
+                meta = await self._load(source.stream_id)
             except (coredis.exceptions.RedisError, OSError) as exc:
-                logger.warning("a live read of %r lost redis: %s", name, exc)
+                logger.warning("a live read of %r lost redis: %s", source.stream_id.name, exc)
                 return False
             if meta is None or meta.incarnation != source.incarnation or meta.soft_deleted:
                 return False
@@ -258,7 +257,7 @@ class RedisSource:
     def __init__(self, store: RedisDurableStore, meta: Meta) -> None:
         self._store = store
         self.meta = meta
-        self.name = meta.name
+        self.stream_id = meta.stream_id
         self.incarnation = meta.incarnation
         self.content_type = meta.content_type
         self.json = meta.json
@@ -272,7 +271,7 @@ class RedisSource:
 
     async def read(self, position: int) -> Chunked:
         with self._store._operation():
-            meta = await self._store._load(self.name)
+            meta = await self._store._load(self.stream_id)
             if meta is not None and meta.incarnation == self.incarnation:
                 self.meta = meta
             found = await self._store.read(self.meta, position)

@@ -22,6 +22,7 @@ from ._redis_layout import MAX_ID_SEQ, Keys, Meta, decode_data, meta_from_hash, 
 if TYPE_CHECKING:
     import coredis
 
+    from ._access import StreamId
     from ._log import Data
 
 #: Entries read per round trip.
@@ -35,14 +36,14 @@ class StreamData:
         self._client = client
         self._keys = keys
 
-    async def load(self, name: str) -> Meta | None:
-        """The snapshot of ``name``'s meta hash (``None``: no such stream)."""
-        raw = await self._client.hgetall(self._keys.meta(name))
-        return meta_from_hash(name, dict(raw))
+    async def load(self, ident: StreamId) -> Meta | None:
+        """The snapshot of ``ident``'s meta hash (``None``: no such stream)."""
+        raw = await self._client.hgetall(self._keys.meta(ident))
+        return meta_from_hash(ident, dict(raw))
 
     async def parent(self, meta: Meta) -> Meta:
         assert meta.source is not None
-        parent = await self.load(meta.source)
+        parent = await self.load(meta.stream_id.sibling(meta.source))
         if parent is None:
             raise DurableStreamError(
                 503, "store_inconsistent", f"the source of {meta.name!r} ({meta.source!r}) is missing"
@@ -52,7 +53,7 @@ class StreamData:
     async def chunk_holding(self, meta: Meta, position: int) -> tuple[int, int, Data] | None:
         """The own append of ``meta`` that starts at or before ``position`` (the last one such)."""
         found = await self._client.xrevrange(
-            self._keys.data(meta.name), end=f"{position}-{MAX_ID_SEQ}", start="-", count=1
+            self._keys.data(meta.stream_id), end=f"{position}-{MAX_ID_SEQ}", start="-", count=1
         )
         if not found:
             return None
@@ -107,7 +108,7 @@ class StreamData:
             position = meta.base.position
         if position >= upto:
             return
-        client, key = self._client, self._keys.data(meta.name)
+        client, key = self._client, self._keys.data(meta.stream_id)
         first = await client.xrevrange(key, end=f"{position}-{MAX_ID_SEQ}", start="-", count=1)
         cursor: str | bytes = first[0].identifier if first else "-"
         while True:

@@ -1,11 +1,25 @@
 """How a Durable Stream is laid out in Redis (pure: no I/O).
 
-Keys (the stream name is the hash tag, so one stream's keys share a slot)::
+Keys (the stream's identity is the hash tag, so one stream's keys share a slot)::
 
-    {prefix}ds:{<name>}:meta   hash: configuration, tail, writer state, lifetime, version
-    {prefix}ds:{<name>}:data   stream: one entry per append, id ``<start>-<seq>``
-    {prefix}ds:notify          stream: the name of every changed stream (capped)
-    {prefix}ds:incarnation     counter: a new id for every created stream (ETags)
+    {prefix}ds:{<name>}:meta              a stream of the shared namespace: hash of
+                                          configuration, tail, writer state, lifetime, version
+    {prefix}ds:{<name>}:data              its data: one entry per append, id ``<start>-<seq>``
+    {prefix}ds:u:{<owner>/<name>}:meta    the same for ``name`` in ``owner``'s namespace
+    {prefix}ds:u:{<owner>/<name>}:data      (both escaped: see :func:`owned_tag`)
+    {prefix}ds:notify                     stream: every changed stream, ``n`` its name and
+                                          ``o`` its owner (absent: shared) (capped)
+    {prefix}ds:incarnation                counter: a new id for every created stream (ETags)
+
+The shared namespace keeps the layout from before streams had owners, so
+streams written then are its streams (docs/durable.md, "Owners"). Owned
+keys are their own family (``ds:u:`` where a shared key has ``ds:{``), so
+no owned stream's key is ever a shared stream's; within it the tag
+escapes ``%``, ``{`` and ``}`` (and ``/`` in the owner), so the owner ends
+at the first ``/`` and the tag is exactly the stream's identity, with no
+brace to cut a Cluster hash tag short: the encoding is injective, and each
+stream hashes on all of ``(owner, name)``. A fork's ``src`` names its
+source in the fork's own namespace (forks never cross namespaces).
 
 A data entry's id is the append's first position and the seq of the
 boundary after it: both grow with every append, so ids are increasing, and
@@ -25,6 +39,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from ._access import StreamId
 from ._headers import ExpiresAt, is_json
 from ._offsets import START, Offset
 from ._producers import ProducerClaim, ProducerState
@@ -60,15 +75,35 @@ return 1
 """
 
 
+_OWNER_ESCAPES: Final = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D", "/": "%2F"})
+_NAME_ESCAPES: Final = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D"})
+
+
+def owned_tag(owner: str, name: str) -> str:
+    """The hash tag of ``name`` in ``owner``'s namespace: ``<owner>/<name>``,
+    percent-escaped so that it has no brace and the owner no ``/``.
+
+    Injective: the first ``/`` ends the owner, and percent-escaping (``%``
+    included) is undone uniquely on each side.
+    """
+    return f"{owner.translate(_OWNER_ESCAPES)}/{name.translate(_NAME_ESCAPES)}"
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
     prefix: str
 
-    def meta(self, name: str) -> str:
-        return f"{self.prefix}ds:{{{name}}}:meta"
+    def meta(self, ident: StreamId) -> str:
+        return f"{self._stream(ident)}:meta"
 
-    def data(self, name: str) -> str:
-        return f"{self.prefix}ds:{{{name}}}:data"
+    def data(self, ident: StreamId) -> str:
+        return f"{self._stream(ident)}:data"
+
+    def _stream(self, ident: StreamId) -> str:
+        if ident.owner is None:
+            # The shared namespace: the layout from before owners, unescaped.
+            return f"{self.prefix}ds:{{{ident.name}}}"
+        return f"{self.prefix}ds:u:{{{owned_tag(ident.owner, ident.name)}}}"
 
     @property
     def notify(self) -> str:
@@ -101,6 +136,12 @@ class Meta:
     base: Offset = START
     forks: int = 0
     soft_deleted: bool = False
+    #: Whose namespace the stream is in (``None``: the shared one); from its key, not its hash.
+    owner: str | None = None
+
+    @property
+    def stream_id(self) -> StreamId:
+        return StreamId(self.owner, self.name)
 
     @property
     def json(self) -> bool:
@@ -147,8 +188,8 @@ def meta_fields(meta: Meta) -> dict[str, str]:
     return fields
 
 
-def meta_from_hash(name: str, raw: dict[bytes, bytes]) -> Meta | None:
-    """The snapshot of a meta hash (``None``: no such stream)."""
+def meta_from_hash(ident: StreamId, raw: dict[bytes, bytes]) -> Meta | None:
+    """The snapshot of ``ident``'s meta hash (``None``: no such stream)."""
     if not raw:
         return None
     h = {key.decode(): value.decode() for key, value in raw.items()}
@@ -162,10 +203,11 @@ def meta_from_hash(name: str, raw: dict[bytes, bytes]) -> Meta | None:
         expires = ExpiresAt(text, timestamp)
     closed_by = None
     if cby is not None:
-        ident, epoch, seq = json.loads(cby)
-        closed_by = ProducerClaim(ident, epoch, seq)
+        producer, epoch, seq = json.loads(cby)
+        closed_by = ProducerClaim(producer, epoch, seq)
     return Meta(
-        name=name,
+        name=ident.name,
+        owner=ident.owner,
         version=h["v"],
         incarnation=int(h["inc"]),
         content_type=h["ct"],

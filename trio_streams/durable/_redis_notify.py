@@ -1,11 +1,12 @@
 """Waking this instance's live reads when a stream changes on any instance.
 
 Every commit that changes a stream's data, closed state or existence adds
-the stream's name to ``{prefix}ds:notify`` (a capped Redis stream). One task
-per instance, :meth:`Notifications.follow`, reads it with ``XREAD BLOCK``
-and sets the :class:`trio.Event` of each name it sees, if a local reader
-waits on that stream: one Redis connection however many readers wait, and
-no polling.
+the stream to ``{prefix}ds:notify`` (a capped Redis stream): its name as
+``n`` and, for a stream in an owner's namespace, the owner as ``o`` (see
+:mod:`._redis_layout`). One task per instance, :meth:`Notifications.follow`,
+reads it with ``XREAD BLOCK`` and sets the :class:`trio.Event` of each
+stream it sees, if a local reader waits on that stream: one Redis
+connection however many readers wait, and no polling.
 
 A reader takes the current event of its stream *before* it loads the
 stream from Redis (:meth:`Notifications.watching`): a change committed
@@ -27,8 +28,10 @@ import coredis
 import trio
 from trio_util import AsyncValue
 
+from ._access import StreamId
+
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Mapping
 
 logger = logging.getLogger("trio_streams.durable.redis")
 
@@ -40,8 +43,8 @@ class Notifications:
     """Per-stream wake-ups for this instance's waiting readers."""
 
     def __init__(self) -> None:
-        self._events: dict[str, trio.Event] = {}
-        self._waiting: Counter[str] = Counter()
+        self._events: dict[StreamId, trio.Event] = {}
+        self._waiting: Counter[StreamId] = Counter()
         #: Readers registered on any stream (awaitable: ``wait_value``).
         self.readers: AsyncValue[int] = AsyncValue(0)
 
@@ -50,27 +53,27 @@ class Notifications:
         """True when no reader waits (and no event is held)."""
         return not self._events and not self._waiting
 
-    def waiting(self, name: str) -> int:
-        """How many readers wait on ``name``."""
-        return self._waiting[name]
+    def waiting(self, ident: StreamId) -> int:
+        """How many readers wait on the stream ``ident``."""
+        return self._waiting[ident]
 
     @contextmanager
-    def watching(self, name: str) -> Iterator[Callable[[], trio.Event]]:
-        """Register a reader of ``name``; yields a function returning the event
+    def watching(self, ident: StreamId) -> Iterator[Callable[[], trio.Event]]:
+        """Register a reader of ``ident``; yields a function returning the event
         to take before each look at the stream (set by its next change)."""
-        self._waiting[name] += 1
+        self._waiting[ident] += 1
         self.readers.value += 1
         try:
-            yield lambda: self._events.setdefault(name, trio.Event())
+            yield lambda: self._events.setdefault(ident, trio.Event())
         finally:
             self.readers.value -= 1
-            self._waiting[name] -= 1
-            if self._waiting[name] <= 0:
-                del self._waiting[name]
-                self._events.pop(name, None)
+            self._waiting[ident] -= 1
+            if self._waiting[ident] <= 0:
+                del self._waiting[ident]
+                self._events.pop(ident, None)
 
-    def wake(self, name: str) -> None:
-        event = self._events.pop(name, None)
+    def wake(self, ident: StreamId) -> None:
+        event = self._events.pop(ident, None)
         if event is not None:
             event.set()
 
@@ -108,5 +111,19 @@ class Notifications:
             for entries in (reply or {}).values():
                 for entry in entries:
                     last = entry.identifier
-                    name = entry.field_values[b"n"]
-                    self.wake(name.decode() if isinstance(name, bytes) else name)
+                    self.wake(notified(entry.field_values))
+
+
+def notify_fields(ident: StreamId) -> list[str]:
+    """The fields of a notification that ``ident`` changed (what :func:`notified` reads)."""
+    return ["n", ident.name] if ident.owner is None else ["n", ident.name, "o", ident.owner]
+
+
+def notified(fields: Mapping[bytes | str, bytes | str]) -> StreamId:
+    """The stream a notification names (an entry without ``o``: the shared namespace)."""
+    owner = fields.get(b"o")
+    return StreamId(None if owner is None else _text(owner), _text(fields[b"n"]))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -2,7 +2,10 @@
 
 Theory of operation
 -------------------
-Layout: see :mod:`._redis_layout`. Offsets are the ``tail`` kept in each
+Layout: see :mod:`._redis_layout`. Every operation names a stream by
+``(owner, name)`` (:class:`~._access.StreamId`; ``owner=None`` is the shared
+namespace), a fork's source being in the fork's namespace; the key names
+encode both, injectively. Offsets are the ``tail`` kept in each
 stream's meta hash, so they are the same after a restart and on every
 instance.
 
@@ -33,6 +36,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from ._access import StreamId
 from ._append import plan_append
 from ._create import confirm_existing, plan_create
 from ._errors import DurableStreamError, bad_request, conflict, gone, not_found
@@ -40,6 +44,7 @@ from ._offsets import START, Offset
 from ._producers import ProducerState
 from ._redis_connection import RedisSource, StoreConnection
 from ._redis_layout import NOTIFY_MAXLEN, Meta, config_text, encode_data, entry_id, meta_fields
+from ._redis_notify import notify_fields
 from ._stream import AppendOutcome
 
 if TYPE_CHECKING:
@@ -85,10 +90,10 @@ class RedisDurableStore(StoreConnection):
         """The data of ``meta``'s stream from ``position`` (at most about ``max_read_bytes``)."""
         return await self._data().read(meta, position, self.max_read_bytes)
 
-    async def _find(self, name: str) -> Meta | None:
-        """The stream of ``name`` (``None``: none), deleting it first if it expired."""
+    async def _find(self, ident: StreamId) -> Meta | None:
+        """The stream ``ident`` (``None``: none), deleting it first if it expired."""
         for _ in range(MAX_ATTEMPTS):
-            meta = await self._load(name)
+            meta = await self._load(ident)
             if meta is None:
                 return None
             expired = meta.deadline is not None and self._wall_clock() >= meta.deadline
@@ -97,51 +102,56 @@ class RedisDurableStore(StoreConnection):
                 await self._delete(meta)
                 continue
             return meta
-        raise _contention(name)
+        raise _contention(ident.name)
 
-    async def _head(self, name: str) -> Meta:
-        meta = await self._find(name)
+    async def _head(self, ident: StreamId) -> Meta:
+        meta = await self._find(ident)
         if meta is None:
-            raise not_found(name)
+            raise not_found(ident.name)
         if meta.soft_deleted:
-            raise gone(name)
+            raise gone(ident.name)
         return meta
 
-    async def head(self, name: str) -> Meta:
-        """The stream, for metadata: does not renew its TTL (404, 410)."""
+    async def head(self, name: str, *, owner: str | None = None) -> Meta:
+        """The stream ``name`` of ``owner``'s namespace, for metadata: does not
+        renew its TTL (404, 410)."""
         with self._operation():
-            return await self._head(name)
+            return await self._head(StreamId(owner, name))
 
     async def _touch(self, meta: Meta) -> None:
         if meta.ttl is None:
             return
         meta.deadline = self._wall_clock() + meta.ttl
         # Not a change readers or writers act on: no new version, and lost if the stream moved.
-        ops = [["HSET", self._keys.meta(meta.name), "dl", repr(meta.deadline)], *self._lifetime(meta)]
+        ops = [["HSET", self._keys.meta(meta.stream_id), "dl", repr(meta.deadline)], *self._lifetime(meta)]
         await self._commit([meta], ops)
 
     # -- create -----------------------------------------------------------------------------------
 
-    async def create(self, name: str, request: CreateRequest) -> tuple[Meta, bool]:
-        """Create the stream, or confirm an identical one (see the memory store)."""
+    async def create(
+        self, name: str, request: CreateRequest, *, owner: str | None = None
+    ) -> tuple[Meta, bool]:
+        """Create the stream ``name`` in ``owner``'s namespace, or confirm an
+        identical one (see the memory store)."""
         if request.ttl is not None and request.expires_at is not None:
             raise bad_request("ttl_and_expires_at", "send Stream-TTL or Stream-Expires-At, not both")
+        ident = StreamId(owner, name)
         with self._operation():
-            async with self._writing(name):
-                return await self._create(name, request)
+            async with self._writing(ident):
+                return await self._create(ident, request)
 
-    async def _create(self, name: str, request: CreateRequest) -> tuple[Meta, bool]:
+    async def _create(self, ident: StreamId, request: CreateRequest) -> tuple[Meta, bool]:
         for _ in range(MAX_ATTEMPTS):
-            existing = await self._find(name)
+            existing = await self._find(ident)
             if existing is not None:
                 return _confirm(existing, request), False
-            created = await self._try_create(name, request)
+            created = await self._try_create(ident, request)
             if created is not None:
                 return created, True
-        raise _contention(name)
+        raise _contention(ident.name)
 
-    async def _try_create(self, name: str, request: CreateRequest) -> Meta | None:
-        source = None if request.fork is None else await self._fork_source(request.fork.source)
+    async def _try_create(self, ident: StreamId, request: CreateRequest) -> Meta | None:
+        source = None if request.fork is None else await self._fork_source(ident.sibling(request.fork.source))
         content_type, data = plan_create(request, None if source is None else source.content_type)
         base, chunks = START, []
         if source is not None:
@@ -161,17 +171,18 @@ class RedisDurableStore(StoreConnection):
             deadline = expires_at.timestamp
         incarnation = int(await self._require().incr(self._keys.incarnation))
         keys = self._keys
-        ops: list[list[Any]] = [["DEL", keys.data(name)]]
+        ops: list[list[Any]] = [["DEL", keys.data(ident)]]
         payloads: list[bytes] = []
         tail = base
         for chunk in chunks:
             payloads.append(encode_data(chunk))
             ops.append(
-                ["XADD", keys.data(name), entry_id(tail.position, tail.seq + 1), "d", len(payloads) + 1]
+                ["XADD", keys.data(ident), entry_id(tail.position, tail.seq + 1), "d", len(payloads) + 1]
             )
             tail = Offset(tail.seq + 1, tail.position + len(chunk))
         meta = Meta(
-            name=name,
+            name=ident.name,
+            owner=ident.owner,
             version="1",
             incarnation=incarnation,
             content_type=content_type,
@@ -184,22 +195,22 @@ class RedisDurableStore(StoreConnection):
             source=None if source is None else source.name,
             base=base,
         )
-        ops.append(["HSET", keys.meta(name), "v", "1", *_flat(meta_fields(meta))])
+        ops.append(["HSET", keys.meta(ident), "v", "1", *_flat(meta_fields(meta))])
         ops += self._lifetime(meta)
         if source is not None:
-            ops.append(["HINCRBY", keys.meta(source.name), "forks", "1"])
-            ops.append(["HINCRBY", keys.meta(source.name), "v", "1"])
+            ops.append(["HINCRBY", keys.meta(source.stream_id), "forks", "1"])
+            ops.append(["HINCRBY", keys.meta(source.stream_id), "v", "1"])
             ops += self._lifetime(replace(source, forks=source.forks + 1))
-        ops.append(self._notify(name))
-        checks: list[Meta | str] = [name] if source is None else [name, source]
+        ops.append(self._notify(ident))
+        checks: list[Meta | StreamId] = [ident] if source is None else [ident, source]
         return meta if await self._commit(checks, ops, payloads) else None
 
-    async def _fork_source(self, name: str) -> Meta:
-        source = await self._find(name)
+    async def _fork_source(self, ident: StreamId) -> Meta:
+        source = await self._find(ident)
         if source is None:
-            raise not_found(name)
+            raise not_found(ident.name)
         if source.soft_deleted:
-            raise conflict("source_soft_deleted", f"cannot fork {name!r}: it was deleted")
+            raise conflict("source_soft_deleted", f"cannot fork {ident.name!r}: it was deleted")
         return source
 
     async def _fork_point(self, source: Meta, fork: ForkSpec) -> tuple[Offset, Data | None]:
@@ -225,15 +236,17 @@ class RedisDurableStore(StoreConnection):
 
     # -- append and close -------------------------------------------------------------------
 
-    async def append(self, name: str, request: AppendRequest) -> AppendOutcome:
-        """Append, close, or both, atomically across instances (see the memory store)."""
+    async def append(self, name: str, request: AppendRequest, *, owner: str | None = None) -> AppendOutcome:
+        """Append, close, or both, atomically across instances, to ``name`` in
+        ``owner``'s namespace (see the memory store)."""
+        ident = StreamId(owner, name)
         with self._operation():
-            async with self._writing(name):
-                return await self._append(name, request)
+            async with self._writing(ident):
+                return await self._append(ident, request)
 
-    async def _append(self, name: str, request: AppendRequest) -> AppendOutcome:
+    async def _append(self, ident: StreamId, request: AppendRequest) -> AppendOutcome:
         for _ in range(MAX_ATTEMPTS):
-            meta = await self._head(name)
+            meta = await self._head(ident)
             decision = plan_append(meta, request)
             if isinstance(decision, AppendOutcome):  # a retry, or closing a closed stream
                 await self._touch(meta)
@@ -241,7 +254,7 @@ class RedisDurableStore(StoreConnection):
             result = await self._try_append(meta, request, decision.data)
             if result is not None:
                 return result
-        raise _contention(name)
+        raise _contention(ident.name)
 
     async def _try_append(
         self, meta: Meta, request: AppendRequest, data: Data | None
@@ -252,7 +265,7 @@ class RedisDurableStore(StoreConnection):
         tail = meta.tail
         if data:
             payloads.append(encode_data(data))
-            ops.append(["XADD", keys.data(meta.name), entry_id(tail.position, tail.seq + 1), "d", 2])
+            ops.append(["XADD", keys.data(meta.stream_id), entry_id(tail.position, tail.seq + 1), "d", 2])
             tail = Offset(tail.seq + 1, tail.position + len(data))
         producers = dict(meta.producers)
         if claim is not None:
@@ -267,9 +280,9 @@ class RedisDurableStore(StoreConnection):
             deadline=meta.deadline if meta.ttl is None else self._wall_clock() + meta.ttl,
         )
         version = str(int(meta.version) + 1)
-        ops.append(["HSET", keys.meta(meta.name), "v", version, *_flat(meta_fields(after))])
+        ops.append(["HSET", keys.meta(meta.stream_id), "v", version, *_flat(meta_fields(after))])
         ops += self._lifetime(after)
-        ops.append(self._notify(meta.name))
+        ops.append(self._notify(meta.stream_id))
         if not await self._commit([meta], ops, payloads):
             return None
         if claim is None:
@@ -281,44 +294,46 @@ class RedisDurableStore(StoreConnection):
 
     # -- delete and expire -------------------------------------------------------------------
 
-    async def delete(self, name: str) -> None:
-        """Delete the stream (soft-delete while forks read it): 404, 410."""
+    async def delete(self, name: str, *, owner: str | None = None) -> None:
+        """Delete the stream ``name`` of ``owner``'s namespace (soft-delete while
+        forks read it): 404, 410."""
+        ident = StreamId(owner, name)
         with self._operation():
-            async with self._writing(name):
+            async with self._writing(ident):
                 for _ in range(MAX_ATTEMPTS):
-                    if await self._delete(await self._head(name)):
+                    if await self._delete(await self._head(ident)):
                         return
             raise _contention(name)
 
     async def _delete(self, meta: Meta) -> bool:
         """Delete (or soft-delete) ``meta``'s stream; False if it moved meanwhile."""
         if meta.forks > 0:
-            key = self._keys.meta(meta.name)
+            key = self._keys.meta(meta.stream_id)
             ops = [["HSET", key, "del", "1"], ["HDEL", key, "dl"], ["HINCRBY", key, "v", "1"]]
             ops += self._lifetime(replace(meta, soft_deleted=True, deadline=None))
-            return await self._commit([meta], [*ops, self._notify(meta.name)])
+            return await self._commit([meta], [*ops, self._notify(meta.stream_id)])
         return await self._remove(meta)
 
     async def _remove(self, meta: Meta) -> bool:
         """Remove ``meta``'s stream and drop it from its source; then the source too,
         if it was soft-deleted and this was its last fork (and so on up)."""
         keys = self._keys
-        ops: list[list[Any]] = [["DEL", keys.meta(meta.name)], ["DEL", keys.data(meta.name)]]
-        checks: list[Meta | str] = [meta]
-        source = None if meta.source is None else await self._load(meta.source)
+        ops: list[list[Any]] = [["DEL", keys.meta(meta.stream_id)], ["DEL", keys.data(meta.stream_id)]]
+        checks: list[Meta | StreamId] = [meta]
+        source = None if meta.source is None else await self._load(meta.stream_id.sibling(meta.source))
         if source is not None:
             checks.append(source)
             ops += [
-                ["HINCRBY", keys.meta(source.name), "forks", "-1"],
-                ["HINCRBY", keys.meta(source.name), "v", "1"],
+                ["HINCRBY", keys.meta(source.stream_id), "forks", "-1"],
+                ["HINCRBY", keys.meta(source.stream_id), "v", "1"],
                 *self._lifetime(replace(source, forks=source.forks - 1)),
             ]
-        if not await self._commit(checks, [*ops, self._notify(meta.name)]):
+        if not await self._commit(checks, [*ops, self._notify(meta.stream_id)]):
             return False
         if source is not None and source.soft_deleted and source.forks == 1:
             # Best effort: a lookup removes a soft-deleted stream left without forks.
             for _ in range(MAX_ATTEMPTS):
-                current = await self._load(source.name)
+                current = await self._load(source.stream_id)
                 if current is None or not (current.soft_deleted and current.forks == 0):
                     break
                 if await self._remove(current):
@@ -327,10 +342,10 @@ class RedisDurableStore(StoreConnection):
 
     # -- reads ----------------------------------------------------------------------------------
 
-    async def open_read(self, name: str) -> RedisSource:
-        """The stream, to read (renews its TTL): 404, 410."""
+    async def open_read(self, name: str, *, owner: str | None = None) -> RedisSource:
+        """The stream ``name`` of ``owner``'s namespace, to read (renews its TTL): 404, 410."""
         with self._operation():
-            meta = await self._head(name)
+            meta = await self._head(StreamId(owner, name))
             await self._touch(meta)
             return RedisSource(self, meta)
 
@@ -341,7 +356,7 @@ class RedisDurableStore(StoreConnection):
         will be after the commit): a stream nobody looks up again still goes,
         :data:`EXPIRY_GRACE` after its deadline. A stream that forks read
         (or a soft-deleted one) has none: it must outlive its deadline."""
-        keys = (self._keys.meta(meta.name), self._keys.data(meta.name))
+        keys = (self._keys.meta(meta.stream_id), self._keys.data(meta.stream_id))
         # A fork has none either: Redis dropping its keys would leave its
         # source counting it for ever; a lookup removes an expired fork properly.
         if meta.deadline is None or meta.forks > 0 or meta.soft_deleted or meta.source is not None:
@@ -349,16 +364,21 @@ class RedisDurableStore(StoreConnection):
         at = str(int((meta.deadline + EXPIRY_GRACE) * 1000))
         return [["PEXPIREAT", key, at] for key in keys]
 
-    def _notify(self, name: str) -> list[Any]:
-        return ["XADD", self._keys.notify, "MAXLEN", "~", str(NOTIFY_MAXLEN), "*", "n", name]
+    def _notify(self, ident: StreamId) -> list[Any]:
+        return ["XADD", self._keys.notify, "MAXLEN", "~", str(NOTIFY_MAXLEN), "*", *notify_fields(ident)]
 
     async def _commit(
-        self, checks: list[Meta | str], ops: list[list[Any]], payloads: tuple[bytes, ...] | list[bytes] = ()
+        self,
+        checks: list[Meta | StreamId],
+        ops: list[list[Any]],
+        payloads: tuple[bytes, ...] | list[bytes] = (),
     ) -> bool:
         """Apply ``ops`` if every checked stream is at the version it was loaded at
-        (a name: the stream must not exist)."""
-        keys = [self._keys.meta(check if isinstance(check, str) else check.name) for check in checks]
-        wanted = [False if isinstance(check, str) else check.version for check in checks]
+        (a :class:`StreamId`: the stream must not exist)."""
+        keys = [
+            self._keys.meta(check if isinstance(check, StreamId) else check.stream_id) for check in checks
+        ]
+        wanted = [False if isinstance(check, StreamId) else check.version for check in checks]
         spec = json.dumps({"c": wanted, "o": ops})
         done = await self._script(keys=keys, args=[spec, *payloads])
         return bool(int(done))

@@ -2,7 +2,10 @@
 
 Theory of operation
 -------------------
-Streams live in a dict by name. Every operation is one synchronous step
+Streams live in a dict by :class:`~._access.StreamId`, ``(owner, name)``:
+each owner's names are a namespace of their own (``owner=None``, the
+default, is the shared one), and a fork's source is looked up in the
+fork's namespace. Every operation is one synchronous step
 (no checkpoint between checking and changing state), which is what makes
 each append atomic with its producer and ``Stream-Seq`` checks and its
 close, and serializes writers per stream without locks.
@@ -32,6 +35,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ._access import StreamId
 from ._append import outcome, plan_append
 from ._create import confirm_existing, plan_create
 from ._errors import DurableStreamError, bad_request, conflict, gone, not_found
@@ -81,7 +85,7 @@ class DurableStreamStore:
         self.max_bytes = max_bytes
         self.max_read_bytes = max_read_bytes
         self._wall_clock = wall_clock
-        self._streams: dict[str, DurableStream] = {}
+        self._streams: dict[StreamId, DurableStream] = {}
         self._incarnations = itertools.count(1)
         self._bytes = 0
         self._next_sweep = -float("inf")
@@ -89,31 +93,35 @@ class DurableStreamStore:
 
     # -- lookups ---------------------------------------------------------------------
 
-    def head(self, name: str) -> DurableStream:
-        """The stream, for metadata: does not renew its TTL.
+    def head(self, name: str, *, owner: str | None = None) -> DurableStream:
+        """The stream ``name`` of ``owner``'s namespace (``None``: the shared
+        one), for metadata: does not renew its TTL.
 
         Raises:
             DurableStreamError: 404 unknown or expired, 410 soft-deleted.
         """
-        stream = self._find(name)
+        return self._head(StreamId(owner, name))
+
+    def _head(self, ident: StreamId) -> DurableStream:
+        stream = self._find(ident)
         if stream is None:
-            raise not_found(name)
+            raise not_found(ident.name)
         if stream.soft_deleted:
-            raise gone(name)
+            raise gone(ident.name)
         return stream
 
-    def open(self, name: str) -> DurableStream:
+    def open(self, name: str, *, owner: str | None = None) -> DurableStream:
         """The stream, for a read or write: renews its TTL. Raises as :meth:`head`."""
         self._sweep()
-        stream = self.head(name)
+        stream = self._head(StreamId(owner, name))
         self._touch(stream)
         return stream
 
-    def _find(self, name: str) -> DurableStream | None:
-        stream = self._streams.get(name)
+    def _find(self, ident: StreamId) -> DurableStream | None:
+        stream = self._streams.get(ident)
         if stream is not None and stream.deadline is not None and trio.current_time() >= stream.deadline:
             self._delete(stream)
-            stream = self._streams.get(name)
+            stream = self._streams.get(ident)
         return stream
 
     def _touch(self, stream: DurableStream) -> None:
@@ -122,8 +130,12 @@ class DurableStreamStore:
 
     # -- create --------------------------------------------------------------------------
 
-    def create(self, name: str, request: CreateRequest) -> tuple[DurableStream, bool]:
-        """Create the stream, or confirm an identical one; return it and whether it is new.
+    def create(
+        self, name: str, request: CreateRequest, *, owner: str | None = None
+    ) -> tuple[DurableStream, bool]:
+        """Create the stream ``name`` in ``owner``'s namespace, or confirm an
+        identical one; return it and whether it is new. A fork's source is the
+        stream of that name in the same namespace.
 
         Raises:
             DurableStreamError: 400 bad TTL/expiry/offsets/body, 404 unknown
@@ -133,14 +145,15 @@ class DurableStreamStore:
         self._sweep()
         if request.ttl is not None and request.expires_at is not None:
             raise bad_request("ttl_and_expires_at", "send Stream-TTL or Stream-Expires-At, not both")
-        existing = self._find(name)
+        ident = StreamId(owner, name)
+        existing = self._find(ident)
         if existing is not None:
             return self._confirm(existing, request), False
         if len(self._streams) >= self.max_streams:
             raise DurableStreamError(
                 507, "store_full", f"the store holds its limit of {self.max_streams} streams"
             )
-        source = None if request.fork is None else self._fork_source(request.fork.source)
+        source = None if request.fork is None else self._fork_source(ident.sibling(request.fork.source))
         content_type, data = plan_create(request, None if source is None else source.content_type)
         log = StreamLog(json=is_json(content_type)) if source is None else self._fork_log(source, request)
         held = sum(_size(chunk) for chunk in (data, prefix_of(log)) if chunk)
@@ -153,6 +166,7 @@ class DurableStreamStore:
             content_type,
             log,
             request.config(content_type),
+            owner=owner,
             ttl=request.ttl,
             expires_at=request.expires_at,
             closed=request.closed,
@@ -166,19 +180,19 @@ class DurableStreamStore:
         if stream.expires_at is not None:
             stream.deadline = trio.current_time() + (stream.expires_at.timestamp - self._wall_clock())
         self._touch(stream)
-        self._streams[name] = stream
+        self._streams[ident] = stream
         return stream, True
 
     def _confirm(self, stream: DurableStream, request: CreateRequest) -> DurableStream:
         confirm_existing(stream, request, lambda config: config)
         return stream
 
-    def _fork_source(self, name: str) -> DurableStream:
-        source = self._find(name)
+    def _fork_source(self, ident: StreamId) -> DurableStream:
+        source = self._find(ident)
         if source is None:
-            raise not_found(name)
+            raise not_found(ident.name)
         if source.soft_deleted:
-            raise conflict("source_soft_deleted", f"cannot fork {name!r}: it was deleted")
+            raise conflict("source_soft_deleted", f"cannot fork {ident.name!r}: it was deleted")
         return source
 
     def _fork_log(self, source: DurableStream, request: CreateRequest) -> StreamLog:
@@ -207,8 +221,9 @@ class DurableStreamStore:
 
     # -- append and close -------------------------------------------------------------------
 
-    def append(self, name: str, request: AppendRequest) -> AppendOutcome:
-        """Append, close, or both, atomically, with the protocol's writer checks.
+    def append(self, name: str, request: AppendRequest, *, owner: str | None = None) -> AppendOutcome:
+        """Append, close, or both, atomically, with the protocol's writer checks
+        (to ``name`` in ``owner``'s namespace).
 
         Raises:
             DurableStreamError: 400, 403 (stale producer epoch), 404, 409
@@ -216,7 +231,7 @@ class DurableStreamStore:
                 the protocol asks for.
         """
         self._sweep()
-        stream = self.head(name)
+        stream = self._head(StreamId(owner, name))
         decision = plan_append(stream, request)
         if isinstance(decision, AppendOutcome):  # a retry, or closing a closed stream
             self._touch(stream)
@@ -261,7 +276,7 @@ class DurableStreamStore:
 
     def holds(self, stream: DurableStream) -> bool:
         """True while ``stream`` is still this store's live stream of its name."""
-        return self._streams.get(stream.name) is stream and not stream.soft_deleted
+        return self._streams.get(stream.stream_id) is stream and not stream.soft_deleted
 
     @property
     def live_reads(self) -> bool:
@@ -300,13 +315,13 @@ class DurableStreamStore:
 
     # -- delete and expire -------------------------------------------------------------------
 
-    def delete(self, name: str) -> None:
-        """Delete the stream (soft-delete while forks read it).
+    def delete(self, name: str, *, owner: str | None = None) -> None:
+        """Delete the stream ``name`` of ``owner``'s namespace (soft-delete while forks read it).
 
         Raises:
             DurableStreamError: 404 unknown, 410 already soft-deleted.
         """
-        self._delete(self.head(name))
+        self._delete(self._head(StreamId(owner, name)))
 
     def _delete(self, stream: DurableStream) -> None:
         if stream.forks > 0:
@@ -318,8 +333,8 @@ class DurableStreamStore:
 
     def _remove(self, stream: DurableStream) -> None:
         while True:
-            if self._streams.get(stream.name) is stream:
-                del self._streams[stream.name]
+            if self._streams.get(stream.stream_id) is stream:
+                del self._streams[stream.stream_id]
             self._bytes -= stream.nbytes
             source = stream.source
             stream.source = None
@@ -339,7 +354,7 @@ class DurableStreamStore:
             if (
                 stream.deadline is not None
                 and now >= stream.deadline
-                and self._streams.get(stream.name) is stream
+                and self._streams.get(stream.stream_id) is stream
             ):
                 self._delete(stream)
 

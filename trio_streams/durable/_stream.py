@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._access import StreamId
 from ._errors import bad_request
 from ._headers import is_json
 
@@ -74,6 +75,7 @@ class DurableStream:
 
     Attributes:
         name: its path below the mount point.
+        owner: whose namespace it is in (``None``: the shared one); see :mod:`._access`.
         incarnation: unique per store, so a re-created stream never shares ETags.
         config: what an idempotent ``PUT`` must match.
         deadline: the trio time at which it expires (``None``: never).
@@ -87,6 +89,7 @@ class DurableStream:
     content_type: str
     log: StreamLog
     config: tuple[Any, ...]
+    owner: str | None = None
     ttl: int | None = None
     expires_at: ExpiresAt | None = None
     deadline: float | None = None
@@ -101,6 +104,10 @@ class DurableStream:
     nbytes: int = 0
     #: Set (and replaced) whenever data is appended, the stream closes, or it goes away.
     changed: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def stream_id(self) -> StreamId:
+        return StreamId(self.owner, self.name)
 
     @property
     def json(self) -> bool:

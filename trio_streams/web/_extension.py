@@ -17,6 +17,7 @@ from trio_util import AsyncValue
 from .._http_body import consume_body
 from .._open_hub import open_hub
 from ..durable import DurableStreamStore, RedisDurableStore
+from ..durable._access import resolve_access
 from ..stores import MemoryStore, Store
 from ..stores.redis import RedisStore
 from ._auth import TokenAuth
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from .._config import HubConfig
     from .._hub import Hub
     from .._run import RunContext, RunInfo
+    from ..durable import DurableAccess
 
 logger = logging.getLogger("trio_streams.web")
 
@@ -87,7 +89,16 @@ class TrioStreams:
         sse_recycle: a Durable Streams SSE response ends after this many
             seconds (clients resume from their last offset).
         durable_max_body: the largest Durable Streams append, in bytes.
+        durable_access: whose Durable Streams a name means: ``"owner"`` (the
+            default with ``auth``): every user's names are their own
+            namespace, and another user's stream is a 404 like one nobody
+            has; ``"shared"``: one namespace for all (the default, and the
+            only one, without ``auth``). Runs keep their rule either way.
         hub_config, **hub_options: the hub's :class:`HubConfig` and overrides.
+
+    Raises:
+        ValueError: a bad value; ``durable_access`` other than ``"owner"``,
+            ``"shared"`` or ``None``, or ``"owner"`` without ``auth``.
     """
 
     def __init__(
@@ -108,6 +119,7 @@ class TrioStreams:
         long_poll_timeout: float = 20.0,
         sse_recycle: float = 60.0,
         durable_max_body: int = 16 * 1024 * 1024,
+        durable_access: DurableAccess | None = None,
         hub_config: HubConfig | None = None,
         **hub_options: Any,
     ) -> None:
@@ -141,6 +153,8 @@ class TrioStreams:
         self.long_poll_timeout = long_poll_timeout
         self.sse_recycle = sse_recycle
         self.durable_max_body = durable_max_body
+        #: ``"owner"``: stream names are per user; ``"shared"``: one namespace.
+        self.durable_access: DurableAccess = resolve_access(durable_access, auth=self.auth is not None)
         #: Durable Streams live reads (long-polls, SSE) waiting for data now.
         self.durable_live_reads: AsyncValue[int] = AsyncValue(0)
         self.hub_config = hub_config
@@ -238,6 +252,7 @@ class TrioStreams:
             sse_recycle=self.sse_recycle,
             runs=RunStreams(self),
             authorize=None if self.auth is None else self.caller,
+            access=self.durable_access,
             max_body=self.durable_max_body,
             live_reads=self.durable_live_reads,
         )
