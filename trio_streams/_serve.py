@@ -15,7 +15,7 @@ import hypercorn.trio
 import trio
 from hypercorn.utils import LifespanFailureError
 
-from ._serve_plan import ServeConfigError, ServePlan
+from ._serve_plan import ServeConfigError, ServePlan, ServeStartupError
 from ._units import duration_arg, positive_duration_arg, size_arg
 
 if TYPE_CHECKING:
@@ -45,8 +45,9 @@ finish, cancels the rest (partial results saved), ends open event streams with
 their terminal events, flushes the store and exits 0. A second signal exits at
 once (status 130 or 143).
 
-exit status: 0 after a clean shutdown; 1 the server failed (e.g. the store is
-unreachable at startup); 2 bad arguments."""
+exit status: 0 after a clean shutdown; 1 the server could not start (e.g. the
+store is unreachable, the port is in use, the token file is unreadable or has a
+bad line, one secret is given to two users); 2 bad arguments."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction[Any]) -> argparse.ArgumentParser:
@@ -129,11 +130,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--token",
         action="append",
         default=[],
+        type=_token_arg,
         metavar="USER:SECRET",
-        help="a bearer token and the user it maps to (repeatable); with tokens, users see only their runs",
+        help="a bearer token and the user it maps to (repeatable: a user may have several, a secret "
+        "has one user); with tokens, users see only their runs",
     )
     auth.add_argument(
-        "--token-file", type=Path, metavar="PATH", help="USER:SECRET lines (# comments allowed)"
+        "--token-file",
+        type=Path,
+        metavar="PATH",
+        help="USER:SECRET lines, blank lines and # comments skipped; adds to any --token",
     )
     api = parser.add_argument_group("API")
     api.add_argument(
@@ -208,6 +214,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _token_arg(text: str) -> str:
+    from .web._token_sources import TokenSourceError, parse_token_spec, redact
+
+    try:
+        parse_token_spec(text)
+    except TokenSourceError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (got {redact(text)!r})") from None
+    return text
+
+
 def main_with_args(args: argparse.Namespace) -> int:
     """Run ``serve`` with parsed arguments; return the exit status."""
     logging.basicConfig(
@@ -221,6 +237,9 @@ def main_with_args(args: argparse.Namespace) -> int:
     except ServeConfigError as exc:
         print(f"trio-streams serve: error: {exc}", file=sys.stderr)
         return 2
+    except ServeStartupError as exc:
+        print(f"trio-streams serve: error: {exc}", file=sys.stderr)
+        return 1
     return trio.run(serve, plan, app, streams)
 
 
