@@ -23,11 +23,11 @@ import pytest
 import trio
 
 from trio_streams._httpclient import HTTPConnection, SSEParser
-from trio_streams._serve_hypercorn import KeepIdleTimers, listen, serve_hypercorn
+from trio_streams._serve_hypercorn import EXIT_BUDGET, KeepIdleTimers, listen, serve_hypercorn
 from trio_streams.web import create_app
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
 SERVE = [sys.executable, "-m", "trio_streams", "serve"]
 GRACE = 0.5
@@ -56,34 +56,46 @@ class Served:
 
 
 @pytest.fixture
-async def served(nursery: trio.Nursery) -> AsyncIterator[Served]:
-    process = await trio.lowlevel.open_process(
-        [
-            *SERVE,
-            "--bind=127.0.0.1:0",
-            f"--shutdown-grace={GRACE}s",
-            f"--finalize-timeout={FINALIZE}s",
-            "--log-level=warning",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    assert process.stderr is not None
-    buffer = b""
-    with trio.fail_after(60):
-        while b"serving on " not in buffer or not buffer.endswith(b"\n"):
-            chunk = await process.stdout.receive_some()
-            assert chunk, "the server exited before it served"
-            buffer += chunk
-    server = Served(process, buffer.decode().split("serving on ", 1)[1].split()[0])
-    nursery.start_soon(_collect, process.stderr, server.stderr)
-    try:
-        yield server
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+async def start_server(nursery: trio.Nursery) -> AsyncIterator[Callable[..., Awaitable[Served]]]:
+    """Start ``serve`` (the shutdown flags, plus any given) and wait until it serves."""
+    started: list[Served] = []
+
+    async def start(*args: str) -> Served:
+        process = await trio.lowlevel.open_process(
+            [
+                *SERVE,
+                "--bind=127.0.0.1:0",
+                f"--shutdown-grace={GRACE}s",
+                f"--finalize-timeout={FINALIZE}s",
+                "--log-level=warning",
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        assert process.stderr is not None
+        buffer = b""
+        with trio.fail_after(60):
+            while b"serving on " not in buffer or not buffer.endswith(b"\n"):
+                chunk = await process.stdout.receive_some()
+                assert chunk, "the server exited before it served"
+                buffer += chunk
+        server = Served(process, buffer.decode().split("serving on ", 1)[1].split()[0])
+        started.append(server)
+        nursery.start_soon(_collect, process.stderr, server.stderr)
+        return server
+
+    yield start
+    for server in started:
+        if server.process.returncode is None:
+            server.process.kill()
+            await server.process.wait()
+
+
+@pytest.fixture
+async def served(start_server: Callable[..., Awaitable[Served]]) -> Served:
+    return await start_server()
 
 
 async def _collect(stream: trio.abc.ReceiveStream, into: list[bytes]) -> None:
@@ -172,6 +184,31 @@ async def test_a_client_that_sends_half_a_request_does_not_hold_the_exit(served)
     # Hypercorn cancelled the request after its short graceful period: a
     # clean exit, not the last resort.
     assert STUCK_WARNING not in served.log, served.log
+
+
+async def test_the_apps_own_shutdown_is_not_cut_short(start_server, tmp_path, monkeypatch):
+    # Only connections are given up on; an app's after_serving takes what it needs.
+    (tmp_path / "slow_shutdown_app.py").write_text(
+        "import trio\n"
+        "from trio_streams.web import create_app as create\n"
+        "def create_app(**options):\n"
+        "    app = create(**options)\n"
+        "    @app.after_serving\n"
+        "    async def flush_something():\n"
+        f"        await trio.sleep({EXIT_BUDGET * 1.5})\n"
+        "        open('flushed', 'w').close()\n"
+        "    return app\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    with trio.fail_after(60):
+        server = await start_server("--app=slow_shutdown_app:create_app")
+        idle = HTTPConnection(server.url)
+        assert (await idle.request("GET", "/healthz")).status == 200
+        server.process.send_signal(signal.SIGTERM)
+        assert await server.process.wait() == 0
+        await idle.aclose()
+    assert (tmp_path / "flushed").exists(), server.log
+    assert STUCK_WARNING not in server.log, server.log
 
 
 async def test_hypercorn_closes_an_idle_kept_alive_connection_after_its_timeout():

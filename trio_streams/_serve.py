@@ -248,8 +248,8 @@ async def serve(plan: ServePlan, app: QuartTrio, streams: TrioStreams) -> int:
 
     The address is listened on before the app starts: one in use is a
     one-line error (status 1) before any store opens. Shutdown: see
-    ``_serve_hypercorn``; the process is gone at most ``EXIT_BUDGET``
-    after the drain, whatever the clients do.
+    ``_serve_hypercorn``; connections are closed, or given up on, at most
+    ``EXIT_BUDGET`` after the drain, whatever the clients do.
     """
     config = hypercorn_config(plan.host, plan.port, access_log=plan.access_log)
     try:
@@ -259,6 +259,7 @@ async def serve(plan: ServePlan, app: QuartTrio, streams: TrioStreams) -> int:
         return 1
     shutdown = trio.Event()
     drained = trio.Event()
+    connections_closed = trio.Event()
 
     async def shutdown_trigger() -> None:
         await shutdown.wait()
@@ -275,11 +276,16 @@ async def serve(plan: ServePlan, app: QuartTrio, streams: TrioStreams) -> int:
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch_signals, shutdown, plan.options["shutdown_grace"])
-            nursery.start_soon(exit_when_stuck, drained)
+            nursery.start_soon(exit_when_stuck, drained, connections_closed)
 
             async def run_server(*, task_status: trio.TaskStatus[list[str]]) -> None:
                 await serve_hypercorn(
-                    app, config, sockets, shutdown_trigger=shutdown_trigger, task_status=task_status
+                    app,
+                    config,
+                    sockets,
+                    shutdown_trigger=shutdown_trigger,
+                    connections_closed=connections_closed,
+                    task_status=task_status,
                 )
                 nursery.cancel_scope.cancel()
 

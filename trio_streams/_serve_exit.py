@@ -34,18 +34,21 @@ async def watch_signals(shutdown: trio.Event, grace: float) -> None:
                 _exit_now(128 + signum)
 
 
-async def exit_when_stuck(drained: trio.Event) -> None:
-    """Exit :data:`EXIT_BUDGET` after the drain if the server has not ended by then.
+async def exit_when_stuck(drained: trio.Event, connections_closed: trio.Event) -> None:
+    """Exit if the connections have not all closed :data:`EXIT_BUDGET` after the drain.
 
-    Everything worth waiting for is done (runs finalized, store flushed);
-    what can still hold the process is a connection whose client stopped
-    reading: Hypercorn shields its socket writes, so no deadline ends them.
+    Everything worth waiting for is done by then (runs finalized, store
+    flushed); what can still hold the process is a connection whose client
+    stopped reading: Hypercorn shields its socket writes, so no deadline
+    ends them. The app's own shutdown, after the connections, is not limited.
 
     Cancellation: the normal end (``serve`` cancels it once the server has
     stopped); nothing to clean up.
     """
     await drained.wait()
-    await trio.sleep(EXIT_BUDGET)
+    with trio.move_on_after(EXIT_BUDGET):
+        await connections_closed.wait()
+        return
     logger.warning(
         "connections still open %gs after the drain (clients not reading?): exiting without them; "
         "every run was finalized and the store flushed",

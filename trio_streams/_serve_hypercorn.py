@@ -9,9 +9,10 @@ Shutdown, in order (``_serve.serve`` drives it):
 2. The trigger returns: Hypercorn stops accepting, tells every connection
    to close once idle, and gives what is still running :data:`CLOSE_GRACE`
    (a terminal event still being written) before cancelling it.
-3. Hypercorn and the app's shutdown get :data:`EXIT_BUDGET` after the drain;
-   then ``serve`` exits anyway (a client that stopped reading can block a
+3. Every connection has closed :data:`EXIT_BUDGET` after the drain, or
+   ``serve`` exits without them (a client that stopped reading can block a
    socket write that Hypercorn shields from cancellation).
+4. The app's own shutdown (``after_serving``), then ``serve`` returns.
 """
 
 from __future__ import annotations
@@ -29,14 +30,21 @@ from hypercorn.trio.run import worker_serve
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
+    from hypercorn.typing import (
+        ASGIFramework,
+        ASGIReceiveCallable,
+        ASGIReceiveEvent,
+        ASGISendCallable,
+        ASGISendEvent,
+        Scope,
+    )
 
 #: After the drain, how long Hypercorn lets responses still being written
 #: finish before it cancels them (its ``graceful_timeout``).
 CLOSE_GRACE = 0.5
 
-#: After the drain, the longest ``serve`` waits for connections to close and
-#: the app to shut down before it exits without them.
+#: After the drain, the longest ``serve`` waits for connections to close
+#: before it exits without them.
 EXIT_BUDGET = 1.0
 
 
@@ -117,18 +125,23 @@ async def serve_hypercorn(
     sockets: hypercorn.config.Sockets,
     *,
     shutdown_trigger: Callable[[], Awaitable[None]],
+    connections_closed: trio.Event | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on ``sockets`` until ``shutdown_trigger`` returns (then see the module docstring).
 
     ``hypercorn.trio.serve`` without its own binding (it binds only after the
     app has started): Hypercorn's trio worker, given the sockets.
-    ``task_status.started`` gets the URLs served.
+    ``task_status.started`` gets the URLs served; ``connections_closed`` is
+    set once every connection has ended, before the app's own shutdown.
 
     Cancellation: cancels every connection and the app at once.
     """
+    app = KeepIdleTimers(app)
+    if connections_closed is not None:
+        app = NoticeShutdown(app, connections_closed)
     await worker_serve(
-        ASGIWrapper(KeepIdleTimers(app)),
+        ASGIWrapper(app),
         config,
         sockets=sockets,
         shutdown_trigger=shutdown_trigger,
@@ -169,3 +182,30 @@ class KeepIdleTimers:
                 await send(message)
 
         await self.app(scope, receive, send_last_shielded)
+
+
+class NoticeShutdown:
+    """ASGI middleware: sets an event when the server asks the app to shut down.
+
+    Hypercorn sends ``lifespan.shutdown`` once every connection has ended: the
+    event tells that moment apart from the app's own shutdown that follows.
+    """
+
+    def __init__(self, app: ASGIFramework, event: trio.Event) -> None:
+        """Args: app: the ASGI application to wrap; event: set on ``lifespan.shutdown``."""
+        self.app = app
+        self.event = event
+
+    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        """Call the app, watching what its lifespan scope receives."""
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def receive_noticing() -> ASGIReceiveEvent:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                self.event.set()
+            return message
+
+        await self.app(scope, receive_noticing, send)
