@@ -1,5 +1,6 @@
 """How ``trio-streams serve`` runs Hypercorn: the listening socket, bound before the
-app starts, and the ASGI shim that keeps Hypercorn's idle timers.
+app starts, and two ASGI shims (Hypercorn's idle timers kept; the moment every
+connection has closed noticed).
 
 Shutdown, in order (``_serve.serve`` drives it):
 
