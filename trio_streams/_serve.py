@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import hypercorn.config
-import hypercorn.trio
 import trio
 from hypercorn.utils import LifespanFailureError
 
-from ._serve_plan import ServeConfigError, ServePlan
+from ._serve_exit import exit_when_stuck, watch_signals
+from ._serve_hypercorn import close_sockets, hypercorn_config, listen, listen_error, serve_hypercorn
+from ._serve_plan import ServeConfigError, ServePlan, ServeStartupError
 from ._units import duration_arg, positive_duration_arg, size_arg
 
 if TYPE_CHECKING:
@@ -43,10 +41,13 @@ examples:
 shutdown: SIGTERM or SIGINT stops new runs, gives live runs --shutdown-grace to
 finish, cancels the rest (partial results saved), ends open event streams with
 their terminal events, flushes the store and exits 0. A second signal exits at
-once (status 130 or 143).
+once (status 130 or 143). Clients do not hold the exit: idle connections are
+closed, requests still under way get 0.5s, and a client that stopped reading
+is left behind 1s after the drain.
 
-exit status: 0 after a clean shutdown; 1 the server failed (e.g. the store is
-unreachable at startup); 2 bad arguments."""
+exit status: 0 after a clean shutdown; 1 the server could not start (e.g. the
+store is unreachable, the port is in use, the token file is unreadable or has a
+bad line, one secret is given to two users); 2 bad arguments."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction[Any]) -> argparse.ArgumentParser:
@@ -129,11 +130,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--token",
         action="append",
         default=[],
+        type=_token_arg,
         metavar="USER:SECRET",
-        help="a bearer token and the user it maps to (repeatable); with tokens, users see only their runs",
+        help="a bearer token and the user it maps to (repeatable: a user may have several, a secret "
+        "has one user); with tokens, users see only their runs",
     )
     auth.add_argument(
-        "--token-file", type=Path, metavar="PATH", help="USER:SECRET lines (# comments allowed)"
+        "--token-file",
+        type=Path,
+        metavar="PATH",
+        help="USER:SECRET lines, blank lines and # comments skipped; adds to any --token",
     )
     api = parser.add_argument_group("API")
     api.add_argument(
@@ -215,6 +221,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _token_arg(text: str) -> str:
+    from .web._token_sources import TokenSourceError, parse_token_spec, redact
+
+    try:
+        parse_token_spec(text)
+    except TokenSourceError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (got {redact(text)!r})") from None
+    return text
+
+
 def main_with_args(args: argparse.Namespace) -> int:
     """Run ``serve`` with parsed arguments; return the exit status."""
     logging.basicConfig(
@@ -228,19 +244,29 @@ def main_with_args(args: argparse.Namespace) -> int:
     except ServeConfigError as exc:
         print(f"trio-streams serve: error: {exc}", file=sys.stderr)
         return 2
+    except ServeStartupError as exc:
+        print(f"trio-streams serve: error: {exc}", file=sys.stderr)
+        return 1
     return trio.run(serve, plan, app, streams)
 
 
 async def serve(plan: ServePlan, app: QuartTrio, streams: TrioStreams) -> int:
-    """Serve until SIGTERM/SIGINT, then shut down gracefully; return the exit status."""
-    config = hypercorn.config.Config()
-    config.bind = [f"[{plan.host}]:{plan.port}" if ":" in plan.host else f"{plan.host}:{plan.port}"]
-    # Runs are drained before Hypercorn closes connections; this only bounds
-    # what remains after that (responses already ending).
-    config.graceful_timeout = 5.0
-    config.accesslog = logging.getLogger("hypercorn.access") if plan.access_log else None
-    config.errorlog = logging.getLogger("hypercorn.error")
+    """Serve until SIGTERM/SIGINT, then shut down gracefully; return the exit status.
+
+    The address is listened on before the app starts: one in use is a
+    one-line error (status 1) before any store opens. Shutdown: see
+    ``_serve_hypercorn``; connections are closed, or given up on, at most
+    ``EXIT_BUDGET`` after the drain, whatever the clients do.
+    """
+    config = hypercorn_config(plan.host, plan.port, access_log=plan.access_log)
+    try:
+        sockets = listen(plan.host, plan.port, backlog=config.backlog)
+    except OSError as exc:
+        print(f"trio-streams serve: error: {listen_error(plan.host, plan.port, exc)}", file=sys.stderr)
+        return 1
     shutdown = trio.Event()
+    drained = trio.Event()
+    connections_closed = trio.Event()
 
     async def shutdown_trigger() -> None:
         await shutdown.wait()
@@ -248,6 +274,7 @@ async def serve(plan: ServePlan, app: QuartTrio, streams: TrioStreams) -> int:
         # so every open event stream ends with its terminal event; only then
         # does Hypercorn stop listening and close connections.
         await streams.stop()
+        drained.set()
 
     # A startup failure is reported below in one line; Quart would also log
     # its traceback at ERROR. Keep that traceback for --log-level debug only.
@@ -255,11 +282,17 @@ async def serve(plan: ServePlan, app: QuartTrio, streams: TrioStreams) -> int:
     app.logger.addFilter(quiet_startup)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_watch_signals, shutdown, plan.options["shutdown_grace"])
+            nursery.start_soon(watch_signals, shutdown, plan.options["shutdown_grace"])
+            nursery.start_soon(exit_when_stuck, drained, connections_closed)
 
             async def run_server(*, task_status: trio.TaskStatus[list[str]]) -> None:
-                await hypercorn.trio.serve(
-                    app, config, shutdown_trigger=shutdown_trigger, task_status=task_status
+                await serve_hypercorn(
+                    app,
+                    config,
+                    sockets,
+                    shutdown_trigger=shutdown_trigger,
+                    connections_closed=connections_closed,
+                    task_status=task_status,
                 )
                 nursery.cancel_scope.cancel()
 
@@ -294,12 +327,8 @@ async def serve(plan: ServePlan, app: QuartTrio, streams: TrioStreams) -> int:
             raise
         print(f"trio-streams serve: error: startup failed: {cause}", file=sys.stderr)
         return 1
-    except OSError as exc:
-        print(
-            f"trio-streams serve: error: cannot listen on {plan.host}:{plan.port}: {exc.strerror}",
-            file=sys.stderr,
-        )
-        return 1
+    finally:
+        close_sockets(sockets)
     logger.info("stopped cleanly")
     return 0
 
@@ -347,18 +376,3 @@ def _startup_failure(group: BaseExceptionGroup[BaseException]) -> str | None:
     text = str(failure)
     quoted = text.partition(". '")[2]
     return quoted[:-1] if quoted.endswith("'") else text
-
-
-async def _watch_signals(shutdown: trio.Event, grace: float) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            name = signal.Signals(signum).name
-            if not shutdown.is_set():
-                logger.warning(
-                    "%s: shutting down (live runs get %gs to finish; again to exit at once)", name, grace
-                )
-                shutdown.set()
-            else:
-                logger.error("second %s: exiting at once; runs still live are lost", name)
-                logging.shutdown()
-                os._exit(128 + signum)

@@ -22,13 +22,17 @@ if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
     from .stores import Store
-    from .web import TrioStreams
+    from .web import TokenAuth, TrioStreams
 
 logger = logging.getLogger("trio_streams.serve")
 
 
 class ServeConfigError(Exception):
     """A flag combination that cannot work (reported as one line, exit 2)."""
+
+
+class ServeStartupError(Exception):
+    """Something the flags name cannot be used, e.g. an unreadable token file (one line, exit 1)."""
 
 
 _HUB_FLAGS = (
@@ -60,7 +64,8 @@ class ServePlan:
         """Check the flags and build the plan.
 
         Raises:
-            ServeConfigError: with a one-line explanation.
+            ServeConfigError: with a one-line explanation (bad flags).
+            ServeStartupError: with a one-line explanation (a token file).
         """
         host, port = parse_bind(args.bind)
         plan = cls(host, port, access_log=args.access_log)
@@ -210,21 +215,27 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _auth_from(args: argparse.Namespace) -> Any:
-    from .web import TokenAuth
+def _auth_from(args: argparse.Namespace) -> TokenAuth | None:
+    """Every ``--token`` and the ``--token-file``'s lines as one :class:`TokenAuth`, or None.
 
-    specs = list(args.token)
+    Raises:
+        ServeStartupError: the token file cannot be read or has a bad line, or
+            one secret is given to two users (one line, never a secret).
+    """
+    from .web import TokenAuth, TokenSourceError
+    from .web._token_sources import collect_tokens, read_token_file
+
+    path: Path | None = args.token_file
+    if not args.token and path is None:
+        return None
+    label = f"--token-file {path}"
     try:
-        if args.token_file is not None:
-            from_file = TokenAuth.from_file(args.token_file)
-            if not specs:
-                return from_file
-            specs += [line.strip() for line in args.token_file.read_text().splitlines() if ":" in line]
-        return TokenAuth.from_specs(specs) if specs else None
+        file = None if path is None else (label, read_token_file(path))
+        return TokenAuth(collect_tokens(args.token, file))
     except OSError as exc:
-        raise ServeConfigError(f"--token-file: {exc.strerror or exc}: {args.token_file}") from None
-    except ValueError as exc:
-        raise ServeConfigError(str(exc)) from None
+        raise ServeStartupError(f"{label}: cannot read it: {exc.strerror or exc}") from None
+    except TokenSourceError as exc:
+        raise ServeStartupError(str(exc)) from None
 
 
 def _import_factory(spec: str) -> Callable[..., QuartTrio]:

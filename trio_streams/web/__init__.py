@@ -8,3 +8,4 @@ from ._demo import demo_producer as demo_producer
 from ._errors import ApiError as ApiError
 from ._extension import RegisteredProducer as RegisteredProducer
 from ._extension import TrioStreams as TrioStreams
+from ._token_sources import TokenSourceError as TokenSourceError

@@ -1,4 +1,7 @@
-"""Bearer-token authentication: tokens map to users; users own runs."""
+"""Bearer-token authentication: tokens map to users; users own runs.
+
+Where tokens come from (``--token``, a token file) is parsed in ``_token_sources``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import hmac
 from typing import TYPE_CHECKING
 
 from ._errors import ApiError
+from ._token_sources import collect_tokens, read_token_file
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -36,16 +40,13 @@ class TokenAuth:
     def from_specs(cls, specs: Iterable[str]) -> TokenAuth:
         """Parse ``USER:SECRET`` strings (the CLI's ``--token``).
 
+        A user may have several secrets (rotation); a secret has one user.
+
         Raises:
-            ValueError: a spec without a colon, or with an empty side.
+            TokenSourceError: (a ValueError) a malformed spec, or one secret
+                given to two users; the message never contains a secret.
         """
-        tokens: dict[str, str] = {}
-        for spec in specs:
-            user, sep, secret = spec.partition(":")
-            if not sep or not user or not secret:
-                raise ValueError(f"a token must look like USER:SECRET (got {_redact(spec)!r})")
-            tokens[secret] = user
-        return cls(tokens)
+        return cls(collect_tokens(specs))
 
     @classmethod
     def from_file(cls, path: Path) -> TokenAuth:
@@ -53,19 +54,10 @@ class TokenAuth:
 
         Raises:
             OSError: the file cannot be read.
-            ValueError: a malformed line (its number is in the message).
+            TokenSourceError: (a ValueError) a malformed line (its number is
+                in the message), a secret given to two users, or no token.
         """
-        specs = []
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            if ":" not in line:
-                raise ValueError(f"{path}:{number}: a token line must look like USER:SECRET")
-            specs.append(line)
-        if not specs:
-            raise ValueError(f"{path}: no tokens in the file")
-        return cls.from_specs(specs)
+        return cls(collect_tokens((), (str(path), read_token_file(path))))
 
     def __len__(self) -> int:
         return len(self._users)
@@ -90,8 +82,3 @@ class TokenAuth:
 
 def _unauthorized(message: str) -> ApiError:
     return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": 'Bearer realm="trio-streams"'})
-
-
-def _redact(spec: str) -> str:
-    user, sep, _ = spec.partition(":")
-    return f"{user}:***" if sep else "***"
