@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
     from pathlib import Path
 
+pytestmark = pytest.mark.redis  # real redis-server processes
+
+
 DEADLINE = 20
 TEXT = {"Content-Type": "text/plain"}
 
