@@ -45,6 +45,12 @@ REDIS_FIXTURES = frozenset({"redis_server", "redis_url", "redis_cluster"})
 UNMARKED = "/not-a-redis-test/mark-it-with-pytest.mark.redis/redis-server"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "redis: runs a real redis-server (.ci/run runs these again against another Redis version)"
+    )
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     try:
         path = find_redis_binary()

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 import time
-from pathlib import Path
 
 import pytest
 import trio
@@ -102,43 +100,6 @@ def test_a_lost_wake_up_fails_fast_with_where_it_hung(pytester: pytest.Pytester)
     assert re.search(r"in test_lost_wake_up\n[ |]*await subscription.receive_batch\(\)  # the reader", hung)
     assert re.search(r"in receive_batch\n[ |]*await run._wakeup.park\(\)", hung)
     assert elapsed < 30, elapsed  # seconds of real time, not a day
-
-
-def test_our_own_mock_clock_tests_fail_fast_on_a_lost_wake_up(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """tests/conftest.py gives every mock-clock test of this suite (not only
-    ``stream_hub`` users) a deadline of trio time; a test error still shows as itself."""
-    root = str(Path(__file__).resolve().parent.parent)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-    pytester.makeini("[pytest]\ntrio_mode = true\n")
-    pytester.makepyfile(
-        """
-        from trio_streams import open_hub
-        from trio_streams.testing import Gate, Script
-
-        async def test_waits_for_a_run_that_never_ends(autojump_clock):
-            async with open_hub() as hub:
-                run = await hub.start(Script().wait(Gate()))
-                await run.wait()
-
-        async def test_a_plain_failure(autojump_clock):
-            assert 1 + 1 == 3
-        """
-    )
-    result = pytester.runpytest_subprocess(
-        "-q", "-p", "no:timeout", "-p", "no:cacheprovider", "-p", "tests.conftest", timeout=30
-    )
-    result.assert_outcomes(failed=2)
-    result.stdout.fnmatch_lines(
-        [
-            "*trio.TooSlowError: still running after 86400.0 s of trio time: a lost wake-up?*",
-            "*in test_waits_for_a_run_that_never_ends",
-            "*await run.wait()",
-            "*_ test_a_plain_failure _*",
-            "*AssertionError: assert (1 + 1) == 3",
-        ]
-    )
 
 
 async def test_virtual_deadline_keeps_what_the_block_raised_and_a_cancel_from_outside(
