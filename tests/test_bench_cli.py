@@ -62,6 +62,7 @@ async def test_cancelled_runs_must_end_cancelled() -> None:
     assert stats.events < 3 * 201  # they really stopped early
 
 
+@pytest.mark.timeout(120)  # its own trio deadline is 60 s: let that one speak first
 @pytest.mark.parametrize(("fault", "kind"), [("skip", "hole"), ("duplicate", "duplicate")])
 async def test_injected_fault_is_detected_and_fails_the_command(fault, kind, tmp_path: Path) -> None:
     out = tmp_path / "out.json"
@@ -75,6 +76,7 @@ async def test_injected_fault_is_detected_and_fails_the_command(fault, kind, tmp
     assert b"FAILED" in result.stdout
 
 
+@pytest.mark.timeout(120)  # its own trio deadline is 60 s: let that one speak first
 async def test_json_output_validates_against_the_documented_schema(tmp_path: Path) -> None:
     out = tmp_path / "out.json"
     with trio.fail_after(60):
@@ -100,6 +102,7 @@ async def test_replay_subscribes_after_the_run_finished() -> None:
     assert not stats.failed, stats.examples
 
 
+@pytest.mark.timeout(120)  # its own trio deadline is 60 s: let that one speak first
 async def test_plot_is_a_real_png(tmp_path: Path) -> None:
     out = tmp_path / "plot.png"
     with trio.fail_after(60):

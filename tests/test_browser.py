@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import trio
 
 from examples.chat_app import create_app
@@ -17,6 +18,7 @@ from .server_support import running_server
 SHOWN = "[...document.querySelectorAll('#answer span')].map(s => [Number(s.dataset.i), s.textContent])"
 
 
+@pytest.mark.timeout(150)  # its own trio deadline is 90 s: let that one speak first
 async def test_page_survives_a_reload_and_stop_keeps_the_partial_answer(tmp_path):
     with trio.fail_after(90):
         async with (

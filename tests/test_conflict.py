@@ -93,6 +93,26 @@ async def test_cancelling_a_queued_run_never_runs_it(stream_hub, autojump_clock)
     assert first.status == RunStatus.DONE
 
 
+async def test_drain_cancels_queued_runs_at_once_and_gives_live_ones_the_grace(
+    stream_hub, autojump_clock
+) -> None:
+    gate = Gate()
+    live = await stream_hub.start(Script().wait(gate), key="k")
+    queued_script = Script().emit()
+    queued = await stream_hub.start(queued_script, key="k", on_conflict="enqueue")
+    assert queued.status == RunStatus.QUEUED
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stream_hub.drain, 100.0)
+        info = await queued.wait()
+        assert (trio.current_time(), info.status, info.reason) == (0.0, RunStatus.CANCELLED, "shutdown")
+        assert info.started_at is None
+        assert live.status == RunStatus.RUNNING  # the live run keeps its grace
+        await trio.sleep(10)
+        gate.release()
+    assert ((await live.wait()).status, live.ended_at, trio.current_time()) == (RunStatus.DONE, 10.0, 10.0)
+    assert not queued_script.started.is_set()
+
+
 async def test_interrupt_also_cancels_runs_queued_for_the_key(stream_hub, autojump_clock) -> None:
     a = await stream_hub.start(Script().sleep(100), key="k")
     b = await stream_hub.start(Script().emit(), key="k", on_conflict="enqueue")

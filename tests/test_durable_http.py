@@ -45,7 +45,7 @@ async def sse_events(base_url: str, path: str, stop_after: int | None = None) ->
     return events
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 def stores(request: pytest.FixtureRequest) -> dict[str, Any]:
     """The server options that put runs and Durable Streams in memory, or in Redis."""
     if request.param == "memory":

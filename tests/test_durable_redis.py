@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
     from pathlib import Path
 
+pytestmark = pytest.mark.redis  # real redis-server processes
+
+
 DEADLINE = 20
 TEXT = {"Content-Type": "text/plain"}
 
@@ -287,6 +290,7 @@ async def test_not_connected_is_a_503_json_error() -> None:
             assert (await response.get_json())["error"]["code"] == "store_unavailable"
 
 
+@pytest.mark.timeout(120)  # its own trio deadline is 60 s: let that one speak first
 async def test_data_dir_streams_survive_a_restart_of_the_whole_server(serve_process, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     with trio.fail_after(60):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 
@@ -88,3 +89,20 @@ async def test_a_finished_run_is_served_in_full_after_eviction(autojump_clock) -
         assert len(items) == 501
         # A stored run is not a subscriber and keeps nothing alive.
         assert hub.statistics().subscribers == 0
+
+
+@pytest.mark.parametrize("evicted", [False, True], ids=["live-log", "stored-run"])
+async def test_a_gap_of_exactly_one_event_is_reported(autojump_clock, evicted: bool) -> None:
+    # A log and a store bounded at 9 events, a 10-event run, a reader at 0:
+    # event 1 exists nowhere any more, and that is one gap of exactly one.
+    store = MemoryStore(max_events_per_run=9)
+    async with open_hub(store, log_max_events=9, grace_period=0 if evicted else 60) as hub:
+        run = await hub.start(Script().emit_many(9))
+        await run.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        assert (hub.get(run.id) is None) is evicted
+        assert run.log.first_seq == 2
+        items = await collect(hub, run.id)
+    assert items[0] == Gap(missed=1, first_available=2)
+    assert [e.seq for e in events_of(items)] == list(range(2, 11))
+    assert_well_formed(items)

@@ -240,6 +240,27 @@ async def test_heartbeats_on_idle_at_exact_times(stream_hub, autojump_clock) -> 
     assert beats == [15.0, 30.0, 45.0]
 
 
+async def test_heartbeat_idle_time_counts_from_the_last_item_delivered(stream_hub, autojump_clock) -> None:
+    # A heartbeat at 15, then an event at 20: the next heartbeat is 15 s after
+    # the event (35), not 15 s after the previous heartbeat (30).
+    gate = Gate()
+    run = await stream_hub.start(Script().emit().emit(at=20.0).wait(gate))
+    seen: list[tuple[float, str]] = []
+    async with stream_hub.subscribe(run.id, heartbeat=15.0) as subscription:
+        while len(seen) < 5:
+            for item in await subscription.receive_batch():
+                seen.append((trio.current_time(), item.type))
+        gate.release()
+        assert types_of([item async for item in subscription]) == ["done"]
+    assert seen == [
+        (0.0, "token"),
+        (15.0, "heartbeat"),
+        (20.0, "token"),
+        (35.0, "heartbeat"),
+        (50.0, "heartbeat"),
+    ]
+
+
 async def test_slow_subscriber_never_blocks_the_producer(stream_hub, autojump_clock) -> None:
     run = await stream_hub.start(Script().emit_many(5000))
     async with stream_hub.subscribe(run.id) as subscription:
@@ -354,7 +375,25 @@ async def test_a_bug_in_a_hook_does_not_escape_but_several_errors_are_collapsed(
         info = await run.wait()
     assert info.status == RunStatus.DONE
     assert info.finalize_error == "on_finish raised ValueError: hook bug"
-    assert issubclass(TrioStreamsInternalError, Exception)
+
+    async def fail(error: Exception) -> None:
+        raise error
+
+    # One error escaping the block is raised as itself, not in a group ...
+    with pytest.raises(KeyError, match="alone"):
+        async with open_hub():
+            raise KeyError("alone")
+    # ... several at once are collapsed into one error that carries them all,
+    # never unwrapped to the first of them.
+    with pytest.raises(TrioStreamsInternalError, match=r"^2 errors escaped the hub at once$") as caught:
+        async with open_hub(), trio.open_nursery() as nursery:
+            nursery.start_soon(fail, ValueError("one"))
+            nursery.start_soon(fail, KeyError("two"))
+    assert pytest.RaisesGroup(
+        pytest.RaisesExc(ValueError, match="^one$"),
+        pytest.RaisesExc(KeyError, match="^'two'$"),
+        flatten_subgroups=True,
+    ).matches(caught.value.__cause__)
 
 
 async def test_event_timestamps_come_from_the_wall_clock_option(autojump_clock) -> None:

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trio_streams import Event, Gap, MemoryStore, Run, RunConflict, RunStatus, open_hub
-from trio_streams.testing import Gate, Script, assert_well_formed
+from trio_streams.testing import Gate, Script, assert_well_formed, virtual_deadline
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,13 @@ class Started:
 
 
 async def play(program: list[Any], log_max_events: int, store_max_events: int) -> None:
+    # Its own trio.run, so not covered by conftest's deadline: a lost wake-up
+    # must fail the example, not hang it.
+    async with virtual_deadline():
+        await _play(program, log_max_events, store_max_events)
+
+
+async def _play(program: list[Any], log_max_events: int, store_max_events: int) -> None:
     store = MemoryStore(max_events_per_run=store_max_events)
     started: list[Started] = []
     max_log = 0

@@ -7,6 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 
 from .server_support import running_server
@@ -18,6 +19,7 @@ def _st() -> str:
     return found
 
 
+@pytest.mark.timeout(300)  # its own trio deadline is 240 s: let that one speak first
 async def test_schemathesis_finds_nothing(tmp_path):
     with trio.fail_after(240):
         async with running_server(max_body=4096, shutdown_grace=0, demo_max_tokens=2000) as server:

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
+pytestmark = pytest.mark.redis  # real redis-server processes
+
+
 PASSWORD = "s3cret"
 
 

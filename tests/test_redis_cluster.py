@@ -6,6 +6,7 @@ Fixture: three ``redis-server --cluster-enabled yes`` processes joined by
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from trio_streams import RunStatus, open_hub
@@ -13,6 +14,8 @@ from trio_streams._events import Event
 from trio_streams.stores.redis import RedisStore
 
 from .redis_support import unique_prefix
+
+pytestmark = pytest.mark.redis  # real redis-server processes
 
 
 async def test_a_runs_keys_share_one_slot_and_runs_spread(redis_cluster):

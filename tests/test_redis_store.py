@@ -16,6 +16,8 @@ from trio_streams.stores.redis import RedisStore
 
 from .redis_support import eventually
 
+pytestmark = pytest.mark.redis  # real redis-server processes
+
 
 def tokens(n: int, payload: str = "x" * 20):
     async def producer(ctx):

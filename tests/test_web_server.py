@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 import trio
 
 from trio_streams import RunStatus
@@ -137,6 +138,7 @@ async def test_ownership_over_real_http():
             assert (await client.get("/healthz")).json()["status"] == "ok"
 
 
+@pytest.mark.timeout(120)  # its own trio deadline is 60 s: let that one speak first
 async def test_bench_counts_every_event_against_the_real_server(tmp_path):
     with trio.fail_after(60):
         async with running_server() as server:
@@ -250,7 +252,7 @@ async def test_conflicts_idempotency_and_error_codes_over_real_http():
             bad_resume = await client.get(f"/v1/runs/{first_id}/events", headers={"Last-Event-ID": "x"})
             assert bad_resume.status_code == 400
         async with (
-            running_server(max_runs=1, evict_finished_when_full=False) as server,
+            running_server(max_runs=1, evict_finished_when_full=False, shutdown_grace=0) as server,
             httpx.AsyncClient(base_url=server.url) as client,
         ):
             live = {"producer": "demo", "input": {"tokens": 50, "rate": 1}}

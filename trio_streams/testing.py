@@ -4,7 +4,11 @@ A pytest plugin (loaded automatically once trio_streams is installed) and
 tools for deterministic tests of code built on trio_streams:
 
 - the ``stream_hub`` fixture: a hub on ``MockClock(autojump_threshold=0)``,
-  with options from the overridable ``stream_hub_options`` fixture;
+  with options from the overridable ``stream_hub_options`` fixture, under a
+  deadline of trio time from the overridable ``stream_hub_deadline``
+  fixture (one day; ``None`` for none), so a test that would hang (a lost
+  wake-up) fails at once with ``trio.TooSlowError`` saying where every task
+  was waiting;
 - :class:`Script`: a scripted producer -- emit at given times, fail at a
   step, block at a :class:`Gate` until released, take time or ignore
   cancellation during cleanup -- that records what happened to it, when;
@@ -31,6 +35,7 @@ import pytest
 import trio
 import trio.testing
 
+from ._deadline import DEFAULT_DEADLINE, virtual_deadline, where_tasks_wait
 from ._errors import RunFailed
 from ._events import Event, Gap, Item
 from ._open_hub import open_hub
@@ -270,6 +275,10 @@ def assert_well_formed(items: Sequence[Item], *, after: int = 0) -> None:
     assert terminals == 1, f"expected exactly one terminal event, got {terminals}"
 
 
+#: The default ``stream_hub_deadline``: one day of trio time.
+DEFAULT_STREAM_HUB_DEADLINE = DEFAULT_DEADLINE
+
+
 @pytest.fixture
 def stream_hub_options() -> dict[str, Any]:
     """Options for ``stream_hub`` (any ``HubConfig`` field). Override it in your tests."""
@@ -277,8 +286,21 @@ def stream_hub_options() -> dict[str, Any]:
 
 
 @pytest.fixture
+def stream_hub_deadline() -> float | None:
+    """Seconds of trio time a test using ``stream_hub`` may run; ``None``: no limit.
+
+    Override it like ``stream_hub_options`` (a fixture of the same name in a
+    module or ``conftest.py``), or for one test with
+    ``@pytest.mark.parametrize("stream_hub_deadline", [7 * 86400.0])``.
+    """
+    return DEFAULT_STREAM_HUB_DEADLINE
+
+
+@pytest.fixture
 async def stream_hub(
-    autojump_clock: trio.testing.MockClock, stream_hub_options: dict[str, Any]
+    autojump_clock: trio.testing.MockClock,
+    stream_hub_options: dict[str, Any],
+    stream_hub_deadline: float | None,
 ) -> AsyncIterator[Hub]:
     """A hub on a ``MockClock(autojump_threshold=0)`` with a fresh ``MemoryStore``.
 
@@ -288,17 +310,29 @@ async def stream_hub(
 
     The test itself must also take ``autojump_clock`` as an argument:
     pytest-trio chooses the clock from the test's own arguments only.
+
+    A test that is still running ``stream_hub_deadline`` seconds of trio time
+    after the hub opened (one day by default) fails with
+    :class:`trio.TooSlowError` saying where every task was waiting, instead
+    of hanging: under the autojump clock a lost wake-up jumps straight to the
+    deadline, so it fails in (real) milliseconds.
     """
     if trio.lowlevel.current_clock() is not autojump_clock:
         raise RuntimeError(
             "a test using stream_hub must also take the autojump_clock fixture as an argument "
             "(pytest-trio picks the clock from the test's own arguments)"
         )
-    async with open_hub(wall_clock=lambda: trio.current_time(), **stream_hub_options) as hub:
+    # pytest-trio supports a fixture that yields inside a nursery: when the
+    # deadline passes it cancels the test and throws Cancelled in at the yield.
+    async with (
+        virtual_deadline(stream_hub_deadline, what="stream_hub_deadline: override the fixture for longer"),
+        open_hub(wall_clock=lambda: trio.current_time(), **stream_hub_options) as hub,
+    ):
         yield hub
 
 
 __all__ = [
+    "DEFAULT_STREAM_HUB_DEADLINE",
     "Gate",
     "Happening",
     "Script",
@@ -306,6 +340,9 @@ __all__ = [
     "collect",
     "events_of",
     "stream_hub",
+    "stream_hub_deadline",
     "stream_hub_options",
     "types_of",
+    "virtual_deadline",
+    "where_tasks_wait",
 ]

