@@ -40,7 +40,7 @@ TEXT = {"Content-Type": "text/plain"}
 JSON = {"Content-Type": "application/json"}
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 def stores(request: pytest.FixtureRequest) -> dict[str, Any]:
     """The server options that put runs and Durable Streams in memory, or in Redis."""
     if request.param == "memory":
