@@ -141,7 +141,8 @@ async def cross_owner(a: httpx.AsyncClient, b: httpx.AsyncClient) -> list[str]:
 async def double_starts(
     a: httpx.AsyncClient, b: httpx.AsyncClient, policy: str, pairs: int, concurrency: int
 ) -> tuple[int, int, int, float]:
-    """(producers that overlapped, runs reported running at once, rounds where both were accepted, seconds) for ``pairs`` rounds."""
+    """For ``pairs`` rounds: producers that overlapped, runs reported running at
+    once, rounds where both were accepted, and seconds."""
     limiter = trio.Semaphore(concurrency)
     runs: list[tuple[str | None, str | None]] = []
     both_accepted = 0
@@ -164,8 +165,7 @@ async def double_starts(
             runs.append((ids[0], ids[1]))
             for run_id in ids:
                 if run_id is not None:
-                    while (await a.get(f"/v1/runs/{run_id}", headers=ALICE)).json()["ended_at"] is None:
-                        await trio.sleep(0.05)  # black box: poll until the run ended
+                    await _token_span(a, run_id)  # its event stream ends with the run
 
     async with trio.open_nursery() as nursery:
         for _ in range(pairs):
@@ -213,7 +213,9 @@ async def main(pairs: int, concurrency: int) -> None:
                 httpx.AsyncClient(base_url=url_b, limits=limits, timeout=60) as b,
             ):
                 effects = await cross_owner(a, b)
-                print(f"cross-owner effects: {len(effects)} (6 scenarios: 3 policies, same and other instance)")
+                print(
+                    f"cross-owner effects: {len(effects)} (6 scenarios: 3 policies, same and other instance)"
+                )
                 for effect in effects:
                     print(f"  - {effect}")
                 for policy in ("reject", "interrupt", "enqueue"):

@@ -283,7 +283,7 @@ class Hub:
         assert self._mirrors is not None
         with trio.move_on_after(self.config.store_timeout, shield=True):
             try:
-                await self._mirrors.store.release_key(owner, key, run_id)
+                await self._mirrors.store.release_key(owner, key, run_id, withdraw=True)
             except Exception as exc:
                 # The claim heals: a holder that was never saved is released
                 # by the next claimer once its lease-long grace has passed.

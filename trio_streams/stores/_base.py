@@ -192,9 +192,13 @@ class SharedStore(Store):
         """
 
     @abc.abstractmethod
-    async def release_key(self, owner: str | None, key: str, run_id: str) -> None:
+    async def release_key(self, owner: str | None, key: str, run_id: str, *, withdraw: bool = False) -> None:
         """Give (owner, key) up (or leave its queue) and hand it to the next
-        queued run, wherever that runs. A no-op for a run that has no claim."""
+        queued run, wherever that runs. A no-op for a run that has no claim.
+
+        ``withdraw``: the caller never got :meth:`claim_key`'s answer
+        (cancelled, or the store failed mid-call): that claim, should it
+        still arrive, must not take effect."""
 
     @abc.abstractmethod
     async def key_holder_of(self, owner: str | None, key: str) -> str | None:

@@ -116,6 +116,9 @@ class KeyClaims:
     def _slot(self, owner: str | None, key: str) -> list[str]:
         return [self._keys.key_slot(owner, key), self._keys.key_queue(owner, key)]
 
+    def _slot_and_gone(self, owner: str | None, key: str, run_id: str) -> list[str]:
+        return [*self._slot(owner, key), self._keys.key_gone(owner, key, run_id)]
+
     # -- claiming -----------------------------------------------------------------------
 
     async def claim(
@@ -138,12 +141,14 @@ class KeyClaims:
     ) -> tuple[KeyClaim, int]:
         """The claim script's answer, and the holder's age in ms (how long it has held the key)."""
         reply = await self._script(CLAIM_KEY)(
-            keys=self._slot(owner, key),
+            keys=self._slot_and_gone(owner, key, run_id),
             args=[run_id, _ms(self._ttls.running), on_conflict, max_queued],
         )
         code = int(reply[0])
         if code == 1:
             return KeyClaim("holds", fence=int(reply[1])), 0
+        if code == -2:
+            raise RuntimeError(f"the claim of run {run_id} was withdrawn")
         if code == -1:
             return KeyClaim("full"), 0
         holder, age = str(reply[1]), int(reply[2])
@@ -201,10 +206,16 @@ class KeyClaims:
 
     # -- releasing ------------------------------------------------------------------------
 
-    async def release(self, owner: str | None, key: str, run_id: str) -> None:
-        """See :meth:`SharedStore.release_key`: release, promote, wake the next run."""
-        slot, ttl = self._slot(owner, key), _ms(self._ttls.running)
-        reply = await self._script(RELEASE_KEY)(keys=slot, args=[run_id, ttl])
+    async def release(self, owner: str | None, key: str, run_id: str, *, withdraw: bool = False) -> None:
+        """See :meth:`SharedStore.release_key`: release, promote, wake the next run.
+
+        ``withdraw``: the claim's answer never came (a start cancelled or
+        failed mid-claim): a claim that arrives after this release is refused.
+        """
+        slot, ttl = self._slot_and_gone(owner, key, run_id), _ms(self._ttls.running)
+        # A claim later than a lease is healed anyway (never saved: tombstoned).
+        marker = _ms(self._ttls.lease) if withdraw else 0
+        reply = await self._script(RELEASE_KEY)(keys=slot, args=[run_id, ttl, marker])
         self.claims.pop(run_id, None)
         if int(reply[0]) == 1 and len(reply) > 1:
             promoted = str(reply[1])
@@ -237,7 +248,13 @@ class KeyClaims:
             status = await self._client().hget(keys.meta(holder), "status")
             if status not in _FINISHED:
                 return False
-        logger.warning("key %r: its holder, run %s, has ended (%s); the key is released", key, holder, status)
+            logger.warning("key %r: its holder, run %s, was declared dead; the key is released", key, holder)
+        else:
+            # Usually its own release is just on its way (its end is stored
+            # first): releasing twice is harmless.
+            logger.info(
+                "key %r: its holder, run %s, has ended (%s); the key is released", key, holder, status
+            )
         await self.release(owner, key, holder)
         return True
 

@@ -22,6 +22,8 @@ A run key belongs to its owner: the key space is (owner, key), and each
 
     {prefix}key:{<enc(owner, key)>}        hash: run (the holder), fence, at
     {prefix}key:{<enc(owner, key)>}:queue  list: runs waiting for the key, FIFO
+    {prefix}key:{<enc(owner, key)>}:gone:<enc(run)>  string (PX TTL): a withdrawn
+                                           claim (a late claim of that run is refused)
 
 Indexes are hints, never the truth: a reader that finds an entry whose meta
 hash expired or whose run has finished removes it (self-healing).
@@ -101,3 +103,7 @@ class RedisKeys:
     def key_queue(self, owner: str | None, key: str) -> str:
         """The FIFO of runs waiting for (owner, key) (same cluster slot as :meth:`key_slot`)."""
         return f"{self.prefix}key:{{{encode_key_id(owner, key)}}}:queue"
+
+    def key_gone(self, owner: str | None, key: str, run_id: str) -> str:
+        """Marks ``run_id``'s claim on (owner, key) withdrawn (same cluster slot)."""
+        return f"{self.prefix}key:{{{encode_key_id(owner, key)}}}:gone:{encode_part(run_id)}"

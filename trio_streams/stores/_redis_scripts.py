@@ -57,7 +57,7 @@ return seq
 # counter that grows with every new holder, ``at``: when the holder got it,
 # Redis time in ms) and a list (the FIFO of runs waiting). Both carry the same
 # hash tag, so each script below is atomic on a Redis Cluster too. All take
-# KEYS: slot, queue.
+# KEYS: slot, queue (CLAIM_KEY and RELEASE_KEY also the run's "gone" marker).
 
 #: The holder's part of a reply: ``holder, age_ms`` (a queue head promoted
 #: here when the hash had expired under a waiting queue).
@@ -79,7 +79,8 @@ local function age() return now - tonumber(redis.call('HGET', slot, 'at') or now
 
 #: Claim the key for a run, or queue it, or refuse -- the one decision of a
 #: keyed start, atomic across instances. Idempotent: a retried claim of the
-#: same run answers its state again.
+#: same run answers its state again; a claim withdrawn before it arrived
+#: (its "gone" marker, see RELEASE_KEY) is refused as ``{-2}``.
 #: ARGV: run id, TTL ms, policy (reject | interrupt | enqueue), max queued.
 #: Returns ``{1, fence}`` (holds), ``{0, holder, age}`` (reject: held),
 #: ``{-1, queued}`` (queue full), ``{2, holder, age, position}`` (queued), or
@@ -88,6 +89,7 @@ CLAIM_KEY: Final = (
     _KEY_PRELUDE
     + """
 local run, policy = ARGV[1], ARGV[3]
+if redis.call('EXISTS', KEYS[3]) == 1 then return {-2} end
 if holder == run then return {1, tonumber(redis.call('HGET', slot, 'fence'))} end
 if not holder then
   local fence = redis.call('HINCRBY', slot, 'fence', 1)
@@ -135,11 +137,15 @@ return {2, holder or '', age(), position + 1}
 
 #: A run gives its key up: if it holds it, the queue's head becomes the
 #: holder (a new fence) in the same step; if it waits, it leaves the queue.
-#: ARGV: run id, TTL ms. Returns ``{1, next run, fence}`` (released and
-#: promoted), ``{1}`` (released, nobody waits), or ``{0, removed}``.
+#: With ARGV[3] > 0 (a start withdrawing a claim whose answer it never got)
+#: it also leaves a "gone" marker living that many ms, so that claim, should
+#: it arrive later on another connection, is refused.
+#: ARGV: run id, TTL ms, marker TTL ms or 0. Returns ``{1, next run, fence}``
+#: (released and promoted), ``{1}`` (released, nobody waits), or ``{0, removed}``.
 RELEASE_KEY: Final = """
 local slot, queue = KEYS[1], KEYS[2]
 local run = ARGV[1]
+if ARGV[3] ~= '0' then redis.call('SET', KEYS[3], '1', 'PX', ARGV[3]) end
 if redis.call('HGET', slot, 'run') ~= run then
   return {0, redis.call('LREM', queue, 0, run)}
 end

@@ -431,9 +431,9 @@ class RedisStore(SharedStore):
         until ``run_id`` holds its key; see :meth:`SharedStore.wait_key_turn`."""
         return await self._claims.wait_turn(owner, key, run_id)
 
-    async def release_key(self, owner: str | None, key: str, run_id: str) -> None:
+    async def release_key(self, owner: str | None, key: str, run_id: str, *, withdraw: bool = False) -> None:
         """Release (owner, key) or leave its queue; the next run is woken wherever it waits."""
-        await self._claims.release(owner, key, run_id)
+        await self._claims.release(owner, key, run_id, withdraw=withdraw)
 
     async def key_holder_of(self, owner: str | None, key: str) -> str | None:
         """The run holding (owner, key) now, on any instance."""
