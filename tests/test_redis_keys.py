@@ -274,6 +274,17 @@ async def test_a_claim_never_saved_is_tombstoned_then_released_but_only_after_a_
             await b.cancel(run.id)
 
 
+async def test_a_run_whose_key_went_to_another_run_is_cancelled(redis_url, prefix):
+    with trio.fail_after(20):
+        store = RedisStore(redis_url, prefix=prefix, lease_ttl=1.2)  # renewed every 0.2 s
+        async with open_hub(store) as hub:
+            run = await hub.start(Held(), key="k")
+            # As if another instance had declared it dead and handed the key on.
+            await store.client.hset(store.keys.key_slot(None, "k"), {"run": "successor"})
+            info = await hub.wait(run.id)
+            assert (info.status, info.reason) == (RunStatus.CANCELLED, "key_lost")
+
+
 async def test_interrupting_a_dead_owners_run_waits_until_it_is_declared_dead(redis_url, prefix):
     lease = 1.5
     with trio.fail_after(40):

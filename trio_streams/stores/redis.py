@@ -324,7 +324,7 @@ class RedisStore(SharedStore):
                     if not await lease and info.run_id in self._live:
                         logger.error("run %s: declared dead by another instance (lease lost)", info.run_id)
                         self._remote.cancel_local(info.run_id, "owner_lost")
-                    elif holds is not None and not await holds and info.run_id in self._claims.claims:
+                    elif not await _holds(holds) and info.run_id in self._live:
                         # Its key went to another run (declared dead meanwhile):
                         # never two live runs for one key.
                         logger.error("run %s: no longer holds its key; cancelled", info.run_id)
@@ -374,9 +374,11 @@ class RedisStore(SharedStore):
         go out when Redis is reachable again.
         """
         self._live.pop(info.run_id, None)
+        # No longer refreshed: if the release below never happens (Redis
+        # down past store_timeout), the next run's waiter heals the key.
+        ref = self._claims.claims.pop(info.run_id, None)
         ticket = self._writer.enqueue_meta(self._meta_write(info, final=True))
         await self._writer.wait_durable(ticket)
-        ref = self._claims.claims.get(info.run_id)
         if ref is not None:
             # Only now that its end is stored: the next run may start at once.
             try:
@@ -466,6 +468,11 @@ class RedisStore(SharedStore):
             claimed_dead=self._remote.claimed_dead,
             fenced=writer.fenced,
         )
+
+
+async def _holds(reply: Any) -> bool:
+    """A queued key refresh's answer (True when nothing was queued: no key claim)."""
+    return True if reply is None else bool(await reply)
 
 
 __all__ = [
