@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 import trio.testing
-from coredis.tokens import PureToken
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from trio_streams import AtCapacity, RunConflict, RunStatus, open_hub
+from trio_streams import AtCapacity, KeysUnavailable, RunConflict, RunStatus, open_hub
 from trio_streams.stores import _redis_layout
 from trio_streams.stores._redis_keys import RedisKeys, encode_key_id
 from trio_streams.stores._redis_scripts import RELEASE_KEY
@@ -70,6 +69,10 @@ keys_ = st.text(min_size=1, max_size=6)
 
 
 @given(owners, keys_, owners, keys_)
+@example("a.b", "c", "a", "b.c")
+@example("a%2E", "b", "a.", "b")
+@example(None, "k", "", "k")
+@example("-", "k", None, "k")
 def test_owner_and_key_are_encoded_injectively_and_safely(o1, k1, o2, k2):
     one, two = encode_key_id(o1, k1), encode_key_id(o2, k2)
     assert (one == two) == ((o1, k1) == (o2, k2))
@@ -162,6 +165,8 @@ async def test_the_next_run_elsewhere_starts_when_the_holder_ends_not_at_the_nex
             await holder.started.wait()
             second = await b.start(nxt, key="conv", on_conflict="enqueue")
             assert second.status is RunStatus.QUEUED
+            await trio.testing.wait_all_tasks_blocked(0.05)  # its waiter asked, and waits
+            assert second.id in redis_of(b)._claims._turns
             holder.release.set()
             ended = (await a.wait(first.id)).ended_at
             with trio.fail_after(2):
@@ -188,10 +193,13 @@ async def test_a_lost_turn_message_only_delays_the_turn_until_the_waiter_asks(re
             first = await a.start(holder, key="conv")
             await holder.started.wait()
             second = await b.start(nxt, key="conv", on_conflict="enqueue")
+            await trio.testing.wait_all_tasks_blocked(0.05)  # its waiter asked, and waits
+            assert second.id in redis_of(b)._claims._turns
             holder.release.set()
             await a.wait(first.id)
             ended = trio.current_time()
-            await nxt.started.wait()
+            with trio.fail_after(lease / 6 + 0.5):
+                await nxt.started.wait()
             assert sent == [second.id]
             assert 0 <= trio.current_time() - ended <= lease / 6 + 0.5
             nxt.release.set()
@@ -216,22 +224,42 @@ async def test_a_claim_whose_start_then_fails_is_released(redis_url, prefix):
             await b.wait(run.id)
 
 
-async def test_a_start_cancelled_while_claiming_leaves_no_claim(redis_url, prefix):
+@pytest.mark.parametrize("fate", ["reply_lost", "cancelled", "arrives_late"])
+async def test_a_claim_made_but_never_answered_is_withdrawn(redis_url, prefix, monkeypatch, fate):
     with trio.fail_after(20):
         async with two_hubs(redis_url, prefix) as (a, b):
-            # Writes (scripts) wait while Redis is paused: the claim hangs, in flight.
-            await redis_of(b).client.client_pause(300, PureToken.WRITE)
-            with trio.CancelScope() as scope:
+            claims = redis_of(a)._claims
+            real = claims._claim_once
+            sent: list[Any] = []
 
-                async def cancel_when_blocked() -> None:
-                    await trio.testing.wait_all_tasks_blocked()
-                    scope.cancel()
+            async def made_then_lost(*args: Any) -> Any:
+                sent.append(args)
+                if fate != "arrives_late":
+                    await real(*args)  # the script ran in Redis: the key is claimed
+                if fate == "reply_lost":
+                    raise ConnectionError("connection lost before the reply")
+                await trio.sleep_forever()  # the reply never comes: the caller gives up
 
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(cancel_when_blocked)
+            monkeypatch.setattr(claims, "_claim_once", made_then_lost)
+            if fate == "reply_lost":
+                with pytest.raises(KeysUnavailable):
                     await a.start(Held(), key="k")
-            assert scope.cancelled_caught
-            # The claim and its withdrawal reach Redis in either order: no claim remains.
+            else:
+                with trio.CancelScope() as scope:
+                    async with trio.open_nursery() as nursery:
+
+                        async def cancel_when_blocked() -> None:
+                            await trio.testing.wait_all_tasks_blocked(0.05)
+                            scope.cancel()
+
+                        nursery.start_soon(cancel_when_blocked)
+                        await a.start(Held(), key="k")
+                assert scope.cancelled_caught
+            monkeypatch.undo()
+            if fate == "arrives_late":
+                # The claim reaches Redis only now, after its withdrawal: refused.
+                with pytest.raises(RuntimeError, match="withdrawn"):
+                    await real(*sent[0])
             assert await redis_of(a).key_holder_of(None, "k") is None
             assert not await redis_of(a).client.exists([redis_of(a).keys.key_queue(None, "k")])
             run = await b.start(Held(), key="k", on_conflict="reject")
