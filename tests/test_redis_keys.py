@@ -389,6 +389,27 @@ async def test_an_instance_refuses_to_start_on_another_layout(redis_url, prefix,
         assert "new prefix" in message
 
 
+async def test_a_prefix_of_layout_1_is_adopted_as_the_docs_say(redis_url, prefix):
+    with trio.fail_after(10):
+        helper = RedisStore(redis_url, prefix=prefix + "x")
+        async with open_hub(helper):
+            client = helper.client
+            # What a release before layout 2 left: an index and a key holder.
+            await client.zadd(f"{prefix}runs", {"old-run": 1.0})
+            await client.set(f"{prefix}key:conv", "old-run")
+            with pytest.raises(LayoutMismatch):
+                async with open_hub(RedisStore(redis_url, prefix=prefix)):
+                    pass
+            # docs/redis.md, "Upgrades": every old instance stopped, then
+            async for name in client.scan_iter(match=f"{prefix}key:*"):
+                await client.delete([name])
+            await client.set(f"{prefix}layout", "2")
+            async with open_hub(RedisStore(redis_url, prefix=prefix)) as hub:
+                run = await hub.start(Held(), key="conv", on_conflict="reject")
+                assert run.status is RunStatus.RUNNING
+                await hub.cancel(run.id)
+
+
 async def test_an_instance_of_another_layout_refuses_to_run_beside_this_one(redis_url, prefix, monkeypatch):
     with trio.fail_after(10):
         async with open_hub(RedisStore(redis_url, prefix=prefix)) as hub:

@@ -13,7 +13,9 @@ prefix's ``{prefix}layout`` key:
 - absent, and the prefix holds data of layout 1 (releases before the version
   key existed wrote ``{prefix}runs``, ``{prefix}running``, ``{prefix}control``
   or Durable Streams' ``{prefix}ds:notify`` / ``{prefix}ds:incarnation``):
-  refuse to start;
+  refuse to start -- an idle old instance leaves no trace, so only the
+  operator can say that none runs any more (and then adopts the prefix by
+  setting the key: docs/redis.md, "Upgrades");
 - absent on an empty prefix: set it (``SET NX``, so concurrent first starts
   agree) and go on.
 
@@ -51,9 +53,8 @@ class LayoutMismatch(StreamError):
         super().__init__(
             f"redis prefix {prefix!r} holds data of layout {found}; this trio-streams uses layout "
             f"{LAYOUT_VERSION}, and instances of two layouts on one prefix would disagree about keys. "
-            f"Stop every instance of the other version, then start on a new prefix (old runs stay "
-            f"there until their TTLs expire) or delete the prefix's keys first (see docs/redis.md, "
-            f"'Upgrades')"
+            f"Stop every instance of the other version, then start on a new prefix, or adopt this "
+            f"one (see docs/redis.md, 'Upgrades')"
         )
         self.found = found
         self.expected = LAYOUT_VERSION
