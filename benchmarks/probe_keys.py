@@ -149,7 +149,9 @@ async def double_starts(
     began = time.monotonic()
 
     async def one(client: httpx.AsyncClient, key: str, out: list[str | None]) -> None:
-        response = await _post(client, ALICE, key=key, on_conflict=policy, input={"tokens": 8, "rate": 40})
+        # Nine tokens at 10/s: the producer runs 0.8 s, longer than the two
+        # starts of a round take to reach their servers, even under load.
+        response = await _post(client, ALICE, key=key, on_conflict=policy, input={"tokens": 9, "rate": 10})
         out.append(response.json()["run_id"] if response.status_code == 201 else None)
 
     async def pair() -> None:
