@@ -11,7 +11,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -26,18 +25,10 @@ from trio_streams.stores._redis_keys import RedisKeys, encode_key_id
 from trio_streams.stores._redis_scripts import RELEASE_KEY
 from trio_streams.stores.redis import LayoutMismatch, RedisStore
 
+from .test_redis_instances import two_hubs
+
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from trio_streams import Hub
-
-
-@asynccontextmanager
-async def two_hubs(url: str, prefix: str, **store_options: Any) -> AsyncIterator[tuple[Hub, Hub]]:
-    a = RedisStore(url, prefix=prefix, **store_options)
-    b = RedisStore(url, prefix=prefix, **store_options)
-    async with open_hub(a, grace_period=0) as hub_a, open_hub(b, grace_period=0) as hub_b:
-        yield hub_a, hub_b
 
 
 def redis_of(hub: Hub) -> RedisStore:

@@ -28,7 +28,8 @@ import trio
 
 from ._errors import RunFailed, StoreOverflow
 from ._events import encode_json
-from ._keys import release_key, take_turn
+from ._key_claims import wait_for_turn
+from ._keys import release_key
 from ._retention import arm_eviction
 from ._run import Run, RunContext, RunOutcome, RunStatus
 from .stores._base import SharedStore
@@ -123,10 +124,7 @@ async def _wait_for_turn(hub: Hub, run: Run) -> None:
     """
     store = hub.store
     if run.id in hub._shared_keys and isinstance(store, SharedStore):
-        assert run.key is not None
-        fence = await store.wait_key_turn(run.owner, run.key, run.id)
-        logger.info("run %s: its turn for key=%s came (fence %d)", run.id, run.key, fence)
-        take_turn(hub._keys, run)
+        await wait_for_turn(hub, run, store)
     else:
         await run._turn.wait()
 

@@ -44,9 +44,10 @@ import trio
 
 from ._config import HubStatistics
 from ._drain import Producer, drain_run
-from ._errors import AtCapacity, HubClosed, KeysUnavailable, RunConflict, RunNotFound, StreamError
+from ._errors import AtCapacity, HubClosed, RunNotFound, StreamError
 from ._events import RESERVED_TYPES, encode_json
-from ._keys import claim_key, note_claim
+from ._key_claims import claim_shared, withdraw_claim
+from ._keys import claim_key, current_holder, note_claim
 from ._log import ReplayLog
 from ._remote import Mirrors
 from ._retention import attach, detach, make_room
@@ -182,7 +183,7 @@ class Hub:
         claim: KeyClaim | None = None
         if key is not None and self._mirrors is not None:
             self._check_owner_cap(owner)  # before asking the store: fail fast
-            claim = await self._claim_shared(run_id, key, owner, on_conflict)
+            claim = await claim_shared(self._mirrors.store, config, run_id, key, owner, on_conflict)
         try:
             if self._closing:
                 raise HubClosed("the hub is closed and starts no new runs")
@@ -207,7 +208,8 @@ class Hub:
         except BaseException:
             if claim is not None:
                 assert key is not None
-                await self._release_shared(run_id, key, owner)
+                assert self._mirrors is not None
+                await withdraw_claim(self._mirrors.store, config, run_id, key, owner)
             raise
         if claim is not None:
             self._shared_keys.add(run.id)
@@ -242,53 +244,6 @@ class Hub:
         if owner is not None and cap is not None and self._owner_live[owner] >= cap:
             raise AtCapacity("max_live_runs_per_owner", f"owner {owner!r} already has {cap} live runs")
 
-    async def _claim_shared(
-        self, run_id: str, key: str, owner: str | None, on_conflict: OnConflict
-    ) -> KeyClaim | None:
-        """Claim (owner, key) in the shared store; ``None``: decide locally (best effort).
-
-        Raises:
-            RunConflict, AtCapacity: the store's decision.
-            KeysUnavailable: the store cannot decide now (strict).
-        """
-        assert self._mirrors is not None
-        store = self._mirrors.store
-        try:
-            with trio.fail_after(self.config.store_timeout):
-                claim = await store.claim_key(owner, key, run_id, on_conflict, self.config.max_queued_per_key)
-        except BaseException as exc:
-            # Cancelled or failed after the script may have run: undo it.
-            await self._release_shared(run_id, key, owner)
-            if not isinstance(exc, Exception):
-                raise
-            if self.config.cross_instance_keys == "best_effort":
-                logger.warning("key %r: the shared store cannot claim it (%s); checked here only", key, exc)
-                return None
-            logger.warning("key %r: the shared store cannot claim it (%s); start refused", key, exc)
-            raise KeysUnavailable(
-                "the shared store cannot claim the key now; retry later (unkeyed runs still start)"
-            ) from None
-        if claim.state == "held":
-            assert claim.holder is not None
-            raise RunConflict(key, claim.holder)
-        if claim.state == "full":
-            raise AtCapacity(
-                "max_queued_per_key",
-                f"{self.config.max_queued_per_key} runs already wait for key {key!r}",
-            )
-        return claim
-
-    async def _release_shared(self, run_id: str, key: str, owner: str | None) -> None:
-        """Release a claim whose start did not register (shielded, bounded)."""
-        assert self._mirrors is not None
-        with trio.move_on_after(self.config.store_timeout, shield=True):
-            try:
-                await self._mirrors.store.release_key(owner, key, run_id, withdraw=True)
-            except Exception as exc:
-                # The claim heals: a holder that was never saved is released
-                # by the next claimer once its lease-long grace has passed.
-                logger.warning("key %r: could not release the claim of run %s (%s)", key, run_id, exc)
-
     # -- reading and controlling ------------------------------------------------
 
     def get(self, run_id: str) -> Run | None:
@@ -303,19 +258,14 @@ class Hub:
             It still returns the holder if only one owner's run holds ``key``
             here, and raises ``LookupError`` if several do.
         """
-        if owner is not _UNSET:
-            slot = self._keys.get((owner, key))
-            return None if slot is None else slot.current
-        warnings.warn(
-            "Hub.current(key) without owner= is deprecated: keys belong to their owner; "
-            "pass owner= (None for runs started without one)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        holders = [slot.current for (_, k), slot in self._keys.items() if k == key and slot.current]
-        if len(holders) > 1:
-            raise LookupError(f"runs of {len(holders)} owners hold key {key!r}: pass owner=")
-        return holders[0] if holders else None
+        if owner is _UNSET:
+            warnings.warn(
+                "Hub.current(key) without owner= is deprecated: keys belong to their owner; "
+                "pass owner= (None for runs started without one)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        return current_holder(self._keys, key, None if owner is _UNSET else owner, any_owner=owner is _UNSET)
 
     async def get_info(self, run_id: str) -> RunInfo:
         """The run's metadata, from memory or from the store.

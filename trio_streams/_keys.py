@@ -136,3 +136,21 @@ def release_key(keys: dict[KeyId, _KeySlot], run: Run, shared: Container[str] = 
         slot.queue.remove(run)
     if slot.current is None and not slot.queue:
         del keys[ident]
+
+
+def current_holder(
+    keys: dict[KeyId, _KeySlot], key: str, owner: str | None, *, any_owner: bool = False
+) -> Run | None:
+    """The current run of (owner, key); with ``any_owner`` (the deprecated
+    ``Hub.current(key)``), of whichever one owner holds ``key``.
+
+    Raises:
+        LookupError: ``any_owner`` and runs of several owners hold ``key``.
+    """
+    if not any_owner:
+        slot = keys.get((owner, key))
+        return None if slot is None else slot.current
+    holders = [slot.current for (_, k), slot in keys.items() if k == key and slot.current]
+    if len(holders) > 1:
+        raise LookupError(f"runs of {len(holders)} owners hold key {key!r}: pass owner=")
+    return holders[0] if holders else None
