@@ -122,8 +122,9 @@ async def test_enqueue_is_fifo_across_instances(redis_url, prefix):
                 assert run.status is RunStatus.QUEUED
                 queued.append((hub, run))
             first.release.set()
-            for hub, run in queued:
-                assert (await hub.wait(run.id)).status is RunStatus.DONE
+            with trio.fail_after(5):
+                for hub, run in queued:
+                    assert (await hub.wait(run.id)).status is RunStatus.DONE
             assert order == ["first", "q0", "q1", "q2", "q3"]
             assert await redis_of(a).key_holder_of("ann", "conv") is None
 
@@ -300,7 +301,8 @@ async def test_a_run_whose_key_went_to_another_run_is_cancelled(redis_url, prefi
             run = await hub.start(Held(), key="k")
             # As if another instance had declared it dead and handed the key on.
             await store.client.hset(store.keys.key_slot(None, "k"), {"run": "successor"})
-            info = await hub.wait(run.id)
+            with trio.fail_after(3):  # within a renewal or two
+                info = await hub.wait(run.id)
             assert (info.status, info.reason) == (RunStatus.CANCELLED, "key_lost")
 
 
