@@ -42,10 +42,10 @@ async def test_interrupt_starts_the_new_run_only_after_the_old_finalized(autojum
         new_script = Script().emit()
         new = await hub.start(new_script, key="conv", on_conflict="interrupt")
         assert new.status == RunStatus.QUEUED
-        assert hub.current("conv") is old
+        assert hub.current("conv", owner=None) is old
         await new_script.started.wait()
         assert trio.current_time() == 5.5  # 3.5 + the old run's 2 s hook
-        assert hub.current("conv") is new
+        assert hub.current("conv", owner=None) is new
         old_info = await old.wait()
         new_info = await new.wait()
     assert (old_info.status, old_info.reason, old_info.result) == (
@@ -127,7 +127,7 @@ async def test_interrupt_also_cancels_runs_queued_for_the_key(stream_hub, autoju
     ]
     assert [i.started_at for i in infos[1:3]] == [None, None]
     assert trio.current_time() == 0.0
-    assert stream_hub.current("k") is None
+    assert stream_hub.current("k", owner=None) is None
 
 
 async def test_the_queue_behind_a_key_is_bounded(autojump_clock) -> None:

@@ -173,7 +173,7 @@ async def test_interrupt_across_instances_waits_for_the_old_run(redis_url, prefi
             old = await a.start(old_producer, key="conv")
             await running.wait()
             assert isinstance(b.store, RedisStore)
-            assert await b.store.key_holder("conv") == old.id
+            assert await b.store.key_holder_of(None, "conv") == old.id
             with pytest.raises(RunConflict):
                 await b.start(new_producer, key="conv", on_conflict="reject")
             new = await b.start(new_producer, key="conv", on_conflict="interrupt")
@@ -186,7 +186,7 @@ async def test_interrupt_across_instances_waits_for_the_old_run(redis_url, prefi
             assert new_info.result == "fresh"
             assert old_info.ended_at is not None
             assert new_info.started_at is not None
-            assert await b.store.key_holder("conv") is None
+            assert await b.store.key_holder_of(None, "conv") is None
 
 
 async def test_sigkill_of_the_owner_process_ends_the_run_dead(redis_url, prefix):

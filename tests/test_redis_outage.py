@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 import trio
 
-from trio_streams import RunStatus, open_hub
+from trio_streams import KeysUnavailable, RunStatus, open_hub
 from trio_streams.stores._redis_server import RedisServer
 from trio_streams.stores.redis import RedisStore
 
@@ -93,8 +93,11 @@ async def test_redis_killed_and_restarted_mid_run_loses_nothing(tmp_path, caplog
                     for n in range(3):
                         await ctx.emit("token", n)
 
-                # Starting (with a key: the cross-instance check cannot reach Redis) works too.
-                second = await hub.start(three, key="k", owner="o")
+                # Starting works too; with a key, only if Redis can claim it
+                # (strict, the default): refused now, rather than risk two runs of it.
+                with pytest.raises(KeysUnavailable):
+                    await hub.start(three, key="k", owner="o")
+                second = await hub.start(three, owner="o")
                 await server.start()  # same port, same append-only file
                 script.go[2].set()
                 info = await hub.wait(run.id)

@@ -5,11 +5,13 @@ kept in a replay log and a store, fanned out to any number of subscribers,
 and it can be resumed, watched or aborted later.
 """
 
+from ._config import CrossInstanceKeys as CrossInstanceKeys
 from ._config import HubConfig as HubConfig
 from ._config import HubStatistics as HubStatistics
 from ._config import OnFinish as OnFinish
 from ._errors import AtCapacity as AtCapacity
 from ._errors import HubClosed as HubClosed
+from ._errors import KeysUnavailable as KeysUnavailable
 from ._errors import RunClosed as RunClosed
 from ._errors import RunConflict as RunConflict
 from ._errors import RunFailed as RunFailed
@@ -37,6 +39,7 @@ from ._run import RunInfo as RunInfo
 from ._run import RunOutcome as RunOutcome
 from ._run import RunStatus as RunStatus
 from ._subscription import Subscription as Subscription
+from .stores import KeyClaim as KeyClaim
 from .stores import MemoryStore as MemoryStore
 from .stores import SharedStore as SharedStore
 from .stores import Store as Store

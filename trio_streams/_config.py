@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 if TYPE_CHECKING:
     from ._run import Run, RunOutcome
@@ -14,6 +14,11 @@ if TYPE_CHECKING:
 #: ``async def on_finish(run, outcome)``: runs shielded, under ``finalize_timeout``,
 #: before the terminal event is published -- the place to save a partial result.
 OnFinish = Callable[["Run", "RunOutcome"], Awaitable[None]]
+
+#: How a hub on a shared store treats a keyed start it cannot claim in the
+#: store (unreachable): ``"strict"`` refuses it (:class:`KeysUnavailable`,
+#: HTTP 503); ``"best_effort"`` checks the key on this instance only.
+CrossInstanceKeys = Literal["strict", "best_effort"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +52,13 @@ class HubConfig:
             ``None``: no limit.
         max_queued_per_key: runs waiting behind one key (``enqueue``).
         on_finish: a hook called for every run; see :data:`OnFinish`.
+        cross_instance_keys: with a shared store, a keyed start whose key
+            cannot be claimed there (the store is unreachable): ``"strict"``
+            (the default) refuses it with :class:`KeysUnavailable` -- an
+            outage then refuses keyed starts while unkeyed runs go on;
+            ``"best_effort"`` starts it checked against this instance's runs
+            only (two instances may then both run the key). A hub with no
+            shared store always decides locally.
     """
 
     log_max_events: int = 10_000
@@ -63,6 +75,7 @@ class HubConfig:
     max_live_runs_per_owner: int | None = None
     max_queued_per_key: int = 16
     on_finish: OnFinish | None = None
+    cross_instance_keys: CrossInstanceKeys = "strict"
 
     def __post_init__(self) -> None:
         for name in ("log_max_events", "log_max_bytes", "max_runs"):
@@ -80,6 +93,11 @@ class HubConfig:
             raise ValueError("max_live_runs_per_owner must be at least 1 or None")
         if self.max_queued_per_key < 1:
             raise ValueError("max_queued_per_key must be at least 1 (interrupt queues the new run too)")
+        if self.cross_instance_keys not in get_args(CrossInstanceKeys):
+            raise ValueError(
+                f"cross_instance_keys must be one of {get_args(CrossInstanceKeys)}, "
+                f"not {self.cross_instance_keys!r}"
+            )
 
     @classmethod
     def option_names(cls) -> frozenset[str]:

@@ -5,8 +5,9 @@ Theory of operation
 ``Hub.start`` spawns :func:`drain_run` in the hub's runs nursery, one task
 per run (not to be confused with ``Hub.drain``, the graceful shutdown). The
 task saves the run's metadata, waits for its turn if it is queued behind its
-key (and, if another instance holds the key, for that run to end), runs the
-producer inside the run's cancel scope, and finally calls :func:`finalize`:
+key (with a shared store: until the store's key slot gives it the key,
+wherever the run ahead ran), runs the producer inside the run's cancel
+scope, and finally calls :func:`finalize`:
 hooks, terminal event, durable end, then :func:`retire`, the hub's
 synchronous bookkeeping (free the key, promote the next queued run, arm the
 grace-period eviction).
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
@@ -28,10 +28,11 @@ import trio
 
 from ._errors import RunFailed, StoreOverflow
 from ._events import encode_json
+from ._key_claims import wait_for_turn
 from ._keys import release_key
-from ._remote import wait_for_remote
 from ._retention import arm_eviction
-from ._run import OnConflict, Run, RunContext, RunInfo, RunOutcome, RunStatus
+from ._run import Run, RunContext, RunOutcome, RunStatus
+from .stores._base import SharedStore
 
 if TYPE_CHECKING:
     from ._config import OnFinish
@@ -60,7 +61,6 @@ async def drain_run(
     producer: Producer,
     ctx: RunContext,
     on_finish: OnFinish | None,
-    remote: tuple[RunInfo, OnConflict] | None = None,
 ) -> None:
     # If the hub's own nursery is cancelled, Cancelled passes through the
     # run's scope; the run then ends as closed by the hub.
@@ -73,15 +73,11 @@ async def drain_run(
             finally:
                 run._saved.set()
             if run.status is RunStatus.QUEUED:
-                # Its turn may already have come (the run ahead of it
-                # finalized before this task started): wait() then returns.
-                await run._turn.wait()
+                await _wait_for_turn(hub, run)
                 run.status = RunStatus.RUNNING
                 run.started_at = hub._wall_clock()
                 logger.info("run %s running (its turn for key=%s)", run.id, run.key)
                 await hub.store.save_run(run.info())
-            if remote is not None:
-                await _wait_for_remote(hub, run, *remote)
             if hub.config.max_age is not None:
                 run._scope.deadline = trio.current_time() + hub.config.max_age
             run._arm_watchdog()
@@ -117,12 +113,20 @@ async def drain_run(
         await finalize(hub, run, status, error, on_finish)
 
 
-async def _wait_for_remote(hub: Hub, run: Run, remote: RunInfo, on_conflict: OnConflict) -> None:
-    config = hub.config
-    deadline = config.finalize_timeout + config.store_timeout if on_conflict == "interrupt" else math.inf
-    # A run elsewhere holds the key only on a shared store, which has mirrors.
-    assert hub._mirrors is not None
-    await wait_for_remote(hub._mirrors, run, remote, on_conflict, deadline)
+async def _wait_for_turn(hub: Hub, run: Run) -> None:
+    """Until the queued run holds its key.
+
+    Its turn may already have come (the run ahead of it finalized before this
+    task started): the wait then returns at once. A key the shared store
+    decides comes from the store, whichever instance ran the run ahead; there
+    is no deadline after which it starts anyway (the run ahead ends within its
+    finalize deadlines, or its owner is declared dead once its lease expired).
+    """
+    store = hub.store
+    if run.id in hub._shared_keys and isinstance(store, SharedStore):
+        await wait_for_turn(hub, run, store)
+    else:
+        await run._turn.wait()
 
 
 async def finalize(
@@ -194,7 +198,8 @@ def retire(hub: Hub, run: Run) -> None:
         hub._owner_live[run.owner] -= 1
         if not hub._owner_live[run.owner]:
             del hub._owner_live[run.owner]
-    release_key(hub._keys, run)
+    release_key(hub._keys, run, hub._shared_keys)
+    hub._shared_keys.discard(run.id)
     if hub._runs.get(run.id) is run:
         hub._finished[run.id] = run
         if not run._subscribers:

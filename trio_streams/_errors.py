@@ -23,17 +23,24 @@ class RunNotFound(StreamError, LookupError):
 
 
 class RunConflict(StreamError):
-    """A run with the same key is live and the conflict policy is ``reject``.
+    """A run of the same owner with the same key is live and the conflict
+    policy is ``reject`` (keys are per owner: another owner's run never conflicts).
 
     Attributes:
         key: the contested key.
-        live_run_id: the id of the run that holds the key.
+        live_run_id: the id of the run that holds the key (the caller's own).
     """
 
     def __init__(self, key: str, live_run_id: str) -> None:
         super().__init__(f"key {key!r} is held by live run {live_run_id!r}")
         self.key = key
         self.live_run_id = live_run_id
+
+
+class KeysUnavailable(StreamError):
+    """A keyed start could not claim its key: the shared store is unreachable
+    (HTTP 503, ``Retry-After``). Unkeyed runs still start. See
+    ``HubConfig.cross_instance_keys``."""
 
 
 class AtCapacity(StreamError):

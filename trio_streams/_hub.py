@@ -18,11 +18,14 @@ producer inside the run's cancel scope, and finally calls ``finalize``:
 hooks, terminal event, durable end, bookkeeping (free the key, promote the
 next queued run, arm the grace-period eviction, see ``_retention.py``).
 
-Keys (``_keys.py``): each key has a slot holding its current run and a
-bounded FIFO of queued runs. ``reject`` refuses while the slot is busy;
-``enqueue`` appends; ``interrupt`` cancels the current and queued runs and
-appends -- the new run starts only once the old one has finalized, because a
-slot promotes its next run only from the old run's finalization.
+Keys (``_keys.py``): a key belongs to its owner, and each (owner, key) has
+a slot holding its current run and a bounded FIFO of queued runs. ``reject``
+refuses while the slot is busy; ``enqueue`` appends; ``interrupt`` cancels
+the current and queued runs and appends -- the new run starts only once the
+old one has finalized, because a slot promotes its next run only from the
+old run's finalization. With a shared store the store's key slot decides, for
+every instance at once (``SharedStore.claim_key``), before the run is
+registered here; a claim whose registration then fails is released.
 
 Runs that another instance owns (a shared store) are followed through
 mirrors (``_remote.py``).
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import warnings
 from collections import Counter, OrderedDict
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, get_args
@@ -42,9 +46,10 @@ from ._config import HubStatistics
 from ._drain import Producer, drain_run
 from ._errors import AtCapacity, HubClosed, RunNotFound, StreamError
 from ._events import RESERVED_TYPES, encode_json
-from ._keys import claim_key
+from ._key_claims import claim_shared, withdraw_claim
+from ._keys import claim_key, current_holder, note_claim
 from ._log import ReplayLog
-from ._remote import Mirrors, remote_key_holder
+from ._remote import Mirrors
 from ._retention import attach, detach, make_room
 from ._run import OnConflict, OnDisconnect, Run, RunContext, RunInfo, RunStatus
 from ._subscription import Subscription
@@ -54,9 +59,9 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
     from ._config import HubConfig, OnFinish
-    from ._keys import _KeySlot
+    from ._keys import KeyId, _KeySlot
     from ._timers import TimerQueue
-    from .stores._base import Store
+    from .stores._base import KeyClaim, Store
 
 logger = logging.getLogger("trio_streams")
 
@@ -67,6 +72,10 @@ class RunNotLive(StreamError):
 
 def _new_run_id() -> str:
     return secrets.token_urlsafe(12)
+
+
+#: ``Hub.current(key)`` without ``owner=`` (deprecated).
+_UNSET: Any = object()
 
 
 class Hub:
@@ -87,7 +96,9 @@ class Hub:
         self._wall_clock = wall_clock
         self._runs: dict[str, Run] = {}
         self._finished: OrderedDict[str, Run] = OrderedDict()
-        self._keys: dict[str, _KeySlot] = {}
+        self._keys: dict[KeyId, _KeySlot] = {}
+        # Runs whose key the shared store decides (claimed there): it promotes them.
+        self._shared_keys: set[str] = set()
         self._owner_live: Counter[str] = Counter()
         self._closing = False
         self._runs_started = 0
@@ -121,12 +132,14 @@ class Hub:
         Args:
             producer: see :data:`Producer`.
             input: handed to the producer as ``ctx.input``.
-            key: e.g. a conversation id; at most one run per key is live.
-            owner: the user the run belongs to (for listings and caps).
-            on_conflict: when ``key`` is held by a live run: ``"reject"``
-                raises :class:`RunConflict`; ``"interrupt"`` cancels it (and
-                any runs queued behind it) and starts this one once it has
-                finalized; ``"enqueue"`` starts this one when it ends.
+            key: e.g. a conversation id; at most one run per (owner, key) is
+                live. Keys belong to their owner: runs of other owners never
+                conflict with it, whatever their keys.
+            owner: the user the run belongs to (for listings, caps and keys).
+            on_conflict: when the owner's ``key`` is held by a live run:
+                ``"reject"`` raises :class:`RunConflict`; ``"interrupt"``
+                cancels it (and any runs queued behind it) and starts this one
+                once it has finalized; ``"enqueue"`` starts this one when it ends.
             on_disconnect: ``"cancel"`` cancels the run when its last
                 subscriber has been gone for ``disconnect_grace``;
                 ``"continue"`` (the default) keeps it running.
@@ -134,8 +147,8 @@ class Hub:
             on_finish: a hook for this run, called after the hub's own.
 
         With a shared store (``RedisStore``) it returns once the store has the
-        run (within ``store_timeout``), so every instance can find it; a key
-        held by a run on another instance is checked there too (see
+        run (within ``store_timeout``), so every instance can find it; the key
+        is claimed in the store, atomically for every instance (see
         ``docs/redis.md``).
 
         Returns:
@@ -144,8 +157,13 @@ class Hub:
         Raises:
             RunConflict: ``reject`` and the key is held.
             AtCapacity: a limit refuses the run.
+            KeysUnavailable: a shared store cannot claim the key now, and
+                ``cross_instance_keys`` is ``"strict"``.
             HubClosed: the hub is shutting down.
             ValueError: an invalid argument.
+
+        Cancellation: a key claimed in a shared store for a start that is
+        cancelled is released (shielded, under ``store_timeout``).
         """
         await trio.lowlevel.checkpoint()
         if self._closing:
@@ -158,44 +176,55 @@ class Hub:
             raise TypeError(f"producer must be an async function or an async iterable, not {producer!r}")
         metadata = {} if metadata is None else dict(metadata)
         encode_json(metadata)  # refuse what the store could not persist, now
-        remote = await self._remote_key_holder(key, on_conflict)
-        if self._closing:
-            raise HubClosed("the hub is closed and starts no new runs")
+        if key is not None and not isinstance(key, str):
+            raise TypeError(f"key must be a string or None, not {type(key).__name__}")
         config = self.config
-        # No checkpoint from here on: the checks and the registration are atomic.
-        make_room(self)
-        cap = config.max_live_runs_per_owner
-        if owner is not None and cap is not None and self._owner_live[owner] >= cap:
-            raise AtCapacity("max_live_runs_per_owner", f"owner {owner!r} already has {cap} live runs")
-        run = Run(
-            _new_run_id(),
-            key=key,
-            owner=owner,
-            metadata=metadata,
-            on_disconnect=on_disconnect,
-            log=ReplayLog(max_events=config.log_max_events, max_bytes=config.log_max_bytes),
-            store=self.store,
-            wall_clock=self._wall_clock,
-            finalize_timeout=config.finalize_timeout,
-            no_event_timeout=config.no_event_timeout,
-            input_timeout=config.input_timeout,
-        )
-        claim_key(self._keys, run, on_conflict, config.max_queued_per_key)
+        run_id = _new_run_id()
+        claim: KeyClaim | None = None
+        if key is not None and self._mirrors is not None:
+            self._check_owner_cap(owner)  # before asking the store: fail fast
+            claim = await claim_shared(self._mirrors.store, config, run_id, key, owner, on_conflict)
+        try:
+            if self._closing:
+                raise HubClosed("the hub is closed and starts no new runs")
+            # No checkpoint from here on: the checks and the registration are atomic.
+            make_room(self)
+            self._check_owner_cap(owner)
+            run = Run(
+                run_id,
+                key=key,
+                owner=owner,
+                metadata=metadata,
+                on_disconnect=on_disconnect,
+                log=ReplayLog(max_events=config.log_max_events, max_bytes=config.log_max_bytes),
+                store=self.store,
+                wall_clock=self._wall_clock,
+                finalize_timeout=config.finalize_timeout,
+                no_event_timeout=config.no_event_timeout,
+                input_timeout=config.input_timeout,
+            )
+            if claim is None:
+                claim_key(self._keys, run, on_conflict, config.max_queued_per_key)
+        except BaseException:
+            if claim is not None:
+                assert key is not None
+                assert self._mirrors is not None
+                await withdraw_claim(self._mirrors.store, config, run_id, key, owner)
+            raise
+        if claim is not None:
+            self._shared_keys.add(run.id)
+            note_claim(self._keys, run, holds=claim.state == "holds")
+            for other_id in claim.interrupt:
+                other = self._runs.get(other_id)
+                if other is not None:
+                    other._request_cancel("interrupted")
         self._runs[run.id] = run
         if owner is not None:
             self._owner_live[owner] += 1
         self._runs_started += 1
         ctx = RunContext(run, input)
-        self._nursery.start_soon(
-            drain_run,
-            self,
-            run,
-            producer,
-            ctx,
-            on_finish,
-            None if remote is None else (remote, on_conflict),
-            name=f"trio_streams run {run.id}",
-        )
+        name = f"trio_streams run {run.id}"
+        self._nursery.start_soon(drain_run, self, run, producer, ctx, on_finish, name=name)
         if run._turn.is_set():
             run.status = RunStatus.RUNNING
             run.started_at = run.created_at
@@ -210,10 +239,10 @@ class Hub:
                 await run._saved.wait()
         return run
 
-    async def _remote_key_holder(self, key: str | None, on_conflict: OnConflict) -> RunInfo | None:
-        if key is None or self._mirrors is None or key in self._keys:
-            return None
-        return await remote_key_holder(self._mirrors.store, key, on_conflict, self._runs)
+    def _check_owner_cap(self, owner: str | None) -> None:
+        cap = self.config.max_live_runs_per_owner
+        if owner is not None and cap is not None and self._owner_live[owner] >= cap:
+            raise AtCapacity("max_live_runs_per_owner", f"owner {owner!r} already has {cap} live runs")
 
     # -- reading and controlling ------------------------------------------------
 
@@ -221,10 +250,22 @@ class Hub:
         """The run if this hub holds it in memory (live, or finished within its grace)."""
         return self._runs.get(run_id)
 
-    def current(self, key: str) -> Run | None:
-        """The run that holds ``key`` now (running), if any."""
-        slot = self._keys.get(key)
-        return None if slot is None else slot.current
+    def current(self, key: str, *, owner: str | None = _UNSET) -> Run | None:
+        """The run of ``owner`` on this hub that holds ``key`` now (running), if any.
+
+        .. deprecated:: 0.2
+            ``current(key)`` without ``owner=``: keys belong to their owner.
+            It still returns the holder if only one owner's run holds ``key``
+            here, and raises ``LookupError`` if several do.
+        """
+        if owner is _UNSET:
+            warnings.warn(
+                "Hub.current(key) without owner= is deprecated: keys belong to their owner; "
+                "pass owner= (None for runs started without one)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        return current_holder(self._keys, key, None if owner is _UNSET else owner, any_owner=owner is _UNSET)
 
     async def get_info(self, run_id: str) -> RunInfo:
         """The run's metadata, from memory or from the store.

@@ -24,17 +24,15 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ._errors import RunConflict
 from ._log import ReplayLog
 from ._run import Run, RunInfo, RunStatus
 from ._subscription import Subscription
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Mapping
+    from collections.abc import AsyncIterator, Callable
 
     from ._config import HubConfig
     from ._events import Event
-    from ._run import OnConflict
     from .stores._base import SharedStore
 
 logger = logging.getLogger("trio_streams")
@@ -169,48 +167,3 @@ class Mirrors:
             mirror.run._closed = True
             mirror.run._finished.set()
             mirror.run._wakeup.unpark_all()
-
-
-async def remote_key_holder(
-    store: SharedStore, key: str, on_conflict: OnConflict, local_runs: Mapping[str, Run]
-) -> RunInfo | None:
-    """The live run another instance runs with ``key``, if the shared store knows one.
-
-    Raises:
-        RunConflict: ``reject`` and another instance holds the key.
-    """
-    try:
-        holder = await store.key_holder(key)
-        info = None if holder is None or holder in local_runs else await store.get_run(holder)
-    except Exception as exc:
-        # The store is unreachable: runs go on in memory, and so do starts.
-        logger.warning("key %r: cannot check other instances (%s); starting without", key, exc)
-        return None
-    if holder is None or info is None or info.status.finished:
-        return None
-    if on_conflict == "reject":
-        raise RunConflict(key, holder)
-    return info
-
-
-async def wait_for_remote(
-    mirrors: Mirrors, run: Run, remote: RunInfo, on_conflict: OnConflict, deadline: float
-) -> None:
-    """Before ``run`` publishes: interrupt (or just wait for) the run another
-    instance holds its key with, until its terminal event is stored or
-    ``deadline`` seconds pass (then it is logged, and ``run`` goes ahead)."""
-    if on_conflict == "interrupt":
-        logger.info(
-            "run %s: interrupting run %s on another instance (key=%s)", run.id, remote.run_id, run.key
-        )
-        await mirrors.store.request_cancel(remote.run_id, "interrupted")
-    with trio.move_on_after(deadline) as scope:
-        async with mirrors.open(remote) as mirror:
-            await mirror._finished.wait()
-    if scope.cancelled_caught:
-        logger.warning(
-            "run %s: run %s on another instance did not finalize within %ss; starting anyway",
-            run.id,
-            remote.run_id,
-            deadline,
-        )

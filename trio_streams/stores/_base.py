@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import abc
+import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import trio
 
@@ -12,7 +13,32 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .._events import Event
-    from .._run import RunInfo, RunStatus
+    from .._run import OnConflict, RunInfo, RunStatus
+
+#: Marks an argument the caller did not pass (deprecation shims).
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyClaim:
+    """A shared store's answer to a keyed start (:meth:`SharedStore.claim_key`).
+
+    Attributes:
+        state: ``"holds"``: the run holds the key now; ``"queued"``: it waits
+            for it (``enqueue`` or ``interrupt``); ``"held"``: another run
+            holds it (``reject``); ``"full"``: ``max_queued`` runs already wait.
+        holder: the run that holds the key (``queued``, ``held``): always a
+            run of the same owner, since keys are per owner.
+        fence: the key's fencing token while the run holds it: it grows with
+            every new holder of the key.
+        interrupt: for ``interrupt``: the runs ahead of this one (the holder
+            and those queued before it); the store has asked each to cancel.
+    """
+
+    state: Literal["holds", "queued", "held", "full"]
+    holder: str | None = None
+    fence: int = 0
+    interrupt: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +161,62 @@ class SharedStore(Store):
     async def request_cancel(self, run_id: str, reason: str) -> None:
         """Ask whichever instance owns the run to cancel it (durably)."""
 
+    # -- keys: one holder per (owner, key) across every instance ---------------------
+
     @abc.abstractmethod
-    async def key_holder(self, key: str) -> str | None:
-        """The id of the run that holds ``key`` on any instance, if any (a hint)."""
+    async def claim_key(
+        self, owner: str | None, key: str, run_id: str, on_conflict: OnConflict, max_queued: int
+    ) -> KeyClaim:
+        """Decide a keyed start atomically for every instance of the store:
+        ``run_id`` holds (owner, key), waits for it, or is refused.
+
+        Idempotent for one ``run_id``. For ``interrupt``, the store asks the
+        runs ahead to cancel (wherever they run) before it returns.
+
+        Raises:
+            Exception: the store cannot decide now (unreachable); the claim
+                may or may not have been made -- :meth:`release_key` undoes
+                either.
+        """
+
+    @abc.abstractmethod
+    async def wait_key_turn(self, owner: str | None, key: str, run_id: str) -> int:
+        """Wait until ``run_id`` (queued by :meth:`claim_key`) holds its key;
+        return the key's fencing token.
+
+        The turn comes when the run ahead has ended and its end is stored, or
+        when its owner has been declared dead (its lease expired); never
+        while it may still run. Store errors are retried, not raised.
+
+        Cancellation: the way to give up waiting (then :meth:`release_key`).
+        """
+
+    @abc.abstractmethod
+    async def release_key(self, owner: str | None, key: str, run_id: str, *, withdraw: bool = False) -> None:
+        """Give (owner, key) up (or leave its queue) and hand it to the next
+        queued run, wherever that runs. A no-op for a run that has no claim.
+
+        ``withdraw``: the caller never got :meth:`claim_key`'s answer
+        (cancelled, or the store failed mid-call): that claim, should it
+        still arrive, must not take effect."""
+
+    @abc.abstractmethod
+    async def key_holder_of(self, owner: str | None, key: str) -> str | None:
+        """The id of the run that holds (owner, key) now, on any instance, if any."""
+
+    async def key_holder(self, key: str, *, owner: str | None = _UNSET) -> str | None:
+        """The run that holds ``key``; use :meth:`key_holder_of`.
+
+        .. deprecated:: 0.2
+            Keys belong to their owner; ``key_holder(key)`` without ``owner=``
+            means the runs started with no owner.
+        """
+        if owner is _UNSET:
+            warnings.warn(
+                "SharedStore.key_holder(key) is deprecated: keys are per owner; "
+                "use key_holder_of(owner, key) (owner=None for runs started without one)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            owner = None
+        return await self.key_holder_of(owner, key)

@@ -10,7 +10,8 @@ Theory of operation
   claimed ``dead`` (Lua, atomic: exactly one instance wins), which appends
   the ``dead`` event the reader then reads like any other.
 - Cancel: a durable intent (``cancel`` field of the meta hash) plus a
-  message on the control stream. Every instance reads the control stream and
+  message on the control stream (which also carries key turns:
+  ``_redis_claims.py``). Every instance reads the control stream and
   cancels the runs it owns at once; the owner's lease renewal also reads the
   intent of each of its runs, so a cancel sent while it was disconnected is
   not lost.
@@ -38,11 +39,11 @@ from coredis.tokens import PureToken
 
 from .._events import encode_json
 from ._redis_codec import decode_entries, resume_start
-from ._redis_scripts import CLAIM_DEAD, DELETE_IF_EQUAL
+from ._redis_scripts import CLAIM_DEAD
 from ._redis_writer import CLAIM_GRACE
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from .._events import Event
     from ._redis_client import Client
@@ -81,6 +82,10 @@ class RemoteRuns:
         self._instance = instance
         self._block = block_seconds
         self._cancel_handler: Callable[[str, str], None] | None = None
+        #: Called with a run id when a key turn message arrives (``KeyClaims.wake``).
+        self.turn_handler: Callable[[str], None] | None = None
+        #: Releases a key of a run declared dead (``KeyClaims.release``).
+        self.release_key: Callable[[str | None, str, str], Awaitable[None]] | None = None
         # run id -> trio time its lease was first seen missing
         self._missing_since: dict[str, float] = {}
         self.claimed_dead = 0
@@ -148,7 +153,7 @@ class RemoteRuns:
             if status is None:
                 return True  # the run's meta expired: nothing will ever come
             if status in ("running", "queued"):
-                if self._lease_gone(run_id, bool(lease), lease_ms):
+                if self.lease_gone(run_id, bool(lease), lease_ms):
                     await self.claim_dead(run_id)
                 return False
             # Finished: anything after seq still to read?
@@ -160,7 +165,7 @@ class RemoteRuns:
 
     # -- dead owners --------------------------------------------------------------------
 
-    def _lease_gone(self, run_id: str, exists: bool, lease_ms: Any) -> bool:
+    def lease_gone(self, run_id: str, exists: bool, lease_ms: Any) -> bool:
         """True once the run's lease has been seen missing for ``CLAIM_GRACE``
         of its TTL (the owner's TTL, from the meta hash; else ours)."""
         now = trio.current_time()
@@ -174,9 +179,12 @@ class RemoteRuns:
         since = self._missing_since.setdefault(run_id, now)
         return now - since >= lease * CLAIM_GRACE
 
-    async def claim_dead(self, run_id: str) -> int:
+    async def claim_dead(self, run_id: str, tombstone: bool = False) -> int:
         """Mark the run ``dead`` if it is live and its lease expired; return
-        the dead event's seq, or 0 if another instance did, or it is alive."""
+        the dead event's seq, or 0 if another instance did, or it is alive.
+
+        With ``tombstone``, a run with no meta hash at all (never saved)
+        gets a tombstone (-1): see ``CLAIM_DEAD``."""
         keys = self._keys
         ttls = self._ttls
         script = self._client().register_script(CLAIM_DEAD)
@@ -188,11 +196,14 @@ class RemoteRuns:
                     encode_json(OWNER_LOST),
                     _ms(ttls.finished),
                     _ms(ttls.events_finished),
+                    "1" if tombstone else "0",
                 ],
             )
         )
         self._missing_since.pop(run_id, None)
-        if seq:
+        if seq < 0:
+            logger.warning("run %s: claimed a key, never saved; tombstoned by %s", run_id, self._instance)
+        elif seq:
             self.claimed_dead += 1
             logger.warning(
                 "run %s: owner's lease expired; marked dead (seq %d) by %s", run_id, seq, self._instance
@@ -209,8 +220,9 @@ class RemoteRuns:
         if owner is not None:
             await self._client().zrem(keys.owner_live(owner), [run_id])
         key = None if key_json is None else _loads_str(key_json)
-        if key is not None:
-            await self.release_key(key, run_id)
+        if key is not None and self.release_key is not None:
+            # Fenced: the run is dead, so its key passes to the next run.
+            await self.release_key(owner, key, run_id)
 
     async def reap(self) -> None:
         """Forever: claim runs of the running index whose lease expired."""
@@ -227,7 +239,7 @@ class RemoteRuns:
                         for run_id in run_ids
                     ]
                 for run_id, (lease, lease_ms) in zip(run_ids, leases, strict=True):
-                    if self._lease_gone(run_id, bool(await lease), await lease_ms):
+                    if self.lease_gone(run_id, bool(await lease), await lease_ms):
                         await self.claim_dead(run_id)
                 for run_id in set(self._missing_since) - set(run_ids):
                     del self._missing_since[run_id]
@@ -274,18 +286,21 @@ class RemoteRuns:
             for entry in (reply or {}).get(key, ()):
                 last_id = str(entry.identifier)
                 fields = entry.field_values
-                if fields.get("op") == "cancel":
+                op = fields.get("op")
+                if op == "cancel":
                     self.cancel_local(str(fields.get("run")), str(fields.get("reason") or "cancelled"))
+                elif op == "turn" and self.turn_handler is not None:
+                    self.turn_handler(str(fields.get("run")))
 
-    # -- keys ---------------------------------------------------------------------------
-
-    async def key_holder(self, key: str) -> str | None:
-        holder = await self._client().get(self._keys.key_holder(key))
-        return None if holder is None else str(holder)
-
-    async def release_key(self, key: str, run_id: str) -> None:
-        script = self._client().register_script(DELETE_IF_EQUAL)
-        await script(keys=[self._keys.key_holder(key)], args=[run_id])
+    async def announce_turn(self, run_id: str) -> None:
+        """Tell every instance that ``run_id`` holds its key now (its waiter wakes)."""
+        await self._client().xadd(
+            self._keys.control,
+            {"op": "turn", "run": run_id},
+            trim_strategy=PureToken.MAXLEN,
+            threshold=CONTROL_MAXLEN,
+            trim_operator=PureToken.APPROXIMATELY,
+        )
 
 
 def _loads_str(text: str) -> str | None:

@@ -1,7 +1,8 @@
 """Lua scripts: the steps that must be atomic in Redis.
 
-Each touches only keys of one run (one hash tag, so one cluster slot), or one
-single key.
+Each touches only keys of one run (one hash tag, so one cluster slot), or of
+one key slot (one (owner, key): the slot hash and its queue share a hash
+tag), or one single key.
 """
 
 from __future__ import annotations
@@ -13,12 +14,23 @@ from typing import Final
 #: claims it. Appends the ``dead`` terminal event (seq = last stored + 1, in
 #: the codec's line format) and finishes the meta hash.
 #:
+#: With ARGV[5] = "1", a run with no meta hash at all (a key claim whose
+#: instance died before it saved the run) gets a tombstone instead: status
+#: ``dead`` and nothing else (readers see no run), which fences a late save.
+#:
 #: KEYS: meta, lease, events. ARGV: timestamp, error JSON, meta TTL ms,
-#: events TTL ms. Returns the dead event's seq, or 0 if not claimed.
+#: events TTL ms, tombstone flag. Returns the dead event's seq, -1 for a
+#: tombstone, or 0 if not claimed.
 CLAIM_DEAD: Final = """
 local meta, lease, events = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', lease) == 1 then return 0 end
 local status = redis.call('HGET', meta, 'status')
+if not status then
+  if ARGV[5] ~= '1' then return 0 end
+  redis.call('HSET', meta, 'status', 'dead')
+  redis.call('PEXPIRE', meta, ARGV[3])
+  return -1
+end
 if status ~= 'running' and status ~= 'queued' then return 0 end
 local last = 0
 local top = redis.call('XREVRANGE', events, '+', '-', 'COUNT', 1)
@@ -40,11 +52,122 @@ redis.call('PEXPIRE', events, ARGV[4])
 return seq
 """
 
-#: Delete a key only if it still holds the given value (a key's holder run).
-#: KEYS: the key. ARGV: the value.
-DELETE_IF_EQUAL: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+# -- key slots ---------------------------------------------------------------------------
+# A key slot is one (owner, key): a hash (``run``: the holder, ``fence``: a
+# counter that grows with every new holder, ``at``: when the holder got it,
+# Redis time in ms) and a list (the FIFO of runs waiting). Both carry the same
+# hash tag, so each script below is atomic on a Redis Cluster too. All take
+# KEYS: slot, queue (CLAIM_KEY and RELEASE_KEY also the run's "gone" marker).
+
+#: The holder's part of a reply: ``holder, age_ms`` (a queue head promoted
+#: here when the hash had expired under a waiting queue).
+_KEY_PRELUDE = """
+local slot, queue = KEYS[1], KEYS[2]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local holder = redis.call('HGET', slot, 'run')
+if not holder then
+  holder = redis.call('LPOP', queue)
+  if holder then
+    redis.call('HINCRBY', slot, 'fence', 1)
+    redis.call('HSET', slot, 'run', holder, 'at', now)
+    redis.call('PEXPIRE', slot, ARGV[2])
+  end
+end
+local function age() return now - tonumber(redis.call('HGET', slot, 'at') or now) end
+"""
+
+#: Claim the key for a run, or queue it, or refuse -- the one decision of a
+#: keyed start, atomic across instances. Idempotent: a retried claim of the
+#: same run answers its state again; a claim withdrawn before it arrived
+#: (its "gone" marker, see RELEASE_KEY) is refused as ``{-2}``.
+#: ARGV: run id, TTL ms, policy (reject | interrupt | enqueue), max queued.
+#: Returns ``{1, fence}`` (holds), ``{0, holder, age}`` (reject: held),
+#: ``{-1, queued}`` (queue full), ``{2, holder, age, position}`` (queued), or
+#: for interrupt ``{3, holder, age, position, ids to cancel...}``.
+CLAIM_KEY: Final = (
+    _KEY_PRELUDE
+    + """
+local run, policy = ARGV[1], ARGV[3]
+if redis.call('EXISTS', KEYS[3]) == 1 then return {-2} end
+if holder == run then return {1, tonumber(redis.call('HGET', slot, 'fence'))} end
+if not holder then
+  local fence = redis.call('HINCRBY', slot, 'fence', 1)
+  redis.call('HSET', slot, 'run', run, 'at', now)
+  redis.call('PEXPIRE', slot, ARGV[2])
+  return {1, fence}
+end
+local ahead = redis.call('LRANGE', queue, 0, -1)
+local position = 0
+for i, id in ipairs(ahead) do
+  if id == run then position = i; break end
+end
+if position == 0 then
+  if policy == 'reject' then return {0, holder, age()} end
+  if #ahead >= tonumber(ARGV[4]) then return {-1, #ahead} end
+  redis.call('RPUSH', queue, run)
+  redis.call('PEXPIRE', queue, ARGV[2])
+  position = #ahead + 1
+end
+if policy ~= 'interrupt' then return {2, holder, age(), position} end
+local out = {3, holder, age(), position, holder}
+for i = 1, position - 1 do out[#out + 1] = ahead[i] end
+return out
+"""
+)
+
+#: Where a run stands: ``{1, fence}`` holds the key, ``{2, holder, age,
+#: position}`` waits, ``{-1}`` is in neither (its claim is gone). Refreshes
+#: the TTLs of what it finds. ARGV: run id, TTL ms.
+KEY_TURN: Final = (
+    _KEY_PRELUDE
+    + """
+local run = ARGV[1]
+if holder == run then
+  redis.call('PEXPIRE', slot, ARGV[2])
+  redis.call('PEXPIRE', queue, ARGV[2])
+  return {1, tonumber(redis.call('HGET', slot, 'fence'))}
+end
+local position = redis.call('LPOS', queue, run)
+if not position then return {-1} end
+redis.call('PEXPIRE', queue, ARGV[2])
+return {2, holder or '', age(), position + 1}
+"""
+)
+
+#: A run gives its key up: if it holds it, the queue's head becomes the
+#: holder (a new fence) in the same step; if it waits, it leaves the queue.
+#: With ARGV[3] > 0 (a start withdrawing a claim whose answer it never got)
+#: it also leaves a "gone" marker living that many ms, so that claim, should
+#: it arrive later on another connection, is refused.
+#: ARGV: run id, TTL ms, marker TTL ms or 0. Returns ``{1, next run, fence}``
+#: (released and promoted), ``{1}`` (released, nobody waits), or ``{0, removed}``.
+RELEASE_KEY: Final = """
+local slot, queue = KEYS[1], KEYS[2]
+local run = ARGV[1]
+if ARGV[3] ~= '0' then redis.call('SET', KEYS[3], '1', 'PX', ARGV[3]) end
+if redis.call('HGET', slot, 'run') ~= run then
+  return {0, redis.call('LREM', queue, 0, run)}
+end
+local nxt = redis.call('LPOP', queue)
+if not nxt then
+  redis.call('HDEL', slot, 'run', 'at')
+  return {1}
+end
+local t = redis.call('TIME')
+local fence = redis.call('HINCRBY', slot, 'fence', 1)
+redis.call('HSET', slot, 'run', nxt, 'at', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+redis.call('PEXPIRE', slot, ARGV[2])
+return {1, nxt, fence}
+"""
+
+#: The holder's owner keeps its key slot alive (lease renewal): 1, or 0 if
+#: the run no longer holds the key. ARGV: run id, TTL ms.
+REFRESH_KEY: Final = """
+if redis.call('HGET', KEYS[1], 'run') ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
 """
 
 #: Write a run's meta hash unless the run was already declared ``dead`` by

@@ -110,8 +110,6 @@ class MetaWrite:
     created_at: float
     live: bool
     final: bool
-    #: The run's key if the run holds it now (running), for cross-instance conflicts.
-    holds_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,9 +401,6 @@ class RedisWriter:
                 pipe.zadd(keys.owner_live(owner), score)
                 pipe.pexpire(keys.owner_live(owner), _ms(ttls.running))
                 kinds += ("zadd", "pexpire")
-        if write.holds_key is not None:
-            pipe.set(keys.key_holder(write.holds_key), run_id, px=_ms(ttls.running))
-            kinds.append("set")
         if write.final:
             cutoff = time.time() - ttls.finished - ttls.running
             pipe.zrem(keys.running, [run_id])

@@ -20,7 +20,8 @@ import coredis
 import trio
 
 from .._run import RunInfo, RunStatus
-from ._base import SharedStore, StoreStatistics
+from ._base import KeyClaim, SharedStore, StoreStatistics
+from ._redis_claims import KeyClaims
 from ._redis_client import (
     Client,
     RedisUnavailable,
@@ -31,6 +32,9 @@ from ._redis_client import (
 )
 from ._redis_codec import info_to_hash
 from ._redis_keys import RedisKeys
+from ._redis_layout import LAYOUT_VERSION as LAYOUT_VERSION
+from ._redis_layout import LayoutMismatch as LayoutMismatch
+from ._redis_layout import check_layout as check_layout
 from ._redis_reader import get_run, list_runs, read_events
 from ._redis_remote import RemoteRuns
 from ._redis_scripts import RENEW_LEASE
@@ -41,6 +45,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .._events import Event
+    from .._run import OnConflict
 
 logger = logging.getLogger("trio_streams.redis")
 
@@ -167,6 +172,18 @@ class RedisStore(SharedStore):
         self._remote = RemoteRuns(
             self._require_client, self.keys, self.ttls, instance=self.instance_id, block_seconds=follow_block
         )
+        remote = self._remote
+        self._claims = KeyClaims(
+            self._require_client,
+            self.keys,
+            self.ttls,
+            claim_dead=remote.claim_dead,
+            lease_gone=remote.lease_gone,
+            request_cancel=remote.request_cancel,
+            announce_turn=remote.announce_turn,
+        )
+        remote.turn_handler = self._claims.wake
+        remote.release_key = self._claims.release
         self._scope = trio.CancelScope()
         self._started = False
         self._stopped = trio.Event()
@@ -235,6 +252,9 @@ class RedisStore(SharedStore):
         try:
             with trio.fail_after(self._connect_timeout):
                 await self._client_obj.ping()
+                await check_layout(self._client_obj, self.prefix)
+        except LayoutMismatch:
+            raise
         except trio.TooSlowError:
             raise RedisUnavailable(
                 f"redis at {where} did not answer within {self._connect_timeout}s"
@@ -293,16 +313,22 @@ class RedisStore(SharedStore):
                             client=pipe,
                         )
                         cancel = pipe.hget(keys.meta(run_id), "cancel")
-                        checks.append((info, lease, cancel))
+                        holds = None
+                        if info.status is RunStatus.RUNNING:
+                            holds = self._claims.queue_refresh(pipe, run_id)
+                        checks.append((info, lease, cancel, holds))
                         pipe.pexpire(keys.meta(run_id), int(ttls.running * 1000))
                         pipe.pexpire(keys.events(run_id), int(ttls.running * 1000))
-                        if info.key is not None and info.status is RunStatus.RUNNING:
-                            pipe.pexpire(keys.key_holder(info.key), int(ttls.running * 1000))
-                for info, lease, cancel in checks:
+                for info, lease, cancel, holds in checks:
                     reason = await cancel
                     if not await lease and info.run_id in self._live:
                         logger.error("run %s: declared dead by another instance (lease lost)", info.run_id)
                         self._remote.cancel_local(info.run_id, "owner_lost")
+                    elif not await _holds(holds) and info.run_id in self._live:
+                        # Its key went to another run (declared dead meanwhile):
+                        # never two live runs for one key.
+                        logger.error("run %s: no longer holds its key; cancelled", info.run_id)
+                        self._remote.cancel_local(info.run_id, "key_lost")
                     elif reason is not None:
                         self._remote.cancel_local(info.run_id, str(reason))
             except Exception as exc:
@@ -335,7 +361,6 @@ class RedisStore(SharedStore):
             info.created_at,
             live=not info.status.finished,
             final=final,
-            holds_key=info.key if info.status is RunStatus.RUNNING else None,
         )
 
     def append_nowait(self, run_id: str, event: Event) -> None:
@@ -349,10 +374,18 @@ class RedisStore(SharedStore):
         go out when Redis is reachable again.
         """
         self._live.pop(info.run_id, None)
+        # No longer refreshed: if the release below never happens (Redis
+        # down past store_timeout), the next run's waiter heals the key.
+        ref = self._claims.claims.pop(info.run_id, None)
         ticket = self._writer.enqueue_meta(self._meta_write(info, final=True))
         await self._writer.wait_durable(ticket)
-        if info.key is not None:
-            await self._remote.release_key(info.key, info.run_id)
+        if ref is not None:
+            # Only now that its end is stored: the next run may start at once.
+            try:
+                await self._claims.release(ref.owner, ref.key, info.run_id)
+            except Exception as exc:
+                # Healed by the next run's waiter, which sees this run finished.
+                logger.warning("run %s: could not release its key (%s)", info.run_id, exc)
 
     async def read_events(self, run_id: str, after: int, limit: int) -> list[Event]:
         """Up to ``limit`` events with ``seq > after``: an XRANGE from the entry holding ``after + 1``."""
@@ -374,7 +407,7 @@ class RedisStore(SharedStore):
         """Called with (run_id, reason) when another instance cancels a run."""
 
         def owned_only(run_id: str, reason: str) -> None:
-            if run_id in self._live:
+            if run_id in self._live or run_id in self._claims.claims:
                 handler(run_id, reason)
 
         self._remote.set_cancel_handler(owned_only)
@@ -388,9 +421,25 @@ class RedisStore(SharedStore):
         """Record the cancel intent in the run's meta hash and announce it on the control stream."""
         await self._remote.request_cancel(run_id, reason)
 
-    async def key_holder(self, key: str) -> str | None:
-        """The run holding ``key`` on any instance (a hint: it may have just ended)."""
-        return await self._remote.key_holder(key)
+    async def claim_key(
+        self, owner: str | None, key: str, run_id: str, on_conflict: OnConflict, max_queued: int
+    ) -> KeyClaim:
+        """Claim (owner, key) for ``run_id`` in its key slot (one Lua script); see
+        :meth:`SharedStore.claim_key` and ``docs/redis.md``."""
+        return await self._claims.claim(owner, key, run_id, on_conflict, max_queued)
+
+    async def wait_key_turn(self, owner: str | None, key: str, run_id: str) -> int:
+        """Wait for a turn message (or ask the key slot every ``lease_ttl / 6``)
+        until ``run_id`` holds its key; see :meth:`SharedStore.wait_key_turn`."""
+        return await self._claims.wait_turn(owner, key, run_id)
+
+    async def release_key(self, owner: str | None, key: str, run_id: str, *, withdraw: bool = False) -> None:
+        """Release (owner, key) or leave its queue; the next run is woken wherever it waits."""
+        await self._claims.release(owner, key, run_id, withdraw=withdraw)
+
+    async def key_holder_of(self, owner: str | None, key: str) -> str | None:
+        """The run holding (owner, key) now, on any instance."""
+        return await self._claims.holder_of(owner, key)
 
     async def claim_dead(self, run_id: str) -> int:
         """Mark the run ``dead`` if its owner's lease expired (atomic); the dead event's seq or 0."""
@@ -421,4 +470,18 @@ class RedisStore(SharedStore):
         )
 
 
-__all__ = ["RedisStore", "RedisStoreStatistics", "RedisUnavailable", "Ttls", "open_embedded_redis"]
+async def _holds(reply: Any) -> bool:
+    """A queued key refresh's answer (True when nothing was queued: no key claim)."""
+    return True if reply is None else bool(await reply)
+
+
+__all__ = [
+    "LAYOUT_VERSION",
+    "LayoutMismatch",
+    "RedisStore",
+    "RedisStoreStatistics",
+    "RedisUnavailable",
+    "Ttls",
+    "check_layout",
+    "open_embedded_redis",
+]

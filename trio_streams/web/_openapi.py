@@ -143,12 +143,18 @@ def openapi_document(prefix: str, producers: Mapping[str, dict[str, Any]]) -> di
                         "201": _run_doc("Started (or queued behind its key)."),
                         "200": _run_doc("The run an earlier request with this Idempotency-Key started."),
                         "400": _error("Invalid body or input, unknown producer."),
-                        "409": _error("`run_conflict`: the key is held (error.run_id names the live run)."),
+                        "409": _error(
+                            "`run_conflict`: the caller's key is held "
+                            "(error.run_id names the caller's own live run)."
+                        ),
                         "413": _error("The body is over the limit."),
                         "422": _error("The Idempotency-Key was used with a different body."),
                         "429": _error("`at_capacity`: a limit refuses the run (`Retry-After`)."),
                         **_AUTH_ERRORS,
-                        **_UNAVAILABLE,
+                        "503": _error(
+                            "The server is starting or shutting down, or `keys_unavailable`: the shared "
+                            "store cannot claim the key now (`Retry-After`; unkeyed runs still start)."
+                        ),
                     },
                 },
                 "get": {

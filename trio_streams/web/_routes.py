@@ -11,7 +11,7 @@ import trio
 from quart import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
-from .._errors import AtCapacity, HubClosed, RunConflict, RunNotFound
+from .._errors import AtCapacity, HubClosed, KeysUnavailable, RunConflict, RunNotFound
 from .._events import encode_json
 from .._http_body import consume_body, read_body
 from .._hub import RunNotLive
@@ -255,7 +255,10 @@ async def _start(hub: Hub, streams: TrioStreams, spec: _StartSpec, caller: str |
             metadata=spec.metadata,
         )
     except RunConflict as exc:
+        # Keys are per owner: the run named here is always the caller's own.
         raise ApiError(409, "run_conflict", str(exc), run_id=exc.live_run_id, key=exc.key) from None
+    except KeysUnavailable as exc:
+        raise ApiError(503, "keys_unavailable", str(exc), headers={"Retry-After": "1"}) from None
     except AtCapacity as exc:
         raise ApiError(429, "at_capacity", str(exc), limit=exc.limit, headers={"Retry-After": "1"}) from None
     except HubClosed:
