@@ -93,6 +93,7 @@ async def test_another_owners_starts_never_touch_a_key(redis_url, shared):
                         await a.post(f"/v1/runs/{run_id}/cancel?wait=true", headers=ALICE)
 
 
+@pytest.mark.redis
 @pytest.mark.parametrize("mode", ["strict", "best_effort"])
 async def test_a_keyed_start_redis_cannot_claim_is_a_503_unless_best_effort(tmp_path: Path, mode):
     with trio.fail_after(40):
