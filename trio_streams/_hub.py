@@ -181,6 +181,8 @@ class Hub:
             input_timeout=config.input_timeout,
         )
         claim_key(self._keys, run, on_conflict, config.max_queued_per_key)
+        # A store that writes behind keeps the log from trimming what it cannot serve yet.
+        self.store.hold_log(run.id, run.log)
         self._runs[run.id] = run
         if owner is not None:
             self._owner_live[owner] += 1
