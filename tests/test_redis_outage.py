@@ -23,7 +23,7 @@ from .burst_support import Burst
 from .redis_support import eventually, unique_prefix
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable, Callable
     from pathlib import Path
 
     from trio_streams import Run
@@ -72,6 +72,17 @@ class Script:
                 await ctx.emit("token", {"n": n, "pad": "y" * 80})
             self.done[phase].set()
         ctx.result = n
+
+
+def kill_redis_once_durable(store: RedisStore, server: RedisServer) -> Callable[[Run], Awaitable[None]]:
+    """A ``Burst`` hook: once everything queued so far is in Redis, kill it."""
+
+    async def kill(run: Run) -> None:
+        await store._writer.wait_durable(store._writer.ticket())
+        server.kill()
+        await server.wait_exited()
+
+    return kill
 
 
 async def kill_redis_after_the_first_step(script: Script, store: RedisStore, server: RedisServer) -> None:
@@ -289,11 +300,6 @@ async def test_a_burst_during_an_outage_reaches_every_subscriber(tmp_path):
         async with own_redis(tmp_path) as server:
             store = RedisStore(server.url, prefix=unique_prefix(), backoff_min=0.02, backoff_max=0.2)
 
-            async def kill(run: Run) -> None:
-                await store._writer.wait_durable(store._writer.ticket())
-                server.kill()
-                await server.wait_exited()
-
             async def during(run: Run) -> None:
                 await burst.caught_up.wait()
                 stats = store.statistics()
@@ -305,7 +311,7 @@ async def test_a_burst_during_an_outage_reaches_every_subscriber(tmp_path):
                 await server.start()
 
             async with open_hub(store, store_timeout=30) as hub, back_on_failure(server):
-                run = await burst.run(hub, before=kill, during=during)
+                run = await burst.run(hub, before=kill_redis_once_durable(store, server), during=during)
                 assert (len(run.log), run.log.first_seq, run.log.pending_nbytes) == (10_000, 15_002, 0)
                 events = await store.read_events(run.id, 0, 30_000)
     assert burst.missed == [0, 0, 0]
@@ -336,11 +342,6 @@ async def test_a_burst_past_the_pending_bound_fails_its_run_not_its_readers(tmp_
                 script.go[0].set()
                 await other.wait()
 
-                async def kill(run: Run) -> None:
-                    await store._writer.wait_durable(store._writer.ticket())
-                    server.kill()
-                    await server.wait_exited()
-
                 async def during(run: Run) -> None:
                     await burst.caught_up.wait()
                     # The producer failed at event fits + 1, in the step that emitted it.
@@ -355,7 +356,7 @@ async def test_a_burst_past_the_pending_bound_fails_its_run_not_its_readers(tmp_
                     assert [e.seq for e in events_of(batch)] == list(range(1, 52))
                     await server.start()
 
-                run = await burst.run(hub, before=kill, during=during)
+                run = await burst.run(hub, before=kill_redis_once_durable(store, server), during=during)
                 info = await hub.wait(run.id)
     assert info.status is RunStatus.ERROR
     assert info.error == {"code": "store_overflow", "message": "the store could not keep up"}
