@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import TYPE_CHECKING
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trio_streams import Event, Gap, MemoryStore, ReplayLog, RunStatus, open_hub
+from trio_streams.stores._redis_pending import Pending
 from trio_streams.stores.redis import RedisStore
 from trio_streams.testing import Gate, Script, assert_well_formed, collect, events_of, types_of
 
@@ -326,3 +328,23 @@ async def test_a_mirror_trims_only_what_it_read_from_redis(redis_url, prefix) ->
             assert other.get(run.id) is None  # followed through a mirror, not owned
     assert burst.missed == [0, 0, 0]
     assert burst.complete
+
+
+def test_the_writer_holds_logs_weakly_and_forgets_them_at_the_end() -> None:
+    pending = Pending(max_bytes=1 << 20)
+    kept, dropped = ReplayLog(max_events=1), ReplayLog(max_events=1)
+    pending.hold("kept", kept)
+    pending.hold("dropped", dropped)
+    for seq in (1, 2):
+        for run_id, log in (("kept", kept), ("dropped", dropped)):
+            event = ev(seq)
+            assert pending.admit_event(run_id, event, healthy=True)
+            log.append(event)
+    assert len(kept) == len(dropped) == 2  # nothing durable yet
+    del dropped, log  # an evicted run's log: pending writes do not keep it alive
+    gc.collect()
+    pending.settle(
+        events=4, meta=0, nbytes=4 * ev(1).size, durable={"kept": 2, "dropped": 2}, finals=["kept"]
+    )
+    assert (len(kept), kept.durable_seq, pending.nbytes) == (1, 2, 0)
+    assert pending._logs == {}

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import weakref
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .._errors import StoreOverflow
@@ -51,28 +50,12 @@ logger = logging.getLogger("trio_streams.redis")
 DEFAULT_MAX_PENDING_BYTES = 64 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class PendingStatistics:
-    """A snapshot of the not-yet-durable data.
-
-    Attributes:
-        events / meta: events and metadata writes queued or in flight.
-        nbytes: their bytes, counted against ``max_bytes``.
-        max_bytes: the bound.
-        overflows: items refused (each fails its run).
-        refused_runs: runs refused at their start (nothing of them written).
-    """
-
-    events: int
-    meta: int
-    nbytes: int
-    max_bytes: int
-    overflows: int
-    refused_runs: int
-
-
 class Pending:
     """Counts, bounds and releases the writer's not-yet-durable data (module docstring).
+
+    ``events``, ``meta`` and ``nbytes`` are what is pending now (shown in
+    ``RedisStoreStatistics``); ``overflows`` counts refused items and
+    ``refused_runs`` runs refused at their start.
 
     Args:
         max_bytes: bytes of events and metadata writes not yet durable, at most.
@@ -96,11 +79,6 @@ class Pending:
         self._refused: set[str] = set()
         # Runs already logged as overflowing (one error line per run).
         self._overflowed: set[str] = set()
-
-    def statistics(self) -> PendingStatistics:
-        return PendingStatistics(
-            self.events, self.meta, self.nbytes, self.max_bytes, self.overflows, self.refused_runs
-        )
 
     def hold(self, run_id: str, log: ReplayLog) -> None:
         """Keep ``log`` from trimming the run's events until :meth:`settle` says they are durable."""
