@@ -154,7 +154,7 @@ async def test_redis_tuning_flags_reach_the_store(redis_url: str, prefix: str):
             "--redis-ttl-running=2h",
             "--redis-ttl-finished=3d",
             "--redis-ttl-events=90m",
-            "--redis-max-buffered=5000",
+            "--redis-max-pending=5MiB",
         ]
     )
     plan = ServePlan.from_args(args)
@@ -165,7 +165,24 @@ async def test_redis_tuning_flags_reach_the_store(redis_url: str, prefix: str):
             assert store.ttls.running == 2 * 3600.0
             assert store.ttls.finished == 3 * 86400.0
             assert store.ttls.events_finished == 90 * 60.0
-            assert store._writer._max_buffered == 5000
+            assert store.statistics().max_pending_bytes == 5 * 1024 * 1024
+            assert store._writer.pending.max_items is None
+
+
+async def test_the_deprecated_event_count_bound_still_works(redis_url: str, prefix: str, caplog, recwarn):
+    args = build_parser().parse_args(
+        ["serve", f"--redis-url={redis_url}", f"--redis-prefix={prefix}", "--redis-max-buffered=5000"]
+    )
+    plan = ServePlan.from_args(args)
+    assert "--redis-max-buffered is deprecated" in caplog.text
+    with trio.fail_after(20):
+        async with plan.options["store"]() as store:
+            assert isinstance(store, RedisStore)
+            assert store._writer.pending.max_items == 5000
+    assert [str(w.message) for w in recwarn if w.category is DeprecationWarning] == [
+        "RedisStore(max_buffered_events=...) is deprecated: bound the not-yet-durable "
+        "data in bytes with max_pending_bytes"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -88,8 +88,7 @@ async def test_retried_flush_is_idempotent(redis_url, prefix):
             events = await store.read_events("r1", 0, 100)
             assert [e.seq for e in events] == list(range(1, 11))
             assert await store.client.xlen(store.keys.events("r1")) == 3
-            writer._durable += frozen.items
-            writer._pending_events -= frozen.events
+            writer._landed(frozen)
             await store.aclose()
 
 

@@ -46,6 +46,7 @@ def test_help_documents_every_flag():
         (["--redis-url", "http://x"], "redis://"),
         (["--redis-lease", "5s"], "need --redis-url or --data-dir"),
         (["--redis-max-buffered", "0"], "--redis-max-buffered"),
+        (["--redis-max-pending", "lots"], "not a size"),
         (["--app", "no_such_module_here:create"], "cannot import"),
         (["--max-body", "lots"], "not a size"),
         (["--long-poll-timeout", "0s"], "more than zero"),

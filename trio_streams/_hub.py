@@ -218,6 +218,8 @@ class Hub:
                 other = self._runs.get(other_id)
                 if other is not None:
                     other._request_cancel("interrupted")
+        # A store that writes behind keeps the log from trimming what it cannot serve yet.
+        self.store.hold_log(run.id, run.log)
         self._runs[run.id] = run
         if owner is not None:
             self._owner_live[owner] += 1

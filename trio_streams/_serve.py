@@ -120,10 +120,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="how long a finished run's events stay replayable from Redis (24h)",
     )
     store.add_argument(
+        "--redis-max-pending",
+        type=size_arg,
+        metavar="SIZE",
+        help="bytes of events and metadata not yet in Redis (e.g. while it is unreachable) "
+        "before a run that emits more fails loudly (64MiB)",
+    )
+    store.add_argument(
         "--redis-max-buffered",
         type=_positive_int,
         metavar="EVENTS",
-        help="events held in memory while Redis is unreachable before runs fail loudly (200000)",
+        help="deprecated, use --redis-max-pending: also bound the not-yet-durable items to this many",
     )
     auth = parser.add_argument_group("auth")
     auth.add_argument(

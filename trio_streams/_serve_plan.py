@@ -111,10 +111,15 @@ class ServePlan:
                 ("ttl_running", args.redis_ttl_running),
                 ("ttl_finished", args.redis_ttl_finished),
                 ("ttl_events_finished", args.redis_ttl_events),
+                ("max_pending_bytes", args.redis_max_pending),
                 ("max_buffered_events", args.redis_max_buffered),
             )
             if value is not None
         }
+        if args.redis_max_buffered is not None:
+            logger.warning(
+                "--redis-max-buffered is deprecated: bound the buffer in bytes with --redis-max-pending"
+            )
         kind = args.store or ("redis" if args.redis_url or args.data_dir else "memory")
         if kind == "memory":
             if args.redis_url or args.data_dir:

@@ -13,7 +13,10 @@ the cursor starts at ``after``, so nothing can fall between replay and live.
 
 If the cursor is behind the log's trimmed head, the missing range is read
 from the store; whatever the store no longer has either is reported as one
-:class:`~trio_streams._events.Gap`, and the cursor jumps past it.
+:class:`~trio_streams._events.Gap`, and the cursor jumps past it. A log
+trims only what its store has made durable (``Store.hold_log``), so the
+range behind its head is in the store unless the store's own bounds dropped
+it: a ``Gap`` means the events exist nowhere any more, never "not written yet".
 
 A finished run that the hub no longer holds is read from the store alone.
 

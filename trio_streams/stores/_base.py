@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .._events import Event
+    from .._log import ReplayLog
     from .._run import OnConflict, RunInfo, RunStatus
 
 #: Marks an argument the caller did not pass (deprecation shims).
@@ -96,6 +97,19 @@ class Store(abc.ABC):
             StoreOverflow: the store cannot take a non-terminal event now;
                 the run fails loudly instead of losing it.
         """
+
+    def hold_log(self, run_id: str, log: ReplayLog) -> None:
+        """The hub hands over a new run's replay log before its first event.
+
+        A store that writes behind (events accepted by :meth:`append_nowait`
+        but not yet readable through :meth:`read_events`) holds the log
+        (``log.hold()``) and calls ``log.mark_durable(seq)`` as the run's
+        events become readable, so the log never trims an event the store
+        cannot serve yet: a ``Gap`` then means the events exist nowhere. The
+        default, for stores whose ``append_nowait`` makes the event readable
+        at once, leaves the log alone.
+        """
+        return
 
     @abc.abstractmethod
     async def finish_run(self, info: RunInfo) -> None:

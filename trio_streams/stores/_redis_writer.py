@@ -6,7 +6,7 @@ Theory of operation
 ordered queue and never block. One task, :meth:`RedisWriter.run`, drains it:
 it waits until the queue holds ``flush_events`` items, or ``flush_interval``
 has passed since the first one arrived, or someone waits for durability;
-then it *freezes* the whole queue into commands -- consecutive events of a
+then it *freezes* the queue (up to ``_FLUSH_MAX_BYTES``) into commands -- consecutive events of a
 run become one stream entry with the id ``<last>-<first>`` (appended by the
 ``APPEND_EVENTS`` script), a metadata write becomes ``SAVE_META`` plus index
 and TTL updates -- and sends them as one pipeline.
@@ -21,10 +21,10 @@ a run another instance declared ``dead`` (fencing a stale owner). Per run,
 the commands go out in queue order; runs are independent of each other (in
 a cluster they live on different nodes).
 
-The queue is bounded by ``max_buffered_events`` events not yet durable
-(queued or in flight). Past the bound ``append_nowait`` raises
-:class:`StoreOverflow` -- the hub fails that run with an ``error`` event --
-except for terminal events, which are always taken, so every run can end.
+Not-yet-durable data (queued or in flight) is bounded in bytes, metadata
+writes included, and after each flush each run's replay log is told how far
+its events are durable, so it never trims one Redis cannot serve yet: see
+:mod:`~trio_streams.stores._redis_pending`.
 """
 
 from __future__ import annotations
@@ -38,14 +38,15 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .._errors import StoreOverflow
 from ._redis_codec import encode_batch, entry_id
+from ._redis_pending import Pending
 from ._redis_scripts import APPEND_EVENTS, SAVE_META
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .._events import Event
+    from .._log import ReplayLog
     from ._redis_client import Client
     from ._redis_keys import RedisKeys
 
@@ -100,6 +101,14 @@ def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
+#: A rough fixed cost of one queued metadata write beyond its field text.
+_META_OVERHEAD = 256
+#: One flush takes at most about this many bytes of the queue (at least one
+#: item): after a long outage the backlog goes out as several pipelines, each
+#: well within ``stream_timeout``, rather than one huge one.
+_FLUSH_MAX_BYTES = 8 * 1024 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class MetaWrite:
     """A metadata write, queued in order with the run's events."""
@@ -111,13 +120,27 @@ class MetaWrite:
     live: bool
     final: bool
 
+    @property
+    def size(self) -> int:
+        """Approximate bytes this write holds while queued (for the pending bound)."""
+        text = sum(len(name) + len(value) for name, value in self.fields.items())
+        return text + len(self.run_id) + len(self.owner or "") + _META_OVERHEAD
+
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
     run_id: str
-    first: int
-    last: int
-    payload: str
+    # The same Event objects the run's log holds, encoded per attempt: a batch
+    # retried through an outage holds no second copy of them.
+    events: list[Event]
+
+    @property
+    def first(self) -> int:
+        return self.events[0].seq
+
+    @property
+    def last(self) -> int:
+        return self.events[-1].seq
 
 
 @dataclass(slots=True)
@@ -125,6 +148,12 @@ class _Frozen:
     commands: list[_Entry | MetaWrite]
     items: int
     events: int
+    metas: int
+    nbytes: int
+    #: The last seq of each run's events in the flush.
+    durable: dict[str, int]
+    #: Runs whose final metadata is in the flush.
+    finals: list[str]
 
 
 class RedisWriter:
@@ -137,7 +166,10 @@ class RedisWriter:
         ttls: key lifetimes.
         flush_events: flush as soon as this many items are queued.
         flush_interval: ... or this long after the first one was queued.
-        max_buffered_events: events accepted but not yet durable, at most.
+        max_pending_bytes: bytes of events and metadata writes accepted but
+            not yet durable, at most (see the module docstring).
+        max_buffered_events: deprecated: also bound the items (events and
+            metadata writes) not yet durable to this many; ``None``: no count bound.
         max_entry_events: events per stream entry, at most.
         backoff_min, backoff_max: retry delays after a failed flush.
     """
@@ -151,7 +183,8 @@ class RedisWriter:
         ttls: Ttls,
         flush_events: int,
         flush_interval: float,
-        max_buffered_events: int,
+        max_pending_bytes: int,
+        max_buffered_events: int | None,
         max_entry_events: int,
         backoff_min: float,
         backoff_max: float,
@@ -162,14 +195,14 @@ class RedisWriter:
         self._ttls = ttls
         self._flush_events = flush_events
         self._flush_interval = flush_interval
-        self._max_buffered = max_buffered_events
+        #: The not-yet-durable data and its bound.
+        self.pending = Pending(max_bytes=max_pending_bytes, max_items=max_buffered_events)
         self._max_entry = max_entry_events
         self._backoff = (backoff_min, backoff_max)
         # Items: (run_id, event) tuples and MetaWrites, in order.
         self._queue: deque[tuple[str, Event] | MetaWrite] = deque()
         self._appended = 0  # items ever queued
         self._durable = 0  # items acknowledged by Redis (a prefix of the queue's history)
-        self._pending_events = 0  # events queued or in flight
         self._idle = False  # the flusher is parked on an empty queue
         self._collecting = False  # the flusher waits for a full batch or its interval
         self._urgent = False
@@ -179,11 +212,9 @@ class RedisWriter:
         self.fenced = 0
         self._work = trio.lowlevel.ParkingLot()
         self._flushed = trio.lowlevel.ParkingLot()
-        self._overflowed_runs: set[str] = set()
         #: False while flushes fail (Redis unreachable).
         self.healthy = True
         self.flush_errors = 0
-        self.overflows = 0
         self.events_written = 0
         self.flushes = 0
         self.last_error: str | None = None
@@ -192,30 +223,44 @@ class RedisWriter:
 
     @property
     def pending_events(self) -> int:
-        return self._pending_events
+        return self.pending.events
+
+    def hold(self, run_id: str, log: ReplayLog) -> None:
+        """Keep ``log`` from trimming the run's events until they are durable
+        (see :class:`~trio_streams.stores._redis_pending.Pending`). Call it
+        before the run's first event."""
+        self.pending.hold(run_id, log)
 
     def append_nowait(self, run_id: str, event: Event) -> None:
-        """Queue an event; raises :class:`StoreOverflow` past the bound (terminals always fit)."""
-        if self._pending_events >= self._max_buffered and not event.terminal:
-            self.overflows += 1
-            if run_id not in self._overflowed_runs:
-                self._overflowed_runs.add(run_id)
-                logger.error(
-                    "redis writer buffer full (%d events not yet durable, healthy=%s): run %s fails",
-                    self._pending_events,
-                    self.healthy,
-                    run_id,
-                )
-            raise StoreOverflow(f"{self._pending_events} events wait for Redis; the bound is reached")
+        """Queue an event.
+
+        Raises:
+            StoreOverflow: it does not fit in ``max_pending_bytes`` (a
+                terminal event always does; a refused run's is dropped).
+        """
+        if not self.pending.admit_event(run_id, event, healthy=self.healthy):
+            return
         self._queue.append((run_id, event))
         self._appended += 1
-        self._pending_events += 1
-        if event.terminal:
-            self._overflowed_runs.discard(run_id)
         self._wake(len(self._queue) >= self._flush_events)
 
-    def enqueue_meta(self, write: MetaWrite) -> int:
-        """Queue a metadata write; return the ticket :meth:`wait_durable` takes."""
+    def enqueue_meta(self, write: MetaWrite, *, first: bool = False) -> int | None:
+        """Queue a metadata write; return the ticket :meth:`wait_durable` takes.
+
+        Args:
+            write: the write; a final one always fits.
+            first: it is the run's first write (its start): if it does not
+                fit, the run is refused, and nothing of it is ever written.
+
+        Returns:
+            The ticket, or ``None`` for the final write of a refused run
+            (dropped: the store has nothing of that run).
+
+        Raises:
+            StoreOverflow: a write that is not final does not fit.
+        """
+        if not self.pending.admit_meta(write, first=first, healthy=self.healthy):
+            return None
         self._queue.append(write)
         self._appended += 1
         self._wake(False)
@@ -256,11 +301,21 @@ class RedisWriter:
             self._urgent = False
             frozen = self._freeze()
             await self._send_until_done(frozen)
-            self._durable += frozen.items
-            self._pending_events -= frozen.events
-            self.events_written += frozen.events
-            self.flushes += 1
-            self._flushed.unpark_all()
+            self._landed(frozen)
+
+    def _landed(self, frozen: _Frozen) -> None:
+        """Redis has acknowledged ``frozen``: settle it and wake who waits for it."""
+        self._durable += frozen.items
+        self.pending.settle(
+            events=frozen.events,
+            meta=frozen.metas,
+            nbytes=frozen.nbytes,
+            durable=frozen.durable,
+            finals=frozen.finals,
+        )
+        self.events_written += frozen.events
+        self.flushes += 1
+        self._flushed.unpark_all()
 
     async def _wait_for_work(self) -> None:
         if not self._queue:
@@ -275,25 +330,34 @@ class RedisWriter:
             await trio.lowlevel.checkpoint()
 
     def _freeze(self) -> _Frozen:
+        """Take the head of the queue (up to ``_FLUSH_MAX_BYTES``) as the next flush."""
         commands: list[_Entry | MetaWrite] = []
         open_batches: dict[str, list[Event]] = {}
-        events = 0
+        durable: dict[str, int] = {}
+        finals: list[str] = []
+        events = metas = nbytes = items = 0
         queue = self._queue
-        items = len(queue)
 
         def close(run_id: str) -> None:
             batch = open_batches.pop(run_id, None)
             if batch:
-                commands.append(_Entry(run_id, batch[0].seq, batch[-1].seq, encode_batch(batch)))
+                commands.append(_Entry(run_id, batch))
 
-        for _ in range(items):
+        while queue and nbytes < _FLUSH_MAX_BYTES:
             item = queue.popleft()
+            items += 1
             if isinstance(item, MetaWrite):
                 close(item.run_id)
                 commands.append(item)
+                metas += 1
+                nbytes += item.size
+                if item.final:
+                    finals.append(item.run_id)
                 continue
             run_id, event = item
             events += 1
+            nbytes += event.size
+            durable[run_id] = event.seq
             batch = open_batches.get(run_id)
             if batch is None:
                 open_batches[run_id] = [event]
@@ -303,7 +367,7 @@ class RedisWriter:
                     close(run_id)
         for run_id in list(open_batches):
             close(run_id)
-        return _Frozen(commands, items, events)
+        return _Frozen(commands, items, events, metas, nbytes, durable, finals)
 
     async def _send_until_done(self, frozen: _Frozen) -> None:
         delay, backoff_max = self._backoff
@@ -323,7 +387,7 @@ class RedisWriter:
                     self.last_error,
                     failures,
                     delay,
-                    self._pending_events,
+                    self.pending.events,
                 )
                 await trio.sleep(delay)
                 delay = min(delay * 2, backoff_max)
@@ -346,7 +410,11 @@ class RedisWriter:
                 if isinstance(command, _Entry):
                     self._script(APPEND_EVENTS)(
                         keys=[keys.events(run_id), keys.meta(run_id)],
-                        args=[entry_id(command.first, command.last), command.payload, command.last],
+                        args=[
+                            entry_id(command.first, command.last),
+                            encode_batch(command.events),
+                            command.last,
+                        ],
                         client=pipe,
                     )
                     kinds.append("append")

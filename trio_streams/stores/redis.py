@@ -13,6 +13,7 @@ import math
 import os
 import secrets
 import socket
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ from ._redis_keys import RedisKeys
 from ._redis_layout import LAYOUT_VERSION as LAYOUT_VERSION
 from ._redis_layout import LayoutMismatch as LayoutMismatch
 from ._redis_layout import check_layout as check_layout
+from ._redis_pending import DEFAULT_MAX_PENDING_BYTES
 from ._redis_reader import get_run, list_runs, read_events
 from ._redis_remote import RemoteRuns
 from ._redis_scripts import RENEW_LEASE
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .._events import Event
+    from .._log import ReplayLog
     from .._run import OnConflict
 
 logger = logging.getLogger("trio_streams.redis")
@@ -59,8 +62,14 @@ class RedisStoreStatistics(StoreStatistics):
 
     Attributes:
         healthy: False while flushes fail (Redis unreachable); the runs go on
-            in memory, within ``max_buffered_events``.
-        overflows: events refused because the buffer was full (each fails its run).
+            in memory, within ``max_pending_bytes``.
+        pending_bytes: bytes of events and metadata writes not yet durable.
+        pending_meta: metadata writes not yet durable.
+        max_pending_bytes: the bound on ``pending_bytes``.
+        overflows: events and metadata writes refused because the buffer was
+            full (each fails its run).
+        refused_runs: runs refused at their start (the store records
+            nothing of them).
         flushes: pipelines written.
         last_error: the latest flush error while unhealthy.
         claimed_dead: runs of dead owners this instance marked ``dead``.
@@ -69,7 +78,11 @@ class RedisStoreStatistics(StoreStatistics):
     """
 
     healthy: bool = True
+    pending_bytes: int = 0
+    pending_meta: int = 0
+    max_pending_bytes: int = 0
     overflows: int = 0
+    refused_runs: int = 0
     flushes: int = 0
     last_error: str | None = None
     claimed_dead: int = 0
@@ -89,8 +102,14 @@ class RedisStore(SharedStore):
             default): as the URL says with ``?cluster=yes``, else no.
         flush_events: flush once this many items are queued ...
         flush_interval: ... or this many seconds after the first one.
-        max_buffered_events: events accepted but not yet durable; past it a
-            run's next event fails it loudly (``error``, code ``store_overflow``).
+        max_pending_bytes: bytes of events and metadata writes accepted but
+            not yet durable (queued, in flight, or waiting out an outage),
+            each event counted once. A run whose event, or whose start, does
+            not fit fails loudly (``error``, code ``store_overflow``); other
+            runs' reads are unaffected. See docs/redis.md for the outage
+            this survives.
+        max_buffered_events: deprecated (use ``max_pending_bytes``): also
+            bound the events and metadata writes not yet durable to this many.
         max_entry_events: events batched into one stream entry, at most.
         ttl_running, ttl_finished, ttl_events_finished, lease_ttl: key
             lifetimes in seconds (see :class:`Ttls`).
@@ -112,7 +131,8 @@ class RedisStore(SharedStore):
         cluster: bool | None = None,
         flush_events: int = 2048,
         flush_interval: float = 0.005,
-        max_buffered_events: int = 200_000,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+        max_buffered_events: int | None = None,
         max_entry_events: int = 512,
         ttl_running: float = 24 * 3600.0,
         ttl_finished: float = 7 * 24 * 3600.0,
@@ -128,11 +148,19 @@ class RedisStore(SharedStore):
     ) -> None:
         for name, value in (
             ("flush_events", flush_events),
-            ("max_buffered_events", max_buffered_events),
+            ("max_pending_bytes", max_pending_bytes),
+            ("max_buffered_events", 1 if max_buffered_events is None else max_buffered_events),
             ("max_entry_events", max_entry_events),
         ):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, not {value}")
+        if max_buffered_events is not None:
+            warnings.warn(
+                "RedisStore(max_buffered_events=...) is deprecated: bound the not-yet-durable "
+                "data in bytes with max_pending_bytes",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         for name, number in (
             ("flush_interval", flush_interval),
             ("connect_timeout", connect_timeout),
@@ -164,6 +192,7 @@ class RedisStore(SharedStore):
             ttls=self.ttls,
             flush_events=flush_events,
             flush_interval=flush_interval,
+            max_pending_bytes=max_pending_bytes,
             max_buffered_events=max_buffered_events,
             max_entry_events=max_entry_events,
             backoff_min=backoff_min,
@@ -338,14 +367,19 @@ class RedisStore(SharedStore):
 
     async def save_run(self, info: RunInfo) -> None:
         """Queue the metadata write; wait until it is in Redis unless Redis is
-        unreachable (then the run goes on, and the write follows when it is back)."""
-        live = not info.status.finished
-        if live:
-            if info.run_id not in self._live:
+        unreachable (then the run goes on, and the write follows when it is back).
+
+        Raises:
+            StoreOverflow: the write does not fit in ``max_pending_bytes``;
+                if it was the run's first, the store records nothing of the run.
+        """
+        first = info.run_id not in self._live
+        ticket = self._writer.enqueue_meta(self._meta_write(info, final=False), first=first)
+        if not info.status.finished:
+            if first:
                 self._runs_saved += 1
             self._live[info.run_id] = info
-        ticket = self._writer.enqueue_meta(self._meta_write(info, final=False))
-        if self._writer.healthy:
+        if ticket is not None and self._writer.healthy:
             await self._writer.wait_durable(ticket)
         else:
             await trio.lowlevel.checkpoint()
@@ -363,6 +397,10 @@ class RedisStore(SharedStore):
             final=final,
         )
 
+    def hold_log(self, run_id: str, log: ReplayLog) -> None:
+        """The log trims only what the writer has flushed (see :meth:`Store.hold_log`)."""
+        self._writer.hold(run_id, log)
+
     def append_nowait(self, run_id: str, event: Event) -> None:
         """Queue the event for the next flush (raises :class:`StoreOverflow` past the bound)."""
         self._writer.append_nowait(run_id, event)
@@ -378,6 +416,13 @@ class RedisStore(SharedStore):
         # down past store_timeout), the next run's waiter heals the key.
         ref = self._claims.claims.pop(info.run_id, None)
         ticket = self._writer.enqueue_meta(self._meta_write(info, final=True))
+        if ticket is None:
+            # Refused at its start: Redis has nothing of the run, not even its key.
+            logger.error(
+                "run %s ended %s; the store refused it, so it is not recorded", info.run_id, info.status.value
+            )
+            await trio.lowlevel.checkpoint()
+            return
         await self._writer.wait_durable(ticket)
         if ref is not None:
             # Only now that its end is stored: the next run may start at once.
@@ -456,13 +501,18 @@ class RedisStore(SharedStore):
         wrote (Redis itself is not counted: that would not be cheap).
         """
         writer = self._writer
+        pending = writer.pending
         return RedisStoreStatistics(
             runs=self._runs_saved,
             events=writer.events_written,
-            pending_events=writer.pending_events,
+            pending_events=pending.events,
             flush_errors=writer.flush_errors,
             healthy=writer.healthy,
-            overflows=writer.overflows,
+            pending_bytes=pending.nbytes,
+            pending_meta=pending.meta,
+            max_pending_bytes=pending.max_bytes,
+            overflows=pending.overflows,
+            refused_runs=pending.refused_runs,
             flushes=writer.flushes,
             last_error=writer.last_error,
             claimed_dead=self._remote.claimed_dead,
