@@ -20,6 +20,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from trio_streams import AtCapacity, KeysUnavailable, RunConflict, RunStatus, open_hub
+from trio_streams.durable import RedisDurableStore
 from trio_streams.stores import _redis_layout
 from trio_streams.stores._redis_keys import RedisKeys, encode_key_id
 from trio_streams.stores._redis_scripts import RELEASE_KEY
@@ -477,3 +478,22 @@ async def test_release_script_hands_the_key_to_the_queue_head_atomically(redis_u
                 await store.claim_key("o", "k", "late", "enqueue", 16)
             assert await store.key_holder_of("o", "k") is None
             assert await store.key_holder_of("o", "k") is None
+
+
+@pytest.mark.parametrize(("setup", "found"), [("3", "3"), (None, "1")], ids=["another-version", "layout-1"])
+async def test_a_durable_streams_store_alone_checks_the_layout_too(redis_url, prefix, setup, found):
+    # A RedisDurableStore used without a RedisStore beside it (an app mounting
+    # only Durable Streams) reads and claims the same version key.
+    with trio.fail_after(10):
+        async with RedisDurableStore().connect(redis_url, prefix=prefix + "fresh:"):
+            pass
+        helper = RedisStore(redis_url, prefix=prefix + "x")
+        async with open_hub(helper):
+            assert await helper.client.get(prefix + "fresh:layout") == str(_redis_layout.LAYOUT_VERSION)
+            if setup is None:
+                await helper.client.xadd(prefix + "ds:notify", {"n": "chat/1"})
+            else:
+                await helper.client.set(prefix + "layout", setup)
+        with pytest.raises(LayoutMismatch, match=f"layout {found}"):
+            async with RedisDurableStore().connect(redis_url, prefix=prefix):
+                pass

@@ -30,6 +30,7 @@ import coredis
 import trio
 
 from ..stores._redis_client import RedisUnavailable, closing_connection_class, release_leftovers, safe_url
+from ..stores._redis_layout import LayoutMismatch, check_layout
 from ._errors import DurableStreamError
 from ._reads import Chunked
 from ._redis_data import StreamData
@@ -91,6 +92,7 @@ class StoreConnection:
         Raises:
             RedisUnavailable: Redis does not answer within ``connect_timeout``.
             RuntimeError: already connected.
+            LayoutMismatch: the prefix holds another layout's data (docs/redis.md, "Upgrades").
         """
         if self._client is not None:
             raise RuntimeError("this RedisDurableStore is connected already")
@@ -99,35 +101,48 @@ class StoreConnection:
         )
         pool: Any = client.connection_pool
         pool.connection_class = closing_connection_class(pool.connection_class)
+        # A refusal is raised once the client is closed: raised inside its
+        # block, coredis's connection pool would wrap it in an exception group.
+        refused: RedisUnavailable | LayoutMismatch | None = None
         try:
             async with client:
                 try:
                     with trio.fail_after(connect_timeout):
                         await client.ping()
+                        # The prefix is shared with the runs' RedisStore when served
+                        # together: one layout version for both (docs/redis.md, "Upgrades").
+                        await check_layout(client, prefix)
                 except trio.TooSlowError:
-                    raise RedisUnavailable(
+                    refused = RedisUnavailable(
                         f"redis at {safe_url(url)} did not answer within {connect_timeout}s"
-                    ) from None
+                    )
                 except coredis.exceptions.RedisError as exc:
-                    raise RedisUnavailable(f"cannot use redis at {safe_url(url)}: {exc}") from None
-                self._keys = Keys(prefix)
-                self._script = client.register_script(COMMIT)
-                self._client = client
-                self._reader = StreamData(client, self._keys)
-                self._closing = False
-                try:
-                    async with trio.open_nursery() as nursery:
-                        await nursery.start(partial(self._notifications.follow, client, self._keys.notify))
-                        try:
-                            yield self
-                        finally:
-                            await self._drain()
-                            nursery.cancel_scope.cancel(reason="durable store closed")
-                finally:
-                    self._client, self._reader = None, None
-                    self._notifications.wake_all()
+                    refused = RedisUnavailable(f"cannot use redis at {safe_url(url)}: {exc}")
+                except LayoutMismatch as exc:
+                    refused = exc
+                if refused is None:
+                    self._keys = Keys(prefix)
+                    self._script = client.register_script(COMMIT)
+                    self._client = client
+                    self._reader = StreamData(client, self._keys)
+                    self._closing = False
+                    try:
+                        async with trio.open_nursery() as nursery:
+                            await nursery.start(
+                                partial(self._notifications.follow, client, self._keys.notify)
+                            )
+                            try:
+                                yield self
+                            finally:
+                                await self._drain()
+                                nursery.cancel_scope.cancel(reason="durable store closed")
+                    finally:
+                        self._client, self._reader = None, None
+                        self._notifications.wake_all()
         finally:
             release_leftovers(client)  # type: ignore[arg-type]
+        if refused is not None:
+            raise refused
 
     async def _drain(self) -> None:
         """Closing: live reads end, and requests under way finish (within CLOSE_GRACE).

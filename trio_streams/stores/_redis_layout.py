@@ -32,6 +32,8 @@ from coredis.tokens import PureToken
 from .._errors import StreamError
 
 if TYPE_CHECKING:
+    import coredis
+
     from ._redis_client import Client
 
 #: The layout this code reads and writes.
@@ -60,11 +62,16 @@ class LayoutMismatch(StreamError):
         self.expected = LAYOUT_VERSION
 
 
-async def check_layout(client: Client, prefix: str) -> None:
+def _text(value: str | bytes | None) -> str | None:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+async def check_layout(client: Client | coredis.Redis[bytes], prefix: str) -> None:
     """Refuse to run on a prefix of another layout; claim an empty one for ours.
 
     Args:
-        client: an entered coredis client (single Redis or Cluster).
+        client: an entered coredis client (single Redis or Cluster; replies
+            decoded or not: the Durable Streams store reads bytes).
         prefix: the key prefix (``RedisStore(prefix=...)``).
 
     Raises:
@@ -72,14 +79,14 @@ async def check_layout(client: Client, prefix: str) -> None:
         Exception: whatever the client raises when Redis is unreachable.
     """
     key = f"{prefix}layout"
-    found = await client.get(key)
+    found = _text(await client.get(key))
     if found is None:
         # One key per command: on a Cluster these live in different slots.
         for name in _LAYOUT_1_KEYS:
             if await client.exists([f"{prefix}{name}"]):
                 raise LayoutMismatch(prefix, 1)
         await client.set(key, str(LAYOUT_VERSION), condition=PureToken.NX)
-        found = await client.get(key)
+        found = _text(await client.get(key))
     if found != str(LAYOUT_VERSION):
         raise LayoutMismatch(prefix, found if found is not None else "unknown")
 
