@@ -7,9 +7,10 @@ subscriptions produce and that are never stored.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+from ._json import encode_json as encode_json
 
 #: The four event types that end a run. A run publishes exactly one, last.
 TERMINAL_TYPES: Final = frozenset({"done", "error", "cancelled", "dead"})
@@ -22,16 +23,6 @@ RESERVED_TYPES: Final = TERMINAL_TYPES | {"gap", "heartbeat"}
 # encoded payload when byte limits are enforced; it keeps a flood of tiny
 # events from looking free.
 _EVENT_OVERHEAD: Final = 64
-
-
-# One encoder for all: ``json.dumps`` with non-default options builds a new
-# encoder per call, which costs more than encoding a small payload.
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
-def encode_json(data: Any) -> str:
-    """Encode ``data`` as compact JSON text (never containing a newline)."""
-    return _encode(data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +46,18 @@ class Event:
 
     @classmethod
     def create(cls, seq: int, type: str, data: Any, timestamp: float) -> Event:
-        """Build an event, encoding ``data`` (raises ``TypeError`` if not JSON)."""
-        return cls(seq, type, data, timestamp, encode_json(data))
+        """Build an event, encoding ``data`` as strict JSON.
+
+        Raises:
+            TypeError: ``data`` holds a value JSON has no form for.
+            ValueError: ``data`` holds ``NaN`` or an infinity, a lone
+                surrogate, or nests too deeply (the message names the event).
+        """
+        try:
+            data_json = encode_json(data)
+        except ValueError as exc:
+            raise ValueError(f"event {type!r}: its data is not valid JSON: {exc}") from None
+        return cls(seq, type, data, timestamp, data_json)
 
     @property
     def terminal(self) -> bool:
