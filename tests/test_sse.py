@@ -136,3 +136,17 @@ def test_any_field_with_a_line_break_or_nul_is_refused(value: str) -> None:
         event_frame("x", event=value)
     with pytest.raises(ValueError, match="CR, LF or NUL"):
         event_frame_bytes(b"x", id=value)
+
+
+@given(st.integers(1, 2**53), st.text(min_size=1, max_size=70), st.text(max_size=60))
+def test_the_runs_fast_path_writes_exactly_what_the_encoder_writes(
+    seq: int, type: str, data_json: str
+) -> None:
+    event = Event(seq, type, None, 0.0, data_json)
+    try:
+        expected = event_frame(data_json, event=type, id=str(seq))
+    except ValueError:
+        with pytest.raises(ValueError, match="CR, LF or NUL"):
+            encode_event(event)
+    else:
+        assert encode_event(event) == expected
