@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from trio_streams import StreamError
 from trio_streams._json import MAX_JSON_DEPTH, InvalidJson, encode_json, parse_json
 
 NESTED_200KB = b"[" * 100_000 + b"]" * 100_000
@@ -97,8 +98,9 @@ def test_malformed_json_is_invalid_json(body: bytes) -> None:
         parse_json(body)
 
 
-def test_invalid_json_is_a_value_error() -> None:
+def test_invalid_json_is_a_value_error_under_the_one_error_root() -> None:
     assert issubclass(InvalidJson, ValueError)
+    assert issubclass(InvalidJson, StreamError)
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, {"a": [1, math.nan]}])

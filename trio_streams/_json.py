@@ -21,6 +21,8 @@ import math
 import re
 from typing import Any, Final
 
+from ._errors import StreamError
+
 #: How deeply arrays and objects may nest in a client's JSON.
 MAX_JSON_DEPTH: Final = 128
 
@@ -33,7 +35,7 @@ _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
-class InvalidJson(ValueError):
+class InvalidJson(StreamError, ValueError):
     """Input that is not strict JSON, or breaks a limit (the message says which)."""
 
 
