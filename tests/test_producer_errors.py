@@ -156,14 +156,12 @@ async def test_a_cancel_while_a_child_fails_still_ends_the_run_cancelled(stream_
     assert (info.status, info.reason) == (RunStatus.CANCELLED, "user")
 
 
-async def test_closing_the_hub_while_a_child_fails_keeps_the_error_and_propagates_cancelled(
-    autojump_clock,
-) -> None:
-    """Cancelled from outside the run (the hub's own nursery) is never swallowed by the drain task.
-
-    The hub's block is cancelled by an outer scope while a child of the
-    producer is failing with RunFailed: the run records that error, and
-    the outer scope still sees its cancellation.
+async def test_closing_the_hub_while_a_child_fails_keeps_the_error(autojump_clock) -> None:
+    """The hub's block is cancelled by an outer scope while a child of the
+    producer fails with RunFailed: the run records that error, and the outer
+    scope still sees its cancellation. (Whether the drain task itself
+    re-raises its Cancelled part is not observable from here: the hub's
+    nursery is cancelled as a whole either way.)
     """
     outcome: list[RunStatus] = []
     with trio.CancelScope() as outer:
