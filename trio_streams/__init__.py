@@ -19,12 +19,14 @@ from ._errors import RunNotFound as RunNotFound
 from ._errors import StoreOverflow as StoreOverflow
 from ._errors import StreamError as StreamError
 from ._errors import TrioStreamsInternalError as TrioStreamsInternalError
+from ._events import MAX_EVENT_TYPE_LENGTH as MAX_EVENT_TYPE_LENGTH
 from ._events import RESERVED_TYPES as RESERVED_TYPES
 from ._events import TERMINAL_TYPES as TERMINAL_TYPES
 from ._events import Event as Event
 from ._events import Gap as Gap
 from ._events import Heartbeat as Heartbeat
 from ._events import Item as Item
+from ._events import check_event_type as check_event_type
 from ._hub import Hub as Hub
 from ._hub import Producer as Producer
 from ._hub import RunNotLive as RunNotLive

@@ -13,7 +13,12 @@ synchronous bookkeeping (free the key, promote the next queued run, arm the
 grace-period eviction).
 
 Drain tasks never raise: producer errors become ``error`` events, and
-finalization runs shielded, each step under a deadline.
+finalization runs shielded, each step under a deadline. A producer that
+runs its own nursery raises a group: exactly one ``RunFailed`` or
+``StoreOverflow`` in it (``Cancelled`` set aside, see
+:mod:`._exception_groups`) ends the run as that error would alone; several
+errors end it with the generic ``producer_error``, every one logged.
+Cancellation from outside the run (the hub closing) still propagates.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import trio
 
 from ._errors import RunFailed, StoreOverflow
 from ._events import encode_json
+from ._exception_groups import collapse, leaves, only_exceptions
 from ._key_claims import wait_for_turn
 from ._keys import release_key
 from ._retention import arm_eviction
@@ -91,20 +97,21 @@ async def drain_run(
             status = RunStatus.CANCELLED
             if run.reason is None:
                 run.reason = "max_age"
-    except RunFailed as exc:
-        status, error = RunStatus.ERROR, {"code": exc.code, "message": exc.message}
-    except StoreOverflow:
-        logger.error("run %s failed: the store's write buffer is full", run.id)
-        status, error = (
-            RunStatus.ERROR,
-            {"code": "store_overflow", "message": "the store could not keep up"},
-        )
+    except BaseExceptionGroup as group:
+        # The producer's own nursery (or the store's) raised. Only what is
+        # left after setting Cancelled aside decides the outcome; the
+        # Cancelled part (the hub is closing) still propagates.
+        if not only_exceptions(group):
+            raise  # KeyboardInterrupt, SystemExit...: never turned into an error event
+        cancelled, rest = group.split(trio.Cancelled)
+        if rest is None:
+            raise  # only Cancelled: as a bare Cancelled, the run ends cancelled
+        sole = collapse(rest)
+        status, error = _failure(run, rest if sole is None else sole)
+        if cancelled is not None:
+            raise cancelled from None
     except Exception as exc:
-        logger.exception("run %s: producer raised %s", run.id, type(exc).__name__)
-        status, error = (
-            RunStatus.ERROR,
-            {"code": "producer_error", "message": f"the producer failed ({type(exc).__name__})"},
-        )
+        status, error = _failure(run, exc)
     finally:
         if status is not RunStatus.CANCELLED:
             run.reason = None
@@ -127,6 +134,23 @@ async def _wait_for_turn(hub: Hub, run: Run) -> None:
         await wait_for_turn(hub, run, store)
     else:
         await run._turn.wait()
+
+
+def _failure(run: Run, exc: BaseException) -> tuple[RunStatus, dict[str, str]]:
+    """The outcome of a run whose producer raised ``exc`` (one error, or a group of several)."""
+    if isinstance(exc, RunFailed):
+        return RunStatus.ERROR, {"code": exc.code, "message": exc.message}
+    if isinstance(exc, StoreOverflow):
+        logger.error("run %s failed: the store's write buffer is full", run.id)
+        return RunStatus.ERROR, {"code": "store_overflow", "message": "the store could not keep up"}
+    if isinstance(exc, BaseExceptionGroup):
+        # Several errors: none of them speaks for the run, all are logged.
+        names = ", ".join(type(leaf).__name__ for leaf in leaves(exc))
+        logger.error("run %s: producer raised several errors: %s", run.id, names, exc_info=exc)
+        return RunStatus.ERROR, {"code": "producer_error", "message": "the producer failed (several errors)"}
+    name = type(exc).__name__
+    logger.error("run %s: producer raised %s", run.id, name, exc_info=exc)
+    return RunStatus.ERROR, {"code": "producer_error", "message": f"the producer failed ({name})"}
 
 
 async def finalize(

@@ -7,31 +7,60 @@ subscriptions produce and that are never stored.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+from ._json import encode_json as encode_json
 
 #: The four event types that end a run. A run publishes exactly one, last.
 TERMINAL_TYPES: Final = frozenset({"done", "error", "cancelled", "dead"})
 
-#: Names a producer may not use for its own events: the terminal types and the
-#: control items, which only the hub and subscriptions create.
-RESERVED_TYPES: Final = TERMINAL_TYPES | {"gap", "heartbeat"}
+#: Names a producer may not use for its own events: the terminal types, the
+#: control items, which only the hub and subscriptions create, and
+#: ``unavailable``, the SSE writer's own notice that a stream cannot go on.
+RESERVED_TYPES: Final = TERMINAL_TYPES | {"gap", "heartbeat", "unavailable"}
+
+#: The longest event type a producer may emit, in characters.
+MAX_EVENT_TYPE_LENGTH: Final = 64
+
+
+def check_event_type(type: str) -> None:
+    """Refuse an event type a producer may not emit, naming the rule it breaks.
+
+    The type becomes the SSE ``event:`` field, so it must be one line that
+    cannot end its field early and forge another one (``"tok\\nid: 999"``
+    would reset every reader's Last-Event-ID): a non-empty string of at
+    most :data:`MAX_EVENT_TYPE_LENGTH` characters, without CR, LF or NUL,
+    encodable as UTF-8, and not one of :data:`RESERVED_TYPES`.
+
+    Raises:
+        ValueError: the message names the rule.
+    """
+    if not isinstance(type, str):
+        raise ValueError(f"an event type must be a string, not {type.__class__.__name__}")
+    if not type:
+        raise ValueError("an event type must not be empty")
+    if len(type) > MAX_EVENT_TYPE_LENGTH:
+        raise ValueError(f"an event type is at most {MAX_EVENT_TYPE_LENGTH} characters, not {len(type)}")
+    # isprintable() is one fast check for the common case; it is False for
+    # far more than the three characters refused below.
+    if not type.isprintable():
+        if "\r" in type or "\n" in type or "\0" in type:
+            raise ValueError(f"an event type may not contain CR, LF or NUL (SSE framing): {type!r}")
+        if not type.isascii():
+            try:
+                type.encode()
+            except UnicodeEncodeError:
+                message = f"an event type must be valid Unicode (no lone surrogate): {type!r}"
+                raise ValueError(message) from None
+    if type in RESERVED_TYPES:
+        raise ValueError(f"event type {type!r} is reserved (terminal and control types: see RESERVED_TYPES)")
+
 
 # A rough fixed cost per event (object, seq, timestamp, list slot) added to the
 # encoded payload when byte limits are enforced; it keeps a flood of tiny
 # events from looking free.
 _EVENT_OVERHEAD: Final = 64
-
-
-# One encoder for all: ``json.dumps`` with non-default options builds a new
-# encoder per call, which costs more than encoding a small payload.
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
-def encode_json(data: Any) -> str:
-    """Encode ``data`` as compact JSON text (never containing a newline)."""
-    return _encode(data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +84,18 @@ class Event:
 
     @classmethod
     def create(cls, seq: int, type: str, data: Any, timestamp: float) -> Event:
-        """Build an event, encoding ``data`` (raises ``TypeError`` if not JSON)."""
-        return cls(seq, type, data, timestamp, encode_json(data))
+        """Build an event, encoding ``data`` as strict JSON.
+
+        Raises:
+            TypeError: ``data`` holds a value JSON has no form for.
+            ValueError: ``data`` holds ``NaN`` or an infinity, a lone
+                surrogate, or nests too deeply (the message names the event).
+        """
+        try:
+            data_json = encode_json(data)
+        except ValueError as exc:
+            raise ValueError(f"event {type!r}: its data is not valid JSON: {exc}") from None
+        return cls(seq, type, data, timestamp, data_json)
 
     @property
     def terminal(self) -> bool:

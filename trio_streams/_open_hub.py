@@ -15,6 +15,7 @@ import trio
 
 from ._config import HubConfig
 from ._errors import TrioStreamsInternalError
+from ._exception_groups import collapse, only_exceptions
 from ._hub import Hub
 from ._timers import TimerQueue
 from .stores._base import SharedStore
@@ -29,24 +30,13 @@ logger = logging.getLogger("trio_streams")
 
 
 def _raise_collapsed(group: BaseExceptionGroup[BaseException]) -> NoReturn:
-    """Re-raise a group's only real error as itself (see STYLE rule 11)."""
-    cancelled, rest = group.split(trio.Cancelled)
-    if rest is None and cancelled is not None:
-        leaf: BaseException = cancelled
-        while isinstance(leaf, BaseExceptionGroup):
-            leaf = leaf.exceptions[0]
-        raise leaf
-    leaves: list[BaseException] = []
-    stack: list[BaseException] = [rest] if rest is not None else []
-    while stack:
-        exc = stack.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            stack.extend(exc.exceptions)
-        else:
-            leaves.append(exc)
-    if len(leaves) == 1:
-        raise leaves[0]
-    raise TrioStreamsInternalError(f"{len(leaves)} errors escaped the hub at once") from group
+    """Re-raise a group's only real error as itself (see STYLE rule 11 and :func:`collapse`)."""
+    sole = collapse(group)
+    if sole is not None:
+        raise sole
+    if not only_exceptions(group):
+        raise group  # a KeyboardInterrupt or SystemExit among them stays what it is
+    raise TrioStreamsInternalError("several errors escaped the hub at once") from group
 
 
 @asynccontextmanager

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import trio
 
 from ._errors import RunClosed
-from ._events import RESERVED_TYPES, Event
+from ._events import Event, check_event_type
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -358,13 +358,15 @@ class RunContext:
         """Publish an event without a checkpoint (for tight loops).
 
         Raises:
-            ValueError: ``type`` is empty or reserved (terminal or control).
+            ValueError: ``type`` breaks a rule of :func:`check_event_type`
+                (empty, over 64 characters, CR/LF/NUL, reserved), or
+                ``data`` holds ``NaN``/``Infinity`` or a lone surrogate
+                (strict JSON only); the message names the rule.
             TypeError: ``data`` is not JSON-serializable.
             RunClosed: the run has finished.
             StoreOverflow: the store's buffer is full; the run will fail.
         """
-        if not type or not isinstance(type, str) or type in RESERVED_TYPES:
-            raise ValueError(f"event type {type!r} is empty or reserved")
+        check_event_type(type)
         return self._run._publish(type, data)
 
     async def emit(self, type: str, data: Any = None) -> Event:

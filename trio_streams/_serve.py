@@ -359,12 +359,16 @@ class _QuietStartupFailure(logging.Filter):
 def _startup_failure(group: BaseExceptionGroup[BaseException]) -> str | None:
     """The message of what made the app's startup fail, if that is what ``group`` holds."""
     from ._errors import StreamError
+    from ._exception_groups import collapse
 
     lifespan, _rest = group.split(LifespanFailureError)
     if lifespan is None:
         return None
+    failure = collapse(lifespan)
+    if failure is None:
+        return None  # several: no one cause to name
     seen: set[int] = set()
-    pending: list[BaseException] = [lifespan]
+    pending: list[BaseException] = [failure]
     while pending:
         exc = pending.pop()
         if id(exc) in seen:
@@ -373,13 +377,12 @@ def _startup_failure(group: BaseExceptionGroup[BaseException]) -> str | None:
         if isinstance(exc, StreamError):
             return str(exc)
         if isinstance(exc, BaseExceptionGroup):
-            pending.extend(exc.exceptions)
+            sole = collapse(exc)  # a group along the chain speaks only if it holds one error
+            if sole is not None:
+                pending.append(sole)
         pending.extend(e for e in (exc.__cause__, exc.__context__) if e is not None)
     # Otherwise Hypercorn's own error, which quotes the app's message:
     # "Lifespan failure in startup. '<message>'".
-    failure: BaseException = lifespan
-    while isinstance(failure, BaseExceptionGroup):
-        failure = failure.exceptions[0]
     text = str(failure)
     quoted = text.partition(". '")[2]
     return quoted[:-1] if quoted.endswith("'") else text

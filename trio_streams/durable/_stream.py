@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .._json import InvalidJson, encode_json, parse_json
 from ._access import StreamId
 from ._errors import bad_request
 from ._headers import is_json
@@ -127,20 +127,24 @@ def to_data(body: bytes, *, json_mode: bool, creating: bool) -> Data:
     """A request body as log data: bytes as they are, JSON as flattened messages.
 
     In JSON mode a top-level array is flattened one level (each element a
-    message); any other value is one message. Messages are re-encoded
-    compactly (no raw newlines), which SSE framing relies on.
+    message); any other value is one message. The body is parsed strictly
+    (:func:`trio_streams._json.parse_json`: no ``NaN``/``Infinity``, no
+    number out of a double's range, no lone surrogate, nesting at most 128
+    deep) and messages are re-encoded compactly (no raw newlines), which
+    SSE framing relies on.
 
     Raises:
-        DurableStreamError: invalid JSON, or an empty array in an append
-            (``creating`` allows it: an empty initial stream).
+        DurableStreamError: 400 ``invalid_json`` for a body that is not
+            strict JSON, or an empty array in an append (``creating``
+            allows it: an empty initial stream).
     """
     if not json_mode:
         return body
     if not body and creating:  # a PUT without a body: an empty stream
         return ()
     try:
-        value = json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
+        value = parse_json(body)
+    except InvalidJson as exc:
         raise bad_request("invalid_json", f"the body is not valid JSON: {exc}") from None
     messages = value if isinstance(value, list) else [value]
     if not messages and not creating:
@@ -150,12 +154,6 @@ def to_data(body: bytes, *, json_mode: bool, creating: bool) -> Data:
     return tuple(_encode(message) for message in messages)
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
 def _encode(message: Any) -> bytes:
-    return _encoder.encode(message).encode()
+    # Cannot fail: parse_json let through only what strict JSON can hold.
+    return encode_json(message).encode()

@@ -14,6 +14,7 @@ import trio
 from quart_trio import QuartTrio
 from trio_util import AsyncValue
 
+from .._exception_groups import collapse
 from .._http_body import consume_body
 from .._open_hub import open_hub
 from ..durable import DurableStreamStore, RedisDurableStore
@@ -301,9 +302,9 @@ class TrioStreams:
             # The hub could not open (e.g. redis-server is missing): report
             # that error itself, not the nursery's group around it, so the
             # server's one-line startup error names the cause.
-            leaves = _leaves(group)
-            if len(leaves) == 1 and isinstance(leaves[0], Exception):
-                raise leaves[0] from None
+            sole = collapse(group)
+            if isinstance(sole, Exception):
+                raise sole from None
             raise
 
     async def _shutdown(self) -> None:
@@ -432,17 +433,6 @@ class TrioStreams:
                 headers={"Retry-After": "1"},
             )
         return hub
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    """The exceptions in ``group`` and its nested groups."""
-    found: list[BaseException] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            found.extend(_leaves(exc))
-        else:
-            found.append(exc)
-    return found
 
 
 def _single_redis(store: object) -> RedisStore | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from typing import TYPE_CHECKING, Any, get_args
@@ -15,6 +14,7 @@ from .._errors import AtCapacity, HubClosed, KeysUnavailable, RunConflict, RunNo
 from .._events import encode_json
 from .._http_body import consume_body, read_body
 from .._hub import RunNotLive
+from .._json import InvalidJson, parse_json
 from .._run import OnConflict, OnDisconnect, RunInfo, RunStatus
 from ._errors import ApiError, error_response, http_exception_response
 from ._sse_stream import event_stream_response
@@ -165,8 +165,8 @@ def make_blueprint(streams: TrioStreams) -> Blueprint:
 
 def _parse_json_object(body: bytes, what: str) -> dict[str, Any]:
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        doc = parse_json(body)
+    except InvalidJson as exc:
         raise ApiError(400, "invalid_json", f"{what} is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ApiError(400, "invalid_body", f"{what} must be a JSON object")
