@@ -155,9 +155,15 @@ async def test_redis_tuning_flags_reach_the_store(redis_url: str, prefix: str):
             "--redis-ttl-finished=3d",
             "--redis-ttl-events=90m",
             "--redis-max-pending=5MiB",
+            "--cross-instance-keys=best_effort",
         ]
     )
     plan = ServePlan.from_args(args)
+    assert plan.options["cross_instance_keys"] == "best_effort"
+    assert (
+        "cross_instance_keys"
+        not in ServePlan.from_args(parser.parse_args(["serve", f"--redis-url={redis_url}"])).options
+    )
     with trio.fail_after(20):
         async with plan.options["store"]() as store:
             assert isinstance(store, RedisStore)

@@ -45,6 +45,8 @@ def test_help_documents_every_flag():
         (["--store", "redis"], "--redis-url"),
         (["--redis-url", "http://x"], "redis://"),
         (["--redis-lease", "5s"], "need --redis-url or --data-dir"),
+        (["--cross-instance-keys", "best_effort"], "needs --redis-url or --data-dir"),
+        (["--cross-instance-keys", "sometimes"], "invalid choice"),
         (["--redis-max-buffered", "0"], "--redis-max-buffered"),
         (["--redis-max-pending", "lots"], "not a size"),
         (["--app", "no_such_module_here:create"], "cannot import"),

@@ -132,6 +132,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="EVENTS",
         help="deprecated, use --redis-max-pending: also bound the not-yet-durable items to this many",
     )
+    store.add_argument(
+        "--cross-instance-keys",
+        choices=["strict", "best_effort"],
+        help="a keyed start when Redis cannot be asked who holds the key: strict refuses it with "
+        "503 (default; never two live runs for one key), best_effort checks this instance only",
+    )
     auth = parser.add_argument_group("auth")
     auth.add_argument(
         "--token",

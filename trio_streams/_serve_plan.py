@@ -126,7 +126,13 @@ class ServePlan:
                 raise ServeConfigError("--store memory does not take --redis-url or --data-dir")
             if tuning:
                 raise ServeConfigError("the --redis-* flags need --redis-url or --data-dir")
+            if args.cross_instance_keys is not None:
+                raise ServeConfigError(
+                    "--cross-instance-keys needs --redis-url or --data-dir: one instance decides alone"
+                )
             return
+        if args.cross_instance_keys is not None:
+            self.options["cross_instance_keys"] = args.cross_instance_keys
         if args.redis_url and args.data_dir:
             raise ServeConfigError(
                 "give --redis-url (an external Redis) or --data-dir (an embedded one), not both"
