@@ -15,7 +15,7 @@ import trio
 
 from ._config import HubConfig
 from ._errors import TrioStreamsInternalError
-from ._exception_groups import collapse, only_exceptions
+from ._exception_groups import collapse, leaves, only_exceptions
 from ._hub import Hub
 from ._timers import TimerQueue
 from .stores._base import SharedStore
@@ -36,7 +36,8 @@ def _raise_collapsed(group: BaseExceptionGroup[BaseException]) -> NoReturn:
         raise sole
     if not only_exceptions(group):
         raise group  # a KeyboardInterrupt or SystemExit among them stays what it is
-    raise TrioStreamsInternalError("several errors escaped the hub at once") from group
+    errors = [exc for exc in leaves(group) if not isinstance(exc, trio.Cancelled)]
+    raise TrioStreamsInternalError(f"{len(errors)} errors escaped the hub at once") from group
 
 
 @asynccontextmanager
