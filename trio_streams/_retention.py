@@ -10,7 +10,15 @@ Each run holds at most one such timer (``run._timer``, on the hub's
 :class:`TimerQueue`); a subscriber arriving cancels it.
 
 When the hub holds ``max_runs`` runs, ``start`` makes room by evicting the
-oldest finished run early (if ``evict_finished_when_full``).
+oldest finished run early (if ``evict_finished_when_full``). When the memory
+budget is short, it evicts the oldest finished runs (``reclaim_oldest``,
+called by the budget) whatever ``evict_finished_when_full`` says: memory is
+the harder limit.
+
+Evicting gives the run's memory back: its log is released at once, or, if
+subscribers still read it, shrunk to its terminal event (they read the rest
+from the store, or get a true ``Gap`` for what the store no longer has) and
+released when the last of them leaves.
 
 All synchronous: no checkpoint.
 """
@@ -59,10 +67,27 @@ def make_room(hub: Hub) -> None:
     raise AtCapacity("max_runs", f"the hub holds its maximum of {hub.config.max_runs} runs")
 
 
+def reclaim_oldest(hub: Hub) -> bool:
+    """Evict the oldest finished run, for the memory budget; False if there is none."""
+    if not hub._finished:
+        return False
+    oldest = next(iter(hub._finished.values()))
+    logger.info("run %s evicted early: the memory budget is short", oldest.id)
+    evict_run(hub, oldest)
+    return True
+
+
 def evict_run(hub: Hub, run: Run) -> None:
     if hub._runs.get(run.id) is run:
         del hub._runs[run.id]
         hub._finished.pop(run.id, None)
+        if run._timer is not None:
+            run._timer.cancel()
+            run._timer = None
+        if run._subscribers:
+            run.log.shrink()
+        else:
+            run.log.discard()
         logger.debug("run %s evicted from memory", run.id)
 
 
@@ -80,6 +105,8 @@ def detach(hub: Hub, run: Run) -> None:
     if run._finished.is_set():
         if hub._runs.get(run.id) is run:
             arm_eviction(hub, run)
+        else:
+            run.log.discard()  # evicted while read: now nobody holds it
     elif run.on_disconnect == "cancel" and not run._closed:
         grace = hub.config.disconnect_grace
         if grace == 0:

@@ -12,6 +12,7 @@ import trio
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from .._budget import MemoryBudget
     from .._events import Event
     from .._log import ReplayLog
     from .._run import OnConflict, RunInfo, RunStatus
@@ -66,6 +67,26 @@ class Store(abc.ABC):
     hot path (it must not block; a store that writes remotely buffers, within
     a bound), the rest from the run's drain task and from subscriptions.
     """
+
+    def use_memory_budget(self, budget: MemoryBudget) -> None:
+        """Count what this store keeps in this process in ``budget`` (the hub's
+        ``max_memory``), from now on; ``open_hub`` calls it before :meth:`start`.
+
+        The hub counts every event once, when it is published, and the run's
+        log holds it. A store that keeps events in memory (``MemoryStore``)
+        registers as another holder of each run (``budget.ledger(run_id)``)
+        and gives finished runs back when the budget is short
+        (``budget.add_reclaimer``). A store that buffers events until they are
+        durable bounds that buffer by ``budget.pending`` (the
+        ``max_pending_bytes`` sub-budget): ``admit`` an event's cost (from
+        ``trio_streams._sizes.event_cost``) when accepting it, raising
+        ``StoreOverflow`` when it does not fit, and ``release`` it once
+        durable; and, if it may hold events after the run's log has trimmed
+        them, it holds the run's ledger as ``"pending"`` from its first
+        not-yet-durable seq, so they stay counted. Stores that keep nothing
+        in memory need not override this.
+        """
+        del budget  # nothing of this store's is in memory
 
     async def start(self, nursery: trio.Nursery) -> None:
         """Start the store's background work (e.g. a batched writer) in
