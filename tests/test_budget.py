@@ -17,6 +17,7 @@ import trio.testing
 from trio_streams import AtCapacity, Event, Gap, MemoryStore, ReplayLog, RunNotFound, RunStatus, open_hub
 from trio_streams._budget import EventTooLarge, MemoryBudget, MemoryBudgetExceeded
 from trio_streams._log import _TRIMMED
+from trio_streams._retention import reclaim_oldest
 from trio_streams._sizes import (
     CHUNK_OVERHEAD,
     MESSAGE_OVERHEAD,
@@ -34,8 +35,11 @@ from trio_streams.durable import (
     ForkSpec,
     Offset,
 )
+from trio_streams.stores._redis_server import RedisServer
 from trio_streams.stores.redis import RedisStore
 from trio_streams.testing import Gate, assert_well_formed, collect, events_of
+
+from .redis_support import eventually, unique_prefix
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -691,3 +695,41 @@ async def test_the_redis_writer_is_bounded_by_the_pending_sub_budget(redis_url, 
     store = RedisStore(redis_url, prefix=prefix)
     async with open_hub(store, max_memory=16 * MiB):
         assert store.statistics().max_pending_bytes == 4 * MiB, "a quarter of max_memory"
+
+
+@pytest.mark.redis
+async def test_a_finished_run_keeps_what_redis_lacks_until_it_has_it(tmp_path) -> None:
+    # Redis dies mid-run; the run ends anyway (its end waits store_timeout),
+    # with events only its log and the writer hold. Eviction (grace 0 would
+    # evict at once) waits until they are durable: they stay counted and
+    # readable; then the run leaves memory and Redis serves it in full.
+    with trio.fail_after(30):
+        server = RedisServer(tmp_path / "redis", appendonly=True, args=("--appendfsync", "always"))
+        await server.start()
+        try:
+            store = RedisStore(server.url, prefix=unique_prefix(), backoff_min=0.02, backoff_max=0.2)
+            async with open_hub(store, grace_period=0, store_timeout=0.5) as hub:
+                gate = Gate()
+                run = await hub.start(emitter(6, 1000, gate, at=3))
+                await gate.reached()
+                await store._writer.wait_durable(store._writer.ticket())
+                server.kill()
+                await server.wait_exited()
+                gate.release()
+                await run.wait()
+                assert run.log.pending_nbytes > 0
+                assert hub.get(run.id) is run, "not evicted: the store lacks some of it"
+                assert reclaim_oldest(hub) is False, "nor given back under memory pressure"
+                held = sum(map(event_cost, run.log.read_after(0)))
+                assert hub.budget.used == held + RUN_OVERHEAD + data_size({})
+                await server.start()
+
+                async def evicted() -> bool:
+                    await trio.lowlevel.checkpoint()
+                    return hub.get(run.id) is None
+
+                await eventually(evicted)
+                assert hub.budget.used == 0
+                assert [e.seq for e in events_of(await collect(hub, run.id))] == list(range(1, 8))
+        finally:
+            await server.stop()

@@ -10,9 +10,10 @@ it back with :meth:`MemoryBudget.release`. Nothing here blocks or knows trio.
 
 **Each event is counted once.** A run's log, the ``MemoryStore``'s record of
 the run and a store's not-yet-durable buffer hold *the same* ``Event``
-objects. Every one of them keeps a suffix of the run's events (each trims the
-oldest first), so the events in memory are those after the lowest first seq
-over the holders. A :class:`RunLedger` per run keeps the cost of each event
+objects (the log keeps what the buffer holds until it is durable). Every
+one of them keeps a suffix of the run's events (each trims the oldest
+first), so the events in memory are those after the lowest first seq over
+the holders. A :class:`RunLedger` per run keeps the cost of each event
 from the moment it is published (charged once, whoever appends it) and gives
 it back when the last holder has let it go: holders report their first seq
 (:meth:`RunLedger.release_before`) or that they hold nothing any more
@@ -291,9 +292,10 @@ class MemoryBudget:
 class RunLedger:
     """The bytes one run holds, each event counted once however many hold it.
 
-    Holders (the run's log ``"log"``, a ``MemoryStore`` record ``"store"``, a
-    store's not-yet-durable buffer ``"pending"``) each keep a suffix of the
-    run's events and report the first seq they still hold. An event's cost is
+    Holders (the run's log ``"log"`` -- which also keeps what a store that
+    writes behind has not made durable -- and a ``MemoryStore`` record
+    ``"store"``) each keep a suffix of the run's events and report the first
+    seq they still hold. An event's cost is
     given back once every holder is past it, and everything once the last
     holder has dropped the run. Each holder also has a fixed overhead of its
     own (the ``Run`` object, the store's record), counted while it holds.

@@ -37,18 +37,30 @@ if TYPE_CHECKING:
 logger = logging.getLogger("trio_streams")
 
 
-def arm_eviction(hub: Hub, run: Run) -> None:
-    grace = hub.config.grace_period
-    if grace == 0:
-        evict_run(hub, run)
-        return
+#: How soon eviction is tried again for a finished run whose log still holds
+#: events the store has not made durable (Redis down past ``store_timeout``):
+#: the log keeps them, counted, until the store has them.
+PENDING_RETRY = 1.0
+
+
+def arm_eviction(hub: Hub, run: Run, delay: float | None = None) -> None:
+    delay = hub.config.grace_period if delay is None else delay
+    if delay == 0:
+        if not run.log.pending_nbytes:
+            evict_run(hub, run)
+            return
+        delay = PENDING_RETRY
 
     def evict() -> None:
         run._timer = None
-        if not run._subscribers:
+        if run._subscribers:
+            return
+        if run.log.pending_nbytes:
+            arm_eviction(hub, run, min(hub.config.grace_period, PENDING_RETRY) or PENDING_RETRY)
+        else:
             evict_run(hub, run)
 
-    run._timer = hub._timers.call_after(grace, evict)
+    run._timer = hub._timers.call_after(delay, evict)
 
 
 def make_room(hub: Hub) -> None:
@@ -68,13 +80,18 @@ def make_room(hub: Hub) -> None:
 
 
 def reclaim_oldest(hub: Hub) -> bool:
-    """Evict the oldest finished run, for the memory budget; False if there is none."""
-    if not hub._finished:
-        return False
-    oldest = next(iter(hub._finished.values()))
-    logger.info("run %s evicted early: the memory budget is short", oldest.id)
-    evict_run(hub, oldest)
-    return True
+    """Evict the oldest finished run, for the memory budget; False if there is none.
+
+    Runs whose logs still keep events the store has not made durable are
+    skipped: evicting them would not free those (the store's writer holds
+    them too) and would lose them for readers until the store has them.
+    """
+    for run in hub._finished.values():
+        if not run.log.pending_nbytes:  # else it keeps what the store lacks
+            logger.info("run %s evicted early: the memory budget is short", run.id)
+            evict_run(hub, run)
+            return True
+    return False
 
 
 def evict_run(hub: Hub, run: Run) -> None:

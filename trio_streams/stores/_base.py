@@ -77,14 +77,11 @@ class Store(abc.ABC):
         registers as another holder of each run (``budget.ledger(run_id)``)
         and gives finished runs back when the budget is short
         (``budget.add_reclaimer``). A store that buffers events until they are
-        durable bounds that buffer by ``budget.pending`` (the
-        ``max_pending_bytes`` sub-budget): ``admit`` an event's cost (from
-        ``trio_streams._sizes.event_cost``) when accepting it, raising
-        ``StoreOverflow`` when it does not fit, and ``release`` it once
-        durable; and, if it may hold events after the run's log has trimmed
-        them, it holds the run's ledger as ``"pending"`` from its first
-        not-yet-durable seq, so they stay counted. Stores that keep nothing
-        in memory need not override this.
+        durable bounds that buffer by at most ``budget.max_pending_bytes``
+        (the not-yet-durable sub-budget), refusing past it with
+        ``StoreOverflow``; the events it buffers are held by their runs'
+        logs until durable (:meth:`hold_log`), so they are counted already.
+        Stores that keep nothing in memory need not override this.
         """
         del budget  # nothing of this store's is in memory
 
