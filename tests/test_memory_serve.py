@@ -17,8 +17,6 @@ read from ``/proc/<pid>/status`` (Linux).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,8 @@ import trio
 from trio_streams._httpclient import HTTPConnection, SSEParser
 from trio_streams.web._demo import demo_limits
 
+from .test_serve_cli import _serve
+
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from /proc")
 
 MiB = 1024 * 1024
@@ -40,7 +40,19 @@ BUDGET = 128 * MiB
 # allocator's slack. Measured here (2 cores, loaded): the peak stayed below
 # idle + budget (the admission headroom is never all used by reservations).
 FIXED_OVERHEAD = 32 * MiB
-SERVE = [sys.executable, "-m", "trio_streams", "serve"]
+
+
+class PeakRss:
+    """Samples a process's RSS every 10 ms while :meth:`run` runs; ``peak`` is the highest."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = rss(pid)
+
+    async def run(self) -> None:
+        while True:
+            self.peak = max(self.peak, rss(self.pid))
+            await trio.sleep(0.01)  # a sampling period, not an ordering
 
 
 def rss(pid: int) -> int:
@@ -82,28 +94,19 @@ async def follow(base_url: str, run_id: str, outcome: Outcome) -> None:
         await connection.aclose()
 
 
-async def test_ten_maximal_demo_runs_stay_within_the_memory_budget() -> None:
+async def test_ten_maximal_demo_runs_stay_within_the_memory_budget(nursery) -> None:
     limits = demo_limits(BUDGET, MiB)
     size = 65_536
     tokens = limits.max_bytes // size  # the largest run the budget allows
     with trio.fail_after(180):
-        process = await trio.lowlevel.open_process(
-            [*SERVE, "--bind", "127.0.0.1:0", "--max-memory", "128MiB", "--log-level", "error"],
-            stdout=subprocess.PIPE,
-        )
+        server = await _serve("--max-memory", "128MiB", "--log-level", "error", nursery=nursery)
         try:
-            assert process.stdout is not None
-            buffer = b""
-            while b"serving on " not in buffer or not buffer.endswith(b"\n"):
-                chunk = await process.stdout.receive_some()
-                assert chunk, "the server exited before it served"
-                buffer += chunk
-            url = buffer.decode().split("serving on ", 1)[1].split()[0]
-            idle = await _followed(url, process.pid, tokens, size)
-            await _unpaced(url, process.pid, tokens, size, idle)
+            idle = await _followed(server.url, server.process.pid, tokens, size)
+            await _unpaced(server.url, server.process.pid, tokens, size, idle)
         finally:
-            process.kill()
-            await process.wait()
+            server.process.kill()
+            with trio.CancelScope(shield=True):
+                await server.process.wait()
 
 
 async def _followed(url: str, pid: int, tokens: int, size: int) -> int:
@@ -114,16 +117,10 @@ async def _followed(url: str, pid: int, tokens: int, size: int) -> int:
         warm = (await client.post("/v1/runs", json={"producer": "demo", "input": {"tokens": 3}})).json()
         await follow(url, warm["run_id"], Outcome(201, warm))
         idle = rss(pid)
-        peak = idle
+        sampler = PeakRss(pid)
         outcomes: list[Outcome] = []
         served_meanwhile: list[int] = []
         busy = trio.Event()
-
-        async def sample() -> None:
-            nonlocal peak
-            while True:
-                peak = max(peak, rss(pid))
-                await trio.sleep(0.01)
 
         async def maximal_request() -> None:
             response = await client.post("/v1/runs", json=maximal)
@@ -151,13 +148,13 @@ async def _followed(url: str, pid: int, tokens: int, size: int) -> int:
                         served_meanwhile.append(len(outcome.seqs))
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(sample)
+            nursery.start_soon(sampler.run)
             async with trio.open_nursery() as requests:
                 for _ in range(10):
                     requests.start_soon(maximal_request)
                 requests.start_soon(other_client)
             nursery.cancel_scope.cancel()
-        peak = max(peak, rss(pid))
+        peak = max(sampler.peak, rss(pid))
         stats = (await client.get("/metrics")).text
 
     print(
@@ -200,20 +197,14 @@ async def _unpaced(url: str, pid: int, tokens: int, size: int, idle: int) -> Non
     maximal = {"producer": "demo", "input": {"tokens": tokens, "size": size, "rate": None}}
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         before = _counters((await client.get("/metrics")).text)
-        peak = rss(pid)
+        sampler = PeakRss(pid)
         answers: list[httpx.Response] = []
-
-        async def sample() -> None:
-            nonlocal peak
-            while True:
-                peak = max(peak, rss(pid))
-                await trio.sleep(0.01)
 
         async def maximal_request() -> None:
             answers.append(await client.post("/v1/runs", json=maximal))
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(sample)
+            nursery.start_soon(sampler.run)
             async with trio.open_nursery() as requests:
                 for _ in range(10):
                     requests.start_soon(maximal_request)
@@ -226,7 +217,7 @@ async def _unpaced(url: str, pid: int, tokens: int, size: int, idle: int) -> Non
                     break
                 await trio.sleep(0.05)
             nursery.cancel_scope.cancel()
-        peak = max(peak, rss(pid))
+        peak = max(sampler.peak, rss(pid))
     print(f"unpaced: RSS idle {idle / MiB:.0f} MiB, peak {peak / MiB:.0f} MiB (+{(peak - idle) / MiB:.0f})")
     print(f"unpaced: accepted {started}, refused {10 - started}; ends {after}")
     assert peak - idle <= BUDGET + FIXED_OVERHEAD, (idle / MiB, peak / MiB)
