@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from trio_streams import Event, ReplayLog
@@ -81,6 +83,6 @@ def test_empty_log() -> None:
 
 
 @pytest.mark.parametrize("kwargs", [{"max_events": 0}, {"max_bytes": 0}])
-def test_rejects_invalid_bounds(kwargs: dict[str, int]) -> None:
+def test_rejects_invalid_bounds(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         ReplayLog(**kwargs)

@@ -5,6 +5,10 @@ kept in a replay log and a store, fanned out to any number of subscribers,
 and it can be resumed, watched or aborted later.
 """
 
+from ._budget import EventTooLarge as EventTooLarge
+from ._budget import MemoryBudget as MemoryBudget
+from ._budget import MemoryBudgetExceeded as MemoryBudgetExceeded
+from ._budget import MemoryStatistics as MemoryStatistics
 from ._config import CrossInstanceKeys as CrossInstanceKeys
 from ._config import HubConfig as HubConfig
 from ._config import HubStatistics as HubStatistics

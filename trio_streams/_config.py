@@ -7,7 +7,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Literal, get_args
 
+from ._budget import HEADROOM_SHARE
+
 if TYPE_CHECKING:
+    from ._budget import MemoryStatistics
     from ._run import Run, RunOutcome
     from .stores._base import StoreStatistics
 
@@ -59,6 +62,20 @@ class HubConfig:
             ``"best_effort"`` starts it checked against this instance's runs
             only (two instances may then both run the key). A hub with no
             shared store always decides locally.
+        max_memory: the process-wide memory budget in bytes: runs' logs,
+            the ``MemoryStore``'s records and in-memory Durable Streams, each
+            event counted once (see ``docs/architecture.md``, "Memory").
+            Finished runs give memory back first; then a new run is refused
+            (``AtCapacity("max_memory")``, HTTP 429) and a live run whose next
+            event does not fit fails (error ``memory_budget``).
+        max_event_bytes: the largest event, as encoded JSON data in bytes; a
+            bigger one raises ``EventTooLarge`` from ``emit`` (uncaught, the
+            run fails with error ``event_too_large``). At most an eighth of
+            ``max_memory``.
+        max_pending_bytes: the part of ``max_memory`` that events accepted by
+            the store but not yet durable may take (a Redis writer's buffer,
+            e.g. during an outage); past it the emitting run fails with
+            ``store_overflow``. ``None``: a quarter of ``max_memory``.
     """
 
     log_max_events: int = 10_000
@@ -76,6 +93,9 @@ class HubConfig:
     max_queued_per_key: int = 16
     on_finish: OnFinish | None = None
     cross_instance_keys: CrossInstanceKeys = "strict"
+    max_memory: int = 512 * 1024 * 1024
+    max_event_bytes: int = 1024 * 1024
+    max_pending_bytes: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("log_max_events", "log_max_bytes", "max_runs"):
@@ -98,11 +118,25 @@ class HubConfig:
                 f"cross_instance_keys must be one of {get_args(CrossInstanceKeys)}, "
                 f"not {self.cross_instance_keys!r}"
             )
+        _check_memory(self)
 
     @classmethod
     def option_names(cls) -> frozenset[str]:
         """The names ``open_hub(**options)`` accepts."""
         return frozenset(f.name for f in fields(cls))
+
+
+def _check_memory(config: HubConfig) -> None:
+    if config.max_memory < 1024 * 1024:
+        raise ValueError(f"max_memory must be at least 1 MiB, not {config.max_memory} bytes")
+    if not 1 <= config.max_event_bytes <= config.max_memory // HEADROOM_SHARE:
+        raise ValueError(
+            f"max_event_bytes must be between 1 and max_memory / {HEADROOM_SHARE} "
+            f"({config.max_memory // HEADROOM_SHARE} bytes), not {config.max_event_bytes}"
+        )
+    pending = config.max_pending_bytes
+    if pending is not None and not 1 <= pending <= config.max_memory:
+        raise ValueError(f"max_pending_bytes must be between 1 and max_memory, not {pending}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +150,7 @@ class HubStatistics:
         runs_started / events_published: totals since the hub opened.
         runs_by_status: finished-run totals since the hub opened, by status.
         store: the store's own statistics.
+        memory: the memory budget: limit, bytes used, by part.
     """
 
     runs_queued: int
@@ -128,3 +163,4 @@ class HubStatistics:
     events_published: int
     runs_by_status: dict[str, int]
     store: StoreStatistics
+    memory: MemoryStatistics

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import trio
 
+from ._budget import EventTooLarge, MemoryBudgetExceeded, mib
 from ._errors import RunFailed, StoreOverflow
 from ._events import encode_json
 from ._exception_groups import collapse, leaves, only_exceptions
@@ -38,6 +39,7 @@ from ._key_claims import wait_for_turn
 from ._keys import release_key
 from ._retention import arm_eviction
 from ._run import Run, RunContext, RunOutcome, RunStatus
+from ._sizes import json_bytes
 from .stores._base import SharedStore
 
 if TYPE_CHECKING:
@@ -45,6 +47,9 @@ if TYPE_CHECKING:
     from ._hub import Hub
 
 logger = logging.getLogger("trio_streams")
+
+# Room a terminal event keeps for its fields besides the result.
+_TERMINAL_SLACK = 1024
 
 #: A producer: an async function taking a :class:`RunContext` (its return
 #: value becomes the result), or an async iterable of events -- each item a
@@ -143,6 +148,12 @@ def _failure(run: Run, exc: BaseException) -> tuple[RunStatus, dict[str, str]]:
     if isinstance(exc, StoreOverflow):
         logger.error("run %s failed: the store's write buffer is full", run.id)
         return RunStatus.ERROR, {"code": "store_overflow", "message": "the store could not keep up"}
+    if isinstance(exc, MemoryBudgetExceeded):
+        logger.error("run %s failed: %s", run.id, exc)
+        return RunStatus.ERROR, {"code": "memory_budget", "message": str(exc)}
+    if isinstance(exc, EventTooLarge):
+        logger.error("run %s failed: %s", run.id, exc)
+        return RunStatus.ERROR, {"code": "event_too_large", "message": str(exc)}
     if isinstance(exc, BaseExceptionGroup):
         # Several errors: none of them speaks for the run, all are logged.
         names = ", ".join(type(leaf).__name__ for leaf in leaves(exc))
@@ -174,13 +185,7 @@ async def finalize(
             if hook_scope.cancelled_caught:
                 logger.error("run %s: on_finish hook exceeded %ss", run.id, config.finalize_timeout)
                 run.finalize_error = f"on_finish did not finish within {config.finalize_timeout}s"
-        try:
-            encode_json(run.result)
-        except (TypeError, ValueError):
-            logger.error("run %s: result %r is not JSON-serializable", run.id, type(run.result).__name__)
-            status = RunStatus.ERROR
-            run.error = {"code": "bad_result", "message": "the run's result is not JSON-serializable"}
-            run.result, run.partial, run.reason = None, False, None
+        status = _check_result(run, status, hub.budget.max_event_bytes)
         run.ended_at = hub._wall_clock()
         # The terminal event is durable before anyone sees the run end:
         # staged to the store, recorded with the final metadata, and only
@@ -211,8 +216,34 @@ async def finalize(
         )
 
 
+def _check_result(run: Run, status: RunStatus, max_event_bytes: int) -> RunStatus:
+    """The run's final status, once its result is known to fit its terminal event.
+
+    A result that is not JSON, or too large for an event (``max_event_bytes``,
+    less room for the terminal event's other fields), ends the run in ``error``
+    instead, with no result.
+    """
+    try:
+        result_bytes = json_bytes(encode_json(run.result))
+    except (TypeError, ValueError):
+        logger.error("run %s: result %r is not JSON-serializable", run.id, type(run.result).__name__)
+        run.error = {"code": "bad_result", "message": "the run's result is not JSON-serializable"}
+    else:
+        if result_bytes <= max_event_bytes - _TERMINAL_SLACK:
+            return status
+        message = (
+            f"the run's result is {mib(result_bytes)} encoded; max_event_bytes is {mib(max_event_bytes)}"
+        )
+        logger.error("run %s: %s", run.id, message)
+        run.error = {"code": "result_too_large", "message": message}
+    run.result, run.partial, run.reason = None, False, None
+    return RunStatus.ERROR
+
+
 def retire(hub: Hub, run: Run) -> None:
     """Synchronous bookkeeping once a run has ended."""
+    run._ledger.unreserve()
+    run._ledger.finish()  # its memory may be given back from now on
     if run._timer is not None:
         run._timer.cancel()
         run._timer = None

@@ -47,8 +47,8 @@ class AtCapacity(StreamError):
     """A configured limit refuses a new run (HTTP 429).
 
     Attributes:
-        limit: which limit: ``"max_runs"``, ``"max_live_runs_per_owner"`` or
-            ``"max_queued_per_key"``.
+        limit: which limit: ``"max_runs"``, ``"max_live_runs_per_owner"``,
+            ``"max_queued_per_key"`` or ``"max_memory"`` (the memory budget).
     """
 
     def __init__(self, limit: str, message: str) -> None:

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, get_args
 
 import trio
 
+from ._budget import MemoryBudgetExceeded
 from ._config import HubStatistics
 from ._drain import Producer, drain_run
 from ._errors import AtCapacity, HubClosed, RunNotFound, StreamError
@@ -50,14 +51,16 @@ from ._key_claims import claim_shared, withdraw_claim
 from ._keys import claim_key, current_holder, note_claim
 from ._log import ReplayLog
 from ._remote import Mirrors
-from ._retention import attach, detach, make_room
+from ._retention import attach, detach, make_room, reclaim_oldest
 from ._run import OnConflict, OnDisconnect, Run, RunContext, RunInfo, RunStatus
+from ._sizes import RUN_OVERHEAD, data_size
 from ._subscription import Subscription
 from .stores._base import SharedStore
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
+    from ._budget import MemoryBudget, RunLedger
     from ._config import HubConfig, OnFinish
     from ._keys import KeyId, _KeySlot
     from ._timers import TimerQueue
@@ -88,9 +91,12 @@ class Hub:
         runs_nursery: trio.Nursery,
         timers: TimerQueue,
         wall_clock: Callable[[], float],
+        budget: MemoryBudget,
     ) -> None:
         self.store = store
         self.config = config
+        #: The memory budget (``max_memory``) this hub and its store count in.
+        self.budget = budget
         self._nursery = runs_nursery
         self._timers = timers
         self._wall_clock = wall_clock
@@ -107,8 +113,13 @@ class Hub:
         # Live runs other instances own, followed through a shared store.
         #: Runs other instances own, followed here (a shared store only).
         self._mirrors = (
-            Mirrors(store, runs_nursery, config, wall_clock) if isinstance(store, SharedStore) else None
+            Mirrors(store, runs_nursery, config, wall_clock, budget)
+            if isinstance(store, SharedStore)
+            else None
         )
+        # Finished runs give memory back when the budget is short (after the
+        # store's own finished records, which the store registered first).
+        budget.add_reclaimer(lambda: reclaim_oldest(self))
 
     # -- starting -------------------------------------------------------------
 
@@ -123,6 +134,7 @@ class Hub:
         on_disconnect: OnDisconnect = "continue",
         metadata: dict[str, Any] | None = None,
         on_finish: OnFinish | None = None,
+        reserve: int = 0,
     ) -> Run:
         """Start draining ``producer`` in the hub's nursery and return its run.
 
@@ -145,6 +157,12 @@ class Hub:
                 ``"continue"`` (the default) keeps it running.
             metadata: JSON-compatible data kept with the run.
             on_finish: a hook for this run, called after the hub's own.
+            reserve: bytes of the memory budget to set aside for the run's
+                events now, for a producer that knows roughly how much it will
+                emit: the run is refused (``AtCapacity("max_memory")``) unless
+                they fit, so it is not failed half-way for lack of memory
+                (``memory_budget``). Its events use the reservation first; what
+                is left is given back when it ends.
 
         With a shared store (``RedisStore``) it returns once the store has the
         run (within ``store_timeout``), so every instance can find it; the key
@@ -156,7 +174,9 @@ class Hub:
 
         Raises:
             RunConflict: ``reject`` and the key is held.
-            AtCapacity: a limit refuses the run.
+            AtCapacity: a limit refuses the run (``"max_memory"``: the memory
+                budget, even after evicting finished runs, lacks room for a new
+                run and the headroom live runs keep).
             KeysUnavailable: a shared store cannot claim the key now, and
                 ``cross_instance_keys`` is ``"strict"``.
             HubClosed: the hub is shutting down.
@@ -174,6 +194,8 @@ class Hub:
             raise ValueError(f"on_disconnect must be one of {get_args(OnDisconnect)}, not {on_disconnect!r}")
         if not (callable(producer) or hasattr(producer, "__aiter__")):
             raise TypeError(f"producer must be an async function or an async iterable, not {producer!r}")
+        if isinstance(reserve, bool) or not isinstance(reserve, int) or reserve < 0:
+            raise ValueError(f"reserve must be a number of bytes >= 0, not {reserve!r}")
         metadata = {} if metadata is None else dict(metadata)
         encode_json(metadata)  # refuse what the store could not persist, now
         if key is not None and not isinstance(key, str):
@@ -181,6 +203,7 @@ class Hub:
         config = self.config
         run_id = _new_run_id()
         claim: KeyClaim | None = None
+        log: ReplayLog | None = None
         if key is not None and self._mirrors is not None:
             self._check_owner_cap(owner)  # before asking the store: fail fast
             claim = await claim_shared(self._mirrors.store, config, run_id, key, owner, on_conflict)
@@ -190,13 +213,16 @@ class Hub:
             # No checkpoint from here on: the checks and the registration are atomic.
             make_room(self)
             self._check_owner_cap(owner)
+            ledger = self._admit(run_id, metadata, reserve)
+            log = ReplayLog(max_events=config.log_max_events, max_bytes=config.log_max_bytes, ledger=ledger)
             run = Run(
                 run_id,
                 key=key,
                 owner=owner,
                 metadata=metadata,
                 on_disconnect=on_disconnect,
-                log=ReplayLog(max_events=config.log_max_events, max_bytes=config.log_max_bytes),
+                log=log,
+                ledger=ledger,
                 store=self.store,
                 wall_clock=self._wall_clock,
                 finalize_timeout=config.finalize_timeout,
@@ -206,6 +232,8 @@ class Hub:
             if claim is None:
                 claim_key(self._keys, run, on_conflict, config.max_queued_per_key)
         except BaseException:
+            if log is not None:
+                log.discard()  # refused: give its memory back
             if claim is not None:
                 assert key is not None
                 assert self._mirrors is not None
@@ -245,6 +273,21 @@ class Hub:
         cap = self.config.max_live_runs_per_owner
         if owner is not None and cap is not None and self._owner_live[owner] >= cap:
             raise AtCapacity("max_live_runs_per_owner", f"owner {owner!r} already has {cap} live runs")
+
+    def _admit(self, run_id: str, metadata: dict[str, Any], reserve: int) -> RunLedger:
+        """Count a new run's fixed cost and ``reserve`` in the memory budget
+        (evicting finished runs if needed).
+
+        Raises:
+            AtCapacity: ``"max_memory"``, the budget has no room for it.
+        """
+        ledger = self.budget.ledger(run_id)
+        try:
+            ledger.hold("log", overhead=RUN_OVERHEAD + data_size(metadata), admit=True, reserve=reserve)
+        except MemoryBudgetExceeded as exc:
+            logger.warning("run refused: %s", exc)
+            raise AtCapacity("max_memory", f"{exc}; retry later") from None
+        return ledger
 
     # -- reading and controlling ------------------------------------------------
 
@@ -404,6 +447,7 @@ class Hub:
             if not run._finished.is_set():
                 live_events += run.last_seq
         finished = sum(count for status, count in states.items() if status.finished)
+        store = self.store.statistics()
         return HubStatistics(
             runs_queued=states[RunStatus.QUEUED],
             runs_running=states[RunStatus.RUNNING],
@@ -414,7 +458,9 @@ class Hub:
             runs_started=self._runs_started,
             events_published=self._retired_events + live_events,
             runs_by_status=dict(self._runs_by_status),
-            store=self.store.statistics(),
+            store=store,
+            # A store that writes behind (RedisStoreStatistics) reports its pending bytes.
+            memory=self.budget.statistics(pending=getattr(store, "pending_bytes", 0)),
         )
 
     async def drain(self, grace: float, *, reason: str = "shutdown") -> None:

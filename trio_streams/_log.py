@@ -3,9 +3,11 @@
 Theory of operation
 -------------------
 Events are appended in seq order to a Python list. Trimming never copies: it
-advances ``_head``, the index of the oldest retained event, and the list is
-compacted only once the dead prefix is at least half of it, so appends and
-trims are O(1) amortized and the memory held is at most twice the bound.
+advances ``_head``, the index of the oldest retained event (the dead prefix
+points at one shared placeholder, so trimmed events are freed at once), and
+the list is compacted only once the dead prefix is at least half of it, so
+appends and trims are O(1) amortized and the list holds at most twice the
+bound in slots.
 
 Every subscriber of a run reads the same log by cursor ("everything after
 seq N") and takes what is new as one list slice. Nothing is copied per
@@ -38,15 +40,29 @@ Invariants:
 - ``len(self) <= max_events`` and ``nbytes <= max_bytes`` after every append
   and every :meth:`mark_durable`, except for the newest event (kept even if
   it alone exceeds ``max_bytes``) and for events not yet durable.
+
+Memory
+------
+A log given a :class:`~trio_streams._budget.RunLedger` is one of the run's
+holders there: every trim reports the new first seq, so the budget gives
+back an event's bytes once no holder keeps it any more (events a store
+holds the log for stay counted, once, as the log's). :meth:`ReplayLog.shrink`
+(an evicted run some subscriber still reads) and :meth:`ReplayLog.discard`
+(the run is gone from memory) give back the rest.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
+
+from ._events import Event
 
 if TYPE_CHECKING:
-    from ._events import Event
+    from ._budget import RunLedger
+
+# What the dead prefix of the list holds instead of trimmed events.
+_TRIMMED: Final = Event(0, "trimmed", None, 0.0, "null")
 
 # Compact the list when the dead prefix is at least this long *and* at least
 # half of the list; below it the slice-delete costs more than it saves.
@@ -74,6 +90,8 @@ class ReplayLog:
     Args:
         max_events: retain at most this many events (at least 1).
         max_bytes: retain at most about this many bytes (see :attr:`Event.size`).
+        ledger: the run's memory ledger, which this log reports its trims to.
+        holder: this log's name in the ledger.
     """
 
     __slots__ = (
@@ -81,6 +99,8 @@ class ReplayLog:
         "_durable",
         "_events",
         "_head",
+        "_holder",
+        "_ledger",
         "_nbytes",
         "_pending_nbytes",
         "last_seq",
@@ -89,7 +109,14 @@ class ReplayLog:
         "trimmed",
     )
 
-    def __init__(self, *, max_events: int = 10_000, max_bytes: int = 8 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        *,
+        max_events: int = 10_000,
+        max_bytes: int = 8 * 1024 * 1024,
+        ledger: RunLedger | None = None,
+        holder: str = "log",
+    ) -> None:
         if max_events < 1:
             raise ValueError(f"max_events must be at least 1, not {max_events}")
         if max_bytes < 1:
@@ -106,6 +133,10 @@ class ReplayLog:
         # None: nobody holds the log (every appended event is durable).
         self._durable: int | None = None
         self._pending_nbytes = 0
+        self._ledger: RunLedger | None = None
+        self._holder = holder
+        if ledger is not None:
+            self.bind(ledger, holder)
 
     def __len__(self) -> int:
         return len(self._events) - self._head
@@ -142,13 +173,14 @@ class ReplayLog:
         """
         if event.seq != self.last_seq + 1:
             raise ValueError(f"expected seq {self.last_seq + 1}, got {event.seq}")
-        self._events.append(event)
+        events = self._events
+        events.append(event)
         self.last_seq = event.seq
         size = event.size
         self._nbytes += size
         if self._durable is not None and event.seq > self._durable:
             self._pending_nbytes += size
-        if len(self) > self.max_events or self._nbytes > self.max_bytes:
+        if len(events) - self._head > self.max_events or self._nbytes > self.max_bytes:
             self._trim()
 
     def hold(self) -> None:
@@ -204,13 +236,69 @@ class ReplayLog:
             self._nbytes -= events[head].size
             head += 1
             retained -= 1
-        self.trimmed += head - self._head
-        if head >= _COMPACT_MIN and head * 2 >= len(events):
+        if head != self._head:
+            self._advance(head)
+
+    def _advance(self, head: int) -> None:
+        """Make ``head`` the index of the oldest retained event."""
+        events = self._events
+        old = self._head
+        self.trimmed += head - old
+        # The dead prefix points at one placeholder, not at the trimmed events:
+        # they are freed now, when the budget gives their bytes back, not at
+        # the next compaction.
+        if head == old + 1:
+            events[old] = _TRIMMED  # the usual trim: one event
+        else:
+            events[old:head] = [_TRIMMED] * (head - old)
+        length = len(events)
+        if head >= _COMPACT_MIN and head * 2 >= length:
             del events[:head]
+            length -= head
             head = 0
         self._head = head
+        if self._ledger is not None:
+            self._ledger.release_before(self._holder, self.last_seq - (length - head) + 1)
 
-    def read_after(self, after: int, limit: int | None = None) -> list[Event]:
+    @property
+    def ledger(self) -> RunLedger | None:
+        """The memory ledger this log reports to, if any."""
+        return self._ledger
+
+    def bind(self, ledger: RunLedger, holder: str = "log") -> None:
+        """Report to ``ledger`` as ``holder`` from now on (its events are counted
+        there already, or the caller counts them; a holder registered already
+        keeps its overhead)."""
+        if self._ledger is not None:
+            self._ledger.drop(self._holder)
+        self._ledger, self._holder = ledger, holder
+        ledger.attach(holder, self.first_seq)
+
+    def shrink(self) -> None:
+        """Keep only the newest event (a run's terminal event) -- and whatever
+        the store has not made durable yet -- and give back the rest."""
+        keep = self.last_seq  # the newest stays
+        if self._durable is not None:
+            keep = min(keep, max(self.first_seq, self._durable + 1))
+        if keep > self.first_seq:
+            head = self._head + (keep - self.first_seq)
+            for event in self._events[self._head : head]:
+                self._nbytes -= event.size
+            self._advance(head)
+
+    def discard(self) -> None:
+        """Hold nothing any more: the run is gone from memory (finished, so
+        everything in it was durable). ``last_seq`` stays."""
+        self.trimmed += len(self)
+        self._events = []
+        self._head = 0
+        self._nbytes = 0
+        self._pending_nbytes = 0
+        if self._ledger is not None:
+            self._ledger.drop(self._holder)
+            self._ledger = None
+
+    def read_after(self, after: int, limit: int | None = None, max_bytes: int | None = None) -> list[Event]:
         """Return retained events with ``seq > after``, oldest first.
 
         If ``after + 1 < first_seq`` the events in between were trimmed; the
@@ -220,15 +308,18 @@ class ReplayLog:
         Args:
             after: the cursor: the last seq the reader already has.
             limit: return at most this many events.
+            max_bytes: stop after the event that reaches this many bytes (of
+                :attr:`Event.size`; at least one event is returned).
         """
         first = self.first_seq
         start = after + 1 if after >= first else first
         if start > self.last_seq:
             return []
         index = self._head + (start - first)
-        if limit is None:
-            return self._events[index:]
-        return self._events[index : index + limit]
+        found = self._events[index:] if limit is None else self._events[index : index + limit]
+        if max_bytes is not None and self._nbytes > max_bytes:
+            return cut_to_bytes(found, max_bytes)
+        return found
 
     def statistics(self) -> ReplayLogStatistics:
         """Sizes of the log now."""
@@ -241,3 +332,14 @@ class ReplayLog:
             self._pending_nbytes,
             self.durable_seq,
         )
+
+
+def cut_to_bytes(events: list[Event], max_bytes: int) -> list[Event]:
+    """The first events of ``events`` up to the one that reaches ``max_bytes``
+    (of :attr:`Event.size`), at least one."""
+    total = 0
+    for index, event in enumerate(events):
+        total += event.size
+        if total >= max_bytes:
+            return events[: index + 1]
+    return events

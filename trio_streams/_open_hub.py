@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
+from ._budget import MemoryBudget
 from ._config import HubConfig
 from ._errors import TrioStreamsInternalError
 from ._exception_groups import collapse, leaves, only_exceptions
@@ -74,6 +75,12 @@ async def open_hub(
         raise TypeError(f"unknown hub option(s): {', '.join(sorted(unknown))}")
     config = HubConfig(**options) if config is None else replace(config, **options)
     store = MemoryStore() if store is None else store
+    budget = MemoryBudget(
+        config.max_memory,
+        max_event_bytes=config.max_event_bytes,
+        max_pending_bytes=config.max_pending_bytes,
+    )
+    store.use_memory_budget(budget)
     try:
         async with trio.open_nursery() as services:
             await store.start(services)
@@ -81,7 +88,7 @@ async def open_hub(
             await services.start(timers.run)
             try:
                 async with trio.open_nursery() as runs:
-                    hub = Hub(store, config, runs, timers, wall_clock)
+                    hub = Hub(store, config, runs, timers, wall_clock, budget)
                     if isinstance(store, SharedStore):
                         store.set_cancel_handler(hub._cancel_from_store)
                     try:

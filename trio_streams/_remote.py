@@ -11,7 +11,9 @@ subscriber behind the mirror's first seq reads that range from the store).
 
 The tail task lives in the hub's runs nursery. A mirror lives while someone
 uses it (subscribers, waiters); when the last one leaves, its tail task is
-cancelled. When the tail delivers the terminal event the mirror is closed:
+cancelled and its log released. Its events count in the memory budget
+(always: they exist elsewhere already, so they cannot be refused; the log's
+bounds keep them few). When the tail delivers the terminal event the mirror is closed:
 subscriptions end after it, waiters return.
 """
 
@@ -26,11 +28,13 @@ import trio
 
 from ._log import ReplayLog
 from ._run import Run, RunInfo, RunStatus
+from ._sizes import RUN_OVERHEAD, data_size, event_cost
 from ._subscription import Subscription
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
+    from ._budget import MemoryBudget
     from ._config import HubConfig
     from ._events import Event
     from .stores._base import SharedStore
@@ -49,13 +53,19 @@ class Mirrors:
     """The mirrors of one hub (see the module docstring)."""
 
     def __init__(
-        self, store: SharedStore, nursery: trio.Nursery, config: HubConfig, wall_clock: Callable[[], float]
+        self,
+        store: SharedStore,
+        nursery: trio.Nursery,
+        config: HubConfig,
+        wall_clock: Callable[[], float],
+        budget: MemoryBudget,
     ) -> None:
         #: The shared store the mirrors read from.
         self.store = store
         self._nursery = nursery
         self._config = config
         self._wall_clock = wall_clock
+        self._budget = budget
         self._mirrors: dict[str, _Mirror] = {}
 
     def __len__(self) -> int:
@@ -75,6 +85,7 @@ class Mirrors:
             mirror.users -= 1
             if not mirror.users:
                 mirror.scope.cancel(reason="no one follows the run here")
+                mirror.run.log.discard()
                 if self._mirrors.get(info.run_id) is mirror:
                     del self._mirrors[info.run_id]
 
@@ -109,7 +120,9 @@ class Mirrors:
 
     def _create(self, info: RunInfo) -> _Mirror:
         config = self._config
-        log = ReplayLog(max_events=config.log_max_events, max_bytes=config.log_max_bytes)
+        ledger = self._budget.ledger(info.run_id)
+        ledger.hold("log", overhead=RUN_OVERHEAD + data_size(info.metadata))
+        log = ReplayLog(max_events=config.log_max_events, max_bytes=config.log_max_bytes, ledger=ledger)
         log.last_seq = info.last_seq  # the tail starts here; earlier seqs come from the store
         run = Run(
             info.run_id,
@@ -118,6 +131,7 @@ class Mirrors:
             metadata=info.metadata,
             on_disconnect="continue",
             log=log,
+            ledger=ledger,
             store=self.store,
             wall_clock=self._wall_clock,
             finalize_timeout=config.finalize_timeout,
@@ -137,6 +151,7 @@ class Mirrors:
 
         def deliver(events: list[Event]) -> None:
             for event in events:
+                run._ledger.charge(event.seq, event_cost(event), force=True)
                 run.log.append(event)
                 if event.terminal:
                     run._closed = True

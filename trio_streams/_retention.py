@@ -10,7 +10,15 @@ Each run holds at most one such timer (``run._timer``, on the hub's
 :class:`TimerQueue`); a subscriber arriving cancels it.
 
 When the hub holds ``max_runs`` runs, ``start`` makes room by evicting the
-oldest finished run early (if ``evict_finished_when_full``).
+oldest finished run early (if ``evict_finished_when_full``). When the memory
+budget is short, it evicts the oldest finished runs (``reclaim_oldest``,
+called by the budget) whatever ``evict_finished_when_full`` says: memory is
+the harder limit.
+
+Evicting gives the run's memory back: its log is released at once, or, if
+subscribers still read it, shrunk to its terminal event (they read the rest
+from the store, or get a true ``Gap`` for what the store no longer has) and
+released when the last of them leaves.
 
 All synchronous: no checkpoint.
 """
@@ -29,18 +37,30 @@ if TYPE_CHECKING:
 logger = logging.getLogger("trio_streams")
 
 
-def arm_eviction(hub: Hub, run: Run) -> None:
-    grace = hub.config.grace_period
-    if grace == 0:
-        evict_run(hub, run)
-        return
+#: How soon eviction is tried again for a finished run whose log still holds
+#: events the store has not made durable (Redis down past ``store_timeout``):
+#: the log keeps them, counted, until the store has them.
+PENDING_RETRY = 1.0
+
+
+def arm_eviction(hub: Hub, run: Run, delay: float | None = None) -> None:
+    delay = hub.config.grace_period if delay is None else delay
+    if delay == 0:
+        if not run.log.pending_nbytes:
+            evict_run(hub, run)
+            return
+        delay = PENDING_RETRY
 
     def evict() -> None:
         run._timer = None
-        if not run._subscribers:
+        if run._subscribers:
+            return
+        if run.log.pending_nbytes:
+            arm_eviction(hub, run, min(hub.config.grace_period, PENDING_RETRY) or PENDING_RETRY)
+        else:
             evict_run(hub, run)
 
-    run._timer = hub._timers.call_after(grace, evict)
+    run._timer = hub._timers.call_after(delay, evict)
 
 
 def make_room(hub: Hub) -> None:
@@ -59,10 +79,32 @@ def make_room(hub: Hub) -> None:
     raise AtCapacity("max_runs", f"the hub holds its maximum of {hub.config.max_runs} runs")
 
 
+def reclaim_oldest(hub: Hub) -> bool:
+    """Evict the oldest finished run, for the memory budget; False if there is none.
+
+    Runs whose logs still keep events the store has not made durable are
+    skipped: evicting them would not free those (the store's writer holds
+    them too) and would lose them for readers until the store has them.
+    """
+    for run in hub._finished.values():
+        if not run.log.pending_nbytes:  # else it keeps what the store lacks
+            logger.info("run %s evicted early: the memory budget is short", run.id)
+            evict_run(hub, run)
+            return True
+    return False
+
+
 def evict_run(hub: Hub, run: Run) -> None:
     if hub._runs.get(run.id) is run:
         del hub._runs[run.id]
         hub._finished.pop(run.id, None)
+        if run._timer is not None:
+            run._timer.cancel()
+            run._timer = None
+        if run._subscribers:
+            run.log.shrink()
+        else:
+            run.log.discard()
         logger.debug("run %s evicted from memory", run.id)
 
 
@@ -80,6 +122,8 @@ def detach(hub: Hub, run: Run) -> None:
     if run._finished.is_set():
         if hub._runs.get(run.id) is run:
             arm_eviction(hub, run)
+        else:
+            run.log.discard()  # evicted while read: now nobody holds it
     elif run.on_disconnect == "cancel" and not run._closed:
         grace = hub.config.disconnect_grace
         if grace == 0:

@@ -10,12 +10,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import trio
 
+from ._budget import EventTooLarge
 from ._errors import RunClosed
 from ._events import Event, check_event_type
+from ._sizes import encoded_size, event_cost
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from ._budget import RunLedger
     from ._log import ReplayLog
     from .stores._base import Store
 
@@ -140,6 +143,7 @@ class Run:
         metadata: dict[str, Any],
         on_disconnect: OnDisconnect,
         log: ReplayLog,
+        ledger: RunLedger,
         store: Store,
         wall_clock: Callable[[], float],
         finalize_timeout: float,
@@ -161,6 +165,8 @@ class Run:
         self.error: dict[str, str] | None = None
         self.reason: str | None = None
         self.finalize_error: str | None = None
+        # The run's account in the memory budget; ``log`` is one of its holders.
+        self._ledger = ledger
         self._store = store
         self._wall_clock = wall_clock
         self._finalize_timeout = finalize_timeout
@@ -257,7 +263,10 @@ class Run:
 
         Raises:
             RunClosed: the run's terminal event is already published.
-            StoreOverflow: the store cannot buffer it; nothing was published.
+            EventTooLarge: its data is larger than ``max_event_bytes``.
+            MemoryBudgetExceeded: the memory budget cannot take it.
+            StoreOverflow: the store cannot buffer it.
+            (Whichever it is, nothing was published.)
         """
         event = self._stage(type, data)
         self._reveal(event)
@@ -266,16 +275,34 @@ class Run:
         return event
 
     def _stage(self, type: str, data: Any) -> Event:
-        """Create the next event and hand it to the store, not yet to subscribers.
+        """Create the next event, count it in the memory budget, and hand it to
+        the store, not yet to subscribers.
+
+        A terminal event is always counted (every run can end; the drain task
+        keeps it within ``max_event_bytes``); any other event must fit.
 
         Raises:
-            RunClosed, StoreOverflow: as :meth:`_publish`.
+            RunClosed, EventTooLarge, MemoryBudgetExceeded, StoreOverflow: as
+            :meth:`_publish`.
         """
         if self._sealed:
             raise RunClosed(f"run {self.id} has finished; its producer can emit no more")
         event = Event.create(self.log.last_seq + 1, type, data, self._wall_clock())
-        self._store.append_nowait(self.id, event)
-        if event.terminal:
+        ledger = self._ledger
+        terminal = event.terminal
+        limit = ledger.budget.max_event_bytes
+        # A character is at most 4 bytes of UTF-8: most events need no count.
+        if not terminal and len(event.data_json) * 4 > limit:
+            size = encoded_size(event)
+            if size > limit:
+                raise EventTooLarge(size, limit)
+        ledger.charge(event.seq, event_cost(event), force=terminal)
+        try:
+            self._store.append_nowait(self.id, event)
+        except BaseException:
+            ledger.refund(event.seq)  # not published: nothing holds it
+            raise
+        if terminal:
             self._sealed = True
         return event
 
@@ -363,8 +390,15 @@ class RunContext:
                 ``data`` holds ``NaN``/``Infinity`` or a lone surrogate
                 (strict JSON only); the message names the rule.
             TypeError: ``data`` is not JSON-serializable.
+            EventTooLarge: ``data`` encodes to more than ``max_event_bytes``
+                (a ``ValueError``); uncaught, the run fails (``event_too_large``).
+            MemoryBudgetExceeded: the hub's memory budget is full even after
+                finished runs gave memory back; uncaught, the run fails
+                (``memory_budget``).
             RunClosed: the run has finished.
             StoreOverflow: the store's buffer is full; the run will fail.
+
+        Whatever it raises, nothing was published.
         """
         check_event_type(type)
         return self._run._publish(type, data)
@@ -377,7 +411,8 @@ class RunContext:
         published and the call yields to the scheduler.
 
         Raises:
-            ValueError, TypeError, RunClosed, StoreOverflow: as :meth:`emit_nowait`.
+            ValueError, TypeError, EventTooLarge, MemoryBudgetExceeded,
+            RunClosed, StoreOverflow: as :meth:`emit_nowait`.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         event = self.emit_nowait(type, data)

@@ -216,6 +216,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--log-max-events", type=_positive_int, help="events each run's replay log keeps (10000)"
     )
     hub.add_argument("--log-max-bytes", type=size_arg, help="bytes each run's replay log keeps (8MiB)")
+    hub.add_argument(
+        "--max-memory",
+        type=size_arg,
+        metavar="SIZE",
+        help="memory budget of runs' events, the memory store and in-memory Durable Streams, "
+        "each event counted once; finished runs are evicted first, then new runs get 429 and "
+        "appends 507 (512MiB: fits a 1 GiB machine beside Python's own ~100 MiB)",
+    )
+    hub.add_argument(
+        "--max-event-bytes",
+        type=size_arg,
+        metavar="SIZE",
+        help="largest event (its JSON data); at most --max-memory / 8 (1MiB)",
+    )
     parser.add_argument(
         "--log-level",
         default="info",

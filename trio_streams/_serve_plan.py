@@ -45,6 +45,8 @@ _HUB_FLAGS = (
     "max_live_runs_per_owner",
     "log_max_events",
     "log_max_bytes",
+    "max_memory",
+    "max_event_bytes",
 )
 
 
@@ -98,6 +100,7 @@ class ServePlan:
             value = getattr(args, name)
             if value is not None:
                 plan.options[name] = value
+        _check_hub_flags(plan.options)
         plan._choose_store(args)
         if args.app:
             plan.app_factory = _import_factory(args.app)
@@ -200,6 +203,24 @@ class ServePlan:
         if not isinstance(streams, TrioStreams):
             raise ServeConfigError("the app factory returned an app without a TrioStreams extension")
         return app, streams
+
+
+def _check_hub_flags(options: dict[str, Any]) -> None:
+    """Refuse hub flags that do not go together (e.g. ``--max-event-bytes`` over an
+    eighth of ``--max-memory``), naming the flags.
+
+    Raises:
+        ServeConfigError: with HubConfig's message, in flag names.
+    """
+    from ._config import HubConfig
+
+    try:
+        HubConfig(**{name: options[name] for name in _HUB_FLAGS if name in options})
+    except ValueError as exc:
+        message = str(exc)
+        for name in _HUB_FLAGS:
+            message = message.replace(name, "--" + name.replace("_", "-"))
+        raise ServeConfigError(message) from None
 
 
 def parse_bind(text: str) -> tuple[str, int]:

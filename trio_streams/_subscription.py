@@ -18,7 +18,13 @@ trims only what its store has made durable (``Store.hold_log``), so the
 range behind its head is in the store unless the store's own bounds dropped
 it: a ``Gap`` means the events exist nowhere any more, never "not written yet".
 
-A finished run that the hub no longer holds is read from the store alone.
+A finished run that the hub no longer holds is read from the store alone;
+if the store drops it in the middle (a ``MemoryStore`` giving memory back),
+what the reader had not read yet is one ``Gap``, and the subscription ends.
+
+A batch holds at most ``max_items`` events and about ``max_bytes`` of them
+(at least one), so what one reader holds and encodes at once is bounded
+whatever the events' sizes.
 
 Every item is delivered exactly once and in seq order; the terminal event is
 the last, after which reads raise ``trio.EndOfChannel``.
@@ -31,13 +37,16 @@ from typing import TYPE_CHECKING, cast
 import trio
 
 from ._events import Event, Gap, Heartbeat, Item
+from ._log import cut_to_bytes
 
 if TYPE_CHECKING:
     from ._run import Run, RunInfo
     from .stores._base import Store
 
-#: Default upper bound on one batch.
+#: Default upper bound on one batch, in events ...
 DEFAULT_BATCH = 1024
+#: ... and in bytes (of ``Event.size``; at least one event).
+DEFAULT_BATCH_BYTES = 1024 * 1024
 
 
 class Subscription:
@@ -86,8 +95,11 @@ class Subscription:
         """Stop reading; later reads raise ``trio.ClosedResourceError``. Idempotent."""
         self._closed = True
 
-    async def receive_batch(self, max_items: int = DEFAULT_BATCH) -> list[Item]:
-        """Return the next items: at least one, at most ``max_items``.
+    async def receive_batch(
+        self, max_items: int = DEFAULT_BATCH, max_bytes: int = DEFAULT_BATCH_BYTES
+    ) -> list[Item]:
+        """Return the next items: at least one, at most ``max_items`` and about
+        ``max_bytes`` of events (more only if one event alone is larger).
 
         Blocks until there is something: events, a :class:`Gap` (history was
         trimmed), or a :class:`Heartbeat` after ``heartbeat`` idle seconds.
@@ -116,7 +128,7 @@ class Subscription:
                 return items
             if self._ended:
                 raise trio.EndOfChannel
-            items = await self._read(max_items)
+            items = await self._read(max_items, max_bytes)
             if items:
                 self._last_activity = trio.current_time()
                 if not parked:
@@ -159,33 +171,41 @@ class Subscription:
 
     # -- reading ----------------------------------------------------------------
 
-    async def _read(self, max_items: int) -> list[Item]:
+    async def _read(self, max_items: int, max_bytes: int) -> list[Item]:
         """What is available after the cursor now (may be empty for a live run)."""
         run = self._run
         if run is None:
-            return await self._read_stored(max_items)
+            return await self._read_stored(max_items, max_bytes)
         log = run.log
         if self.cursor + 1 < log.first_seq:
             # Behind the trimmed head: the store may still have that range.
             return await self._read_stored(
-                min(max_items, log.first_seq - 1 - self.cursor), upto=log.first_seq
+                min(max_items, log.first_seq - 1 - self.cursor), max_bytes, upto=log.first_seq
             )
-        events = log.read_after(self.cursor, max_items)
+        events = log.read_after(self.cursor, max_items, max_bytes)
         if not events:
             if run._closed:
                 self._ended = True
             return []
         return self._deliver(events)
 
-    async def _read_stored(self, limit: int, upto: int | None = None) -> list[Item]:
+    async def _read_stored(self, limit: int, max_bytes: int, upto: int | None = None) -> list[Item]:
         """Read from the store; ``upto`` is where the live log takes over."""
         events = await self._store.read_events(self.run_id, self.cursor, limit)
-        events = [event for event in events if event.seq > self.cursor]
+        events = cut_to_bytes([event for event in events if event.seq > self.cursor], max_bytes)
         items: list[Item] = []
         first = events[0].seq if events else upto
         if first is None:
-            # A stored run with nothing after the cursor: it is over.
+            # A stored run with nothing after the cursor: it is over. If the
+            # reader had not reached its end, the store dropped the rest (to
+            # give memory back): say so, then end.
             self._ended = True
+            last = 0 if self._stored is None else self._stored.last_seq
+            if self.cursor < last:
+                self.gaps += 1
+                gap = Gap(missed=last - self.cursor, first_available=last + 1)
+                self.cursor = last
+                return [gap]
             return []
         if first > self.cursor + 1:
             items.append(Gap(missed=first - self.cursor - 1, first_available=first))

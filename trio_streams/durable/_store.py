@@ -23,7 +23,12 @@ soft-deleted (410, name blocked); when its last fork goes, it goes too, and
 so on up the chain.
 
 Bounds: ``max_streams`` streams and ``max_bytes`` of data in all (507 past
-either), and reads return at most about ``max_read_bytes`` at once.
+either), and reads return at most about ``max_read_bytes`` at once. Served
+with a hub (``TrioStreams``), the store also counts what it holds -- data plus
+the measured overhead of each stream, append and JSON message -- in the hub's
+memory budget (``max_memory``, shared with the runs): an append or create
+that does not fit there, even after finished runs gave memory back, is a 507
+naming the budget. Streams are never evicted to make room.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from .._budget import MemoryBudgetExceeded
+from .._sizes import CHUNK_OVERHEAD, MESSAGE_OVERHEAD, STREAM_OVERHEAD
 from ._access import StreamId
 from ._append import outcome, plan_append
 from ._create import confirm_existing, plan_create
@@ -47,6 +54,7 @@ from ._stream import AppendOutcome, DurableStream
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from .._budget import MemoryBudget
     from ._log import Data, Slice
     from ._stream import AppendRequest, CreateRequest
 
@@ -90,6 +98,21 @@ class DurableStreamStore:
         self._bytes = 0
         self._next_sweep = -float("inf")
         self._live_reads = True
+        self._budget: MemoryBudget | None = None
+        self._cost = 0  # what the streams held cost in memory, as the budget counts it
+
+    def use_memory_budget(self, budget: MemoryBudget) -> None:
+        """Count what this store holds in ``budget`` (the hub's ``max_memory``) from now on.
+
+        Streams held already are counted in it at once (moved from a previous
+        budget), even past its limit: they are never dropped to make room.
+        """
+        if budget is self._budget:
+            return
+        if self._budget is not None:
+            self._budget.release(self._cost, part="durable")
+        self._budget = budget
+        budget.charge(self._cost, part="durable")
 
     # -- lookups ---------------------------------------------------------------------
 
@@ -156,8 +179,9 @@ class DurableStreamStore:
         source = None if request.fork is None else self._fork_source(ident.sibling(request.fork.source))
         content_type, data = plan_create(request, None if source is None else source.content_type)
         log = StreamLog(json=is_json(content_type)) if source is None else self._fork_log(source, request)
-        held = sum(_size(chunk) for chunk in (data, prefix_of(log)) if chunk)
-        self._reserve(held)
+        chunks = [chunk for chunk in (data, prefix_of(log)) if chunk]
+        held = sum(map(_size, chunks))
+        self._reserve(held, STREAM_OVERHEAD + sum(map(_chunk_cost, chunks)))
         if data:
             log.append(data)
         stream = DurableStream(
@@ -239,7 +263,7 @@ class DurableStreamStore:
         data, claim = decision.data, request.producer
         # Every check passed: commit in one step.
         if data:
-            self._reserve(_size(data))
+            self._reserve(_size(data), _chunk_cost(data))
             stream.nbytes += _size(data)
             stream.log.append(data)
         if request.stream_seq is not None:
@@ -255,12 +279,19 @@ class DurableStreamStore:
             return outcome(stream, 204)
         return outcome(stream, 200 if data else 204, claim.epoch, claim.seq)
 
-    def _reserve(self, nbytes: int) -> None:
+    def _reserve(self, nbytes: int, cost: int) -> None:
+        """Count ``nbytes`` of data (``cost`` in memory), or refuse with a 507."""
         if self._bytes + nbytes > self.max_bytes:
             raise DurableStreamError(
                 507, "store_full", f"the store holds its limit of {self.max_bytes} bytes"
             )
+        if self._budget is not None:
+            try:
+                self._budget.reserve(cost, part="durable", what="this append")
+            except MemoryBudgetExceeded as exc:
+                raise DurableStreamError(507, "store_full", str(exc)) from None
         self._bytes += nbytes
+        self._cost += cost
 
     # -- read and wait ---------------------------------------------------------------------
 
@@ -336,6 +367,10 @@ class DurableStreamStore:
             if self._streams.get(stream.stream_id) is stream:
                 del self._streams[stream.stream_id]
             self._bytes -= stream.nbytes
+            cost = _stream_cost(stream)
+            self._cost -= cost
+            if self._budget is not None:
+                self._budget.release(cost, part="durable")
             source = stream.source
             stream.source = None
             if source is None:
@@ -365,6 +400,19 @@ class DurableStreamStore:
 
 def _size(data: Data) -> int:
     return len(data) if isinstance(data, bytes) else sum(map(len, data))
+
+
+def _chunk_cost(data: Data) -> int:
+    """What one append's data costs in memory (see ``_sizes``)."""
+    messages = 0 if isinstance(data, bytes) else len(data)
+    return _size(data) + CHUNK_OVERHEAD + MESSAGE_OVERHEAD * messages
+
+
+def _stream_cost(stream: DurableStream) -> int:
+    """What a stream costs in memory: the sum of what its create and appends were counted at."""
+    log = stream.log
+    messages = log.tail.position - log.base.position if log.json else 0
+    return STREAM_OVERHEAD + stream.nbytes + CHUNK_OVERHEAD * log.own_chunks + MESSAGE_OVERHEAD * messages
 
 
 def prefix_of(log: StreamLog) -> Data | None:

@@ -12,6 +12,7 @@ import trio
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from .._budget import MemoryBudget
     from .._events import Event
     from .._log import ReplayLog
     from .._run import OnConflict, RunInfo, RunStatus
@@ -66,6 +67,23 @@ class Store(abc.ABC):
     hot path (it must not block; a store that writes remotely buffers, within
     a bound), the rest from the run's drain task and from subscriptions.
     """
+
+    def use_memory_budget(self, budget: MemoryBudget) -> None:
+        """Count what this store keeps in this process in ``budget`` (the hub's
+        ``max_memory``), from now on; ``open_hub`` calls it before :meth:`start`.
+
+        The hub counts every event once, when it is published, and the run's
+        log holds it. A store that keeps events in memory (``MemoryStore``)
+        registers as another holder of each run (``budget.ledger(run_id)``)
+        and gives finished runs back when the budget is short
+        (``budget.add_reclaimer``). A store that buffers events until they are
+        durable bounds that buffer by at most ``budget.max_pending_bytes``
+        (the not-yet-durable sub-budget), refusing past it with
+        ``StoreOverflow``; the events it buffers are held by their runs'
+        logs until durable (:meth:`hold_log`), so they are counted already.
+        Stores that keep nothing in memory need not override this.
+        """
+        del budget  # nothing of this store's is in memory
 
     async def start(self, nursery: trio.Nursery) -> None:
         """Start the store's background work (e.g. a batched writer) in

@@ -46,6 +46,7 @@ from ._redis_writer import MetaWrite, RedisWriter, Ttls
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from .._budget import MemoryBudget
     from .._events import Event
     from .._log import ReplayLog
     from .._run import OnConflict
@@ -107,7 +108,8 @@ class RedisStore(SharedStore):
             each event counted once. A run whose event, or whose start, does
             not fit fails loudly (``error``, code ``store_overflow``); other
             runs' reads are unaffected. See docs/redis.md for the outage
-            this survives.
+            this survives. Under a hub, at most its ``max_pending_bytes``
+            (the memory budget's not-yet-durable share).
         max_buffered_events: deprecated (use ``max_pending_bytes``): also
             bound the events and metadata writes not yet durable to this many.
         max_entry_events: events batched into one stream entry, at most.
@@ -185,6 +187,7 @@ class RedisStore(SharedStore):
         self._client_obj: Client = client_from_url(
             url, cluster=cluster, connect_timeout=connect_timeout, stream_timeout=stream_timeout
         )
+        self._max_pending_bytes = max_pending_bytes
         self._writer = RedisWriter(
             self._require_client,
             self.keys,
@@ -396,6 +399,17 @@ class RedisStore(SharedStore):
             live=not info.status.finished,
             final=final,
         )
+
+    def use_memory_budget(self, budget: MemoryBudget) -> None:
+        """Bound the writer's not-yet-durable bytes by the hub's sub-budget too.
+
+        The writer's bound becomes ``min(max_pending_bytes, budget.max_pending_bytes)``
+        (in the writer's measure, the events' encoded size); the events
+        themselves count in the budget at their full cost through their runs'
+        logs, which hold them until they are durable.
+        """
+        pending = self._writer.pending
+        pending.max_bytes = min(self._max_pending_bytes, budget.max_pending_bytes)
 
     def hold_log(self, run_id: str, log: ReplayLog) -> None:
         """The log trims only what the writer has flushed (see :meth:`Store.hold_log`)."""

@@ -6,7 +6,7 @@ import logging
 import re
 from collections import Counter
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -14,6 +14,7 @@ import trio
 from quart_trio import QuartTrio
 from trio_util import AsyncValue
 
+from .._config import HubConfig
 from .._exception_groups import collapse
 from .._http_body import consume_body
 from .._open_hub import open_hub
@@ -22,7 +23,7 @@ from ..durable._access import resolve_access
 from ..stores import MemoryStore, Store
 from ..stores.redis import RedisStore
 from ._auth import TokenAuth
-from ._demo import DemoInput, demo_input_schema, demo_producer
+from ._demo import DemoInput, demo_input_schema, demo_limits, demo_producer, demo_reserve
 from ._errors import ApiError, error_response
 from ._idempotency import IdempotencyKeys
 
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
     from quart import Blueprint, Response
 
-    from .._config import HubConfig
     from .._hub import Hub
     from .._run import RunContext, RunInfo
     from ..durable import DurableAccess
@@ -51,6 +51,8 @@ class RegisteredProducer:
     parse_input: Callable[[Any], Any] | None
     #: JSON Schema of the input, for the OpenAPI document (``{}``: anything).
     input_schema: dict[str, Any]
+    #: Bytes of the memory budget a run needs, from its parsed input (``Hub.start(reserve=)``).
+    reserve: Callable[[Any], int] | None = None
 
 
 class TrioStreams:
@@ -76,7 +78,8 @@ class TrioStreams:
         shutdown_grace: seconds live runs may take to finish at shutdown.
         cancel_wait_timeout: the longest ``cancel?wait=true`` waits.
         demo: register the built-in ``demo`` producer.
-        demo_max_tokens: the most tokens one demo run may ask for.
+        demo_max_tokens: the most tokens one demo run may ask for (its other
+            limits follow from the hub's ``max_memory`` and ``max_event_bytes``).
         durable_streams: serve the Durable Streams protocol at
             ``{url_prefix}/stream`` (runs included, read-only, as
             ``{url_prefix}/stream/runs/<run_id>``): ``True`` for an
@@ -169,11 +172,14 @@ class TrioStreams:
         self._stop = trio.Event()
         self._stopped = trio.Event()
         if demo:
+            budget = replace(hub_config or HubConfig(), **hub_options)
+            limits = demo_limits(budget.max_memory, budget.max_event_bytes)
             self.register(
                 "demo",
-                demo_producer,
-                parse_input=partial(DemoInput.parse, max_tokens=demo_max_tokens),
-                input_schema=demo_input_schema(demo_max_tokens),
+                partial(demo_producer, max_text=limits.max_text),
+                parse_input=partial(DemoInput.parse, max_tokens=demo_max_tokens, limits=limits),
+                input_schema=demo_input_schema(demo_max_tokens, limits),
+                reserve=demo_reserve,
             )
         if app is not None:
             self.init_app(app)
@@ -187,6 +193,7 @@ class TrioStreams:
         *,
         parse_input: Callable[[Any], Any] | None = None,
         input_schema: dict[str, Any] | None = None,
+        reserve: Callable[[Any], int] | None = None,
     ) -> None:
         """Make ``function`` startable as ``{"producer": name}``.
 
@@ -196,6 +203,9 @@ class TrioStreams:
         from it is a ``400`` with its message, and its return value is what
         ``function`` receives. ``input_schema`` (JSON Schema) documents
         the input in ``/openapi.json``; keep it as strict as ``parse_input``.
+        ``reserve``, if given, says from the parsed input how many bytes of
+        the memory budget a run will need (see ``Hub.start``): a run that
+        cannot have them is refused at once (429) rather than failed half-way.
 
         Raises:
             ValueError: a bad or already registered name.
@@ -204,7 +214,9 @@ class TrioStreams:
             raise ValueError(f"producer name {name!r} must be 1-64 of [A-Za-z0-9_.-]")
         if name in self.producers:
             raise ValueError(f"a producer named {name!r} is already registered")
-        self.producers[name] = RegisteredProducer(name, function, parse_input, dict(input_schema or {}))
+        self.producers[name] = RegisteredProducer(
+            name, function, parse_input, dict(input_schema or {}), reserve
+        )
 
     def producer(
         self,
@@ -212,11 +224,18 @@ class TrioStreams:
         *,
         parse_input: Callable[[Any], Any] | None = None,
         input_schema: dict[str, Any] | None = None,
+        reserve: Callable[[Any], int] | None = None,
     ) -> Callable[[T], T]:
         """Decorator form of :meth:`register`: ``@streams.producer("chat")``."""
 
         def decorate(function: T) -> T:
-            self.register(name, function, parse_input=parse_input, input_schema=input_schema)  # type: ignore[arg-type]
+            self.register(
+                name,
+                function,  # type: ignore[arg-type]
+                parse_input=parse_input,
+                input_schema=input_schema,
+                reserve=reserve,
+            )
             return function
 
         return decorate
@@ -348,6 +367,9 @@ class TrioStreams:
                 with trio.CancelScope(shield=True) as hub_scope:
                     async with AsyncExitStack() as stack:
                         hub = await stack.enter_async_context(self._open_hub(stack))
+                        if isinstance(self.durable_store, DurableStreamStore):
+                            # Durable Streams in memory share the hub's budget.
+                            self.durable_store.use_memory_budget(hub.budget)
                         await self._connect_durable(stack, hub.store)
                         task_status.started(hub)
                         await self._stop.wait()

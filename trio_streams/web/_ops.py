@@ -107,6 +107,38 @@ def render_metrics(streams: TrioStreams) -> str:
         metric(
             "store_flush_errors_total", "counter", "Failed store writes.", [("", stats.store.flush_errors)]
         )
+        memory = stats.memory
+        metric("memory_limit_bytes", "gauge", "The memory budget (max_memory).", [("", memory.limit)])
+        metric(
+            "memory_used_bytes",
+            "gauge",
+            "Bytes counted in the memory budget, by part (each event once).",
+            [('{part="runs"}', memory.runs), ('{part="durable"}', memory.durable)],
+        )
+        metric(
+            "memory_pending_bytes",
+            "gauge",
+            "Bytes not yet durable (part of the runs' bytes), of memory_pending_limit_bytes.",
+            [("", memory.pending)],
+        )
+        metric(
+            "memory_pending_limit_bytes",
+            "gauge",
+            "The not-yet-durable sub-budget (max_pending_bytes).",
+            [("", memory.pending_limit)],
+        )
+        metric(
+            "memory_evictions_total",
+            "counter",
+            "Finished runs evicted or dropped to give memory back.",
+            [("", memory.evicted)],
+        )
+        metric(
+            "memory_refusals_total",
+            "counter",
+            "Runs, events and appends refused because the memory budget was full.",
+            [("", memory.refused)],
+        )
     if isinstance(streams.durable_store, DurableStreamStore):  # Redis keeps its own counts
         durable = streams.durable_store.statistics()
         metric(

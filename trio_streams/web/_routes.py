@@ -253,6 +253,7 @@ async def _start(hub: Hub, streams: TrioStreams, spec: _StartSpec, caller: str |
             on_conflict=spec.on_conflict,
             on_disconnect=spec.on_disconnect,
             metadata=spec.metadata,
+            reserve=0 if spec.producer.reserve is None else spec.producer.reserve(run_input),
         )
     except RunConflict as exc:
         # Keys are per owner: the run named here is always the caller's own.
