@@ -719,7 +719,7 @@ async def test_a_finished_run_keeps_what_redis_lacks_until_it_has_it(tmp_path) -
                 await run.wait()
                 assert run.log.pending_nbytes > 0
                 assert hub.get(run.id) is run, "not evicted: the store lacks some of it"
-                assert reclaim_oldest(hub) is False, "nor given back under memory pressure"
+                assert reclaim_oldest(hub._state) is False, "nor given back under memory pressure"
                 held = sum(map(event_cost, run.log.read_after(0)))
                 assert hub.budget.used == held + RUN_OVERHEAD + data_size({})
                 await server.start()

@@ -10,7 +10,8 @@ wherever the run ahead ran), runs the producer inside the run's cancel
 scope, and finally calls :func:`finalize`:
 hooks, terminal event, durable end, then :func:`retire`, the hub's
 synchronous bookkeeping (free the key, promote the next queued run, arm the
-grace-period eviction).
+grace-period eviction). The task sees the hub's
+:class:`~._hub_state.HubState` (services and bookkeeping), not the hub.
 
 Drain tasks never raise: producer errors become ``error`` events, and
 finalization runs shielded, each step under a deadline. A producer that
@@ -36,7 +37,6 @@ from ._errors import RunFailed, StoreOverflow
 from ._events import encode_json
 from ._exception_groups import collapse, leaves, only_exceptions
 from ._key_claims import wait_for_turn
-from ._keys import release_key
 from ._retention import arm_eviction
 from ._run import Run, RunContext, RunOutcome, RunStatus
 from ._sizes import json_bytes
@@ -44,7 +44,7 @@ from .stores._base import SharedStore
 
 if TYPE_CHECKING:
     from ._config import OnFinish
-    from ._hub import Hub
+    from ._hub_state import HubState
 
 logger = logging.getLogger("trio_streams")
 
@@ -67,7 +67,7 @@ Producer: TypeAlias = (
 
 
 async def drain_run(
-    hub: Hub,
+    hub: HubState,
     run: Run,
     producer: Producer,
     ctx: RunContext,
@@ -86,7 +86,7 @@ async def drain_run(
             if run.status is RunStatus.QUEUED:
                 await _wait_for_turn(hub, run)
                 run.status = RunStatus.RUNNING
-                run.started_at = hub._wall_clock()
+                run.started_at = hub.wall_clock()
                 logger.info("run %s running (its turn for key=%s)", run.id, run.key)
                 await hub.store.save_run(run.info())
             if hub.config.max_age is not None:
@@ -125,7 +125,7 @@ async def drain_run(
         await finalize(hub, run, status, error, on_finish)
 
 
-async def _wait_for_turn(hub: Hub, run: Run) -> None:
+async def _wait_for_turn(hub: HubState, run: Run) -> None:
     """Until the queued run holds its key.
 
     Its turn may already have come (the run ahead of it finalized before this
@@ -135,7 +135,7 @@ async def _wait_for_turn(hub: Hub, run: Run) -> None:
     finalize deadlines, or its owner is declared dead once its lease expired).
     """
     store = hub.store
-    if run.id in hub._shared_keys and isinstance(store, SharedStore):
+    if run.id in hub.shared_keys and isinstance(store, SharedStore):
         await wait_for_turn(hub, run, store)
     else:
         await run._turn.wait()
@@ -165,7 +165,7 @@ def _failure(run: Run, exc: BaseException) -> tuple[RunStatus, dict[str, str]]:
 
 
 async def finalize(
-    hub: Hub, run: Run, status: RunStatus, error: dict[str, str] | None, on_finish: OnFinish | None
+    hub: HubState, run: Run, status: RunStatus, error: dict[str, str] | None, on_finish: OnFinish | None
 ) -> None:
     """Hooks, terminal event, durable end, bookkeeping -- shielded, each under a deadline."""
     config = hub.config
@@ -186,7 +186,7 @@ async def finalize(
                 logger.error("run %s: on_finish hook exceeded %ss", run.id, config.finalize_timeout)
                 run.finalize_error = f"on_finish did not finish within {config.finalize_timeout}s"
         status = _check_result(run, status, hub.budget.max_event_bytes)
-        run.ended_at = hub._wall_clock()
+        run.ended_at = hub.wall_clock()
         # The terminal event is durable before anyone sees the run end:
         # staged to the store, recorded with the final metadata, and only
         # then put in the log (subscribers) and the status set.
@@ -240,25 +240,15 @@ def _check_result(run: Run, status: RunStatus, max_event_bytes: int) -> RunStatu
     return RunStatus.ERROR
 
 
-def retire(hub: Hub, run: Run) -> None:
+def retire(hub: HubState, run: Run) -> None:
     """Synchronous bookkeeping once a run has ended."""
     run._ledger.unreserve()
     run._ledger.finish()  # its memory may be given back from now on
     if run._timer is not None:
         run._timer.cancel()
         run._timer = None
-    hub._retired_events += run.last_seq
-    hub._runs_by_status[run.status.value] += 1
-    if run.owner is not None:
-        hub._owner_live[run.owner] -= 1
-        if not hub._owner_live[run.owner]:
-            del hub._owner_live[run.owner]
-    release_key(hub._keys, run, hub._shared_keys)
-    hub._shared_keys.discard(run.id)
-    if hub._runs.get(run.id) is run:
-        hub._finished[run.id] = run
-        if not run._subscribers:
-            arm_eviction(hub, run)
+    if hub.retire(run) and not run._subscribers:
+        arm_eviction(hub, run)
 
 
 async def _run_producer(run: Run, producer: Producer, ctx: RunContext) -> None:

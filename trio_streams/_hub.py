@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import secrets
 import warnings
-from collections import Counter, OrderedDict
+from collections import Counter
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, get_args
 
@@ -47,8 +47,9 @@ from ._config import HubStatistics
 from ._drain import Producer, drain_run
 from ._errors import AtCapacity, HubClosed, RunNotFound, StreamError
 from ._events import RESERVED_TYPES, encode_json
+from ._hub_state import HubState
 from ._key_claims import claim_shared, withdraw_claim
-from ._keys import claim_key, current_holder, note_claim
+from ._keys import current_holder
 from ._log import ReplayLog
 from ._remote import Mirrors
 from ._retention import attach, detach, make_room, reclaim_oldest
@@ -62,7 +63,6 @@ if TYPE_CHECKING:
 
     from ._budget import MemoryBudget, RunLedger
     from ._config import HubConfig, OnFinish
-    from ._keys import KeyId, _KeySlot
     from ._timers import TimerQueue
     from .stores._base import KeyClaim, Store
 
@@ -98,18 +98,11 @@ class Hub:
         #: The memory budget (``max_memory``) this hub and its store count in.
         self.budget = budget
         self._nursery = runs_nursery
-        self._timers = timers
         self._wall_clock = wall_clock
-        self._runs: dict[str, Run] = {}
-        self._finished: OrderedDict[str, Run] = OrderedDict()
-        self._keys: dict[KeyId, _KeySlot] = {}
-        # Runs whose key the shared store decides (claimed there): it promotes them.
-        self._shared_keys: set[str] = set()
-        self._owner_live: Counter[str] = Counter()
-        self._closing = False
-        self._runs_started = 0
-        self._retired_events = 0
-        self._runs_by_status: Counter[str] = Counter()
+        # Every change to the hub's bookkeeping goes through this object's methods.
+        self._state = state = HubState(store, config, timers, wall_clock, budget)
+        self._runs = state.runs  # read-only views (statistics, tests)
+        self._owner_live = state.owner_live
         # Live runs other instances own, followed through a shared store.
         #: Runs other instances own, followed here (a shared store only).
         self._mirrors = (
@@ -119,7 +112,7 @@ class Hub:
         )
         # Finished runs give memory back when the budget is short (after the
         # store's own finished records, which the store registered first).
-        budget.add_reclaimer(lambda: reclaim_oldest(self))
+        budget.add_reclaimer(lambda: reclaim_oldest(state))
 
     # -- starting -------------------------------------------------------------
 
@@ -186,7 +179,7 @@ class Hub:
         cancelled is released (shielded, under ``store_timeout``).
         """
         await trio.lowlevel.checkpoint()
-        if self._closing:
+        if self._state.closing:
             raise HubClosed("the hub is closed and starts no new runs")
         if on_conflict not in get_args(OnConflict):
             raise ValueError(f"on_conflict must be one of {get_args(OnConflict)}, not {on_conflict!r}")
@@ -208,10 +201,10 @@ class Hub:
             self._check_owner_cap(owner)  # before asking the store: fail fast
             claim = await claim_shared(self._mirrors.store, config, run_id, key, owner, on_conflict)
         try:
-            if self._closing:
+            if self._state.closing:
                 raise HubClosed("the hub is closed and starts no new runs")
             # No checkpoint from here on: the checks and the registration are atomic.
-            make_room(self)
+            make_room(self._state)
             self._check_owner_cap(owner)
             ledger = self._admit(run_id, metadata, reserve)
             log = ReplayLog(max_events=config.log_max_events, max_bytes=config.log_max_bytes, ledger=ledger)
@@ -230,7 +223,7 @@ class Hub:
                 input_timeout=config.input_timeout,
             )
             if claim is None:
-                claim_key(self._keys, run, on_conflict, config.max_queued_per_key)
+                self._state.claim_local_key(run, on_conflict)
         except BaseException:
             if log is not None:
                 log.discard()  # refused: give its memory back
@@ -239,22 +232,17 @@ class Hub:
                 assert self._mirrors is not None
                 await withdraw_claim(self._mirrors.store, config, run_id, key, owner)
             raise
+        self._state.register(run, shared_claim=None if claim is None else claim.state == "holds")
         if claim is not None:
-            self._shared_keys.add(run.id)
-            note_claim(self._keys, run, holds=claim.state == "holds")
             for other_id in claim.interrupt:
                 other = self._runs.get(other_id)
                 if other is not None:
                     other._request_cancel("interrupted")
         # A store that writes behind keeps the log from trimming what it cannot serve yet.
         self.store.hold_log(run.id, run.log)
-        self._runs[run.id] = run
-        if owner is not None:
-            self._owner_live[owner] += 1
-        self._runs_started += 1
         ctx = RunContext(run, input)
         name = f"trio_streams run {run.id}"
-        self._nursery.start_soon(drain_run, self, run, producer, ctx, on_finish, name=name)
+        self._nursery.start_soon(drain_run, self._state, run, producer, ctx, on_finish, name=name)
         if run._turn.is_set():
             run.status = RunStatus.RUNNING
             run.started_at = run.created_at
@@ -310,7 +298,9 @@ class Hub:
                 DeprecationWarning,
                 stacklevel=2,
             )
-        return current_holder(self._keys, key, None if owner is _UNSET else owner, any_owner=owner is _UNSET)
+        return current_holder(
+            self._state.keys, key, None if owner is _UNSET else owner, any_owner=owner is _UNSET
+        )
 
     async def get_info(self, run_id: str) -> RunInfo:
         """The run's metadata, from memory or from the store.
@@ -433,7 +423,7 @@ class Hub:
             yield subscription
         finally:
             subscription.close()
-            detach(self, run)
+            detach(self._state, run)
 
     def statistics(self) -> HubStatistics:
         """Counts of runs, subscribers and retained events now."""
@@ -455,9 +445,9 @@ class Hub:
             subscribers=subscribers,
             log_events=events,
             log_bytes=nbytes,
-            runs_started=self._runs_started,
-            events_published=self._retired_events + live_events,
-            runs_by_status=dict(self._runs_by_status),
+            runs_started=self._state.runs_started,
+            events_published=self._state.retired_events + live_events,
+            runs_by_status=dict(self._state.runs_by_status),
             store=store,
             # A store that writes behind (RedisStoreStatistics) reports its pending bytes.
             memory=self.budget.statistics(pending=getattr(store, "pending_bytes", 0)),
@@ -478,7 +468,7 @@ class Hub:
         """
         if grace < 0:
             raise ValueError(f"grace must be >= 0, not {grace}")
-        self._closing = True
+        self._state.refuse_new()
         live = [run for run in self._runs.values() if not run._finished.is_set()]
         for run in live:
             if run.status is RunStatus.QUEUED:
@@ -500,7 +490,7 @@ class Hub:
 
     def _close(self) -> None:
         """Refuse new runs and cancel every live one. Synchronous: no checkpoint."""
-        self._closing = True
+        self._state.refuse_new()
         for run in list(self._runs.values()):
             run._request_cancel("hub_closed")
         if self._mirrors is not None:
@@ -511,9 +501,6 @@ class Hub:
         run = self._runs.get(run_id)
         if run is not None and run._request_cancel(reason):
             logger.info("run %s cancel requested by another instance: %r", run_id, reason)
-
-
-__all__ = ["RESERVED_TYPES", "Hub", "Producer", "RunNotLive"]
 
 
 __all__ = ["RESERVED_TYPES", "Hub", "Producer", "RunNotLive"]

@@ -26,11 +26,10 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._errors import AtCapacity, KeysUnavailable, RunConflict
-from ._keys import take_turn
 
 if TYPE_CHECKING:
     from ._config import HubConfig
-    from ._hub import Hub
+    from ._hub_state import HubState
     from ._run import OnConflict, Run
     from .stores._base import KeyClaim, SharedStore
 
@@ -89,7 +88,7 @@ async def withdraw_claim(
             logger.warning("key %r: could not withdraw the claim of run %s (%s)", key, run_id, exc)
 
 
-async def wait_for_turn(hub: Hub, run: Run, store: SharedStore) -> None:
+async def wait_for_turn(hub: HubState, run: Run, store: SharedStore) -> None:
     """Until the store hands queued ``run`` its key; then it is the key's current run here.
 
     Cancellation: the wait ends; the run's end then releases its place.
@@ -97,4 +96,4 @@ async def wait_for_turn(hub: Hub, run: Run, store: SharedStore) -> None:
     assert run.key is not None
     fence = await store.wait_key_turn(run.owner, run.key, run.id)
     logger.info("run %s: its turn for key=%s came (fence %d)", run.id, run.key, fence)
-    take_turn(hub._keys, run)
+    hub.take_turn(run)

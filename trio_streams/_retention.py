@@ -20,6 +20,9 @@ subscribers still read it, shrunk to its terminal event (they read the rest
 from the store, or get a true ``Gap`` for what the store no longer has) and
 released when the last of them leaves.
 
+They work on the hub's :class:`~._hub_state.HubState` (its runs change
+only through its methods), never on the hub itself.
+
 All synchronous: no checkpoint.
 """
 
@@ -31,7 +34,7 @@ from typing import TYPE_CHECKING
 from ._errors import AtCapacity
 
 if TYPE_CHECKING:
-    from ._hub import Hub
+    from ._hub_state import HubState
     from ._run import Run
 
 logger = logging.getLogger("trio_streams")
@@ -43,7 +46,7 @@ logger = logging.getLogger("trio_streams")
 PENDING_RETRY = 1.0
 
 
-def arm_eviction(hub: Hub, run: Run, delay: float | None = None) -> None:
+def arm_eviction(hub: HubState, run: Run, delay: float | None = None) -> None:
     delay = hub.config.grace_period if delay is None else delay
     if delay == 0:
         if not run.log.pending_nbytes:
@@ -60,33 +63,33 @@ def arm_eviction(hub: Hub, run: Run, delay: float | None = None) -> None:
         else:
             evict_run(hub, run)
 
-    run._timer = hub._timers.call_after(delay, evict)
+    run._timer = hub.timers.call_after(delay, evict)
 
 
-def make_room(hub: Hub) -> None:
+def make_room(hub: HubState) -> None:
     """Let ``start`` add a run: evict the oldest finished one if the hub is full.
 
     Raises:
         AtCapacity: ``max_runs`` live runs, or finished ones may not be evicted early.
     """
-    if len(hub._runs) < hub.config.max_runs:
+    if len(hub.runs) < hub.config.max_runs:
         return
-    if hub.config.evict_finished_when_full and hub._finished:
-        oldest = next(iter(hub._finished.values()))
+    oldest = hub.oldest_finished()
+    if hub.config.evict_finished_when_full and oldest is not None:
         logger.info("run %s evicted early: max_runs=%d reached", oldest.id, hub.config.max_runs)
         evict_run(hub, oldest)
         return
     raise AtCapacity("max_runs", f"the hub holds its maximum of {hub.config.max_runs} runs")
 
 
-def reclaim_oldest(hub: Hub) -> bool:
+def reclaim_oldest(hub: HubState) -> bool:
     """Evict the oldest finished run, for the memory budget; False if there is none.
 
     Runs whose logs still keep events the store has not made durable are
     skipped: evicting them would not free those (the store's writer holds
     them too) and would lose them for readers until the store has them.
     """
-    for run in hub._finished.values():
+    for run in hub.finished.values():
         if not run.log.pending_nbytes:  # else it keeps what the store lacks
             logger.info("run %s evicted early: the memory budget is short", run.id)
             evict_run(hub, run)
@@ -94,10 +97,8 @@ def reclaim_oldest(hub: Hub) -> bool:
     return False
 
 
-def evict_run(hub: Hub, run: Run) -> None:
-    if hub._runs.get(run.id) is run:
-        del hub._runs[run.id]
-        hub._finished.pop(run.id, None)
+def evict_run(hub: HubState, run: Run) -> None:
+    if hub.forget(run):
         if run._timer is not None:
             run._timer.cancel()
             run._timer = None
@@ -115,12 +116,12 @@ def attach(run: Run) -> None:
         run._timer = None
 
 
-def detach(hub: Hub, run: Run) -> None:
+def detach(hub: HubState, run: Run) -> None:
     run._subscribers -= 1
     if run._subscribers:
         return
     if run._finished.is_set():
-        if hub._runs.get(run.id) is run:
+        if hub.holds(run):
             arm_eviction(hub, run)
         else:
             run.log.discard()  # evicted while read: now nobody holds it
@@ -136,4 +137,4 @@ def detach(hub: Hub, run: Run) -> None:
                 logger.info("run %s: no subscriber came back within %ss", run.id, grace)
                 run._request_cancel("disconnected")
 
-        run._timer = hub._timers.call_after(grace, cancel_abandoned)
+        run._timer = hub.timers.call_after(grace, cancel_abandoned)

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from .._budget import MemoryBudget
     from .._events import Event
     from .._log import ReplayLog
-    from .._run import OnConflict, RunInfo, RunStatus
+    from .._run_info import OnConflict, RunInfo, RunStatus
 
 #: Marks an argument the caller did not pass (deprecation shims).
 _UNSET: Any = object()

@@ -14,7 +14,7 @@ from ._base import Store, StoreStatistics
 if TYPE_CHECKING:
     from .._budget import MemoryBudget, RunLedger
     from .._events import Event
-    from .._run import RunInfo, RunStatus
+    from .._run_info import RunInfo, RunStatus
 
 #: With a memory budget, one run's record keeps at most this part of it.
 RECORD_SHARE = 4
