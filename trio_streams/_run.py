@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ._log import ReplayLog
     from .stores._base import Store
 
+
 class Run:
     """A live run held by a hub. Read its attributes; change it through the hub.
 

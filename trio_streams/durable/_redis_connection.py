@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Self
 import coredis
 import trio
 
+from ..log import LiveReads
 from ..stores._redis_client import RedisUnavailable, closing_connection_class, release_leftovers, safe_url
 from ..stores._redis_layout import LayoutMismatch, check_layout
 from ._errors import DurableStreamError
@@ -59,8 +60,8 @@ class StoreConnection:
         self._reader: StreamData | None = None
         self._keys = Keys("trio_streams:")
         self._script: Any = None
-        self._live_reads = True
         self._notifications = Notifications()
+        self._live_reads = LiveReads(self._notifications.wake_all)
         #: Per stream with writers under way here: their lock (dropped with the last).
         self._writers: dict[StreamId, _Turn] = {}
         #: Operations under way (a closing store waits for them, within CLOSE_GRACE).
@@ -211,15 +212,14 @@ class StoreConnection:
 
     @property
     def live_reads(self) -> bool:
-        return self._live_reads
+        return self._live_reads.open
 
     def end_live_reads(self) -> None:
         """For shutdown: every wait returns now, and later ones do not wait."""
-        self._live_reads = False
-        self._notifications.wake_all()
+        self._live_reads.end()
 
     def resume_live_reads(self) -> None:
-        self._live_reads = True
+        self._live_reads.resume()
 
     async def wait(self, source: RedisSource, position: int, deadline: float) -> bool:
         """Wait until ``source``'s stream has data past ``position``, closes, goes
@@ -239,7 +239,7 @@ class StoreConnection:
     async def _wait(
         self, source: RedisSource, position: int, deadline: float, current_event: Callable[[], trio.Event]
     ) -> bool:
-        while self._live_reads and not self._closing and self._client is not None:
+        while self._live_reads.open and not self._closing and self._client is not None:
             event = current_event()  # before the load: no lost wake-up
             try:
                 meta = await self._load(source.stream_id)

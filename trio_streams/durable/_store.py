@@ -42,6 +42,7 @@ import trio
 
 from .._budget import MemoryBudgetExceeded
 from .._sizes import CHUNK_OVERHEAD, MESSAGE_OVERHEAD, STREAM_OVERHEAD
+from ..log import LiveReads
 from ._access import StreamId
 from ._append import outcome, plan_append
 from ._create import confirm_existing, plan_create
@@ -97,7 +98,7 @@ class DurableStreamStore:
         self._incarnations = itertools.count(1)
         self._bytes = 0
         self._next_sweep = -float("inf")
-        self._live_reads = True
+        self._live_reads = LiveReads(self._notify_all)
         self._budget: MemoryBudget | None = None
         self._cost = 0  # what the streams held cost in memory, as the budget counts it
 
@@ -312,21 +313,19 @@ class DurableStreamStore:
     @property
     def live_reads(self) -> bool:
         """False between :meth:`end_live_reads` and :meth:`resume_live_reads`."""
-        return self._live_reads
+        return self._live_reads.open
 
     def end_live_reads(self) -> None:
-        """For shutdown: every wait returns now, and later ones do not wait.
-
-        Long-polls then answer at once and SSE responses end, so a server
-        stopping does not sit out their timeouts; clients resume elsewhere
-        (or after the restart) from their last offset.
-        """
-        self._live_reads = False
-        for stream in self._streams.values():
-            stream.notify()
+        """For shutdown: every wait returns now, and later ones do not wait
+        (:class:`~trio_streams.log.LiveReads`)."""
+        self._live_reads.end()
 
     def resume_live_reads(self) -> None:
-        self._live_reads = True
+        self._live_reads.resume()
+
+    def _notify_all(self) -> None:
+        for stream in self._streams.values():
+            stream.notify()
 
     async def wait(self, stream: DurableStream, position: int, deadline: float) -> None:
         """Wait until ``stream`` has data past ``position``, closes, goes away, or ``deadline``
@@ -336,7 +335,10 @@ class DurableStreamStore:
         """
         await trio.lowlevel.checkpoint()
         while (
-            stream.tail.position <= position and not stream.closed and self.holds(stream) and self._live_reads
+            stream.tail.position <= position
+            and not stream.closed
+            and self.holds(stream)
+            and self._live_reads.open
         ):
             changed = stream.changed
             with trio.move_on_at(deadline) as waited:

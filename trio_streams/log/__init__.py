@@ -1,0 +1,11 @@
+"""The log engine both policies stand on: runs (``ReplayLog``) and Durable Streams (``StreamLog``).
+
+What lives here: entries with positions (``_entries``), the bounded
+in-memory tail (``_tail``), wake-ups for readers and the live-reads latch
+(``_wakeup``), and the memory budget the tails are charged to
+(``_budget``). Rule: nothing here imports the runs engine, Durable Streams,
+the protocol, web or CLI code; they import this.
+"""
+
+from ._wakeup import Changed as Changed
+from ._wakeup import LiveReads as LiveReads
