@@ -8,8 +8,11 @@ refused (405); who may read is what the runs API allows (with auth on,
 another user's run is the same 404 as a run that does not exist).
 
 Reads go through the hub's subscriptions (replay log, then the store), so
-nothing here copies events. Events the hub no longer retains (a trimmed log
-with no store copy) are skipped: the next message simply has a higher seq.
+nothing here copies events. Events that exist nowhere any more (a trimmed
+log with no store copy) are never skipped silently: in their place the read
+returns one message ``{"seq": null, "type": "gap", "data": {"missed",
+"first_available"}, "timestamp": null}``, what the runs API's ``gap`` event
+says, and the next message is event ``first_available``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import trio
 from quart import request
 
 from .._errors import RunNotFound
-from .._events import Event
+from .._events import Event, Gap
 from .._hub import RunNotLive
 from ._errors import DurableStreamError
 from ._http import protocol_response
@@ -125,7 +128,7 @@ class RunSource:
                     with contextlib.suppress(trio.EndOfChannel):
                         while subscription.cursor < target and len(messages) < MAX_EVENTS_PER_READ:
                             batch = await subscription.receive_batch(MAX_EVENTS_PER_READ - len(messages))
-                            messages.extend(_message(item) for item in batch if isinstance(item, Event))
+                            messages.extend(_message(item) for item in batch if isinstance(item, Event | Gap))
                     end = subscription.cursor
             except (RunNotFound, RunNotLive, ValueError) as exc:
                 raise DurableStreamError(503, "run_unavailable", f"run {self.run_id}: {exc}") from None
@@ -155,7 +158,14 @@ class RunSource:
         return True
 
 
-def _message(event: Event) -> bytes:
+def _message(item: Event | Gap) -> bytes:
+    """An event as its message; a gap as the message that says what was lost."""
+    if isinstance(item, Gap):
+        return (
+            f'{{"seq":null,"type":"gap","data":{{"missed":{item.missed},'
+            f'"first_available":{item.first_available}}},"timestamp":null}}'
+        ).encode()
+    event = item
     return (
         f'{{"seq":{event.seq},"type":{json.dumps(event.type)},'
         f'"data":{event.data_json},"timestamp":{event.timestamp!r}}}'
