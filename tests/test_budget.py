@@ -143,7 +143,7 @@ def test_trimmed_events_are_not_kept_alive_by_the_dead_prefix() -> None:
     log = ReplayLog(max_events=3)
     for seq in range(1, 11):
         log.append(ev(seq))
-    dead = log._events[: log._head]
+    dead = log._entries[: log._head]
     assert dead, "a dead prefix (not compacted yet)"
     assert all(event is _TRIMMED for event in dead)
 

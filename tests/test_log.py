@@ -68,7 +68,7 @@ def test_newest_event_is_kept_even_if_it_alone_exceeds_bytes() -> None:
 def test_compaction_keeps_reads_correct() -> None:
     log = ReplayLog(max_events=5)
     fill(log, 5000)
-    assert len(log._events) < 600  # the dead prefix was compacted away
+    assert len(log._entries) < 600  # the dead prefix was compacted away
     assert [e.seq for e in log.read_after(4997)] == [4998, 4999, 5000]
     assert [e.seq for e in log.read_after(0)] == [4996, 4997, 4998, 4999, 5000]
 

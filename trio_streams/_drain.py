@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import trio
 
-from ._budget import EventTooLarge, MemoryBudgetExceeded, mib
 from ._errors import RunFailed, StoreOverflow
 from ._events import encode_json
 from ._exception_groups import collapse, leaves, only_exceptions
@@ -40,6 +39,7 @@ from ._key_claims import wait_for_turn
 from ._retention import arm_eviction
 from ._run import Run, RunContext, RunOutcome, RunStatus
 from ._sizes import json_bytes
+from .log._budget import EventTooLarge, MemoryBudgetExceeded, mib
 from .stores._base import SharedStore
 
 if TYPE_CHECKING:

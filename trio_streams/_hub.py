@@ -42,7 +42,6 @@ from typing import TYPE_CHECKING, Any, get_args
 
 import trio
 
-from ._budget import MemoryBudgetExceeded
 from ._config import HubStatistics
 from ._drain import Producer, drain_run
 from ._errors import AtCapacity, HubClosed, RunNotFound, StreamError
@@ -56,14 +55,15 @@ from ._retention import attach, detach, make_room, reclaim_oldest
 from ._run import OnConflict, OnDisconnect, Run, RunContext, RunInfo, RunStatus
 from ._sizes import RUN_OVERHEAD, data_size
 from ._subscription import Subscription
+from .log._budget import MemoryBudgetExceeded
 from .stores._base import SharedStore
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-    from ._budget import MemoryBudget, RunLedger
     from ._config import HubConfig, OnFinish
     from ._timers import TimerQueue
+    from .log._budget import MemoryBudget, RunLedger
     from .stores._base import KeyClaim, Store
 
 logger = logging.getLogger("trio_streams")

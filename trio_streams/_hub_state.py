@@ -29,11 +29,11 @@ from ._keys import claim_key, note_claim, release_key, take_turn
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ._budget import MemoryBudget
     from ._config import HubConfig
     from ._keys import KeyId, _KeySlot
     from ._run import OnConflict, Run
     from ._timers import TimerQueue
+    from .log._budget import MemoryBudget
     from .stores._base import Store
 
 

@@ -2,12 +2,12 @@
 
 Theory of operation
 -------------------
-Events are appended in seq order to a Python list. Trimming never copies: it
-advances ``_head``, the index of the oldest retained event (the dead prefix
-points at one shared placeholder, so trimmed events are freed at once), and
-the list is compacted only once the dead prefix is at least half of it, so
-appends and trims are O(1) amortized and the list holds at most twice the
-bound in slots.
+A ``ReplayLog`` is the log engine's :class:`~trio_streams.log.Tail` of
+:class:`~._events.Event` s with the runs' policy: bounded by
+``log_max_events`` and ``log_max_bytes``, numbered from 1, reporting its
+trims to the run's :class:`~._budget.RunLedger`. The list, the trimming,
+the durable watermark and the cursor reads are the tail's (``log/_tail.py``);
+this module adds the run's names for them and its statistics.
 
 Every subscriber of a run reads the same log by cursor ("everything after
 seq N") and takes what is new as one list slice. Nothing is copied per
@@ -54,19 +54,17 @@ holds the log for stay counted, once, as the log's). :meth:`ReplayLog.shrink`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 from ._events import Event
+from .log._entries import cut_to_bytes as cut_to_bytes
+from .log._tail import TRIMMED, Tail
 
 if TYPE_CHECKING:
-    from ._budget import RunLedger
+    from .log._budget import RunLedger
 
-# What the dead prefix of the list holds instead of trimmed events.
-_TRIMMED: Final = Event(0, "trimmed", None, 0.0, "null")
-
-# Compact the list when the dead prefix is at least this long *and* at least
-# half of the list; below it the slice-delete costs more than it saves.
-_COMPACT_MIN = 256
+#: What the dead prefix of the list holds instead of trimmed events (the tail's placeholder).
+_TRIMMED: Final = TRIMMED
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +82,7 @@ class ReplayLogStatistics:
     durable_seq: int = 0
 
 
-class ReplayLog:
+class ReplayLog(Tail[Event]):
     """Bounded history of one run's events, by count and by bytes.
 
     Args:
@@ -94,20 +92,7 @@ class ReplayLog:
         holder: this log's name in the ledger.
     """
 
-    __slots__ = (
-        "__weakref__",
-        "_durable",
-        "_events",
-        "_head",
-        "_holder",
-        "_ledger",
-        "_nbytes",
-        "_pending_nbytes",
-        "last_seq",
-        "max_bytes",
-        "max_events",
-        "trimmed",
-    )
+    __slots__ = ()
 
     def __init__(
         self,
@@ -117,209 +102,21 @@ class ReplayLog:
         ledger: RunLedger | None = None,
         holder: str = "log",
     ) -> None:
-        if max_events < 1:
-            raise ValueError(f"max_events must be at least 1, not {max_events}")
-        if max_bytes < 1:
-            raise ValueError(f"max_bytes must be at least 1, not {max_bytes}")
-        self.max_events = max_events
-        self.max_bytes = max_bytes
-        self._events: list[Event] = []
-        self._head = 0
-        self._nbytes = 0
-        #: seq of the newest event appended (0 before the first).
-        self.last_seq = 0
-        #: how many events were trimmed from the head so far.
-        self.trimmed = 0
-        # None: nobody holds the log (every appended event is durable).
-        self._durable: int | None = None
-        self._pending_nbytes = 0
-        self._ledger: RunLedger | None = None
-        self._holder = holder
-        if ledger is not None:
-            self.bind(ledger, holder)
-
-    def __len__(self) -> int:
-        return len(self._events) - self._head
+        super().__init__(max_entries=max_events, max_bytes=max_bytes, meter=ledger, holder=holder)
 
     @property
-    def nbytes(self) -> int:
-        """Approximate bytes of the retained events."""
-        return self._nbytes
+    def max_events(self) -> int:
+        """Retain at most this many events."""
+        return self.max_entries
 
-    @property
-    def pending_nbytes(self) -> int:
-        """Bytes of retained events the store has not made durable yet.
-
-        The store counts them against its own bound (not-yet-durable data);
-        the log's own share of a memory budget is ``nbytes - pending_nbytes``.
-        """
-        return self._pending_nbytes
-
-    @property
-    def durable_seq(self) -> int:
-        """The highest seq the store has made durable (``last_seq`` when nobody holds the log)."""
-        return self.last_seq if self._durable is None else self._durable
-
-    @property
-    def first_seq(self) -> int:
-        """Seq of the oldest retained event (``last_seq + 1`` when empty)."""
-        return self.last_seq - len(self) + 1
-
-    def append(self, event: Event) -> None:
-        """Append the next event and trim the head to the bounds.
-
-        Raises:
-            ValueError: ``event.seq`` is not ``last_seq + 1``.
-        """
-        if event.seq != self.last_seq + 1:
-            raise ValueError(f"expected seq {self.last_seq + 1}, got {event.seq}")
-        events = self._events
-        events.append(event)
-        self.last_seq = event.seq
-        size = event.size
-        self._nbytes += size
-        if self._durable is not None and event.seq > self._durable:
-            self._pending_nbytes += size
-        if len(events) - self._head > self.max_events or self._nbytes > self.max_bytes:
-            self._trim()
-
-    def hold(self) -> None:
-        """Trim from now on only what :meth:`mark_durable` has released.
-
-        Called by a store that writes behind, before the run's first event;
-        events already in the log count as durable. Idempotent.
-        """
-        if self._durable is None:
-            self._durable = self.last_seq
-
-    def mark_durable(self, seq: int) -> None:
-        """The store has made every event up to ``seq`` durable (or settled:
-        it will never have them, e.g. a run another instance fenced off).
-
-        Trims what the bounds no longer allow. ``seq`` may be beyond
-        ``last_seq`` (a terminal event is made durable before it is
-        revealed); a mark never moves back. No effect on a log nobody holds.
-        """
-        durable = self._durable
-        if durable is None or seq <= durable:
-            return
-        self._durable = seq
-        # Events durable now that were pending: their bytes leave the store's count.
-        first = self.first_seq
-        start = max(durable + 1, first)
-        stop = min(seq, self.last_seq)
-        if start <= stop:
-            events = self._events
-            base = self._head - first
-            self._pending_nbytes -= sum(events[base + n].size for n in range(start, stop + 1))
-        if len(self) > self.max_events or self._nbytes > self.max_bytes:
-            self._trim()
-
-    def release(self) -> None:
-        """Nobody holds the log any more: trim to the bounds alone.
-
-        For a run the store will never record (it refused the run's start):
-        nothing of it is pending, so nothing is counted as pending.
-        """
-        self._durable = None
-        self._pending_nbytes = 0
-        if len(self) > self.max_events or self._nbytes > self.max_bytes:
-            self._trim()
-
-    def _trim(self) -> None:
-        events = self._events
-        head = self._head
-        retained = len(events) - head
-        # Never trim an event the store cannot serve yet (see "Durability").
-        limit = len(events) if self._durable is None else self._head + self._durable - self.first_seq + 1
-        while retained > 1 and head < limit and (retained > self.max_events or self._nbytes > self.max_bytes):
-            self._nbytes -= events[head].size
-            head += 1
-            retained -= 1
-        if head != self._head:
-            self._advance(head)
-
-    def _advance(self, head: int) -> None:
-        """Make ``head`` the index of the oldest retained event."""
-        events = self._events
-        old = self._head
-        self.trimmed += head - old
-        # The dead prefix points at one placeholder, not at the trimmed events:
-        # they are freed now, when the budget gives their bytes back, not at
-        # the next compaction.
-        if head == old + 1:
-            events[old] = _TRIMMED  # the usual trim: one event
-        else:
-            events[old:head] = [_TRIMMED] * (head - old)
-        length = len(events)
-        if head >= _COMPACT_MIN and head * 2 >= length:
-            del events[:head]
-            length -= head
-            head = 0
-        self._head = head
-        if self._ledger is not None:
-            self._ledger.release_before(self._holder, self.last_seq - (length - head) + 1)
+    @max_events.setter
+    def max_events(self, value: int) -> None:
+        self.max_entries = value
 
     @property
     def ledger(self) -> RunLedger | None:
         """The memory ledger this log reports to, if any."""
-        return self._ledger
-
-    def bind(self, ledger: RunLedger, holder: str = "log") -> None:
-        """Report to ``ledger`` as ``holder`` from now on (its events are counted
-        there already, or the caller counts them; a holder registered already
-        keeps its overhead)."""
-        if self._ledger is not None:
-            self._ledger.drop(self._holder)
-        self._ledger, self._holder = ledger, holder
-        ledger.attach(holder, self.first_seq)
-
-    def shrink(self) -> None:
-        """Keep only the newest event (a run's terminal event) -- and whatever
-        the store has not made durable yet -- and give back the rest."""
-        keep = self.last_seq  # the newest stays
-        if self._durable is not None:
-            keep = min(keep, max(self.first_seq, self._durable + 1))
-        if keep > self.first_seq:
-            head = self._head + (keep - self.first_seq)
-            for event in self._events[self._head : head]:
-                self._nbytes -= event.size
-            self._advance(head)
-
-    def discard(self) -> None:
-        """Hold nothing any more: the run is gone from memory (finished, so
-        everything in it was durable). ``last_seq`` stays."""
-        self.trimmed += len(self)
-        self._events = []
-        self._head = 0
-        self._nbytes = 0
-        self._pending_nbytes = 0
-        if self._ledger is not None:
-            self._ledger.drop(self._holder)
-            self._ledger = None
-
-    def read_after(self, after: int, limit: int | None = None, max_bytes: int | None = None) -> list[Event]:
-        """Return retained events with ``seq > after``, oldest first.
-
-        If ``after + 1 < first_seq`` the events in between were trimmed; the
-        result then starts at :attr:`first_seq` and the caller must report
-        the gap (``first_seq - after - 1`` missed).
-
-        Args:
-            after: the cursor: the last seq the reader already has.
-            limit: return at most this many events.
-            max_bytes: stop after the event that reaches this many bytes (of
-                :attr:`Event.size`; at least one event is returned).
-        """
-        first = self.first_seq
-        start = after + 1 if after >= first else first
-        if start > self.last_seq:
-            return []
-        index = self._head + (start - first)
-        found = self._events[index:] if limit is None else self._events[index : index + limit]
-        if max_bytes is not None and self._nbytes > max_bytes:
-            return cut_to_bytes(found, max_bytes)
-        return found
+        return cast("RunLedger | None", self._meter)
 
     def statistics(self) -> ReplayLogStatistics:
         """Sizes of the log now."""
@@ -332,14 +129,3 @@ class ReplayLog:
             self._pending_nbytes,
             self.durable_seq,
         )
-
-
-def cut_to_bytes(events: list[Event], max_bytes: int) -> list[Event]:
-    """The first events of ``events`` up to the one that reaches ``max_bytes``
-    (of :attr:`Event.size`), at least one."""
-    total = 0
-    for index, event in enumerate(events):
-        total += event.size
-        if total >= max_bytes:
-            return events[: index + 1]
-    return events

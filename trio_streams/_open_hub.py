@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
-from ._budget import MemoryBudget
 from ._config import HubConfig
 from ._errors import TrioStreamsInternalError
 from ._exception_groups import collapse, leaves, only_exceptions
 from ._hub import Hub
 from ._timers import TimerQueue
+from .log._budget import MemoryBudget
 from .stores._base import SharedStore
 from .stores.memory import MemoryStore
 

@@ -34,9 +34,9 @@ from ._subscription import Subscription
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-    from ._budget import MemoryBudget
     from ._config import HubConfig
     from ._events import Event
+    from .log._budget import MemoryBudget
     from .stores._base import SharedStore
 
 logger = logging.getLogger("trio_streams")
@@ -162,7 +162,7 @@ class Mirrors:
                     run.partial = bool(data.get("partial", False))
                     run.reason = data.get("reason")
                     run.error = data.get("error")
-            run._wakeup.unpark_all()
+            run._wakeup.notify()
 
         with mirror.scope:
             try:
@@ -173,7 +173,7 @@ class Mirrors:
                 if not mirror.scope.cancel_called:
                     run._closed = True
                     run._finished.set()
-                    run._wakeup.unpark_all()
+                    run._wakeup.notify()
 
     def close(self) -> None:
         """Stop every tail (the hub is closing). Synchronous: no checkpoint."""
@@ -181,4 +181,4 @@ class Mirrors:
             mirror.scope.cancel(reason="hub closed")
             mirror.run._closed = True
             mirror.run._finished.set()
-            mirror.run._wakeup.unpark_all()
+            mirror.run._wakeup.notify()

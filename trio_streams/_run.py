@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._budget import EventTooLarge
 from ._errors import RunClosed
 from ._events import Event, check_event_type
 from ._run_info import OnConflict as OnConflict
@@ -17,12 +16,14 @@ from ._run_info import RunInfo as RunInfo
 from ._run_info import RunOutcome as RunOutcome
 from ._run_info import RunStatus as RunStatus
 from ._sizes import encoded_size, event_cost
+from .log import Changed
+from .log._budget import EventTooLarge
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from ._budget import RunLedger
     from ._log import ReplayLog
+    from .log._budget import RunLedger
     from .stores._base import Store
 
 
@@ -77,7 +78,8 @@ class Run:
         # Nested in _scope; its deadline is the no-event watchdog.
         self._watchdog = trio.CancelScope()
         self._cleanup_deadline = math.inf
-        self._wakeup = trio.lowlevel.ParkingLot()
+        # Readers of the log wait here; every reveal wakes them (log.Changed).
+        self._wakeup = Changed()
         self._turn = trio.Event()
         # Set once the store has the run's first metadata (or it never will).
         self._saved = trio.Event()
@@ -210,7 +212,7 @@ class Run:
         self.log.append(event)
         if event.terminal:
             self._closed = True
-        self._wakeup.unpark_all()
+        self._wakeup.notify()
 
     def _arm_watchdog(self) -> None:
         if self._no_event_timeout is not None:

@@ -141,10 +141,10 @@ class Subscription:
             assert run is not None, "a stored run is finished, so never idle"
             parked = True
             if self._heartbeat is None:
-                await run._wakeup.park()
+                await run._wakeup.wait()
                 continue
             with trio.move_on_at(self._last_activity + self._heartbeat) as idle:
-                await run._wakeup.park()
+                await run._wakeup.wait()
             if idle.cancelled_caught:
                 self._last_activity = trio.current_time()
                 return [Heartbeat(self._last_activity)]

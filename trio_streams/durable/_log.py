@@ -5,8 +5,12 @@ Theory of operation
 A :class:`StreamLog` holds the appends of one stream as :class:`Chunk` s,
 each the data of one append (bytes, or a tuple of encoded JSON messages in
 JSON mode) with its first position and the ``seq`` of the boundary after
-it. Positions count units (bytes, or messages), so a read may start at any
-position: binary search finds the chunk, slicing does the rest.
+it. The chunks are the entries of a log engine :class:`~trio_streams.log.Tail`
+with the Durable Streams policy: unbounded (a stream keeps everything until
+it expires or is deleted; its store bounds the bytes), numbered on from the
+fork's base. Positions count units (bytes, or messages), so a read may start
+at any position: binary search over the chunks' starts finds the chunk (its
+seq is its index plus the tail's first seq), slicing does the rest.
 
 A fork's log has a ``parent`` (the source's log) and a ``base``: positions
 before ``base.position`` are read from the parent, stopping at ``base`` (the
@@ -23,6 +27,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
+from ..log import Tail
 from ._offsets import START, Offset
 
 #: One append's data: bytes, or encoded JSON messages.
@@ -53,6 +58,12 @@ class Chunk:
     def end(self) -> int:
         return self.start + len(self.data)
 
+    @property
+    def size(self) -> int:
+        """Its bytes of data (a log engine entry's size)."""
+        data = self.data
+        return len(data) if isinstance(data, bytes) else sum(map(len, data))
+
 
 @dataclass(slots=True)
 class Slice:
@@ -80,7 +91,8 @@ class StreamLog:
         self.parent = parent
         self.base = base
         self.tail = base
-        self._chunks: list[Chunk] = []
+        # Every chunk, never trimmed: the index of a chunk is its seq - base.seq - 1.
+        self._chunks: Tail[Chunk] = Tail(start_seq=base.seq)
         self._starts: list[int] = []
 
     @property
@@ -94,7 +106,7 @@ class StreamLog:
         if isinstance(data, bytes) == self.json:
             raise TypeError("JSON logs take tuples of messages; other logs take bytes")
         chunk = Chunk(self.tail.position, self.tail.seq + 1, data)
-        self._chunks.append(chunk)
+        self._chunks.append(chunk)  # checks the seq follows on
         self._starts.append(chunk.start)
         self.tail = Offset(chunk.seq, chunk.end)
         return self.tail
@@ -117,7 +129,7 @@ class StreamLog:
                 return
             position = self.base.position
         index = max(bisect_right(self._starts, position) - 1, 0)
-        for chunk in self._chunks[index:]:
+        for chunk in self._chunks.read_after(self.base.seq + index):
             if chunk.start >= upto:
                 return
             low = max(position - chunk.start, 0)
@@ -140,11 +152,11 @@ class StreamLog:
         index = bisect_right(self._starts, position) - 1
         if index < 0:
             return Offset(self.base.seq, position) if position == self.base.position else Offset(0, position)
-        chunk = self._chunks[index]
+        chunk = self._chunks.get(self.base.seq + 1 + index)
         return Offset(chunk.seq - 1 if position < chunk.end else chunk.seq, position)
 
     def first_own_chunk(self) -> Data | None:
-        return self._chunks[0].data if self._chunks else None
+        return self._chunks.get(self.base.seq + 1).data if len(self._chunks) else None
 
     def extent(self, position: int) -> int:
         """How many units follow ``position`` up to the next append boundary (0 at the tail)."""
@@ -153,7 +165,7 @@ class StreamLog:
         if position < self.base.position:
             assert self.parent is not None
             return min(self.parent.extent(position), self.base.position - position)
-        chunk = self._chunks[bisect_right(self._starts, position) - 1]
+        chunk = self._chunks.get(self.base.seq + bisect_right(self._starts, position))
         return chunk.end - position
 
     def units(self, position: int, count: int) -> Data:

@@ -10,8 +10,9 @@ fork's namespace. Every operation is one synchronous step
 each append atomic with its producer and ``Stream-Seq`` checks and its
 close, and serializes writers per stream without locks.
 
-Readers that wait (long-poll, SSE) park on the stream's ``changed`` event,
-which every append, close and deletion sets and replaces: no polling, and a
+Readers that wait (long-poll, SSE) wait on the stream's ``changed``
+notifier (:class:`~trio_streams.log.Changed`, the wake-up runs' readers use
+too), which every append, close and deletion notifies: no polling, and a
 wait is bounded by the caller's deadline.
 
 Lifetimes use trio's clock: a stream's ``deadline`` is ``now + ttl`` after
@@ -40,9 +41,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .._budget import MemoryBudgetExceeded
 from .._sizes import CHUNK_OVERHEAD, MESSAGE_OVERHEAD, STREAM_OVERHEAD
 from ..log import LiveReads
+from ..log._budget import Account, MemoryBudgetExceeded
 from ._access import StreamId
 from ._append import outcome, plan_append
 from ._create import confirm_existing, plan_create
@@ -55,7 +56,7 @@ from ._stream import AppendOutcome, DurableStream
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .._budget import MemoryBudget
+    from ..log._budget import MemoryBudget
     from ._log import Data, Slice
     from ._stream import AppendRequest, CreateRequest
 
@@ -99,8 +100,8 @@ class DurableStreamStore:
         self._bytes = 0
         self._next_sweep = -float("inf")
         self._live_reads = LiveReads(self._notify_all)
-        self._budget: MemoryBudget | None = None
-        self._cost = 0  # what the streams held cost in memory, as the budget counts it
+        # What the streams held cost in memory, as the budget counts it.
+        self._cost = Account("durable")
 
     def use_memory_budget(self, budget: MemoryBudget) -> None:
         """Count what this store holds in ``budget`` (the hub's ``max_memory``) from now on.
@@ -108,12 +109,7 @@ class DurableStreamStore:
         Streams held already are counted in it at once (moved from a previous
         budget), even past its limit: they are never dropped to make room.
         """
-        if budget is self._budget:
-            return
-        if self._budget is not None:
-            self._budget.release(self._cost, part="durable")
-        self._budget = budget
-        budget.charge(self._cost, part="durable")
+        self._cost.use(budget)
 
     # -- lookups ---------------------------------------------------------------------
 
@@ -286,13 +282,11 @@ class DurableStreamStore:
             raise DurableStreamError(
                 507, "store_full", f"the store holds its limit of {self.max_bytes} bytes"
             )
-        if self._budget is not None:
-            try:
-                self._budget.reserve(cost, part="durable", what="this append")
-            except MemoryBudgetExceeded as exc:
-                raise DurableStreamError(507, "store_full", str(exc)) from None
+        try:
+            self._cost.reserve(cost, what="this append")
+        except MemoryBudgetExceeded as exc:
+            raise DurableStreamError(507, "store_full", str(exc)) from None
         self._bytes += nbytes
-        self._cost += cost
 
     # -- read and wait ---------------------------------------------------------------------
 
@@ -369,10 +363,7 @@ class DurableStreamStore:
             if self._streams.get(stream.stream_id) is stream:
                 del self._streams[stream.stream_id]
             self._bytes -= stream.nbytes
-            cost = _stream_cost(stream)
-            self._cost -= cost
-            if self._budget is not None:
-                self._budget.release(cost, part="durable")
+            self._cost.release(_stream_cost(stream))
             source = stream.source
             stream.source = None
             if source is None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import trio
-
 from .._json import InvalidJson, encode_json, parse_json
+from ..log import Changed
 from ._access import StreamId
 from ._errors import bad_request
 from ._headers import is_json
@@ -102,8 +101,9 @@ class DurableStream:
     soft_deleted: bool = False
     #: Bytes of data this stream's own log holds.
     nbytes: int = 0
-    #: Set (and replaced) whenever data is appended, the stream closes, or it goes away.
-    changed: trio.Event = field(default_factory=trio.Event)
+    #: Readers that wait (long-poll, SSE) wait here; notified whenever data is
+    #: appended, the stream closes, or it goes away (the log engine's one wake-up).
+    changed: Changed = field(default_factory=Changed)
 
     @property
     def stream_id(self) -> StreamId:
@@ -119,8 +119,7 @@ class DurableStream:
 
     def notify(self) -> None:
         """Wake every reader waiting on this stream (long-poll, SSE)."""
-        self.changed.set()
-        self.changed = trio.Event()
+        self.changed.notify()
 
 
 def to_data(body: bytes, *, json_mode: bool, creating: bool) -> Data:

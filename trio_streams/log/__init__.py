@@ -7,5 +7,10 @@ in-memory tail (``_tail``), wake-ups for readers and the live-reads latch
 the protocol, web or CLI code; they import this.
 """
 
+from ._entries import Entry as Entry
+from ._entries import cut_to_bytes as cut_to_bytes
+from ._tail import UNBOUNDED as UNBOUNDED
+from ._tail import Meter as Meter
+from ._tail import Tail as Tail
 from ._wakeup import Changed as Changed
 from ._wakeup import LiveReads as LiveReads

@@ -12,9 +12,9 @@ from .._sizes import RECORD_OVERHEAD, data_size, event_cost
 from ._base import Store, StoreStatistics
 
 if TYPE_CHECKING:
-    from .._budget import MemoryBudget, RunLedger
     from .._events import Event
     from .._run_info import RunInfo, RunStatus
+    from ..log._budget import MemoryBudget, RunLedger
 
 #: With a memory budget, one run's record keeps at most this part of it.
 RECORD_SHARE = 4
