@@ -244,3 +244,11 @@ def test_the_run_engine_and_the_log_engine_are_on_no_import_cycle() -> None:
     graph = _modules()
     engine |= {name for name in graph if name.startswith("trio_streams.log")}
     assert not (_cycle_members(graph) & engine)
+
+
+def test_iter_after_reads_what_read_after_reads_without_a_copy() -> None:
+    tail: Tail[Item] = Tail(max_entries=5, start_seq=10)
+    for seq in range(11, 31):
+        tail.append(Item(seq))
+    for after in (0, 24, 25, 27, 30):
+        assert list(tail.iter_after(after)) == tail.read_after(after), after

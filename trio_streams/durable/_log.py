@@ -129,7 +129,7 @@ class StreamLog:
                 return
             position = self.base.position
         index = max(bisect_right(self._starts, position) - 1, 0)
-        for chunk in self._chunks.read_after(self.base.seq + index):
+        for chunk in self._chunks.iter_after(self.base.seq + index):
             if chunk.start >= upto:
                 return
             low = max(position - chunk.start, 0)

@@ -49,9 +49,13 @@ Invariants:
 from __future__ import annotations
 
 import sys
-from typing import Any, Final, Generic, Protocol
+from itertools import islice
+from typing import TYPE_CHECKING, Any, Final, Generic, Protocol
 
 from ._entries import E, cut_to_bytes
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 #: No bound: the tail keeps every entry (a Durable Stream's log).
 UNBOUNDED: Final = sys.maxsize
@@ -328,3 +332,11 @@ class Tail(Generic[E]):
         if max_bytes is not None and self._nbytes > max_bytes:
             return cut_to_bytes(found, max_bytes)
         return found
+
+    def iter_after(self, after: int) -> Iterator[E]:
+        """The retained entries with ``seq > after``, oldest first, without
+        copying them: for a reader that stops early (a byte limit). The tail
+        must not change while the iterator is in use."""
+        first = self.last_seq - (len(self._entries) - self._head) + 1
+        start = after + 1 if after >= first else first
+        return islice(self._entries, self._head + (start - first), None)
