@@ -17,6 +17,9 @@ metadata, waits for its turn if it is queued behind its key, runs the
 producer inside the run's cancel scope, and finally calls ``finalize``:
 hooks, terminal event, durable end, bookkeeping (free the key, promote the
 next queued run, arm the grace-period eviction, see ``_retention.py``).
+The hub's bookkeeping is a :class:`~._hub_state.HubState`, changed only
+through its methods, here and from the drain task and the retention rules,
+which get the state (not the hub).
 
 Keys (``_keys.py``): a key belongs to its owner, and each (owner, key) has
 a slot holding its current run and a bounded FIFO of queued runs. ``reject``
