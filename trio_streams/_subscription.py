@@ -4,12 +4,13 @@ Theory of operation
 -------------------
 A subscription is a cursor (the last seq it delivered) into its run's shared
 :class:`~trio_streams._log.ReplayLog`. Reading takes everything after the
-cursor as one slice; when there is nothing new it parks on the run's
-``ParkingLot``, which every publish unparks. So there is no per-subscriber
-queue at all -- the bounded resource is the log -- and a subscriber that
-cannot keep up never slows the producer: it just reads a bigger slice next
-time. The hub counts a subscriber the moment the subscription exists, and
-the cursor starts at ``after``, so nothing can fall between replay and live.
+cursor as one slice; when there is nothing new it waits on the run's
+:class:`~trio_streams.log.Changed` (a parking lot), which every publish
+notifies. So there is no per-subscriber queue at all -- the bounded
+resource is the log -- and a subscriber that cannot keep up never slows the
+producer: it just reads a bigger slice next time. The hub counts a
+subscriber the moment the subscription exists, and the cursor starts at
+``after``, so nothing can fall between replay and live.
 
 If the cursor is behind the log's trimmed head, the missing range is read
 from the store; whatever the store no longer has either is reported as one
