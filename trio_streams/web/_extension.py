@@ -263,7 +263,8 @@ class TrioStreams:
         app.extensions["trio_streams"] = self
 
     def _durable_blueprint(self) -> Blueprint:
-        from ..durable import RunStreams, durable_streams_blueprint
+        from ..protocol import RunStreams
+        from ._durable_routes import durable_streams_blueprint
 
         assert self.durable_store is not None
         blueprint = durable_streams_blueprint(
