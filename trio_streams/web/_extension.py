@@ -250,7 +250,6 @@ class TrioStreams:
         """
         if not isinstance(app, QuartTrio):
             raise TypeError(f"TrioStreams needs a quart_trio.QuartTrio app, not {type(app).__name__}")
-        # Imported here: the routes import this module.
         from ._ops import make_ops_blueprint
         from ._routes import make_blueprint
 
