@@ -24,7 +24,10 @@ from ._ds_http import render_http_error as render_http_error
 from ._errors import ApiError as ApiError
 from ._errors import api_error_response as api_error_response
 from ._errors import http_error_response as http_error_response
+from ._messages import HeaderLookup as HeaderLookup
 from ._messages import Headers as Headers
+from ._messages import Query as Query
+from ._messages import QueryLookup as QueryLookup
 from ._messages import Request as Request
 from ._messages import Response as Response
 from ._messages import StreamingResponse as StreamingResponse

@@ -9,8 +9,9 @@ and everything else (the store, the hub, limits, the caller) is passed in.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 #: Reads the whole request body (the framework's own limit may refuse first).
 BodyReader = Callable[[], Awaitable[bytes]]
@@ -20,8 +21,24 @@ async def _no_body() -> bytes:
     return b""
 
 
+class HeaderLookup(Protocol):
+    """Request headers as the handlers read them: by name, in any case."""
+
+    def get(self, name: str) -> str | None:
+        """The first value of header ``name``, or ``None``."""
+        ...
+
+
+class QueryLookup(Protocol):
+    """Query parameters as the handlers read them: every value of a name, in order."""
+
+    def getlist(self, name: str) -> Sequence[str]:
+        """Every value of ``name`` (empty if absent)."""
+        ...
+
+
 class Headers:
-    """Request headers: case-insensitive names, the first value of a repeated one."""
+    """Request headers from ``(name, value)`` pairs: case-insensitive, the first of a repeated one."""
 
     __slots__ = ("_first", "_pairs")
 
@@ -39,6 +56,19 @@ class Headers:
     def items(self) -> tuple[tuple[str, str], ...]:
         """Every header as sent, in order."""
         return self._pairs
+
+
+class Query:
+    """Query parameters from a mapping of each name to its values."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, Sequence[str]] | None = None) -> None:
+        self._values = dict(values or {})
+
+    def getlist(self, name: str) -> Sequence[str]:
+        """Every value of ``name`` (empty if absent)."""
+        return self._values.get(name, ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,19 +90,19 @@ class Request:
     path: str = "/"
     host_url: str = "http://localhost/"
     path_params: Mapping[str, str] = field(default_factory=dict)
-    query: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    headers: Headers = field(default_factory=Headers)
+    query: QueryLookup = field(default_factory=Query)
+    headers: HeaderLookup = field(default_factory=Headers)
     content_length: int | None = None
     read_body: BodyReader = _no_body
 
     def arg(self, name: str) -> str | None:
         """The first value of query parameter ``name``, or ``None``."""
-        values = self.query.get(name)
+        values = self.query.getlist(name)
         return values[0] if values else None
 
     def args(self, name: str) -> tuple[str, ...]:
         """Every value of query parameter ``name`` (empty if absent)."""
-        return tuple(self.query.get(name, ()))
+        return tuple(self.query.getlist(name))
 
 
 @dataclass(frozen=True, slots=True)
