@@ -82,6 +82,10 @@ class StreamTarget:
 async def handle_stream_request(request: Request, service: DurableService) -> Response | StreamingResponse:
     """Answer one request for ``request.path_params["stream_name"]``.
 
+    A long-poll awaits data (at most the long-poll timeout); an SSE read
+    returns at once, its frames generated as the server iterates them.
+    Cancellation ends any wait and propagates; nothing is left parked.
+
     Raises:
         DurableStreamError: the protocol's refusals (400, 404, 409, 413, 501...).
         Whatever ``service.authorize`` raises to refuse.

@@ -8,8 +8,6 @@ from typing import TYPE_CHECKING
 from ._messages import Response
 
 if TYPE_CHECKING:
-    from collections.abc import MutableMapping
-
     from ..durable._errors import DurableStreamError
     from ._messages import Request
 
@@ -25,7 +23,8 @@ EXPOSED_HEADERS = (
     "Producer-Epoch, Producer-Seq, Producer-Expected-Seq, Producer-Received-Seq"
 )
 METHODS = "GET, HEAD, PUT, POST, DELETE, OPTIONS"
-#: Added to every Durable Streams response, errors included.
+#: Security and CORS headers for every Durable Streams response, errors included
+#: (the adapter adds them, so that refusals it renders get them too).
 BROWSER_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cross-Origin-Resource-Policy": "cross-origin",
@@ -64,11 +63,6 @@ def render_http_error(status: int, message: str, method: str) -> Response:
     """An HTTP error of the server or framework (413, 405, ...) as a protocol error document."""
     code = {413: "body_too_large", 405: "method_not_allowed"}.get(status, "http_error")
     return error_document(method, status, code, message)
-
-
-def add_browser_headers(headers: MutableMapping[str, str]) -> None:
-    """Security and CORS headers for every Durable Streams response (errors included)."""
-    headers.update(BROWSER_HEADERS)
 
 
 def preflight(request: Request) -> Response:
