@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from .._errors import StreamError
 
-class DurableStreamError(Exception):
+
+class DurableStreamError(StreamError):
     """A request the Durable Streams protocol refuses.
 
     The protocol defines the status of each refusal (404 unknown stream,

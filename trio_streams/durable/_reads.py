@@ -1,37 +1,22 @@
-"""Reads over HTTP: catch-up (with ETag/304), long-poll, and SSE with connection recycling.
+"""What a read needs from a stream: :class:`ReadSource`, :class:`Chunked`, :class:`ReadSettings`.
 
-These work on a :class:`ReadSource`: what a read needs from a stream
-(its data from a position, its tail, whether it is closed, a way to wait
-for more). Stored streams and runs both provide one, so a run reads
-exactly like any other Durable Stream.
+Stored streams and runs both provide a :class:`ReadSource` (their data from
+a position, their tail, whether they are closed, a way to wait for more),
+so a run reads exactly like any other Durable Stream. Serving reads over
+HTTP (catch-up, long-poll, SSE) is the protocol layer's
+(:mod:`trio_streams.protocol`); nothing here knows HTTP or a web framework.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-import trio
-from quart import Response, request
 from trio_util import AsyncValue
 
-from . import _headers as parse
-from ._cursor import next_cursor
-from ._errors import bad_request
-from ._headers import is_text
-from ._http import etag_matches, protocol_response
-from ._offsets import BEGINNING, NOW, Offset
-from ._sse import control_event, data_event
-
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from ._log import Data
-
-_LIVE_MODES = (None, "long-poll", "sse")
-PUBLIC_CACHE = "public, max-age=60, stale-while-revalidate=300"
-PRIVATE_CACHE = "private, max-age=60, stale-while-revalidate=300"
+    from ._offsets import Offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +56,8 @@ class ReadSource(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ReadSettings:
+    """How live reads behave: the long-poll timeout, the SSE recycle, caching."""
+
     long_poll_timeout: float
     sse_recycle: float
     #: Auth on: responses are ``private`` to caches.
@@ -78,147 +65,3 @@ class ReadSettings:
     #: Live reads (long-polls, SSE responses) waiting for data now: a gauge
     #: for /metrics, and what a caller awaits to know a reader is parked.
     waiting: AsyncValue[int] = field(default_factory=lambda: AsyncValue(0))
-
-
-def read_query() -> tuple[Offset | str, str | None]:
-    """``offset`` and ``live`` of a read, checked (400 on anything malformed)."""
-    offsets = request.args.getlist("offset")
-    start = parse.read_from(offsets)
-    live = request.args.get("live")
-    if live not in _LIVE_MODES:
-        raise bad_request("invalid_live", "live must be long-poll or sse")
-    if live is not None and not offsets:
-        raise bad_request("offset_required", f"live={live} needs an offset (-1 for the beginning)")
-    return start, live
-
-
-async def serve_read(
-    source: ReadSource, start: Offset | str, live: str | None, settings: ReadSettings
-) -> Response:
-    """A ``GET``: catch-up, long-poll or SSE from ``start`` (400 past the tail)."""
-    tail = source.tail()
-    if start == BEGINNING:
-        position = 0
-    elif start == NOW:
-        position = tail.position
-    else:
-        assert isinstance(start, Offset)
-        if start.position > tail.position:
-            raise bad_request("offset_beyond_tail", f"offset {start} is past the stream's tail ({tail})")
-        position = start.position
-    if live == "sse":
-        return sse(source, position, settings=settings)
-    if live == "long-poll":
-        return await long_poll(source, position, settings=settings)
-    return await catch_up(source, position, now=start == NOW, settings=settings)
-
-
-def body_of(pieces: list[Data], *, json_mode: bool) -> bytes:
-    if json_mode:
-        messages = [message for piece in pieces if isinstance(piece, tuple) for message in piece]
-        return b"[" + b",".join(messages) + b"]"
-    return b"".join(piece for piece in pieces if isinstance(piece, bytes))
-
-
-def _state_headers(found: Chunked) -> dict[str, str]:
-    headers = {"Stream-Next-Offset": str(found.end)}
-    if found.up_to_date:
-        headers["Stream-Up-To-Date"] = "true"
-    if found.closed:
-        headers["Stream-Closed"] = "true"
-    return headers
-
-
-async def catch_up(source: ReadSource, position: int, *, now: bool, settings: ReadSettings) -> Response:
-    """``GET ?offset=``: the data from ``position`` (``now``: none, just the tail)."""
-    found = await source.read(position)
-    if now:  # position is the tail: no data, no ETag, not cacheable
-        headers = _state_headers(found)
-        headers["Cache-Control"] = "no-store"
-        return _data_response(source, found, headers)
-    headers = _state_headers(found)
-    etag = f'"{source.etag_id}:{position}:{found.end.position}{":c" if found.closed else ""}"'
-    headers["ETag"] = etag
-    headers["Cache-Control"] = PRIVATE_CACHE if settings.private else PUBLIC_CACHE
-    if etag_matches(etag):
-        return protocol_response(304, headers)
-    return _data_response(source, found, headers)
-
-
-def _data_response(source: ReadSource, found: Chunked, headers: dict[str, str]) -> Response:
-    body = body_of(found.pieces, json_mode=source.json)
-    return protocol_response(200, headers, body=body, content_type=source.content_type)
-
-
-async def long_poll(source: ReadSource, position: int, *, settings: ReadSettings) -> Response:
-    """``live=long-poll``: data now if there is some; else wait for it, the close, or the timeout."""
-    cursor = next_cursor(request.args.get("cursor"), time.time())
-    if position >= source.tail().position and not source.is_closed():
-        # Deleted meanwhile, or the server stopping: a 204, and the next request tells.
-        await _wait(source, position, trio.current_time() + settings.long_poll_timeout, settings)
-    found = await source.read(position)
-    if found.pieces:
-        headers = _state_headers(found)
-        headers["Stream-Cursor"] = cursor
-        headers["Cache-Control"] = PRIVATE_CACHE if settings.private else PUBLIC_CACHE
-        headers["ETag"] = f'"{source.etag_id}:{position}:{found.end.position}{":c" if found.closed else ""}"'
-        return _data_response(source, found, headers)
-    headers = _state_headers(Chunked([], found.end, True, found.closed))
-    if not found.closed:
-        headers["Stream-Cursor"] = cursor
-    headers["Cache-Control"] = "no-store"
-    return protocol_response(204, headers)
-
-
-def sse(source: ReadSource, position: int, *, settings: ReadSettings) -> Response:
-    """``live=sse``: data and control events until the stream closes or the connection is recycled."""
-    # Read the request now: the body is generated outside the request context.
-    events = _events(source, position, settings, request.args.get("cursor"))
-    response = Response(events, status=200, content_type="text/event-stream")
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
-    if not is_text(source.content_type):
-        response.headers["Stream-SSE-Data-Encoding"] = "base64"
-    response.timeout = None  # recycling bounds the stream, not a response timeout
-    return response
-
-
-async def _events(
-    source: ReadSource, position: int, settings: ReadSettings, client_cursor: str | None
-) -> AsyncIterator[bytes]:
-    # The connection is recycled after sse_recycle seconds (the protocol asks
-    # for about a minute, so CDNs can collapse readers); the client resumes
-    # from the last control event's offset.
-    recycle_at = trio.current_time() + settings.sse_recycle
-    binary = not is_text(source.content_type)
-    announced = False
-    while True:
-        found = await source.read(position)
-        cursor = next_cursor(client_cursor, time.time())
-        if found.pieces:
-            frame = data_event(found.pieces, json_mode=source.json, binary=binary)
-            control = control_event(
-                str(found.end), cursor=cursor, up_to_date=found.up_to_date, closed=found.closed
-            )
-            position = found.end.position
-            announced = True
-            yield frame + control
-        elif found.closed:
-            yield control_event(str(found.end), cursor=None, up_to_date=True, closed=True)
-            return
-        elif not announced:
-            announced = True
-            yield control_event(str(found.end), cursor=cursor, up_to_date=True, closed=False)
-        if (found.closed and found.up_to_date) or trio.current_time() >= recycle_at:
-            return
-        if found.up_to_date and not await _wait(source, position, recycle_at, settings):
-            return
-
-
-async def _wait(source: ReadSource, position: int, deadline: float, settings: ReadSettings) -> bool:
-    """``source.wait``, counted in ``settings.waiting`` while it lasts."""
-    settings.waiting.value += 1
-    try:
-        return await source.wait(position, deadline)
-    finally:
-        settings.waiting.value -= 1

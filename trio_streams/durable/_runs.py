@@ -7,6 +7,8 @@ stream is closed once the run has published its terminal event. Writes are
 refused (405); who may read is what the runs API allows (with auth on,
 another user's run is the same 404 as a run that does not exist).
 
+Serving them over HTTP is :class:`trio_streams.protocol.RunStreams`.
+
 Reads go through the hub's subscriptions (replay log, then the store), so
 nothing here copies events. Events that exist nowhere any more (a trimmed
 log with no store copy) are never skipped silently: in their place the read
@@ -22,26 +24,20 @@ import json
 from typing import TYPE_CHECKING, Protocol
 
 import trio
-from quart import request
 
 from .._errors import RunNotFound
 from .._events import Event, Gap
 from .._hub import RunNotLive
 from ._errors import DurableStreamError
-from ._http import protocol_response
 from ._offsets import Offset
-from ._reads import Chunked, read_query, serve_read
+from ._reads import Chunked
 
 if TYPE_CHECKING:
-    from quart import Response
-
     from .._hub import Hub
     from .._run import RunInfo
-    from ._reads import ReadSettings
 
 #: Events one catch-up read returns at most.
 MAX_EVENTS_PER_READ = 1024
-_ALLOWED = "GET, HEAD, OPTIONS"
 
 
 class RunAccess(Protocol):
@@ -54,42 +50,6 @@ class RunAccess(Protocol):
     def hub_for_reading(self) -> Hub: ...
 
     def may_read(self, info: RunInfo, caller: str | None) -> bool: ...
-
-
-class RunStreams:
-    """Serves ``runs/<run_id>`` for the durable streams blueprint."""
-
-    def __init__(self, access: RunAccess) -> None:
-        self._access = access
-
-    async def handle(self, run_id: str, settings: ReadSettings) -> Response:
-        if request.method not in ("GET", "HEAD"):
-            raise DurableStreamError(
-                405,
-                "read_only",
-                "runs are read-only streams: start runs with POST /v1/runs",
-                headers={"Allow": _ALLOWED},
-            )
-        caller = self._access.caller(request.headers.get("Authorization"))
-        hub = self._access.hub_for_reading()
-        source = RunSource(hub, await self._visible(hub, run_id, caller))
-        if request.method == "HEAD":
-            headers = {"Stream-Next-Offset": str(source.tail()), "Cache-Control": "no-store"}
-            if source.is_closed():
-                headers["Stream-Closed"] = "true"
-            return protocol_response(200, headers, content_type=source.content_type)
-        start, live = read_query()
-        return await serve_read(source, start, live, settings)
-
-    async def _visible(self, hub: Hub, run_id: str, caller: str | None) -> RunInfo:
-        try:
-            info = await hub.get_info(run_id)
-        except RunNotFound:
-            pass
-        else:
-            if self._access.may_read(info, caller):
-                return info
-        raise DurableStreamError(404, "stream_not_found", f"no run {run_id!r}")
 
 
 class RunSource:

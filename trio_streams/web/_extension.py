@@ -250,7 +250,6 @@ class TrioStreams:
         """
         if not isinstance(app, QuartTrio):
             raise TypeError(f"TrioStreams needs a quart_trio.QuartTrio app, not {type(app).__name__}")
-        # Imported here: the routes import this module.
         from ._ops import make_ops_blueprint
         from ._routes import make_blueprint
 
@@ -263,7 +262,8 @@ class TrioStreams:
         app.extensions["trio_streams"] = self
 
     def _durable_blueprint(self) -> Blueprint:
-        from ..durable import RunStreams, durable_streams_blueprint
+        from ..protocol import RunStreams
+        from ._durable_routes import durable_streams_blueprint
 
         assert self.durable_store is not None
         blueprint = durable_streams_blueprint(

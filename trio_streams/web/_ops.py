@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 from quart import Blueprint, Response
@@ -14,7 +14,47 @@ from ._openapi import openapi_document
 from ._routes import json_response
 
 if TYPE_CHECKING:
-    from ._extension import TrioStreams
+    from collections import Counter
+    from collections.abc import Mapping
+
+    from trio_util import AsyncValue
+
+    from .._hub import Hub
+    from ..durable import RedisDurableStore
+
+
+class _Documented(Protocol):
+    @property
+    def input_schema(self) -> dict[str, Any]: ...
+
+
+class OpsSource(Protocol):
+    """What the operations endpoints read (``TrioStreams`` provides it)."""
+
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def hub(self) -> Hub: ...
+
+    @property
+    def url_prefix(self) -> str: ...
+
+    @property
+    def producers(self) -> Mapping[str, _Documented]: ...
+
+    @property
+    def durable_store(self) -> DurableStreamStore | RedisDurableStore | None: ...
+
+    @property
+    def durable_live_reads(self) -> AsyncValue[int]: ...
+
+    @property
+    def sse_streams_open(self) -> int: ...
+
+    @property
+    def counters(self) -> Counter[str]: ...
+
 
 logger = logging.getLogger("trio_streams.web")
 
@@ -22,7 +62,7 @@ logger = logging.getLogger("trio_streams.web")
 HEALTH_TIMEOUT = 2.0
 
 
-def make_ops_blueprint(streams: TrioStreams) -> Blueprint:
+def make_ops_blueprint(streams: OpsSource) -> Blueprint:
     """``/healthz``, ``/metrics`` and ``/openapi.json`` (mounted without the API prefix)."""
     blueprint = Blueprint("trio_streams_ops", __name__)
 
@@ -61,7 +101,7 @@ def make_ops_blueprint(streams: TrioStreams) -> Blueprint:
     return blueprint
 
 
-def render_metrics(streams: TrioStreams) -> str:
+def render_metrics(streams: OpsSource) -> str:
     """The Prometheus text exposition of the hub's and the API's counters."""
     lines: list[str] = []
 

@@ -1,16 +1,15 @@
-"""HTTP plumbing shared by the Durable Streams routes: bodies, errors, security and CORS headers."""
+"""Durable Streams HTTP plumbing: exact responses, error documents, security and CORS headers."""
 
 from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING
 
-from quart import Response, request
+from ._messages import Response
 
 if TYPE_CHECKING:
-    from werkzeug.exceptions import HTTPException
-
-    from ._errors import DurableStreamError
+    from ..durable._errors import DurableStreamError
+    from ._messages import Request
 
 #: The protocol's headers a browser may send (CORS preflight) and read.
 REQUEST_HEADERS = (
@@ -24,6 +23,14 @@ EXPOSED_HEADERS = (
     "Producer-Epoch, Producer-Seq, Producer-Expected-Seq, Producer-Received-Seq"
 )
 METHODS = "GET, HEAD, PUT, POST, DELETE, OPTIONS"
+#: Security and CORS headers for every Durable Streams response, errors included
+#: (the adapter adds them, so that refusals it renders get them too).
+BROWSER_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Cross-Origin-Resource-Policy": "cross-origin",
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": EXPOSED_HEADERS,
+}
 
 
 def protocol_response(
@@ -33,45 +40,32 @@ def protocol_response(
     body: bytes = b"",
     content_type: str | None = None,
 ) -> Response:
-    """A response with exactly the headers given (no default ``Content-Type`` on empty ones)."""
-    response = Response(body, status=status, content_type=content_type or "application/octet-stream")
-    if content_type is None:
-        del response.headers["Content-Type"]
-    for name, value in (headers or {}).items():
-        response.headers[name] = value
-    return response
+    """A response with exactly the headers given (no ``Content-Type`` unless one is given)."""
+    all_headers = {} if content_type is None else {"Content-Type": content_type}
+    all_headers.update(headers or {})
+    return Response(status, all_headers, body)
 
 
-def error_document(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+def error_document(
+    method: str, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> Response:
     """``{"error": {"code", "message"}}`` with the protocol's headers (a HEAD gets no body)."""
-    body = (
-        b""
-        if request.method == "HEAD"
-        else json.dumps({"error": {"code": code, "message": message}}).encode()
-    )
+    body = b"" if method == "HEAD" else json.dumps({"error": {"code": code, "message": message}}).encode()
     return protocol_response(status, headers, body=body, content_type="application/json")
 
 
-def render_error(error: DurableStreamError) -> Response:
-    return error_document(error.status, error.code, error.message, error.headers)
+def render_error(error: DurableStreamError, method: str) -> Response:
+    """The response to a refused request (``method``: the request's)."""
+    return error_document(method, error.status, error.code, error.message, error.headers)
 
 
-def render_http_exception(error: HTTPException) -> Response:
-    status = error.code or 500
+def render_http_error(status: int, message: str, method: str) -> Response:
+    """An HTTP error of the server or framework (413, 405, ...) as a protocol error document."""
     code = {413: "body_too_large", 405: "method_not_allowed"}.get(status, "http_error")
-    return error_document(status, code, str(error.description or error.name))
+    return error_document(method, status, code, message)
 
 
-def add_browser_headers(response: Response) -> None:
-    """Security and CORS headers for every Durable Streams response (errors included)."""
-    headers = response.headers
-    headers["X-Content-Type-Options"] = "nosniff"
-    headers["Cross-Origin-Resource-Policy"] = "cross-origin"
-    headers["Access-Control-Allow-Origin"] = "*"
-    headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
-
-
-def preflight() -> Response:
+def preflight(request: Request) -> Response:
     """The answer to a CORS preflight (``OPTIONS``)."""
     asked = request.headers.get("Access-Control-Request-Headers")
     return protocol_response(
@@ -85,7 +79,7 @@ def preflight() -> Response:
     )
 
 
-def etag_matches(etag: str) -> bool:
+def etag_matches(request: Request, etag: str) -> bool:
     """True when ``If-None-Match`` names ``etag`` (or ``*``)."""
     header = request.headers.get("If-None-Match")
     if not header:

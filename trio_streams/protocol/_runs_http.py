@@ -1,0 +1,195 @@
+"""The runs API's operations as framework-free handlers: start, get, follow, cancel, list.
+
+Each ``handle_*`` takes the parsed request and the application
+(:class:`~._runs_api.RunsApi`) and returns the response; refusals are raised
+as :class:`~._errors.ApiError` (rendered by :func:`~._errors.api_error_response`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .._errors import AtCapacity, HubClosed, KeysUnavailable, RunConflict, RunNotFound
+from .._events import encode_json
+from .._hub import RunNotLive
+from .._run import RunStatus
+from ._body import read_body
+from ._errors import ApiError
+from ._messages import Response
+from ._runs_parse import (
+    MAX_LIST_LIMIT,
+    RUN_ID,
+    StartSpec,
+    bool_arg,
+    int_arg,
+    invalid,
+    parse_cancel_reason,
+    parse_start,
+    resume_point,
+)
+from ._runs_sse import event_stream
+
+if TYPE_CHECKING:
+    from .._hub import Hub
+    from .._run import RunInfo
+    from ._messages import Request, StreamingResponse
+    from ._runs_api import RunsApi
+
+
+def json_response(document: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """``document`` as an ``application/json`` response."""
+    body = encode_json(document).encode()
+    return Response(status, {"Content-Type": "application/json", **(headers or {})}, body)
+
+
+def run_document(api: RunsApi, info: RunInfo, hub: Hub) -> dict[str, Any]:
+    """A run as the API shows it (with its subscribers and its events URL)."""
+    doc = info.to_json()
+    if api.auth is None:
+        del doc["owner"]  # always null without auth: noise
+    run = hub.get(info.run_id)
+    doc["subscribers"] = 0 if run is None else run.subscribers
+    doc["producer"] = info.metadata.get("producer")
+    doc["events_url"] = f"{api.url_prefix}/runs/{info.run_id}/events"
+    return doc
+
+
+async def visible_info(api: RunsApi, hub: Hub, run_id: str, caller: str | None) -> RunInfo:
+    """The run's info if the caller may see it; else the same 404 as an unknown run."""
+    if RUN_ID.match(run_id):
+        try:
+            info = await hub.get_info(run_id)
+        except RunNotFound:
+            pass
+        else:
+            if api.may_read(info, caller):
+                return info
+    raise ApiError(404, "run_not_found", f"no run {run_id!r}", run_id=run_id)
+
+
+async def handle_start_run(request: Request, api: RunsApi) -> Response:
+    """``POST /runs``: 201 with the new run; with ``Idempotency-Key``, 200 with the earlier one."""
+    caller = api.caller(request.headers.get("Authorization"))
+    hub = api.hub_for_starting()
+    body = await read_body(request, api.max_body, ApiError)
+    spec = parse_start(body, api.producers)
+    idempotency_key = request.headers.get("Idempotency-Key")
+    if idempotency_key is None:
+        info = await _start(api, hub, spec, caller)
+        return _created(run_document(api, info, hub))
+    async with api.idempotency.claim(caller, idempotency_key, body) as claim:
+        if claim.run_id is not None:
+            info = await visible_info(api, hub, claim.run_id, caller)
+            return json_response(run_document(api, info, hub), 200)
+        info = await _start(api, hub, spec, caller)
+        claim.started(info.run_id)
+        return _created(run_document(api, info, hub))
+
+
+async def handle_list_runs(request: Request, api: RunsApi) -> Response:
+    """``GET /runs[?status=&limit=]``: the caller's runs (everyone's with auth off)."""
+    caller = api.caller(request.headers.get("Authorization"))
+    hub = api.hub_for_reading()
+    status_arg = request.arg("status")
+    status = None
+    if status_arg is not None:
+        try:
+            status = RunStatus(status_arg)
+        except ValueError:
+            choices = ", ".join(s.value for s in RunStatus)
+            raise ApiError(400, "invalid_status", f"status must be one of: {choices}") from None
+    limit = int_arg(request, "limit", default=100, low=1, high=MAX_LIST_LIMIT)
+    owner = caller if api.auth is not None else None
+    infos = await hub.list_runs(owner=owner, status=status, limit=limit)
+    return json_response({"runs": [run_document(api, info, hub) for info in infos]})
+
+
+async def handle_get_run(request: Request, api: RunsApi) -> Response:
+    """``GET /runs/{run_id}``."""
+    caller = api.caller(request.headers.get("Authorization"))
+    hub = api.hub_for_reading()
+    return json_response(
+        run_document(api, await visible_info(api, hub, request.path_params["run_id"], caller), hub)
+    )
+
+
+async def handle_run_events(request: Request, api: RunsApi) -> StreamingResponse:
+    """``GET /runs/{run_id}/events``: SSE after ``Last-Event-ID`` or ``?after`` (400 past the end)."""
+    run_id = request.path_params["run_id"]
+    caller = api.caller(request.headers.get("Authorization"))
+    hub = api.hub_for_reading()
+    after = resume_point(request)
+    info = await visible_info(api, hub, run_id, caller)
+    if after > info.last_seq:
+        raise ApiError(
+            400,
+            "after_beyond_end",
+            f"resume point {after} is beyond the run's last event ({info.last_seq})",
+            last_seq=info.last_seq,
+        )
+    return event_stream(api, hub, run_id, after)
+
+
+async def handle_cancel_run(request: Request, api: RunsApi) -> Response:
+    """``POST /runs/{run_id}/cancel[?wait=true]``: 200 once finished, 202 if ``wait`` timed out.
+
+    Cancellation of the request while it waits leaves the run cancelling.
+    """
+    run_id = request.path_params["run_id"]
+    caller = api.caller(request.headers.get("Authorization"))
+    hub = api.hub_for_reading()
+    wait = bool_arg(request, "wait")
+    reason = parse_cancel_reason(await read_body(request, api.max_body, ApiError))
+    await visible_info(api, hub, run_id, caller)
+    try:
+        await hub.cancel(run_id, reason=reason)
+        if wait:
+            with trio.move_on_after(api.cancel_wait_timeout):
+                await hub.wait(run_id)
+    except RunNotFound:
+        raise ApiError(404, "run_not_found", f"no run {run_id!r}", run_id=run_id) from None
+    except RunNotLive as exc:
+        raise ApiError(409, "run_not_live_here", str(exc), run_id=run_id) from None
+    info = await visible_info(api, hub, run_id, caller)
+    return json_response(run_document(api, info, hub), 202 if wait and not info.status.finished else 200)
+
+
+async def _start(api: RunsApi, hub: Hub, spec: StartSpec, caller: str | None) -> RunInfo:
+    function = spec.producer.function
+    run_input = spec.input
+
+    async def produce(ctx: Any) -> Any:
+        return await function(ctx, run_input)
+
+    try:
+        run = await hub.start(
+            produce,
+            input=run_input,
+            key=spec.key,
+            owner=caller,
+            on_conflict=spec.on_conflict,
+            on_disconnect=spec.on_disconnect,
+            metadata=spec.metadata,
+            reserve=0 if spec.producer.reserve is None else spec.producer.reserve(run_input),
+        )
+    except RunConflict as exc:
+        # Keys are per owner: the run named here is always the caller's own.
+        raise ApiError(409, "run_conflict", str(exc), run_id=exc.live_run_id, key=exc.key) from None
+    except KeysUnavailable as exc:
+        raise ApiError(503, "keys_unavailable", str(exc), headers={"Retry-After": "1"}) from None
+    except AtCapacity as exc:
+        raise ApiError(429, "at_capacity", str(exc), limit=exc.limit, headers={"Retry-After": "1"}) from None
+    except HubClosed:
+        raise ApiError(
+            503, "shutting_down", "the server is shutting down", headers={"Retry-After": "1"}
+        ) from None
+    except (TypeError, ValueError) as exc:
+        raise invalid(str(exc)) from None
+    api.counters["runs_started"] += 1
+    return run.info()
+
+
+def _created(doc: dict[str, Any]) -> Response:
+    return json_response(doc, 201, {"Location": doc["events_url"].removesuffix("/events")})
