@@ -35,22 +35,22 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.redis  # real redis-server processes
 
 #: The stores' stream timeout in these tests: the first failure's bound.
-TIMEOUT = 2.0
+TIMEOUT = 3.0
 #: A request that fails fast answers well within this.
-FAST = 0.5
+FAST = 1.0
 TEXT = {"Content-Type": "text/plain"}
 KEYED = {"producer": "demo", "key": "k", "input": {"tokens": 0}}
 UNKEYED = {"producer": "demo", "input": {"tokens": 3}}
 
 
 @asynccontextmanager
-async def frozen_redis(tmp_path: Path) -> AsyncIterator[tuple[RedisServer, trio.Event]]:
-    """A redis-server of the test's own, and an event that freezes it once set
-    (SIGSTOP); thawed (SIGCONT) on the way out, whatever happens."""
+async def frozen_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A redis-server of the test's own, to freeze (SIGSTOP); thawed (SIGCONT)
+    on the way out, whatever happens, then stopped."""
     server = RedisServer(tmp_path / "redis", appendonly=False)
     await server.start()
     try:
-        yield server, trio.Event()
+        yield server
     finally:
         thaw(server)
         await server.stop()
@@ -67,13 +67,25 @@ def thaw(server: RedisServer) -> None:
 
 
 @asynccontextmanager
-async def serving(url: str, **options: object) -> AsyncIterator[tuple[Server, RedisStore, httpx.AsyncClient]]:
-    store = RedisStore(url, prefix=unique_prefix(), connect_timeout=TIMEOUT, stream_timeout=TIMEOUT)
+async def serving(
+    redis: RedisServer, *, lease_ttl: float = 10.0, **options: object
+) -> AsyncIterator[tuple[Server, RedisStore, httpx.AsyncClient]]:
+    store = RedisStore(
+        redis.url,
+        prefix=unique_prefix(),
+        connect_timeout=TIMEOUT,
+        stream_timeout=TIMEOUT,
+        lease_ttl=lease_ttl,
+    )
     async with (
         running_server(store=store, **options) as server,  # type: ignore[arg-type]
         httpx.AsyncClient(base_url=server.url, timeout=60) as client,
     ):
-        yield server, store, client
+        try:
+            yield server, store, client
+        finally:
+            # Before the hub drains: a failing test must not wait it out on a frozen Redis.
+            thaw(redis)
 
 
 def up(store: RedisStore) -> bool:
@@ -91,8 +103,8 @@ async def test_keyed_starts_fail_fast_while_redis_is_frozen_and_recover(tmp_path
     caplog.set_level(logging.INFO)
     with trio.fail_after(60):
         async with (
-            frozen_redis(tmp_path) as (redis, _),
-            serving(redis.url, store_timeout=10) as (_, store, client),
+            frozen_redis(tmp_path) as redis,
+            serving(redis, store_timeout=10) as (_, store, client),
         ):
             assert (await client.post("/v1/runs", json=KEYED)).status_code == 201
             freeze(redis)
@@ -128,11 +140,12 @@ async def test_keyed_starts_fail_fast_while_redis_is_frozen_and_recover(tmp_path
 
 async def test_a_keyed_start_whose_store_timeout_fires_first_still_fails_once_not_twice(tmp_path) -> None:
     """store_timeout == stream_timeout (the defaults' shape): the hub gives up on
-    the claim first; its withdrawal then fails fast instead of waiting again."""
+    the claim first; its withdrawal then fails fast instead of waiting again.
+    (A long lease: no background command meets the freeze within the bound.)"""
     with trio.fail_after(60):
         async with (
-            frozen_redis(tmp_path) as (redis, _),
-            serving(redis.url, store_timeout=TIMEOUT) as (_, store, client),
+            frozen_redis(tmp_path) as redis,
+            serving(redis, lease_ttl=120, store_timeout=TIMEOUT) as (_, store, client),
         ):
             assert (await client.post("/v1/runs", json=KEYED)).status_code == 201
             freeze(redis)
@@ -150,8 +163,8 @@ async def test_a_keyed_start_whose_store_timeout_fires_first_still_fails_once_no
 async def test_an_unkeyed_start_waits_one_stream_timeout_at_most(tmp_path) -> None:
     with trio.fail_after(60):
         async with (
-            frozen_redis(tmp_path) as (redis, _),
-            serving(redis.url, store_timeout=10) as (_, store, client),
+            frozen_redis(tmp_path) as redis,
+            serving(redis, store_timeout=10) as (_, store, client),
         ):
             assert (await client.post("/v1/runs", json=UNKEYED)).status_code == 201
             freeze(redis)
@@ -176,7 +189,7 @@ async def test_an_unkeyed_start_waits_one_stream_timeout_at_most(tmp_path) -> No
 
 async def test_durable_streams_beside_the_runs_fail_fast_while_redis_is_frozen(tmp_path) -> None:
     with trio.fail_after(60):
-        async with frozen_redis(tmp_path) as (redis, _), serving(redis.url) as (server, store, client):
+        async with frozen_redis(tmp_path) as redis, serving(redis) as (server, store, client):
             assert isinstance(server.streams.durable_store, RedisDurableStore)
             assert (await client.put("/v1/stream/s", content=b"x", headers=TEXT)).status_code == 201
             freeze(redis)
@@ -204,7 +217,7 @@ async def test_durable_streams_beside_the_runs_fail_fast_while_redis_is_frozen(t
 
 async def test_a_durable_store_of_its_own_fails_fast_while_redis_is_frozen(tmp_path) -> None:
     with trio.fail_after(60):
-        async with frozen_redis(tmp_path) as (redis, _):
+        async with frozen_redis(tmp_path) as redis:
             store = RedisDurableStore()
             async with store.connect(redis.url, prefix=unique_prefix(), stream_timeout=TIMEOUT):
                 await store.create("s", CreateRequest("text/plain", body=b"x"))
@@ -232,7 +245,7 @@ async def test_a_durable_store_of_its_own_fails_fast_while_redis_is_frozen(tmp_p
 async def test_the_run_store_fails_fast_while_redis_is_frozen(tmp_path) -> None:
     """The store itself (no HTTP): reads raise RedisUnavailable, fast after the first."""
     with trio.fail_after(60):
-        async with frozen_redis(tmp_path) as (redis, _):
+        async with frozen_redis(tmp_path) as redis:
             store = RedisStore(redis.url, prefix=unique_prefix(), stream_timeout=TIMEOUT)
             async with trio.open_nursery() as nursery:
                 await store.start(nursery)
