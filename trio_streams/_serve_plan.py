@@ -151,8 +151,8 @@ class ServePlan:
         except ImportError as exc:
             raise ServeConfigError(f"the Redis store cannot be loaded: {exc}") from None
         prefix = args.redis_prefix
-        # Durable Streams follow the runs into a single Redis (same URL and
-        # prefix); on a Redis Cluster they stay in memory (docs/durable.md).
+        # Durable Streams follow the runs into a single Redis (the run store's
+        # own connection); on a Redis Cluster they stay in memory (docs/durable.md).
         self.options["durable_streams"] = "redis"
         if args.redis_url and redis_store.names_a_cluster(args.redis_url):
             self.options["durable_streams"] = True

@@ -2,8 +2,12 @@
 
 Theory of operation
 -------------------
-:class:`StoreConnection` is the store's base: it connects (and follows
-the notifications) for the length of an ``async with connect()`` block,
+:class:`StoreConnection` is the store's base: it uses a Redis connection
+(:class:`~trio_streams.stores.redis.RedisConnection`, the one Redis layer:
+URL, prefix, layout check, health) and follows the notifications for the
+length of an ``async with attach(connection)`` block -- the runs'
+``RedisStore``'s own connection when served beside it -- or of an
+``async with connect(url)`` block (a connection of its own); it
 counts the requests under way so that a closing store waits for them
 (within ``CLOSE_GRACE``), and makes the writers of one stream on this
 instance take turns. The stream operations themselves (create, fork,
@@ -14,8 +18,9 @@ Live reads (long-poll, SSE) are woken through :mod:`._redis_notify` (one
 :class:`RedisSource` is a stream opened for reading.
 
 Errors: a Redis that cannot be reached (or times out) is a 503 with a JSON
-message, never a traceback; an SSE response that loses it ends, and the
-client resumes from its last offset.
+message and ``Retry-After``, never a traceback -- at once while the
+connection is unhealthy (docs/redis.md, "Health: failing fast"); an SSE
+response that loses it ends, and the client resumes from its last offset.
 """
 
 from __future__ import annotations

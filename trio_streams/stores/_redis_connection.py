@@ -95,7 +95,9 @@ class RedisConnection:
             probe_min=probe_min,
             probe_max=probe_max,
         )
-        self._client: Client = self._new_client(decode=True)
+        # Built when opened: a connection never opened leaves nothing open
+        # (coredis's Cluster client creates a stream in its constructor).
+        self._client: Client | None = None
         self._opened = False
         self._open = False
 
@@ -118,7 +120,7 @@ class RedisConnection:
         Raises:
             trio.ClosedResourceError: not open.
         """
-        if not self._open:
+        if not self._open or self._client is None:
             raise trio.ClosedResourceError("the Redis connection is not open, or closed")
         return self._client
 
@@ -149,26 +151,27 @@ class RedisConnection:
         if self._opened:
             raise RuntimeError("a Redis connection can be opened once")
         self._opened = True
+        client = self._client = self._new_client(decode=True)
         # A refusal is raised once the client is closed: raised inside its
         # block, coredis's connection pool would wrap it in an exception group.
         refused: RedisUnavailable | LayoutMismatch | None = None
         try:
-            async with self._client:
+            async with client:
                 self._open = True
                 try:
-                    await self._check(self._client)
+                    await self._check(client)
                 except (RedisUnavailable, LayoutMismatch) as exc:
                     refused = exc
                 else:
                     async with trio.open_nursery() as nursery:
-                        await nursery.start(self.health.probe, self._client.ping)
+                        await nursery.start(self.health.probe, client.ping)
                         try:
                             yield self
                         finally:
                             nursery.cancel_scope.cancel(reason="redis connection closed")
         finally:
             self._open = False
-            release_leftovers(self._client)
+            release_leftovers(client)
         if refused is not None:
             raise refused
 
