@@ -69,3 +69,16 @@ def test_web_reaches_stores_only_through_the_store_protocol() -> None:
             if any(name.split(".")[-1].startswith(("redis", "_redis")) for name in names):
                 offenders.append(f"{path.name}: {names}")
     assert offenders == []
+
+
+def test_serve_keeps_durable_streams_in_memory_on_a_cluster_only(caplog) -> None:
+    from trio_streams._cli import build_parser
+    from trio_streams._serve_plan import ServePlan
+
+    def plan_for(url: str) -> ServePlan:
+        return ServePlan.from_args(build_parser().parse_args(["serve", f"--redis-url={url}"]))
+
+    assert plan_for("redis://h:1/0").options["durable_streams"] == "redis"
+    assert "stay in memory" not in caplog.text
+    assert plan_for("redis://h:1/0?cluster=yes").options["durable_streams"] is True
+    assert "Durable Streams stay in memory" in caplog.text

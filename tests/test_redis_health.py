@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 
+import coredis
 import pytest
 import trio
 import trio.testing
@@ -33,7 +34,7 @@ async def time_out() -> str:
 
 async def refuse() -> str:
     await trio.lowlevel.checkpoint()
-    raise ConnectionRefusedError("nothing listens")
+    raise coredis.exceptions.ConnectionError("Unable to establish a connection") from ConnectionRefusedError()
 
 
 async def hang() -> str:
@@ -65,7 +66,7 @@ async def test_a_timeout_turns_it_unhealthy_and_later_commands_fail_at_once(auto
 
 async def test_a_refused_connection_leaves_it_healthy(autojump_clock) -> None:
     state = health()
-    with pytest.raises(ConnectionRefusedError):
+    with pytest.raises(RedisUnavailable, match="unavailable: ConnectionError: Unable"):
         await state.run(refuse, blocking=False)
     assert up(state)
     assert await state.run(answer, blocking=False) == "PONG"
@@ -73,7 +74,7 @@ async def test_a_refused_connection_leaves_it_healthy(autojump_clock) -> None:
 
 async def test_a_blocking_commands_timeout_leaves_it_healthy(autojump_clock) -> None:
     state = health()
-    with pytest.raises(TimeoutError):
+    with pytest.raises(RedisUnavailable, match="unavailable: TimeoutError"):
         await state.run(time_out, blocking=True)
     assert up(state)
 

@@ -183,8 +183,9 @@ class RedisHealth:
         """``await call()`` (one command or pipeline), failing fast while unhealthy.
 
         Raises:
-            RedisUnavailable: the connection is (or turns) unhealthy, or the
-                command timed out.
+            RedisUnavailable: the connection is (or turns) unhealthy, the
+                command timed out, or the connection was lost or refused.
+            Exception: any other error of the command (e.g. a ``ResponseError``).
 
         Cancellation: the command is abandoned (coredis discards its reply);
             if it had waited half its stream timeout, the connection turns unhealthy.
@@ -206,11 +207,18 @@ class RedisHealth:
                         self.failed(f"a command went unanswered for {waited:.1f}s")
                     raise
                 except Exception as exc:
+                    if probing or isinstance(exc, RedisUnavailable):
+                        raise
                     # A blocking command's own wait may outlast the stream timeout
                     # (coredis gives it no more): its timeout says nothing about Redis.
-                    if probing or blocking or not timed_out(exc):
-                        raise
-                    raise self.failed(f"{type(exc).__name__}: {exc}") from exc
+                    if timed_out(exc) and not blocking:
+                        raise self.failed(f"{type(exc).__name__}: {exc}") from exc
+                    if isinstance(exc, coredis.exceptions.ConnectionError | TimeoutError):
+                        # Lost or refused: fast already, so the health stays; one error type.
+                        raise RedisUnavailable(
+                            f"redis at {self.where} is unavailable: {type(exc).__name__}: {exc}"
+                        ) from exc
+                    raise
         finally:
             self._in_flight.discard(scope)
         # The scope caught its own cancellation: the connection turned unhealthy meanwhile.

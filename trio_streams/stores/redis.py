@@ -25,6 +25,7 @@ from ._base import KeyClaim, SharedStore, StoreStatistics
 from ._redis_claims import KeyClaims
 from ._redis_client import Client, safe_url
 from ._redis_codec import info_to_hash
+from ._redis_connection import DURABLE_STREAMS_ON_A_CLUSTER as DURABLE_STREAMS_ON_A_CLUSTER
 from ._redis_connection import RedisConnection as RedisConnection
 from ._redis_connection import RedisUnavailable as RedisUnavailable
 from ._redis_connection import names_a_cluster as names_a_cluster
@@ -520,12 +521,15 @@ async def _holds(reply: Any) -> bool:
 
 
 __all__ = [
+    "DURABLE_STREAMS_ON_A_CLUSTER",
     "LAYOUT_VERSION",
     "LayoutMismatch",
+    "RedisConnection",
     "RedisStore",
     "RedisStoreStatistics",
     "RedisUnavailable",
     "Ttls",
     "check_layout",
+    "names_a_cluster",
     "open_embedded_redis",
 ]
