@@ -114,6 +114,7 @@ async def test_keyed_starts_fail_fast_while_redis_is_frozen_and_recover(tmp_path
                     await client.post("/v1/runs", json={**KEYED, "key": "a"}), "keys_unavailable"
                 )
             assert not up(store)
+            assert not store.statistics().answering
             for key in ("b", "c", "d"):
                 with trio.fail_after(FAST):
                     assert_unavailable(
@@ -212,7 +213,8 @@ async def test_durable_streams_beside_the_runs_fail_fast_while_redis_is_frozen(t
             with trio.fail_after(TIMEOUT + 5):
                 await eventually(served, interval=0.1)
             assert (await client.get("/v1/stream/s")).text == "x"
-            assert store.connection.health.outages == 1
+            assert store.statistics().answering
+            assert store.statistics().outages == 1
 
 
 async def test_a_durable_store_of_its_own_fails_fast_while_redis_is_frozen(tmp_path) -> None:

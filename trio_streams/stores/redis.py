@@ -72,6 +72,10 @@ class RedisStoreStatistics(StoreStatistics):
         claimed_dead: runs of dead owners this instance marked ``dead``.
         fenced: runs of this instance whose events Redis refused because
             another instance had declared them ``dead``.
+        answering: False while the connection is unhealthy (a command
+            timed out; requests that need Redis fail fast until the probe
+            sees it answer: docs/redis.md, "Health").
+        outages: times the connection turned unhealthy.
     """
 
     healthy: bool = True
@@ -84,6 +88,8 @@ class RedisStoreStatistics(StoreStatistics):
     last_error: str | None = None
     claimed_dead: int = 0
     fenced: int = 0
+    answering: bool = True
+    outages: int = 0
 
 
 class RedisStore(SharedStore):
@@ -512,6 +518,8 @@ class RedisStore(SharedStore):
             last_error=writer.last_error,
             claimed_dead=self._remote.claimed_dead,
             fenced=writer.fenced,
+            answering=self.connection.healthy,
+            outages=self.connection.health.outages,
         )
 
 
