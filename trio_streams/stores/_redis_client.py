@@ -4,6 +4,9 @@ Every command and pipeline of a client built here runs through its
 connection's :class:`~._redis_health.RedisHealth` (fail fast while Redis
 does not answer; see there). A timed-out command is not retried (it would
 wait out its timeout again); a lost connection is, twice, as coredis does.
+Commands are guarded in ``execute_command`` (public), pipelines in
+``_execute`` (private in coredis 6.9, where every pipeline ends up; a
+coredis upgrade must keep it: ``tests/test_redis_freeze.py`` would notice).
 
 coredis (6.9) creates a connection's internal anyio memory streams in its
 constructor but closes them only once the socket is open: every failed
