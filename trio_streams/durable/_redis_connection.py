@@ -2,8 +2,12 @@
 
 Theory of operation
 -------------------
-:class:`StoreConnection` is the store's base: it connects (and follows
-the notifications) for the length of an ``async with connect()`` block,
+:class:`StoreConnection` is the store's base: it uses a Redis connection
+(:class:`~trio_streams.stores.redis.RedisConnection`, the one Redis layer:
+URL, prefix, layout check, health) and follows the notifications for the
+length of an ``async with attach(connection)`` block -- the runs'
+``RedisStore``'s own connection when served beside it -- or of an
+``async with connect(url)`` block (a connection of its own); it
 counts the requests under way so that a closing store waits for them
 (within ``CLOSE_GRACE``), and makes the writers of one stream on this
 instance take turns. The stream operations themselves (create, fork,
@@ -14,8 +18,9 @@ Live reads (long-poll, SSE) are woken through :mod:`._redis_notify` (one
 :class:`RedisSource` is a stream opened for reading.
 
 Errors: a Redis that cannot be reached (or times out) is a 503 with a JSON
-message, never a traceback; an SSE response that loses it ends, and the
-client resumes from its last offset.
+message and ``Retry-After``, never a traceback -- at once while the
+connection is unhealthy (docs/redis.md, "Health: failing fast"); an SSE
+response that loses it ends, and the client resumes from its last offset.
 """
 
 from __future__ import annotations
@@ -30,8 +35,7 @@ import coredis
 import trio
 
 from ..log import LiveReads
-from ..stores._redis_client import RedisUnavailable, closing_connection_class, release_leftovers, safe_url
-from ..stores._redis_layout import LayoutMismatch, check_layout
+from ..stores.redis import RedisConnection, RedisUnavailable
 from ._errors import DurableStreamError
 from ._reads import Chunked
 from ._redis_data import StreamData
@@ -49,6 +53,9 @@ logger = logging.getLogger("trio_streams.durable.redis")
 
 #: How long a closing store waits for the requests under way.
 CLOSE_GRACE = 5.0
+#: The least reply timeout of the notification follower's client (its
+#: ``XREAD BLOCK`` waits up to 5 s, and coredis bounds it by this too).
+FOLLOW_TIMEOUT = 10.0
 
 
 class StoreConnection:
@@ -57,6 +64,7 @@ class StoreConnection:
 
     def __init__(self) -> None:
         self._client: coredis.Redis[bytes] | None = None
+        self._connection: RedisConnection | None = None
         self._reader: StreamData | None = None
         self._keys = Keys("trio_streams:")
         self._script: Any = None
@@ -88,62 +96,61 @@ class StoreConnection:
         connect_timeout: float = 5.0,
         stream_timeout: float = 10.0,
     ) -> AsyncIterator[Self]:
-        """Connect to ``url`` and follow its notifications until the block ends.
+        """Connect to ``url`` (a connection of its own) and follow its
+        notifications until the block ends.
 
         Raises:
             RedisUnavailable: Redis does not answer within ``connect_timeout``.
             RuntimeError: already connected.
             LayoutMismatch: the prefix holds another layout's data (docs/redis.md, "Upgrades").
+            ValueError: ``url`` names a Redis Cluster (not supported yet).
         """
         if self._client is not None:
             raise RuntimeError("this RedisDurableStore is connected already")
-        client: coredis.Redis[bytes] = coredis.Redis.from_url(
-            url, decode_responses=False, connect_timeout=connect_timeout, stream_timeout=stream_timeout
+        connection = RedisConnection(
+            url, prefix=prefix, connect_timeout=connect_timeout, stream_timeout=stream_timeout
         )
-        pool: Any = client.connection_pool
-        pool.connection_class = closing_connection_class(pool.connection_class)
-        # A refusal is raised once the client is closed: raised inside its
-        # block, coredis's connection pool would wrap it in an exception group.
-        refused: RedisUnavailable | LayoutMismatch | None = None
-        try:
-            async with client:
-                try:
-                    with trio.fail_after(connect_timeout):
-                        await client.ping()
-                        # The prefix is shared with the runs' RedisStore when served
-                        # together: one layout version for both (docs/redis.md, "Upgrades").
-                        await check_layout(client, prefix)
-                except trio.TooSlowError:
-                    refused = RedisUnavailable(
-                        f"redis at {safe_url(url)} did not answer within {connect_timeout}s"
-                    )
-                except coredis.exceptions.RedisError as exc:
-                    refused = RedisUnavailable(f"cannot use redis at {safe_url(url)}: {exc}")
-                except LayoutMismatch as exc:
-                    refused = exc
-                if refused is None:
-                    self._keys = Keys(prefix)
-                    self._script = client.register_script(COMMIT)
-                    self._client = client
-                    self._reader = StreamData(client, self._keys)
-                    self._closing = False
+        if not connection.supports_durable_streams:
+            raise ValueError("Durable Streams in Redis need a single Redis, not a Cluster")
+        async with connection.open(), self.attach(connection):
+            yield self
+
+    @asynccontextmanager
+    async def attach(self, connection: RedisConnection) -> AsyncIterator[Self]:
+        """Use ``connection`` (open, and shared with the runs' RedisStore: same
+        Redis, key prefix, layout and health) and follow its notifications
+        until the block ends; then requests under way finish (within CLOSE_GRACE).
+
+        Raises:
+            RuntimeError: already connected.
+            trio.ClosedResourceError: ``connection`` is not open.
+        """
+        if self._client is not None:
+            raise RuntimeError("this RedisDurableStore is connected already")
+        # The follower's XREAD BLOCK waits for seconds: its own client, whose
+        # timeout leaves room for that (data commands keep the connection's).
+        follow_timeout = max(connection.stream_timeout, FOLLOW_TIMEOUT)
+        async with (
+            connection.binary_client() as client,
+            connection.binary_client(stream_timeout=follow_timeout) as follower,
+        ):
+            self._connection = connection
+            self._keys = Keys(connection.prefix)
+            self._script = client.register_script(COMMIT)
+            self._client = client
+            self._reader = StreamData(client, self._keys)
+            self._closing = False
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(partial(self._notifications.follow, follower, self._keys.notify))
                     try:
-                        async with trio.open_nursery() as nursery:
-                            await nursery.start(
-                                partial(self._notifications.follow, client, self._keys.notify)
-                            )
-                            try:
-                                yield self
-                            finally:
-                                await self._drain()
-                                nursery.cancel_scope.cancel(reason="durable store closed")
+                        yield self
                     finally:
-                        self._client, self._reader = None, None
-                        self._notifications.wake_all()
-        finally:
-            release_leftovers(client)  # type: ignore[arg-type]
-        if refused is not None:
-            raise refused
+                        await self._drain()
+                        nursery.cancel_scope.cancel(reason="durable store closed")
+            finally:
+                self._client, self._reader, self._connection = None, None, None
+                self._notifications.wake_all()
 
     async def _drain(self) -> None:
         """Closing: live reads end, and requests under way finish (within CLOSE_GRACE).
@@ -160,7 +167,11 @@ class StoreConnection:
     @contextmanager
     def _operation(self) -> Iterator[None]:
         """One request's use of Redis: counted (closing waits for it), and its
-        Redis errors turned into a 503 with a message."""
+        Redis errors turned into a 503 with a message (at once while the
+        connection is unhealthy: see docs/redis.md, "Health")."""
+        if self._connection is not None:
+            with _unavailable():
+                self._connection.health.check()
         self._active += 1
         try:
             with _unavailable():
@@ -303,7 +314,9 @@ def _unavailable() -> Iterator[None]:
     try:
         yield
     except (coredis.exceptions.RedisError, OSError) as exc:
-        logger.warning("durable streams: redis is unavailable: %s: %s", type(exc).__name__, exc)
+        # RedisUnavailable: the connection said it once already (its health), or will.
+        log = logger.debug if isinstance(exc, RedisUnavailable) else logger.warning
+        log("durable streams: redis is unavailable: %s: %s", type(exc).__name__, exc)
         raise DurableStreamError(
             503, "store_unavailable", f"redis is unavailable: {exc}", headers={"Retry-After": "1"}
         ) from None

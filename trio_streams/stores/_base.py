@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .._events import Event
     from .._log import ReplayLog
     from .._run_info import OnConflict, RunInfo, RunStatus
+    from ._redis_connection import RedisConnection
 
 #: Marks an argument the caller did not pass (deprecation shims).
 _UNSET: Any = object()
@@ -165,6 +166,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def statistics(self) -> StoreStatistics:
         """A snapshot of the store's size and writer state."""
+
+    def durable_storage(self) -> RedisConnection | None:
+        """Where Durable Streams can live beside this store's runs: the same
+        storage, connection, key prefix and health, for
+        ``RedisDurableStore.attach`` while this store is started. ``None``
+        (the default): nowhere, so they are served from memory.
+        """
+        return None
 
 
 class SharedStore(Store):

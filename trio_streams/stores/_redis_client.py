@@ -1,4 +1,12 @@
-"""Opening a coredis client from a URL, with connection attempts that clean up.
+"""Opening a coredis client from a URL: health-guarded, with connection attempts that clean up.
+
+Every command and pipeline of a client built here runs through its
+connection's :class:`~._redis_health.RedisHealth` (fail fast while Redis
+does not answer; see there). A timed-out command is not retried (it would
+wait out its timeout again); a lost connection is, twice, as coredis does.
+Commands are guarded in ``execute_command`` (public), pipelines in
+``_execute`` (private in coredis 6.9, where every pipeline ends up; a
+coredis upgrade must keep it: ``tests/test_redis_freeze.py`` would notice).
 
 coredis (6.9) creates a connection's internal anyio memory streams in its
 constructor but closes them only once the socket is open: every failed
@@ -10,16 +18,23 @@ them when the attempt fails.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeAlias
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import coredis
 from coredis.connection import TCPLocation
+from coredis.exceptions import ClusterDownError
+from coredis.patterns.pipeline import ClusterPipeline, Pipeline
+from coredis.retry import CompositeRetryPolicy, ConstantRetryPolicy, RetryPolicy
 
-from .._errors import StreamError
+from ._redis_health import RedisHealth, RedisUnavailable, quiet_coredis_tracebacks, timed_out
 
 if TYPE_CHECKING:
+    from coredis.commands import CommandRequest
     from coredis.connection import BaseConnection
+
+R = TypeVar("R")
 
 #: Either kind of client; both speak the commands the store uses.
 Client: TypeAlias = "coredis.Redis[str] | coredis.RedisCluster[str]"
@@ -27,8 +42,58 @@ Client: TypeAlias = "coredis.Redis[str] | coredis.RedisCluster[str]"
 _CLOSING: dict[type[Any], type[Any]] = {}
 
 
-class RedisUnavailable(StreamError):
-    """Redis could not be reached or refused us (wrong password, TLS, ...)."""
+class _RetryLost(ConstantRetryPolicy):
+    """Retries a lost connection, not one that timed out (Redis not
+    answering: a retry would wait out the timeout again)."""
+
+    def will_retry(self, exc: BaseException) -> bool:
+        return super().will_retry(exc) and not timed_out(exc)
+
+
+class _Redis(coredis.Redis[Any]):
+    """A single-node client whose commands and pipelines run through its health."""
+
+    health: RedisHealth
+
+    async def execute_command(self, command: CommandRequest[R]) -> R:
+        return await self.health.run(partial(super().execute_command, command), blocking=command.blocking)
+
+    def pipeline(
+        self, transaction: bool = True, *, raise_on_error: bool = True, timeout: float | None = None
+    ) -> Pipeline[Any]:
+        return _Pipeline(self, transaction, raise_on_error, timeout)
+
+
+class _Pipeline(Pipeline[Any]):
+    async def _execute(self) -> None:
+        health: RedisHealth = self.client.health  # type: ignore[attr-defined]
+        await health.run(super()._execute, blocking=False)
+
+
+class _RedisCluster(coredis.RedisCluster[Any]):
+    """A Cluster client whose commands and pipelines run through its health."""
+
+    health: RedisHealth
+
+    async def execute_command(self, command: CommandRequest[R]) -> R:
+        return await self.health.run(partial(super().execute_command, command), blocking=command.blocking)
+
+    def pipeline(
+        self,
+        transaction: bool = False,
+        *,
+        raise_on_error: bool = True,
+        timeout: float | None = None,
+    ) -> ClusterPipeline[Any]:
+        return _ClusterPipeline(
+            client=self, raise_on_error=raise_on_error, transaction=transaction, timeout=timeout
+        )
+
+
+class _ClusterPipeline(ClusterPipeline[Any]):
+    async def _execute(self) -> None:
+        health: RedisHealth = self.client.health  # type: ignore[attr-defined]
+        await health.run(super()._execute, blocking=False)
 
 
 def _close_buffers(connection: BaseConnection) -> None:
@@ -66,25 +131,41 @@ def closing_connection_class(cls: type[Any]) -> type[Any]:
     return closing
 
 
-def client_from_url(url: str, *, cluster: bool, connect_timeout: float, stream_timeout: float) -> Client:
+def client_from_url(
+    url: str,
+    *,
+    cluster: bool,
+    connect_timeout: float,
+    stream_timeout: float,
+    health: RedisHealth,
+    decode: bool = True,
+) -> Any:
     """A client for ``url`` (``redis://``, ``rediss://`` or ``unix://``; user and
-    password pass through). Enter it (``async with client:``) before use."""
+    password pass through) whose commands run through ``health``; replies
+    decoded to ``str`` if ``decode``, else ``bytes``. Enter it (``async with
+    client:``) before use."""
+    quiet_coredis_tracebacks()
     options: dict[str, Any] = {
-        "decode_responses": True,
+        "decode_responses": decode,
         "connect_timeout": connect_timeout,
         "stream_timeout": stream_timeout,
     }
-    client: Client
+    client: Any
     if cluster:
         # Name the startup node ourselves: coredis's own URL parsing passes it
         # in a deprecated form (and warns).
         parsed = urlsplit(url)
         node = TCPLocation(parsed.hostname or "localhost", parsed.port or 6379)
-        client = coredis.RedisCluster.from_url(url, startup_nodes=[node], **options)
-        pool: Any = client.connection_pool
+        retry: RetryPolicy = CompositeRetryPolicy(
+            ConstantRetryPolicy((ClusterDownError,), retries=2, delay=0.1),
+            _RetryLost((coredis.exceptions.ConnectionError,), retries=2, delay=0.1),
+        )
+        client = _RedisCluster.from_url(url, startup_nodes=[node], retry_policy=retry, **options)
     else:
-        client = coredis.Redis.from_url(url, **options)
-        pool = client.connection_pool
+        retry = _RetryLost((coredis.exceptions.ConnectionError,), retries=2, delay=0.01)
+        client = _Redis.from_url(url, retry_policy=retry, **options)
+    client.health = health
+    pool: Any = client.connection_pool
     pool.connection_class = closing_connection_class(pool.connection_class)
     return client
 
@@ -118,3 +199,14 @@ def safe_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     _credentials, at, location = rest.rpartition("@")
     return f"{scheme}{sep}***@{location}" if at else url
+
+
+__all__ = [
+    "Client",
+    "RedisUnavailable",
+    "client_from_url",
+    "closing_connection_class",
+    "release_leftovers",
+    "safe_url",
+    "split_cluster_flag",
+]

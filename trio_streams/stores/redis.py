@@ -23,16 +23,12 @@ import trio
 from .._run import RunInfo, RunStatus
 from ._base import KeyClaim, SharedStore, StoreStatistics
 from ._redis_claims import KeyClaims
-from ._redis_client import (
-    Client,
-    RedisUnavailable,
-    client_from_url,
-    release_leftovers,
-    safe_url,
-    split_cluster_flag,
-)
+from ._redis_client import Client, safe_url
 from ._redis_codec import info_to_hash
-from ._redis_keys import RedisKeys
+from ._redis_connection import DURABLE_STREAMS_ON_A_CLUSTER as DURABLE_STREAMS_ON_A_CLUSTER
+from ._redis_connection import RedisConnection as RedisConnection
+from ._redis_connection import RedisUnavailable as RedisUnavailable
+from ._redis_connection import names_a_cluster as names_a_cluster
 from ._redis_layout import LAYOUT_VERSION as LAYOUT_VERSION
 from ._redis_layout import LayoutMismatch as LayoutMismatch
 from ._redis_layout import check_layout as check_layout
@@ -76,6 +72,10 @@ class RedisStoreStatistics(StoreStatistics):
         claimed_dead: runs of dead owners this instance marked ``dead``.
         fenced: runs of this instance whose events Redis refused because
             another instance had declared them ``dead``.
+        answering: False while the connection is unhealthy (a command
+            timed out; requests that need Redis fail fast until the probe
+            sees it answer: docs/redis.md, "Health").
+        outages: times the connection turned unhealthy.
     """
 
     healthy: bool = True
@@ -88,6 +88,8 @@ class RedisStoreStatistics(StoreStatistics):
     last_error: str | None = None
     claimed_dead: int = 0
     fenced: int = 0
+    answering: bool = True
+    outages: int = 0
 
 
 class RedisStore(SharedStore):
@@ -116,7 +118,9 @@ class RedisStore(SharedStore):
         ttl_running, ttl_finished, ttl_events_finished, lease_ttl: key
             lifetimes in seconds (see :class:`Ttls`).
         connect_timeout: bound on the startup check and on each connect.
-        stream_timeout: bound on each command's reply.
+        stream_timeout: bound on each command's reply. A command that times
+            out makes requests that need Redis fail fast (``RedisUnavailable``,
+            503) until a probe sees Redis answer (docs/redis.md, "Health").
         backoff_min, backoff_max: retry delays of a failing flush.
         instance_id: names this store's owner lease (default: host, pid, random).
         follow_block: seconds one ``XREAD BLOCK`` of a follower waits before
@@ -174,19 +178,23 @@ class RedisStore(SharedStore):
                 raise ValueError(f"{name} must be a positive number, not {number}")
         if optimized:
             coredis.Config.optimized = True
-        url, url_cluster = split_cluster_flag(url)
-        cluster = bool(url_cluster) if cluster is None else cluster
-        self.url = url
+        connection = RedisConnection(
+            url,
+            prefix=prefix,
+            cluster=cluster,
+            connect_timeout=connect_timeout,
+            stream_timeout=stream_timeout,
+        )
+        #: The Redis connection layer (URL, keys, health), shared with Durable Streams.
+        self.connection = connection
+        self.url = connection.url
         self.prefix = prefix
-        self.keys = RedisKeys(prefix)
+        self.keys = connection.keys
         self.ttls = Ttls(ttl_running, ttl_finished, ttl_events_finished, lease_ttl)
         self.instance_id = instance_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         #: True when ``url`` names a Redis Cluster node.
-        self.cluster = cluster
+        self.cluster = connection.cluster
         self._connect_timeout = connect_timeout
-        self._client_obj: Client = client_from_url(
-            url, cluster=cluster, connect_timeout=connect_timeout, stream_timeout=stream_timeout
-        )
         self._max_pending_bytes = max_pending_bytes
         self._writer = RedisWriter(
             self._require_client,
@@ -235,7 +243,14 @@ class RedisStore(SharedStore):
     def _require_client(self) -> Client:
         if not self._open:
             raise trio.ClosedResourceError("the RedisStore is not started, or closed")
-        return self._client_obj
+        return self.connection.client()
+
+    def durable_storage(self) -> RedisConnection | None:
+        """This store's connection, for Durable Streams beside the runs
+        (``RedisDurableStore.attach``), unless they cannot live on it (a
+        Cluster: ``None``, and they stay in memory)."""
+        connection = self.connection
+        return connection if connection.supports_durable_streams else None
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -255,51 +270,20 @@ class RedisStore(SharedStore):
         await nursery.start(self._serve)
 
     async def _serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        error: RedisUnavailable | None = None
         try:
             with self._scope:
-                async with self._client_obj:
+                async with self.connection.open():
                     self._open = True
-                    try:
-                        await self._check()
-                    except RedisUnavailable as exc:
-                        error = exc
-                    else:
-                        async with trio.open_nursery() as nursery:
-                            await nursery.start(self._writer.run)
-                            await nursery.start(self._remote.watch_control)
-                            nursery.start_soon(self._maintain)
-                            nursery.start_soon(self._remote.reap)
-                            logger.info("redis store %s ready (instance %s)", self, self.instance_id)
-                            task_status.started()
+                    async with trio.open_nursery() as nursery:
+                        await nursery.start(self._writer.run)
+                        await nursery.start(self._remote.watch_control)
+                        nursery.start_soon(self._maintain)
+                        nursery.start_soon(self._remote.reap)
+                        logger.info("redis store %s ready (instance %s)", self, self.instance_id)
+                        task_status.started()
         finally:
             self._open = False
-            release_leftovers(self._client_obj)
             self._stopped.set()
-        if error is not None:
-            raise error
-
-    async def _check(self) -> None:
-        where = safe_url(self.url)
-        try:
-            with trio.fail_after(self._connect_timeout):
-                await self._client_obj.ping()
-                await check_layout(self._client_obj, self.prefix)
-        except LayoutMismatch:
-            raise
-        except trio.TooSlowError:
-            raise RedisUnavailable(
-                f"redis at {where} did not answer within {self._connect_timeout}s"
-            ) from None
-        except coredis.exceptions.AuthenticationError as exc:
-            raise RedisUnavailable(f"redis at {where} refused the credentials: {exc}") from None
-        except coredis.exceptions.AuthorizationError as exc:
-            raise RedisUnavailable(f"redis at {where} refused the credentials: {exc}") from None
-        except Exception as exc:
-            cause = exc.__cause__ or exc
-            raise RedisUnavailable(
-                f"cannot use redis at {where}: {type(exc).__name__}: {exc} ({type(cause).__name__}: {cause})"
-            ) from None
 
     async def aclose(self) -> None:
         """Flush everything accepted, then disconnect. Idempotent.
@@ -370,7 +354,8 @@ class RedisStore(SharedStore):
 
     async def save_run(self, info: RunInfo) -> None:
         """Queue the metadata write; wait until it is in Redis unless Redis is
-        unreachable (then the run goes on, and the write follows when it is back).
+        unreachable or stops answering meanwhile (then the run goes on, and
+        the write follows when it is back).
 
         Raises:
             StoreOverflow: the write does not fit in ``max_pending_bytes``;
@@ -382,8 +367,10 @@ class RedisStore(SharedStore):
             if first:
                 self._runs_saved += 1
             self._live[info.run_id] = info
-        if ticket is not None and self._writer.healthy:
-            await self._writer.wait_durable(ticket)
+        if ticket is not None and self._writer.healthy and self.connection.healthy:
+            # Not while Redis does not answer: the write follows when it does.
+            with self.connection.health.until_unhealthy():
+                await self._writer.wait_durable(ticket)
         else:
             await trio.lowlevel.checkpoint()
 
@@ -531,6 +518,8 @@ class RedisStore(SharedStore):
             last_error=writer.last_error,
             claimed_dead=self._remote.claimed_dead,
             fenced=writer.fenced,
+            answering=self.connection.healthy,
+            outages=self.connection.health.outages,
         )
 
 
@@ -540,12 +529,15 @@ async def _holds(reply: Any) -> bool:
 
 
 __all__ = [
+    "DURABLE_STREAMS_ON_A_CLUSTER",
     "LAYOUT_VERSION",
     "LayoutMismatch",
+    "RedisConnection",
     "RedisStore",
     "RedisStoreStatistics",
     "RedisUnavailable",
     "Ttls",
     "check_layout",
+    "names_a_cluster",
     "open_embedded_redis",
 ]

@@ -21,7 +21,6 @@ from .._open_hub import open_hub
 from ..durable import DurableStreamStore, RedisDurableStore
 from ..durable._access import resolve_access
 from ..stores import MemoryStore, Store
-from ..stores.redis import RedisStore
 from ._auth import TokenAuth
 from ._demo import DemoInput, demo_input_schema, demo_limits, demo_producer, demo_reserve
 from ._errors import ApiError, error_response
@@ -84,10 +83,11 @@ class TrioStreams:
             ``{url_prefix}/stream`` (runs included, read-only, as
             ``{url_prefix}/stream/runs/<run_id>``): ``True`` for an
             in-memory :class:`~trio_streams.durable.DurableStreamStore`
-            (a :class:`~trio_streams.durable.RedisDurableStore` when ``store``
-            is a ``RedisStore`` on a single Redis, not a Cluster), ``"redis"``
-            for streams in the run store's Redis under its prefix (``store``
-            must open a ``RedisStore`` on a single Redis), a
+            (a :class:`~trio_streams.durable.RedisDurableStore` on the run
+            store's own connection when ``store`` offers one: a ``RedisStore``
+            on a single Redis, not a Cluster), ``"redis"`` for streams in the
+            run store's Redis under its prefix (``store`` must open a
+            ``RedisStore`` on a single Redis), a
             store of your own, or ``False`` for none. See docs/durable.md.
         long_poll_timeout: how long a Durable Streams long-poll waits for data.
         sse_recycle: a Durable Streams SSE response ends after this many
@@ -145,7 +145,8 @@ class TrioStreams:
             raise ValueError("long_poll_timeout, sse_recycle and durable_max_body must be positive")
         durable: DurableStreamStore | RedisDurableStore | None
         if durable_streams is True:
-            durable = RedisDurableStore() if _single_redis(store) else DurableStreamStore()
+            beside = store.durable_storage() if isinstance(store, Store) else None
+            durable = DurableStreamStore() if beside is None else RedisDurableStore()
         elif durable_streams == "redis":
             durable = RedisDurableStore()
         elif isinstance(durable_streams, (DurableStreamStore, RedisDurableStore)):
@@ -395,15 +396,16 @@ class TrioStreams:
                 self._stop.set()
 
     async def _connect_durable(self, stack: AsyncExitStack, store: Store) -> None:
-        """Connect a Redis Durable Streams store to the run store's Redis (same
-        URL and key prefix), for as long as the hub runs (it closes first)."""
+        """Attach a Redis Durable Streams store to the run store's own
+        connection (same Redis, key prefix and health), for as long as the
+        hub runs (it closes first)."""
         durable = self.durable_store
         if not isinstance(durable, RedisDurableStore) or durable.connected:
             return
-        redis_store = _single_redis(store)
-        if redis_store is None:
+        storage = store.durable_storage()
+        if storage is None:
             raise TypeError("Durable Streams in Redis need a RedisStore on a single Redis as the run store")
-        await stack.enter_async_context(durable.connect(redis_store.url, prefix=redis_store.prefix))
+        await stack.enter_async_context(durable.attach(storage))
 
     def _open_hub(self, stack: AsyncExitStack) -> AbstractAsyncContextManager[Hub]:
         @asynccontextmanager
@@ -455,9 +457,3 @@ class TrioStreams:
                 headers={"Retry-After": "1"},
             )
         return hub
-
-
-def _single_redis(store: object) -> RedisStore | None:
-    """``store`` if it is a RedisStore on a single Redis (the Durable Streams
-    Redis store needs one: forks span hash slots, which a Cluster splits)."""
-    return store if isinstance(store, RedisStore) and not store.cluster else None
