@@ -25,17 +25,20 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import urlsplit
 
 import coredis
 import trio
+from coredis.connection import TCPLocation
+from coredis.tokens import PureToken
 
 from ..stores._redis_client import RedisUnavailable, closing_connection_class, release_leftovers, safe_url
 from ..stores._redis_layout import LayoutMismatch, check_layout
 from ._errors import DurableStreamError
 from ._reads import Chunked
 from ._redis_data import StreamData
-from ._redis_layout import COMMIT, Keys, Meta
-from ._redis_notify import Notifications
+from ._redis_layout import COMMIT, NOTIFY_MAXLEN, Keys, Meta
+from ._redis_notify import Notifications, notify_fields
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -43,6 +46,9 @@ if TYPE_CHECKING:
     from ._access import StreamId
     from ._offsets import Offset
     from ._redis_store import RedisDurableStore
+
+    #: A client of one Redis or of a Redis Cluster.
+    Client = coredis.Redis[bytes] | coredis.RedisCluster[bytes]
 
 logger = logging.getLogger("trio_streams.durable.redis")
 
@@ -55,7 +61,9 @@ class StoreConnection:
     life cycle, request accounting, writer turns and live reads."""
 
     def __init__(self) -> None:
-        self._client: coredis.Redis[bytes] | None = None
+        self._client: Client | None = None
+        #: Connected to a Redis Cluster (notifications are sent apart from commits).
+        self.cluster = False
         self._reader: StreamData | None = None
         self._keys = Keys("trio_streams:")
         self._script: Any = None
@@ -86,8 +94,10 @@ class StoreConnection:
         prefix: str = "trio_streams:",
         connect_timeout: float = 5.0,
         stream_timeout: float = 10.0,
+        cluster: bool = False,
     ) -> AsyncIterator[Self]:
-        """Connect to ``url`` and follow its notifications until the block ends.
+        """Connect to ``url`` (a Redis Cluster node with ``cluster``) and follow
+        its notifications until the block ends.
 
         Raises:
             RedisUnavailable: Redis does not answer within ``connect_timeout``.
@@ -96,9 +106,21 @@ class StoreConnection:
         """
         if self._client is not None:
             raise RuntimeError("this RedisDurableStore is connected already")
-        client: coredis.Redis[bytes] = coredis.Redis.from_url(
-            url, decode_responses=False, connect_timeout=connect_timeout, stream_timeout=stream_timeout
-        )
+        client: Client
+        if cluster:
+            parsed = urlsplit(url)
+            node = TCPLocation(parsed.hostname or "localhost", parsed.port or 6379)
+            client = coredis.RedisCluster.from_url(
+                url,
+                startup_nodes=[node],
+                decode_responses=False,
+                connect_timeout=connect_timeout,
+                stream_timeout=stream_timeout,
+            )
+        else:
+            client = coredis.Redis.from_url(
+                url, decode_responses=False, connect_timeout=connect_timeout, stream_timeout=stream_timeout
+            )
         pool: Any = client.connection_pool
         pool.connection_class = closing_connection_class(pool.connection_class)
         # A refusal is raised once the client is closed: raised inside its
@@ -111,7 +133,7 @@ class StoreConnection:
                         await client.ping()
                         # The prefix is shared with the runs' RedisStore when served
                         # together: one layout version for both (docs/redis.md, "Upgrades").
-                        await check_layout(client, prefix)
+                        await check_layout(client, prefix)  # type: ignore[arg-type]  # bytes on a Cluster too
                 except trio.TooSlowError:
                     refused = RedisUnavailable(
                         f"redis at {safe_url(url)} did not answer within {connect_timeout}s"
@@ -126,23 +148,43 @@ class StoreConnection:
                     self._client = client
                     self._reader = StreamData(client, self._keys)
                     self._closing = False
+                    self.cluster = cluster
                     try:
                         async with trio.open_nursery() as nursery:
                             await nursery.start(
                                 partial(self._notifications.follow, client, self._keys.notify)
                             )
+                            self._attach(nursery)
                             try:
                                 yield self
                             finally:
                                 await self._drain()
+                                self._attach(None)
                                 nursery.cancel_scope.cancel(reason="durable store closed")
                     finally:
+                        self._attach(None)
                         self._client, self._reader = None, None
                         self._notifications.wake_all()
         finally:
             release_leftovers(client)  # type: ignore[arg-type]
         if refused is not None:
             raise refused
+
+    def _attach(self, nursery: trio.Nursery | None) -> None:
+        """Run the store's background tasks (its committers) in ``nursery``
+        from now on (``None``: the store is closing)."""
+
+    async def _announce(self, ident: StreamId) -> None:
+        """Tell every instance's readers that ``ident`` changed (on a Cluster,
+        where the notify key cannot be written by a stream's commit)."""
+        fields = notify_fields(ident)
+        await self._require().xadd(
+            self._keys.notify,
+            dict(zip(fields[::2], fields[1::2], strict=True)),
+            trim_strategy=PureToken.MAXLEN,
+            threshold=NOTIFY_MAXLEN,
+            trim_operator=PureToken.APPROXIMATELY,
+        )
 
     async def _drain(self) -> None:
         """Closing: live reads end, and requests under way finish (within CLOSE_GRACE).
@@ -189,7 +231,7 @@ class StoreConnection:
             if not turn.users:
                 del self._writers[ident]
 
-    def _require(self) -> coredis.Redis[bytes]:
+    def _require(self) -> Client:
         if self._client is None:
             raise DurableStreamError(
                 503, "store_unavailable", "the Durable Streams store is not connected to Redis"

@@ -32,7 +32,7 @@ _READ_ENTRIES = 64
 class StreamData:
     """Reads streams (their meta hashes and data) through ``client`` under ``keys``."""
 
-    def __init__(self, client: coredis.Redis[bytes], keys: Keys) -> None:
+    def __init__(self, client: coredis.Redis[bytes] | coredis.RedisCluster[bytes], keys: Keys) -> None:
         self._client = client
         self._keys = keys
 

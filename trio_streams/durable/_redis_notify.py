@@ -84,7 +84,7 @@ class Notifications:
 
     async def follow(
         self,
-        client: coredis.Redis[bytes],
+        client: coredis.Redis[bytes] | coredis.RedisCluster[bytes],
         key: str,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
