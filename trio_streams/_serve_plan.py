@@ -151,12 +151,9 @@ class ServePlan:
         except ImportError as exc:
             raise ServeConfigError(f"the Redis store cannot be loaded: {exc}") from None
         prefix = args.redis_prefix
-        # Durable Streams follow the runs into a single Redis (same URL and
-        # prefix); on a Redis Cluster they stay in memory (docs/durable.md).
+        # Durable Streams follow the runs into Redis, a single one or a
+        # Cluster (same URL and prefix; docs/durable.md).
         self.options["durable_streams"] = "redis"
-        if args.redis_url and _names_a_cluster(args.redis_url):
-            self.options["durable_streams"] = True
-            logger.warning("Durable Streams stay in memory: their Redis store needs one Redis, not a Cluster")
         if args.redis_url:
             url = args.redis_url
             self.store_label = f"redis ({_safe_url(url)})"
@@ -291,15 +288,6 @@ def _takes_options(factory: Callable[..., Any]) -> bool:
     except (TypeError, ValueError):
         return False
     return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
-
-
-def _names_a_cluster(url: str) -> bool:
-    from .stores._redis_client import split_cluster_flag
-
-    try:
-        return bool(split_cluster_flag(url)[1])
-    except ValueError:
-        return False  # RedisStore reports the bad flag
 
 
 def _safe_url(url: str) -> str:

@@ -292,6 +292,7 @@ class StoreConnection:
                 return False
             source.meta = meta
             if meta.tail.position > position or meta.closed:
+                source.fresh = True  # the read that follows need not load it again
                 return True
             with trio.move_on_at(deadline) as waited:
                 await event.wait()
@@ -319,6 +320,8 @@ class RedisSource:
         self.content_type = meta.content_type
         self.json = meta.json
         self.etag_id = f"r{meta.incarnation}"
+        #: ``meta`` was loaded just now (by a wait): the next read uses it as is.
+        self.fresh = False
 
     def tail(self) -> Offset:
         return self.meta.tail
@@ -328,9 +331,11 @@ class RedisSource:
 
     async def read(self, position: int) -> Chunked:
         with self._store._operation():
-            meta = await self._store._load(self.stream_id)
-            if meta is not None and meta.incarnation == self.incarnation:
-                self.meta = meta
+            if not self.fresh:
+                meta = await self._store._load(self.stream_id)
+                if meta is not None and meta.incarnation == self.incarnation:
+                    self.meta = meta
+            self.fresh = False
             found = await self._store.read(self.meta, position)
         up_to_date = found.end.position == self.meta.tail.position
         return Chunked(found.pieces, found.end, up_to_date, up_to_date and self.meta.closed)

@@ -109,10 +109,14 @@ class StreamData:
         if position >= upto:
             return
         client, key = self._client, self._keys.data(meta.stream_id)
-        first = await client.xrevrange(key, end=f"{position}-{MAX_ID_SEQ}", start="-", count=1)
-        cursor: str | bytes = first[0].identifier if first else "-"
-        while True:
+        # Readers mostly ask for a position where an append starts (a tail they
+        # were given): one XRANGE finds it. Else the append holding it is found first.
+        entries = await client.xrange(key, start=f"{position}-0", end="+", count=_READ_ENTRIES)
+        if not entries or parse_entry_id(entries[0].identifier)[0] != position:
+            first = await client.xrevrange(key, end=f"{position}-{MAX_ID_SEQ}", start="-", count=1)
+            cursor: str | bytes = first[0].identifier if first else "-"
             entries = await client.xrange(key, start=cursor, end="+", count=_READ_ENTRIES)
+        while True:
             for entry in entries:
                 start, seq = parse_entry_id(entry.identifier)
                 data = decode_data(entry.field_values[b"d"], json_mode=meta.json)
@@ -130,3 +134,4 @@ class StreamData:
                 return
             last = entries[-1].identifier
             cursor = "(" + (last.decode() if isinstance(last, bytes) else str(last))
+            entries = await client.xrange(key, start=cursor, end="+", count=_READ_ENTRIES)

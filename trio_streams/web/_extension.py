@@ -85,9 +85,9 @@ class TrioStreams:
             ``{url_prefix}/stream/runs/<run_id>``): ``True`` for an
             in-memory :class:`~trio_streams.durable.DurableStreamStore`
             (a :class:`~trio_streams.durable.RedisDurableStore` when ``store``
-            is a ``RedisStore`` on a single Redis, not a Cluster), ``"redis"``
+            is a ``RedisStore``, on a single Redis or a Cluster), ``"redis"``
             for streams in the run store's Redis under its prefix (``store``
-            must open a ``RedisStore`` on a single Redis), a
+            must open a ``RedisStore``), a
             store of your own, or ``False`` for none. See docs/durable.md.
         long_poll_timeout: how long a Durable Streams long-poll waits for data.
         sse_recycle: a Durable Streams SSE response ends after this many
@@ -402,8 +402,10 @@ class TrioStreams:
             return
         redis_store = _single_redis(store)
         if redis_store is None:
-            raise TypeError("Durable Streams in Redis need a RedisStore on a single Redis as the run store")
-        await stack.enter_async_context(durable.connect(redis_store.url, prefix=redis_store.prefix))
+            raise TypeError("Durable Streams in Redis need a RedisStore as the run store")
+        await stack.enter_async_context(
+            durable.connect(redis_store.url, prefix=redis_store.prefix, cluster=redis_store.cluster)
+        )
 
     def _open_hub(self, stack: AsyncExitStack) -> AbstractAsyncContextManager[Hub]:
         @asynccontextmanager
@@ -458,6 +460,6 @@ class TrioStreams:
 
 
 def _single_redis(store: object) -> RedisStore | None:
-    """``store`` if it is a RedisStore on a single Redis (the Durable Streams
-    Redis store needs one: forks span hash slots, which a Cluster splits)."""
-    return store if isinstance(store, RedisStore) and not store.cluster else None
+    """``store`` if it is a RedisStore (on a single Redis or a Cluster: the
+    Durable Streams Redis store works on both)."""
+    return store if isinstance(store, RedisStore) else None
