@@ -9,6 +9,7 @@ memory store without Redis.
 
 from __future__ import annotations
 
+import socket
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from trio_streams.durable import (
     DurableStreamError,
     DurableStreamStore,
     RedisDurableStore,
+    StreamId,
     _redis_connection,
 )
 from trio_streams.durable._producers import ProducerClaim, ProducerState
@@ -30,6 +32,8 @@ from trio_streams.durable._stream import AppendOutcome, AppendRequest
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+    from .redis_support import SyncRedis
 
 DEADLINE = 20
 TEXT = "text/plain"
@@ -375,3 +379,31 @@ async def test_closing_the_store_answers_every_held_append_with_a_503(
         with pytest.raises(DurableStreamError) as closed:
             await store.append("s", AppendRequest(b"c", TEXT))
         assert closed.value.status == 503
+
+
+# -- the notification follower -------------------------------------------------------------------
+
+
+def blocking_command(port: int, *args: str) -> bytes:
+    """One Redis command over a plain blocking socket: no trio checkpoint while it runs."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"*{len(args)}\r\n".encode() + b"".join(f"${len(a)}\r\n{a}\r\n".encode() for a in args))
+        return sock.recv(4096)
+
+
+@pytest.mark.redis
+async def test_a_change_between_a_registration_and_an_idle_followers_resume_is_not_missed(
+    redis_server: SyncRedis, prefix: str
+) -> None:
+    with trio.fail_after(DEADLINE):
+        async with store_on(redis_server.url, prefix) as store:
+            notifications = store._notifications
+            await trio.testing.wait_all_tasks_blocked()  # the follower idles: no reader
+            ident = StreamId(None, "s")
+            with notifications.watching(ident) as current_event:
+                event = current_event()
+                # Committed after the reader registered (and looked), before the follower resumes.
+                key = Keys(prefix).notify
+                assert blocking_command(redis_server.port, "XADD", key, "*", "n", "s").startswith(b"$")
+                with trio.fail_after(5):  # a lost wake-up fails here, not at the reader's deadline
+                    await event.wait()

@@ -14,6 +14,12 @@ between the load and the wait has set that very event, so it is never
 missed. When the follower loses Redis it wakes every reader (they look
 again), so a notification lost meanwhile costs at most one wait.
 
+While no reader waits on this instance the follower does not read (a busy
+writer would otherwise cost a read per commit for nobody); when the first
+reader registers it reads the current end again and wakes every reader
+once, so a change committed between a registration and that read is not
+missed either.
+
 Memory: one event per stream that has local waiters (dropped with the last).
 """
 
@@ -100,6 +106,11 @@ class Notifications:
         delay = 0.05
         while True:
             try:
+                if not self.readers.value:
+                    await self.readers.wait_value(lambda readers: readers > 0)
+                    top = await client.xrevrange(key, end="+", start="-", count=1)
+                    last = top[0].identifier if top else "0-0"
+                    self.wake_all()  # the readers registered before that end: they look again
                 reply = await client.xread({key: last}, count=1024, block=BLOCK_MS)
             except (coredis.exceptions.RedisError, OSError) as exc:
                 logger.warning("durable streams notifications: %s; retrying in %.2fs", exc, delay)
