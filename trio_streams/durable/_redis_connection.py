@@ -174,6 +174,10 @@ class StoreConnection:
         """Run the store's background tasks (its committers) in ``nursery``
         from now on (``None``: the store is closing)."""
 
+    def _view(self, ident: StreamId) -> Meta | None:
+        """The last state of ``ident`` this instance committed, if it keeps one."""
+        return None
+
     async def _announce(self, ident: StreamId) -> None:
         """Tell every instance's readers that ``ident`` changed (on a Cluster,
         where the notify key cannot be written by a stream's commit)."""
@@ -283,6 +287,15 @@ class StoreConnection:
     ) -> bool:
         while self._live_reads and not self._closing and self._client is not None:
             event = current_event()  # before the load: no lost wake-up
+            view = self._view(source.stream_id)
+            if (
+                view is not None
+                and view.incarnation == source.incarnation
+                and (view.tail.position > position or view.closed)
+            ):
+                # This instance committed it (and woke us): as good as a load at that commit.
+                source.meta, source.fresh = view, True
+                return True
             try:
                 meta = await self._load(source.stream_id)
             except (coredis.exceptions.RedisError, OSError) as exc:

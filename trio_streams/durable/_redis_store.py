@@ -387,6 +387,9 @@ class RedisDurableStore(StoreConnection):
             await self._touch(meta)
             return RedisSource(self, meta)
 
+    def _view(self, ident: StreamId) -> Meta | None:
+        return self._views.get(ident)
+
     def _attach(self, nursery: trio.Nursery | None) -> None:
         self.group_commit.attach(nursery)
         self._views.clear()  # another connection, maybe another Redis: views start afresh
