@@ -407,3 +407,19 @@ async def test_a_change_between_a_registration_and_an_idle_followers_resume_is_n
                 assert blocking_command(redis_server.port, "XADD", key, "*", "n", "s").startswith(b"$")
                 with trio.fail_after(5):  # a lost wake-up fails here, not at the reader's deadline
                     await event.wait()
+
+
+@pytest.mark.redis
+async def test_another_instances_commit_wakes_a_reader_through_the_notify_stream(
+    redis_url: str, prefix: str
+) -> None:
+    with trio.fail_after(DEADLINE):
+        async with store_on(redis_url, prefix) as a, store_on(redis_url, prefix) as b:
+            await a.create("s", CreateRequest(TEXT))
+            with b._notifications.watching(StreamId(None, "s")) as current_event:
+                with trio.fail_after(5):
+                    await current_event().wait()  # B's follower resumed (and woke its readers once)
+                event = current_event()
+                await a.append("s", AppendRequest(b"x", TEXT))  # A wakes only its own readers
+                with trio.fail_after(5):  # a lost wake-up fails here
+                    await event.wait()

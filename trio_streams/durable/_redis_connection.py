@@ -181,7 +181,7 @@ class StoreConnection:
     async def _announce(self, ident: StreamId) -> None:
         """Tell every instance's readers that ``ident`` changed (on a Cluster,
         where the notify key cannot be written by a stream's commit)."""
-        fields = notify_fields(ident)
+        fields = notify_fields(ident, self._notifications.origin)
         await self._require().xadd(
             self._keys.notify,
             dict(zip(fields[::2], fields[1::2], strict=True)),

@@ -26,6 +26,7 @@ Memory: one event per stream that has local waiters (dropped with the last).
 from __future__ import annotations
 
 import logging
+import secrets
 from collections import Counter
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -53,6 +54,9 @@ class Notifications:
         self._waiting: Counter[StreamId] = Counter()
         #: Readers registered on any stream (awaitable: ``wait_value``).
         self.readers: AsyncValue[int] = AsyncValue(0)
+        #: Marks this instance's notifications (field ``i``): the follower skips
+        #: them, since the commit woke this instance's readers itself.
+        self.origin = secrets.token_hex(8)
 
     @property
     def idle(self) -> bool:
@@ -119,15 +123,19 @@ class Notifications:
                 delay = min(delay * 2, 2.0)
                 continue
             delay = 0.05
+            origin = self.origin.encode()
             for entries in (reply or {}).values():
                 for entry in entries:
                     last = entry.identifier
-                    self.wake(notified(entry.field_values))
+                    if entry.field_values.get(b"i") != origin:
+                        self.wake(notified(entry.field_values))
 
 
-def notify_fields(ident: StreamId) -> list[str]:
-    """The fields of a notification that ``ident`` changed (what :func:`notified` reads)."""
-    return ["n", ident.name] if ident.owner is None else ["n", ident.name, "o", ident.owner]
+def notify_fields(ident: StreamId, origin: str | None = None) -> list[str]:
+    """The fields of a notification that ``ident`` changed (what :func:`notified`
+    reads), sent by the instance ``origin`` (if given)."""
+    fields = ["n", ident.name] if ident.owner is None else ["n", ident.name, "o", ident.owner]
+    return fields if origin is None else [*fields, "i", origin]
 
 
 def notified(fields: Mapping[bytes | str, bytes | str]) -> StreamId:

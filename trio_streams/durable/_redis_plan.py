@@ -137,9 +137,10 @@ def lifetime(keys: Keys, meta: Meta) -> list[list[Any]]:
     return [["PEXPIREAT", key, at] for key in names]
 
 
-def notify_op(keys: Keys, ident: StreamId) -> list[Any]:
-    """The command announcing that ``ident`` changed (see :mod:`._redis_notify`)."""
-    return ["XADD", keys.notify, "MAXLEN", "~", str(NOTIFY_MAXLEN), "*", *notify_fields(ident)]
+def notify_op(keys: Keys, ident: StreamId, origin: str) -> list[Any]:
+    """The command announcing that ``ident`` changed, from the instance ``origin``
+    (see :mod:`._redis_notify`)."""
+    return ["XADD", keys.notify, "MAXLEN", "~", str(NOTIFY_MAXLEN), "*", *notify_fields(ident, origin)]
 
 
 def version_check(meta: Meta) -> dict[str, str]:

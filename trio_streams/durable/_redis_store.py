@@ -416,7 +416,7 @@ class RedisDurableStore(StoreConnection):
         inline = notify is not None and not self.cluster
         if inline:
             assert notify is not None
-            ops = [*ops, notify_op(self._keys, notify)]
+            ops = [*ops, notify_op(self._keys, notify, self._notifications.origin)]
         spec = json.dumps({"c": checks, "o": ops})
         done = bool(int(await self._script(keys=keys, args=[spec, *payloads])))
         if done and notify is not None:
