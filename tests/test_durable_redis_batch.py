@@ -423,3 +423,41 @@ async def test_another_instances_commit_wakes_a_reader_through_the_notify_stream
                 await a.append("s", AppendRequest(b"x", TEXT))  # A wakes only its own readers
                 with trio.fail_after(5):  # a lost wake-up fails here
                     await event.wait()
+
+
+@pytest.mark.redis
+async def test_a_reader_woken_by_a_local_commit_reads_it_without_a_round_trip(
+    redis_url: str, prefix: str
+) -> None:
+    with trio.fail_after(DEADLINE):
+        async with store_on(redis_url, prefix) as store, store_on(redis_url, prefix) as other:
+            await store.create("j", CreateRequest("application/json", body=b"[0]"))
+            source = await store.open_read("j")
+            start = source.tail().position
+            data = store._data()
+            collected = 0
+            collect = data.collect
+
+            async def counting_collect(*args: Any) -> None:
+                nonlocal collected
+                collected += 1
+                await collect(*args)
+
+            data.collect = counting_collect  # type: ignore[method-assign]
+            found: list[Any] = []
+
+            async def live_read() -> None:
+                with trio.fail_after(5):
+                    assert await source.wait(start, float("inf"))
+                found.append(await source.read(start))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(live_read)
+                await trio.testing.wait_all_tasks_blocked()
+                await store.append("j", AppendRequest(b'[1, {"a": 2}]', "application/json"))
+            assert collected == 0, "the data just committed here is read from memory"
+            from_redis = await (await other.open_read("j")).read(start)
+            assert (found[0].pieces, found[0].end) == (from_redis.pieces, from_redis.end)
+            assert found[0].pieces == [(b"1", b'{"a":2}')]
+            assert store._recent_bytes > 0
+        assert store._recent_bytes == 0

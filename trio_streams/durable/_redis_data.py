@@ -12,6 +12,7 @@ Everything here reads; nothing writes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ._errors import DurableStreamError, bad_request
@@ -20,6 +21,8 @@ from ._offsets import Offset
 from ._redis_layout import MAX_ID_SEQ, Keys, Meta, decode_data, meta_from_hash, parse_entry_id
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import coredis
 
     from ._access import StreamId
@@ -27,6 +30,26 @@ if TYPE_CHECKING:
 
 #: Entries read per round trip.
 _READ_ENTRIES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Recent:
+    """The entries of a stream's last commit on this instance, up to ``tail``
+    (data in Redis never changes, so they are read from memory while
+    ``tail`` is the tail a reader saw, in the same incarnation)."""
+
+    incarnation: int
+    tail: int
+    entries: list[tuple[int, int, Data]]
+    nbytes: int
+
+    def covers(self, meta: Meta, position: int) -> bool:
+        return (
+            self.incarnation == meta.incarnation
+            and self.tail == meta.tail.position
+            and bool(self.entries)
+            and self.entries[0][0] <= position < self.tail
+        )
 
 
 class StreamData:
@@ -84,9 +107,10 @@ class StreamData:
         await self.collect(meta, position, position + count, 2**62, found)
         return join_pieces(found.pieces, json_mode=meta.json)
 
-    async def read(self, meta: Meta, position: int, max_bytes: int) -> Slice:
+    async def read(self, meta: Meta, position: int, max_bytes: int, recent: Recent | None = None) -> Slice:
         """The data of ``meta``'s stream from ``position`` up to its tail then
-        (whole appends, stopping after the one that passes ``max_bytes``).
+        (whole appends, stopping after the one that passes ``max_bytes``);
+        from ``recent`` without a round trip when it covers them.
 
         Raises:
             DurableStreamError: 400 past the tail; 503 a fork's source is missing.
@@ -94,6 +118,9 @@ class StreamData:
         if position > meta.tail.position:
             raise bad_request("offset_beyond_tail", f"the offset is past the stream's tail ({meta.tail})")
         out = Slice(end=meta.tail if position == meta.tail.position else Offset(meta.tail.seq, position))
+        if recent is not None and recent.covers(meta, position):
+            take(recent.entries, position, meta.tail.position, max_bytes, out)
+            return out
         await self.collect(meta, position, meta.tail.position, max_bytes, out)
         return out
 
@@ -117,21 +144,36 @@ class StreamData:
             cursor: str | bytes = first[0].identifier if first else "-"
             entries = await client.xrange(key, start=cursor, end="+", count=_READ_ENTRIES)
         while True:
-            for entry in entries:
-                start, seq = parse_entry_id(entry.identifier)
-                data = decode_data(entry.field_values[b"d"], json_mode=meta.json)
-                end = start + len(data)
-                if start >= upto:
-                    return
-                low, high = max(position - start, 0), min(end, upto) - start
-                if low >= high:
-                    continue
-                piece_end = Offset(seq, end) if high == len(data) else Offset(seq - 1, start + high)
-                out.add(data[low:high], piece_end)
-                if out.nbytes >= max_bytes:
-                    return
+            found = (
+                (
+                    *parse_entry_id(entry.identifier),
+                    decode_data(entry.field_values[b"d"], json_mode=meta.json),
+                )
+                for entry in entries
+            )
+            if take(found, position, upto, max_bytes, out):
+                return
             if len(entries) < _READ_ENTRIES:
                 return
             last = entries[-1].identifier
             cursor = "(" + (last.decode() if isinstance(last, bytes) else str(last))
             entries = await client.xrange(key, start=cursor, end="+", count=_READ_ENTRIES)
+
+
+def take(
+    entries: Iterable[tuple[int, int, Data]], position: int, upto: int, max_bytes: int, out: Slice
+) -> bool:
+    """Add to ``out`` what ``entries`` (start, seq, data; in order) hold from
+    ``position`` up to ``upto``; True when done (``upto`` or ``max_bytes`` reached)."""
+    for start, seq, data in entries:
+        end = start + len(data)
+        if start >= upto:
+            return True
+        low, high = max(position - start, 0), min(end, upto) - start
+        if low >= high:
+            continue
+        piece_end = Offset(seq, end) if high == len(data) else Offset(seq - 1, start + high)
+        out.add(data[low:high], piece_end)
+        if out.nbytes >= max_bytes:
+            return True
+    return False

@@ -52,6 +52,8 @@ class BatchPlan:
     answers: list[AppendOutcome | DurableStreamError]
     #: A new version (data, close or writer state): readers are notified.
     changed: bool
+    #: The appends with data, as their entries will be: (start, seq, data).
+    entries: list[tuple[int, int, Data]]
 
 
 def plan_batch(keys: Keys, meta: Meta, requests: Sequence[AppendRequest], now: float) -> BatchPlan:
@@ -63,6 +65,7 @@ def plan_batch(keys: Keys, meta: Meta, requests: Sequence[AppendRequest], now: f
     answers: list[AppendOutcome | DurableStreamError] = []
     ops: list[list[Any]] = []
     payloads: list[bytes] = []
+    entries: list[tuple[int, int, Data]] = []
     changed = touched = False
     for request in requests:
         try:
@@ -79,6 +82,7 @@ def plan_batch(keys: Keys, meta: Meta, requests: Sequence[AppendRequest], now: f
             payloads.append(encode_data(data))
             xadd_id = entry_id(current.tail.position, current.tail.seq + 1)
             ops.append(["XADD", keys.data(meta.stream_id), xadd_id, "d", len(payloads) + 1])
+            entries.append((current.tail.position, current.tail.seq + 1, data))
         current = _applied(current, request, data)
         answers.append(_answer(current, request, data))
         changed = True
@@ -91,7 +95,7 @@ def plan_batch(keys: Keys, meta: Meta, requests: Sequence[AppendRequest], now: f
         current = replace(current, deadline=_deadline(meta, now))
         ops.append(["HSET", keys.meta(meta.stream_id), "dl", repr(current.deadline)])
         ops += lifetime(keys, current)
-    return BatchPlan(current, ops, payloads, answers, changed)
+    return BatchPlan(current, ops, payloads, answers, changed, entries)
 
 
 def _applied(meta: Meta, request: AppendRequest, data: Data | None) -> Meta:

@@ -58,6 +58,7 @@ from ._errors import DurableStreamError, bad_request, conflict, gone, not_found
 from ._offsets import START, Offset
 from ._redis_batch import GroupCommit
 from ._redis_connection import RedisSource, StoreConnection
+from ._redis_data import Recent
 from ._redis_layout import Meta, config_text, encode_data, entry_id, meta_fields
 from ._redis_plan import lifetime, notify_op, plan_batch, version_check
 
@@ -77,6 +78,9 @@ logger = logging.getLogger("trio_streams.durable.redis")
 MAX_ATTEMPTS = 100
 #: How many streams' last views the store keeps (least recently written go first).
 MAX_VIEWS = 10_000
+#: At most this many bytes of last commits are kept for this instance's live
+#: readers (one commit per stream with a reader waiting here; past it, none).
+MAX_RECENT_BYTES = 4 * 1024 * 1024
 
 
 class RedisDurableStore(StoreConnection):
@@ -108,6 +112,9 @@ class RedisDurableStore(StoreConnection):
         self._wall_clock = wall_clock
         #: The last view of each stream this store wrote (a batch's starting point).
         self._views: OrderedDict[StreamId, Meta] = OrderedDict()
+        #: The last commit's data of streams with readers waiting here (see Recent).
+        self._recent: dict[StreamId, Recent] = {}
+        self._recent_bytes = 0
         self.group_commit = GroupCommit(
             self._commit_batch, max_pending=max_pending_appends, max_pending_bytes=max_pending_bytes
         )
@@ -117,7 +124,8 @@ class RedisDurableStore(StoreConnection):
 
     async def read(self, meta: Meta, position: int) -> Slice:
         """The data of ``meta``'s stream from ``position`` (at most about ``max_read_bytes``)."""
-        return await self._data().read(meta, position, self.max_read_bytes)
+        recent = self._recent.get(meta.stream_id)
+        return await self._data().read(meta, position, self.max_read_bytes, recent)
 
     async def _find(self, ident: StreamId) -> Meta | None:
         """The stream ``ident`` (``None``: none), deleting it first if it expired."""
@@ -328,6 +336,7 @@ class RedisDurableStore(StoreConnection):
             notify = ident if plan.changed else None
             if await self._commit([version_check(meta)], [ident], plan.ops, plan.payloads, notify=notify):
                 self._remember(plan.after)
+                self._keep_recent(plan.after, plan.entries, sum(map(len, plan.payloads)))
                 for item, answer in zip(batch, plan.answers, strict=True):
                     item.answer(answer)
                 return
@@ -335,6 +344,26 @@ class RedisDurableStore(StoreConnection):
         error = _contention(ident.name)
         for item in batch:
             item.answer(error)
+
+    def _keep_recent(self, meta: Meta, entries: list[tuple[int, int, Data]], nbytes: int) -> None:
+        """Keep ``entries`` (the data just committed) for this instance's live readers
+        of ``meta``'s stream, if any wait and the bound allows."""
+        self._forget_recent(meta.stream_id)
+        if not entries or not self._notifications.waiting(meta.stream_id):
+            return
+        if self._recent_bytes + nbytes > MAX_RECENT_BYTES:
+            # Streams whose readers have gone give their room back first.
+            for ident in [ident for ident in self._recent if not self._notifications.waiting(ident)]:
+                self._forget_recent(ident)
+            if self._recent_bytes + nbytes > MAX_RECENT_BYTES:
+                return
+        self._recent[meta.stream_id] = Recent(meta.incarnation, meta.tail.position, entries, nbytes)
+        self._recent_bytes += nbytes
+
+    def _forget_recent(self, ident: StreamId) -> None:
+        old = self._recent.pop(ident, None)
+        if old is not None:
+            self._recent_bytes -= old.nbytes
 
     def _remember(self, meta: Meta) -> None:
         self._views[meta.stream_id] = meta
@@ -358,6 +387,7 @@ class RedisDurableStore(StoreConnection):
     async def _delete(self, meta: Meta) -> bool:
         """Delete (or soft-delete) ``meta``'s stream; False if it moved meanwhile."""
         self._views.pop(meta.stream_id, None)
+        self._forget_recent(meta.stream_id)
         if meta.forks > 0:
             key = self._keys.meta(meta.stream_id)
             ops = [["HSET", key, "del", "1"], ["HDEL", key, "dl"], ["HINCRBY", key, "v", "1"]]
@@ -392,6 +422,8 @@ class RedisDurableStore(StoreConnection):
 
     def _attach(self, nursery: trio.Nursery | None) -> None:
         self.group_commit.attach(nursery)
+        self._recent.clear()
+        self._recent_bytes = 0
         self._views.clear()  # another connection, maybe another Redis: views start afresh
 
     # -- commits ------------------------------------------------------------------------------------
