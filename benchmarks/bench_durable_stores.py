@@ -179,6 +179,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--live-only", action="store_true", help="only the live read latency")
     parser.add_argument("--repo", type=Path, default=ROOT, help="the checkout whose trio_streams is served")
     args = parser.parse_args()
     rounds, duration = (1, 2) if args.quick else (args.rounds, args.duration)
@@ -187,7 +188,7 @@ def main() -> None:
     servers = {"memory": start_server(args.repo), "redis": start_server(args.repo, "--redis-url", redis_url)}
     results: dict[tuple[str, int], list[dict[str, float]]] = {}
     try:
-        for round_ in range(rounds):
+        for round_ in range(0 if args.live_only else rounds):
             for c in CONCURRENCY:
                 for store, (_proc, base) in servers.items():
                     figures = autocannon(create(base), c, duration)
@@ -207,20 +208,25 @@ def main() -> None:
     def med(store: str, c: int, key: str) -> float:
         return statistics.median(r[key] for r in results[(store, c)])
 
-    print(f"\nappends: 64-byte POSTs to one fresh stream, autocannon@7, {duration} s, median of {rounds}\n")
-    print("(ratio: the median of each round's redis/memory, the two measured back to back)\n")
-    print("| c | memory req/s | redis req/s | redis/memory | memory p50/p99 ms | redis p50/p99 ms | bad |")
-    print("|---|---|---|---|---|---|---|")
-    for c in CONCURRENCY:
-        m, r = med("memory", c, "rps"), med("redis", c, "rps")
-        pairs = zip(results[("memory", c)], results[("redis", c)], strict=True)
-        ratio = statistics.median(b["rps"] / a["rps"] for a, b in pairs)
-        bad = sum(x["bad"] for key in (("memory", c), ("redis", c)) for x in results[key])
+    if not args.live_only:
         print(
-            f"| {c} | {m:,.0f} | {r:,.0f} | {ratio:.2f}x | {med('memory', c, 'p50'):.1f}/"
-            f"{med('memory', c, 'p99'):.1f} | {med('redis', c, 'p50'):.1f}/{med('redis', c, 'p99'):.1f}"
-            f" | {bad:.0f} |"
+            f"\nappends: 64-byte POSTs to one fresh stream, autocannon@7, {duration} s, median of {rounds}\n"
         )
+        print("(ratio: the median of each round's redis/memory, the two measured back to back)\n")
+        print(
+            "| c | memory req/s | redis req/s | redis/memory | memory p50/p99 ms | redis p50/p99 ms | bad |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        for c in CONCURRENCY:
+            m, r = med("memory", c, "rps"), med("redis", c, "rps")
+            pairs = zip(results[("memory", c)], results[("redis", c)], strict=True)
+            ratio = statistics.median(b["rps"] / a["rps"] for a, b in pairs)
+            bad = sum(x["bad"] for key in (("memory", c), ("redis", c)) for x in results[key])
+            print(
+                f"| {c} | {m:,.0f} | {r:,.0f} | {ratio:.2f}x | {med('memory', c, 'p50'):.1f}/"
+                f"{med('memory', c, 'p99'):.1f} | {med('redis', c, 'p50'):.1f}/{med('redis', c, 'p99'):.1f}"
+                f" | {bad:.0f} |"
+            )
     print(f"\nappend -> live read, one append at a time, {args.samples} samples\n")
     print("| store | long-poll p50 | long-poll p99 | SSE p50 | SSE p99 |")
     print("|---|---|---|---|---|")
