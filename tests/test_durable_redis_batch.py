@@ -13,6 +13,7 @@ import socket
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 import trio
 import trio.testing
@@ -29,6 +30,9 @@ from trio_streams.durable._producers import ProducerClaim, ProducerState
 from trio_streams.durable._redis_layout import Keys, Meta
 from trio_streams.durable._redis_plan import plan_batch
 from trio_streams.durable._stream import AppendOutcome, AppendRequest
+from trio_streams.stores.redis import RedisStore
+
+from .server_support import running_server
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -443,7 +447,7 @@ async def test_a_reader_woken_by_a_local_commit_reads_it_without_a_round_trip(
                 collected += 1
                 await collect(*args)
 
-            data.collect = counting_collect  # type: ignore[method-assign]
+            data.collect = counting_collect  # type: ignore[method-assign,assignment]
             found: list[Any] = []
 
             async def live_read() -> None:
@@ -461,3 +465,19 @@ async def test_a_reader_woken_by_a_local_commit_reads_it_without_a_round_trip(
             assert found[0].pieces == [(b"1", b'{"a":2}')]
             assert store._recent_bytes > 0
         assert store._recent_bytes == 0
+
+
+@pytest.mark.redis
+async def test_the_group_commit_counts_are_metrics(redis_url: str, prefix: str) -> None:
+    with trio.fail_after(DEADLINE):
+        store = RedisStore(redis_url, prefix=prefix)
+        async with running_server(store=store) as server, httpx.AsyncClient(base_url=server.url) as client:
+            headers = {"Content-Type": TEXT}
+            await client.put("/v1/stream/m", headers=headers)
+            for _ in range(3):
+                assert (await client.post("/v1/stream/m", content=b"x", headers=headers)).status_code == 204
+            metrics = (await client.get("/metrics")).text
+            assert "trio_streams_durable_commits_total 3\n" in metrics
+            assert "trio_streams_durable_appends_total 3\n" in metrics
+            assert "trio_streams_durable_pending_appends 0\n" in metrics
+            assert "trio_streams_durable_append_refusals_total 0\n" in metrics
