@@ -463,8 +463,8 @@ async def test_a_reader_woken_by_a_local_commit_reads_it_without_a_round_trip(
             from_redis = await (await other.open_read("j")).read(start)
             assert (found[0].pieces, found[0].end) == (from_redis.pieces, from_redis.end)
             assert found[0].pieces == [(b"1", b'{"a":2}')]
-            assert store._recent_bytes > 0
-        assert store._recent_bytes == 0
+            assert store._local.recent_bytes > 0
+        assert store._local.recent_bytes == 0
 
 
 @pytest.mark.redis

@@ -12,7 +12,6 @@ Everything here reads; nothing writes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ._errors import DurableStreamError, bad_request
@@ -27,29 +26,10 @@ if TYPE_CHECKING:
 
     from ._access import StreamId
     from ._log import Data
+    from ._redis_views import Recent
 
 #: Entries read per round trip.
 _READ_ENTRIES = 64
-
-
-@dataclass(frozen=True, slots=True)
-class Recent:
-    """The entries of a stream's last commit on this instance, up to ``tail``
-    (data in Redis never changes, so they are read from memory while
-    ``tail`` is the tail a reader saw, in the same incarnation)."""
-
-    incarnation: int
-    tail: int
-    entries: list[tuple[int, int, Data]]
-    nbytes: int
-
-    def covers(self, meta: Meta, position: int) -> bool:
-        return (
-            self.incarnation == meta.incarnation
-            and self.tail == meta.tail.position
-            and bool(self.entries)
-            and self.entries[0][0] <= position < self.tail
-        )
 
 
 class StreamData:

@@ -20,7 +20,7 @@ appends to one stream are serialized across instances, with their
 Appends are group-committed (:mod:`._redis_batch`): the appends to one
 stream that arrive while its commit is in flight are decided together
 (:mod:`._redis_plan`) and share the next round trip. The store keeps its
-last view of each stream it wrote (:attr:`_views`, bounded), so a batch
+last view of each stream it wrote (:mod:`._redis_views`, bounded), so a batch
 is planned without a load and commits in one round trip; if another
 instance moved the stream, the check fails and the batch is planned again
 on a fresh load.
@@ -48,7 +48,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -58,9 +57,9 @@ from ._errors import DurableStreamError, bad_request, conflict, gone, not_found
 from ._offsets import START, Offset
 from ._redis_batch import GroupCommit
 from ._redis_connection import RedisSource, StoreConnection
-from ._redis_data import Recent
 from ._redis_layout import Meta, config_text, encode_data, entry_id, meta_fields
 from ._redis_plan import lifetime, notify_op, plan_batch, version_check
+from ._redis_views import LocalViews
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -76,11 +75,6 @@ logger = logging.getLogger("trio_streams.durable.redis")
 #: Loads and decisions per operation before giving up (503): only endless
 #: contention on one stream gets there.
 MAX_ATTEMPTS = 100
-#: How many streams' last views the store keeps (least recently written go first).
-MAX_VIEWS = 10_000
-#: At most this many bytes of last commits are kept for this instance's live
-#: readers (one commit per stream with a reader waiting here; past it, none).
-MAX_RECENT_BYTES = 4 * 1024 * 1024
 
 
 class RedisDurableStore(StoreConnection):
@@ -108,23 +102,20 @@ class RedisDurableStore(StoreConnection):
     ) -> None:
         if max_read_bytes < 1:
             raise ValueError("max_read_bytes must be positive")
+        super().__init__()
         self.max_read_bytes = max_read_bytes
         self._wall_clock = wall_clock
-        #: The last view of each stream this store wrote (a batch's starting point).
-        self._views: OrderedDict[StreamId, Meta] = OrderedDict()
-        #: The last commit's data of streams with readers waiting here (see Recent).
-        self._recent: dict[StreamId, Recent] = {}
-        self._recent_bytes = 0
+        #: What this instance's commits left of the streams it wrote (a batch's starting point).
+        self._local = LocalViews(self._notifications.waiting)
         self.group_commit = GroupCommit(
             self._commit_batch, max_pending=max_pending_appends, max_pending_bytes=max_pending_bytes
         )
-        super().__init__()
 
     # -- lookups -----------------------------------------------------------------------------
 
     async def read(self, meta: Meta, position: int) -> Slice:
         """The data of ``meta``'s stream from ``position`` (at most about ``max_read_bytes``)."""
-        recent = self._recent.get(meta.stream_id)
+        recent = self._local.recent(meta.stream_id)
         return await self._data().read(meta, position, self.max_read_bytes, recent)
 
     async def _find(self, ident: StreamId) -> Meta | None:
@@ -237,7 +228,7 @@ class RedisDurableStore(StoreConnection):
         ops.append(["HSET", keys.meta(ident), "v", "1", *_flat(meta_fields(meta))])
         ops += self._lifetime(meta)
         if await self._commit([False], [ident], ops, payloads, notify=ident):
-            self._remember(meta)
+            self._local.remember(meta)
             return meta
         if source is not None:
             await self._give_back_fork(source.stream_id, source.incarnation)
@@ -324,7 +315,7 @@ class RedisDurableStore(StoreConnection):
         """
         requests = [item.request for item in batch]
         for _ in range(MAX_ATTEMPTS):
-            meta = self._views.get(ident)
+            meta = self._local.view(ident)
             if meta is None or (meta.deadline is not None and self._wall_clock() >= meta.deadline):
                 try:
                     meta = await self._head(ident)
@@ -335,41 +326,14 @@ class RedisDurableStore(StoreConnection):
             plan = plan_batch(self._keys, meta, requests, self._wall_clock())
             notify = ident if plan.changed else None
             if await self._commit([version_check(meta)], [ident], plan.ops, plan.payloads, notify=notify):
-                self._remember(plan.after)
-                self._keep_recent(plan.after, plan.entries, sum(map(len, plan.payloads)))
+                self._local.remember(plan.after, plan.entries, sum(map(len, plan.payloads)))
                 for item, answer in zip(batch, plan.answers, strict=True):
                     item.answer(answer)
                 return
-            self._views.pop(ident, None)
+            self._local.forget(ident)
         error = _contention(ident.name)
         for item in batch:
             item.answer(error)
-
-    def _keep_recent(self, meta: Meta, entries: list[tuple[int, int, Data]], nbytes: int) -> None:
-        """Keep ``entries`` (the data just committed) for this instance's live readers
-        of ``meta``'s stream, if any wait and the bound allows."""
-        self._forget_recent(meta.stream_id)
-        if not entries or not self._notifications.waiting(meta.stream_id):
-            return
-        if self._recent_bytes + nbytes > MAX_RECENT_BYTES:
-            # Streams whose readers have gone give their room back first.
-            for ident in [ident for ident in self._recent if not self._notifications.waiting(ident)]:
-                self._forget_recent(ident)
-            if self._recent_bytes + nbytes > MAX_RECENT_BYTES:
-                return
-        self._recent[meta.stream_id] = Recent(meta.incarnation, meta.tail.position, entries, nbytes)
-        self._recent_bytes += nbytes
-
-    def _forget_recent(self, ident: StreamId) -> None:
-        old = self._recent.pop(ident, None)
-        if old is not None:
-            self._recent_bytes -= old.nbytes
-
-    def _remember(self, meta: Meta) -> None:
-        self._views[meta.stream_id] = meta
-        self._views.move_to_end(meta.stream_id)
-        while len(self._views) > MAX_VIEWS:
-            self._views.popitem(last=False)
 
     # -- delete and expire -------------------------------------------------------------------
 
@@ -386,8 +350,7 @@ class RedisDurableStore(StoreConnection):
 
     async def _delete(self, meta: Meta) -> bool:
         """Delete (or soft-delete) ``meta``'s stream; False if it moved meanwhile."""
-        self._views.pop(meta.stream_id, None)
-        self._forget_recent(meta.stream_id)
+        self._local.forget(meta.stream_id)
         if meta.forks > 0:
             key = self._keys.meta(meta.stream_id)
             ops = [["HSET", key, "del", "1"], ["HDEL", key, "dl"], ["HINCRBY", key, "v", "1"]]
@@ -400,7 +363,7 @@ class RedisDurableStore(StoreConnection):
         removes the source too if it was soft-deleted and this was its last fork)."""
         keys = self._keys
         ops: list[list[Any]] = [["DEL", keys.meta(meta.stream_id)], ["DEL", keys.data(meta.stream_id)]]
-        self._views.pop(meta.stream_id, None)
+        self._local.forget(meta.stream_id)
         if not await self._commit([version_check(meta)], [meta.stream_id], ops, notify=meta.stream_id):
             return False
         if meta.source is not None:
@@ -418,13 +381,11 @@ class RedisDurableStore(StoreConnection):
             return RedisSource(self, meta)
 
     def _view(self, ident: StreamId) -> Meta | None:
-        return self._views.get(ident)
+        return self._local.view(ident)
 
     def _attach(self, nursery: trio.Nursery | None) -> None:
         self.group_commit.attach(nursery)
-        self._recent.clear()
-        self._recent_bytes = 0
-        self._views.clear()  # another connection, maybe another Redis: views start afresh
+        self._local.clear()  # another connection, maybe another Redis: views start afresh
 
     # -- commits ------------------------------------------------------------------------------------
 
