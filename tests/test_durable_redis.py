@@ -19,7 +19,6 @@ import trio
 from trio_streams.durable import (
     CreateRequest,
     DurableStreamError,
-    DurableStreamStore,
     RedisDurableStore,
     StreamId,
 )
@@ -409,10 +408,5 @@ async def test_redis_down_under_a_server_is_a_503_json_error_not_a_traceback(
         await server.stop()
 
 
-async def test_on_a_redis_cluster_durable_streams_stay_in_memory(redis_cluster, prefix: str) -> None:
-    with trio.fail_after(DEADLINE):
-        store = RedisStore(redis_cluster.url + "?cluster=yes", prefix=prefix)
-        async with running_server(store=store) as server, httpx.AsyncClient(base_url=server.url) as client:
-            assert isinstance(server.streams.durable_store, DurableStreamStore)
-            assert (await client.put("/v1/stream/s", content=b"x", headers=TEXT)).status_code == 201
-            assert (await client.get("/v1/stream/s")).text == "x"
+# On a Redis Cluster Durable Streams are in Redis (they used to stay in memory):
+# tests/test_durable_redis_cluster.py.

@@ -151,12 +151,9 @@ class ServePlan:
         except ImportError as exc:
             raise ServeConfigError(f"the Redis store cannot be loaded: {exc}") from None
         prefix = args.redis_prefix
-        # Durable Streams follow the runs into a single Redis (the run store's
-        # own connection); on a Redis Cluster they stay in memory (docs/durable.md).
+        # Durable Streams follow the runs into Redis, a single one or a
+        # Cluster (same URL and prefix; docs/durable.md).
         self.options["durable_streams"] = "redis"
-        if args.redis_url and redis_store.names_a_cluster(args.redis_url):
-            self.options["durable_streams"] = True
-            logger.warning("Durable Streams stay in memory: their Redis store needs one Redis, not a Cluster")
         if args.redis_url:
             url = args.redis_url
             self.store_label = f"redis ({_safe_url(url)})"

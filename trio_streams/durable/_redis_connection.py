@@ -33,14 +33,15 @@ from typing import TYPE_CHECKING, Any, Self
 
 import coredis
 import trio
+from coredis.tokens import PureToken
 
 from ..log import LiveReads
 from ..stores.redis import RedisConnection, RedisUnavailable
 from ._errors import DurableStreamError
 from ._reads import Chunked
 from ._redis_data import StreamData
-from ._redis_layout import COMMIT, Keys, Meta
-from ._redis_notify import Notifications
+from ._redis_layout import COMMIT, NOTIFY_MAXLEN, Keys, Meta
+from ._redis_notify import Notifications, notify_fields
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -48,6 +49,9 @@ if TYPE_CHECKING:
     from ._access import StreamId
     from ._offsets import Offset
     from ._redis_store import RedisDurableStore
+
+    #: A client of one Redis or of a Redis Cluster.
+    Client = coredis.Redis[bytes] | coredis.RedisCluster[bytes]
 
 logger = logging.getLogger("trio_streams.durable.redis")
 
@@ -65,6 +69,8 @@ class StoreConnection:
     def __init__(self) -> None:
         self._client: coredis.Redis[bytes] | None = None
         self._connection: RedisConnection | None = None
+        #: Connected to a Redis Cluster (notifications are sent apart from commits).
+        self.cluster = False
         self._reader: StreamData | None = None
         self._keys = Keys("trio_streams:")
         self._script: Any = None
@@ -95,9 +101,10 @@ class StoreConnection:
         prefix: str = "trio_streams:",
         connect_timeout: float = 5.0,
         stream_timeout: float = 10.0,
+        cluster: bool = False,
     ) -> AsyncIterator[Self]:
-        """Connect to ``url`` (a connection of its own) and follow its
-        notifications until the block ends.
+        """Connect to ``url`` (a Redis Cluster node with ``cluster``) and follow
+        its notifications until the block ends.
 
         Raises:
             RedisUnavailable: Redis does not answer within ``connect_timeout``.
@@ -108,7 +115,11 @@ class StoreConnection:
         if self._client is not None:
             raise RuntimeError("this RedisDurableStore is connected already")
         connection = RedisConnection(
-            url, prefix=prefix, connect_timeout=connect_timeout, stream_timeout=stream_timeout
+            url,
+            prefix=prefix,
+            connect_timeout=connect_timeout,
+            stream_timeout=stream_timeout,
+            cluster=cluster or None,
         )
         if not connection.supports_durable_streams:
             raise ValueError("Durable Streams in Redis need a single Redis, not a Cluster")
@@ -140,17 +151,41 @@ class StoreConnection:
             self._client = client
             self._reader = StreamData(client, self._keys)
             self._closing = False
+            self.cluster = connection.cluster
             try:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(partial(self._notifications.follow, follower, self._keys.notify))
+                    self._attach(nursery)
                     try:
                         yield self
                     finally:
                         await self._drain()
+                        self._attach(None)
                         nursery.cancel_scope.cancel(reason="durable store closed")
             finally:
+                self._attach(None)
                 self._client, self._reader, self._connection = None, None, None
                 self._notifications.wake_all()
+
+    def _attach(self, nursery: trio.Nursery | None) -> None:
+        """Run the store's background tasks (its committers) in ``nursery``
+        from now on (``None``: the store is closing)."""
+
+    def _view(self, ident: StreamId) -> Meta | None:
+        """The last state of ``ident`` this instance committed, if it keeps one."""
+        return None
+
+    async def _announce(self, ident: StreamId) -> None:
+        """Tell every instance's readers that ``ident`` changed (on a Cluster,
+        where the notify key cannot be written by a stream's commit)."""
+        fields = notify_fields(ident, self._notifications.origin)
+        await self._require().xadd(
+            self._keys.notify,
+            dict(zip(fields[::2], fields[1::2], strict=True)),
+            trim_strategy=PureToken.MAXLEN,
+            threshold=NOTIFY_MAXLEN,
+            trim_operator=PureToken.APPROXIMATELY,
+        )
 
     async def _drain(self) -> None:
         """Closing: live reads end, and requests under way finish (within CLOSE_GRACE).
@@ -201,7 +236,7 @@ class StoreConnection:
             if not turn.users:
                 del self._writers[ident]
 
-    def _require(self) -> coredis.Redis[bytes]:
+    def _require(self) -> Client:
         if self._client is None:
             raise DurableStreamError(
                 503, "store_unavailable", "the Durable Streams store is not connected to Redis"
@@ -252,6 +287,15 @@ class StoreConnection:
     ) -> bool:
         while self._live_reads.open and not self._closing and self._client is not None:
             event = current_event()  # before the load: no lost wake-up
+            view = self._view(source.stream_id)
+            if (
+                view is not None
+                and view.incarnation == source.incarnation
+                and (view.tail.position > position or view.closed)
+            ):
+                # This instance committed it (and woke us): as good as a load at that commit.
+                source.meta, source.fresh = view, True
+                return True
             try:
                 meta = await self._load(source.stream_id)
             except (coredis.exceptions.RedisError, OSError) as exc:
@@ -261,6 +305,7 @@ class StoreConnection:
                 return False
             source.meta = meta
             if meta.tail.position > position or meta.closed:
+                source.fresh = True  # the read that follows need not load it again
                 return True
             with trio.move_on_at(deadline) as waited:
                 await event.wait()
@@ -288,6 +333,8 @@ class RedisSource:
         self.content_type = meta.content_type
         self.json = meta.json
         self.etag_id = f"r{meta.incarnation}"
+        #: ``meta`` was loaded just now (by a wait): the next read uses it as is.
+        self.fresh = False
 
     def tail(self) -> Offset:
         return self.meta.tail
@@ -297,9 +344,11 @@ class RedisSource:
 
     async def read(self, position: int) -> Chunked:
         with self._store._operation():
-            meta = await self._store._load(self.stream_id)
-            if meta is not None and meta.incarnation == self.incarnation:
-                self.meta = meta
+            if not self.fresh:
+                meta = await self._store._load(self.stream_id)
+                if meta is not None and meta.incarnation == self.incarnation:
+                    self.meta = meta
+            self.fresh = False
             found = await self._store.read(self.meta, position)
         up_to_date = found.end.position == self.meta.tail.position
         return Chunked(found.pieces, found.end, up_to_date, up_to_date and self.meta.closed)

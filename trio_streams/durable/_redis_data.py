@@ -20,10 +20,13 @@ from ._offsets import Offset
 from ._redis_layout import MAX_ID_SEQ, Keys, Meta, decode_data, meta_from_hash, parse_entry_id
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import coredis
 
     from ._access import StreamId
     from ._log import Data
+    from ._redis_views import Recent
 
 #: Entries read per round trip.
 _READ_ENTRIES = 64
@@ -32,7 +35,7 @@ _READ_ENTRIES = 64
 class StreamData:
     """Reads streams (their meta hashes and data) through ``client`` under ``keys``."""
 
-    def __init__(self, client: coredis.Redis[bytes], keys: Keys) -> None:
+    def __init__(self, client: coredis.Redis[bytes] | coredis.RedisCluster[bytes], keys: Keys) -> None:
         self._client = client
         self._keys = keys
 
@@ -84,9 +87,10 @@ class StreamData:
         await self.collect(meta, position, position + count, 2**62, found)
         return join_pieces(found.pieces, json_mode=meta.json)
 
-    async def read(self, meta: Meta, position: int, max_bytes: int) -> Slice:
+    async def read(self, meta: Meta, position: int, max_bytes: int, recent: Recent | None = None) -> Slice:
         """The data of ``meta``'s stream from ``position`` up to its tail then
-        (whole appends, stopping after the one that passes ``max_bytes``).
+        (whole appends, stopping after the one that passes ``max_bytes``);
+        from ``recent`` without a round trip when it covers them.
 
         Raises:
             DurableStreamError: 400 past the tail; 503 a fork's source is missing.
@@ -94,6 +98,9 @@ class StreamData:
         if position > meta.tail.position:
             raise bad_request("offset_beyond_tail", f"the offset is past the stream's tail ({meta.tail})")
         out = Slice(end=meta.tail if position == meta.tail.position else Offset(meta.tail.seq, position))
+        if recent is not None and recent.covers(meta, position):
+            take(recent.entries, position, meta.tail.position, max_bytes, out)
+            return out
         await self.collect(meta, position, meta.tail.position, max_bytes, out)
         return out
 
@@ -109,24 +116,44 @@ class StreamData:
         if position >= upto:
             return
         client, key = self._client, self._keys.data(meta.stream_id)
-        first = await client.xrevrange(key, end=f"{position}-{MAX_ID_SEQ}", start="-", count=1)
-        cursor: str | bytes = first[0].identifier if first else "-"
-        while True:
+        # Readers mostly ask for a position where an append starts (a tail they
+        # were given): one XRANGE finds it. Else the append holding it is found first.
+        entries = await client.xrange(key, start=f"{position}-0", end="+", count=_READ_ENTRIES)
+        if not entries or parse_entry_id(entries[0].identifier)[0] != position:
+            first = await client.xrevrange(key, end=f"{position}-{MAX_ID_SEQ}", start="-", count=1)
+            cursor: str | bytes = first[0].identifier if first else "-"
             entries = await client.xrange(key, start=cursor, end="+", count=_READ_ENTRIES)
-            for entry in entries:
-                start, seq = parse_entry_id(entry.identifier)
-                data = decode_data(entry.field_values[b"d"], json_mode=meta.json)
-                end = start + len(data)
-                if start >= upto:
-                    return
-                low, high = max(position - start, 0), min(end, upto) - start
-                if low >= high:
-                    continue
-                piece_end = Offset(seq, end) if high == len(data) else Offset(seq - 1, start + high)
-                out.add(data[low:high], piece_end)
-                if out.nbytes >= max_bytes:
-                    return
+        while True:
+            found = (
+                (
+                    *parse_entry_id(entry.identifier),
+                    decode_data(entry.field_values[b"d"], json_mode=meta.json),
+                )
+                for entry in entries
+            )
+            if take(found, position, upto, max_bytes, out):
+                return
             if len(entries) < _READ_ENTRIES:
                 return
             last = entries[-1].identifier
             cursor = "(" + (last.decode() if isinstance(last, bytes) else str(last))
+            entries = await client.xrange(key, start=cursor, end="+", count=_READ_ENTRIES)
+
+
+def take(
+    entries: Iterable[tuple[int, int, Data]], position: int, upto: int, max_bytes: int, out: Slice
+) -> bool:
+    """Add to ``out`` what ``entries`` (start, seq, data; in order) hold from
+    ``position`` up to ``upto``; True when done (``upto`` or ``max_bytes`` reached)."""
+    for start, seq, data in entries:
+        end = start + len(data)
+        if start >= upto:
+            return True
+        low, high = max(position - start, 0), min(end, upto) - start
+        if low >= high:
+            continue
+        piece_end = Offset(seq, end) if high == len(data) else Offset(seq - 1, start + high)
+        out.add(data[low:high], piece_end)
+        if out.nbytes >= max_bytes:
+            return True
+    return False

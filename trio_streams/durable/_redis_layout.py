@@ -30,7 +30,14 @@ compactly encoded messages joined by newlines (they never hold a raw one).
 The meta hash's ``v`` counts its changes. Every write is one call of
 :data:`COMMIT`, which checks the versions its decision was made on and,
 only if none moved, applies the write: optimistic concurrency, so appends
-from any number of instances are serialized per stream.
+from any number of instances are serialized per stream. A version is
+checked together with the stream's incarnation (``inc``), since ``v``
+starts again at 1 when a stream is deleted and created anew.
+
+Every script call touches the keys of one stream only (its hash tag), and
+the global keys (``ds:notify``, ``ds:incarnation``) are written apart on a
+Redis Cluster, so the layout works unchanged on a single Redis and on a
+Cluster: a fork reaches its source by name (``src``), one key at a time.
 """
 
 from __future__ import annotations
@@ -49,18 +56,22 @@ MAX_ID_SEQ: Final = 2**64 - 1
 #: How many notifications the notify stream keeps (about): readers need only the newest.
 NOTIFY_MAXLEN: Final = 10_000
 
-#: Check versions, then apply commands -- atomically (a MULTI/EXEC whose
-#: WATCH is the check). KEYS: the meta keys to check. ARGV[1]: JSON
-#: ``{"c": [expected version or false (must not exist)], "o": [[command,
-#: arg, ...], ...]}`` where an integer argument n stands for ARGV[n] (data
-#: payloads, which JSON cannot carry). Returns 1 if applied, 0 if a version moved.
+#: Check the streams, then apply commands -- atomically. KEYS: the meta keys
+#: to check (all in one slot). ARGV[1]: JSON ``{"c": [check, ...], "o":
+#: [[command, arg, ...], ...]}``, a check being ``false`` (the stream must
+#: not exist), ``{"v": version, "i": incarnation}`` (it is at that version
+#: of that incarnation) or ``{"i": incarnation}`` (that incarnation exists,
+#: not soft-deleted); an integer argument n stands for ARGV[n] (data
+#: payloads, which JSON cannot carry). Returns 1 if applied, 0 if a check failed.
 COMMIT: Final = """
 local spec = cjson.decode(ARGV[1])
 for i, want in ipairs(spec.c) do
-  local have = redis.call('HGET', KEYS[i], 'v')
+  local have = redis.call('HMGET', KEYS[i], 'v', 'inc', 'del')
   if want == false then
-    if have then return 0 end
-  elseif have ~= want then
+    if have[1] then return 0 end
+  elseif want.v then
+    if have[1] ~= want.v or have[2] ~= want.i then return 0 end
+  elseif have[2] ~= want.i or have[3] == '1' then
     return 0
   end
 end

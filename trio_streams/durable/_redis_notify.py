@@ -14,12 +14,19 @@ between the load and the wait has set that very event, so it is never
 missed. When the follower loses Redis it wakes every reader (they look
 again), so a notification lost meanwhile costs at most one wait.
 
+While no reader waits on this instance the follower does not read (a busy
+writer would otherwise cost a read per commit for nobody); when the first
+reader registers it reads the current end again and wakes every reader
+once, so a change committed between a registration and that read is not
+missed either.
+
 Memory: one event per stream that has local waiters (dropped with the last).
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from collections import Counter
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -47,6 +54,9 @@ class Notifications:
         self._waiting: Counter[StreamId] = Counter()
         #: Readers registered on any stream (awaitable: ``wait_value``).
         self.readers: AsyncValue[int] = AsyncValue(0)
+        #: Marks this instance's notifications (field ``i``): the follower skips
+        #: them, since the commit woke this instance's readers itself.
+        self.origin = secrets.token_hex(8)
 
     @property
     def idle(self) -> bool:
@@ -84,7 +94,7 @@ class Notifications:
 
     async def follow(
         self,
-        client: coredis.Redis[bytes],
+        client: coredis.Redis[bytes] | coredis.RedisCluster[bytes],
         key: str,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -100,6 +110,11 @@ class Notifications:
         delay = 0.05
         while True:
             try:
+                if not self.readers.value:
+                    await self.readers.wait_value(lambda readers: readers > 0)
+                    top = await client.xrevrange(key, end="+", start="-", count=1)
+                    last = top[0].identifier if top else "0-0"
+                    self.wake_all()  # the readers registered before that end: they look again
                 reply = await client.xread({key: last}, count=1024, block=BLOCK_MS)
             except (coredis.exceptions.RedisError, OSError) as exc:
                 logger.warning("durable streams notifications: %s; retrying in %.2fs", exc, delay)
@@ -108,15 +123,19 @@ class Notifications:
                 delay = min(delay * 2, 2.0)
                 continue
             delay = 0.05
+            origin = self.origin.encode()
             for entries in (reply or {}).values():
                 for entry in entries:
                     last = entry.identifier
-                    self.wake(notified(entry.field_values))
+                    if entry.field_values.get(b"i") != origin:
+                        self.wake(notified(entry.field_values))
 
 
-def notify_fields(ident: StreamId) -> list[str]:
-    """The fields of a notification that ``ident`` changed (what :func:`notified` reads)."""
-    return ["n", ident.name] if ident.owner is None else ["n", ident.name, "o", ident.owner]
+def notify_fields(ident: StreamId, origin: str | None = None) -> list[str]:
+    """The fields of a notification that ``ident`` changed (what :func:`notified`
+    reads), sent by the instance ``origin`` (if given)."""
+    fields = ["n", ident.name] if ident.owner is None else ["n", ident.name, "o", ident.owner]
+    return fields if origin is None else [*fields, "i", origin]
 
 
 def notified(fields: Mapping[bytes | str, bytes | str]) -> StreamId:

@@ -12,10 +12,25 @@ instance.
 Writes are optimistic: an operation loads the meta hash, decides with the
 same pure code as the memory store (:func:`~._append.plan_append` for an
 append), then commits with the :data:`~._redis_layout.COMMIT` script, which
-applies the write only if the versions it decided on have not moved. If
-one moved (another instance wrote meanwhile), it loads and decides again:
+applies the write only if the version it decided on has not moved. If it
+moved (another instance wrote meanwhile), it loads and decides again:
 appends to one stream are serialized across instances, with their
 ``Stream-Seq``, producer and close checks, and never interleave.
+
+Appends are group-committed (:mod:`._redis_batch`): the appends to one
+stream that arrive while its commit is in flight are decided together
+(:mod:`._redis_plan`) and share the next round trip. The store keeps its
+last view of each stream it wrote (:mod:`._redis_views`, bounded), so a batch
+is planned without a load and commits in one round trip; if another
+instance moved the stream, the check fails and the batch is planned again
+on a fresh load.
+
+Every script call names one stream's keys (one Cluster slot). A fork
+takes a reference on its source (``forks``, checked and counted on the
+source's slot) before it is created on its own, and gives it back after it
+is removed; a crash in between leaves the source counting one fork too
+many (kept, never read wrong). On a Cluster the notification of a change
+is sent after its commit (the notify key has a slot of its own).
 
 Lifetimes are stored deadlines (POSIX time, shared by every instance): a
 stream past its deadline is deleted when next looked up, as in memory.
@@ -37,30 +52,29 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ._access import StreamId
-from ._append import plan_append
 from ._create import confirm_existing, plan_create
 from ._errors import DurableStreamError, bad_request, conflict, gone, not_found
 from ._offsets import START, Offset
-from ._producers import ProducerState
+from ._redis_batch import GroupCommit
 from ._redis_connection import RedisSource, StoreConnection
-from ._redis_layout import NOTIFY_MAXLEN, Meta, config_text, encode_data, entry_id, meta_fields
-from ._redis_notify import notify_fields
-from ._stream import AppendOutcome
+from ._redis_layout import Meta, config_text, encode_data, entry_id, meta_fields
+from ._redis_plan import lifetime, notify_op, plan_batch, version_check
+from ._redis_views import LocalViews
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    import trio
+
     from ._log import Data, Slice
-    from ._stream import AppendRequest, CreateRequest, ForkSpec
+    from ._redis_batch import Pending
+    from ._stream import AppendOutcome, AppendRequest, CreateRequest, ForkSpec
 
 logger = logging.getLogger("trio_streams.durable.redis")
 
 #: Loads and decisions per operation before giving up (503): only endless
 #: contention on one stream gets there.
 MAX_ATTEMPTS = 100
-#: Redis removes a stream's keys this long after its deadline, if no request
-#: expired it first (room for clocks that disagree; requests use the deadline).
-EXPIRY_GRACE = 60.0
 
 
 class RedisDurableStore(StoreConnection):
@@ -73,22 +87,36 @@ class RedisDurableStore(StoreConnection):
     Args:
         max_read_bytes: a catch-up read stops after the append that passes this.
         wall_clock: POSIX time, for TTLs and ``Stream-Expires-At``.
+        max_pending_appends, max_pending_bytes: appends (and their body bytes)
+            waiting for Redis in the whole store; past either an append is a
+            503 ``store_busy`` (see :mod:`._redis_batch`).
     """
 
     def __init__(
-        self, *, max_read_bytes: int = 1024 * 1024, wall_clock: Callable[[], float] = time.time
+        self,
+        *,
+        max_read_bytes: int = 1024 * 1024,
+        wall_clock: Callable[[], float] = time.time,
+        max_pending_appends: int = 10_000,
+        max_pending_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         if max_read_bytes < 1:
             raise ValueError("max_read_bytes must be positive")
+        super().__init__()
         self.max_read_bytes = max_read_bytes
         self._wall_clock = wall_clock
-        super().__init__()
+        #: What this instance's commits left of the streams it wrote (a batch's starting point).
+        self._local = LocalViews(self._notifications.waiting)
+        self.group_commit = GroupCommit(
+            self._commit_batch, max_pending=max_pending_appends, max_pending_bytes=max_pending_bytes
+        )
 
     # -- lookups -----------------------------------------------------------------------------
 
     async def read(self, meta: Meta, position: int) -> Slice:
         """The data of ``meta``'s stream from ``position`` (at most about ``max_read_bytes``)."""
-        return await self._data().read(meta, position, self.max_read_bytes)
+        recent = self._local.recent(meta.stream_id)
+        return await self._data().read(meta, position, self.max_read_bytes, recent)
 
     async def _find(self, ident: StreamId) -> Meta | None:
         """The stream ``ident`` (``None``: none), deleting it first if it expired."""
@@ -124,7 +152,7 @@ class RedisDurableStore(StoreConnection):
         meta.deadline = self._wall_clock() + meta.ttl
         # Not a change readers or writers act on: no new version, and lost if the stream moved.
         ops = [["HSET", self._keys.meta(meta.stream_id), "dl", repr(meta.deadline)], *self._lifetime(meta)]
-        await self._commit([meta], ops)
+        await self._commit([version_check(meta)], [meta.stream_id], ops)
 
     # -- create -----------------------------------------------------------------------------------
 
@@ -169,6 +197,8 @@ class RedisDurableStore(StoreConnection):
             deadline = self._wall_clock() + ttl
         elif expires_at is not None:
             deadline = expires_at.timestamp
+        if source is not None and not await self._take_fork(source):
+            return None  # the source moved (deleted, or soft-deleted): look again
         incarnation = int(await self._require().incr(self._keys.incarnation))
         keys = self._keys
         ops: list[list[Any]] = [["DEL", keys.data(ident)]]
@@ -197,13 +227,43 @@ class RedisDurableStore(StoreConnection):
         )
         ops.append(["HSET", keys.meta(ident), "v", "1", *_flat(meta_fields(meta))])
         ops += self._lifetime(meta)
+        if await self._commit([False], [ident], ops, payloads, notify=ident):
+            self._local.remember(meta)
+            return meta
         if source is not None:
-            ops.append(["HINCRBY", keys.meta(source.stream_id), "forks", "1"])
-            ops.append(["HINCRBY", keys.meta(source.stream_id), "v", "1"])
-            ops += self._lifetime(replace(source, forks=source.forks + 1))
-        ops.append(self._notify(ident))
-        checks: list[Meta | StreamId] = [ident] if source is None else [ident, source]
-        return meta if await self._commit(checks, ops, payloads) else None
+            await self._give_back_fork(source.stream_id, source.incarnation)
+        return None
+
+    async def _take_fork(self, source: Meta) -> bool:
+        """Count one more fork on ``source`` (this incarnation, not soft-deleted); False if it moved."""
+        key = self._keys.meta(source.stream_id)
+        ops = [["HINCRBY", key, "forks", "1"], ["HINCRBY", key, "v", "1"]]
+        ops += self._lifetime(replace(source, forks=source.forks + 1))
+        return await self._commit([{"i": str(source.incarnation)}], [source.stream_id], ops)
+
+    async def _give_back_fork(self, ident: StreamId, incarnation: int | None) -> None:
+        """Count one fork less on ``ident`` (if still ``incarnation``, when given); remove it if it
+        was soft-deleted and this was its last fork (and so on up)."""
+        for _ in range(MAX_ATTEMPTS):
+            source = await self._load(ident)
+            if source is None or incarnation not in (None, source.incarnation):
+                return
+            key = self._keys.meta(ident)
+            after = replace(source, forks=max(source.forks - 1, 0))
+            ops = [["HSET", key, "forks", str(after.forks)], ["HINCRBY", key, "v", "1"]]
+            if await self._commit([version_check(source)], [ident], [*ops, *self._lifetime(after)]):
+                break
+        else:
+            raise _contention(ident.name)
+        if not (after.soft_deleted and after.forks == 0):
+            return
+        # Best effort: a lookup removes a soft-deleted stream left without forks.
+        for _ in range(MAX_ATTEMPTS):
+            current = await self._load(ident)
+            if current is None or not (current.soft_deleted and current.forks == 0):
+                break
+            if await self._remove(current):
+                break
 
     async def _fork_source(self, ident: StreamId) -> Meta:
         source = await self._find(ident)
@@ -238,59 +298,42 @@ class RedisDurableStore(StoreConnection):
 
     async def append(self, name: str, request: AppendRequest, *, owner: str | None = None) -> AppendOutcome:
         """Append, close, or both, atomically across instances, to ``name`` in
-        ``owner``'s namespace (see the memory store)."""
-        ident = StreamId(owner, name)
+        ``owner``'s namespace (see the memory store), group-committed with the
+        other appends to it (see :mod:`._redis_batch`).
+
+        Cancellation: see :meth:`~._redis_batch.GroupCommit.submit`.
+        """
         with self._operation():
-            async with self._writing(ident):
-                return await self._append(ident, request)
+            return await self.group_commit.submit(StreamId(owner, name), request)
 
-    async def _append(self, ident: StreamId, request: AppendRequest) -> AppendOutcome:
+    async def _commit_batch(self, ident: StreamId, batch: list[Pending]) -> None:
+        """Decide and commit ``batch`` (appends to ``ident``), answering each.
+
+        Planned on the store's last view of the stream if it has one (and it
+        has not passed its deadline), else on a fresh load; a failed check
+        (another instance wrote) loads and plans again.
+        """
+        requests = [item.request for item in batch]
         for _ in range(MAX_ATTEMPTS):
-            meta = await self._head(ident)
-            decision = plan_append(meta, request)
-            if isinstance(decision, AppendOutcome):  # a retry, or closing a closed stream
-                await self._touch(meta)
-                return decision
-            result = await self._try_append(meta, request, decision.data)
-            if result is not None:
-                return result
-        raise _contention(ident.name)
-
-    async def _try_append(
-        self, meta: Meta, request: AppendRequest, data: Data | None
-    ) -> AppendOutcome | None:
-        keys, claim = self._keys, request.producer
-        ops: list[list[Any]] = []
-        payloads: list[bytes] = []
-        tail = meta.tail
-        if data:
-            payloads.append(encode_data(data))
-            ops.append(["XADD", keys.data(meta.stream_id), entry_id(tail.position, tail.seq + 1), "d", 2])
-            tail = Offset(tail.seq + 1, tail.position + len(data))
-        producers = dict(meta.producers)
-        if claim is not None:
-            producers[claim.id] = ProducerState(claim.epoch, claim.seq)
-        after = replace(
-            meta,
-            tail=tail,
-            producers=producers,
-            last_stream_seq=meta.last_stream_seq if request.stream_seq is None else request.stream_seq,
-            closed=meta.closed or request.close,
-            closed_by=claim if request.close else meta.closed_by,
-            deadline=meta.deadline if meta.ttl is None else self._wall_clock() + meta.ttl,
-        )
-        version = str(int(meta.version) + 1)
-        ops.append(["HSET", keys.meta(meta.stream_id), "v", version, *_flat(meta_fields(after))])
-        ops += self._lifetime(after)
-        ops.append(self._notify(meta.stream_id))
-        if not await self._commit([meta], ops, payloads):
-            return None
-        if claim is None:
-            return AppendOutcome(204, after.tail, after.closed)
-        status = 200 if data else 204
-        return AppendOutcome(
-            status, after.tail, after.closed, producer_epoch=claim.epoch, producer_seq=claim.seq
-        )
+            meta = self._local.view(ident)
+            if meta is None or (meta.deadline is not None and self._wall_clock() >= meta.deadline):
+                try:
+                    meta = await self._head(ident)
+                except DurableStreamError as exc:
+                    for item in batch:
+                        item.answer(exc)
+                    return
+            plan = plan_batch(self._keys, meta, requests, self._wall_clock())
+            notify = ident if plan.changed else None
+            if await self._commit([version_check(meta)], [ident], plan.ops, plan.payloads, notify=notify):
+                self._local.remember(plan.after, plan.entries, sum(map(len, plan.payloads)))
+                for item, answer in zip(batch, plan.answers, strict=True):
+                    item.answer(answer)
+                return
+            self._local.forget(ident)
+        error = _contention(ident.name)
+        for item in batch:
+            item.answer(error)
 
     # -- delete and expire -------------------------------------------------------------------
 
@@ -307,37 +350,25 @@ class RedisDurableStore(StoreConnection):
 
     async def _delete(self, meta: Meta) -> bool:
         """Delete (or soft-delete) ``meta``'s stream; False if it moved meanwhile."""
+        self._local.forget(meta.stream_id)
         if meta.forks > 0:
             key = self._keys.meta(meta.stream_id)
             ops = [["HSET", key, "del", "1"], ["HDEL", key, "dl"], ["HINCRBY", key, "v", "1"]]
             ops += self._lifetime(replace(meta, soft_deleted=True, deadline=None))
-            return await self._commit([meta], [*ops, self._notify(meta.stream_id)])
+            return await self._commit([version_check(meta)], [meta.stream_id], ops, notify=meta.stream_id)
         return await self._remove(meta)
 
     async def _remove(self, meta: Meta) -> bool:
-        """Remove ``meta``'s stream and drop it from its source; then the source too,
-        if it was soft-deleted and this was its last fork (and so on up)."""
+        """Remove ``meta``'s stream, then give its source the fork back (which
+        removes the source too if it was soft-deleted and this was its last fork)."""
         keys = self._keys
         ops: list[list[Any]] = [["DEL", keys.meta(meta.stream_id)], ["DEL", keys.data(meta.stream_id)]]
-        checks: list[Meta | StreamId] = [meta]
-        source = None if meta.source is None else await self._load(meta.stream_id.sibling(meta.source))
-        if source is not None:
-            checks.append(source)
-            ops += [
-                ["HINCRBY", keys.meta(source.stream_id), "forks", "-1"],
-                ["HINCRBY", keys.meta(source.stream_id), "v", "1"],
-                *self._lifetime(replace(source, forks=source.forks - 1)),
-            ]
-        if not await self._commit(checks, [*ops, self._notify(meta.stream_id)]):
+        self._local.forget(meta.stream_id)
+        if not await self._commit([version_check(meta)], [meta.stream_id], ops, notify=meta.stream_id):
             return False
-        if source is not None and source.soft_deleted and source.forks == 1:
-            # Best effort: a lookup removes a soft-deleted stream left without forks.
-            for _ in range(MAX_ATTEMPTS):
-                current = await self._load(source.stream_id)
-                if current is None or not (current.soft_deleted and current.forks == 0):
-                    break
-                if await self._remove(current):
-                    break
+        if meta.source is not None:
+            # Its source cannot have been removed (it counted this fork): no incarnation to check.
+            await self._give_back_fork(meta.stream_id.sibling(meta.source), None)
         return True
 
     # -- reads ----------------------------------------------------------------------------------
@@ -349,39 +380,43 @@ class RedisDurableStore(StoreConnection):
             await self._touch(meta)
             return RedisSource(self, meta)
 
+    def _view(self, ident: StreamId) -> Meta | None:
+        return self._local.view(ident)
+
+    def _attach(self, nursery: trio.Nursery | None) -> None:
+        self.group_commit.attach(nursery)
+        self._local.clear()  # another connection, maybe another Redis: views start afresh
+
     # -- commits ------------------------------------------------------------------------------------
 
     def _lifetime(self, meta: Meta) -> list[list[Any]]:
-        """Redis key TTLs as a backstop for the stored deadline of ``meta`` (as it
-        will be after the commit): a stream nobody looks up again still goes,
-        :data:`EXPIRY_GRACE` after its deadline. A stream that forks read
-        (or a soft-deleted one) has none: it must outlive its deadline."""
-        keys = (self._keys.meta(meta.stream_id), self._keys.data(meta.stream_id))
-        # A fork has none either: Redis dropping its keys would leave its
-        # source counting it for ever; a lookup removes an expired fork properly.
-        if meta.deadline is None or meta.forks > 0 or meta.soft_deleted or meta.source is not None:
-            return [["PERSIST", key] for key in keys]
-        at = str(int((meta.deadline + EXPIRY_GRACE) * 1000))
-        return [["PEXPIREAT", key, at] for key in keys]
-
-    def _notify(self, ident: StreamId) -> list[Any]:
-        return ["XADD", self._keys.notify, "MAXLEN", "~", str(NOTIFY_MAXLEN), "*", *notify_fields(ident)]
+        return lifetime(self._keys, meta)
 
     async def _commit(
         self,
-        checks: list[Meta | StreamId],
+        checks: list[Any],
+        streams: list[StreamId],
         ops: list[list[Any]],
         payloads: tuple[bytes, ...] | list[bytes] = (),
+        *,
+        notify: StreamId | None = None,
     ) -> bool:
-        """Apply ``ops`` if every checked stream is at the version it was loaded at
-        (a :class:`StreamId`: the stream must not exist)."""
-        keys = [
-            self._keys.meta(check if isinstance(check, StreamId) else check.stream_id) for check in checks
-        ]
-        wanted = [False if isinstance(check, StreamId) else check.version for check in checks]
-        spec = json.dumps({"c": wanted, "o": ops})
-        done = await self._script(keys=keys, args=[spec, *payloads])
-        return bool(int(done))
+        """Apply ``ops`` if every check holds on its stream in ``streams`` (all of
+        one slot; see :data:`~._redis_layout.COMMIT` for the checks), then
+        notify readers that ``notify`` changed (in the same script on a single
+        Redis; after it on a Cluster, where the notify key is on another slot)."""
+        keys = [self._keys.meta(ident) for ident in streams]
+        inline = notify is not None and not self.cluster
+        if inline:
+            assert notify is not None
+            ops = [*ops, notify_op(self._keys, notify, self._notifications.origin)]
+        spec = json.dumps({"c": checks, "o": ops})
+        done = bool(int(await self._script(keys=keys, args=[spec, *payloads])))
+        if done and notify is not None:
+            self._notifications.wake(notify)  # this instance's readers need not wait for the notify stream
+            if not inline:
+                await self._announce(notify)
+        return done
 
 
 def _confirm(meta: Meta, request: CreateRequest) -> Meta:

@@ -40,7 +40,7 @@ logger = logging.getLogger("trio_streams.redis")
 
 #: Whether Durable Streams can keep their streams on a Redis Cluster: not
 #: yet (a fork's keys span hash slots); on a Cluster they stay in memory.
-DURABLE_STREAMS_ON_A_CLUSTER: Final = False
+DURABLE_STREAMS_ON_A_CLUSTER: Final = True
 
 
 def names_a_cluster(url: str) -> bool:

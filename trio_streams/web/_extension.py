@@ -85,9 +85,9 @@ class TrioStreams:
             in-memory :class:`~trio_streams.durable.DurableStreamStore`
             (a :class:`~trio_streams.durable.RedisDurableStore` on the run
             store's own connection when ``store`` offers one: a ``RedisStore``
-            on a single Redis, not a Cluster), ``"redis"`` for streams in the
+            on a single Redis or a Cluster), ``"redis"`` for streams in the
             run store's Redis under its prefix (``store`` must open a
-            ``RedisStore`` on a single Redis), a
+            ``RedisStore``), a
             store of your own, or ``False`` for none. See docs/durable.md.
         long_poll_timeout: how long a Durable Streams long-poll waits for data.
         sse_recycle: a Durable Streams SSE response ends after this many
@@ -404,7 +404,7 @@ class TrioStreams:
             return
         storage = store.durable_storage()
         if storage is None:
-            raise TypeError("Durable Streams in Redis need a RedisStore on a single Redis as the run store")
+            raise TypeError("Durable Streams in Redis need a RedisStore as the run store")
         await stack.enter_async_context(durable.attach(storage))
 
     def _open_hub(self, stack: AsyncExitStack) -> AbstractAsyncContextManager[Hub]:

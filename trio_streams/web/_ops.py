@@ -8,19 +8,19 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 from quart import Blueprint, Response
 
-from ..durable import DurableStreamStore
+from ..durable import DurableStreamStore, RedisDurableStore
 from ._errors import ApiError, error_response
 from ._openapi import openapi_document
 from ._routes import json_response
 
 if TYPE_CHECKING:
     from collections import Counter
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from trio_util import AsyncValue
 
     from .._hub import Hub
-    from ..durable import RedisDurableStore
+    from ..durable._redis_batch import GroupCommitStatistics
 
 
 class _Documented(Protocol):
@@ -99,6 +99,34 @@ def make_ops_blueprint(streams: OpsSource) -> Blueprint:
         return json_response(openapi_document(streams.url_prefix, schemas))
 
     return blueprint
+
+
+def _redis_durable_metrics(
+    metric: Callable[[str, str, str, list[tuple[str, float]]], None], group: GroupCommitStatistics
+) -> None:
+    """The Durable Streams Redis store's group commit: what waits, and what went."""
+    metric(
+        "durable_pending_appends",
+        "gauge",
+        "Durable Streams appends waiting for Redis.",
+        [("", group.pending)],
+    )
+    metric(
+        "durable_pending_bytes",
+        "gauge",
+        "Body bytes of the appends waiting for Redis.",
+        [("", group.pending_bytes)],
+    )
+    metric(
+        "durable_commits_total", "counter", "Group commits of Durable Streams appends.", [("", group.batches)]
+    )
+    metric("durable_appends_total", "counter", "Appends in those commits.", [("", group.appends)])
+    metric(
+        "durable_append_refusals_total",
+        "counter",
+        "Appends refused (503) because the pending bound was reached.",
+        [("", group.refused)],
+    )
 
 
 def render_metrics(streams: OpsSource) -> str:
@@ -188,6 +216,8 @@ def render_metrics(streams: OpsSource) -> str:
             [("", durable.streams)],
         )
         metric("durable_stream_bytes", "gauge", "Bytes of Durable Streams data held.", [("", durable.bytes)])
+    if isinstance(streams.durable_store, RedisDurableStore):
+        _redis_durable_metrics(metric, streams.durable_store.group_commit.statistics())
     if streams.durable_store is not None:
         metric(
             "durable_live_reads",

@@ -1,0 +1,245 @@
+"""Durable Streams appends and live reads: the memory store against the Redis store, side by side.
+
+Run:  python -m benchmarks.bench_durable_stores              (3 rounds, 5 s per measurement)
+      python -m benchmarks.bench_durable_stores --quick      (1 round, 2 s)
+      python -m benchmarks.bench_durable_stores --repo /path/to/other/checkout   (its code)
+
+Servers, each ``python -m trio_streams serve`` in its own process on a free
+port, started once and measured in interleaved rounds:
+  - ``memory``: the in-memory Durable Streams store;
+  - ``redis``: ``--redis-url`` to a scratch ``redis-server`` of this script
+    (no persistence), so runs and Durable Streams are in Redis.
+
+Measurements:
+  - append throughput, by autocannon (``npx --yes autocannon@7``, the same
+    load tool for both): ``-c`` connections POSTing 64-byte
+    ``application/octet-stream`` bodies to one fresh stream (created with a
+    PUT just before), for ``--duration`` seconds; requests/s and latency p50/p99;
+  - append -> live read latency on each store, long-poll and SSE: one
+    reader waits at the tail, one append is sent, and the time is taken from
+    just before the append is sent until the reader has the data (``--samples``
+    appends, one at a time).
+
+Prints the tables (medians over rounds) for benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BODY = b"x" * 64
+CONCURRENCY = (1, 10, 75)
+SERVE_FLAGS = ("--log-level", "warning", "--long-poll-timeout", "10s")
+REDIS_FLAGS = ("--save", "", "--appendonly", "no", "--loglevel", "warning")
+
+
+def start_redis(scratch: str) -> tuple[subprocess.Popen[bytes], str]:
+    from trio_streams.stores._redis_server import find_redis_binary, free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [find_redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", scratch, *REDIS_FLAGS],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with http.client.socket.create_connection(("127.0.0.1", port), timeout=1):  # type: ignore[attr-defined]
+                return proc, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("redis-server did not start")
+
+
+def start_server(repo: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trio_streams", "serve", "--bind", "127.0.0.1:0", *SERVE_FLAGS, *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=repo,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        found = re.match(r"^trio-streams serving on (http://\S+)$", line.strip())
+        if found:
+            # Keep draining its output so the server never blocks on a full pipe.
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
+            return proc, found.group(1)
+    raise RuntimeError(f"the server did not start (exit {proc.wait()})")
+
+
+def create(base: str, content_type: str = "application/octet-stream") -> str:
+    """A fresh stream; its URL."""
+    url = f"{base}/v1/stream/bench-{uuid.uuid4().hex}"
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("PUT", url, headers={"Content-Type": content_type})
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    assert response.status in (200, 201), response.status
+    return url
+
+
+def autocannon(url: str, connections: int, duration: int) -> dict[str, float]:
+    post = ("-m", "POST", "-H", "content-type=application/octet-stream", "-b", BODY.decode())
+    out = subprocess.run(
+        ["npx", "--yes", "autocannon@7", "-j", "-c", str(connections), "-d", str(duration), *post, url],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(out.stdout)
+    bad = result.get("non2xx", 0) + result.get("errors", 0)
+    return {
+        "rps": result["requests"]["average"],
+        "p50": result["latency"]["p50"],
+        "p99": result["latency"]["p99"],
+        "bad": bad,
+    }
+
+
+def live_latency(base: str, mode: str, samples: int) -> list[float]:
+    """Seconds from just before an append is sent until a waiting reader has it."""
+    # Text, so that SSE carries it as it is (binary streams go base64-encoded).
+    url = create(base, "text/plain")
+    host, port = base.removeprefix("http://").split(":")
+    path = url.removeprefix(base)
+    writer = http.client.HTTPConnection(host, int(port), timeout=10)
+    reader = http.client.HTTPConnection(host, int(port), timeout=10)
+    offset = "-1"
+    times: list[float] = []
+    if mode == "sse":
+        reader.request("GET", f"{path}?offset=-1&live=sse")
+        stream = reader.getresponse()
+        assert stream.status == 200, stream.status
+        time.sleep(0.2)  # the first control event is out; the reader waits at the tail
+        for _ in range(samples):
+            started = time.perf_counter()
+            writer.request("POST", path, body=BODY, headers={"Content-Type": "text/plain"})
+            answer = writer.getresponse()
+            answer.read()
+            line = b""
+            while not line.startswith(b"data:") or b"x" * 8 not in line:
+                line = stream.fp.readline()
+            times.append(time.perf_counter() - started)
+        reader.close()
+    else:
+        for _ in range(samples):
+            got: dict[str, Any] = {}
+
+            def wait(at: str = offset, got: dict[str, Any] = got) -> None:
+                reader.request("GET", f"{path}?offset={at}&live=long-poll")
+                response = reader.getresponse()
+                got["body"] = response.read()
+                got["at"] = time.perf_counter()
+                got["next"] = response.getheader("Stream-Next-Offset")
+
+            if offset == "-1":
+                # Catch up to the (empty) tail first, so the timed read waits live.
+                reader.request("GET", f"{path}?offset=-1")
+                first = reader.getresponse()
+                first.read()
+                offset = first.getheader("Stream-Next-Offset") or offset
+                continue
+            thread = threading.Thread(target=wait, args=(offset,))
+            thread.start()
+            time.sleep(0.01)  # let the long-poll park at the tail (not timed)
+            started = time.perf_counter()
+            writer.request("POST", path, body=BODY, headers={"Content-Type": "text/plain"})
+            writer.getresponse().read()
+            thread.join()
+            times.append(got["at"] - started)
+            offset = got["next"]
+    writer.close()
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--live-only", action="store_true", help="only the live read latency")
+    parser.add_argument("--repo", type=Path, default=ROOT, help="the checkout whose trio_streams is served")
+    args = parser.parse_args()
+    rounds, duration = (1, 2) if args.quick else (args.rounds, args.duration)
+    scratch = tempfile.mkdtemp(prefix="bench-durable-stores-")
+    redis, redis_url = start_redis(scratch)
+    servers = {"memory": start_server(args.repo), "redis": start_server(args.repo, "--redis-url", redis_url)}
+    results: dict[tuple[str, int], list[dict[str, float]]] = {}
+    try:
+        for round_ in range(0 if args.live_only else rounds):
+            for c in CONCURRENCY:
+                for store, (_proc, base) in servers.items():
+                    figures = autocannon(create(base), c, duration)
+                    results.setdefault((store, c), []).append(figures)
+                    print(f"round {round_ + 1} c={c} {store}: {figures}", file=sys.stderr)
+        live: dict[tuple[str, str], list[float]] = {}
+        for store, (_proc, base) in servers.items():
+            for mode in ("long-poll", "sse"):
+                live[(store, mode)] = live_latency(base, mode, args.samples)
+    finally:
+        for proc, _base in servers.values():
+            proc.terminate()
+            proc.wait(10)
+        redis.terminate()
+        redis.wait(10)
+
+    def med(store: str, c: int, key: str) -> float:
+        return statistics.median(r[key] for r in results[(store, c)])
+
+    if not args.live_only:
+        print(
+            f"\nappends: 64-byte POSTs to one fresh stream, autocannon@7, {duration} s, median of {rounds}\n"
+        )
+        print("(ratio: the median of each round's redis/memory, the two measured back to back)\n")
+        print(
+            "| c | memory req/s | redis req/s | redis/memory | memory p50/p99 ms | redis p50/p99 ms | bad |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        for c in CONCURRENCY:
+            m, r = med("memory", c, "rps"), med("redis", c, "rps")
+            pairs = zip(results[("memory", c)], results[("redis", c)], strict=True)
+            ratio = statistics.median(b["rps"] / a["rps"] for a, b in pairs)
+            bad = sum(x["bad"] for key in (("memory", c), ("redis", c)) for x in results[key])
+            print(
+                f"| {c} | {m:,.0f} | {r:,.0f} | {ratio:.2f}x | {med('memory', c, 'p50'):.1f}/"
+                f"{med('memory', c, 'p99'):.1f} | {med('redis', c, 'p50'):.1f}/{med('redis', c, 'p99'):.1f}"
+                f" | {bad:.0f} |"
+            )
+    print(f"\nappend -> live read, one append at a time, {args.samples} samples\n")
+    print("| store | long-poll p50 | long-poll p99 | SSE p50 | SSE p99 |")
+    print("|---|---|---|---|---|")
+    for store in servers:
+        cells = []
+        for mode in ("long-poll", "sse"):
+            xs = sorted(live[(store, mode)])
+            cells += [
+                f"{statistics.median(xs) * 1000:.2f} ms",
+                f"{xs[int(len(xs) * 0.99) - 1] * 1000:.2f} ms",
+            ]
+        print(f"| {store} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
