@@ -30,9 +30,8 @@ def test_the_connection_owns_url_prefix_keys_and_the_cluster_flag() -> None:
     assert connection.cluster
     assert connection.keys.meta("r") == "p:run:{r}:meta"
     assert "secret" not in repr(connection)
-    assert not connection.supports_durable_streams, "on a Cluster Durable Streams stay in memory"
-    single = RedisConnection("redis://h:1/0", prefix="p:", cluster=False)
-    assert single.supports_durable_streams
+    single = RedisConnection("redis://h:1/0?cluster=yes", prefix="p:", cluster=False)
+    assert not single.cluster, "the argument wins over the URL's flag"
     with pytest.raises(ValueError, match="cluster="):
         RedisConnection("redis://h:1/0?cluster=maybe")
 
@@ -46,11 +45,12 @@ async def test_a_connection_not_open_has_no_client() -> None:
             pass
 
 
-def test_a_redis_store_offers_its_own_connection_to_durable_streams_unless_a_cluster() -> None:
+def test_a_redis_store_offers_its_own_connection_to_durable_streams_on_a_cluster_too() -> None:
     store = RedisStore("redis://h:1/0", prefix="p:")
     assert store.durable_storage() is store.connection
     assert store.keys is store.connection.keys
-    assert RedisStore("redis://h:1/0?cluster=yes").durable_storage() is None
+    on_a_cluster = RedisStore("redis://h:1/0?cluster=yes")
+    assert on_a_cluster.durable_storage() is on_a_cluster.connection
     assert MemoryStore().durable_storage() is None
 
 
@@ -71,7 +71,7 @@ def test_web_reaches_stores_only_through_the_store_protocol() -> None:
     assert offenders == []
 
 
-def test_serve_keeps_durable_streams_in_memory_on_a_cluster_only(caplog) -> None:
+def test_serve_puts_durable_streams_beside_the_runs_on_one_redis_and_on_a_cluster(caplog) -> None:
     from trio_streams._cli import build_parser
     from trio_streams._serve_plan import ServePlan
 
@@ -80,5 +80,5 @@ def test_serve_keeps_durable_streams_in_memory_on_a_cluster_only(caplog) -> None
 
     assert plan_for("redis://h:1/0").options["durable_streams"] == "redis"
     assert "stay in memory" not in caplog.text
-    assert plan_for("redis://h:1/0?cluster=yes").options["durable_streams"] is True
-    assert "Durable Streams stay in memory" in caplog.text
+    assert plan_for("redis://h:1/0?cluster=yes").options["durable_streams"] == "redis"
+    assert "stay in memory" not in caplog.text

@@ -20,6 +20,7 @@ from ._backend import MemoryBackend as MemoryBackend
 from ._errors import DurableStreamError as DurableStreamError
 from ._offsets import Offset as Offset
 from ._reads import ReadSettings as ReadSettings
+from ._redis_batch import GroupCommitStatistics as GroupCommitStatistics
 from ._redis_store import RedisDurableStore as RedisDurableStore
 from ._runs import RunAccess as RunAccess
 from ._store import DurableStoreStatistics as DurableStoreStatistics

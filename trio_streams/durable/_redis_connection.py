@@ -121,8 +121,6 @@ class StoreConnection:
             stream_timeout=stream_timeout,
             cluster=cluster or None,
         )
-        if not connection.supports_durable_streams:
-            raise ValueError("Durable Streams in Redis need a single Redis, not a Cluster")
         async with connection.open(), self.attach(connection):
             yield self
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import coredis
 import trio
@@ -37,10 +37,6 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 logger = logging.getLogger("trio_streams.redis")
-
-#: Whether Durable Streams can keep their streams on a Redis Cluster: not
-#: yet (a fork's keys span hash slots); on a Cluster they stay in memory.
-DURABLE_STREAMS_ON_A_CLUSTER: Final = True
 
 
 def names_a_cluster(url: str) -> bool:
@@ -103,11 +99,6 @@ class RedisConnection:
 
     def __repr__(self) -> str:
         return f"<RedisConnection {safe_url(self.url)} prefix={self.prefix!r}>"
-
-    @property
-    def supports_durable_streams(self) -> bool:
-        """Whether Durable Streams can live on this Redis beside the runs."""
-        return DURABLE_STREAMS_ON_A_CLUSTER or not self.cluster
 
     @property
     def healthy(self) -> bool:
@@ -221,4 +212,4 @@ class RedisConnection:
             ) from None
 
 
-__all__ = ["DURABLE_STREAMS_ON_A_CLUSTER", "RedisConnection", "RedisUnavailable", "names_a_cluster"]
+__all__ = ["RedisConnection", "RedisUnavailable", "names_a_cluster"]

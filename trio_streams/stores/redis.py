@@ -25,7 +25,6 @@ from ._base import KeyClaim, SharedStore, StoreStatistics
 from ._redis_claims import KeyClaims
 from ._redis_client import Client, safe_url
 from ._redis_codec import info_to_hash
-from ._redis_connection import DURABLE_STREAMS_ON_A_CLUSTER as DURABLE_STREAMS_ON_A_CLUSTER
 from ._redis_connection import RedisConnection as RedisConnection
 from ._redis_connection import RedisUnavailable as RedisUnavailable
 from ._redis_connection import names_a_cluster as names_a_cluster
@@ -247,10 +246,8 @@ class RedisStore(SharedStore):
 
     def durable_storage(self) -> RedisConnection | None:
         """This store's connection, for Durable Streams beside the runs
-        (``RedisDurableStore.attach``), unless they cannot live on it (a
-        Cluster: ``None``, and they stay in memory)."""
-        connection = self.connection
-        return connection if connection.supports_durable_streams else None
+        (``RedisDurableStore.attach``), on a single Redis or a Cluster."""
+        return self.connection
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -529,7 +526,6 @@ async def _holds(reply: Any) -> bool:
 
 
 __all__ = [
-    "DURABLE_STREAMS_ON_A_CLUSTER",
     "LAYOUT_VERSION",
     "LayoutMismatch",
     "RedisConnection",

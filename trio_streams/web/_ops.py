@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from trio_util import AsyncValue
 
     from .._hub import Hub
-    from ..durable._redis_batch import GroupCommitStatistics
+    from ..durable import GroupCommitStatistics
 
 
 class _Documented(Protocol):
