@@ -7,6 +7,7 @@ write. The ratio is taken against the stronger of the two in each round.
 
 Run:  python -m benchmarks.bench_http            (full sizes, 3 rounds)
       python -m benchmarks.bench_http --quick    (small sizes, 1 round)
+      python -m benchmarks.bench_http --replay-only --rounds 7   (only (a) by curl, tightly interleaved)
 
 Scenarios (issue 4): (a) one client replaying a finished 50,000-event run,
 ours and the ceiling, interleaved; (b) 50 clients each following a live run
@@ -293,15 +294,59 @@ def report(figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def replay_interleaved(rounds: int, events: int) -> dict[str, list[float]]:
+    """Scenario (a) read by curl, interleaved as tightly as it gets: ours and
+    both ceilings up at once; each round reads one fresh ``events``-event run
+    from each server in turn. Events/s per server, one sample per round."""
+    servers = {"ours": ours()}
+    try:
+        for name, chunk in CEILINGS.items():
+            servers[name] = ceiling(chunk)
+        rates: dict[str, list[float]] = {name: [] for name in servers}
+        for _ in range(rounds):
+            for name, server in servers.items():
+                rates[name].append(replay_with_curl(server.url, events))
+    finally:
+        for server in servers.values():
+            server.stop()
+    return rates
+
+
+def report_replay(rates: dict[str, list[float]], events: int) -> str:
+    best = max(median(rates[name]) for name in CEILINGS)
+    lines = [
+        f"| replay of a finished {events:,}-event run, read by curl, {len(rates['ours'])} interleaved rounds "
+        "| median | ratio to the stronger ceiling |",
+        "|---|---:|---:|",
+    ]
+    lines += [
+        f"| {'trio_streams' if name == 'ours' else name} | {median(values):,.0f} events/s "
+        f"| {median(values) / best:.2f}x |"
+        for name, values in rates.items()
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, one round")
+    parser.add_argument(
+        "--replay-only",
+        action="store_true",
+        help="only (a) read by curl, all servers up at once, reads alternated (needs curl)",
+    )
+    parser.add_argument("--rounds", type=int, default=7, help="rounds of --replay-only (default 7)")
     args = parser.parse_args(argv)
-    figures = measure_all(QUICK if args.quick else FULL)
     print(f"$ python -m benchmarks.bench_http {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
-    print(report(figures))
+    sizes = QUICK if args.quick else FULL
+    if args.replay_only:
+        if shutil.which("curl") is None:
+            parser.error("--replay-only needs curl on PATH")
+        print(report_replay(replay_interleaved(args.rounds, sizes.replay_events), sizes.replay_events))
+        return 0
+    print(report(measure_all(sizes)))
     return 0
 
 

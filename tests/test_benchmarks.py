@@ -8,6 +8,7 @@ report a result built on lost or unpersisted events.
 from __future__ import annotations
 
 import math
+import shutil
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -187,3 +188,13 @@ def test_http_benchmark_smoke() -> None:
     table = bench_http.report(figures)
     assert "(a) replay a finished 300-event run, 1 client" in table
     assert all(name in table for name in bench_http.CEILINGS)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_http_replay_only_smoke() -> None:
+    rates = bench_http.replay_interleaved(2, 300)
+    assert set(rates) == {"ours", *bench_http.CEILINGS}
+    assert all(len(values) == 2 and min(values) > 0 for values in rates.values())
+    table = bench_http.report_replay(rates, 300)
+    assert "| trio_streams |" in table
+    assert "1.00x |" in table  # the stronger ceiling, against itself
