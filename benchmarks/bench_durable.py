@@ -19,7 +19,11 @@ library in the way):
   - append -> long-poll latency: ``--readers`` streams, each followed by a
     long-poll reader; one writer appends to them in turn at ``--rate``
     appends/s; latency is from just before the append is sent until the
-    reader has the long-poll response carrying it.
+    reader has the long-poll response carrying it. After the last append the
+    generator waits up to ``DELIVERY_GRACE`` seconds for the last deliveries.
+    Every append must reach its reader: the table shows delivered/expected,
+    and a lost delivery makes the run fail (exit status 1, a line naming the
+    server), since percentiles over the delivered ones alone would flatter it.
 
 Prints the table (medians over rounds) for benchmarks/RESULTS.md.
 """
@@ -43,6 +47,8 @@ HERE = Path(__file__).parent
 ROOT = HERE.parent
 SCRATCH = ROOT / ".scratch" / "durable-bench"
 REFERENCE = "@durable-streams/server@0.3.7"
+#: Seconds the latency generator waits, after its last append, for the last deliveries.
+DELIVERY_GRACE = 5.0
 NODE_SERVER = """\
 import { DurableStreamTestServer } from "@durable-streams/server";
 const server = new DurableStreamTestServer({
@@ -189,6 +195,9 @@ async def latency(port: int, readers: int, seconds: float, rate: float, tag: str
     samples: list[float] = []
     errors = [0]
     stop = trio.Event()
+    # Set once the writer has sent everything and every message has arrived.
+    sending_done = False
+    all_delivered = trio.Event()
 
     async def reader(name: str, ready: trio.Event) -> None:
         connection = await Connection.open(port)
@@ -208,6 +217,8 @@ async def latency(port: int, readers: int, seconds: float, rate: float, tag: str
                     for message in body.split(b"|"):
                         if message in sent:
                             samples.append(arrived - sent.pop(message))
+                    if sending_done and not sent:
+                        all_delivered.set()
                 elif status != 204:
                     errors[0] += 1
             next_offset = header(head, b"stream-next-offset")
@@ -234,7 +245,11 @@ async def latency(port: int, readers: int, seconds: float, rate: float, tag: str
             if status not in (200, 204):
                 errors[0] += 1
             await trio.sleep(max(0.0, next_at - time.perf_counter()))
-        await trio.sleep(0.5)  # the last deliveries
+        sending_done = True
+        if not sent:
+            all_delivered.set()
+        with trio.move_on_after(DELIVERY_GRACE):
+            await all_delivered.wait()
         stop.set()
         # Wake the parked readers so they see ``stop``.
         for name in names:
@@ -243,6 +258,8 @@ async def latency(port: int, readers: int, seconds: float, rate: float, tag: str
     ordered = sorted(samples)
     return {
         "samples": len(ordered),
+        "expected": count,
+        "delivered": len(ordered),
         "lost": count - len(ordered),
         "p50": ordered[len(ordered) // 2] if ordered else float("nan"),
         "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else float("nan"),
@@ -296,6 +313,9 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        finally:
+            if self.process.stderr is not None:
+                self.process.stderr.close()
 
 
 def ours() -> Server:
@@ -377,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     throughput: dict[str, list[float]] = {name: [] for name in servers}
     p50: dict[str, list[float]] = {name: [] for name in servers}
     p99: dict[str, list[float]] = {name: [] for name in servers}
+    delivered: dict[str, list[int]] = {name: [0, 0] for name in servers}  # delivered, expected
     for _ in range(args.rounds):
         for name, start in servers.items():
             server = start()
@@ -386,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
                     result = measure(server, "latency", args)
                     p50[name].append(result["p50"])
                     p99[name].append(result["p99"])
+                    delivered[name][0] += result["delivered"]
+                    delivered[name][1] += result["expected"]
             finally:
                 server.stop()
     shown = " ".join(sys.argv[1:] if argv is None else argv)
@@ -397,18 +420,35 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"| server | appends/s ({args.concurrency} connections, {args.size} B) "
-        f"| append -> long-poll p50 | p99 ({args.readers} readers, {args.rate:g} appends/s) |"
+        f"| append -> long-poll p50 | p99 ({args.readers} readers, {args.rate:g} appends/s) "
+        "| delivered / expected |"
     )
-    print("|---|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|")
     for name in servers:
         rate = statistics.median(throughput[name])
         if p50[name]:
             middle = f"{statistics.median(p50[name]) * 1000:.2f} ms"
             tail = f"{statistics.median(p99[name]) * 1000:.2f} ms"
+            got, expected = delivered[name]
+            count = f"{got:,} / {expected:,}"
         else:
-            middle = tail = "-"
-        print(f"| {name} | {rate:,.0f} | {middle} | {tail} |")
-    return 0
+            middle = tail = count = "-"
+        print(f"| {name} | {rate:,.0f} | {middle} | {tail} | {count} |")
+    failures = lost_deliveries(delivered)
+    for failure in failures:
+        print(f"FAILED: {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def lost_deliveries(delivered: dict[str, list[int]]) -> list[str]:
+    """One message per server whose readers did not get every append
+    (``delivered`` maps a server to [delivered, expected])."""
+    return [
+        f"{name}: {expected - got:,} of {expected:,} appends never reached their long-poll reader "
+        f"(within {DELIVERY_GRACE:g} s of the last append); its latency percentiles are not valid"
+        for name, (got, expected) in delivered.items()
+        if got != expected
+    ]
 
 
 def _node_version() -> str:

