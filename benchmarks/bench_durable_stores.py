@@ -48,7 +48,7 @@ REDIS_FLAGS = ("--save", "", "--appendonly", "no", "--loglevel", "warning")
 
 
 def start_redis(scratch: str) -> tuple[subprocess.Popen[bytes], str]:
-    from trio_streams.stores._redis_server import find_redis_binary, free_port
+    from trio_streams.log.redis._server import find_redis_binary, free_port
 
     port = free_port()
     proc = subprocess.Popen(

@@ -48,10 +48,10 @@ from typing import Any
 import trio
 
 from trio_streams import Event, RunStatus, open_hub
-from trio_streams.stores._redis_codec import encode_batch, entry_id
-from trio_streams.stores._redis_server import RedisServer
-from trio_streams.stores.memory import MemoryStore
-from trio_streams.stores.redis import RedisStore
+from trio_streams.log import MemoryStore
+from trio_streams.log.redis import RedisStore
+from trio_streams.log.redis._codec import encode_batch, entry_id
+from trio_streams.log.redis._server import RedisServer
 
 PAYLOAD = {"token": "x" * 72, "i": 0}  # ~100 bytes of JSON with the index
 

@@ -79,6 +79,6 @@ def create_app(**options: Any) -> QuartTrio:
 
 
 if __name__ == "__main__":
-    from trio_streams._cli import main
+    from trio_streams.cli._main import main
 
     raise SystemExit(main(["serve", "--app", "examples.chat_app:create_app"]))

@@ -18,7 +18,7 @@ import hypercorn.trio
 import trio
 
 from trio_streams import Event, Hub, RunContext, open_hub
-from trio_streams._sse import encode_event
+from trio_streams.protocol._sse import encode_event
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from trio_streams import Run, RunContext
-    from trio_streams._hub import Hub
+    from trio_streams.runs._hub import Hub
 
 
 class Burst:
@@ -158,8 +158,8 @@ async def throttling_proxy(
 
 async def _main(kind: str) -> None:
     from trio_streams import MemoryStore
-    from trio_streams.stores._redis_server import RedisServer
-    from trio_streams.stores.redis import RedisStore
+    from trio_streams.log.redis import RedisStore
+    from trio_streams.log.redis._server import RedisServer
 
     burst = Burst()
     if kind == "memory":

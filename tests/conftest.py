@@ -21,7 +21,7 @@ import pytest
 import trio.testing
 from hypothesis import settings
 
-from trio_streams.stores._redis_server import REDIS_CLI_ENV, REDIS_SERVER_ENV, find_redis_binary
+from trio_streams.log.redis._server import REDIS_CLI_ENV, REDIS_SERVER_ENV, find_redis_binary
 from trio_streams.testing import virtual_deadline
 
 from .redis_support import SyncCluster, SyncRedis, session_redis, unique_prefix

@@ -10,7 +10,7 @@ import sys
 import trio
 
 from trio_streams import open_hub
-from trio_streams.stores.redis import RedisStore
+from trio_streams.log.redis import RedisStore
 
 
 async def main(url: str, prefix: str, lease: float) -> None:

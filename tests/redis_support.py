@@ -2,7 +2,7 @@
 
 A session-wide server (no persistence) serves most tests; each test isolates
 itself with its own key prefix. Tests that kill or restart Redis start their
-own :class:`~trio_streams.stores._redis_server.RedisServer` inside the test.
+own :class:`~trio_streams.log.redis._server.RedisServer` inside the test.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from trio_streams.stores._redis_server import RedisServer, _answers_ping, find_redis_binary, free_port
+from trio_streams.log.redis._server import RedisServer, _answers_ping, find_redis_binary, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator

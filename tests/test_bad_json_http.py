@@ -9,7 +9,7 @@ import httpx
 import pytest
 import trio
 
-from trio_streams._json import MAX_JSON_DEPTH
+from trio_streams.log._json import MAX_JSON_DEPTH
 
 from .server_support import running_server
 

@@ -12,20 +12,20 @@ import jsonschema
 import pytest
 import trio
 
-from trio_streams._bench_cli import build_result, render_summary
-from trio_streams._bench_load import BenchOptions, Load
-from trio_streams._bench_stats import Histogram
+from trio_streams.bench._cli import build_result, render_summary
+from trio_streams.bench._load import BenchOptions, Load
+from trio_streams.bench._stats import Histogram
 
 from .bench_server import serve_run_api
 
 if TYPE_CHECKING:
     import subprocess
 
-SCHEMA = Path(__file__).parent.parent / "trio_streams" / "bench.schema.json"
+SCHEMA = Path(__file__).parent.parent / "trio_streams" / "bench" / "bench.schema.json"
 
 
 async def _bench(url: str, *args: str) -> subprocess.CompletedProcess[bytes]:
-    command = [sys.executable, "-m", "trio_streams._bench_cli", url, "--quiet", *args]
+    command = [sys.executable, "-m", "trio_streams.bench._cli", url, "--quiet", *args]
     return await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)
 
 
@@ -146,7 +146,7 @@ def test_histogram_percentiles_are_within_one_percent() -> None:
 
 
 def test_summary_mentions_failures() -> None:
-    from trio_streams._bench_stats import BenchStats
+    from trio_streams.bench._stats import BenchStats
 
     stats = BenchStats()
     stats.violation("hole", "run x: ids 3..3 missing")

@@ -18,8 +18,8 @@ import trio.testing
 from benchmarks import bench_durable, bench_http, bench_redis
 from benchmarks.bench_hub import BATCH, QUICK, SINGLE, Sizes, drain, report, run_all
 from trio_streams import Event, RunStatus, open_hub
-from trio_streams.stores._redis_server import RedisServer
-from trio_streams.stores.redis import RedisStore
+from trio_streams.log.redis import RedisStore
+from trio_streams.log.redis._server import RedisServer
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -15,18 +15,6 @@ import trio
 import trio.testing
 
 from trio_streams import AtCapacity, Event, Gap, MemoryStore, ReplayLog, RunNotFound, RunStatus, open_hub
-from trio_streams._budget import EventTooLarge, MemoryBudget, MemoryBudgetExceeded
-from trio_streams._log import _TRIMMED
-from trio_streams._retention import reclaim_oldest
-from trio_streams._sizes import (
-    CHUNK_OVERHEAD,
-    MESSAGE_OVERHEAD,
-    RECORD_OVERHEAD,
-    RUN_OVERHEAD,
-    STREAM_OVERHEAD,
-    data_size,
-    event_cost,
-)
 from trio_streams.durable import (
     AppendRequest,
     CreateRequest,
@@ -35,8 +23,20 @@ from trio_streams.durable import (
     ForkSpec,
     Offset,
 )
-from trio_streams.stores._redis_server import RedisServer
-from trio_streams.stores.redis import RedisStore
+from trio_streams.log._budget import EventTooLarge, MemoryBudget, MemoryBudgetExceeded
+from trio_streams.log._replay_log import _TRIMMED
+from trio_streams.log._sizes import (
+    CHUNK_OVERHEAD,
+    MESSAGE_OVERHEAD,
+    RECORD_OVERHEAD,
+    RUN_OVERHEAD,
+    STREAM_OVERHEAD,
+    data_size,
+    event_cost,
+)
+from trio_streams.log.redis import RedisStore
+from trio_streams.log.redis._server import RedisServer
+from trio_streams.runs._retention import reclaim_oldest
 from trio_streams.testing import Gate, assert_well_formed, collect, events_of
 
 from .redis_support import eventually, unique_prefix

@@ -23,10 +23,10 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trio_streams._serve_plan import ServePlan
+from trio_streams.cli._plan import ServePlan
 from trio_streams.durable import RedisDurableStore, StreamId
-from trio_streams.durable._redis_layout import Keys, owned_tag
-from trio_streams.stores.redis import RedisStore
+from trio_streams.durable.redis._layout import Keys, owned_tag
+from trio_streams.log.redis import RedisStore
 from trio_streams.web import TrioStreams
 
 from .redis_support import unique_prefix
@@ -195,7 +195,7 @@ def test_durable_access_option_defaults_and_refusals() -> None:
 
 
 def serve_args(*args: str) -> Any:
-    from trio_streams._cli import build_parser
+    from trio_streams.cli._main import build_parser
 
     return build_parser().parse_args(["serve", *args])
 

@@ -23,8 +23,8 @@ from trio_streams.durable import (
     StreamId,
 )
 from trio_streams.durable._stream import AppendRequest, ForkSpec
-from trio_streams.stores._redis_server import RedisServer
-from trio_streams.stores.redis import RedisStore
+from trio_streams.log.redis import RedisStore
+from trio_streams.log.redis._server import RedisServer
 
 from .server_support import Server, running_server
 from .test_durable_http import sse_events
@@ -278,7 +278,7 @@ async def test_redis_unreachable_is_a_503_with_a_message(tmp_path: Path, prefix:
 async def test_not_connected_is_a_503_json_error() -> None:
     from quart_trio import QuartTrio
 
-    from trio_streams.durable import durable_streams_blueprint
+    from trio_streams.web import durable_streams_blueprint
 
     app = QuartTrio(__name__)
     app.register_blueprint(durable_streams_blueprint(RedisDurableStore()), url_prefix="/v1/stream")

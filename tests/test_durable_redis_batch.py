@@ -24,13 +24,13 @@ from trio_streams.durable import (
     DurableStreamStore,
     RedisDurableStore,
     StreamId,
-    _redis_connection,
 )
 from trio_streams.durable._producers import ProducerClaim, ProducerState
-from trio_streams.durable._redis_layout import Keys, Meta
-from trio_streams.durable._redis_plan import plan_batch
 from trio_streams.durable._stream import AppendOutcome, AppendRequest
-from trio_streams.stores.redis import RedisStore
+from trio_streams.durable.redis import _connection as _redis_connection
+from trio_streams.durable.redis._layout import Keys, Meta
+from trio_streams.durable.redis._plan import plan_batch
+from trio_streams.log.redis import RedisStore
 
 from .server_support import running_server
 

@@ -16,7 +16,7 @@ from coredis._utils import hash_slot
 
 from trio_streams.durable import CreateRequest, DurableStreamError, RedisDurableStore
 from trio_streams.durable._stream import AppendRequest, ForkSpec
-from trio_streams.stores.redis import RedisStore
+from trio_streams.log.redis import RedisStore
 
 from .server_support import running_server
 

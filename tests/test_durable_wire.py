@@ -10,13 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trio_streams._httpclient import SSEParser
+from trio_streams.bench._httpclient import SSEParser
 from trio_streams.durable import DurableStreamError, Offset
 from trio_streams.durable._cursor import EPOCH, INTERVAL, next_cursor
 from trio_streams.durable._headers import expires_at, media_type, non_negative, read_from, ttl
 from trio_streams.durable._log import StreamLog
 from trio_streams.durable._producers import parse_claim
-from trio_streams.durable._sse import control_event, data_event
+from trio_streams.protocol._durable_sse import control_event, data_event
 
 
 def parse(frames: bytes) -> list[tuple[str, str]]:

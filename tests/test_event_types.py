@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from trio_streams import RESERVED_TYPES, RunContext, RunStatus
-from trio_streams._httpclient import HTTPConnection, SSEParser
+from trio_streams.bench._httpclient import HTTPConnection, SSEParser
 from trio_streams.testing import collect, events_of
 from trio_streams.web import create_app
 

@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trio_streams import Event, Gap, MemoryStore, ReplayLog, RunStatus, open_hub
-from trio_streams.stores._redis_pending import Pending
-from trio_streams.stores.redis import RedisStore
+from trio_streams.log.redis import RedisStore
+from trio_streams.log.redis._pending import Pending
 from trio_streams.testing import Gate, Script, assert_well_formed, collect, events_of, types_of
 
 from .burst_support import Burst, throttling_proxy

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trio_streams import StreamError
-from trio_streams._json import MAX_JSON_DEPTH, InvalidJson, encode_json, parse_json
+from trio_streams.log._json import MAX_JSON_DEPTH, InvalidJson, encode_json, parse_json
 
 NESTED_200KB = b"[" * 100_000 + b"]" * 100_000
 

@@ -12,12 +12,12 @@ import trio
 import trio.testing
 
 import trio_streams
-from trio_streams._events import Event
-from trio_streams._log import ReplayLog
 from trio_streams.durable._log import StreamLog
 from trio_streams.durable._offsets import Offset
 from trio_streams.log import UNBOUNDED, Changed, LiveReads, Tail
 from trio_streams.log._budget import Account, MemoryBudget, MemoryBudgetExceeded
+from trio_streams.log._events import Event
+from trio_streams.log._replay_log import ReplayLog
 
 PACKAGE = pathlib.Path(trio_streams.__file__).parent
 
@@ -229,16 +229,16 @@ def _cycle_members(graph: dict[str, set[str]]) -> set[str]:
 def test_the_run_engine_and_the_log_engine_are_on_no_import_cycle() -> None:
     # Type-checking imports count: a cycle through them shows a type in the wrong module.
     engine = {
-        "trio_streams._hub",
-        "trio_streams._hub_state",
-        "trio_streams._drain",
-        "trio_streams._retention",
-        "trio_streams._key_claims",
-        "trio_streams._keys",
-        "trio_streams._run",
-        "trio_streams._run_info",
-        "trio_streams._log",
-        "trio_streams.stores._base",
+        "trio_streams.runs._hub",
+        "trio_streams.runs._hub_state",
+        "trio_streams.runs._drain",
+        "trio_streams.runs._retention",
+        "trio_streams.runs._key_claims",
+        "trio_streams.runs._keys",
+        "trio_streams.runs._run",
+        "trio_streams.log._run_info",
+        "trio_streams.log._replay_log",
+        "trio_streams.log._store",
         "trio_streams.durable._log",
     }
     graph = _modules()

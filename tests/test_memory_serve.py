@@ -25,7 +25,7 @@ import httpx
 import pytest
 import trio
 
-from trio_streams._httpclient import HTTPConnection, SSEParser
+from trio_streams.bench._httpclient import HTTPConnection, SSEParser
 from trio_streams.web._demo import demo_limits
 
 from .test_serve_cli import _serve

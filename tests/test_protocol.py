@@ -44,8 +44,8 @@ from trio_streams.web._idempotency import IdempotencyKeys
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from trio_streams._hub import Hub
-    from trio_streams._run import RunContext, RunInfo
+    from trio_streams.runs._hub import Hub
+    from trio_streams.runs._run import RunContext, RunInfo
 
 MOUNT = "/v1/stream/"
 

@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from trio_streams import RunStatus, open_hub
-from trio_streams.stores.redis import RedisStore, RedisUnavailable
+from trio_streams.log.redis import RedisStore, RedisUnavailable
 
 from .redis_support import SyncRedis, unique_prefix
 

@@ -10,8 +10,8 @@ import pytest
 import trio
 
 from trio_streams import RunStatus, open_hub
-from trio_streams._events import Event
-from trio_streams.stores.redis import RedisStore
+from trio_streams.log._events import Event
+from trio_streams.log.redis import RedisStore
 
 from .redis_support import unique_prefix
 

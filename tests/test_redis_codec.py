@@ -7,9 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trio_streams import RunInfo, RunStatus
-from trio_streams._events import Event
-from trio_streams.stores._redis_client import split_cluster_flag
-from trio_streams.stores._redis_codec import (
+from trio_streams.log._events import Event
+from trio_streams.log.redis._client import split_cluster_flag
+from trio_streams.log.redis._codec import (
     decode_batch,
     encode_batch,
     entry_id,

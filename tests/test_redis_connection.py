@@ -12,8 +12,9 @@ import pytest
 import trio
 
 import trio_streams.web
-from trio_streams.stores import MemoryStore
-from trio_streams.stores.redis import RedisConnection, RedisStore, names_a_cluster
+from trio_streams.log import MemoryStore
+from trio_streams.log.redis import RedisStore
+from trio_streams.log.redis._store import RedisConnection, names_a_cluster
 
 
 def test_names_a_cluster_reads_the_url_flag() -> None:
@@ -72,8 +73,8 @@ def test_web_reaches_stores_only_through_the_store_protocol() -> None:
 
 
 def test_serve_puts_durable_streams_beside_the_runs_on_one_redis_and_on_a_cluster(caplog) -> None:
-    from trio_streams._cli import build_parser
-    from trio_streams._serve_plan import ServePlan
+    from trio_streams.cli._main import build_parser
+    from trio_streams.cli._plan import ServePlan
 
     def plan_for(url: str) -> ServePlan:
         return ServePlan.from_args(build_parser().parse_args(["serve", f"--redis-url={url}"]))

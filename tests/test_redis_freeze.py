@@ -22,8 +22,8 @@ import pytest
 import trio
 
 from trio_streams.durable import CreateRequest, DurableStreamError, RedisDurableStore
-from trio_streams.stores._redis_server import RedisServer
-from trio_streams.stores.redis import RedisStore, RedisUnavailable
+from trio_streams.log.redis import RedisStore, RedisUnavailable
+from trio_streams.log.redis._server import RedisServer
 
 from .redis_support import eventually, unique_prefix
 from .server_support import Server, running_server

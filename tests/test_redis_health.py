@@ -17,7 +17,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_streams.stores._redis_health import QuietTracebacks, RedisHealth, RedisUnavailable, timed_out
+from trio_streams.log.redis._health import QuietTracebacks, RedisHealth, RedisUnavailable, timed_out
 
 STREAM_TIMEOUT = 4.0
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import trio
 
-from trio_streams.stores.redis import RedisStore
+from trio_streams.log.redis import RedisStore
 
 from .server_support import running_server
 from .test_web_server import read_events

@@ -17,8 +17,8 @@ import pytest
 import trio
 
 from trio_streams import RunConflict, RunStatus, open_hub
-from trio_streams._events import Event
-from trio_streams.stores.redis import RedisStore
+from trio_streams.log._events import Event
+from trio_streams.log.redis import RedisStore
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -20,7 +20,7 @@ import pytest
 import trio
 
 from trio_streams import RunConflict, RunStatus, open_hub
-from trio_streams.stores.redis import RedisStore
+from trio_streams.log.redis import RedisStore
 
 from .redis_support import unique_prefix
 from .test_serve_cli import serve_process as serve_process

@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 
 from trio_streams import AtCapacity, KeysUnavailable, RunConflict, RunStatus, open_hub
 from trio_streams.durable import RedisDurableStore
-from trio_streams.stores import _redis_layout
-from trio_streams.stores._redis_keys import RedisKeys, encode_key_id
-from trio_streams.stores._redis_scripts import RELEASE_KEY
-from trio_streams.stores.redis import LayoutMismatch, RedisStore
+from trio_streams.log.redis import LayoutMismatch, RedisStore
+from trio_streams.log.redis import _layout as _redis_layout
+from trio_streams.log.redis._keys import RedisKeys, encode_key_id
+from trio_streams.log.redis._scripts import RELEASE_KEY
 
 from .test_redis_instances import two_hubs
 
@@ -451,7 +451,7 @@ def test_serve_on_a_prefix_of_another_layout_exits_with_one_clear_line(redis_ser
 
 
 def find_cli() -> str:
-    from trio_streams.stores._redis_server import find_redis_binary
+    from trio_streams.log.redis._server import find_redis_binary
 
     return str(find_redis_binary("redis-cli"))
 

@@ -14,9 +14,9 @@ import pytest
 import trio
 
 from trio_streams import Event, KeysUnavailable, RunStatus, open_hub
-from trio_streams.stores import _redis_writer
-from trio_streams.stores._redis_server import RedisServer
-from trio_streams.stores.redis import RedisStore
+from trio_streams.log.redis import RedisStore
+from trio_streams.log.redis import _writer as _redis_writer
+from trio_streams.log.redis._server import RedisServer
 from trio_streams.testing import events_of
 
 from .burst_support import Burst

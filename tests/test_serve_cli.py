@@ -14,7 +14,7 @@ import httpx
 import pytest
 import trio
 
-from trio_streams._cli import build_parser
+from trio_streams.cli._main import build_parser
 
 from .test_web_server import read_events
 

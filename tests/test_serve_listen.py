@@ -14,7 +14,7 @@ from contextlib import closing
 
 import pytest
 
-from trio_streams._serve_hypercorn import format_address, listen, listen_error
+from trio_streams.cli._hypercorn import format_address, listen, listen_error
 
 SERVE = [sys.executable, "-m", "trio_streams", "serve"]
 

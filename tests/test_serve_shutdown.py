@@ -22,8 +22,8 @@ import hypercorn.config
 import pytest
 import trio
 
-from trio_streams._httpclient import HTTPConnection, SSEParser
-from trio_streams._serve_hypercorn import EXIT_BUDGET, KeepIdleTimers, listen, serve_hypercorn
+from trio_streams.bench._httpclient import HTTPConnection, SSEParser
+from trio_streams.cli._hypercorn import EXIT_BUDGET, KeepIdleTimers, listen, serve_hypercorn
 from trio_streams.web import create_app
 
 if TYPE_CHECKING:

@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trio_streams import Event, Gap, Heartbeat
-from trio_streams._httpclient import SSEParser
-from trio_streams._sse import (
+from trio_streams.bench._httpclient import SSEParser
+from trio_streams.protocol._sse import (
     comment_frame,
     encode_batch,
     encode_event,

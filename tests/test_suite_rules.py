@@ -67,7 +67,7 @@ def test_only_tests_marked_redis_can_start_a_redis_server(suite: pytest.Pytester
     suite.makepyfile(
         """
         import pytest
-        from trio_streams.stores._redis_server import find_redis_binary
+        from trio_streams.log.redis._server import find_redis_binary
 
         def test_unmarked():
             find_redis_binary()

@@ -7,7 +7,7 @@ import trio
 import trio.testing
 
 from trio_streams import AtCapacity, RunStatus, open_hub
-from trio_streams._timers import TimerQueue
+from trio_streams.runs._timers import TimerQueue
 from trio_streams.testing import Gate, Script, collect, types_of
 
 

@@ -14,8 +14,8 @@ import httpx
 import pytest
 import trio
 
-from trio_streams._cli import build_parser
-from trio_streams._serve_plan import ServePlan, ServeStartupError
+from trio_streams.cli._main import build_parser
+from trio_streams.cli._plan import ServePlan, ServeStartupError
 from trio_streams.web import ApiError, TokenAuth, TokenSourceError
 from trio_streams.web._token_sources import (
     MAX_TOKEN_FILE_BYTES,

@@ -14,8 +14,8 @@ import httpx
 import pytest
 import trio
 
-from trio_streams.stores.memory import MemoryStore
-from trio_streams.stores.redis import RedisStore
+from trio_streams.log import MemoryStore
+from trio_streams.log.redis import RedisStore
 
 from .redis_support import unique_prefix
 from .server_support import running_server

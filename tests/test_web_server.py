@@ -13,8 +13,8 @@ import pytest
 import trio
 
 from trio_streams import RunStatus
-from trio_streams._bench_cli import main as bench_main
-from trio_streams._httpclient import HTTPConnection, SSEParser
+from trio_streams.bench._cli import main as bench_main
+from trio_streams.bench._httpclient import HTTPConnection, SSEParser
 
 from .server_support import running_server
 

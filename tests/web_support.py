@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from trio_streams._httpclient import SSEMessage, SSEParser
+from trio_streams.bench._httpclient import SSEMessage, SSEParser
 from trio_streams.web import TrioStreams, create_app
 
 if TYPE_CHECKING:

@@ -11,8 +11,6 @@ Nothing in this package imports a web framework: ``durable_streams_blueprint``
 are still importable from here, loaded on first use.
 """
 
-from typing import Any
-
 from ._access import DurableAccess as DurableAccess
 from ._access import StreamId as StreamId
 from ._backend import DurableBackend as DurableBackend
@@ -20,8 +18,6 @@ from ._backend import MemoryBackend as MemoryBackend
 from ._errors import DurableStreamError as DurableStreamError
 from ._offsets import Offset as Offset
 from ._reads import ReadSettings as ReadSettings
-from ._redis_batch import GroupCommitStatistics as GroupCommitStatistics
-from ._redis_store import RedisDurableStore as RedisDurableStore
 from ._runs import RunAccess as RunAccess
 from ._store import DurableStoreStatistics as DurableStoreStatistics
 from ._store import DurableStreamStore as DurableStreamStore
@@ -29,16 +25,31 @@ from ._stream import AppendRequest as AppendRequest
 from ._stream import CreateRequest as CreateRequest
 from ._stream import DurableStream as DurableStream
 from ._stream import ForkSpec as ForkSpec
+from .redis._batch import GroupCommitStatistics as GroupCommitStatistics
+from .redis._store import RedisDurableStore as RedisDurableStore
+
+# relayout: deprecated names (issue 13) -- start
+# Names that moved to another public package. Looked up lazily (and with a
+# DeprecationWarning) so that this package never imports the one they moved to.
+_MOVED = {
+    "RunStreams": "trio_streams.protocol",
+    "durable_streams_blueprint": "trio_streams.web",
+}
 
 
-def __getattr__(name: str) -> Any:
-    # Loaded on first use, so that importing the rules and stores loads no web framework.
-    if name == "durable_streams_blueprint":
-        from ..web._durable_routes import durable_streams_blueprint
+def __getattr__(name: str) -> object:
+    import importlib
+    import warnings
 
-        return durable_streams_blueprint
-    if name == "RunStreams":
-        from ..protocol import RunStreams
-
-        return RunStreams
+    if name in _MOVED:
+        target = _MOVED[name]
+        warnings.warn(
+            f"{__name__}.{name} is deprecated; import it from {target}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(target), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# relayout: deprecated names (issue 13) -- end

@@ -10,7 +10,7 @@ streams are not "forbidden" but absent: the same 404, 201 and timings as a
 name nobody has.
 
 Pure: no I/O. The stores key their streams by :class:`StreamId` (Redis
-encodes it injectively into key names: :mod:`._redis_layout`).
+encodes it injectively into key names: :mod:`.redis._layout`).
 """
 
 from __future__ import annotations

@@ -26,15 +26,15 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from .._errors import RunNotFound
-from .._events import Event, Gap
-from .._hub import RunNotLive
+from ..log._events import Event, Gap
+from ..runs._hub import RunNotLive
 from ._errors import DurableStreamError
 from ._offsets import Offset
 from ._reads import Chunked
 
 if TYPE_CHECKING:
-    from .._hub import Hub
-    from .._run import RunInfo
+    from ..runs._hub import Hub
+    from ..runs._run import RunInfo
 
 #: Events one catch-up read returns at most.
 MAX_EVENTS_PER_READ = 1024

@@ -41,9 +41,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .._sizes import CHUNK_OVERHEAD, MESSAGE_OVERHEAD, STREAM_OVERHEAD
 from ..log import LiveReads
 from ..log._budget import Account, MemoryBudgetExceeded
+from ..log._sizes import CHUNK_OVERHEAD, MESSAGE_OVERHEAD, STREAM_OVERHEAD
 from ._access import StreamId
 from ._append import outcome, plan_append
 from ._create import confirm_existing, plan_create

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._json import InvalidJson, encode_json, parse_json
 from ..log import Changed
+from ..log._json import InvalidJson, encode_json, parse_json
 from ._access import StreamId
 from ._errors import bad_request
 from ._headers import is_json
@@ -127,7 +127,7 @@ def to_data(body: bytes, *, json_mode: bool, creating: bool) -> Data:
 
     In JSON mode a top-level array is flattened one level (each element a
     message); any other value is one message. The body is parsed strictly
-    (:func:`trio_streams._json.parse_json`: no ``NaN``/``Infinity``, no
+    (:func:`trio_streams.log._json.parse_json`: no ``NaN``/``Infinity``, no
     number out of a double's range, no lone surrogate, nesting at most 128
     deep) and messages are re-encoded compactly (no raw newlines), which
     SSE framing relies on.

@@ -9,6 +9,11 @@ the protocol, web or CLI code; they import this.
 
 from ._entries import Entry as Entry
 from ._entries import cut_to_bytes as cut_to_bytes
+from ._memory import MemoryStore as MemoryStore
+from ._store import KeyClaim as KeyClaim
+from ._store import SharedStore as SharedStore
+from ._store import Store as Store
+from ._store import StoreStatistics as StoreStatistics
 from ._tail import UNBOUNDED as UNBOUNDED
 from ._tail import Meter as Meter
 from ._tail import Tail as Tail

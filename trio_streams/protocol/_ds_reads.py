@@ -17,8 +17,8 @@ from ..durable._errors import bad_request
 from ..durable._headers import is_text
 from ..durable._offsets import BEGINNING, NOW, Offset
 from ..durable._reads import Chunked
-from ..durable._sse import control_event, data_event
 from ._ds_http import etag_matches, protocol_response
+from ._durable_sse import control_event, data_event
 from ._messages import StreamingResponse
 
 if TYPE_CHECKING:

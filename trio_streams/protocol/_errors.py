@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._errors import StreamError
-from .._events import encode_json
+from ..log._events import encode_json
 from ._messages import Response
 
 

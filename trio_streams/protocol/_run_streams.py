@@ -17,10 +17,10 @@ from ._ds_http import protocol_response
 from ._ds_reads import read_query, serve_read
 
 if TYPE_CHECKING:
-    from .._hub import Hub
-    from .._run import RunInfo
     from ..durable._reads import ReadSettings
     from ..durable._runs import RunAccess
+    from ..runs._hub import Hub
+    from ..runs._run import RunInfo
     from ._messages import Request, Response, StreamingResponse
 
 _ALLOWED = "GET, HEAD, OPTIONS"

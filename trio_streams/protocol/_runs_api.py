@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
     from contextlib import AbstractAsyncContextManager
 
-    from .._hub import Hub
-    from .._run import RunContext, RunInfo
+    from ..runs._hub import Hub
+    from ..runs._run import RunContext, RunInfo
 
 
 class ProducerSpec(Protocol):

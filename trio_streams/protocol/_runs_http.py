@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .._errors import AtCapacity, HubClosed, KeysUnavailable, RunConflict, RunNotFound
-from .._events import encode_json
-from .._hub import RunNotLive
-from .._run import RunStatus
+from ..log._events import encode_json
+from ..runs._hub import RunNotLive
+from ..runs._run import RunStatus
 from ._body import read_body
 from ._errors import ApiError
 from ._messages import Response
@@ -32,8 +32,8 @@ from ._runs_parse import (
 from ._runs_sse import event_stream
 
 if TYPE_CHECKING:
-    from .._hub import Hub
-    from .._run import RunInfo
+    from ..runs._hub import Hub
+    from ..runs._run import RunInfo
     from ._messages import Request, StreamingResponse
     from ._runs_api import RunsApi
 

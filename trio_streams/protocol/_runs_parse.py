@@ -10,8 +10,8 @@ import math
 import re
 from typing import TYPE_CHECKING, Any, get_args
 
-from .._json import InvalidJson, parse_json
-from .._run import OnConflict, OnDisconnect
+from ..log._json import InvalidJson, parse_json
+from ..runs._run import OnConflict, OnDisconnect
 from ._errors import ApiError
 
 if TYPE_CHECKING:

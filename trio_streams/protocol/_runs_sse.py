@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._errors import RunNotFound
-from .._hub import RunNotLive
-from .._sse import encode_batch, retry_frame
+from ..runs._hub import RunNotLive
 from ._messages import StreamingResponse
+from ._sse import encode_batch, retry_frame
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from .._hub import Hub
+    from ..runs._hub import Hub
     from ._runs_api import RunsApi
 
 # The name it has always logged under (operators filter on it).

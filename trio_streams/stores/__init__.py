@@ -1,7 +1,16 @@
-"""Stores: where runs outlive the hub's memory."""
+"""Deprecated: ``trio_streams.stores`` moved; import from ``trio_streams.log``."""
 
-from ._base import KeyClaim as KeyClaim
-from ._base import SharedStore as SharedStore
-from ._base import Store as Store
-from ._base import StoreStatistics as StoreStatistics
-from .memory import MemoryStore as MemoryStore
+# relayout: deprecation shim (issue 13)
+import warnings
+
+from trio_streams.log import KeyClaim as KeyClaim
+from trio_streams.log import MemoryStore as MemoryStore
+from trio_streams.log import SharedStore as SharedStore
+from trio_streams.log import Store as Store
+from trio_streams.log import StoreStatistics as StoreStatistics
+
+warnings.warn(
+    "trio_streams.stores is deprecated; import from trio_streams.log",
+    DeprecationWarning,
+    stacklevel=2,
+)

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from .._http_body import consume_body
 from ._errors import http_exception_response
 from ._extension import TrioStreams
+from ._http_body import consume_body
 
 if TYPE_CHECKING:
     from quart import Response

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import trio
 
-from .._events import Event
-from .._sizes import event_cost
+from ..log._events import Event
+from ..log._sizes import event_cost
 
 if TYPE_CHECKING:
-    from .._run import RunContext
+    from ..runs._run import RunContext
 
 _WORDS = ("lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "do")
 # Unpaced tokens are published this many at a time between checkpoints: what

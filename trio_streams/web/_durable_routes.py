@@ -14,7 +14,6 @@ from quart import Blueprint, Response, request
 from trio_util import AsyncValue
 from werkzeug.exceptions import HTTPException
 
-from .._http_body import consume_body
 from ..durable._access import ACCESS_MODES
 from ..durable._backend import as_backend
 from ..durable._errors import DurableStreamError
@@ -22,6 +21,7 @@ from ..durable._reads import ReadSettings
 from ..protocol import BROWSER_HEADERS, DurableService, handle_stream_request
 from ..protocol._ds_http import render_error, render_http_error
 from ._adapter import parsed_request, to_quart
+from ._http_body import consume_body
 
 if TYPE_CHECKING:
     from collections.abc import Callable

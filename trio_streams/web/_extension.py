@@ -14,16 +14,16 @@ import trio
 from quart_trio import QuartTrio
 from trio_util import AsyncValue
 
-from .._config import HubConfig
 from .._exception_groups import collapse
-from .._http_body import consume_body
-from .._open_hub import open_hub
 from ..durable import DurableStreamStore, RedisDurableStore
 from ..durable._access import resolve_access
-from ..stores import MemoryStore, Store
+from ..log import MemoryStore, Store
+from ..runs._config import HubConfig
+from ..runs._open_hub import open_hub
 from ._auth import TokenAuth
 from ._demo import DemoInput, demo_input_schema, demo_limits, demo_producer, demo_reserve
 from ._errors import ApiError, error_response
+from ._http_body import consume_body
 from ._idempotency import IdempotencyKeys
 
 if TYPE_CHECKING:
@@ -31,9 +31,9 @@ if TYPE_CHECKING:
 
     from quart import Blueprint, Response
 
-    from .._hub import Hub
-    from .._run import RunContext, RunInfo
     from ..durable import DurableAccess
+    from ..runs._hub import Hub
+    from ..runs._run import RunContext, RunInfo
 
 logger = logging.getLogger("trio_streams.web")
 

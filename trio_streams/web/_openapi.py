@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-from .._run import RunStatus
+from ..runs._run import RunStatus
 
 
 def _error(description: str) -> dict[str, Any]:

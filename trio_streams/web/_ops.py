@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
     from trio_util import AsyncValue
 
-    from .._hub import Hub
     from ..durable import GroupCommitStatistics
+    from ..runs._hub import Hub
 
 
 class _Documented(Protocol):

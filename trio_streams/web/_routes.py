@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 from quart import Blueprint, Response
 from werkzeug.exceptions import HTTPException
 
-from .._http_body import consume_body
 from ..protocol import (
     ApiError,
     handle_cancel_run,
@@ -25,6 +24,7 @@ from ..protocol import (
 from ..protocol._runs_http import json_response as _json_response
 from ._adapter import parsed_request, to_quart
 from ._errors import error_response, http_exception_response
+from ._http_body import consume_body
 
 if TYPE_CHECKING:
     from typing import Any

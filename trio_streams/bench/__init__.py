@@ -1,0 +1,1 @@
+"""The load generator behind trio-streams bench, with its HTTP client and statistics."""

@@ -1,0 +1,1 @@
+"""The trio-streams command: main, serve (workers, Hypercorn) and its plan, units."""

@@ -1,0 +1,296 @@
+"""What ``trio-streams serve`` will run, built from its flags and checked before anything starts."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import ipaddress
+import logging
+import os
+import sys
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import AsyncIterator, Callable
+    from pathlib import Path
+
+    from quart_trio import QuartTrio
+
+    from ..log import Store
+    from ..web import TokenAuth, TrioStreams
+
+logger = logging.getLogger("trio_streams.serve")
+
+
+class ServeConfigError(Exception):
+    """A flag combination that cannot work (reported as one line, exit 2)."""
+
+
+class ServeStartupError(Exception):
+    """Something the flags name cannot be used, e.g. an unreadable token file (one line, exit 1)."""
+
+
+_HUB_FLAGS = (
+    "grace_period",
+    "finalize_timeout",
+    "no_event_timeout",
+    "input_timeout",
+    "max_age",
+    "max_runs",
+    "max_live_runs_per_owner",
+    "log_max_events",
+    "log_max_bytes",
+    "max_memory",
+    "max_event_bytes",
+)
+
+
+@dataclass
+class ServePlan:
+    """What ``serve`` will do, checked before anything starts."""
+
+    host: str
+    port: int
+    options: dict[str, Any] = field(default_factory=dict)
+    store_label: str = "memory"
+    app_factory: Callable[..., QuartTrio] | None = None
+    access_log: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ServePlan:
+        """Check the flags and build the plan.
+
+        Raises:
+            ServeConfigError: with a one-line explanation (bad flags).
+            ServeStartupError: with a one-line explanation (a token file).
+        """
+        host, port = parse_bind(args.bind)
+        plan = cls(host, port, access_log=args.access_log)
+        auth = _auth_from(args)
+        if auth is None and not _is_loopback(host):
+            raise ServeConfigError(
+                f"refusing to serve on {host} without auth: anyone who reaches it could start and read "
+                "runs. Add --token USER:SECRET (or --token-file), or bind to 127.0.0.1"
+            )
+        plan.options["auth"] = auth
+        plan.options["heartbeat"] = args.heartbeat
+        plan.options["max_body"] = args.max_body
+        plan.options["shutdown_grace"] = args.shutdown_grace
+        plan.options["long_poll_timeout"] = args.long_poll_timeout
+        plan.options["sse_recycle"] = args.sse_recycle
+        if args.durable_access is not None:
+            from ..durable._access import resolve_access
+
+            try:
+                resolve_access(args.durable_access, auth=auth is not None)
+            except ValueError:
+                raise ServeConfigError(
+                    "--durable-access owner needs --token (or --token-file): without them every "
+                    "caller is anonymous"
+                ) from None
+            plan.options["durable_access"] = args.durable_access
+        if args.app is None:
+            plan.options["demo_max_tokens"] = args.demo_max_tokens
+        for name in _HUB_FLAGS:
+            value = getattr(args, name)
+            if value is not None:
+                plan.options[name] = value
+        _check_hub_flags(plan.options)
+        plan._choose_store(args)
+        if args.app:
+            plan.app_factory = _import_factory(args.app)
+        return plan
+
+    def _choose_store(self, args: argparse.Namespace) -> None:
+        tuning = {
+            name: value
+            for name, value in (
+                ("lease_ttl", args.redis_lease),
+                ("ttl_running", args.redis_ttl_running),
+                ("ttl_finished", args.redis_ttl_finished),
+                ("ttl_events_finished", args.redis_ttl_events),
+                ("max_pending_bytes", args.redis_max_pending),
+                ("max_buffered_events", args.redis_max_buffered),
+            )
+            if value is not None
+        }
+        if args.redis_max_buffered is not None:
+            logger.warning(
+                "--redis-max-buffered is deprecated: bound the buffer in bytes with --redis-max-pending"
+            )
+        kind = args.store or ("redis" if args.redis_url or args.data_dir else "memory")
+        if kind == "memory":
+            if args.redis_url or args.data_dir:
+                raise ServeConfigError("--store memory does not take --redis-url or --data-dir")
+            if tuning:
+                raise ServeConfigError("the --redis-* flags need --redis-url or --data-dir")
+            if args.cross_instance_keys is not None:
+                raise ServeConfigError(
+                    "--cross-instance-keys needs --redis-url or --data-dir: one instance decides alone"
+                )
+            return
+        if args.cross_instance_keys is not None:
+            self.options["cross_instance_keys"] = args.cross_instance_keys
+        if args.redis_url and args.data_dir:
+            raise ServeConfigError(
+                "give --redis-url (an external Redis) or --data-dir (an embedded one), not both"
+            )
+        if not (args.redis_url or args.data_dir):
+            raise ServeConfigError("--store redis needs --redis-url URL or --data-dir DIR")
+        if args.redis_url and not args.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ServeConfigError(
+                f"--redis-url must start with redis://, rediss:// or unix://, not {args.redis_url[:20]!r}"
+            )
+        try:
+            redis_store: Any = importlib.import_module("trio_streams.log.redis._store")
+        except ImportError as exc:
+            raise ServeConfigError(f"the Redis store cannot be loaded: {exc}") from None
+        prefix = args.redis_prefix
+        # Durable Streams follow the runs into Redis, a single one or a
+        # Cluster (same URL and prefix; docs/durable.md).
+        self.options["durable_streams"] = "redis"
+        if args.redis_url:
+            url = args.redis_url
+            self.store_label = f"redis ({_safe_url(url)})"
+
+            @asynccontextmanager
+            async def external() -> AsyncIterator[Store]:
+                await trio.lowlevel.checkpoint()
+                yield redis_store.RedisStore(url, prefix=prefix, **tuning)
+
+            self.options["store"] = external
+            return
+        data_dir: Path = args.data_dir
+        embedded = getattr(redis_store, "open_embedded_redis", None)
+        if embedded is None:
+            raise ServeConfigError("--data-dir needs the embedded Redis support, missing from this build")
+        self.store_label = f"embedded redis ({data_dir})"
+
+        @asynccontextmanager
+        async def supervised() -> AsyncIterator[Store]:
+            async with embedded(data_dir) as url:
+                yield redis_store.RedisStore(url, prefix=prefix, **tuning)
+
+        self.options["store"] = supervised
+
+    def build_app(self) -> tuple[QuartTrio, TrioStreams]:
+        """The app to serve and its TrioStreams extension.
+
+        Raises:
+            ServeConfigError: a user factory that does not build a fitting app.
+        """
+        from ..web import TrioStreams, create_app
+
+        factory = self.app_factory
+        if factory is None:
+            app = create_app(**self.options)
+        else:
+            if _takes_options(factory):
+                app = factory(**self.options)
+            else:
+                logger.warning("%s takes no options: --store, --token and the run flags are ignored", factory)
+                app = factory()
+            app.config.setdefault("MAX_CONTENT_LENGTH", self.options["max_body"])
+        streams = getattr(app, "extensions", {}).get("trio_streams")
+        if not isinstance(streams, TrioStreams):
+            raise ServeConfigError("the app factory returned an app without a TrioStreams extension")
+        return app, streams
+
+
+def _check_hub_flags(options: dict[str, Any]) -> None:
+    """Refuse hub flags that do not go together (e.g. ``--max-event-bytes`` over an
+    eighth of ``--max-memory``), naming the flags.
+
+    Raises:
+        ServeConfigError: with HubConfig's message, in flag names.
+    """
+    from ..runs._config import HubConfig
+
+    try:
+        HubConfig(**{name: options[name] for name in _HUB_FLAGS if name in options})
+    except ValueError as exc:
+        message = str(exc)
+        for name in _HUB_FLAGS:
+            message = message.replace(name, "--" + name.replace("_", "-"))
+        raise ServeConfigError(message) from None
+
+
+def parse_bind(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` as ``(host, port)``.
+
+    Raises:
+        ServeConfigError: malformed, or a port outside 0-65535.
+    """
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ServeConfigError(f"--bind must be HOST:PORT, not {text!r}")
+    port = int(port_text)
+    if port > 65535:
+        raise ServeConfigError(f"--bind port must be 0-65535, not {port}")
+    return host.removeprefix("[").removesuffix("]"), port
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _auth_from(args: argparse.Namespace) -> TokenAuth | None:
+    """Every ``--token`` and the ``--token-file``'s lines as one :class:`TokenAuth`, or None.
+
+    Raises:
+        ServeStartupError: the token file cannot be read or has a bad line, or
+            one secret is given to two users (one line, never a secret).
+    """
+    from ..web import TokenAuth, TokenSourceError
+    from ..web._token_sources import collect_tokens, read_token_file
+
+    path: Path | None = args.token_file
+    if not args.token and path is None:
+        return None
+    label = f"--token-file {path}"
+    try:
+        file = None if path is None else (label, read_token_file(path))
+        return TokenAuth(collect_tokens(args.token, file))
+    except OSError as exc:
+        raise ServeStartupError(f"{label}: cannot read it: {exc.strerror or exc}") from None
+    except TokenSourceError as exc:
+        raise ServeStartupError(str(exc)) from None
+
+
+def _import_factory(spec: str) -> Callable[..., QuartTrio]:
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ServeConfigError(f"--app must be MODULE:FACTORY, not {spec!r}")
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ServeConfigError(f"--app: cannot import {module_name!r}: {exc}") from None
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        raise ServeConfigError(f"--app: {module_name} has no callable {attribute!r}")
+    return factory  # type: ignore[no-any-return]
+
+
+def _takes_options(factory: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _safe_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    _credentials, at, location = rest.rpartition("@")
+    return f"{scheme}{sep}***@{location}" if at else url

@@ -1,0 +1,1 @@
+"""The Durable Streams store on Redis: connection, layout, data, notifications."""

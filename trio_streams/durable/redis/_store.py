@@ -1,0 +1,438 @@
+"""``RedisDurableStore``: Durable Streams kept in Redis, shared by every instance on it.
+
+Theory of operation
+-------------------
+Layout: see :mod:`._layout`. Every operation names a stream by
+``(owner, name)`` (:class:`~.._access.StreamId`; ``owner=None`` is the shared
+namespace), a fork's source being in the fork's namespace; the key names
+encode both, injectively. Offsets are the ``tail`` kept in each
+stream's meta hash, so they are the same after a restart and on every
+instance.
+
+Writes are optimistic: an operation loads the meta hash, decides with the
+same pure code as the memory store (:func:`~.._append.plan_append` for an
+append), then commits with the :data:`~._layout.COMMIT` script, which
+applies the write only if the version it decided on has not moved. If it
+moved (another instance wrote meanwhile), it loads and decides again:
+appends to one stream are serialized across instances, with their
+``Stream-Seq``, producer and close checks, and never interleave.
+
+Appends are group-committed (:mod:`._batch`): the appends to one
+stream that arrive while its commit is in flight are decided together
+(:mod:`._plan`) and share the next round trip. The store keeps its
+last view of each stream it wrote (:mod:`._views`, bounded), so a batch
+is planned without a load and commits in one round trip; if another
+instance moved the stream, the check fails and the batch is planned again
+on a fresh load.
+
+Every script call names one stream's keys (one Cluster slot). A fork
+takes a reference on its source (``forks``, checked and counted on the
+source's slot) before it is created on its own, and gives it back after it
+is removed; a crash in between leaves the source counting one fork too
+many (kept, never read wrong). On a Cluster the notification of a change
+is sent after its commit (the notify key has a slot of its own).
+
+Lifetimes are stored deadlines (POSIX time, shared by every instance): a
+stream past its deadline is deleted when next looked up, as in memory.
+Redis key TTLs only back them up (``EXPIRY_GRACE`` later), and a stream
+that forks read (or a soft-deleted one) has none: it must outlive its
+deadline while they do.
+
+The connection, request accounting (closing waits for requests under way),
+writer turns, live reads and errors (a Redis that cannot be reached is a
+503) are in :mod:`._connection`, the store's base class.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from .._access import StreamId
+from .._create import confirm_existing, plan_create
+from .._errors import DurableStreamError, bad_request, conflict, gone, not_found
+from .._offsets import START, Offset
+from ._batch import GroupCommit
+from ._connection import RedisSource, StoreConnection
+from ._layout import Meta, config_text, encode_data, entry_id, meta_fields
+from ._plan import lifetime, notify_op, plan_batch, version_check
+from ._views import LocalViews
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import trio
+
+    from .._log import Data, Slice
+    from .._stream import AppendOutcome, AppendRequest, CreateRequest, ForkSpec
+    from ._batch import Pending
+
+logger = logging.getLogger("trio_streams.durable.redis")
+
+#: Loads and decisions per operation before giving up (503): only endless
+#: contention on one stream gets there.
+MAX_ATTEMPTS = 100
+
+
+class RedisDurableStore(StoreConnection):
+    """Durable Streams in Redis (see the module docstring and docs/durable.md).
+
+    Use ``async with store.connect(url, prefix=...):`` (or let
+    :class:`~trio_streams.web.TrioStreams` connect it to its Redis run store).
+    Until connected, every request is a 503.
+
+    Args:
+        max_read_bytes: a catch-up read stops after the append that passes this.
+        wall_clock: POSIX time, for TTLs and ``Stream-Expires-At``.
+        max_pending_appends, max_pending_bytes: appends (and their body bytes)
+            waiting for Redis in the whole store; past either an append is a
+            503 ``store_busy`` (see :mod:`._batch`).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_read_bytes: int = 1024 * 1024,
+        wall_clock: Callable[[], float] = time.time,
+        max_pending_appends: int = 10_000,
+        max_pending_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        if max_read_bytes < 1:
+            raise ValueError("max_read_bytes must be positive")
+        super().__init__()
+        self.max_read_bytes = max_read_bytes
+        self._wall_clock = wall_clock
+        #: What this instance's commits left of the streams it wrote (a batch's starting point).
+        self._local = LocalViews(self._notifications.waiting)
+        self.group_commit = GroupCommit(
+            self._commit_batch, max_pending=max_pending_appends, max_pending_bytes=max_pending_bytes
+        )
+
+    # -- lookups -----------------------------------------------------------------------------
+
+    async def read(self, meta: Meta, position: int) -> Slice:
+        """The data of ``meta``'s stream from ``position`` (at most about ``max_read_bytes``)."""
+        recent = self._local.recent(meta.stream_id)
+        return await self._data().read(meta, position, self.max_read_bytes, recent)
+
+    async def _find(self, ident: StreamId) -> Meta | None:
+        """The stream ``ident`` (``None``: none), deleting it first if it expired."""
+        for _ in range(MAX_ATTEMPTS):
+            meta = await self._load(ident)
+            if meta is None:
+                return None
+            expired = meta.deadline is not None and self._wall_clock() >= meta.deadline
+            # A soft-deleted stream without forks is left over by an interrupted cascade.
+            if expired or (meta.soft_deleted and meta.forks == 0):
+                await self._delete(meta)
+                continue
+            return meta
+        raise _contention(ident.name)
+
+    async def _head(self, ident: StreamId) -> Meta:
+        meta = await self._find(ident)
+        if meta is None:
+            raise not_found(ident.name)
+        if meta.soft_deleted:
+            raise gone(ident.name)
+        return meta
+
+    async def head(self, name: str, *, owner: str | None = None) -> Meta:
+        """The stream ``name`` of ``owner``'s namespace, for metadata: does not
+        renew its TTL (404, 410)."""
+        with self._operation():
+            return await self._head(StreamId(owner, name))
+
+    async def _touch(self, meta: Meta) -> None:
+        if meta.ttl is None:
+            return
+        meta.deadline = self._wall_clock() + meta.ttl
+        # Not a change readers or writers act on: no new version, and lost if the stream moved.
+        ops = [["HSET", self._keys.meta(meta.stream_id), "dl", repr(meta.deadline)], *self._lifetime(meta)]
+        await self._commit([version_check(meta)], [meta.stream_id], ops)
+
+    # -- create -----------------------------------------------------------------------------------
+
+    async def create(
+        self, name: str, request: CreateRequest, *, owner: str | None = None
+    ) -> tuple[Meta, bool]:
+        """Create the stream ``name`` in ``owner``'s namespace, or confirm an
+        identical one (see the memory store)."""
+        if request.ttl is not None and request.expires_at is not None:
+            raise bad_request("ttl_and_expires_at", "send Stream-TTL or Stream-Expires-At, not both")
+        ident = StreamId(owner, name)
+        with self._operation():
+            async with self._writing(ident):
+                return await self._create(ident, request)
+
+    async def _create(self, ident: StreamId, request: CreateRequest) -> tuple[Meta, bool]:
+        for _ in range(MAX_ATTEMPTS):
+            existing = await self._find(ident)
+            if existing is not None:
+                return _confirm(existing, request), False
+            created = await self._try_create(ident, request)
+            if created is not None:
+                return created, True
+        raise _contention(ident.name)
+
+    async def _try_create(self, ident: StreamId, request: CreateRequest) -> Meta | None:
+        source = None if request.fork is None else await self._fork_source(ident.sibling(request.fork.source))
+        content_type, data = plan_create(request, None if source is None else source.content_type)
+        base, chunks = START, []
+        if source is not None:
+            assert request.fork is not None
+            base, prefix = await self._fork_point(source, request.fork)
+            if prefix:
+                chunks.append(prefix)
+        if data:
+            chunks.append(data)
+        ttl, expires_at = request.ttl, request.expires_at
+        if source is not None and ttl is None and expires_at is None:
+            ttl, expires_at = source.ttl, source.expires_at
+        deadline = None
+        if ttl is not None:
+            deadline = self._wall_clock() + ttl
+        elif expires_at is not None:
+            deadline = expires_at.timestamp
+        if source is not None and not await self._take_fork(source):
+            return None  # the source moved (deleted, or soft-deleted): look again
+        incarnation = int(await self._require().incr(self._keys.incarnation))
+        keys = self._keys
+        ops: list[list[Any]] = [["DEL", keys.data(ident)]]
+        payloads: list[bytes] = []
+        tail = base
+        for chunk in chunks:
+            payloads.append(encode_data(chunk))
+            ops.append(
+                ["XADD", keys.data(ident), entry_id(tail.position, tail.seq + 1), "d", len(payloads) + 1]
+            )
+            tail = Offset(tail.seq + 1, tail.position + len(chunk))
+        meta = Meta(
+            name=ident.name,
+            owner=ident.owner,
+            version="1",
+            incarnation=incarnation,
+            content_type=content_type,
+            config=config_text(request.config(content_type)),
+            tail=tail,
+            closed=request.closed,
+            ttl=ttl,
+            expires_at=expires_at,
+            deadline=deadline,
+            source=None if source is None else source.name,
+            base=base,
+        )
+        ops.append(["HSET", keys.meta(ident), "v", "1", *_flat(meta_fields(meta))])
+        ops += self._lifetime(meta)
+        if await self._commit([False], [ident], ops, payloads, notify=ident):
+            self._local.remember(meta)
+            return meta
+        if source is not None:
+            await self._give_back_fork(source.stream_id, source.incarnation)
+        return None
+
+    async def _take_fork(self, source: Meta) -> bool:
+        """Count one more fork on ``source`` (this incarnation, not soft-deleted); False if it moved."""
+        key = self._keys.meta(source.stream_id)
+        ops = [["HINCRBY", key, "forks", "1"], ["HINCRBY", key, "v", "1"]]
+        ops += self._lifetime(replace(source, forks=source.forks + 1))
+        return await self._commit([{"i": str(source.incarnation)}], [source.stream_id], ops)
+
+    async def _give_back_fork(self, ident: StreamId, incarnation: int | None) -> None:
+        """Count one fork less on ``ident`` (if still ``incarnation``, when given); remove it if it
+        was soft-deleted and this was its last fork (and so on up)."""
+        for _ in range(MAX_ATTEMPTS):
+            source = await self._load(ident)
+            if source is None or incarnation not in (None, source.incarnation):
+                return
+            key = self._keys.meta(ident)
+            after = replace(source, forks=max(source.forks - 1, 0))
+            ops = [["HSET", key, "forks", str(after.forks)], ["HINCRBY", key, "v", "1"]]
+            if await self._commit([version_check(source)], [ident], [*ops, *self._lifetime(after)]):
+                break
+        else:
+            raise _contention(ident.name)
+        if not (after.soft_deleted and after.forks == 0):
+            return
+        # Best effort: a lookup removes a soft-deleted stream left without forks.
+        for _ in range(MAX_ATTEMPTS):
+            current = await self._load(ident)
+            if current is None or not (current.soft_deleted and current.forks == 0):
+                break
+            if await self._remove(current):
+                break
+
+    async def _fork_source(self, ident: StreamId) -> Meta:
+        source = await self._find(ident)
+        if source is None:
+            raise not_found(ident.name)
+        if source.soft_deleted:
+            raise conflict("source_soft_deleted", f"cannot fork {ident.name!r}: it was deleted")
+        return source
+
+    async def _fork_point(self, source: Meta, fork: ForkSpec) -> tuple[Offset, Data | None]:
+        """Where a fork of ``source`` starts, and the sub-offset units it copies."""
+        tail = source.tail
+        wanted = fork.offset
+        if wanted is not None and (wanted.position > tail.position or wanted.seq > tail.seq):
+            raise bad_request(
+                "fork_offset_beyond_tail", f"Stream-Fork-Offset {wanted} is past the tail {tail}"
+            )
+        position = tail.position if wanted is None else wanted.position
+        prefix: Data | None = None
+        if fork.sub_offset:
+            available = await self._data().extent(source, position)
+            if fork.sub_offset > available:
+                raise bad_request(
+                    "fork_sub_offset_overshoot",
+                    f"Stream-Fork-Sub-Offset {fork.sub_offset} is past the next boundary"
+                    f" ({available} units on)",
+                )
+            prefix = await self._data().units(source, position, fork.sub_offset)
+        return await self._data().offset_at(source, position), prefix
+
+    # -- append and close -------------------------------------------------------------------
+
+    async def append(self, name: str, request: AppendRequest, *, owner: str | None = None) -> AppendOutcome:
+        """Append, close, or both, atomically across instances, to ``name`` in
+        ``owner``'s namespace (see the memory store), group-committed with the
+        other appends to it (see :mod:`._batch`).
+
+        Cancellation: see :meth:`~._batch.GroupCommit.submit`.
+        """
+        with self._operation():
+            return await self.group_commit.submit(StreamId(owner, name), request)
+
+    async def _commit_batch(self, ident: StreamId, batch: list[Pending]) -> None:
+        """Decide and commit ``batch`` (appends to ``ident``), answering each.
+
+        Planned on the store's last view of the stream if it has one (and it
+        has not passed its deadline), else on a fresh load; a failed check
+        (another instance wrote) loads and plans again.
+        """
+        requests = [item.request for item in batch]
+        for _ in range(MAX_ATTEMPTS):
+            meta = self._local.view(ident)
+            if meta is None or (meta.deadline is not None and self._wall_clock() >= meta.deadline):
+                try:
+                    meta = await self._head(ident)
+                except DurableStreamError as exc:
+                    for item in batch:
+                        item.answer(exc)
+                    return
+            plan = plan_batch(self._keys, meta, requests, self._wall_clock())
+            notify = ident if plan.changed else None
+            if await self._commit([version_check(meta)], [ident], plan.ops, plan.payloads, notify=notify):
+                self._local.remember(plan.after, plan.entries, sum(map(len, plan.payloads)))
+                for item, answer in zip(batch, plan.answers, strict=True):
+                    item.answer(answer)
+                return
+            self._local.forget(ident)
+        error = _contention(ident.name)
+        for item in batch:
+            item.answer(error)
+
+    # -- delete and expire -------------------------------------------------------------------
+
+    async def delete(self, name: str, *, owner: str | None = None) -> None:
+        """Delete the stream ``name`` of ``owner``'s namespace (soft-delete while
+        forks read it): 404, 410."""
+        ident = StreamId(owner, name)
+        with self._operation():
+            async with self._writing(ident):
+                for _ in range(MAX_ATTEMPTS):
+                    if await self._delete(await self._head(ident)):
+                        return
+            raise _contention(name)
+
+    async def _delete(self, meta: Meta) -> bool:
+        """Delete (or soft-delete) ``meta``'s stream; False if it moved meanwhile."""
+        self._local.forget(meta.stream_id)
+        if meta.forks > 0:
+            key = self._keys.meta(meta.stream_id)
+            ops = [["HSET", key, "del", "1"], ["HDEL", key, "dl"], ["HINCRBY", key, "v", "1"]]
+            ops += self._lifetime(replace(meta, soft_deleted=True, deadline=None))
+            return await self._commit([version_check(meta)], [meta.stream_id], ops, notify=meta.stream_id)
+        return await self._remove(meta)
+
+    async def _remove(self, meta: Meta) -> bool:
+        """Remove ``meta``'s stream, then give its source the fork back (which
+        removes the source too if it was soft-deleted and this was its last fork)."""
+        keys = self._keys
+        ops: list[list[Any]] = [["DEL", keys.meta(meta.stream_id)], ["DEL", keys.data(meta.stream_id)]]
+        self._local.forget(meta.stream_id)
+        if not await self._commit([version_check(meta)], [meta.stream_id], ops, notify=meta.stream_id):
+            return False
+        if meta.source is not None:
+            # Its source cannot have been removed (it counted this fork): no incarnation to check.
+            await self._give_back_fork(meta.stream_id.sibling(meta.source), None)
+        return True
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    async def open_read(self, name: str, *, owner: str | None = None) -> RedisSource:
+        """The stream ``name`` of ``owner``'s namespace, to read (renews its TTL): 404, 410."""
+        with self._operation():
+            meta = await self._head(StreamId(owner, name))
+            await self._touch(meta)
+            return RedisSource(self, meta)
+
+    def _view(self, ident: StreamId) -> Meta | None:
+        return self._local.view(ident)
+
+    def _attach(self, nursery: trio.Nursery | None) -> None:
+        self.group_commit.attach(nursery)
+        self._local.clear()  # another connection, maybe another Redis: views start afresh
+
+    # -- commits ------------------------------------------------------------------------------------
+
+    def _lifetime(self, meta: Meta) -> list[list[Any]]:
+        return lifetime(self._keys, meta)
+
+    async def _commit(
+        self,
+        checks: list[Any],
+        streams: list[StreamId],
+        ops: list[list[Any]],
+        payloads: tuple[bytes, ...] | list[bytes] = (),
+        *,
+        notify: StreamId | None = None,
+    ) -> bool:
+        """Apply ``ops`` if every check holds on its stream in ``streams`` (all of
+        one slot; see :data:`~._layout.COMMIT` for the checks), then
+        notify readers that ``notify`` changed (in the same script on a single
+        Redis; after it on a Cluster, where the notify key is on another slot)."""
+        keys = [self._keys.meta(ident) for ident in streams]
+        inline = notify is not None and not self.cluster
+        if inline:
+            assert notify is not None
+            ops = [*ops, notify_op(self._keys, notify, self._notifications.origin)]
+        spec = json.dumps({"c": checks, "o": ops})
+        done = bool(int(await self._script(keys=keys, args=[spec, *payloads])))
+        if done and notify is not None:
+            self._notifications.wake(notify)  # this instance's readers need not wait for the notify stream
+            if not inline:
+                await self._announce(notify)
+        return done
+
+
+def _confirm(meta: Meta, request: CreateRequest) -> Meta:
+    confirm_existing(meta, request, config_text)
+    return meta
+
+
+def _flat(fields: dict[str, str]) -> list[str]:
+    return [item for pair in fields.items() for item in pair]
+
+
+def _contention(name: str) -> DurableStreamError:
+    logger.warning("durable streams: %r kept changing (%d attempts)", name, MAX_ATTEMPTS)
+    return DurableStreamError(
+        503,
+        "store_contention",
+        f"{name!r} kept changing under this request ({MAX_ATTEMPTS} attempts); retry",
+        headers={"Retry-After": "1"},
+    )

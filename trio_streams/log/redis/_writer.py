@@ -1,0 +1,463 @@
+"""The batched, idempotent writer behind :class:`RedisStore`.
+
+Theory of operation
+-------------------
+``append_nowait`` (the hub's hot path) and ``enqueue_meta`` put items on one
+ordered queue and never block. One task, :meth:`RedisWriter.run`, drains it:
+it waits until the queue holds ``flush_events`` items, or ``flush_interval``
+has passed since the first one arrived, or someone waits for durability;
+then it *freezes* the queue (up to ``_FLUSH_MAX_BYTES``) into commands -- consecutive events of a
+run become one stream entry with the id ``<last>-<first>`` (appended by the
+``APPEND_EVENTS`` script), a metadata write becomes ``SAVE_META`` plus index
+and TTL updates -- and sends them as one pipeline.
+
+If the pipeline fails (Redis down, a timeout), the same frozen commands are
+sent again after a backoff (doubling from ``backoff_min`` to
+``backoff_max``), until they succeed. Meanwhile new items queue up behind
+them. A re-sent entry that had already made it is recognised by the script
+(the stream's top seq reaches the entry's last seq) and skipped: retries
+never duplicate, lose or reorder events. The same script refuses entries of
+a run another instance declared ``dead`` (fencing a stale owner). Per run,
+the commands go out in queue order; runs are independent of each other (in
+a cluster they live on different nodes).
+
+Not-yet-durable data (queued or in flight) is bounded in bytes, metadata
+writes included, and after each flush each run's replay log is told how far
+its events are durable, so it never trims one Redis cannot serve yet: see
+:mod:`~trio_streams.log.redis._pending`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._codec import encode_batch, entry_id
+from ._pending import MetaWrite, Pending
+from ._scripts import APPEND_EVENTS, SAVE_META
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .._events import Event
+    from .._replay_log import ReplayLog
+    from ._client import Client
+    from ._keys import RedisKeys
+
+logger = logging.getLogger("trio_streams.redis")
+
+
+#: The owner renews its leases this many times per ``Ttls.lease``.
+RENEWALS_PER_LEASE = 6
+#: The part of ``Ttls.lease`` others wait, after the lease key is gone, before
+#: they claim the run (a live owner re-creates a lease within it).
+CLAIM_GRACE = 1 / 3
+
+
+@dataclass(frozen=True, slots=True)
+class Ttls:
+    """How long keys live, in seconds (see docs/redis.md).
+
+    Attributes:
+        running: meta and events of a live run; refreshed by its owner every
+            lease renewal, so they outlive a crashed owner by this much.
+        finished: a finished run's meta hash (and index entries).
+        events_finished: a finished run's events stream.
+        lease: how long after its owner stops renewing a run is declared
+            ``dead``: the lease key lives ``lease * (1 - CLAIM_GRACE)`` and is
+            renewed ``RENEWALS_PER_LEASE`` times per ``lease``; others claim
+            the run once they have seen the key missing for ``lease *
+            CLAIM_GRACE`` (time for a live owner to re-create a lease that
+            expired while Redis was down).
+    """
+
+    running: float = 24 * 3600.0
+    finished: float = 7 * 24 * 3600.0
+    events_finished: float = 24 * 3600.0
+    lease: float = 10.0
+
+    @property
+    def lease_key(self) -> float:
+        """Seconds the lease key itself lives."""
+        return self.lease * (1 - CLAIM_GRACE)
+
+    @property
+    def renew_every(self) -> float:
+        return self.lease / RENEWALS_PER_LEASE
+
+    def __post_init__(self) -> None:
+        for name in ("running", "finished", "events_finished", "lease"):
+            if not 0 < getattr(self, name) < math.inf:
+                raise ValueError(f"ttl {name} must be a positive number of seconds")
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+#: One flush takes at most about this many bytes of the queue (at least one
+#: item): after a long outage the backlog goes out as several pipelines, each
+#: well within ``stream_timeout``, rather than one huge one.
+_FLUSH_MAX_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    run_id: str
+    # The same Event objects the run's log holds, encoded per attempt: a batch
+    # retried through an outage holds no second copy of them.
+    events: list[Event]
+
+    @property
+    def first(self) -> int:
+        return self.events[0].seq
+
+    @property
+    def last(self) -> int:
+        return self.events[-1].seq
+
+
+@dataclass(slots=True)
+class _Frozen:
+    commands: list[_Entry | MetaWrite]
+    items: int
+    events: int
+    metas: int
+    nbytes: int
+    #: The last seq of each run's events in the flush.
+    durable: dict[str, int]
+    #: Runs whose final metadata is in the flush.
+    finals: list[str]
+
+
+class RedisWriter:
+    """Batches events and metadata into pipelines; see the module docstring.
+
+    Args:
+        client: returns the entered coredis client.
+        keys: the key layout.
+        instance: this store's instance id (the lease value).
+        ttls: key lifetimes.
+        flush_events: flush as soon as this many items are queued.
+        flush_interval: ... or this long after the first one was queued.
+        max_pending_bytes: bytes of events and metadata writes accepted but
+            not yet durable, at most (see the module docstring).
+        max_buffered_events: deprecated: also bound the items (events and
+            metadata writes) not yet durable to this many; ``None``: no count bound.
+        max_entry_events: events per stream entry, at most.
+        backoff_min, backoff_max: retry delays after a failed flush.
+    """
+
+    def __init__(
+        self,
+        client: Callable[[], Client],
+        keys: RedisKeys,
+        *,
+        instance: str,
+        ttls: Ttls,
+        flush_events: int,
+        flush_interval: float,
+        max_pending_bytes: int,
+        max_buffered_events: int | None,
+        max_entry_events: int,
+        backoff_min: float,
+        backoff_max: float,
+    ) -> None:
+        self._client = client
+        self._keys = keys
+        self._instance = instance
+        self._ttls = ttls
+        self._flush_events = flush_events
+        self._flush_interval = flush_interval
+        #: The not-yet-durable data and its bound.
+        self.pending = Pending(max_bytes=max_pending_bytes, max_items=max_buffered_events)
+        self._max_entry = max_entry_events
+        self._backoff = (backoff_min, backoff_max)
+        # Items: (run_id, event) tuples and MetaWrites, in order.
+        self._queue: deque[tuple[str, Event] | MetaWrite] = deque()
+        self._appended = 0  # items ever queued
+        self._durable = 0  # items acknowledged by Redis (a prefix of the queue's history)
+        self._idle = False  # the flusher is parked on an empty queue
+        self._collecting = False  # the flusher waits for a full batch or its interval
+        self._urgent = False
+        self._scripts: dict[str, Any] = {}
+        self._fenced: set[str] = set()
+        #: Runs whose events Redis refused because another instance declared them dead.
+        self.fenced = 0
+        self._work = trio.lowlevel.ParkingLot()
+        self._flushed = trio.lowlevel.ParkingLot()
+        #: False while flushes fail (Redis unreachable).
+        self.healthy = True
+        self.flush_errors = 0
+        self.events_written = 0
+        self.flushes = 0
+        self.last_error: str | None = None
+
+    # -- producers' side (no checkpoints) ------------------------------------------
+
+    @property
+    def pending_events(self) -> int:
+        return self.pending.events
+
+    def hold(self, run_id: str, log: ReplayLog) -> None:
+        """Keep ``log`` from trimming the run's events until they are durable
+        (see :class:`~trio_streams.log.redis._pending.Pending`). Call it
+        before the run's first event."""
+        self.pending.hold(run_id, log)
+
+    def append_nowait(self, run_id: str, event: Event) -> None:
+        """Queue an event.
+
+        Raises:
+            StoreOverflow: it does not fit in ``max_pending_bytes`` (a
+                terminal event always does; a refused run's is dropped).
+        """
+        if not self.pending.admit_event(run_id, event, healthy=self.healthy):
+            return
+        self._queue.append((run_id, event))
+        self._appended += 1
+        self._wake(len(self._queue) >= self._flush_events)
+
+    def enqueue_meta(self, write: MetaWrite, *, first: bool = False) -> int | None:
+        """Queue a metadata write; return the ticket :meth:`wait_durable` takes.
+
+        Args:
+            write: the write; a final one always fits.
+            first: it is the run's first write (its start): if it does not
+                fit, the run is refused, and nothing of it is ever written.
+
+        Returns:
+            The ticket, or ``None`` for the final write of a refused run
+            (dropped: the store has nothing of that run).
+
+        Raises:
+            StoreOverflow: a write that is not final does not fit.
+        """
+        if not self.pending.admit_meta(write, first=first, healthy=self.healthy):
+            return None
+        self._queue.append(write)
+        self._appended += 1
+        self._wake(False)
+        return self._appended
+
+    def ticket(self) -> int:
+        """A ticket covering everything queued so far."""
+        return self._appended
+
+    def _wake(self, full: bool) -> None:
+        if self._idle:
+            self._idle = False
+            self._work.unpark_all()
+        elif (full or self._urgent) and self._collecting:
+            self._collecting = False
+            self._work.unpark_all()
+
+    async def wait_durable(self, ticket: int) -> None:
+        """Return once every item up to ``ticket`` is in Redis.
+
+        Cancellation: only the wait is cancelled; the items stay queued.
+        """
+        if self._durable >= ticket:
+            await trio.lowlevel.checkpoint()
+            return
+        while self._durable < ticket:
+            self._urgent = True
+            self._wake(True)
+            await self._flushed.park()
+
+    # -- the flusher -------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Flush forever (until cancelled)."""
+        task_status.started()
+        while True:
+            await self._wait_for_work()
+            self._urgent = False
+            frozen = self._freeze()
+            await self._send_until_done(frozen)
+            self._landed(frozen)
+
+    def _landed(self, frozen: _Frozen) -> None:
+        """Redis has acknowledged ``frozen``: settle it and wake who waits for it."""
+        self._durable += frozen.items
+        self.pending.settle(
+            events=frozen.events,
+            meta=frozen.metas,
+            nbytes=frozen.nbytes,
+            durable=frozen.durable,
+            finals=frozen.finals,
+        )
+        self.events_written += frozen.events
+        self.flushes += 1
+        self._flushed.unpark_all()
+
+    async def _wait_for_work(self) -> None:
+        if not self._queue:
+            self._idle = True
+            await self._work.park()
+        if len(self._queue) < self._flush_events and not self._urgent:
+            self._collecting = True
+            with trio.move_on_after(self._flush_interval):
+                await self._work.park()
+            self._collecting = False
+        else:
+            await trio.lowlevel.checkpoint()
+
+    def _freeze(self) -> _Frozen:
+        """Take the head of the queue (up to ``_FLUSH_MAX_BYTES``) as the next flush."""
+        commands: list[_Entry | MetaWrite] = []
+        open_batches: dict[str, list[Event]] = {}
+        durable: dict[str, int] = {}
+        finals: list[str] = []
+        events = metas = nbytes = items = 0
+        queue = self._queue
+
+        def close(run_id: str) -> None:
+            batch = open_batches.pop(run_id, None)
+            if batch:
+                commands.append(_Entry(run_id, batch))
+
+        while queue and nbytes < _FLUSH_MAX_BYTES:
+            item = queue.popleft()
+            items += 1
+            if isinstance(item, MetaWrite):
+                close(item.run_id)
+                commands.append(item)
+                metas += 1
+                nbytes += item.size
+                if item.final:
+                    finals.append(item.run_id)
+                continue
+            run_id, event = item
+            events += 1
+            nbytes += event.size
+            durable[run_id] = event.seq
+            batch = open_batches.get(run_id)
+            if batch is None:
+                open_batches[run_id] = [event]
+            else:
+                batch.append(event)
+                if len(batch) >= self._max_entry:
+                    close(run_id)
+        for run_id in list(open_batches):
+            close(run_id)
+        return _Frozen(commands, items, events, metas, nbytes, durable, finals)
+
+    async def _send_until_done(self, frozen: _Frozen) -> None:
+        delay, backoff_max = self._backoff
+        failures = 0
+        while True:
+            try:
+                await self._send(frozen.commands)
+            except Exception as exc:
+                self.flush_errors += 1
+                failures += 1
+                self.healthy = False
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log = logger.error if failures == 1 else logger.warning
+                log(
+                    "redis flush of %d commands failed (%s); attempt %d, retry in %.2fs, %d events buffered",
+                    len(frozen.commands),
+                    self.last_error,
+                    failures,
+                    delay,
+                    self.pending.events,
+                )
+                await trio.sleep(delay)
+                delay = min(delay * 2, backoff_max)
+                continue
+            if not self.healthy:
+                logger.warning("redis reachable again: flushed after %d failed attempts", failures)
+                self.healthy = True
+                self.last_error = None
+            return
+
+    async def _send(self, commands: list[_Entry | MetaWrite]) -> None:
+        keys = self._keys
+        ttls = self._ttls
+        kinds: list[str] = []
+        owners: list[str] = []  # the run of each command, for the log
+        async with self._client().pipeline(transaction=False, raise_on_error=False) as pipe:
+            for command in commands:
+                before = len(kinds)
+                run_id = command.run_id
+                if isinstance(command, _Entry):
+                    self._script(APPEND_EVENTS)(
+                        keys=[keys.events(run_id), keys.meta(run_id)],
+                        args=[
+                            entry_id(command.first, command.last),
+                            encode_batch(command.events),
+                            command.last,
+                        ],
+                        client=pipe,
+                    )
+                    kinds.append("append")
+                    if command.first == 1:
+                        # The stream's first entry creates it: give it its TTL.
+                        # The owner's lease renewal refreshes it from then on.
+                        pipe.pexpire(keys.events(run_id), _ms(ttls.running))
+                        kinds.append("pexpire")
+                else:
+                    kinds += self._queue_meta(pipe, command)
+                owners += [run_id] * (len(kinds) - before)
+        results: Any = pipe.results or ()
+        for kind, run_id, result in zip(kinds, owners, results, strict=True):
+            if isinstance(result, BaseException):
+                raise result
+            # append: 0 is a retried entry that had made it (already written).
+            if kind == "append" and result == -1 and run_id not in self._fenced:
+                self._fenced.add(run_id)
+                self.fenced += 1
+                logger.error("run %s was declared dead by another instance: its events are refused", run_id)
+            if kind == "save_meta" and result == 0:
+                logger.error("run %s was declared dead by another instance: its metadata stays final", run_id)
+
+    def _script(self, source: str) -> Any:
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self._client().register_script(source)
+        return script
+
+    def _queue_meta(self, pipe: Any, write: MetaWrite) -> list[str]:
+        keys = self._keys
+        ttls = self._ttls
+        run_id = write.run_id
+        kinds = ["save_meta"]
+        args: list[str | int] = [_ms(ttls.finished if write.final else ttls.running)]
+        for name, value in write.fields.items():
+            args += (name, value)
+        self._script(SAVE_META)(keys=[keys.meta(run_id)], args=args, client=pipe)
+        score = {run_id: write.created_at}
+        owner = write.owner
+        pipe.zadd(keys.runs, score)
+        kinds.append("zadd")
+        if owner is not None:
+            pipe.zadd(keys.owner_runs(owner), score)
+            pipe.pexpire(keys.owner_runs(owner), _ms(ttls.finished + ttls.running))
+            kinds += ("zadd", "pexpire")
+        if write.live:
+            pipe.zadd(keys.running, score)
+            pipe.set(keys.lease(run_id), self._instance, px=_ms(ttls.lease_key))
+            kinds += ("zadd", "set")
+            if owner is not None:
+                pipe.zadd(keys.owner_live(owner), score)
+                pipe.pexpire(keys.owner_live(owner), _ms(ttls.running))
+                kinds += ("zadd", "pexpire")
+        if write.final:
+            cutoff = time.time() - ttls.finished - ttls.running
+            pipe.zrem(keys.running, [run_id])
+            pipe.delete([keys.lease(run_id)])
+            pipe.pexpire(keys.events(run_id), _ms(ttls.events_finished))
+            pipe.zremrangebyscore(keys.runs, "-inf", cutoff)
+            kinds += ("zrem", "del", "pexpire", "zremrangebyscore")
+            if owner is not None:
+                pipe.zrem(keys.owner_live(owner), [run_id])
+                pipe.zremrangebyscore(keys.owner_runs(owner), "-inf", cutoff)
+                kinds += ("zrem", "zremrangebyscore")
+        return kinds

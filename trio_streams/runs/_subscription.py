@@ -1,0 +1,224 @@
+"""Subscription: one reader of one run -- replay, then live, then the end.
+
+Theory of operation
+-------------------
+A subscription is a cursor (the last seq it delivered) into its run's shared
+:class:`~trio_streams.log._replay_log.ReplayLog`. Reading takes everything after the
+cursor as one slice; when there is nothing new it waits on the run's
+:class:`~trio_streams.log.Changed` (a parking lot), which every publish
+notifies. So there is no per-subscriber queue at all -- the bounded
+resource is the log -- and a subscriber that cannot keep up never slows the
+producer: it just reads a bigger slice next time. The hub counts a
+subscriber the moment the subscription exists, and the cursor starts at
+``after``, so nothing can fall between replay and live.
+
+If the cursor is behind the log's trimmed head, the missing range is read
+from the store; whatever the store no longer has either is reported as one
+:class:`~trio_streams.log._events.Gap`, and the cursor jumps past it. A log
+trims only what its store has made durable (``Store.hold_log``), so the
+range behind its head is in the store unless the store's own bounds dropped
+it: a ``Gap`` means the events exist nowhere any more, never "not written yet".
+
+A finished run that the hub no longer holds is read from the store alone;
+if the store drops it in the middle (a ``MemoryStore`` giving memory back),
+what the reader had not read yet is one ``Gap``, and the subscription ends.
+
+A batch holds at most ``max_items`` events and about ``max_bytes`` of them
+(at least one), so what one reader holds and encodes at once is bounded
+whatever the events' sizes.
+
+Every item is delivered exactly once and in seq order; the terminal event is
+the last, after which reads raise ``trio.EndOfChannel``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+import trio
+
+from ..log._events import Event, Gap, Heartbeat, Item
+from ..log._replay_log import cut_to_bytes
+
+if TYPE_CHECKING:
+    from ..log._store import Store
+    from ._run import Run, RunInfo
+
+#: Default upper bound on one batch, in events ...
+DEFAULT_BATCH = 1024
+#: ... and in bytes (of ``Event.size``; at least one event).
+DEFAULT_BATCH_BYTES = 1024 * 1024
+
+
+class Subscription:
+    """Reads one run's events after a cursor. Create it with ``hub.subscribe``.
+
+    Iterate it (``async for item in sub``) for single items, or call
+    :meth:`receive_batch` to get everything available at once (what an SSE
+    writer wants: one write per batch).
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        *,
+        run: Run | None,
+        stored: RunInfo | None,
+        store: Store,
+        after: int,
+        heartbeat: float | None,
+    ) -> None:
+        if heartbeat is not None and heartbeat <= 0:
+            raise ValueError(f"heartbeat must be positive, not {heartbeat}")
+        self.run_id = run_id
+        #: The seq of the last event delivered (or the ``after`` it started at).
+        self.cursor = after
+        self._run = run
+        self._stored = stored
+        self._store = store
+        self._heartbeat = heartbeat
+        self._ended = False
+        self._closed = False
+        # Items already read but not yet returned by receive().
+        self._pending: list[Item] = []
+        self._pending_index = 0
+        self._last_activity = trio.current_time()
+        #: Events delivered and gap items produced, for statistics.
+        self.delivered = 0
+        self.gaps = 0
+
+    @property
+    def ended(self) -> bool:
+        """True once the terminal event has been delivered (or passed)."""
+        return self._ended
+
+    def close(self) -> None:
+        """Stop reading; later reads raise ``trio.ClosedResourceError``. Idempotent."""
+        self._closed = True
+
+    async def receive_batch(
+        self, max_items: int = DEFAULT_BATCH, max_bytes: int = DEFAULT_BATCH_BYTES
+    ) -> list[Item]:
+        """Return the next items: at least one, at most ``max_items`` and about
+        ``max_bytes`` of events (more only if one event alone is larger).
+
+        Blocks until there is something: events, a :class:`Gap` (history was
+        trimmed), or a :class:`Heartbeat` after ``heartbeat`` idle seconds.
+
+        Raises:
+            trio.EndOfChannel: the terminal event was already delivered.
+            trio.ClosedResourceError: this subscription was closed.
+
+        Cancellation: if cancelled, nothing is consumed; the next call returns
+        what this one would have.
+        """
+        if max_items < 1:
+            raise ValueError("max_items must be at least 1")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        # Every call is a checkpoint, but one is enough: after parking (a
+        # schedule point) return at once rather than yield a second time.
+        parked = False
+        while True:
+            if self._closed:
+                raise trio.ClosedResourceError("subscription closed")
+            if self._pending_index < len(self._pending):
+                start = self._pending_index
+                items = self._pending[start : start + max_items]
+                self._pending_index = start + len(items)
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return items
+            if self._ended:
+                raise trio.EndOfChannel
+            items = await self._read(max_items, max_bytes)
+            if items:
+                self._last_activity = trio.current_time()
+                if not parked:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                return items
+            if self.ended:  # the property: _read may have just ended it
+                continue
+            # Nothing new: wait for a publish, or a heartbeat's worth of idle.
+            run = self._run
+            assert run is not None, "a stored run is finished, so never idle"
+            parked = True
+            if self._heartbeat is None:
+                await run._wakeup.wait()
+                continue
+            with trio.move_on_at(self._last_activity + self._heartbeat) as idle:
+                await run._wakeup.wait()
+            if idle.cancelled_caught:
+                self._last_activity = trio.current_time()
+                return [Heartbeat(self._last_activity)]
+
+    async def receive(self) -> Item:
+        """Return the next single item. Same errors and cancellation as :meth:`receive_batch`."""
+        if self._pending_index >= len(self._pending):
+            self._pending = await self.receive_batch()
+            self._pending_index = 0
+        else:
+            await trio.lowlevel.checkpoint()
+        item = self._pending[self._pending_index]
+        self._pending_index += 1
+        return item
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Item:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+    # -- reading ----------------------------------------------------------------
+
+    async def _read(self, max_items: int, max_bytes: int) -> list[Item]:
+        """What is available after the cursor now (may be empty for a live run)."""
+        run = self._run
+        if run is None:
+            return await self._read_stored(max_items, max_bytes)
+        log = run.log
+        if self.cursor + 1 < log.first_seq:
+            # Behind the trimmed head: the store may still have that range.
+            return await self._read_stored(
+                min(max_items, log.first_seq - 1 - self.cursor), max_bytes, upto=log.first_seq
+            )
+        events = log.read_after(self.cursor, max_items, max_bytes)
+        if not events:
+            if run._closed:
+                self._ended = True
+            return []
+        return self._deliver(events)
+
+    async def _read_stored(self, limit: int, max_bytes: int, upto: int | None = None) -> list[Item]:
+        """Read from the store; ``upto`` is where the live log takes over."""
+        events = await self._store.read_events(self.run_id, self.cursor, limit)
+        events = cut_to_bytes([event for event in events if event.seq > self.cursor], max_bytes)
+        items: list[Item] = []
+        first = events[0].seq if events else upto
+        if first is None:
+            # A stored run with nothing after the cursor: it is over. If the
+            # reader had not reached its end, the store dropped the rest (to
+            # give memory back): say so, then end.
+            self._ended = True
+            last = 0 if self._stored is None else self._stored.last_seq
+            if self.cursor < last:
+                self.gaps += 1
+                gap = Gap(missed=last - self.cursor, first_available=last + 1)
+                self.cursor = last
+                return [gap]
+            return []
+        if first > self.cursor + 1:
+            items.append(Gap(missed=first - self.cursor - 1, first_available=first))
+            self.gaps += 1
+            self.cursor = first - 1
+        items.extend(self._deliver(events) if events else [])
+        return items
+
+    def _deliver(self, events: list[Event]) -> list[Item]:
+        last = events[-1]
+        self.cursor = last.seq
+        self.delivered += len(events)
+        if last.terminal:
+            self._ended = True
+        return cast("list[Item]", events)
