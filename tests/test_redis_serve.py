@@ -126,14 +126,17 @@ async def test_embedded_redis_is_restarted_when_it_dies(tmp_path: Path):
 
                 first = await hub.start(producer)
                 await hub.wait(first.id)
+                assert server.starts == 1
                 crashed = server.process
                 assert crashed is not None
                 crashed.kill()  # not server.kill(): an unexpected death
                 await crashed.wait()
 
                 async def restarted() -> bool:
+                    # Answering again, not merely spawned: a new process takes a
+                    # moment before it accepts connections.
                     await trio.lowlevel.checkpoint()
-                    return server.process is not crashed and server.process is not None
+                    return server.starts == 2 and server.process is not crashed
 
                 await eventually(restarted)
                 await store.ping()

@@ -133,6 +133,9 @@ class RedisServer:
         self.appendonly = appendonly
         self.args = tuple(args)
         self.process: trio.Process | None = None
+        #: How many times a process of this server started and answered PING
+        #: (a restart is complete when this grows, not when ``process`` changes).
+        self.starts = 0
         self._stopping = False
 
     @property
@@ -191,6 +194,7 @@ class RedisServer:
         with trio.move_on_after(START_TIMEOUT):
             while process.poll() is None:
                 if await _answers_ping(self.port):
+                    self.starts += 1
                     return
                 await trio.sleep(0.02)  # polling a foreign process: nothing to await
         if process.poll() is None:
