@@ -70,3 +70,56 @@ async def test_the_version_is_the_packages(autojump_clock):
         "Producer-Seq",
         "Stream-Closed",
     }
+
+
+def _documented_answer(spec, path, method, response):
+    """Assert ``response`` is one the document lists for (path, method): status and media type."""
+    operation = spec["paths"][path][method]
+    status = str(response.status_code)
+    assert status in operation["responses"], f"{method.upper()} {path}: {status} is not documented"
+    content = operation["responses"][status].get("content")
+    media = response.headers.get("Content-Type", "").split(";")[0]
+    if content and response.status_code != 204 and method != "head":
+        assert media in content or "*/*" in content, f"{method.upper()} {path} {status}: {media}"
+    return response
+
+
+async def test_a_durable_streams_session_is_answered_as_documented(autojump_clock):
+    """Every step of a session (the fuzzer rarely chains them) gets a documented status."""
+    async with serving(long_poll_timeout=1) as api:
+        spec = await (await api.client.get("/openapi.json")).get_json()
+        stream = "/v1/stream/{stream_name}"
+        client = api.client
+        url = "/v1/stream/doc-check"
+        text = {"Content-Type": "text/plain"}
+
+        async def answer(method, target=url, path=stream, **kwargs):
+            response = await getattr(client, method)(target, **kwargs)
+            return _documented_answer(spec, path, method, response).status_code
+
+        assert await answer("put", headers=text, data="hello") == 201
+        assert await answer("put", headers=text) == 200
+        assert await answer("post", headers=text, data=" world") == 204
+        assert await answer("post", headers={**text, "Stream-Seq": "b"}, data="!") == 204
+        assert await answer("post", headers={**text, "Stream-Seq": "a"}, data="?") == 409
+        producer = {**text, "Producer-Id": "p", "Producer-Epoch": "0", "Producer-Seq": "0"}
+        assert await answer("post", headers=producer, data=".") == 200
+        assert await answer("post", headers={"Content-Type": "application/json"}, data="1") == 409
+        assert await answer("get") == 200
+        assert await answer("get", target=url + "?offset=now") == 200
+        assert await answer("get", target=url + "?offset=bad") == 400
+        assert await answer("get", target=url + "?offset=now&live=long-poll") == 204
+        assert await answer("head") == 200
+        assert await answer("options") == 204
+        assert await answer("get", target="/v1/stream/__ds/x") == 501
+        assert await answer("delete") == 204
+        assert await answer("get") in (404, 410)
+        assert await answer("head") in (404, 410)
+        assert await answer("post", headers=text, data="x") in (404, 410)
+        run = await api.start(input={"tokens": 2, "rate": None})
+        await api.events(run["run_id"])
+        runs = "/v1/stream/runs/{run_id}"
+        assert await answer("get", target=f"/v1/stream/runs/{run['run_id']}", path=runs) == 200
+        assert await answer("head", target=f"/v1/stream/runs/{run['run_id']}", path=runs) == 200
+        assert await answer("put", target=f"/v1/stream/runs/{run['run_id']}", path=runs) == 405
+        assert await answer("get", target="/v1/stream/runs/nope", path=runs) == 404

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from trio_streams.durable import DurableStreamStore
+
 from .server_support import running_server
 
 
@@ -48,5 +50,11 @@ async def test_schemathesis_finds_nothing(tmp_path):
                 check=False,
                 cwd=tmp_path,
             )
+            # It reached the Durable Streams' core logic: it created streams and appended to them.
+            durable = server.streams.durable_store
+            assert isinstance(durable, DurableStreamStore)
+            created = durable.statistics()
     output = result.stdout.decode() + result.stderr.decode()
     assert result.returncode == 0, output[-6000:]
+    assert created.streams > 0
+    assert created.bytes > 0, created
