@@ -37,7 +37,8 @@ settings.register_profile("ci", max_examples=1000)
 settings.register_profile("thorough", max_examples=3000)
 settings.load_profile("default")
 
-pytest_plugins = ["pytester"]
+# Our own plugin, opted in the way users do (README, "Test your app's abort paths").
+pytest_plugins = ["pytester", "trio_streams.testing"]
 
 #: Fixtures that give a test a real redis-server: their users are `redis` tests.
 REDIS_FIXTURES = frozenset({"redis_server", "redis_url", "redis_cluster"})

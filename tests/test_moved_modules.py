@@ -133,7 +133,8 @@ def test_what_pyproject_names_exists():
         module, _, func = target.partition(":")
         assert callable(getattr(importlib.import_module(module), func)), target
     for plugin in project["project"]["entry-points"]["pytest11"].values():
-        assert callable(importlib.import_module(plugin).stream_hub), plugin  # the plugin's fixture
+        assert callable(importlib.import_module(plugin).pytest_configure), plugin  # the deprecated shim
+    assert callable(importlib.import_module("trio_streams.testing").stream_hub)  # the opt-in plugin
     for package, files in project["tool"]["setuptools"]["package-data"].items():
         for name in files:
             assert (ROOT / package.replace(".", "/") / name).is_file(), (package, name)

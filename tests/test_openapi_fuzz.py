@@ -1,5 +1,6 @@
 """Fuzz the live server against its own OpenAPI document with schemathesis:
-no 5xx, no hangs, every response as documented (status, content type, schema)."""
+no 5xx, no hangs, every response as documented (status, content type, schema),
+over every route: the runs API, the operations endpoints and Durable Streams."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import trio
+
+from trio_streams.durable import DurableStreamStore
 
 from .server_support import running_server
 
@@ -22,7 +25,10 @@ def _st() -> str:
 @pytest.mark.timeout(300)  # its own trio deadline is 240 s: let that one speak first
 async def test_schemathesis_finds_nothing(tmp_path):
     with trio.fail_after(240):
-        async with running_server(max_body=4096, shutdown_grace=0, demo_max_tokens=2000) as server:
+        # Live reads end within the request timeout: a long-poll after 1 s, an SSE response after 2 s.
+        async with running_server(
+            max_body=4096, shutdown_grace=0, demo_max_tokens=2000, long_poll_timeout=1, sse_recycle=2
+        ) as server:
             result = await trio.run_process(
                 [
                     _st(),
@@ -44,5 +50,11 @@ async def test_schemathesis_finds_nothing(tmp_path):
                 check=False,
                 cwd=tmp_path,
             )
+            # It reached the Durable Streams' core logic: it created streams and appended to them.
+            durable = server.streams.durable_store
+            assert isinstance(durable, DurableStreamStore)
+            created = durable.statistics()
     output = result.stdout.decode() + result.stderr.decode()
     assert result.returncode == 0, output[-6000:]
+    assert created.streams > 0
+    assert created.bytes > 0, created

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.timeout(120)
 def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """A pytester whose subprocess runs can load ``tests.conftest``."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    pytester.makeini("[pytest]\ntrio_mode = true\n")
+    # As pyproject's addopts: tests.conftest opts in to the plugin; the entry point stays out.
+    pytester.makeini("[pytest]\ntrio_mode = true\naddopts = -p no:trio_streams\n")
     return pytester
 
 

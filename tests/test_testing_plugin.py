@@ -11,9 +11,16 @@ import trio
 from trio_streams import Event, Gap
 from trio_streams.testing import assert_well_formed, virtual_deadline
 
+#: Whatever entry point this environment's metadata has (an editable install may
+#: predate the opt-in), these tests say what loads: `no:trio_streams` blocks it.
+NO_ENTRY_POINT = ("-p", "no:trio_streams")
+#: What an installed trio_streams' pytest11 entry point loads (pyproject.toml).
+ENTRY_POINT = (*NO_ENTRY_POINT, "-p", "trio_streams.testing._entry_point")
+
 
 def test_plugin_gives_a_mock_clock_hub(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\ntrio_mode = true\n")
+    pytester.makeconftest('pytest_plugins = ["trio_streams.testing"]')
     pytester.makepyfile(
         """
         import pytest, trio
@@ -38,7 +45,7 @@ def test_plugin_gives_a_mock_clock_hub(pytester: pytest.Pytester) -> None:
             pass
         """
     )
-    result = pytester.runpytest("-q")  # the plugin is loaded by its entry point
+    result = pytester.runpytest("-q", *NO_ENTRY_POINT)  # opted in by the conftest
     result.assert_outcomes(passed=1, failed=1)  # pytest-trio reports fixture errors as failures
     result.stdout.fnmatch_lines(["*must also take the autojump_clock fixture*"])
 
@@ -81,7 +88,11 @@ def test_a_lost_wake_up_fails_fast_with_where_it_hung(pytester: pytest.Pytester)
     # In a subprocess with a real-time limit: if the deadline did not work the
     # lost wake-up would hang it, and TimeoutExpired fails this test.
     started = time.monotonic()
-    result = pytester.runpytest_subprocess("-q", "-p", "no:timeout", "-p", "no:cacheprovider", timeout=30)
+    result = pytester.runpytest_subprocess(
+        *("-q", "-p", "no:timeout", "-p", "no:cacheprovider"),
+        *(*NO_ENTRY_POINT, "-p", "trio_streams.testing"),
+        timeout=30,
+    )
     elapsed = time.monotonic() - started
     result.assert_outcomes(passed=3, failed=2)
     result.stdout.fnmatch_lines(

@@ -15,6 +15,7 @@ from ._errors import RunNotFound as RunNotFound
 from ._errors import StoreOverflow as StoreOverflow
 from ._errors import StreamError as StreamError
 from ._errors import TrioStreamsInternalError as TrioStreamsInternalError
+from ._version import __version__ as __version__
 from .log import KeyClaim as KeyClaim
 from .log import MemoryStore as MemoryStore
 from .log import SharedStore as SharedStore
@@ -51,4 +52,52 @@ from .runs._run import RunOutcome as RunOutcome
 from .runs._run import RunStatus as RunStatus
 from .runs._subscription import Subscription as Subscription
 
-__version__ = "0.1.0"
+#: Every public name (docs/api.md lists each; tests/test_public_api.py checks both).
+__all__ = [
+    "MAX_EVENT_TYPE_LENGTH",
+    "RESERVED_TYPES",
+    "TERMINAL_TYPES",
+    "AtCapacity",
+    "CrossInstanceKeys",
+    "Event",
+    "EventTooLarge",
+    "Gap",
+    "Heartbeat",
+    "Hub",
+    "HubClosed",
+    "HubConfig",
+    "HubStatistics",
+    "Item",
+    "KeyClaim",
+    "KeysUnavailable",
+    "MemoryBudget",
+    "MemoryBudgetExceeded",
+    "MemoryStatistics",
+    "MemoryStore",
+    "OnConflict",
+    "OnDisconnect",
+    "OnFinish",
+    "Producer",
+    "ReplayLog",
+    "ReplayLogStatistics",
+    "Run",
+    "RunClosed",
+    "RunConflict",
+    "RunContext",
+    "RunFailed",
+    "RunInfo",
+    "RunNotFound",
+    "RunNotLive",
+    "RunOutcome",
+    "RunStatus",
+    "SharedStore",
+    "Store",
+    "StoreOverflow",
+    "StoreStatistics",
+    "StreamError",
+    "Subscription",
+    "TrioStreamsInternalError",
+    "__version__",
+    "check_event_type",
+    "open_hub",
+]

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 import trio
 
 from ._load import BenchOptions, Load
+from ._plot import missing_reason
 from ._stats import VIOLATION_KINDS, BenchStats
 
 #: Version of the ``--json`` document (see docs/bench.md and bench.schema.json).
@@ -151,7 +152,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="random seed (which runs are cancelled)")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON ('-' for stdout)")
     parser.add_argument(
-        "--plot", metavar="PNG", help="write a latency histogram and events/s plot (needs matplotlib)"
+        "--plot",
+        metavar="FILE",
+        help="write a latency histogram and events/s plot: PNG, or SVG for a .svg name (needs matplotlib)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     # Internal: a worker process prints its raw stats as JSON on stdout.
@@ -419,10 +422,13 @@ def render_summary(result: dict[str, Any]) -> str:
         ("whole stream", "stream_seconds"),
     ):
         summary = result[key]
+        missing = missing_reason(result, key)
         rows.append(
             (
                 f"{label} p50 / p90 / p99 / max",
-                " / ".join(_ms(summary[q]) for q in ("p50", "p90", "p99", "max")),
+                f"none: {missing}"
+                if missing is not None
+                else " / ".join(_ms(summary[q]) for q in ("p50", "p90", "p99", "max")),
             )
         )
     server = result["server"]

@@ -1,7 +1,9 @@
 """Test your app's abort paths in milliseconds.
 
-A pytest plugin (loaded automatically once trio_streams is installed) and
-tools for deterministic tests of code built on trio_streams:
+A pytest plugin, opt-in: ``pytest_plugins = ["trio_streams.testing"]`` in
+your top-level ``conftest.py`` (or ``-p trio_streams.testing``), with
+pytest-trio (``trio_mode = true``); and tools for deterministic tests of
+code built on trio_streams:
 
 - the ``stream_hub`` fixture: a hub on ``MockClock(autojump_threshold=0)``,
   with options from the overridable ``stream_hub_options`` fixture, under a
@@ -27,19 +29,20 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import pytest
 import trio
-import trio.testing
 
 from .._errors import RunFailed
 from ..log._events import Event, Gap, Item
-from ..runs._open_hub import open_hub
 from ..runs._run import RunContext
-from ._deadline import DEFAULT_DEADLINE, virtual_deadline, where_tasks_wait
+from ._deadline import virtual_deadline, where_tasks_wait
+from ._fixtures import DEFAULT_STREAM_HUB_DEADLINE as DEFAULT_STREAM_HUB_DEADLINE
+from ._fixtures import stream_hub as stream_hub
+from ._fixtures import stream_hub_deadline as stream_hub_deadline
+from ._fixtures import stream_hub_options as stream_hub_options
 
 if TYPE_CHECKING:
     from ..runs._hub import Hub
@@ -273,62 +276,6 @@ def assert_well_formed(items: Sequence[Item], *, after: int = 0) -> None:
                 terminals += 1
                 assert index == len(items) - 1, f"terminal {item.type} at {index} is not last"
     assert terminals == 1, f"expected exactly one terminal event, got {terminals}"
-
-
-#: The default ``stream_hub_deadline``: one day of trio time.
-DEFAULT_STREAM_HUB_DEADLINE = DEFAULT_DEADLINE
-
-
-@pytest.fixture
-def stream_hub_options() -> dict[str, Any]:
-    """Options for ``stream_hub`` (any ``HubConfig`` field). Override it in your tests."""
-    return {}
-
-
-@pytest.fixture
-def stream_hub_deadline() -> float | None:
-    """Seconds of trio time a test using ``stream_hub`` may run; ``None``: no limit.
-
-    Override it like ``stream_hub_options`` (a fixture of the same name in a
-    module or ``conftest.py``), or for one test with
-    ``@pytest.mark.parametrize("stream_hub_deadline", [7 * 86400.0])``.
-    """
-    return DEFAULT_STREAM_HUB_DEADLINE
-
-
-@pytest.fixture
-async def stream_hub(
-    autojump_clock: trio.testing.MockClock,
-    stream_hub_options: dict[str, Any],
-    stream_hub_deadline: float | None,
-) -> AsyncIterator[Hub]:
-    """A hub on a ``MockClock(autojump_threshold=0)`` with a fresh ``MemoryStore``.
-
-    Time advances only when every task is blocked, so a 3-minute grace period
-    takes no real time and ``trio.current_time()`` is exact. Event timestamps
-    and run times use the trio clock too, so they are exact as well.
-
-    The test itself must also take ``autojump_clock`` as an argument:
-    pytest-trio chooses the clock from the test's own arguments only.
-
-    A test that is still running ``stream_hub_deadline`` seconds of trio time
-    after the hub opened (one day by default) fails with
-    :class:`trio.TooSlowError` saying where every task was waiting, instead
-    of hanging: under the autojump clock a lost wake-up jumps straight to the
-    deadline, so it fails in (real) milliseconds.
-    """
-    if trio.lowlevel.current_clock() is not autojump_clock:
-        raise RuntimeError(
-            "a test using stream_hub must also take the autojump_clock fixture as an argument "
-            "(pytest-trio picks the clock from the test's own arguments)"
-        )
-    # pytest-trio supports a fixture that yields inside a nursery: when the
-    # deadline passes it cancels the test and throws Cancelled in at the yield.
-    async with (
-        virtual_deadline(stream_hub_deadline, what="stream_hub_deadline: override the fixture for longer"),
-        open_hub(wall_clock=lambda: trio.current_time(), **stream_hub_options) as hub,
-    ):
-        yield hub
 
 
 __all__ = [

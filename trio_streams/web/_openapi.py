@@ -1,7 +1,10 @@
-"""The OpenAPI 3.1 document of the runs API (served at ``/openapi.json``).
+"""The OpenAPI 3.1 document of every route (served at ``/openapi.json``).
 
-Written by hand to say exactly what the handlers do; the test suite fuzzes
-the live server against it (schemathesis) so the two cannot drift apart.
+The runs API, the operations endpoints and, when mounted, the Durable
+Streams protocol (:mod:`._openapi_durable`); the document's version is the
+package's. Written by hand to say exactly what the handlers do; the test
+suite fuzzes the live server against it (schemathesis) so the two cannot
+drift apart.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+from .._version import __version__
 from ..runs._run import RunStatus
+from ._openapi_durable import durable_paths
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -64,15 +69,20 @@ def _start_run_schema(producers: Mapping[str, dict[str, Any]]) -> dict[str, Any]
     return {"oneOf": alternatives} if alternatives else {"not": {}}
 
 
-def openapi_document(prefix: str, producers: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
-    """The OpenAPI document for the API mounted at ``prefix``, with ``{producer: input schema}``."""
+def openapi_document(
+    prefix: str, producers: Mapping[str, dict[str, Any]], *, durable: bool = False
+) -> dict[str, Any]:
+    """The OpenAPI document for the API mounted at ``prefix``, with ``{producer: input schema}``.
+
+    ``durable``: the Durable Streams protocol is mounted at ``{prefix}/stream``.
+    """
     statuses = [status.value for status in RunStatus]
     json_value: dict[str, Any] = {}
     return {
         "openapi": "3.1.0",
         "info": {
-            "title": "trio-streams runs API",
-            "version": "1",
+            "title": "trio-streams API",
+            "version": __version__,
             "description": (
                 "Start runs that outlive their requests, follow them as Server-Sent Events "
                 "(resumable with Last-Event-ID), cancel them with their partial result saved. "
@@ -313,5 +323,18 @@ def openapi_document(prefix: str, producers: Mapping[str, dict[str, Any]]) -> di
                     },
                 }
             },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "security": [{}],
+                    "responses": {
+                        "200": {
+                            "description": "The OpenAPI 3.1 document.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
+            **(durable_paths(prefix) if durable else {}),
         },
     }

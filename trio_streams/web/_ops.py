@@ -96,7 +96,9 @@ def make_ops_blueprint(streams: OpsSource) -> Blueprint:
     async def openapi() -> Response:
         await trio.lowlevel.checkpoint()
         schemas = {name: p.input_schema for name, p in streams.producers.items()}
-        return json_response(openapi_document(streams.url_prefix, schemas))
+        return json_response(
+            openapi_document(streams.url_prefix, schemas, durable=streams.durable_store is not None)
+        )
 
     return blueprint
 
