@@ -6,17 +6,18 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
-from hypercorn.utils import LifespanFailureError
 
-from ._exit import exit_when_stuck, watch_signals
-from ._hypercorn import close_sockets, hypercorn_config, listen, listen_error, serve_hypercorn
+from ._exit import exit_stuck, watch_signals
 from ._plan import ServeConfigError, ServePlan, ServeStartupError
+from ._server import _serve
 from ._units import duration_arg, positive_duration_arg, size_arg
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from quart_trio import QuartTrio
 
     from ..web import TrioStreams
@@ -258,6 +259,28 @@ def _token_arg(text: str) -> str:
     return text
 
 
+def serve_plan(flags: Sequence[str] = ()) -> ServePlan:
+    """The plan ``trio-streams serve FLAGS`` would run, for :func:`~trio_streams.serve`.
+
+    ``serve_plan(["--bind", "127.0.0.1:0", "--redis-url", url])``: the same
+    flags, defaults and checks as the command.
+
+    Raises:
+        ServeConfigError: a bad flag or flag combination (one line).
+        ServeStartupError: something a flag names cannot be used (a token file).
+    """
+    parser = _RaisingParser(prog="serve")
+    configure(parser)
+    return ServePlan.from_args(parser.parse_args(list(flags)))
+
+
+class _RaisingParser(argparse.ArgumentParser):
+    """Bad flags raise :class:`ServeConfigError` instead of exiting the process."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ServeConfigError(message)
+
+
 def main_with_args(args: argparse.Namespace) -> int:
     """Run ``serve`` with parsed arguments; return the exit status."""
     logging.basicConfig(
@@ -274,135 +297,31 @@ def main_with_args(args: argparse.Namespace) -> int:
     except ServeStartupError as exc:
         print(f"trio-streams serve: error: {exc}", file=sys.stderr)
         return 1
-    return trio.run(serve, plan, app, streams)
+    return trio.run(serve_command, plan, app, streams)
 
 
-async def serve(plan: ServePlan, app: QuartTrio, streams: TrioStreams) -> int:
+async def serve_command(plan: ServePlan, app: QuartTrio, streams: TrioStreams) -> int:
     """Serve until SIGTERM/SIGINT, then shut down gracefully; return the exit status.
 
     The address is listened on before the app starts: one in use is a
     one-line error (status 1) before any store opens. Shutdown: see
-    ``_serve_hypercorn``; connections are closed, or given up on, at most
-    ``EXIT_BUDGET`` after the drain, whatever the clients do.
+    :mod:`._hypercorn`; connections are closed, or given up on (the process
+    exits without them), at most ``EXIT_BUDGET`` after the drain, whatever
+    the clients do.
     """
-    config = hypercorn_config(plan.host, plan.port, access_log=plan.access_log)
-    try:
-        sockets = listen(plan.host, plan.port, backlog=config.backlog)
-    except OSError as exc:
-        print(f"trio-streams serve: error: {listen_error(plan.host, plan.port, exc)}", file=sys.stderr)
-        return 1
     shutdown = trio.Event()
-    drained = trio.Event()
-    connections_closed = trio.Event()
+    status = 0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch_signals, shutdown, plan.options["shutdown_grace"])
 
-    async def shutdown_trigger() -> None:
-        await shutdown.wait()
-        # Drain first: live runs end (or are cancelled, partial results saved),
-        # so every open event stream ends with its terminal event; only then
-        # does Hypercorn stop listening and close connections.
-        await streams.stop()
-        drained.set()
-
-    # A startup failure is reported below in one line; Quart would also log
-    # its traceback at ERROR. Keep that traceback for --log-level debug only.
-    quiet_startup = _QuietStartupFailure()
-    app.logger.addFilter(quiet_startup)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch_signals, shutdown, plan.options["shutdown_grace"])
-            nursery.start_soon(exit_when_stuck, drained, connections_closed)
-
-            async def run_server(*, task_status: trio.TaskStatus[list[str]]) -> None:
-                await serve_hypercorn(
-                    app,
-                    config,
-                    sockets,
-                    shutdown_trigger=shutdown_trigger,
-                    connections_closed=connections_closed,
-                    task_status=task_status,
-                )
-                nursery.cancel_scope.cancel()
-
-            urls = await nursery.start(run_server)
-            quiet_startup.starting = False
-            if not streams.running:
-                # Hypercorn binds even when the app's startup failed; the
-                # failure is on its way to this nursery: announce nothing.
-                with trio.move_on_after(10):
-                    await trio.sleep_forever()
-                print("trio-streams serve: error: startup failed (see the log above)", file=sys.stderr)
-                nursery.cancel_scope.cancel()
-                return 1
-            auth = plan.options["auth"]
-            logger.info(
-                "store: %s; auth: %s",
-                plan.store_label,
-                f"{len(auth)} token(s), users see only their runs"
-                if auth
-                else "off (no --token): loopback only",
-            )
+        def announce(urls: list[str]) -> None:
             for url in urls:
                 print(f"trio-streams serving on {url}", flush=True)
-    except LifespanFailureError as exc:
-        print(f"trio-streams serve: error: startup failed: {exc}", file=sys.stderr)
-        return 1
-    except BaseExceptionGroup as group:
-        # A failed startup (e.g. Redis refused the password) arrives wrapped
-        # in the nurseries' groups; report its cause in one line.
-        cause = _startup_failure(group)
-        if cause is None:
-            raise
-        print(f"trio-streams serve: error: startup failed: {cause}", file=sys.stderr)
-        return 1
-    finally:
-        close_sockets(sockets)
-    logger.info("stopped cleanly")
-    return 0
 
-
-class _QuietStartupFailure(logging.Filter):
-    """Drops the app logger's records of an exception raised while the app
-    starts (``serve`` prints the cause in one line), after logging them at
-    DEBUG with the traceback. Later records pass untouched."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.starting = True
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not (self.starting and record.exc_info):
-            return True
-        logger.debug("the app's startup failed", exc_info=record.exc_info)
-        return False
-
-
-def _startup_failure(group: BaseExceptionGroup[BaseException]) -> str | None:
-    """The message of what made the app's startup fail, if that is what ``group`` holds."""
-    from .._errors import StreamError
-    from .._exception_groups import collapse
-
-    lifespan, _rest = group.split(LifespanFailureError)
-    if lifespan is None:
-        return None
-    failure = collapse(lifespan)
-    if failure is None:
-        return None  # several: no one cause to name
-    seen: set[int] = set()
-    pending: list[BaseException] = [failure]
-    while pending:
-        exc = pending.pop()
-        if id(exc) in seen:
-            continue
-        seen.add(id(exc))
-        if isinstance(exc, StreamError):
-            return str(exc)
-        if isinstance(exc, BaseExceptionGroup):
-            sole = collapse(exc)  # a group along the chain speaks only if it holds one error
-            if sole is not None:
-                pending.append(sole)
-        pending.extend(e for e in (exc.__cause__, exc.__context__) if e is not None)
-    # Otherwise Hypercorn's own error, which quotes the app's message:
-    # "Lifespan failure in startup. '<message>'".
-    text = str(failure)
-    quoted = text.partition(". '")[2]
-    return quoted[:-1] if quoted.endswith("'") else text
+        try:
+            await _serve(plan, app, streams, shutdown=shutdown, on_stuck=exit_stuck, on_started=announce)
+        except ServeStartupError as exc:
+            print(f"trio-streams serve: error: {exc}", file=sys.stderr)
+            status = 1
+        nursery.cancel_scope.cancel(reason="server stopped")
+    return status
