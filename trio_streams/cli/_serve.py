@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import trio
 
 from ._exit import exit_stuck, watch_signals
+from ._logging import configure_logging
 from ._plan import ServeConfigError, ServePlan, ServeStartupError
 from ._server import _serve
 from ._units import duration_arg, positive_duration_arg, size_arg
@@ -237,6 +238,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=("debug", "info", "warning", "error"),
         help="log verbosity (default info: one line per run start, end and cancel)",
     )
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=("text", "json"),
+        help="text (default): one line per record; json: one JSON object per line with time, level, "
+        "logger, message, and run_id, stream, owner, event where the record has them",
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -283,11 +291,7 @@ class _RaisingParser(argparse.ArgumentParser):
 
 def main_with_args(args: argparse.Namespace) -> int:
     """Run ``serve`` with parsed arguments; return the exit status."""
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level, args.log_format)
     try:
         plan = ServePlan.from_args(args)
         app, streams = plan.build_app()
