@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 #: The record attributes a JSON line carries when the log call set them.
-CONTEXT_FIELDS = ("run_id", "stream", "event")
+CONTEXT_FIELDS = ("run_id", "stream", "owner", "event")
 
 LogFormat = Literal["text", "json"]
 
