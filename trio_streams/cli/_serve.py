@@ -14,10 +14,11 @@ from ._exit import exit_stuck, watch_signals
 from ._logging import configure_logging
 from ._plan import ServeConfigError, ServePlan, ServeStartupError
 from ._server import _serve
+from ._sources import flags_from_sources
 from ._units import duration_arg, positive_duration_arg, size_arg
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from quart_trio import QuartTrio
 
@@ -47,6 +48,16 @@ once (status 130 or 143). Clients do not hold the exit: idle connections are
 closed, requests still under way get 0.5s, and a client that stopped reading
 is left behind 1s after the drain.
 
+configuration: every flag can also be set in the environment as
+TRIO_STREAMS_<FLAG> (TRIO_STREAMS_BIND=0.0.0.0:8000, TRIO_STREAMS_REDIS_URL=...,
+TRIO_STREAMS_ACCESS_LOG=true) or in a TOML file given with --config (or
+TRIO_STREAMS_CONFIG): keys are flag names with _ (bind = "0.0.0.0:8000",
+access_log = true, token_file = "/etc/tokens"). Flags win over the
+environment, which wins over the file. TRIO_STREAMS_TOKEN holds
+whitespace-separated USER:SECRET pairs (safer than --token: a command line is
+visible to every user through ps); a file with a token key must be readable
+by its owner alone (chmod 600). A bad value is one line naming its source.
+
 exit status: 0 after a clean shutdown; 1 the server could not start (e.g. the
 store is unreachable, the port is in use, the token file is unreadable or has a
 bad line, one secret is given to two users); 2 bad arguments."""
@@ -68,6 +79,12 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> argparse.Argument
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add ``serve``'s flags to ``parser``."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help='a TOML file of settings: keys are flag names with _ (redis_url = "redis://..."); '
+        "flags and TRIO_STREAMS_* variables win over it",
+    )
     net = parser.add_argument_group("network")
     net.add_argument(
         "--bind",
@@ -267,11 +284,24 @@ def _token_arg(text: str) -> str:
     return text
 
 
-def serve_plan(flags: Sequence[str] = ()) -> ServePlan:
+def with_sources(flags: Sequence[str], environ: Mapping[str, str]) -> list[str]:
+    """``serve``'s ``flags`` with the settings of ``environ`` and ``--config``'s file before them.
+
+    Raises:
+        ServeConfigError: a bad key or value, naming its source (one line).
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    configure(parser)
+    return flags_from_sources(parser, flags, environ)
+
+
+def serve_plan(flags: Sequence[str] = (), *, environ: Mapping[str, str] | None = None) -> ServePlan:
     """The plan ``trio-streams serve FLAGS`` would run, for :func:`~trio_streams.serve`.
 
     ``serve_plan(["--bind", "127.0.0.1:0", "--redis-url", url])``: the same
-    flags, defaults and checks as the command.
+    flags, defaults and checks as the command, ``--config FILE`` included.
+    The environment's ``TRIO_STREAMS_*`` settings count only when given as
+    ``environ`` (e.g. ``os.environ``): an embedding program decides.
 
     Raises:
         ServeConfigError: a bad flag or flag combination (one line).
@@ -279,7 +309,7 @@ def serve_plan(flags: Sequence[str] = ()) -> ServePlan:
     """
     parser = _RaisingParser(prog="serve")
     configure(parser)
-    return ServePlan.from_args(parser.parse_args(list(flags)))
+    return ServePlan.from_args(parser.parse_args(with_sources(flags, environ or {})))
 
 
 class _RaisingParser(argparse.ArgumentParser):
