@@ -93,6 +93,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="address to listen on (default 127.0.0.1:8000; port 0 picks a free one; [::1]:8000 for IPv6)",
     )
     net.add_argument("--access-log", action="store_true", help="log every request (Hypercorn's access log)")
+    net.add_argument(
+        "--certfile",
+        metavar="PATH",
+        help="serve HTTPS with this PEM certificate (chain); needs --keyfile; HTTP/2 offered by ALPN",
+    )
+    net.add_argument("--keyfile", metavar="PATH", help="the PEM private key of --certfile")
+    net.add_argument(
+        "--keep-alive",
+        type=positive_duration_arg,
+        metavar="DURATION",
+        help="close a kept-alive connection idle this long (Hypercorn's keep_alive_timeout, 5s)",
+    )
+    net.add_argument(
+        "--root-path",
+        metavar="PATH",
+        help="the prefix a reverse proxy serves this under (e.g. /api): requests to /api/v1/runs "
+        "reach /v1/runs (ASGI root_path)",
+    )
+    net.add_argument(
+        "--forwarded-allow-ips",
+        metavar="IPS",
+        help="proxies (comma-separated IP addresses, or *) whose X-Forwarded-For and X-Forwarded-Proto "
+        "give the client's address and scheme; from any other peer they are ignored (default: none)",
+    )
     store = parser.add_argument_group("store")
     store.add_argument(
         "--store",
@@ -191,9 +215,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     api.add_argument(
         "--shutdown-grace",
+        "--graceful-timeout",
         type=duration_arg,
         default=10.0,
-        help="on SIGTERM, how long live runs may take to finish before they are cancelled (default 10s)",
+        help="on SIGTERM, how long live runs may take to finish before they are cancelled (default 10s; "
+        "--graceful-timeout is Hypercorn's name for it)",
     )
     durable = parser.add_argument_group("Durable Streams (/v1/stream/*)")
     durable.add_argument(

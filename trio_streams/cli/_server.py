@@ -31,10 +31,12 @@ from ._hypercorn import (
     serve_hypercorn,
 )
 from ._plan import ServeConfigError, ServePlan, ServeStartupError
+from ._proxy import ForwardedHeaders
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from hypercorn.typing import ASGIFramework
     from quart_trio import QuartTrio
 
     from ..web import TrioStreams
@@ -112,9 +114,25 @@ async def _serve(
 
     Returns when ``shutdown`` was set and the server has stopped.
     """
-    hyper = hypercorn_config(config.host, config.port, access_log=config.access_log)
+    hyper = hypercorn_config(
+        config.host,
+        config.port,
+        access_log=config.access_log,
+        certfile=config.certfile,
+        keyfile=config.keyfile,
+        keep_alive=config.keep_alive,
+        root_path=config.root_path,
+    )
     try:
-        sockets = listen(config.host, config.port, backlog=hyper.backlog)
+        ssl_context = hyper.create_ssl_context() if hyper.ssl_enabled else None
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise ServeStartupError(f"--certfile/--keyfile: cannot load them: {exc}") from None
+    del ssl_context  # checked here, in one line; Hypercorn makes its own
+    asgi_app: ASGIFramework = app
+    if config.forwarded_allow_ips != frozenset():
+        asgi_app = ForwardedHeaders(app, config.forwarded_allow_ips)
+    try:
+        sockets = listen(config.host, config.port, backlog=hyper.backlog, secure=hyper.ssl_enabled)
     except OSError as exc:
         raise ServeStartupError(listen_error(config.host, config.port, exc)) from None
     drained = trio.Event()
@@ -153,7 +171,7 @@ async def _serve(
 
                     async def hypercorn_task(*, task_status: trio.TaskStatus[list[str]]) -> None:
                         await serve_hypercorn(
-                            app,
+                            asgi_app,
                             hyper,
                             sockets,
                             shutdown_trigger=shutdown_trigger,
