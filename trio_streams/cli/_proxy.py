@@ -61,10 +61,11 @@ class ForwardedHeaders:
         """Call the app, with ``client`` and ``scheme`` rewritten for a trusted peer."""
         client: Any = scope.get("client") if scope["type"] in _SCHEMES else None
         if client is not None and self._trusts(client[0]):
-            scope = cast("Scope", self._rewritten(dict(scope)))  # never mutate the server's scope
+            # In place (as uvicorn does): Hypercorn's access log then shows the client, not the proxy.
+            self._rewrite(cast("dict[str, Any]", scope))
         await self.app(scope, receive, send)
 
-    def _rewritten(self, scope: dict[str, Any]) -> dict[str, Any]:
+    def _rewrite(self, scope: dict[str, Any]) -> None:
         headers = {name.lower(): value.decode("latin-1") for name, value in scope["headers"]}
         proto = headers.get(b"x-forwarded-proto")
         if proto:
@@ -79,4 +80,3 @@ class ForwardedHeaders:
         if hops:
             untrusted = [hop for hop in reversed(hops) if not self._trusts(hop)]
             scope["client"] = (untrusted[0] if untrusted else hops[0], 0)
-        return scope
