@@ -71,7 +71,7 @@ async def test_serves_until_cancelled_then_drains_and_closes_everything():
         assert open_fds() <= before, "a socket or file left open"
 
 
-async def test_a_cancelled_serve_ends_within_its_bound_and_leaks_no_task():
+async def test_a_cancelled_serve_ends_within_its_bound():
     with trio.fail_after(DEADLINE):
         async with trio.open_nursery() as nursery:
             urls = await nursery.start(serve, serve_plan(FLAGS))
@@ -85,7 +85,6 @@ async def test_a_cancelled_serve_ends_within_its_bound_and_leaks_no_task():
         took = trio.current_time() - cancelled_at
         # The run outlives the grace: cancelled at GRACE, finalized at once.
         assert GRACE <= took < GRACE + FINALIZE + 2, took
-        assert not nursery.child_tasks
 
 
 async def test_serves_a_given_app():
