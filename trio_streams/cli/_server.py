@@ -74,10 +74,10 @@ async def serve(
             startup failed (one line naming why; never an exception group).
         ServeConfigError: ``app`` (or the factory's app) has no TrioStreams extension.
 
-    Cancellation: the shutdown SIGTERM does: live runs get
-    ``--shutdown-grace`` to finish, the rest are cancelled and finalized,
-    event streams end with their terminal events, the store is flushed and
-    connections closed, within the drain's budget plus
+    Cancellation: the shutdown SIGTERM does: live runs get the extension's
+    ``shutdown_grace`` (``--shutdown-grace`` for the app ``config`` builds)
+    to finish, the rest are cancelled and finalized, event streams end
+    with their terminal events, the store is flushed and connections closed, within the drain's budget plus
     :data:`CLOSE_GRACE`, :data:`EXIT_BUDGET` and :data:`APP_SHUTDOWN_BUDGET`;
     then ``Cancelled`` propagates.
     """
