@@ -5,6 +5,8 @@ kept in a replay log and a store, fanned out to any number of subscribers,
 and it can be resumed, watched or aborted later.
 """
 
+import typing
+
 from ._errors import AtCapacity as AtCapacity
 from ._errors import HubClosed as HubClosed
 from ._errors import KeysUnavailable as KeysUnavailable
@@ -52,6 +54,36 @@ from .runs._run import RunOutcome as RunOutcome
 from .runs._run import RunStatus as RunStatus
 from .runs._subscription import Subscription as Subscription
 
+if typing.TYPE_CHECKING:
+    from .cli._plan import ServeConfigError as ServeConfigError
+    from .cli._plan import ServePlan as ServePlan
+    from .cli._plan import ServeStartupError as ServeStartupError
+    from .cli._serve import serve_plan as serve_plan
+    from .cli._server import serve as serve
+
+#: The server, for embedding: imported on first use, so that ``import
+#: trio_streams`` does not load Hypercorn and Quart.
+_SERVE_NAMES = {
+    "serve": "._server",
+    "serve_plan": "._serve",
+    "ServePlan": "._plan",
+    "ServeConfigError": "._plan",
+    "ServeStartupError": "._plan",
+}
+
+
+def __getattr__(name: str) -> typing.Any:
+    """``serve`` and its configuration, imported from ``trio_streams.cli`` on first use."""
+    module = _SERVE_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'trio_streams' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, "trio_streams.cli"), name)
+    globals()[name] = value
+    return value
+
+
 #: Every public name (docs/api.md lists each; tests/test_public_api.py checks both).
 __all__ = [
     "MAX_EVENT_TYPE_LENGTH",
@@ -90,6 +122,9 @@ __all__ = [
     "RunNotLive",
     "RunOutcome",
     "RunStatus",
+    "ServeConfigError",
+    "ServePlan",
+    "ServeStartupError",
     "SharedStore",
     "Store",
     "StoreOverflow",
@@ -100,4 +135,6 @@ __all__ = [
     "__version__",
     "check_event_type",
     "open_hub",
+    "serve",
+    "serve_plan",
 ]

@@ -34,21 +34,14 @@ async def watch_signals(shutdown: trio.Event, grace: float) -> None:
                 _exit_now(128 + signum)
 
 
-async def exit_when_stuck(drained: trio.Event, connections_closed: trio.Event) -> None:
-    """Exit if the connections have not all closed :data:`EXIT_BUDGET` after the drain.
+def exit_stuck() -> NoReturn:
+    """Exit the process (status 0): connections are still open :data:`EXIT_BUDGET` after the drain.
 
     Everything worth waiting for is done by then (runs finalized, store
     flushed); what can still hold the process is a connection whose client
     stopped reading: Hypercorn shields its socket writes, so no deadline
-    ends them. The app's own shutdown, after the connections, is not limited.
-
-    Cancellation: the normal end (``serve`` cancels it once the server has
-    stopped); nothing to clean up.
+    ends them. The app's own shutdown, after the connections, is skipped.
     """
-    await drained.wait()
-    with trio.move_on_after(EXIT_BUDGET):
-        await connections_closed.wait()
-        return
     logger.warning(
         "connections still open %gs after the drain (clients not reading?): exiting without them; "
         "every run was finalized and the store flushed",

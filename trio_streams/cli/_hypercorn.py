@@ -49,10 +49,25 @@ CLOSE_GRACE = 0.5
 EXIT_BUDGET = 1.0
 
 
-def hypercorn_config(host: str, port: int, *, access_log: bool) -> hypercorn.config.Config:
-    """Hypercorn's config for ``serve`` on ``host:port``."""
+def hypercorn_config(
+    host: str,
+    port: int,
+    *,
+    access_log: bool,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    keep_alive: float | None = None,
+    root_path: str = "",
+) -> hypercorn.config.Config:
+    """Hypercorn's config for ``serve`` on ``host:port``: TLS (HTTP/2 offered by ALPN)
+    when ``certfile`` and ``keyfile`` are given, the idle keep-alive timeout, the root path."""
     config = hypercorn.config.Config()
     config.bind = [format_address(host, port)]
+    config.certfile = certfile
+    config.keyfile = keyfile
+    if keep_alive is not None:
+        config.keep_alive_timeout = keep_alive
+    config.root_path = root_path
     # The shutdown trigger drains the runs before Hypercorn's graceful period
     # starts; this only bounds what remains after that (responses ending).
     config.graceful_timeout = CLOSE_GRACE
@@ -66,8 +81,9 @@ def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def listen(host: str, port: int, *, backlog: int) -> hypercorn.config.Sockets:
-    """A listening TCP socket on ``host:port`` (port 0: a free one), as Hypercorn makes it.
+def listen(host: str, port: int, *, backlog: int, secure: bool = False) -> hypercorn.config.Sockets:
+    """A listening TCP socket on ``host:port`` (port 0: a free one), as Hypercorn makes it
+    (``secure``: for TLS).
 
     Bound before the app starts, so an address in use fails at once, before
     any store is opened.
@@ -88,6 +104,8 @@ def listen(host: str, port: int, *, backlog: int) -> hypercorn.config.Sockets:
     except BaseException:
         sock.close()
         raise
+    if secure:  # Hypercorn wraps it in TLS
+        return hypercorn.config.Sockets(secure_sockets=[sock], insecure_sockets=[], quic_sockets=[])
     return hypercorn.config.Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[])
 
 

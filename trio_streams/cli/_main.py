@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import NoReturn
 
 from .. import __version__
 from ..bench import _cli as _bench_cli
 from . import _serve
+from ._plan import ServeConfigError
 
 
 class _OneLineErrors(argparse.ArgumentParser):
@@ -34,6 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``trio-streams`` and ``python -m trio_streams``."""
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:
+        # serve's settings also come from TRIO_STREAMS_* and --config's file.
+        try:
+            argv = ["serve", *_serve.with_sources(argv[1:], os.environ)]
+        except ServeConfigError as exc:
+            print(f"trio-streams serve: error: {exc}", file=sys.stderr)
+            return 2
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:

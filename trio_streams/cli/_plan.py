@@ -60,6 +60,15 @@ class ServePlan:
     store_label: str = "memory"
     app_factory: Callable[..., QuartTrio] | None = None
     access_log: bool = False
+    #: TLS: the certificate chain and its private key (PEM files), both or neither.
+    certfile: str | None = None
+    keyfile: str | None = None
+    #: Hypercorn's idle keep-alive timeout (None: its default, 5s).
+    keep_alive: float | None = None
+    #: The ASGI root path (the prefix a reverse proxy mounts the server under).
+    root_path: str = ""
+    #: Peers whose X-Forwarded-For/Proto are believed (empty: none; None: every peer).
+    forwarded_allow_ips: frozenset[str] | None = frozenset()
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ServePlan:
@@ -71,6 +80,7 @@ class ServePlan:
         """
         host, port = parse_bind(args.bind)
         plan = cls(host, port, access_log=args.access_log)
+        plan._http_settings(args)
         auth = _auth_from(args)
         if auth is None and not _is_loopback(host):
             raise ServeConfigError(
@@ -105,6 +115,39 @@ class ServePlan:
         if args.app:
             plan.app_factory = _import_factory(args.app)
         return plan
+
+    def _http_settings(self, args: argparse.Namespace) -> None:
+        """TLS, keep-alive, root path and trusted proxies from their flags.
+
+        Raises:
+            ServeConfigError: one of the pair --certfile/--keyfile alone, a bad address.
+            ServeStartupError: a certificate or key file that cannot be read.
+        """
+        from ._proxy import parse_trusted
+
+        certfile, keyfile = getattr(args, "certfile", None), getattr(args, "keyfile", None)
+        if (certfile is None) != (keyfile is None):
+            raise ServeConfigError("TLS needs both --certfile and --keyfile")
+        for flag, path in (("--certfile", certfile), ("--keyfile", keyfile)):
+            if path is not None and not os.access(path, os.R_OK):
+                raise ServeStartupError(f"{flag} {path}: cannot read it")
+        self.certfile, self.keyfile = certfile, keyfile
+        self.keep_alive = getattr(args, "keep_alive", None)
+        root_path = getattr(args, "root_path", None) or ""
+        if root_path and not root_path.startswith("/"):
+            raise ServeConfigError(f"--root-path must start with /, not {root_path!r}")
+        self.root_path = root_path.rstrip("/")
+        allowed = getattr(args, "forwarded_allow_ips", None)
+        if allowed is not None:
+            try:
+                self.forwarded_allow_ips = parse_trusted(allowed)
+            except ValueError as exc:
+                raise ServeConfigError(f"--forwarded-allow-ips: {exc}") from None
+
+    @property
+    def scheme(self) -> str:
+        """``https`` with TLS, else ``http``."""
+        return "https" if self.certfile else "http"
 
     def _choose_store(self, args: argparse.Namespace) -> None:
         tuning = {

@@ -6,17 +6,20 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
-from hypercorn.utils import LifespanFailureError
 
-from ._exit import exit_when_stuck, watch_signals
-from ._hypercorn import close_sockets, hypercorn_config, listen, listen_error, serve_hypercorn
+from ._exit import exit_stuck, watch_signals
+from ._logging import configure_logging
 from ._plan import ServeConfigError, ServePlan, ServeStartupError
+from ._server import _serve
+from ._sources import flags_from_sources
 from ._units import duration_arg, positive_duration_arg, size_arg
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     from quart_trio import QuartTrio
 
     from ..web import TrioStreams
@@ -45,6 +48,16 @@ once (status 130 or 143). Clients do not hold the exit: idle connections are
 closed, requests still under way get 0.5s, and a client that stopped reading
 is left behind 1s after the drain.
 
+configuration: every flag can also be set in the environment as
+TRIO_STREAMS_<FLAG> (TRIO_STREAMS_BIND=0.0.0.0:8000, TRIO_STREAMS_REDIS_URL=...,
+TRIO_STREAMS_ACCESS_LOG=true) or in a TOML file given with --config (or
+TRIO_STREAMS_CONFIG): keys are flag names with _ (bind = "0.0.0.0:8000",
+access_log = true, token_file = "/etc/tokens"). Flags win over the
+environment, which wins over the file. TRIO_STREAMS_TOKEN holds
+whitespace-separated USER:SECRET pairs (safer than --token: a command line is
+visible to every user through ps); a file with a token key must be readable
+by its owner alone (chmod 600). A bad value is one line naming its source.
+
 exit status: 0 after a clean shutdown; 1 the server could not start (e.g. the
 store is unreachable, the port is in use, the token file is unreadable or has a
 bad line, one secret is given to two users); 2 bad arguments."""
@@ -66,6 +79,12 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> argparse.Argument
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add ``serve``'s flags to ``parser``."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help='a TOML file of settings: keys are flag names with _ (redis_url = "redis://..."); '
+        "flags and TRIO_STREAMS_* variables win over it",
+    )
     net = parser.add_argument_group("network")
     net.add_argument(
         "--bind",
@@ -74,6 +93,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="address to listen on (default 127.0.0.1:8000; port 0 picks a free one; [::1]:8000 for IPv6)",
     )
     net.add_argument("--access-log", action="store_true", help="log every request (Hypercorn's access log)")
+    net.add_argument(
+        "--certfile",
+        metavar="PATH",
+        help="serve HTTPS with this PEM certificate (chain); needs --keyfile; HTTP/2 offered by ALPN",
+    )
+    net.add_argument("--keyfile", metavar="PATH", help="the PEM private key of --certfile")
+    net.add_argument(
+        "--keep-alive",
+        type=positive_duration_arg,
+        metavar="DURATION",
+        help="close a kept-alive connection idle this long (Hypercorn's keep_alive_timeout, 5s)",
+    )
+    net.add_argument(
+        "--root-path",
+        metavar="PATH",
+        help="the prefix a reverse proxy serves this under (e.g. /api): requests to /api/v1/runs "
+        "reach /v1/runs (ASGI root_path)",
+    )
+    net.add_argument(
+        "--forwarded-allow-ips",
+        metavar="IPS",
+        help="proxies (comma-separated IP addresses, or *) whose X-Forwarded-For and X-Forwarded-Proto "
+        "give the client's address and scheme; from any other peer they are ignored (default: none)",
+    )
     store = parser.add_argument_group("store")
     store.add_argument(
         "--store",
@@ -172,9 +215,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     api.add_argument(
         "--shutdown-grace",
+        "--graceful-timeout",
         type=duration_arg,
         default=10.0,
-        help="on SIGTERM, how long live runs may take to finish before they are cancelled (default 10s)",
+        help="on SIGTERM, how long live runs may take to finish before they are cancelled (default 10s; "
+        "--graceful-timeout is Hypercorn's name for it)",
     )
     durable = parser.add_argument_group("Durable Streams (/v1/stream/*)")
     durable.add_argument(
@@ -236,6 +281,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=("debug", "info", "warning", "error"),
         help="log verbosity (default info: one line per run start, end and cancel)",
     )
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=("text", "json"),
+        help="text (default): one line per record; json: one JSON object per line with time, level, "
+        "logger, message, and run_id, stream, owner, event where the record has them",
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -258,13 +310,44 @@ def _token_arg(text: str) -> str:
     return text
 
 
+def with_sources(flags: Sequence[str], environ: Mapping[str, str]) -> list[str]:
+    """``serve``'s ``flags`` with the settings of ``environ`` and ``--config``'s file before them.
+
+    Raises:
+        ServeConfigError: a bad key or value, naming its source (one line).
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    configure(parser)
+    return flags_from_sources(parser, flags, environ)
+
+
+def serve_plan(flags: Sequence[str] = (), *, environ: Mapping[str, str] | None = None) -> ServePlan:
+    """The plan ``trio-streams serve FLAGS`` would run, for :func:`~trio_streams.serve`.
+
+    ``serve_plan(["--bind", "127.0.0.1:0", "--redis-url", url])``: the same
+    flags, defaults and checks as the command, ``--config FILE`` included.
+    The environment's ``TRIO_STREAMS_*`` settings count only when given as
+    ``environ`` (e.g. ``os.environ``): an embedding program decides.
+
+    Raises:
+        ServeConfigError: a bad flag or flag combination (one line).
+        ServeStartupError: something a flag names cannot be used (a token file).
+    """
+    parser = _RaisingParser(prog="serve")
+    configure(parser)
+    return ServePlan.from_args(parser.parse_args(with_sources(flags, environ or {})))
+
+
+class _RaisingParser(argparse.ArgumentParser):
+    """Bad flags raise :class:`ServeConfigError` instead of exiting the process."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ServeConfigError(message)
+
+
 def main_with_args(args: argparse.Namespace) -> int:
     """Run ``serve`` with parsed arguments; return the exit status."""
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level, args.log_format)
     try:
         plan = ServePlan.from_args(args)
         app, streams = plan.build_app()
@@ -274,135 +357,31 @@ def main_with_args(args: argparse.Namespace) -> int:
     except ServeStartupError as exc:
         print(f"trio-streams serve: error: {exc}", file=sys.stderr)
         return 1
-    return trio.run(serve, plan, app, streams)
+    return trio.run(serve_command, plan, app, streams)
 
 
-async def serve(plan: ServePlan, app: QuartTrio, streams: TrioStreams) -> int:
+async def serve_command(plan: ServePlan, app: QuartTrio, streams: TrioStreams) -> int:
     """Serve until SIGTERM/SIGINT, then shut down gracefully; return the exit status.
 
     The address is listened on before the app starts: one in use is a
     one-line error (status 1) before any store opens. Shutdown: see
-    ``_serve_hypercorn``; connections are closed, or given up on, at most
-    ``EXIT_BUDGET`` after the drain, whatever the clients do.
+    :mod:`._hypercorn`; connections are closed, or given up on (the process
+    exits without them), at most ``EXIT_BUDGET`` after the drain, whatever
+    the clients do.
     """
-    config = hypercorn_config(plan.host, plan.port, access_log=plan.access_log)
-    try:
-        sockets = listen(plan.host, plan.port, backlog=config.backlog)
-    except OSError as exc:
-        print(f"trio-streams serve: error: {listen_error(plan.host, plan.port, exc)}", file=sys.stderr)
-        return 1
     shutdown = trio.Event()
-    drained = trio.Event()
-    connections_closed = trio.Event()
+    status = 0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch_signals, shutdown, plan.options["shutdown_grace"])
 
-    async def shutdown_trigger() -> None:
-        await shutdown.wait()
-        # Drain first: live runs end (or are cancelled, partial results saved),
-        # so every open event stream ends with its terminal event; only then
-        # does Hypercorn stop listening and close connections.
-        await streams.stop()
-        drained.set()
-
-    # A startup failure is reported below in one line; Quart would also log
-    # its traceback at ERROR. Keep that traceback for --log-level debug only.
-    quiet_startup = _QuietStartupFailure()
-    app.logger.addFilter(quiet_startup)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch_signals, shutdown, plan.options["shutdown_grace"])
-            nursery.start_soon(exit_when_stuck, drained, connections_closed)
-
-            async def run_server(*, task_status: trio.TaskStatus[list[str]]) -> None:
-                await serve_hypercorn(
-                    app,
-                    config,
-                    sockets,
-                    shutdown_trigger=shutdown_trigger,
-                    connections_closed=connections_closed,
-                    task_status=task_status,
-                )
-                nursery.cancel_scope.cancel()
-
-            urls = await nursery.start(run_server)
-            quiet_startup.starting = False
-            if not streams.running:
-                # Hypercorn binds even when the app's startup failed; the
-                # failure is on its way to this nursery: announce nothing.
-                with trio.move_on_after(10):
-                    await trio.sleep_forever()
-                print("trio-streams serve: error: startup failed (see the log above)", file=sys.stderr)
-                nursery.cancel_scope.cancel()
-                return 1
-            auth = plan.options["auth"]
-            logger.info(
-                "store: %s; auth: %s",
-                plan.store_label,
-                f"{len(auth)} token(s), users see only their runs"
-                if auth
-                else "off (no --token): loopback only",
-            )
+        def announce(urls: list[str]) -> None:
             for url in urls:
                 print(f"trio-streams serving on {url}", flush=True)
-    except LifespanFailureError as exc:
-        print(f"trio-streams serve: error: startup failed: {exc}", file=sys.stderr)
-        return 1
-    except BaseExceptionGroup as group:
-        # A failed startup (e.g. Redis refused the password) arrives wrapped
-        # in the nurseries' groups; report its cause in one line.
-        cause = _startup_failure(group)
-        if cause is None:
-            raise
-        print(f"trio-streams serve: error: startup failed: {cause}", file=sys.stderr)
-        return 1
-    finally:
-        close_sockets(sockets)
-    logger.info("stopped cleanly")
-    return 0
 
-
-class _QuietStartupFailure(logging.Filter):
-    """Drops the app logger's records of an exception raised while the app
-    starts (``serve`` prints the cause in one line), after logging them at
-    DEBUG with the traceback. Later records pass untouched."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.starting = True
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not (self.starting and record.exc_info):
-            return True
-        logger.debug("the app's startup failed", exc_info=record.exc_info)
-        return False
-
-
-def _startup_failure(group: BaseExceptionGroup[BaseException]) -> str | None:
-    """The message of what made the app's startup fail, if that is what ``group`` holds."""
-    from .._errors import StreamError
-    from .._exception_groups import collapse
-
-    lifespan, _rest = group.split(LifespanFailureError)
-    if lifespan is None:
-        return None
-    failure = collapse(lifespan)
-    if failure is None:
-        return None  # several: no one cause to name
-    seen: set[int] = set()
-    pending: list[BaseException] = [failure]
-    while pending:
-        exc = pending.pop()
-        if id(exc) in seen:
-            continue
-        seen.add(id(exc))
-        if isinstance(exc, StreamError):
-            return str(exc)
-        if isinstance(exc, BaseExceptionGroup):
-            sole = collapse(exc)  # a group along the chain speaks only if it holds one error
-            if sole is not None:
-                pending.append(sole)
-        pending.extend(e for e in (exc.__cause__, exc.__context__) if e is not None)
-    # Otherwise Hypercorn's own error, which quotes the app's message:
-    # "Lifespan failure in startup. '<message>'".
-    text = str(failure)
-    quoted = text.partition(". '")[2]
-    return quoted[:-1] if quoted.endswith("'") else text
+        try:
+            await _serve(plan, app, streams, shutdown=shutdown, on_stuck=exit_stuck, on_started=announce)
+        except ServeStartupError as exc:
+            print(f"trio-streams serve: error: {exc}", file=sys.stderr)
+            status = 1
+        nursery.cancel_scope.cancel(reason="server stopped")
+    return status

@@ -61,7 +61,12 @@ async def _frames(api: RunsApi, hub: Hub, run_id: str, after: int) -> AsyncItera
         except (RunNotFound, RunNotLive, ValueError) as exc:
             # Checked before the response started; only a race (evicted or
             # moved in between) lands here. Say so rather than end silently.
-            logger.warning("run %s: stream ended before it began: %s", run_id, exc)
+            logger.warning(
+                "run %s: stream ended before it began: %s",
+                run_id,
+                exc,
+                extra={"run_id": run_id, "event": "stream_unavailable"},
+            )
             yield UNAVAILABLE_FRAME
     finally:
         api.sse_streams_open -= 1

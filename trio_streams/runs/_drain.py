@@ -146,7 +146,11 @@ def _failure(run: Run, exc: BaseException) -> tuple[RunStatus, dict[str, str]]:
     if isinstance(exc, RunFailed):
         return RunStatus.ERROR, {"code": exc.code, "message": exc.message}
     if isinstance(exc, StoreOverflow):
-        logger.error("run %s failed: the store's write buffer is full", run.id)
+        logger.error(
+            "run %s failed: the store's write buffer is full",
+            run.id,
+            extra={"run_id": run.id, "owner": run.owner, "event": "store_overflow"},
+        )
         return RunStatus.ERROR, {"code": "store_overflow", "message": "the store could not keep up"}
     if isinstance(exc, MemoryBudgetExceeded):
         logger.error("run %s failed: %s", run.id, exc)
@@ -157,10 +161,22 @@ def _failure(run: Run, exc: BaseException) -> tuple[RunStatus, dict[str, str]]:
     if isinstance(exc, BaseExceptionGroup):
         # Several errors: none of them speaks for the run, all are logged.
         names = ", ".join(type(leaf).__name__ for leaf in leaves(exc))
-        logger.error("run %s: producer raised several errors: %s", run.id, names, exc_info=exc)
+        logger.error(
+            "run %s: producer raised several errors: %s",
+            run.id,
+            names,
+            exc_info=exc,
+            extra={"run_id": run.id, "owner": run.owner, "event": "producer_error"},
+        )
         return RunStatus.ERROR, {"code": "producer_error", "message": "the producer failed (several errors)"}
     name = type(exc).__name__
-    logger.error("run %s: producer raised %s", run.id, name, exc_info=exc)
+    logger.error(
+        "run %s: producer raised %s",
+        run.id,
+        name,
+        exc_info=exc,
+        extra={"run_id": run.id, "owner": run.owner, "event": "producer_error"},
+    )
     return RunStatus.ERROR, {"code": "producer_error", "message": f"the producer failed ({name})"}
 
 
@@ -180,7 +196,12 @@ async def finalize(
                 try:
                     await hook(run, outcome)
                 except Exception as exc:
-                    logger.exception("run %s: on_finish hook raised %s", run.id, type(exc).__name__)
+                    logger.exception(
+                        "run %s: on_finish hook raised %s",
+                        run.id,
+                        type(exc).__name__,
+                        extra={"run_id": run.id, "owner": run.owner, "event": "on_finish_error"},
+                    )
                     run.finalize_error = f"on_finish raised {type(exc).__name__}: {exc}"
             if hook_scope.cancelled_caught:
                 logger.error("run %s: on_finish hook exceeded %ss", run.id, config.finalize_timeout)
@@ -213,6 +234,7 @@ async def finalize(
             run.last_seq,
             f" reason={run.reason}" if run.reason else "",
             f" finalize_error={run.finalize_error!r}" if run.finalize_error else "",
+            extra={"run_id": run.id, "owner": run.owner, "event": "run_" + status.value},
         )
 
 

@@ -250,7 +250,13 @@ class Hub:
             run.status = RunStatus.RUNNING
             run.started_at = run.created_at
         logger.info(
-            "run %s %s key=%s owner=%s on_conflict=%s", run.id, run.status.value, key, owner, on_conflict
+            "run %s %s key=%s owner=%s on_conflict=%s",
+            run.id,
+            run.status.value,
+            key,
+            owner,
+            on_conflict,
+            extra={"run_id": run.id, "owner": owner, "event": "run_started"},
         )
         if self._mirrors is not None:
             # Other instances can find the run once start returns (a client
@@ -352,11 +358,21 @@ class Hub:
                 if self._mirrors is None:
                     raise RunNotLive(f"run {run_id} is running elsewhere")
                 await self._mirrors.store.request_cancel(run_id, reason)
-                logger.info("run %s cancel requested from another instance: %r", run_id, reason)
+                logger.info(
+                    "run %s cancel requested from another instance: %r",
+                    run_id,
+                    reason,
+                    extra={"run_id": run_id, "event": "cancel_forwarded"},
+                )
             return info.status
         await trio.lowlevel.checkpoint()
         if run._request_cancel(reason):
-            logger.info("run %s cancel requested: %r", run.id, reason)
+            logger.info(
+                "run %s cancel requested: %r",
+                run.id,
+                reason,
+                extra={"run_id": run.id, "owner": run.owner, "event": "cancel_requested"},
+            )
         return run.status
 
     async def wait(self, run_id: str) -> RunInfo:
@@ -484,7 +500,12 @@ class Hub:
                     await run._finished.wait()
             for run in live:
                 if run._request_cancel(reason):
-                    logger.info("run %s cancelled at shutdown after the %ss grace", run.id, grace)
+                    logger.info(
+                        "run %s cancelled at shutdown after the %ss grace",
+                        run.id,
+                        grace,
+                        extra={"run_id": run.id, "owner": run.owner, "event": "cancelled_at_shutdown"},
+                    )
             for run in live:
                 await run._finished.wait()
         except BaseException:
@@ -503,7 +524,12 @@ class Hub:
         """Another instance asked (through the shared store) to cancel a run we own."""
         run = self._runs.get(run_id)
         if run is not None and run._request_cancel(reason):
-            logger.info("run %s cancel requested by another instance: %r", run_id, reason)
+            logger.info(
+                "run %s cancel requested by another instance: %r",
+                run_id,
+                reason,
+                extra={"run_id": run_id, "owner": run.owner, "event": "cancel_requested"},
+            )
 
 
 __all__ = ["RESERVED_TYPES", "Hub", "Producer", "RunNotLive"]

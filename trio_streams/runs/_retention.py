@@ -76,7 +76,12 @@ def make_room(hub: HubState) -> None:
         return
     oldest = hub.oldest_finished()
     if hub.config.evict_finished_when_full and oldest is not None:
-        logger.info("run %s evicted early: max_runs=%d reached", oldest.id, hub.config.max_runs)
+        logger.info(
+            "run %s evicted early: max_runs=%d reached",
+            oldest.id,
+            hub.config.max_runs,
+            extra={"run_id": oldest.id, "owner": oldest.owner, "event": "evicted"},
+        )
         evict_run(hub, oldest)
         return
     raise AtCapacity("max_runs", f"the hub holds its maximum of {hub.config.max_runs} runs")
@@ -91,7 +96,11 @@ def reclaim_oldest(hub: HubState) -> bool:
     """
     for run in hub.finished.values():
         if not run.log.pending_nbytes:  # else it keeps what the store lacks
-            logger.info("run %s evicted early: the memory budget is short", run.id)
+            logger.info(
+                "run %s evicted early: the memory budget is short",
+                run.id,
+                extra={"run_id": run.id, "owner": run.owner, "event": "evicted"},
+            )
             evict_run(hub, run)
             return True
     return False
@@ -134,7 +143,12 @@ def detach(hub: HubState, run: Run) -> None:
         def cancel_abandoned() -> None:
             run._timer = None
             if not run._subscribers:
-                logger.info("run %s: no subscriber came back within %ss", run.id, grace)
+                logger.info(
+                    "run %s: no subscriber came back within %ss",
+                    run.id,
+                    grace,
+                    extra={"run_id": run.id, "owner": run.owner, "event": "abandoned"},
+                )
                 run._request_cancel("disconnected")
 
         run._timer = hub.timers.call_after(grace, cancel_abandoned)

@@ -20,6 +20,7 @@ from ..durable._access import resolve_access
 from ..log import MemoryStore, Store
 from ..runs._config import HubConfig
 from ..runs._open_hub import open_hub
+from ._app_config import config_options
 from ._auth import TokenAuth
 from ._demo import DemoInput, demo_input_schema, demo_limits, demo_producer, demo_reserve
 from ._errors import ApiError, error_response
@@ -104,6 +105,15 @@ class TrioStreams:
         ValueError: a bad value; ``durable_access`` other than ``"owner"``,
             ``"shared"`` or ``None``, or ``"owner"`` without ``auth``.
     """
+
+    #: The keyword arguments the caller gave (set by ``__new__``, which sees them too).
+    _given: frozenset[str] = frozenset()
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> TrioStreams:
+        """Notes which options the caller gave: ``init_app`` reads the others from ``app.config``."""
+        self = super().__new__(cls)
+        self._given = frozenset(kwargs)
+        return self
 
     def __init__(
         self,
@@ -248,9 +258,16 @@ class TrioStreams:
 
         Raises:
             TypeError: ``app`` is not a QuartTrio app (the hub needs trio).
+            ValueError: an ``app.config["TRIO_STREAMS_*"]`` value does not fit
+                its option (the message names the key).
         """
         if not isinstance(app, QuartTrio):
             raise TypeError(f"TrioStreams needs a quart_trio.QuartTrio app, not {type(app).__name__}")
+        # Options not given as arguments, from app.config["TRIO_STREAMS_*"] (web/_app_config.py).
+        extension, hub = config_options(app.config, self._given)
+        for name, value in extension.items():
+            setattr(self, name, value.rstrip("/") if name == "url_prefix" else value)
+        self.hub_options.update(hub)
         from ._ops import make_ops_blueprint
         from ._routes import make_blueprint
 

@@ -298,7 +298,12 @@ class StoreConnection:
             try:
                 meta = await self._load(source.stream_id)
             except (coredis.exceptions.RedisError, OSError) as exc:
-                logger.warning("a live read of %r lost redis: %s", source.stream_id.name, exc)
+                logger.warning(
+                    "a live read of %r lost redis: %s",
+                    source.stream_id.name,
+                    exc,
+                    extra={"stream": source.stream_id.name, "event": "live_read_lost_redis"},
+                )
                 return False
             if meta is None or meta.incarnation != source.incarnation or meta.soft_deleted:
                 return False
