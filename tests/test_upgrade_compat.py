@@ -28,6 +28,9 @@ import httpx
 import pytest
 import trio
 
+from trio_streams import open_hub
+from trio_streams.log.redis import RedisStore
+
 from .test_web_server import read_events
 
 if TYPE_CHECKING:
@@ -40,6 +43,7 @@ PREVIOUS_RELEASE = "541d312"
 #: The repository this test file is in (its history holds the previous release).
 ROOT = Path(__file__).resolve().parents[1]
 DEADLINE = 60
+SERVE = [sys.executable, "-m", "trio_streams", "serve"]
 OFFSET = re.compile(r"^\d{16}_\d{16}$")
 BINARY = {"Content-Type": "application/octet-stream"}
 JSON = {"Content-Type": "application/json"}
@@ -124,10 +128,7 @@ async def serve(
         source = sources[version]
         process = await trio.lowlevel.open_process(
             [
-                sys.executable,
-                "-m",
-                "trio_streams",
-                "serve",
+                *SERVE,
                 "--bind",
                 "127.0.0.1:0",
                 "--redis-url",
@@ -224,8 +225,8 @@ async def test_streams_written_by_one_version_are_read_and_continued_by_the_othe
         first = await serve(writer, "--long-poll-timeout", "300s")
         second = await serve(reader, "--long-poll-timeout", "300s")
         async with (
-            httpx.AsyncClient(base_url=first.url) as on_w,
-            httpx.AsyncClient(base_url=second.url) as on_r,
+            httpx.AsyncClient(timeout=30, base_url=first.url) as on_w,
+            httpx.AsyncClient(timeout=30, base_url=second.url) as on_r,
         ):
             # Binary, with Stream-Seq: the offsets the writer's clients hold.
             binary = "/v1/stream/bin"
@@ -310,8 +311,8 @@ async def test_both_versions_append_to_one_stream_at_once(
         servers = {"old": await serve("old"), "new": await serve("new")}
         plain_on = "new" if producer_on == "old" else "old"
         async with (
-            httpx.AsyncClient(base_url=servers["old"].url) as on_old,
-            httpx.AsyncClient(base_url=servers["new"].url) as on_new,
+            httpx.AsyncClient(timeout=30, base_url=servers["old"].url) as on_old,
+            httpx.AsyncClient(timeout=30, base_url=servers["new"].url) as on_new,
         ):
             clients = {"old": on_old, "new": on_new}
             url = "/v1/stream/busy"
@@ -399,8 +400,8 @@ async def test_forks_across_versions(
     with trio.fail_after(DEADLINE):
         servers = {"old": await serve("old"), "new": await serve("new")}
         async with (
-            httpx.AsyncClient(base_url=servers["old"].url) as on_old,
-            httpx.AsyncClient(base_url=servers["new"].url) as on_new,
+            httpx.AsyncClient(timeout=30, base_url=servers["old"].url) as on_old,
+            httpx.AsyncClient(timeout=30, base_url=servers["new"].url) as on_new,
         ):
             clients = {"old": on_old, "new": on_new}
             source, fork = "/v1/stream/src", "/v1/stream/fork"
@@ -454,8 +455,8 @@ async def test_runs_started_on_one_version_are_followed_from_the_other(
         servers = {"old": await serve("old"), "new": await serve("new")}
         starter, follower = servers[start_on], servers[follow_on]
         async with (
-            httpx.AsyncClient(base_url=starter.url) as on_start,
-            httpx.AsyncClient(base_url=follower.url) as on_follow,
+            httpx.AsyncClient(timeout=30, base_url=starter.url) as on_start,
+            httpx.AsyncClient(timeout=30, base_url=follower.url) as on_follow,
         ):
             live = await on_start.post(
                 "/v1/runs", json={"producer": "demo", "input": {"tokens": 40, "rate": 50}}
@@ -485,8 +486,8 @@ async def test_a_stream_deleted_and_created_again_by_the_other_version_is_the_ne
     with trio.fail_after(DEADLINE):
         servers = {"old": await serve("old"), "new": await serve("new")}
         async with (
-            httpx.AsyncClient(base_url=servers[first].url) as on_first,
-            httpx.AsyncClient(base_url=servers[other].url) as on_other,
+            httpx.AsyncClient(timeout=30, base_url=servers[first].url) as on_first,
+            httpx.AsyncClient(timeout=30, base_url=servers[other].url) as on_other,
         ):
             url = "/v1/stream/again"
             created = await on_first.put(url, content=b"one", headers={**TEXT, "Stream-TTL": "3600"})
@@ -511,3 +512,31 @@ async def test_a_stream_deleted_and_created_again_by_the_other_version_is_the_ne
             assert (await on_first.post(url, content=b'{"x":2}', headers=JSON)).status_code == 204
             for client in (on_first, on_other):
                 assert (await client.get(url)).json() == [{"x": 1}, {"x": 2}]
+
+
+@pytest.mark.parametrize("version", ["old", "new"])
+async def test_each_version_refuses_a_prefix_of_another_layout(
+    sources: dict[str, Path], redis_url: str, prefix: str, version: str
+) -> None:
+    """Both releases check the layout key, so a future layout bump makes a mixed pair refuse to run."""
+    with trio.fail_after(DEADLINE):
+        helper = RedisStore(redis_url, prefix=prefix + "x")
+        async with open_hub(helper):
+            await helper.client.set(f"{prefix}layout", "3")
+        source = sources[version]
+        # A refusing server exits within seconds (after its imports); one that serves never exits.
+        with trio.fail_after(20):
+            result = await trio.run_process(
+                [*SERVE, "--bind", "127.0.0.1:0", "--redis-url", redis_url, "--redis-prefix", prefix],
+                cwd=source,
+                env=_environment(source),
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+        stderr = result.stderr.decode()
+        assert result.returncode == 1, stderr
+        assert "Traceback" not in stderr
+        (line,) = [line for line in stderr.splitlines() if line.startswith("trio-streams serve: error:")]
+        assert line.startswith("trio-streams serve: error: startup failed: ")
+        assert f"redis prefix {prefix!r} holds data of layout 3; this trio-streams uses layout 2" in line
