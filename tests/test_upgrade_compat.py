@@ -540,3 +540,53 @@ async def test_each_version_refuses_a_prefix_of_another_layout(
         (line,) = [line for line in stderr.splitlines() if line.startswith("trio-streams serve: error:")]
         assert line.startswith("trio-streams serve: error: startup failed: ")
         assert f"redis prefix {prefix!r} holds data of layout 3; this trio-streams uses layout 2" in line
+
+
+@pytest.mark.parametrize(("holder", "other"), [("old", "new"), ("new", "old")])
+async def test_run_keys_and_cancels_cross_versions(
+    serve: Callable[..., Awaitable[Served]], holder: str, other: str
+) -> None:
+    """A key held by a run on one version is held for the other; the other cancels and interrupts it."""
+    with trio.fail_after(DEADLINE):
+        # Long leases: their renewal (which also reads a cancel's intent) comes too late for the
+        # deadlines below, so the cancels must travel the control stream the versions share.
+        servers = {version: await serve(version, "--redis-lease", "300s") for version in ("old", "new")}
+        async with (
+            httpx.AsyncClient(timeout=30, base_url=servers[holder].url) as on_holder,
+            httpx.AsyncClient(timeout=30, base_url=servers[other].url) as on_other,
+        ):
+            long = {"tokens": 100_000, "rate": 20}
+            started = await on_holder.post(
+                "/v1/runs", json={"producer": "demo", "key": "conv", "input": long}
+            )
+            assert started.status_code == 201, started.text
+            held = started.json()["run_id"]
+            refused = await on_other.post(
+                "/v1/runs", json={"producer": "demo", "key": "conv", "on_conflict": "reject"}
+            )
+            assert refused.status_code == 409, refused.text
+            assert refused.json()["error"]["run_id"] == held
+            with trio.fail_after(10):
+                cancelled = await on_other.post(f"/v1/runs/{held}/cancel?wait=true")
+            assert cancelled.status_code == 200, cancelled.text
+            assert cancelled.json()["status"] == "cancelled"
+            assert (await read_events(servers[holder].url, f"/v1/runs/{held}/events"))[-1][1] == "cancelled"
+            # The key is free for the other version now; the holder's version sees it taken.
+            taken = await on_other.post(
+                "/v1/runs", json={"producer": "demo", "key": "conv", "on_conflict": "reject", "input": long}
+            )
+            assert taken.status_code == 201, taken.text
+            again = await on_holder.post(
+                "/v1/runs", json={"producer": "demo", "key": "conv", "on_conflict": "reject"}
+            )
+            assert again.status_code == 409, again.text
+            assert again.json()["error"]["run_id"] == taken.json()["run_id"]
+            # The holder's version interrupts the other's run and takes the key back.
+            interrupting = await on_holder.post(
+                "/v1/runs",
+                json={"producer": "demo", "key": "conv", "on_conflict": "interrupt", "input": {"tokens": 0}},
+            )
+            assert interrupting.status_code == 201, interrupting.text
+            with trio.fail_after(10):
+                ended = await read_events(servers[other].url, f"/v1/runs/{taken.json()['run_id']}/events")
+            assert ended[-1][1] == "cancelled"
