@@ -117,7 +117,7 @@ async def serve(
     nursery: trio.Nursery, sources: dict[str, Path], redis_url: str, prefix: str
 ) -> AsyncIterator[Callable[..., Awaitable[Served]]]:
     """``await serve("old" | "new", *flags)``: a ``serve`` process of that version on the test's prefix."""
-    started: list[Served] = []
+    started: list[trio.Process] = []
 
     async def drain(stream: trio.abc.ReceiveStream) -> None:
         # Keep reading the server's stdout so that it never blocks on a full pipe.
@@ -141,6 +141,7 @@ async def serve(
             env=_environment(source),
             stdout=subprocess.PIPE,
         )
+        started.append(process)  # killed at the end, even if it never serves
         assert process.stdout is not None
         buffer = b""
         while b"serving on " not in buffer or not buffer.endswith(b"\n"):
@@ -148,17 +149,15 @@ async def serve(
             assert chunk, f"the {version} server exited before it served"
             buffer += chunk
         nursery.start_soon(drain, process.stdout)
-        served = Served(version, process, buffer.decode().split("serving on ", 1)[1].split()[0])
-        started.append(served)
-        return served
+        return Served(version, process, buffer.decode().split("serving on ", 1)[1].split()[0])
 
     yield start
-    for served in started:
-        if served.process.returncode is None:
-            served.process.kill()
+    for process in started:
+        if process.returncode is None:
+            process.kill()
         with trio.move_on_after(10) as waited:
             waited.shield = True
-            await served.process.wait()
+            await process.wait()
 
 
 async def _read(client: httpx.AsyncClient, url: str, offset: str = "-1") -> tuple[bytes, str]:
