@@ -19,6 +19,7 @@ from trio_streams.durable._offsets import Offset
 from trio_streams.durable._stream import AppendOutcome, AppendRequest
 from trio_streams.durable.redis._batch import GroupCommit, Pending
 from trio_streams.log._group_commit import CommitQueue
+from trio_streams.log.redis._health import RedisHealth
 from trio_streams.log.redis._keys import RedisKeys
 from trio_streams.log.redis._pending import MetaWrite
 from trio_streams.log.redis._writer import RedisWriter, Ttls, _Entry
@@ -393,3 +394,61 @@ async def test_durable_appends_queued_when_the_store_closes_are_answered_503(aut
     assert sorted(answers) == [503, 503]
     assert group.statistics().pending == 0
     assert group._queues == {}
+
+
+class TimingOutPipeline:
+    """A pipeline that collects its errors, as the writer's does, whose every
+    reply timed out (Redis frozen)."""
+
+    def __init__(self) -> None:
+        self.commands = 0
+        self.results: list[BaseException] | None = None
+
+    async def __aenter__(self) -> TimingOutPipeline:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await trio.sleep(ROUND_TRIP)
+        self.results = [TimeoutError("EVALSHA timed out")] * self.commands
+
+    def pexpire(self, *args: object) -> None:
+        self.commands += 1
+
+
+class TimingOutClient:
+    def pipeline(self, **options: object) -> TimingOutPipeline:
+        return TimingOutPipeline()
+
+    def register_script(self, source: str) -> object:
+        def call(*, keys: object, args: object, client: TimingOutPipeline) -> None:
+            client.commands += 1
+
+        return call
+
+
+async def test_a_flush_whose_replies_time_out_turns_the_connection_unhealthy(autojump_clock) -> None:
+    health = RedisHealth("test", stream_timeout=ROUND_TRIP)
+    w = RedisWriter(
+        lambda: TimingOutClient(),  # type: ignore[arg-type,return-value]
+        RedisKeys("t:"),
+        instance="i",
+        ttls=Ttls(),
+        flush_events=1,
+        flush_interval=0.0,
+        max_pending_bytes=1 << 20,
+        max_buffered_events=None,
+        max_entry_events=512,
+        backoff_min=0.5,
+        backoff_max=2.0,
+        health=health,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(w.run)
+        with health.until_unhealthy() as waiting:
+            w.append_nowait("r", Event.create(1, "token", 1, 0.0))
+            await w.wait_durable(w.ticket())  # pointless without Redis: woken when it turns unhealthy
+        assert waiting.cancelled_caught
+        assert trio.current_time() == ROUND_TRIP
+        assert (health.healthy, health.outages, w.healthy, w.flush_errors) == (False, 1, False, 1)
+        assert w.pending.events == 1, "still pending: retried until Redis answers"
+        nursery.cancel_scope.cancel()
