@@ -90,10 +90,10 @@ async def test_a_batch_is_bounded_by_items_and_by_bytes(autojump_clock) -> None:
     commit = queue(flushes, max_bytes=10)
     async with trio.open_nursery() as nursery:
         commit.attach(nursery)
-        for item in (4, 4, 4, 4, 30, 1):
+        for item in (4, 4, 4, 4, 30, 5, 5, 5, 1):
             commit.push(item)
-    # A batch stops once it holds max_bytes; an item bigger than that goes alone.
-    assert flushes.log == [(3.0, [4, 4, 4]), (4.0, [4, 30]), (5.0, [1])]
+    # A batch stops once it holds max_bytes (exactly 10 is full); an item bigger than that goes alone.
+    assert flushes.log == [(3.0, [4, 4, 4]), (4.0, [4, 30]), (5.0, [5, 5]), (6.0, [5, 1])]
 
 
 async def test_a_withdrawn_item_is_never_flushed(autojump_clock) -> None:
@@ -444,7 +444,7 @@ async def test_a_flush_whose_replies_time_out_turns_the_connection_unhealthy(aut
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(w.run)
-        with health.until_unhealthy() as waiting:
+        with trio.fail_after(10), health.until_unhealthy() as waiting:
             w.append_nowait("r", Event.create(1, "token", 1, 0.0))
             await w.wait_durable(w.ticket())  # pointless without Redis: woken when it turns unhealthy
         assert waiting.cancelled_caught
