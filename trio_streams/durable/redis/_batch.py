@@ -3,14 +3,16 @@
 Theory of operation
 -------------------
 :meth:`GroupCommit.submit` queues an append on its stream's queue and waits
-for its answer. One committer task per stream with queued appends (in the
-nursery the store owns for as long as it is connected) takes everything
-queued -- up to a batch bound -- and hands it to ``commit`` (one planned,
-version-checked script call, see :mod:`._plan`), then takes what
-arrived meanwhile, and ends when the queue is empty. An append that finds
-no committer starts one, so an idle stream's append is flushed at once;
-appends arriving while a commit is in flight wait for it and go together in
-the next one. There is no timer on the path.
+for its answer. Each stream with queued appends has a
+:class:`~trio_streams.log._group_commit.CommitQueue` (the group-commit core
+the runs' Redis writer uses too), whose committer task (in the nursery the
+store owns for as long as it is connected) takes everything queued -- up to
+a batch bound -- and hands it to ``commit`` (one planned, version-checked
+script call, see :mod:`._plan`), then takes what arrived meanwhile, and ends
+when the queue is empty. An append that finds no committer starts one, so
+an idle stream's append is flushed at once; appends arriving while a commit
+is in flight wait for it and go together in the next one. There is no timer
+on the path.
 
 Each append is answered only when ``commit`` has decided it: its data is in
 Redis, or it was refused, or the batch failed (every append of it gets the
@@ -28,12 +30,12 @@ at most ``max_batch`` appends and about ``max_batch_bytes`` bytes.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import trio
 
+from ...log._group_commit import CommitQueue
 from .._errors import DurableStreamError
 
 if TYPE_CHECKING:
@@ -49,7 +51,6 @@ class Pending:
 
     request: AppendRequest
     nbytes: int
-    taken: bool = False
     outcome: AppendOutcome | None = None
     error: BaseException | None = None
     done: trio.Event = field(default_factory=trio.Event)
@@ -63,12 +64,6 @@ class Pending:
         else:
             self.outcome = outcome
         self.done.set()
-
-
-@dataclass(eq=False, slots=True)
-class _Queue:
-    items: deque[Pending] = field(default_factory=deque)
-    running: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +99,7 @@ class GroupCommit:
         self.max_pending_bytes = max_pending_bytes
         self.max_batch = max_batch
         self.max_batch_bytes = max_batch_bytes
-        self._queues: dict[StreamId, _Queue] = {}
+        self._queues: dict[StreamId, CommitQueue[Pending]] = {}
         self._nursery: trio.Nursery | None = None
         self._pending = 0
         self._pending_bytes = 0
@@ -147,20 +142,16 @@ class GroupCommit:
             )
         queue = self._queues.get(ident)
         if queue is None:
-            queue = self._queues[ident] = _Queue()
+            queue = self._queues[ident] = self._open_queue(ident, nursery)
         item = Pending(request, nbytes)
-        queue.items.append(item)
         self._pending += 1
         self._pending_bytes += nbytes
-        if not queue.running:
-            queue.running = True
-            nursery.start_soon(self._run, ident, queue)
+        queue.push(item)  # flushed at once if the stream has no commit in flight
         try:
             await item.done.wait()
         except BaseException:
             # State-only handler: an append not taken yet is withdrawn; then re-raise.
-            if not item.taken and not item.done.is_set():
-                queue.items.remove(item)
+            if queue.withdraw(item):
                 self._release(item)
             raise
         if item.error is not None:
@@ -168,50 +159,61 @@ class GroupCommit:
         assert item.outcome is not None
         return item.outcome
 
+    def _open_queue(self, ident: StreamId, nursery: trio.Nursery) -> CommitQueue[Pending]:
+        """The queue of ``ident``'s appends, committed batch by batch; it is
+        dropped when its committer ends (see :meth:`_run`)."""
+
+        async def flush(batch: list[Pending]) -> None:
+            await self._run(ident, batch)
+
+        def idle() -> None:
+            if self._queues.get(ident) is queue and not len(queue):
+                del self._queues[ident]
+
+        queue: CommitQueue[Pending] = CommitQueue(
+            flush,
+            size=_nbytes,
+            max_items=self.max_batch,
+            max_bytes=self.max_batch_bytes,
+            abandon=self._abandon,
+            on_idle=idle,
+        )
+        queue.attach(nursery)
+        return queue
+
     def _release(self, item: Pending) -> None:
         self._pending -= 1
         self._pending_bytes -= item.nbytes
 
-    def _take(self, queue: _Queue) -> list[Pending]:
-        batch: list[Pending] = []
-        size = 0
-        while queue.items and len(batch) < self.max_batch and (not batch or size < self.max_batch_bytes):
-            item = queue.items.popleft()
-            item.taken = True
-            size += item.nbytes
-            batch.append(item)
-        return batch
+    async def _run(self, ident: StreamId, batch: list[Pending]) -> None:
+        """Commit ``batch`` (appends to ``ident``), answering each.
 
-    async def _run(self, ident: StreamId, queue: _Queue) -> None:
-        """Commit ``queue``'s appends, batch after batch, until it is empty.
-
-        Cancellation: every append still held (taken or queued) is answered with a 503.
+        A failed commit answers every append of it with the error.
+        Cancellation: every append of the batch not answered yet is answered
+        with a 503 (the queued ones go to :meth:`_abandon`).
         """
-        batch: list[Pending] = []
         try:
-            while queue.items:
-                batch = self._take(queue)
-                try:
-                    await self._commit(ident, batch)
-                    self._batches += 1
-                    self._appends += len(batch)
-                except Exception as exc:
-                    for item in batch:
-                        item.answer(exc)
-                finally:
-                    for item in batch:
-                        self._release(item)
-                        item.answer(_unavailable("the Durable Streams store closed during the append"))
-                batch = []
+            await self._commit(ident, batch)
+            self._batches += 1
+            self._appends += len(batch)
+        except Exception as exc:
+            for item in batch:
+                item.answer(exc)
         finally:
-            queue.running = False
-            closing = _unavailable("the Durable Streams store closed before the append")
-            while queue.items:
-                item = queue.items.popleft()
+            for item in batch:
                 self._release(item)
-                item.answer(closing)
-            if self._queues.get(ident) is queue:
-                del self._queues[ident]
+                item.answer(_unavailable("the Durable Streams store closed during the append"))
+
+    def _abandon(self, items: list[Pending]) -> None:
+        """The store closed before these appends were taken: answer each with a 503."""
+        closing = _unavailable("the Durable Streams store closed before the append")
+        for item in items:
+            self._release(item)
+            item.answer(closing)
+
+
+def _nbytes(item: Pending) -> int:
+    return item.nbytes
 
 
 def _unavailable(message: str) -> DurableStreamError:

@@ -102,8 +102,11 @@ class RedisStore(SharedStore):
             Redis never see each other's runs.
         cluster: ``url`` names a node of a Redis Cluster. ``None`` (the
             default): as the URL says with ``?cluster=yes``, else no.
-        flush_events: flush once this many items are queued ...
-        flush_interval: ... or this many seconds after the first one.
+        flush_events: with ``flush_interval``, flush once this many items are queued ...
+        flush_interval: ... or this many seconds after the first one. 0 (the
+            default): no waiting -- an item is flushed at once when nothing
+            is in flight, and what arrives during a flush goes in the next
+            one (group commit, see docs/redis.md).
         max_pending_bytes: bytes of events and metadata writes accepted but
             not yet durable (queued, in flight, or waiting out an outage),
             each event counted once. A run whose event, or whose start, does
@@ -135,7 +138,7 @@ class RedisStore(SharedStore):
         prefix: str = "trio_streams:",
         cluster: bool | None = None,
         flush_events: int = 2048,
-        flush_interval: float = 0.005,
+        flush_interval: float = 0.0,
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         max_buffered_events: int | None = None,
         max_entry_events: int = 512,
@@ -166,8 +169,9 @@ class RedisStore(SharedStore):
                 DeprecationWarning,
                 stacklevel=2,
             )
+        if not 0 <= flush_interval < math.inf:
+            raise ValueError(f"flush_interval must be a number >= 0, not {flush_interval}")
         for name, number in (
-            ("flush_interval", flush_interval),
             ("connect_timeout", connect_timeout),
             ("stream_timeout", stream_timeout),
             ("backoff_min", backoff_min),
@@ -207,6 +211,7 @@ class RedisStore(SharedStore):
             max_entry_events=max_entry_events,
             backoff_min=backoff_min,
             backoff_max=backoff_max,
+            health=connection.health,
         )
         self._remote = RemoteRuns(
             self._require_client, self.keys, self.ttls, instance=self.instance_id, block_seconds=follow_block

@@ -3,13 +3,17 @@
 Theory of operation
 -------------------
 ``append_nowait`` (the hub's hot path) and ``enqueue_meta`` put items on one
-ordered queue and never block. One task, :meth:`RedisWriter.run`, drains it:
-it waits until the queue holds ``flush_events`` items, or ``flush_interval``
-has passed since the first one arrived, or someone waits for durability;
-then it *freezes* the queue (up to ``_FLUSH_MAX_BYTES``) into commands -- consecutive events of a
-run become one stream entry with the id ``<last>-<first>`` (appended by the
+ordered queue and never block: a :class:`~trio_streams.log._group_commit.CommitQueue`,
+the group-commit core Durable Streams' writer uses too. When nothing is in
+flight, the first item is flushed at once (no timer on the append path);
+what arrives while a flush is in flight goes in the next one, so busy runs
+share round trips. A flush *freezes* the head of the queue (up to
+``_FLUSH_MAX_BYTES``) into commands -- consecutive events of a run become
+one stream entry with the id ``<last>-<first>`` (appended by the
 ``APPEND_EVENTS`` script), a metadata write becomes ``SAVE_META`` plus index
-and TTL updates -- and sends them as one pipeline.
+and TTL updates -- and sends them as one pipeline. (``flush_interval > 0``
+opts back into waiting: a batch of fewer than ``flush_events`` items waits
+that long for more, unless someone waits for durability.)
 
 If the pipeline fails (Redis down, a timeout), the same frozen commands are
 sent again after a backoff (doubling from ``backoff_min`` to
@@ -32,13 +36,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import trio
 
+from .._group_commit import CommitQueue
 from ._codec import encode_batch, entry_id
+from ._health import timed_out
 from ._pending import MetaWrite, Pending
 from ._scripts import APPEND_EVENTS, SAVE_META
 
@@ -48,6 +53,7 @@ if TYPE_CHECKING:
     from .._events import Event
     from .._replay_log import ReplayLog
     from ._client import Client
+    from ._health import RedisHealth
     from ._keys import RedisKeys
 
 logger = logging.getLogger("trio_streams.redis")
@@ -136,6 +142,14 @@ class _Frozen:
     finals: list[str]
 
 
+#: What the writer queues: an event of a run, or a metadata write.
+_Item: TypeAlias = "tuple[str, Event] | MetaWrite"
+
+
+def _item_size(item: _Item) -> int:
+    return item.size if isinstance(item, MetaWrite) else item[1].size
+
+
 class RedisWriter:
     """Batches events and metadata into pipelines; see the module docstring.
 
@@ -144,14 +158,20 @@ class RedisWriter:
         keys: the key layout.
         instance: this store's instance id (the lease value).
         ttls: key lifetimes.
-        flush_events: flush as soon as this many items are queued.
-        flush_interval: ... or this long after the first one was queued.
+        flush_events: with ``flush_interval``, a batch of this many items
+            goes at once.
+        flush_interval: the longest a batch waits for more items before it
+            is flushed; 0 (the default): never wait, flush at once when
+            nothing is in flight and batch what arrives meanwhile.
         max_pending_bytes: bytes of events and metadata writes accepted but
             not yet durable, at most (see the module docstring).
         max_buffered_events: deprecated: also bound the items (events and
             metadata writes) not yet durable to this many; ``None``: no count bound.
         max_entry_events: events per stream entry, at most.
         backoff_min, backoff_max: retry delays after a failed flush.
+        health: the connection's health, told when a flush's reply times
+            out (a pipeline that collects its errors does not raise them
+            through the health guard).
     """
 
     def __init__(
@@ -168,29 +188,33 @@ class RedisWriter:
         max_entry_events: int,
         backoff_min: float,
         backoff_max: float,
+        health: RedisHealth | None = None,
     ) -> None:
         self._client = client
+        self._health = health
         self._keys = keys
         self._instance = instance
         self._ttls = ttls
-        self._flush_events = flush_events
-        self._flush_interval = flush_interval
         #: The not-yet-durable data and its bound.
         self.pending = Pending(max_bytes=max_pending_bytes, max_items=max_buffered_events)
         self._max_entry = max_entry_events
         self._backoff = (backoff_min, backoff_max)
-        # Items: (run_id, event) tuples and MetaWrites, in order.
-        self._queue: deque[tuple[str, Event] | MetaWrite] = deque()
+        # Items: (run_id, event) tuples and MetaWrites, in order, flushed by
+        # one committer at a time. Not abandoned on cancellation: what stays
+        # queued stays counted as pending (and is logged at close).
+        self._queue: CommitQueue[_Item] = CommitQueue(
+            self._flush,
+            size=_item_size,
+            max_bytes=_FLUSH_MAX_BYTES,
+            linger=flush_interval,
+            linger_items=flush_events,
+        )
         self._appended = 0  # items ever queued
         self._durable = 0  # items acknowledged by Redis (a prefix of the queue's history)
-        self._idle = False  # the flusher is parked on an empty queue
-        self._collecting = False  # the flusher waits for a full batch or its interval
-        self._urgent = False
         self._scripts: dict[str, Any] = {}
         self._fenced: set[str] = set()
         #: Runs whose events Redis refused because another instance declared them dead.
         self.fenced = 0
-        self._work = trio.lowlevel.ParkingLot()
         self._flushed = trio.lowlevel.ParkingLot()
         #: False while flushes fail (Redis unreachable).
         self.healthy = True
@@ -220,9 +244,8 @@ class RedisWriter:
         """
         if not self.pending.admit_event(run_id, event, healthy=self.healthy):
             return
-        self._queue.append((run_id, event))
         self._appended += 1
-        self._wake(len(self._queue) >= self._flush_events)
+        self._queue.push((run_id, event))
 
     def enqueue_meta(self, write: MetaWrite, *, first: bool = False) -> int | None:
         """Queue a metadata write; return the ticket :meth:`wait_durable` takes.
@@ -241,22 +264,13 @@ class RedisWriter:
         """
         if not self.pending.admit_meta(write, first=first, healthy=self.healthy):
             return None
-        self._queue.append(write)
         self._appended += 1
-        self._wake(False)
+        self._queue.push(write)
         return self._appended
 
     def ticket(self) -> int:
         """A ticket covering everything queued so far."""
         return self._appended
-
-    def _wake(self, full: bool) -> None:
-        if self._idle:
-            self._idle = False
-            self._work.unpark_all()
-        elif (full or self._urgent) and self._collecting:
-            self._collecting = False
-            self._work.unpark_all()
 
     async def wait_durable(self, ticket: int) -> None:
         """Return once every item up to ``ticket`` is in Redis.
@@ -267,21 +281,31 @@ class RedisWriter:
             await trio.lowlevel.checkpoint()
             return
         while self._durable < ticket:
-            self._urgent = True
-            self._wake(True)
+            self._queue.urge()  # no lingering (flush_interval) for a batch someone waits for
             await self._flushed.park()
 
     # -- the flusher -------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Flush forever (until cancelled)."""
-        task_status.started()
-        while True:
-            await self._wait_for_work()
-            self._urgent = False
-            frozen = self._freeze()
-            await self._send_until_done(frozen)
-            self._landed(frozen)
+        """Flush what is queued, from now until cancelled: the committer runs
+        in a nursery of this task whenever items wait.
+
+        Cancellation: the flush in flight is abandoned (its items stay
+        counted as pending); queued items stay queued.
+        """
+        async with trio.open_nursery() as nursery:
+            self._queue.attach(nursery)
+            try:
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                self._queue.attach(None)
+
+    async def _flush(self, batch: list[_Item]) -> None:
+        """Send ``batch`` until Redis has it (retrying through an outage), then settle it."""
+        frozen = self._freeze_batch(batch)
+        await self._send_until_done(frozen)
+        self._landed(frozen)
 
     def _landed(self, frozen: _Frozen) -> None:
         """Redis has acknowledged ``frozen``: settle it and wake who waits for it."""
@@ -297,35 +321,24 @@ class RedisWriter:
         self.flushes += 1
         self._flushed.unpark_all()
 
-    async def _wait_for_work(self) -> None:
-        if not self._queue:
-            self._idle = True
-            await self._work.park()
-        if len(self._queue) < self._flush_events and not self._urgent:
-            self._collecting = True
-            with trio.move_on_after(self._flush_interval):
-                await self._work.park()
-            self._collecting = False
-        else:
-            await trio.lowlevel.checkpoint()
-
     def _freeze(self) -> _Frozen:
         """Take the head of the queue (up to ``_FLUSH_MAX_BYTES``) as the next flush."""
+        return self._freeze_batch(self._queue.take())
+
+    def _freeze_batch(self, batch: list[_Item]) -> _Frozen:
+        """Turn ``batch`` (items in queue order) into the commands of one flush."""
         commands: list[_Entry | MetaWrite] = []
         open_batches: dict[str, list[Event]] = {}
         durable: dict[str, int] = {}
         finals: list[str] = []
-        events = metas = nbytes = items = 0
-        queue = self._queue
+        events = metas = nbytes = 0
 
         def close(run_id: str) -> None:
-            batch = open_batches.pop(run_id, None)
-            if batch:
-                commands.append(_Entry(run_id, batch))
+            entry = open_batches.pop(run_id, None)
+            if entry:
+                commands.append(_Entry(run_id, entry))
 
-        while queue and nbytes < _FLUSH_MAX_BYTES:
-            item = queue.popleft()
-            items += 1
+        for item in batch:
             if isinstance(item, MetaWrite):
                 close(item.run_id)
                 commands.append(item)
@@ -338,16 +351,16 @@ class RedisWriter:
             events += 1
             nbytes += event.size
             durable[run_id] = event.seq
-            batch = open_batches.get(run_id)
-            if batch is None:
+            entry = open_batches.get(run_id)
+            if entry is None:
                 open_batches[run_id] = [event]
             else:
-                batch.append(event)
-                if len(batch) >= self._max_entry:
+                entry.append(event)
+                if len(entry) >= self._max_entry:
                     close(run_id)
         for run_id in list(open_batches):
             close(run_id)
-        return _Frozen(commands, items, events, metas, nbytes, durable, finals)
+        return _Frozen(commands, len(batch), events, metas, nbytes, durable, finals)
 
     async def _send_until_done(self, frozen: _Frozen) -> None:
         delay, backoff_max = self._backoff
@@ -409,6 +422,10 @@ class RedisWriter:
         results: Any = pipe.results or ()
         for kind, run_id, result in zip(kinds, owners, results, strict=True):
             if isinstance(result, BaseException):
+                if self._health is not None and timed_out(result):
+                    # Redis did not answer: fail fast everywhere (and wake
+                    # the waits that are pointless without it) until it does.
+                    raise self._health.failed(f"{type(result).__name__}: {result}") from result
                 raise result
             # append: 0 is a retried entry that had made it (already written).
             if kind == "append" and result == -1 and run_id not in self._fenced:
