@@ -314,7 +314,7 @@ async def serve(plan: ServePlan, app: QuartTrio, streams: TrioStreams) -> int:
 
             async def run_server(*, task_status: trio.TaskStatus[list[str]]) -> None:
                 await serve_hypercorn(
-                    app,
+                    _with_fast_paths(app, streams),
                     config,
                     sockets,
                     shutdown_trigger=shutdown_trigger,
@@ -358,6 +358,13 @@ async def serve(plan: ServePlan, app: QuartTrio, streams: TrioStreams) -> int:
         close_sockets(sockets)
     logger.info("stopped cleanly")
     return 0
+
+
+def _with_fast_paths(app: QuartTrio, streams: TrioStreams) -> Any:
+    """``app``, behind the dispatcher of its hot routes if it has opted in (``fast_paths``)."""
+    from ..web._asgi_routes import FastPaths
+
+    return FastPaths(app) if streams.fast_paths else app
 
 
 class _QuietStartupFailure(logging.Filter):
