@@ -398,3 +398,24 @@ def test_serve_uses_the_fast_paths_for_its_own_app(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("TRIO_STREAMS_FAST_PATHS", "0")
     app, streams = ServePlan.from_args(args).build_app()
     assert _with_fast_paths(app, streams) is app
+
+
+@pytest.mark.parametrize(
+    ("host", "root_path"),
+    [
+        ("127.0.0.1:8000", ""),
+        ("example.com", ""),
+        ("Example.COM:80", ""),
+        ("xn--n3h.net", ""),
+        ("[::1]:8000", ""),
+        ("example.com:08000", ""),
+        ("example.com", "/mounted"),
+        ("", ""),
+    ],
+)
+def test_host_url_is_werkzeugs(host: str, root_path: str) -> None:
+    from werkzeug.sansio.utils import get_current_url
+
+    from trio_streams.web._asgi import _host_url
+
+    assert _host_url("http", host, root_path) == get_current_url("http", host, root_path)

@@ -8,19 +8,23 @@ handler's :class:`~trio_streams.protocol.Response` or
 ``http.response.start`` / ``http.response.body``.
 
 It does what Quart-Trio's request path does for these handlers, and nothing
-else: the body arrives in the background within the app's
-``MAX_CONTENT_LENGTH`` (beyond it the rest is dropped and a read refuses with
-Quart's 413; the protocol's own ``Content-Length`` check refuses before
-anything is read), a request whose body nobody read has it consumed before
-the response (as ``consume_body`` does: a chunked body left on a kept-alive
-connection stalls the client's next request), and ``http.disconnect`` cancels
-the exchange: a long-poll stops waiting, an event stream's generator is
-closed, and its ``finally`` blocks (subscription, gauges) run.
+else. The body is received within the app's ``MAX_CONTENT_LENGTH`` (beyond
+it the rest is dropped and a read refuses with Quart's 413; the protocol's
+own ``Content-Length`` check refuses before anything is read). A request
+whose body nobody read has it consumed before the response (as
+``consume_body`` does: a chunked body left on a kept-alive connection stalls
+the client's next request). For a request that may wait (a ``GET``),
+``http.disconnect`` cancels the exchange: a long-poll stops waiting, an
+event stream's generator is closed, and its ``finally`` blocks
+(subscription, gauges) run. Other requests are answered inline, without a
+task of their own (the per-request cost the profile showed): a write whose
+body has arrived is carried out even if its client has gone.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
@@ -33,7 +37,7 @@ from ..protocol import Headers, Query, Request, Response, StreamingResponse
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope
+    from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, HTTPScope
 
 
 class BodyTooLarge(Exception):
@@ -66,7 +70,7 @@ def parsed_request(scope: HTTPScope, path_params: Mapping[str, str], exchange: E
     return Request(
         method=scope["method"],
         path=scope["path"],
-        host_url=get_current_url(scheme, host, scope.get("root_path", "")),
+        host_url=_host_url(scheme, host, scope.get("root_path", "")),
         path_params=path_params,
         query=Query(query),
         headers=headers,
@@ -75,11 +79,23 @@ def parsed_request(scope: HTTPScope, path_params: Mapping[str, str], exchange: E
     )
 
 
+#: A host Werkzeug's ``get_current_url`` leaves as it is (lower-case ASCII, no
+#: Punycode, a port without leading zeros): the common case, built directly.
+_PLAIN_HOST = re.compile(r"[a-z0-9.-]+(?::[1-9][0-9]*)?")
+
+
+def _host_url(scheme: str, host: str, root_path: str) -> str:
+    """Werkzeug's ``host_url`` (``scheme://host/root_path/``); its general path is ~3 % of an append."""
+    if not root_path and _PLAIN_HOST.fullmatch(host) and "xn--" not in host:
+        return f"{scheme}://{host}/"
+    return get_current_url(scheme, host, root_path)
+
+
 class Exchange:
     """One request and its response over ASGI (see the module docstring).
 
-    Use :meth:`run`: it owns the task that receives the body and then waits
-    for ``http.disconnect``.
+    Use :meth:`run` (with ``watch``, it owns the task that receives the
+    body and then waits for ``http.disconnect``).
 
     Args:
         receive, send: the ASGI channel of this request.
@@ -90,16 +106,17 @@ class Exchange:
     """
 
     __slots__ = (
-        "_body_done",
+        "_body_over",
         "_body_timeout",
         "_chunks",
         "_max",
+        "_progress",
         "_received",
-        "_request_done",
+        "_request_over",
         "_response_timeout",
-        "_scope",
         "_too_large",
         "declared",
+        "disconnected",
         "receive",
         "send",
     )
@@ -121,43 +138,67 @@ class Exchange:
         self._chunks: list[bytes] = []
         self._received = 0
         self._too_large = False
-        self._body_done = trio.Event()  # the body is over, as readers see it
-        self._request_done = trio.Event()  # the client sent all of it (or left)
-        self._scope: trio.CancelScope | None = None
+        self._body_over = False  # the body is over, as readers see it
+        self._request_over = False  # the client sent all of it (or left)
+        #: Set (and replaced) on every message while a watcher task receives them.
+        self._progress: trio.Event | None = None
         #: The request's declared ``Content-Length`` (``None``: chunked or absent).
         self.declared: int | None = None
+        #: The client went away (``http.disconnect``).
+        self.disconnected = False
 
-    async def _pump(self) -> None:
-        """Receive the body (keeping at most the limit), then wait for the client to go away.
+    def _on_message(self, message: ASGIReceiveEvent) -> None:
+        """Take one received message into the body's state (no I/O)."""
+        kind = message["type"]
+        if kind == "http.request":
+            more = message.get("more_body", False)
+            if not self._body_over:
+                chunk: bytes = message.get("body", b"")  # type: ignore[assignment]
+                self._received += len(chunk)
+                if self._received > self._max:
+                    # Dropped, and the body is over as far as anyone reads it (as
+                    # Quart's); the rest is received and ignored.
+                    self._too_large = True
+                    self._chunks.clear()
+                    self._body_over = True
+                elif chunk:
+                    self._chunks.append(chunk)
+                if not more:
+                    self._body_over = True
+            if not more:
+                self._request_over = True
+        elif kind == "http.disconnect":
+            self._body_over = self._request_over = self.disconnected = True
 
-        ``http.disconnect`` cancels the exchange. Cancellation: ends quietly.
-        """
+    async def _watch(self, scope: trio.CancelScope) -> None:
+        """Receive every message; ``http.disconnect`` cancels ``scope``. Cancellation: ends quietly."""
         receive = self.receive
-        while True:
-            message = await receive()
-            kind = message["type"]
-            if kind == "http.request":
-                if not self._body_done.is_set():
-                    chunk: bytes = message.get("body", b"")  # type: ignore[assignment]
-                    self._received += len(chunk)
-                    if self._received > self._max:
-                        # Dropped, and the body is over as far as anyone reads it (as
-                        # Quart's); the rest is received and ignored.
-                        self._too_large = True
-                        self._chunks.clear()
-                        self._body_done.set()
-                    elif chunk:
-                        self._chunks.append(chunk)
-                    if not message.get("more_body", False):
-                        self._body_done.set()
-                if not message.get("more_body", False):
-                    self._request_done.set()
-            elif kind == "http.disconnect":
-                self._request_done.set()
-                self._body_done.set()
-                assert self._scope is not None
-                self._scope.cancel(reason="client disconnected")
-                return
+        while not self.disconnected:
+            self._on_message(await receive())
+            progress, self._progress = self._progress, trio.Event()
+            assert progress is not None
+            progress.set()
+        scope.cancel(reason="client disconnected")
+
+    async def _receive_until_over(self, *, request: bool) -> bool:
+        """Until the body (or, with ``request``, the whole request) is over; False after ``BODY_TIMEOUT``.
+
+        Inline (no watcher): this task receives; else it waits for the watcher.
+        """
+
+        def over() -> bool:
+            return self._request_over if request else self._body_over
+
+        if over():
+            return True
+        with trio.move_on_after(self._body_timeout):
+            while not over():
+                if self._progress is None:
+                    self._on_message(await self.receive())
+                else:
+                    await self._progress.wait()
+            return True
+        return False
 
     async def read_body(self) -> bytes:
         """The whole body (the protocol's body reader; called at most once).
@@ -168,48 +209,41 @@ class Exchange:
 
         Cancellation: the client went away, or the server is stopping.
         """
-        await self._wait_body()
+        if self.declared is not None and self.declared > self._max:
+            raise BodyTooLarge  # refused without waiting for it (as Quart)
+        if not await self._receive_until_over(request=False):
+            raise BodyTimeout
         if self._too_large:
             raise BodyTooLarge
         chunks = self._chunks
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    async def _wait_body(self) -> None:
-        if self._body_done.is_set():
-            return
-        if self.declared is not None and self.declared > self._max:
-            # Declared over the limit: refused without waiting for it (as Quart).
-            self._too_large = True
-            return
-        with trio.move_on_after(self._body_timeout):
-            await self._body_done.wait()
-        if not self._body_done.is_set():
-            raise BodyTimeout
-
-    async def run(self, respond: _Responder) -> None:
+    async def run(self, respond: _Responder, *, watch: bool) -> None:
         """Answer the request with ``await respond(exchange)`` and write what it returns.
 
         Before a response starts, a body nobody read is consumed (within the
-        limit and ``BODY_TIMEOUT``). Cancellation: the client went away
-        (``http.disconnect``), which ends the exchange quietly, or the server
-        is stopping, which propagates; either way a streaming response's
-        generator is closed, its cleanup run.
+        limit and ``BODY_TIMEOUT``); after it, the rest of a body past the
+        limit still arriving is received and dropped (Hypercorn's queue to
+        the app is bounded: unread, it would stall the connection).
+
+        ``watch``: a task watches for ``http.disconnect`` while the response
+        is made and written (for requests that may wait: reads, long-polls,
+        event streams). Without it the request is answered inline, with no
+        task of its own: a write whose body has arrived is carried out even
+        if the client has gone, and its response is dropped.
+
+        Cancellation: the client went away (with ``watch``), which ends the
+        exchange quietly, or the server is stopping, which propagates; either
+        way a streaming response's generator is closed, its cleanup run.
         """
+        if not watch:
+            await self._answer(respond)
+            return
         try:
             async with trio.open_nursery() as nursery:
-                self._scope = nursery.cancel_scope
-                nursery.start_soon(self._pump)
-                response = await respond(self)
-                if isinstance(response, StreamingResponse):
-                    await self._stream(response)
-                else:
-                    await self._complete(response)
-                if not self._request_done.is_set():
-                    # A body past the limit, still arriving: Hypercorn cannot read on
-                    # (its queue to us is bounded) nor close the connection until the
-                    # rest is received, so it is, and dropped, within BODY_TIMEOUT.
-                    with trio.move_on_after(self._body_timeout):
-                        await self._request_done.wait()
+                self._progress = trio.Event()
+                nursery.start_soon(self._watch, nursery.cancel_scope)
+                await self._answer(respond)
                 nursery.cancel_scope.cancel(reason="response sent")
         except BaseExceptionGroup as group:
             # The one error (the server's send failed, say) as itself; several stay a group.
@@ -218,12 +252,19 @@ class Exchange:
                 raise
             raise sole from None
 
+    async def _answer(self, respond: _Responder) -> None:
+        response = await respond(self)
+        if isinstance(response, StreamingResponse):
+            await self._stream(response)
+        else:
+            await self._complete(response)
+        await self._receive_until_over(request=True)
+
     async def _consume(self) -> None:
         # The rest of the body, dropped (see the module docstring); one declared
         # over the limit is not waited for: the connection closes after the response.
-        if not self._body_done.is_set() and (self.declared is None or self.declared <= self._max):
-            with trio.move_on_after(self._body_timeout):
-                await self._body_done.wait()
+        if self.declared is None or self.declared <= self._max:
+            await self._receive_until_over(request=False)
 
     async def _complete(self, response: Response) -> None:
         await self._consume()

@@ -137,7 +137,8 @@ class FastPaths:
             except Exception as exc:
                 return refuse(exc, scope)
 
-        await exchange.run(respond)
+        # Only reads wait (long-polls, event streams): only they need a disconnect watcher.
+        await exchange.run(respond, watch=scope["method"] == "GET")
 
     # -- the runs blueprint ----------------------------------------------------------
 
