@@ -14,7 +14,10 @@ in interleaved rounds (every server once per round and concurrency):
 Load: autocannon (``npx --yes autocannon@7``), ``-c`` connections POSTing
 64-byte ``application/octet-stream`` bodies to a fresh ``/v1/stream/<name>``
 (created with a PUT just before) for ``--duration`` seconds. Prints medians
-(requests/s, latency p50/p99) and each path's ratio to the bare-ASGI no-op.
+(requests/s, latency p50/p99), each path's ratio to the bare-ASGI no-op,
+and the server's CPU time per request (user + system of the server
+process and its children, from /proc, over each measurement: steadier
+than requests/s on a shared machine).
 """
 
 from __future__ import annotations
@@ -55,6 +58,23 @@ def start_hypercorn(app: str) -> tuple[subprocess.Popen[str], str]:
     raise RuntimeError(f"hypercorn did not start (exit {proc.wait()})")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of ``pid`` and its descendants (hypercorn's worker is a child)."""
+    total = 0.0
+    pending = [pid]
+    tick = os.sysconf("SC_CLK_TCK")
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending.extend(int(child) for child in (task / "children").read_text().split())
+        except FileNotFoundError:
+            continue
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -78,7 +98,10 @@ def main() -> None:
             for connections in (10, 75):
                 for name in SERVERS:
                     url = create(procs[name][1])
+                    before = cpu_seconds(procs[name][0].pid)
                     result = autocannon(url, connections, duration)
+                    cpu = cpu_seconds(procs[name][0].pid) - before
+                    result["cpu_us"] = 1e6 * cpu / (result["rps"] * duration)
                     if result["bad"]:
                         raise RuntimeError(f"{name}: {result['bad']} failed requests")
                     results.setdefault((name, connections), []).append(result)
@@ -91,8 +114,11 @@ def main() -> None:
             proc.terminate()
             proc.wait(10)
     print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {rounds} rounds x {duration} s, medians")
-    print("\n| server | c=10 req/s | c=75 req/s | p50 / p99 ms (c=75) | vs bare ASGI no-op (c=10 / c=75) |")
-    print("|---|---:|---:|---:|---:|")
+    print(
+        "\n| server | c=10 req/s | c=75 req/s | p50 / p99 ms (c=75) | vs bare ASGI no-op (c=10 / c=75) "
+        "| server CPU per request, µs (c=10 / c=75) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
     median = {key: statistics.median(r["rps"] for r in values) for key, values in results.items()}
     for name in SERVERS:
         c75 = results[(name, 75)]
@@ -100,7 +126,9 @@ def main() -> None:
         p99 = statistics.median(r["p99"] for r in c75)
         ratio = " / ".join(f"{median[(name, c)] / median[(SERVERS[2], c)]:.2f}x" for c in (10, 75))
         rates = f"{median[(name, 10)]:,.0f} | {median[(name, 75)]:,.0f}"
-        print(f"| {name} | {rates} | {p50:.0f} / {p99:.0f} | {ratio} |")
+        cpu_us = {c: statistics.median(r["cpu_us"] for r in results[(name, c)]) for c in (10, 75)}
+        cpu = f"{cpu_us[10]:.0f} / {cpu_us[75]:.0f}"
+        print(f"| {name} | {rates} | {p50:.0f} / {p99:.0f} | {ratio} | {cpu} |")
 
 
 if __name__ == "__main__":
