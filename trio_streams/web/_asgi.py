@@ -258,7 +258,10 @@ class Exchange:
             await self._stream(response)
         else:
             await self._complete(response)
-        await self._receive_until_over(request=True)
+        if self.declared is None or self.declared <= self._max:
+            # (A body declared over the limit is not waited for: Hypercorn closes
+            # the connection after the response, as under Quart.)
+            await self._receive_until_over(request=True)
 
     async def _consume(self) -> None:
         # The rest of the body, dropped (see the module docstring); one declared
