@@ -20,7 +20,7 @@ Hypercorn's either way, so the log lines are the same.
 
 It skips the app's own request hooks on those routes: ``serve`` uses it for
 its own app, and for an ``--app`` only when that app opts in
-(``TrioStreams(fast_paths=True)``), see docs/deploy.md.
+(``TrioStreams(fast_paths=True)``); see README.md, "Serving".
 """
 
 from __future__ import annotations

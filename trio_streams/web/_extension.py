@@ -115,8 +115,8 @@ class TrioStreams:
             (Durable Streams, run starts, run event streams) without Quart's
             request path: faster, but the app's own ``before_request`` hooks,
             middleware and error handlers do not run on them. ``serve``'s
-            own app always does; an ``--app`` only with this set. See
-            docs/deploy.md.
+            own app always does; an ``--app`` only with this set (README,
+            "Serving").
         hub_config, **hub_options: the hub's :class:`HubConfig` and overrides.
 
     Raises:
