@@ -1,1 +1,1 @@
-"""The trio-streams command: main, serve (on Hypercorn; also embeddable as ``serve()``) and its plan, units."""
+"""The trio-streams command: main, serve (on Hypercorn; embeddable as ``serve()``), its plan, units."""

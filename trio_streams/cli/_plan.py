@@ -231,7 +231,10 @@ class ServePlan:
 
         factory = self.app_factory
         if factory is None:
-            app = create_app(**self.options)
+            # Our own app answers the hot routes without Quart's request path
+            # (TRIO_STREAMS_FAST_PATHS=0: through Quart, to compare); an --app only if it opts in.
+            fast_paths = os.environ.get("TRIO_STREAMS_FAST_PATHS", "1") != "0"
+            app = create_app(fast_paths=fast_paths, **self.options)
         else:
             if _takes_options(factory):
                 app = factory(**self.options)

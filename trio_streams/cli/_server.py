@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import trio
 from hypercorn.utils import LifespanFailureError
 
+from ..web._asgi_routes import FastPaths
 from ._hypercorn import (
     CLOSE_GRACE,
     EXIT_BUDGET,
@@ -128,9 +129,9 @@ async def _serve(
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         raise ServeStartupError(f"--certfile/--keyfile: cannot load them: {exc}") from None
     del ssl_context  # checked here, in one line; Hypercorn makes its own
-    asgi_app: ASGIFramework = app
+    asgi_app: ASGIFramework = _with_fast_paths(app, streams)
     if config.forwarded_allow_ips != frozenset():
-        asgi_app = ForwardedHeaders(app, config.forwarded_allow_ips)
+        asgi_app = ForwardedHeaders(asgi_app, config.forwarded_allow_ips)
     try:
         sockets = listen(config.host, config.port, backlog=hyper.backlog, secure=hyper.ssl_enabled)
     except OSError as exc:
@@ -292,3 +293,9 @@ def _startup_failure(group: BaseExceptionGroup[BaseException]) -> str | None:
     text = str(failure)
     quoted = text.partition(". '")[2]
     return quoted[:-1] if quoted.endswith("'") else text
+
+
+def _with_fast_paths(app: QuartTrio, streams: TrioStreams) -> ASGIFramework:
+    """``app``, behind the dispatcher of its hot routes if it has opted in
+    (``fast_paths``: serve's own app does; an ``--app`` only if it says so)."""
+    return FastPaths(app) if streams.fast_paths else app

@@ -66,20 +66,53 @@ def durable_streams_blueprint(
         ValueError: a timeout or limit that is not positive, an unknown
             ``access``, or ``access="owner"`` without ``authorize``.
     """
+    service = durable_service(
+        store,
+        long_poll_timeout=long_poll_timeout,
+        sse_recycle=sse_recycle,
+        runs=runs,
+        authorize=authorize,
+        access=access,
+        max_body=max_body,
+        live_reads=live_reads,
+    )
+    return service_blueprint(service, name=name)
+
+
+def durable_service(
+    store: DurableStreamStore | DurableBackend,
+    *,
+    long_poll_timeout: float = 20.0,
+    sse_recycle: float = 60.0,
+    runs: RunStreams | None = None,
+    authorize: Callable[[str | None], object] | None = None,
+    access: DurableAccess = "shared",
+    max_body: int = 16 * 1024 * 1024,
+    live_reads: AsyncValue[int] | None = None,
+) -> DurableService:
+    """What the protocol's handlers serve (the arguments of :func:`durable_streams_blueprint`).
+
+    Raises:
+        ValueError: as :func:`durable_streams_blueprint`.
+    """
     if long_poll_timeout <= 0 or sse_recycle <= 0 or max_body < 1:
         raise ValueError("long_poll_timeout, sse_recycle and max_body must be positive")
     if access not in ACCESS_MODES:
         raise ValueError(f"access must be 'owner' or 'shared', not {access!r}")
     if access == "owner" and authorize is None:
         raise ValueError("access='owner' needs authorize (it names each request's owner)")
-    blueprint = Blueprint(name, __name__)
     settings = ReadSettings(
         long_poll_timeout,
         sse_recycle,
         private=authorize is not None,
         waiting=AsyncValue(0) if live_reads is None else live_reads,
     )
-    service = DurableService(as_backend(store), settings, max_body, authorize, access, runs)
+    return DurableService(as_backend(store), settings, max_body, authorize, access, runs)
+
+
+def service_blueprint(service: DurableService, *, name: str = "durable_streams") -> Blueprint:
+    """The protocol's routes over ``service`` (see :func:`durable_streams_blueprint`)."""
+    blueprint = Blueprint(name, __name__)
 
     # Handlers are coroutines: Quart runs plain functions in a worker thread.
     async def protocol_error(error: DurableStreamError) -> Response:

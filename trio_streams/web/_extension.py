@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from quart import Blueprint, Response
 
     from ..durable import DurableAccess
+    from ..protocol import DurableService
     from ..runs._hub import Hub
     from ..runs._run import RunContext, RunInfo
 
@@ -40,6 +41,18 @@ logger = logging.getLogger("trio_streams.web")
 
 T = TypeVar("T")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class FastRoutes:
+    """What ``web._asgi_routes.FastPaths`` serves: the mounted routes' own context."""
+
+    #: Where the runs API is mounted (Durable Streams at ``{url_prefix}/stream``).
+    url_prefix: str
+    #: The runs API's handlers' application (the extension itself).
+    runs: TrioStreams
+    #: The Durable Streams handlers' service (``None``: not served).
+    durable: DurableService | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +112,12 @@ class TrioStreams:
             namespace, and another user's stream is a 404 like one nobody
             has; ``"shared"``: one namespace for all (the default, and the
             only one, without ``auth``). Runs keep their rule either way.
+        fast_paths: let ``trio-streams serve --app`` answer the hot routes
+            (Durable Streams, run starts, run event streams) without Quart's
+            request path: faster, but the app's own ``before_request`` hooks,
+            middleware and error handlers do not run on them. ``serve``'s
+            own app always does; an ``--app`` only with this set (README,
+            "Serving").
         hub_config, **hub_options: the hub's :class:`HubConfig` and overrides.
 
     Raises:
@@ -134,6 +153,7 @@ class TrioStreams:
         sse_recycle: float = 60.0,
         durable_max_body: int = 16 * 1024 * 1024,
         durable_access: DurableAccess | None = None,
+        fast_paths: bool = False,
         hub_config: HubConfig | None = None,
         **hub_options: Any,
     ) -> None:
@@ -172,6 +192,10 @@ class TrioStreams:
         self.durable_access: DurableAccess = resolve_access(durable_access, auth=self.auth is not None)
         #: Durable Streams live reads (long-polls, SSE) waiting for data now.
         self.durable_live_reads: AsyncValue[int] = AsyncValue(0)
+        #: ``serve --app`` may answer the hot routes without Quart (see :meth:`fast_routes`).
+        self.fast_paths = fast_paths
+        self._durable_service: DurableService | None = None
+        self._mounted = False
         self.hub_config = hub_config
         self.hub_options = hub_options
         self.producers: dict[str, RegisteredProducer] = {}
@@ -275,16 +299,31 @@ class TrioStreams:
         app.register_blueprint(make_ops_blueprint(self))
         if self.durable_store is not None:
             app.register_blueprint(self._durable_blueprint(), url_prefix=f"{self.url_prefix}/stream")
+        self._mounted = True
         app.before_serving(self._startup)
         app.after_serving(self._shutdown)
         app.extensions["trio_streams"] = self
 
+    def fast_routes(self) -> FastRoutes:
+        """What a dispatcher in front of the app needs to answer the hot routes itself.
+
+        The same objects the mounted routes use: this extension (as the runs
+        API: auth, limits, idempotency, counters) and the Durable Streams
+        service (``None`` when the protocol is not served).
+
+        Raises:
+            RuntimeError: :meth:`init_app` has not run.
+        """
+        if not self._mounted:
+            raise RuntimeError("fast_routes() needs the extension mounted on an app (init_app)")
+        return FastRoutes(self.url_prefix, self, self._durable_service)
+
     def _durable_blueprint(self) -> Blueprint:
         from ..protocol import RunStreams
-        from ._durable_routes import durable_streams_blueprint
+        from ._durable_routes import durable_service, service_blueprint
 
         assert self.durable_store is not None
-        blueprint = durable_streams_blueprint(
+        service = durable_service(
             self.durable_store,
             long_poll_timeout=self.long_poll_timeout,
             sse_recycle=self.sse_recycle,
@@ -294,6 +333,8 @@ class TrioStreams:
             max_body=self.durable_max_body,
             live_reads=self.durable_live_reads,
         )
+        self._durable_service = service
+        blueprint = service_blueprint(service)
 
         async def api_error(error: ApiError) -> Response:  # 401 and 503 from the runs API's helpers
             await consume_body()
