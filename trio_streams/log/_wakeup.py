@@ -8,7 +8,7 @@ log's :class:`Changed`; whatever changes the log (an append, a close, a
 deletion) calls :meth:`Changed.notify`, which wakes every waiter at once. A
 reader's check and its wait happen with no checkpoint in between (trio runs
 one task at a time), so no change can fall between them: no lost wake-up,
-no polling. A notify with nobody waiting costs one attribute test, so
+no polling. A notify with nobody waiting costs one integer test, so
 writers notify on every change and readers take everything new as one slice.
 
 :class:`LiveReads` is the latch a store closes at shutdown: every live read
@@ -31,18 +31,28 @@ class Changed:
 
     The parking lot is made on the first wait, so a log nobody waits on
     (a finished run's store record, a stream nobody follows) costs one slot.
+    A notify with nobody parked costs one integer test: a producer that
+    publishes many events per step wakes its readers once, on the first, and
+    the rest find nobody waiting (the readers are runnable and will read
+    everything when they run).
     """
 
-    __slots__ = ("_lot",)
+    __slots__ = ("_lot", "_parked")
 
     def __init__(self) -> None:
         self._lot: trio.lowlevel.ParkingLot | None = None
+        # Tasks parked and not yet woken. A notify wakes all of them and sets
+        # it to 0; a waiter whose park is cancelled (so no notify woke it:
+        # a woken task can no longer be cancelled out of its park) takes
+        # itself off.
+        self._parked = 0
 
     def notify(self) -> None:
         """Wake every waiter (none: nothing happens). Synchronous, never blocks."""
-        lot = self._lot
-        if lot is not None:
-            lot.unpark_all()
+        if self._parked:
+            self._parked = 0
+            assert self._lot is not None
+            self._lot.unpark_all()
 
     async def wait(self) -> None:
         """Wait until the next :meth:`notify`.
@@ -55,7 +65,13 @@ class Changed:
         lot = self._lot
         if lot is None:
             lot = self._lot = trio.lowlevel.ParkingLot()
-        await lot.park()
+        self._parked += 1
+        try:
+            await lot.park()
+        except BaseException:
+            # Not woken by notify (which would have counted it off): cancelled.
+            self._parked -= 1
+            raise
 
     @property
     def waiting(self) -> int:
