@@ -75,8 +75,8 @@ class Changed:
 
     @property
     def waiting(self) -> int:
-        """How many tasks wait now."""
-        return 0 if self._lot is None else len(self._lot)
+        """How many tasks wait now (parked, not yet woken)."""
+        return self._parked
 
 
 class LiveReads:
