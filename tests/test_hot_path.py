@@ -18,7 +18,7 @@ import trio.testing
 from trio_streams import RunContext, open_hub
 from trio_streams.log import Changed
 from trio_streams.log._entries import cut_to_bytes
-from trio_streams.log._events import _ACCEPTED, _ACCEPTED_MAX, Event, Gap, Heartbeat, check_event_type
+from trio_streams.log._events import _ACCEPTED, _ACCEPTED_MAX, Event, Gap, Heartbeat, Item, check_event_type
 from trio_streams.log._replay_log import ReplayLog
 from trio_streams.log._sizes import EVENT_OVERHEAD, _walk, event_cost
 from trio_streams.protocol._sse import SHARED_BATCH_BYTES, SharedBatches, encode_batch
@@ -187,7 +187,7 @@ def test_equal_events_of_another_run_are_not_taken_for_the_same_slice() -> None:
 def test_control_items_and_large_batches_are_encoded_afresh() -> None:
     shared = SharedBatches()
     events = _events(3, first=5)
-    with_gap = [Gap(missed=4, first_available=5), *events]
+    with_gap: list[Item] = [Gap(missed=4, first_available=5), *events]
     assert shared.encode(with_gap) == encode_batch(with_gap)
     assert shared.encode([Heartbeat(1.0)]) == encode_batch([Heartbeat(1.0)])
     assert shared.encode([]) == b""
