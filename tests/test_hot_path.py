@@ -245,3 +245,15 @@ async def test_every_sse_writer_of_a_run_gets_the_same_bytes_from_one_encoding_p
     # One encoding per producer step (and one for the terminal event), shared by the rest.
     assert shared.misses == steps + 1
     assert shared.hits == (steps + 1) * (readers - 1)
+
+
+# -- the benchmark behind RESULTS.md's figures: a smoke test of its delivery checks ----
+
+
+async def test_the_hotpath_benchmark_delivers_every_event() -> None:
+    from benchmarks.hub_hotpath import publish_only, sse_writers
+
+    with trio.fail_after(60):
+        assert await publish_only(200, 64) >= 0
+        assert await sse_writers(200, 3, shared=True) >= 0
+        assert await sse_writers(200, 3, shared=False) >= 0
