@@ -77,6 +77,33 @@ async def test_a_cancelled_wait_leaves_the_count_right_and_the_next_waiter_is_wo
     assert changed.waiting == 0
 
 
+async def test_a_waiter_parking_while_a_cancelled_one_has_not_run_yet_is_woken(autojump_clock: Any) -> None:
+    # A cancelled waiter leaves the lot when the cancel is delivered but runs
+    # its own code only later; a count kept by the waiters themselves would
+    # then say "nobody parked" while this task is, and the wake-up is lost.
+    changed = Changed()
+    cancelled = trio.CancelScope()
+
+    async def leaver() -> None:
+        with cancelled:
+            await changed.wait()
+
+    async def notifier() -> None:
+        await trio.sleep(5)
+        changed.notify()
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(leaver)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(notifier)
+            cancelled.cancel()  # the leaver is out of the lot; it has not run
+            changed.notify()  # nobody parked
+            await changed.wait()  # parks before the leaver runs
+            assert trio.current_time() == 5.0
+    assert cancelled.cancelled_caught
+
+
 async def test_one_producer_step_reaches_a_parked_subscriber_as_one_batch(autojump_clock: Any) -> None:
     step = trio.Event()
 

@@ -8,7 +8,7 @@ log's :class:`Changed`; whatever changes the log (an append, a close, a
 deletion) calls :meth:`Changed.notify`, which wakes every waiter at once. A
 reader's check and its wait happen with no checkpoint in between (trio runs
 one task at a time), so no change can fall between them: no lost wake-up,
-no polling. A notify with nobody waiting costs one integer test, so
+no polling. A notify with nobody waiting costs one test of the lot, so
 writers notify on every change and readers take everything new as one slice.
 
 :class:`LiveReads` is the latch a store closes at shutdown: every live read
@@ -31,28 +31,25 @@ class Changed:
 
     The parking lot is made on the first wait, so a log nobody waits on
     (a finished run's store record, a stream nobody follows) costs one slot.
-    A notify with nobody parked costs one integer test: a producer that
+    A notify with nobody parked costs one test of the lot: a producer that
     publishes many events per step wakes its readers once, on the first, and
-    the rest find nobody waiting (the readers are runnable and will read
+    the rest find nobody parked (the readers are runnable and will read
     everything when they run).
     """
 
-    __slots__ = ("_lot", "_parked")
+    __slots__ = ("_lot",)
 
     def __init__(self) -> None:
         self._lot: trio.lowlevel.ParkingLot | None = None
-        # Tasks parked and not yet woken. A notify wakes all of them and sets
-        # it to 0; a waiter whose park is cancelled (so no notify woke it:
-        # a woken task can no longer be cancelled out of its park) takes
-        # itself off.
-        self._parked = 0
 
     def notify(self) -> None:
         """Wake every waiter (none: nothing happens). Synchronous, never blocks."""
-        if self._parked:
-            self._parked = 0
-            assert self._lot is not None
-            self._lot.unpark_all()
+        lot = self._lot
+        # The lot itself says whether anyone is parked (not a count of our own:
+        # a cancelled waiter leaves the lot when the cancel is delivered, but
+        # runs its own code only later, after other tasks may have parked).
+        if lot:
+            lot.unpark_all()
 
     async def wait(self) -> None:
         """Wait until the next :meth:`notify`.
@@ -65,18 +62,12 @@ class Changed:
         lot = self._lot
         if lot is None:
             lot = self._lot = trio.lowlevel.ParkingLot()
-        self._parked += 1
-        try:
-            await lot.park()
-        except BaseException:
-            # Not woken by notify (which would have counted it off): cancelled.
-            self._parked -= 1
-            raise
+        await lot.park()
 
     @property
     def waiting(self) -> int:
         """How many tasks wait now (parked, not yet woken)."""
-        return self._parked
+        return 0 if self._lot is None else len(self._lot)
 
 
 class LiveReads:
