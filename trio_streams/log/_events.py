@@ -36,6 +36,9 @@ def check_event_type(type: str) -> None:
     Raises:
         ValueError: the message names the rule.
     """
+    # A producer emits a handful of types many times: each is checked once.
+    if type.__class__ is str and type in _ACCEPTED:
+        return
     if not isinstance(type, str):
         raise ValueError(f"an event type must be a string, not {type.__class__.__name__}")
     if not type:
@@ -55,6 +58,15 @@ def check_event_type(type: str) -> None:
                 raise ValueError(message) from None
     if type in RESERVED_TYPES:
         raise ValueError(f"event type {type!r} is reserved (terminal and control types: see RESERVED_TYPES)")
+    if type.__class__ is str:  # a subclass could compare equal to anything
+        if len(_ACCEPTED) >= _ACCEPTED_MAX:
+            _ACCEPTED.clear()  # bounded: a producer inventing types starts over
+        _ACCEPTED.add(type)
+
+
+# Event types that passed check_event_type (exact str only), at most _ACCEPTED_MAX.
+_ACCEPTED: Final[set[str]] = set()
+_ACCEPTED_MAX: Final = 1024
 
 
 # A rough fixed cost per event (object, seq, timestamp, list slot) added to the

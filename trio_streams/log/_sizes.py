@@ -51,8 +51,8 @@ def data_size(value: Any) -> int:
     anything nested is walked.
     """
     kind = type(value)
-    if kind is str:
-        return _getsizeof(value)
+    if kind in _FLAT:
+        return _getsizeof(value)  # what the walk would count: one object
     total = _getsizeof(value)
     if kind is dict:
         for key, item in value.items():
@@ -88,7 +88,10 @@ def _walk(value: Any) -> int:
 
 def event_cost(event: Event) -> int:
     """Bytes one event holds in memory: its data, its JSON, and the fixed overhead."""
-    return _getsizeof(event.data_json) + data_size(event.data) + EVENT_OVERHEAD
+    data = event.data
+    # A flat value (a token string, a number) is one object: no call, no walk.
+    held = _getsizeof(data) if type(data) in _FLAT else data_size(data)
+    return _getsizeof(event.data_json) + held + EVENT_OVERHEAD
 
 
 def encoded_size(event: Event) -> int:

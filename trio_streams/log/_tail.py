@@ -101,6 +101,7 @@ class Tail(Generic[E]):
         "_entries",
         "_head",
         "_holder",
+        "_max_size",
         "_meter",
         "_nbytes",
         "_pending_nbytes",
@@ -128,6 +129,10 @@ class Tail(Generic[E]):
         self._entries: list[E] = []
         self._head = 0
         self._nbytes = 0
+        # The largest entry ever appended: a bound that lets a read skip the
+        # byte cut (a walk over every entry it returns, per reader) whenever
+        # its slice cannot reach the reader's limit.
+        self._max_size = 0
         #: seq of the newest entry appended (``start_seq`` before the first).
         self.last_seq = start_seq
         #: how many entries were trimmed from the head so far.
@@ -173,16 +178,20 @@ class Tail(Generic[E]):
         Raises:
             ValueError: ``entry.seq`` is not ``last_seq + 1``.
         """
-        if entry.seq != self.last_seq + 1:
-            raise ValueError(f"expected seq {self.last_seq + 1}, got {entry.seq}")
+        seq = entry.seq
+        if seq != self.last_seq + 1:
+            raise ValueError(f"expected seq {self.last_seq + 1}, got {seq}")
         entries = self._entries
         entries.append(entry)
-        self.last_seq = entry.seq
+        self.last_seq = seq
         size = entry.size
-        self._nbytes += size
-        if self._durable is not None and entry.seq > self._durable:
+        nbytes = self._nbytes = self._nbytes + size
+        if size > self._max_size:
+            self._max_size = size
+        durable = self._durable
+        if durable is not None and seq > durable:
             self._pending_nbytes += size
-        if len(entries) - self._head > self.max_entries or self._nbytes > self.max_bytes:
+        if len(entries) - self._head > self.max_entries or nbytes > self.max_bytes:
             self._trim()
 
     def get(self, seq: int) -> E:
@@ -329,7 +338,9 @@ class Tail(Generic[E]):
             return []
         index = self._head + (start - first)
         found = self._entries[index:] if limit is None else self._entries[index : index + limit]
-        if max_bytes is not None and self._nbytes > max_bytes:
+        # Cut only when the slice may reach the limit: no entry is larger
+        # than _max_size, so a live reader's short slice skips the walk.
+        if max_bytes is not None and self._nbytes > max_bytes and len(found) * self._max_size >= max_bytes:
             return cut_to_bytes(found, max_bytes)
         return found
 

@@ -8,7 +8,7 @@ log's :class:`Changed`; whatever changes the log (an append, a close, a
 deletion) calls :meth:`Changed.notify`, which wakes every waiter at once. A
 reader's check and its wait happen with no checkpoint in between (trio runs
 one task at a time), so no change can fall between them: no lost wake-up,
-no polling. A notify with nobody waiting costs one attribute test, so
+no polling. A notify with nobody waiting costs one test of the lot, so
 writers notify on every change and readers take everything new as one slice.
 
 :class:`LiveReads` is the latch a store closes at shutdown: every live read
@@ -31,6 +31,10 @@ class Changed:
 
     The parking lot is made on the first wait, so a log nobody waits on
     (a finished run's store record, a stream nobody follows) costs one slot.
+    A notify with nobody parked costs one test of the lot: a producer that
+    publishes many events per step wakes its readers once, on the first, and
+    the rest find nobody parked (the readers are runnable and will read
+    everything when they run).
     """
 
     __slots__ = ("_lot",)
@@ -41,7 +45,10 @@ class Changed:
     def notify(self) -> None:
         """Wake every waiter (none: nothing happens). Synchronous, never blocks."""
         lot = self._lot
-        if lot is not None:
+        # The lot itself says whether anyone is parked (not a count of our own:
+        # a cancelled waiter leaves the lot when the cancel is delivered, but
+        # runs its own code only later, after other tasks may have parked).
+        if lot:
             lot.unpark_all()
 
     async def wait(self) -> None:
@@ -59,7 +66,7 @@ class Changed:
 
     @property
     def waiting(self) -> int:
-        """How many tasks wait now."""
+        """How many tasks wait now (parked, not yet woken)."""
         return 0 if self._lot is None else len(self._lot)
 
 

@@ -10,7 +10,7 @@ import trio
 from .._errors import RunNotFound
 from ..runs._hub import RunNotLive
 from ._messages import StreamingResponse
-from ._sse import encode_batch, retry_frame
+from ._sse import SharedBatches, retry_frame
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
 # The name it has always logged under (operators filter on it).
 logger = logging.getLogger("trio_streams.web")
+
+#: Every runs SSE writer in the process shares one: S subscribers of a run
+#: woken by the same publish encode its events once (see SharedBatches).
+SHARED_BATCHES = SharedBatches()
 
 UNAVAILABLE_FRAME = b'event: unavailable\ndata: {"message": "the run is no longer available here"}\n\n'
 
@@ -57,7 +61,7 @@ async def _frames(api: RunsApi, hub: Hub, run_id: str, after: int) -> AsyncItera
                         items = await subscription.receive_batch()
                     except trio.EndOfChannel:
                         return
-                    yield encode_batch(items)
+                    yield SHARED_BATCHES.encode(items)
         except (RunNotFound, RunNotLive, ValueError) as exc:
             # Checked before the response started; only a race (evicted or
             # moved in between) lands here. Say so rather than end silently.

@@ -26,12 +26,12 @@ lines. A gap has no ``id:`` (a client's Last-Event-ID must stay the last
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from ..log._events import Event, Gap, Heartbeat, Item, encode_json
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
 
 HEARTBEAT_FRAME = b": heartbeat\n\n"
 
@@ -125,6 +125,59 @@ def encode_item(item: Item) -> str:
 def encode_batch(items: Iterable[Item]) -> bytes:
     """Encode a batch into one buffer, so a backlog goes out as one write."""
     return "".join(map(encode_item, items)).encode()
+
+
+#: The largest batch encoding :class:`SharedBatches` keeps for other writers
+#: (a live step's events; a backlog read by one reader is not worth keeping).
+SHARED_BATCH_BYTES: Final = 64 * 1024
+
+
+class SharedBatches:
+    """One encoding per batch, shared by every SSE writer that sends the same batch.
+
+    When a run publishes, each of its S subscribers wakes and reads the same
+    slice of the run's log -- the same ``Event`` objects. Encoding it S times
+    gives S equal buffers; this keeps the last encoding and hands it to the
+    next writer whose batch is that slice, so fan-out encodes each live batch
+    once. It holds at most one buffer of up to :data:`SHARED_BATCH_BYTES`
+    (and its two end events), whatever the number of runs.
+
+    A batch is recognized by its first and last events (the same objects)
+    and its length, which identify one slice of one run's log: the events of
+    a subscription's batch are contiguous in seq (``Subscription.receive_batch``;
+    a batch that starts with a ``Gap`` or is a ``Heartbeat`` is encoded
+    afresh, never shared).
+    """
+
+    __slots__ = ("_last", "hits", "misses")
+
+    def __init__(self) -> None:
+        self._last: tuple[Event, Event, int, bytes] | None = None
+        #: Batches served from the shared encoding / encoded here.
+        self.hits = 0
+        self.misses = 0
+
+    def encode(self, items: Sequence[Item]) -> bytes:
+        """:func:`encode_batch` of ``items``, a batch as ``Subscription.receive_batch``
+        returns it (events contiguous in seq, after at most one control item),
+        shared with the writers before and after it that send the same slice."""
+        if not items:
+            return b""
+        first, last = items[0], items[-1]
+        if type(first) is not Event or type(last) is not Event:
+            return encode_batch(items)
+        count = len(items)
+        kept = self._last
+        if kept is not None and kept[0] is first and kept[1] is last and kept[2] == count:
+            self.hits += 1
+            return kept[3]
+        self.misses += 1
+        frames = encode_batch(items)
+        # A subscription's batch of events is contiguous in seq: then its two
+        # ends and its length name this slice of this run and nothing else.
+        if len(frames) <= SHARED_BATCH_BYTES and last.seq - first.seq + 1 == count:
+            self._last = (first, last, count, frames)
+        return frames
 
 
 def retry_frame(milliseconds: int) -> bytes:

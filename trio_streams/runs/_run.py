@@ -11,7 +11,7 @@ import trio
 from .._errors import RunClosed
 from ..log import Changed
 from ..log._budget import EventTooLarge
-from ..log._events import Event, check_event_type
+from ..log._events import TERMINAL_TYPES, Event, check_event_type
 from ..log._run_info import OnConflict as OnConflict
 from ..log._run_info import OnDisconnect as OnDisconnect
 from ..log._run_info import RunInfo as RunInfo
@@ -193,10 +193,12 @@ class Run:
         terminal = event.terminal
         limit = ledger.budget.max_event_bytes
         # A character is at most 4 bytes of UTF-8: most events need no count.
-        if not terminal and len(event.data_json) * 4 > limit:
+        if len(event.data_json) * 4 > limit and not terminal:
             size = encoded_size(event)
             if size > limit:
                 raise EventTooLarge(size, limit)
+        # Counted once, here, at its measured size; the log and the store's
+        # record then hold the same object (the ledger counts it once).
         ledger.charge(event.seq, event_cost(event), force=terminal)
         try:
             self._store.append_nowait(self.id, event)
@@ -208,9 +210,11 @@ class Run:
         return event
 
     def _reveal(self, event: Event) -> None:
-        """Append a staged event to the log and wake subscribers."""
+        """Append a staged event to the log and wake subscribers (only those
+        parked: a reader already woken by this step's first event will read
+        this one too, see ``log.Changed``)."""
         self.log.append(event)
-        if event.terminal:
+        if event.type in TERMINAL_TYPES:
             self._closed = True
         self._wakeup.notify()
 

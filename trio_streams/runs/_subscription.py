@@ -131,7 +131,8 @@ class Subscription:
                 raise trio.EndOfChannel
             items = await self._read(max_items, max_bytes)
             if items:
-                self._last_activity = trio.current_time()
+                if self._heartbeat is not None:  # idle time is measured from here
+                    self._last_activity = trio.current_time()
                 if not parked:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 return items
@@ -178,17 +179,17 @@ class Subscription:
         if run is None:
             return await self._read_stored(max_items, max_bytes)
         log = run.log
-        if self.cursor + 1 < log.first_seq:
-            # Behind the trimmed head: the store may still have that range.
-            return await self._read_stored(
-                min(max_items, log.first_seq - 1 - self.cursor), max_bytes, upto=log.first_seq
-            )
-        events = log.read_after(self.cursor, max_items, max_bytes)
-        if not events:
+        cursor = self.cursor
+        if cursor >= log.last_seq:
+            # Nothing new (the common case of a live reader woken early): no slice.
             if run._closed:
                 self._ended = True
             return []
-        return self._deliver(events)
+        first = log.first_seq
+        if cursor + 1 < first:
+            # Behind the trimmed head: the store may still have that range.
+            return await self._read_stored(min(max_items, first - 1 - cursor), max_bytes, upto=first)
+        return self._deliver(log.read_after(cursor, max_items, max_bytes))
 
     async def _read_stored(self, limit: int, max_bytes: int, upto: int | None = None) -> list[Item]:
         """Read from the store; ``upto`` is where the live log takes over."""
