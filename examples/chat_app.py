@@ -39,8 +39,9 @@ def parse_prompt(raw: Any) -> dict[str, Any]:
     return {"prompt": raw["prompt"], "rate": float(rate)}
 
 
-async def fake_llm(ctx: RunContext, spec: dict[str, Any]) -> dict[str, Any]:
+async def fake_llm(ctx: RunContext) -> dict[str, Any]:
     """Stream the canned answer word by word; on Stop, keep what was said."""
+    spec: dict[str, Any] = ctx.input  # what parse_prompt returned
     words = ANSWER.split(" ")
     said: list[str] = []
     try:

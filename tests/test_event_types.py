@@ -149,7 +149,7 @@ async def test_an_injected_type_never_reaches_a_real_sse_client() -> None:
     streams: TrioStreams = app.extensions["trio_streams"]
     refusals: list[str] = []
 
-    async def hostile(ctx: RunContext, _input: Any) -> None:
+    async def hostile(ctx: RunContext) -> None:
         await ctx.emit("token", "a")
         try:
             await ctx.emit("tok\nid: 999\ndata: injected", "b")

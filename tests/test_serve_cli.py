@@ -179,9 +179,9 @@ async def test_serves_an_app_factory(serve_process, tmp_path, monkeypatch):
         "    app = QuartTrio(__name__)\n"
         "    streams = TrioStreams(app, **options)\n"
         "    @streams.producer('shout')\n"
-        "    async def shout(ctx, text):\n"
-        "        await ctx.emit('word', text.upper())\n"
-        "        return text.upper()\n"
+        "    async def shout(ctx):\n"
+        "        await ctx.emit('word', ctx.input.upper())\n"
+        "        return ctx.input.upper()\n"
         "    return app\n"
     )
     monkeypatch.chdir(tmp_path)

@@ -388,7 +388,8 @@ async def test_custom_producer_and_store_factory(autojump_clock):
         return raw["prompt"]
 
     @streams.producer("echo", parse_input=parse)
-    async def echo(ctx, prompt):
+    async def echo(ctx):
+        prompt = ctx.input
         for word in prompt.split():
             await ctx.emit("word", {"word": word})
         return {"echoed": prompt}

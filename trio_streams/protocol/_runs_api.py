@@ -15,21 +15,39 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
     from contextlib import AbstractAsyncContextManager
 
+    from ..runs._config import OnFinish
     from ..runs._hub import Hub
-    from ..runs._run import RunContext, RunInfo
+    from ..runs._run import OnConflict, OnDisconnect, RunContext, RunInfo
 
 
 class ProducerSpec(Protocol):
     """A producer the API can start by name (``RegisteredProducer``)."""
 
     @property
-    def function(self) -> Callable[[RunContext, Any], Awaitable[Any]]: ...
+    def function(self) -> Callable[[RunContext], Awaitable[Any]]:
+        """``function(ctx)``: the parsed input is ``ctx.input``."""
+        ...
 
     @property
     def parse_input(self) -> Callable[[Any], Any] | None: ...
 
     @property
     def reserve(self) -> Callable[[Any], int] | None: ...
+
+    @property
+    def on_finish(self) -> OnFinish | None:
+        """A hook for the producer's runs, called after the hub's own."""
+        ...
+
+    @property
+    def on_conflict(self) -> OnConflict | None:
+        """The runs' ``on_conflict`` when the request gives none."""
+        ...
+
+    @property
+    def on_disconnect(self) -> OnDisconnect | None:
+        """The runs' ``on_disconnect`` when the request gives none."""
+        ...
 
 
 class IdempotencyClaim(Protocol):

@@ -157,21 +157,17 @@ async def handle_cancel_run(request: Request, api: RunsApi) -> Response:
 
 
 async def _start(api: RunsApi, hub: Hub, spec: StartSpec, caller: str | None) -> RunInfo:
-    function = spec.producer.function
     run_input = spec.input
-
-    async def produce(ctx: Any) -> Any:
-        return await function(ctx, run_input)
-
     try:
         run = await hub.start(
-            produce,
+            spec.producer.function,
             input=run_input,
             key=spec.key,
             owner=caller,
             on_conflict=spec.on_conflict,
             on_disconnect=spec.on_disconnect,
             metadata=spec.metadata,
+            on_finish=spec.producer.on_finish,
             reserve=0 if spec.producer.reserve is None else spec.producer.reserve(run_input),
         )
     except RunConflict as exc:

@@ -65,8 +65,13 @@ class StartSpec:
         if key is not None and (not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_LENGTH):
             raise invalid(f"'key' must be a string of 1-{MAX_KEY_LENGTH} characters or null")
         self.key: str | None = key
-        self.on_conflict: OnConflict = _choice(doc, "on_conflict", get_args(OnConflict), "reject")
-        self.on_disconnect: OnDisconnect = _choice(doc, "on_disconnect", get_args(OnDisconnect), "continue")
+        # The request wins; then the producer's own default; then the hub's.
+        self.on_conflict: OnConflict = _choice(
+            doc, "on_conflict", get_args(OnConflict), registered.on_conflict or "reject"
+        )
+        self.on_disconnect: OnDisconnect = _choice(
+            doc, "on_disconnect", get_args(OnDisconnect), registered.on_disconnect or "continue"
+        )
         metadata = doc.get("metadata") or {}
         if not isinstance(metadata, dict):
             raise invalid("'metadata' must be an object or null")

@@ -8,7 +8,7 @@ from collections import Counter
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 
 import trio
 from quart_trio import QuartTrio
@@ -20,12 +20,14 @@ from ..durable._access import resolve_access
 from ..log import MemoryStore, Store
 from ..runs._config import HubConfig
 from ..runs._open_hub import open_hub
+from ..runs._run import OnConflict, OnDisconnect
 from ._app_config import config_options
 from ._auth import TokenAuth
 from ._demo import DemoInput, demo_input_schema, demo_limits, demo_producer, demo_reserve
 from ._errors import ApiError, error_response
 from ._http_body import consume_body
 from ._idempotency import IdempotencyKeys
+from ._producers import RegisteredProducer, one_argument_form
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 
     from ..durable import DurableAccess
     from ..protocol import DurableService
+    from ..runs._config import OnFinish
     from ..runs._hub import Hub
     from ..runs._run import RunContext, RunInfo
 
@@ -53,19 +56,6 @@ class FastRoutes:
     runs: TrioStreams
     #: The Durable Streams handlers' service (``None``: not served).
     durable: DurableService | None
-
-
-@dataclass(frozen=True, slots=True)
-class RegisteredProducer:
-    """A producer the API can start by name."""
-
-    name: str
-    function: Callable[[RunContext, Any], Awaitable[Any]]
-    parse_input: Callable[[Any], Any] | None
-    #: JSON Schema of the input, for the OpenAPI document (``{}``: anything).
-    input_schema: dict[str, Any]
-    #: Bytes of the memory budget a run needs, from its parsed input (``Hub.start(reserve=)``).
-    reserve: Callable[[Any], int] | None = None
 
 
 class TrioStreams:
@@ -211,7 +201,7 @@ class TrioStreams:
             limits = demo_limits(budget.max_memory, budget.max_event_bytes)
             self.register(
                 "demo",
-                partial(demo_producer, max_text=limits.max_text),
+                partial(_run_demo, max_text=limits.max_text),
                 parse_input=partial(DemoInput.parse, max_tokens=demo_max_tokens, limits=limits),
                 input_schema=demo_input_schema(demo_max_tokens, limits),
                 reserve=demo_reserve,
@@ -224,33 +214,60 @@ class TrioStreams:
     def register(
         self,
         name: str,
-        function: Callable[[RunContext, Any], Awaitable[Any]],
+        function: Callable[[RunContext], Awaitable[Any]],
         *,
         parse_input: Callable[[Any], Any] | None = None,
         input_schema: dict[str, Any] | None = None,
         reserve: Callable[[Any], int] | None = None,
+        on_finish: OnFinish | None = None,
+        on_conflict: OnConflict | None = None,
+        on_disconnect: OnDisconnect | None = None,
     ) -> None:
         """Make ``function`` startable as ``{"producer": name}``.
 
-        ``function(ctx, input)`` emits events with ``ctx.emit``; its return
-        value (if not ``None``) is the run's result. ``parse_input``, if
-        given, validates the request's ``input`` first: a ``ValueError``
-        from it is a ``400`` with its message, and its return value is what
-        ``function`` receives. ``input_schema`` (JSON Schema) documents
-        the input in ``/openapi.json``; keep it as strict as ``parse_input``.
+        ``function(ctx)`` emits events with ``ctx.emit``; its return value
+        (if not ``None``) is the run's result. ``parse_input``, if given,
+        validates the request's ``input`` first: a ``ValueError`` from it is
+        a ``400`` with its message, and its return value is ``ctx.input``.
+        ``input_schema`` (JSON Schema) documents the input in
+        ``/openapi.json``; keep it as strict as ``parse_input``.
         ``reserve``, if given, says from the parsed input how many bytes of
         the memory budget a run will need (see ``Hub.start``): a run that
         cannot have them is refused at once (429) rather than failed half-way.
 
+        ``on_finish`` is a hook for this producer's runs (see ``OnFinish``):
+        it runs after the extension-wide ``TrioStreams(on_finish=)``, each
+        under its own ``finalize_timeout``. ``on_conflict`` and
+        ``on_disconnect`` are this producer's defaults for a request that
+        does not say (the request wins; without either, ``"reject"`` and
+        ``"continue"``).
+
+        Deprecated: ``function(ctx, input)`` (two required positional
+        parameters) still works for this release, with a
+        ``DeprecationWarning`` here; take ``ctx`` and read ``ctx.input``.
+
         Raises:
-            ValueError: a bad or already registered name.
+            ValueError: a bad or already registered name, or a bad
+                ``on_conflict``/``on_disconnect``.
         """
         if not _NAME.match(name):
             raise ValueError(f"producer name {name!r} must be 1-64 of [A-Za-z0-9_.-]")
         if name in self.producers:
             raise ValueError(f"a producer named {name!r} is already registered")
+        if on_conflict is not None and on_conflict not in get_args(OnConflict):
+            raise ValueError(f"on_conflict must be one of {get_args(OnConflict)}, not {on_conflict!r}")
+        if on_disconnect is not None and on_disconnect not in get_args(OnDisconnect):
+            raise ValueError(f"on_disconnect must be one of {get_args(OnDisconnect)}, not {on_disconnect!r}")
+        function = one_argument_form(name, function)
         self.producers[name] = RegisteredProducer(
-            name, function, parse_input, dict(input_schema or {}), reserve
+            name,
+            function,
+            parse_input,
+            dict(input_schema or {}),
+            reserve,
+            on_finish,
+            on_conflict,
+            on_disconnect,
         )
 
     def producer(
@@ -260,6 +277,9 @@ class TrioStreams:
         parse_input: Callable[[Any], Any] | None = None,
         input_schema: dict[str, Any] | None = None,
         reserve: Callable[[Any], int] | None = None,
+        on_finish: OnFinish | None = None,
+        on_conflict: OnConflict | None = None,
+        on_disconnect: OnDisconnect | None = None,
     ) -> Callable[[T], T]:
         """Decorator form of :meth:`register`: ``@streams.producer("chat")``."""
 
@@ -270,6 +290,9 @@ class TrioStreams:
                 parse_input=parse_input,
                 input_schema=input_schema,
                 reserve=reserve,
+                on_finish=on_finish,
+                on_conflict=on_conflict,
+                on_disconnect=on_disconnect,
             )
             return function
 
@@ -515,3 +538,8 @@ class TrioStreams:
                 headers={"Retry-After": "1"},
             )
         return hub
+
+
+async def _run_demo(ctx: RunContext, *, max_text: int | None) -> Any:
+    """The built-in ``demo`` producer in the ``function(ctx)`` form."""
+    return await demo_producer(ctx, ctx.input, max_text=max_text)
