@@ -326,20 +326,23 @@ class FakeApi:
 
 
 class Producer:
-    def __init__(self, function: Callable[[RunContext, Any], Any]) -> None:
+    def __init__(self, function: Callable[[RunContext], Any]) -> None:
         self.function = function
         self.parse_input = None
         self.reserve = None
+        self.on_finish = None
+        self.on_conflict = None
+        self.on_disconnect = None
 
 
-async def three_tokens(ctx: RunContext, _input: Any) -> Any:
+async def three_tokens(ctx: RunContext) -> Any:
     for n in range(3):
         await ctx.emit("token", n)
         await trio.sleep(1)
     return "done"
 
 
-async def forever(ctx: RunContext, _input: Any) -> Any:
+async def forever(ctx: RunContext) -> Any:
     await ctx.emit("started")
     await trio.sleep_forever()
 
