@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import trio
+
 from trio_streams import serve_plan
 
 if TYPE_CHECKING:
@@ -143,3 +145,11 @@ async def test_recipe_durable_streams_behind_tokens(autojump_clock: Any) -> None
             assert other.status_code == 404
             anonymous = await client.get(url, query_string={"offset": "-1"})
             assert anonymous.status_code == 401
+
+
+async def test_recipe_producer_runs_to_the_end(stream_hub: Any, autojump_clock: Any) -> None:
+    with recipe_module("summarizer.py") as recipe:
+        run = await stream_hub.start(recipe.summarize, input={"prompt": "one two"})
+        info = await stream_hub.wait(run.id)
+        assert (info.status, info.result, info.partial) == ("done", "ONE TWO ", False)
+        assert (trio.current_time(), recipe.saved) == (2.5, ["ONE TWO "])  # cleanup runs on success too
