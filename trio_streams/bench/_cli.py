@@ -123,7 +123,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=_fraction,
         default=0.0,
         metavar="F",
-        help="cancel this fraction of runs halfway (their streams must end 'cancelled')",
+        help="cancel each run with probability F (0..1), halfway through its tokens; "
+        "a cancelled run's streams must end 'cancelled' (default 0)",
     )
     parser.add_argument(
         "--replay",

@@ -202,14 +202,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--app", metavar="MODULE:FACTORY", help="serve your app: FACTORY(**options) returns a QuartTrio app"
     )
     api.add_argument(
-        "--heartbeat", type=positive_duration_arg, default=15.0, help="idle SSE heartbeat (default 15s)"
+        "--heartbeat",
+        type=positive_duration_arg,
+        metavar="DURATION",
+        default=15.0,
+        help="idle SSE heartbeat (default 15s)",
     )
     api.add_argument(
-        "--max-body", type=size_arg, default=1024 * 1024, help="largest request body (default 1MiB)"
+        "--max-body",
+        type=size_arg,
+        metavar="SIZE",
+        default=1024 * 1024,
+        help="largest request body (default 1MiB)",
     )
     api.add_argument(
         "--demo-max-tokens",
         type=_positive_int,
+        metavar="N",
         default=1_000_000,
         help="the most tokens one run of the built-in demo producer may ask for (default 1000000)",
     )
@@ -217,6 +226,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--shutdown-grace",
         "--graceful-timeout",
         type=duration_arg,
+        metavar="DURATION",
         default=10.0,
         help="on SIGTERM, how long live runs may take to finish before they are cancelled (default 10s; "
         "--graceful-timeout is Hypercorn's name for it)",
@@ -225,12 +235,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     durable.add_argument(
         "--long-poll-timeout",
         type=positive_duration_arg,
+        metavar="DURATION",
         default=20.0,
         help="how long a Durable Streams long-poll read waits for data before 204 (default 20s)",
     )
     durable.add_argument(
         "--sse-recycle",
         type=positive_duration_arg,
+        metavar="DURATION",
         default=60.0,
         help="end each Durable Streams SSE response after this long; clients resume from their offset (60s)",
     )
@@ -243,24 +255,47 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     hub = parser.add_argument_group("runs")
     hub.add_argument(
-        "--grace-period", type=duration_arg, help="keep a finished run in memory this long (180s)"
+        "--grace-period",
+        type=duration_arg,
+        metavar="DURATION",
+        help="keep a finished run in memory this long (180s)",
     )
     hub.add_argument(
-        "--finalize-timeout", type=positive_duration_arg, help="deadline of cleanup after a cancel (10s)"
+        "--finalize-timeout",
+        type=positive_duration_arg,
+        metavar="DURATION",
+        help="deadline of cleanup after a cancel (10s)",
     )
     hub.add_argument(
-        "--no-event-timeout", type=positive_duration_arg, help="a run silent this long is dead (off)"
+        "--no-event-timeout",
+        type=positive_duration_arg,
+        metavar="DURATION",
+        help="a run silent this long is dead (off)",
     )
     hub.add_argument(
-        "--input-timeout", type=positive_duration_arg, help="the same while awaiting input (off)"
+        "--input-timeout",
+        type=positive_duration_arg,
+        metavar="DURATION",
+        help="the same while awaiting input (off)",
     )
-    hub.add_argument("--max-age", type=positive_duration_arg, help="cancel runs older than this (off)")
-    hub.add_argument("--max-runs", type=_positive_int, help="runs held in memory at most (10000)")
-    hub.add_argument("--max-live-runs-per-owner", type=_positive_int, help="live runs per user (unlimited)")
     hub.add_argument(
-        "--log-max-events", type=_positive_int, help="events each run's replay log keeps (10000)"
+        "--max-age", type=positive_duration_arg, metavar="DURATION", help="cancel runs older than this (off)"
     )
-    hub.add_argument("--log-max-bytes", type=size_arg, help="bytes each run's replay log keeps (8MiB)")
+    hub.add_argument(
+        "--max-runs", type=_positive_int, metavar="N", help="runs held in memory at most (10000)"
+    )
+    hub.add_argument(
+        "--max-live-runs-per-owner", type=_positive_int, metavar="N", help="live runs per user (unlimited)"
+    )
+    hub.add_argument(
+        "--log-max-events",
+        type=_positive_int,
+        metavar="EVENTS",
+        help="events each run's replay log keeps (10000)",
+    )
+    hub.add_argument(
+        "--log-max-bytes", type=size_arg, metavar="SIZE", help="bytes each run's replay log keeps (8MiB)"
+    )
     hub.add_argument(
         "--max-memory",
         type=size_arg,
