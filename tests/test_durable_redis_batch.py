@@ -455,10 +455,17 @@ async def test_a_reader_woken_by_a_local_commit_reads_it_without_a_round_trip(
                     assert await source.wait(start, float("inf"))
                 found.append(await source.read(start))
 
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(live_read)
-                await trio.testing.wait_all_tasks_blocked()
-                await store.append("j", AppendRequest(b'[1, {"a": 2}]', "application/json"))
+            # The follower wakes every reader once when the first one registers (and
+            # then reads the notify stream, skipping this instance's own commits): let
+            # it do so before the live read, or that wake-up may look at Redis after
+            # the commit landed there but before its reply reached this instance.
+            with store._notifications.watching(StreamId(None, "other")) as current_event:
+                with trio.fail_after(5):
+                    await current_event().wait()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(live_read)
+                    await trio.testing.wait_all_tasks_blocked()
+                    await store.append("j", AppendRequest(b'[1, {"a": 2}]', "application/json"))
             assert collected == 0, "the data just committed here is read from memory"
             from_redis = await (await other.open_read("j")).read(start)
             assert (found[0].pieces, found[0].end) == (from_redis.pieces, from_redis.end)
