@@ -98,7 +98,9 @@ async def test_two_server_processes_never_run_one_key_twice(serve_process, redis
     with trio.fail_after(150):
         args = ("--redis-url", redis_url, "--redis-prefix", prefix, "--log-level", "error")
         server_a, server_b = await serve_process(*args), await serve_process(*args)
-        limits = httpx.Limits(max_connections=4 * CONCURRENCY)
+        # Idle connections expire on the client before the server's 5 s keep-alive
+        # closes them: a request never races a close (a reset under load).
+        limits = httpx.Limits(max_connections=4 * CONCURRENCY, keepalive_expiry=2)
         async with (
             httpx.AsyncClient(base_url=server_a.url, limits=limits, timeout=60) as a,
             httpx.AsyncClient(base_url=server_b.url, limits=limits, timeout=60) as b,
