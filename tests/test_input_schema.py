@@ -203,6 +203,41 @@ def test_bounded_keywords_within_their_bound_register():
     InputSchema({"const": {"$ref": "#/nowhere"}, "examples": [{"$id": "x"}]})
 
 
+@pytest.mark.parametrize(
+    ("schema", "given", "field", "problem"),
+    [
+        # A `false` subschema is reported at the value it refuses (jsonschema alone says nothing of where).
+        ({"properties": {"a b": False}}, {"a b": 1}, 'input["a b"]', "is not allowed"),
+        (
+            {"type": "array", "prefixItems": [{"type": "integer"}], "items": False},
+            [1, 2],
+            "input[1]",
+            "is not allowed",
+        ),
+        (
+            {"$defs": {"no": False}, "properties": {"q": {"$ref": "#/$defs/no"}}},
+            {"q": 1},
+            "input.q",
+            "is not allowed",
+        ),
+        ({"not": {"type": "string"}}, "x", "input", "is not allowed here"),
+        ({"type": "number", "exclusiveMinimum": 0, "maximum": 10}, 0, "input", "must be > 0 and ≤ 10"),
+        ({"type": "string", "pattern": "^[a-z]+$"}, "A", "input", "must match the pattern '^[a-z]+$'"),
+        ({"const": "x"}, "y", "input", 'must be "x"'),
+        (
+            {"anyOf": [{"type": "integer"}, {"type": "null"}]},
+            "s",
+            "input",
+            "must match one of the allowed forms",
+        ),
+    ],
+)
+def test_each_refusal_names_its_value(schema, given, field, problem):
+    with pytest.raises(InvalidInput) as caught:
+        InputSchema(schema).validate(given)
+    assert (caught.value.field, caught.value.problem) == (field, problem)
+
+
 def test_validation_stops_at_the_first_error():
     schema = InputSchema({"type": "array", "items": {"type": "integer"}})
     with pytest.raises(InvalidInput) as caught:

@@ -111,7 +111,10 @@ class InputSchema:
         # An empty registry: no reference is ever retrieved from anywhere.
         registry: Registry[Any] = Registry().with_resource(_URI, resource)
         _check_subschemas(self.schema, registry, "#")
-        self._validator = Draft202012Validator(self.schema, registry=registry)
+        # Validated as ``_without_false``: the same rules, with errors that say where.
+        validated = _without_false(self.schema)
+        registry = Registry().with_resource(_URI, DRAFT202012.create_resource(validated))
+        self._validator = Draft202012Validator(validated, registry=registry)
         #: Whether a request without ``input`` (``null``) is valid.
         self.accepts_null = self._validator.is_valid(None)
 
@@ -163,6 +166,49 @@ def _check_subschemas(node: Any, registry: Registry[Any], where: str) -> None:
     for key, value in node.items():
         if key not in DATA_KEYWORDS:
             _check_subschemas(value, registry, f"{where}/{_escape(str(key))}")
+
+
+# Keywords whose value is one subschema, a map of them, or a list of them.
+_ONE_SCHEMA = frozenset(
+    {
+        "additionalProperties",
+        "items",
+        "contains",
+        "propertyNames",
+        "unevaluatedItems",
+        "unevaluatedProperties",
+        "not",
+        "if",
+        "then",
+        "else",
+    }
+)
+_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "dependentSchemas"})
+_SCHEMA_LISTS = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
+
+
+def _without_false(schema: Any) -> Any:
+    """``schema`` with each ``false`` subschema written ``{"not": {}}`` (which means the same).
+
+    jsonschema reports a ``false`` subschema's refusal without the path to
+    the value (``{"properties": {"a": false}}`` refusing ``{"a": 1}`` says
+    nothing of ``a``); ``{"not": {}}`` is reported with it.
+    """
+    if schema is False:
+        return {"not": {}}
+    if not isinstance(schema, dict):
+        return schema
+    rewritten: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _ONE_SCHEMA:
+            rewritten[key] = _without_false(value)
+        elif key in _SCHEMA_MAPS and isinstance(value, dict):
+            rewritten[key] = {name: _without_false(sub) for name, sub in value.items()}
+        elif key in _SCHEMA_LISTS and isinstance(value, list):
+            rewritten[key] = [_without_false(sub) for sub in value]
+        else:
+            rewritten[key] = value
+    return rewritten
 
 
 def _escape(key: str) -> str:
@@ -234,7 +280,7 @@ def _problem(keyword: Any, expected: Any, schema: dict[str, Any], error: Validat
             else "must match one of the allowed forms"
         )
     if keyword == "not":
-        return "is not allowed here"
+        return "is not allowed" if expected == {} else "is not allowed here"
     if keyword is None or error.schema is False:  # a ``false`` subschema
         return "is not allowed"
     message = error.message
