@@ -239,10 +239,21 @@ def test_each_refusal_names_its_value(schema, given, field, problem):
 
 
 def test_validation_stops_at_the_first_error():
+    """The bound on a refused input's cost: one error is taken, however many there are."""
     schema = InputSchema({"type": "array", "items": {"type": "integer"}})
+    taken = []
+    validator = schema._validator
+
+    class Counting:
+        def iter_errors(self, value: Any) -> Any:
+            for error in validator.iter_errors(value):
+                taken.append(error)
+                yield error
+
+    schema._validator = Counting()
     with pytest.raises(InvalidInput) as caught:
-        schema.validate(["a", "b", *range(10)])
-    assert (caught.value.field, caught.value.problem) == ("input[0]", "must be an integer")
+        schema.validate(["a", "b", *range(10), "c"])
+    assert (caught.value.field, caught.value.problem, len(taken)) == ("input[0]", "must be an integer", 1)
 
 
 def test_the_demo_validates_with_its_schema():
