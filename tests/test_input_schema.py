@@ -179,6 +179,8 @@ async def test_without_a_schema_any_input_goes_through(autojump_clock):
             f"needs a maxItems of at most {MAX_UNIQUE_ITEMS}",
         ),
         ({"properties": {"a": {"$id": "https://example.com/a"}}}, "$id at #/properties/a"),
+        ({"$id": "https://example.com/chat", "$defs": {"n": {}}, "$ref": "#/$defs/n"}, "$id at # is not"),
+        ({"$schema": 7}, "$schema must be"),
         ({"enum": [{1, 2}]}, "input_schema must be JSON"),
     ],
 )

@@ -81,7 +81,7 @@ class InputSchema:
     Raises:
         ValueError: ``schema`` is not a valid draft 2020-12 schema, names
             another dialect, has a ``$ref`` that does not resolve inside it
-            (or an ``$id``, which would move where its references point),
+            or an ``$id`` (which would move where its references point),
             or a ``uniqueItems`` without a ``maxItems`` of at most
             :data:`MAX_UNIQUE_ITEMS`. The message says where.
     """
@@ -97,7 +97,7 @@ class InputSchema:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"input_schema must be JSON: {exc}") from None
         dialect = self.schema.get("$schema", DIALECT)
-        if dialect.rstrip("#") != DIALECT:
+        if not isinstance(dialect, str) or dialect.rstrip("#") != DIALECT:
             raise ValueError(
                 f"input_schema: $schema must be {DIALECT} (OpenAPI 3.1's dialect), not {dialect!r}"
             )
@@ -141,10 +141,8 @@ def _check_subschemas(node: Any, registry: Registry[Any], where: str) -> None:
         return
     if not isinstance(node, dict):
         return
-    if isinstance(node.get("$id"), str) and where != "#":
-        raise ValueError(
-            f"input_schema: $id at {where} is not supported (references are resolved in the schema)"
-        )
+    if "$id" in node:  # it would move the base its references resolve against (and the document's)
+        raise ValueError(f"input_schema: $id at {where} is not supported (references stay inside the schema)")
     for keyword in ("$ref", "$dynamicRef"):
         ref = node.get(keyword)
         if isinstance(ref, str):
