@@ -389,3 +389,15 @@ async def test_a_large_input_is_validated_off_the_event_loop(monkeypatch):
     ]
     assert threads == [False, False]  # both large bodies, both in a worker thread
     assert seen == [{"messages": [{"role": "user", "content": long}]}]
+
+
+@pytest.mark.parametrize("metadata", [False, 0, "", []])
+async def test_a_falsy_metadata_that_is_not_an_object_is_a_400_as_documented(autojump_clock, metadata):
+    """The document says an object or null; schemathesis found `false` accepted as `{}`."""
+    app, seen = chat_app()
+    async with app.test_app() as test_app:
+        status, doc = await _post(
+            test_app.test_client(), {"producer": "chat", "input": {"messages": HELLO}, "metadata": metadata}
+        )
+    assert (status, doc["error"]["code"]) == (400, "invalid_body")
+    assert seen == []

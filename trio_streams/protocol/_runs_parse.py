@@ -86,8 +86,10 @@ class StartSpec:
         self.on_disconnect: OnDisconnect = _choice(
             doc, "on_disconnect", get_args(OnDisconnect), registered.on_disconnect or DEFAULT_ON_DISCONNECT
         )
-        metadata = doc.get("metadata") or {}
-        if not isinstance(metadata, dict):
+        metadata = doc.get("metadata")
+        if metadata is None:
+            metadata = {}
+        elif not isinstance(metadata, dict):  # false, 0, "" and [] too: not "no metadata"
             raise invalid("'metadata' must be an object or null")
         if "producer" in metadata:
             raise invalid("'metadata' may not use the reserved name 'producer'")
