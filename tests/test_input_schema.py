@@ -182,6 +182,8 @@ async def test_without_a_schema_any_input_goes_through(autojump_clock):
         ({"$id": "https://example.com/chat", "$defs": {"n": {}}, "$ref": "#/$defs/n"}, "$id at # is not"),
         ({"$schema": 7}, "$schema must be"),
         ({"enum": [{1, 2}]}, "input_schema must be JSON"),
+        # A property named like a data keyword is a schema all the same.
+        ({"properties": {"default": {"$ref": "#/$defs/gone"}}}, "at #/properties/default points to nothing"),
     ],
 )
 def test_a_broken_schema_is_refused_at_registration(schema, problem):
@@ -281,6 +283,11 @@ async def test_openapi_shows_the_same_schema_and_each_producers_defaults(autojum
         pass
 
     streams.register("chat", chat, input_schema=CHAT_INPUT, on_conflict="interrupt", on_disconnect="cancel")
+    named_like_keywords = {
+        "$defs": {"n": {"type": "integer"}},
+        "properties": {"default": {"$ref": "#/$defs/n"}, "const": {"const": {"$ref": "#/data"}}},
+    }
+    streams.register("odd", chat, input_schema=named_like_keywords)
     async with app.test_app() as test_app:
         spec = await (await test_app.test_client().get("/openapi.json")).get_json()
     schemas = spec["components"]["schemas"]
@@ -292,12 +299,18 @@ async def test_openapi_shows_the_same_schema_and_each_producers_defaults(autojum
     assert {k: v for k, v in shown.items() if k != "properties"} == {
         k: v for k, v in CHAT_INPUT.items() if k not in ("properties", "$schema")
     }
+    # A property named `default` is a schema (its reference rebased); `const`'s value is data.
+    assert schemas["Input.odd"]["properties"] == {
+        "default": {"$ref": "#/components/schemas/Input.odd/$defs/n"},
+        "const": {"const": {"$ref": "#/data"}},
+    }
     # One alternative per producer, told apart by `producer`, each with its own defaults.
     assert schemas["StartRun"]["discriminator"] == {
         "propertyName": "producer",
         "mapping": {
             "chat": "#/components/schemas/StartRun.chat",
             "demo": "#/components/schemas/StartRun.demo",
+            "odd": "#/components/schemas/StartRun.odd",
         },
     }
     chat_start, demo_start = schemas["StartRun.chat"], schemas["StartRun.demo"]
@@ -324,6 +337,8 @@ async def test_openapi_shows_the_same_schema_and_each_producers_defaults(autojum
     assert not start.is_valid({"producer": "chat", "input": {"messages": [{"role": "robot", "content": ""}]}})
     assert not start.is_valid({"producer": "chat"})
     assert start.is_valid({"producer": "demo"})
+    assert start.is_valid({"producer": "odd", "input": {"default": 1}})
+    assert not start.is_valid({"producer": "odd", "input": {"default": "one"}})
 
 
 async def test_a_demo_input_error_names_the_field_over_http(autojump_clock):

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from itertools import islice
 from typing import Any, Final
 
@@ -46,8 +46,6 @@ from .._errors import StreamError
 DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
 #: ``uniqueItems`` compares items pairwise: the longest array it may check.
 MAX_UNIQUE_ITEMS: Final = 1000
-#: Keywords whose values are data, not subschemas (a ``$ref`` inside is not a reference).
-DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
 _URI: Final = "urn:trio-streams:input"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TYPE_NAMES = {
@@ -110,7 +108,7 @@ class InputSchema:
         resource = DRAFT202012.create_resource(self.schema)
         # An empty registry: no reference is ever retrieved from anywhere.
         registry: Registry[Any] = Registry().with_resource(_URI, resource)
-        _check_subschemas(self.schema, registry, "#")
+        _check_subschemas(self.schema, registry)
         # Validated as ``_without_false``: the same rules, with errors that say where.
         validated = _without_false(self.schema)
         registry = Registry().with_resource(_URI, DRAFT202012.create_resource(validated))
@@ -133,14 +131,68 @@ class InputSchema:
             raise InvalidInput(*_describe(error))
 
 
-def _check_subschemas(node: Any, registry: Registry[Any], where: str) -> None:
+# Where a schema holds subschemas (draft 2020-12): keywords whose value is one
+# subschema, a map of them, or a list of them. Anything else (``const``,
+# ``enum``, ``default``, ``examples``, annotations) is data: a ``"$ref"`` in it
+# is not a reference, and a property named ``default`` is still a schema.
+_ONE_SCHEMA = frozenset(
+    {
+        "additionalProperties",
+        "items",
+        "contains",
+        "propertyNames",
+        "unevaluatedItems",
+        "unevaluatedProperties",
+        "not",
+        "if",
+        "then",
+        "else",
+        "contentSchema",
+    }
+)
+_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "dependentSchemas"})
+_SCHEMA_LISTS = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
+
+
+def map_subschemas(schema: Any, function: Callable[[Any, str], Any], where: str = "#") -> Any:
+    """``schema`` with ``function(subschema, its JSON pointer)`` in place of each of its own subschemas.
+
+    One level: ``function`` recurses if it wants to. A schema that is not an
+    object (``true``/``false``) has none, and comes back as it is.
+    """
+    if not isinstance(schema, dict):
+        return schema
+    mapped: dict[str, Any] = {}
+    for key, value in schema.items():
+        at = f"{where}/{_escape(key)}"
+        if key in _ONE_SCHEMA:
+            mapped[key] = function(value, at)
+        elif key in _SCHEMA_MAPS and isinstance(value, dict):
+            mapped[key] = {name: function(sub, f"{at}/{_escape(name)}") for name, sub in value.items()}
+        elif key in _SCHEMA_LISTS and isinstance(value, list):
+            mapped[key] = [function(sub, f"{at}/{i}") for i, sub in enumerate(value)]
+        else:
+            mapped[key] = value
+    return mapped
+
+
+def rebased(schema: Any, base: str, where: str = "#") -> Any:
+    """``schema`` with its references (``#``, ``#/...``: the only kind registration allows)
+    made relative to ``base``: where the schema sits in a larger document (OpenAPI's)."""
+    if isinstance(schema, dict):
+        schema = {
+            key: base + value[1:]
+            if key in ("$ref", "$dynamicRef") and isinstance(value, str) and value.startswith("#")
+            else value
+            for key, value in schema.items()
+        }
+    return map_subschemas(schema, lambda sub, at: rebased(sub, base, at), where)
+
+
+def _check_subschemas(node: Any, registry: Registry[Any], where: str = "#") -> Any:
     """Refuse, at registration, what would fail or cost too much at request time."""
-    if isinstance(node, list):
-        for i, item in enumerate(node):
-            _check_subschemas(item, registry, f"{where}/{i}")
-        return
     if not isinstance(node, dict):
-        return
+        return node
     if "$id" in node:  # it would move the base its references resolve against (and the document's)
         raise ValueError(f"input_schema: $id at {where} is not supported (references stay inside the schema)")
     for keyword in ("$ref", "$dynamicRef"):
@@ -161,31 +213,10 @@ def _check_subschemas(node: Any, registry: Registry[Any], where: str) -> None:
                 f"input_schema: uniqueItems at {where} needs a maxItems of at most {MAX_UNIQUE_ITEMS} "
                 "beside it (it compares items pairwise)"
             )
-    for key, value in node.items():
-        if key not in DATA_KEYWORDS:
-            _check_subschemas(value, registry, f"{where}/{_escape(str(key))}")
+    return map_subschemas(node, lambda sub, at: _check_subschemas(sub, registry, at), where)
 
 
-# Keywords whose value is one subschema, a map of them, or a list of them.
-_ONE_SCHEMA = frozenset(
-    {
-        "additionalProperties",
-        "items",
-        "contains",
-        "propertyNames",
-        "unevaluatedItems",
-        "unevaluatedProperties",
-        "not",
-        "if",
-        "then",
-        "else",
-    }
-)
-_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "dependentSchemas"})
-_SCHEMA_LISTS = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
-
-
-def _without_false(schema: Any) -> Any:
+def _without_false(schema: Any, where: str = "#") -> Any:
     """``schema`` with each ``false`` subschema written ``{"not": {}}`` (which means the same).
 
     jsonschema reports a ``false`` subschema's refusal without the path to
@@ -194,19 +225,7 @@ def _without_false(schema: Any) -> Any:
     """
     if schema is False:
         return {"not": {}}
-    if not isinstance(schema, dict):
-        return schema
-    rewritten: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key in _ONE_SCHEMA:
-            rewritten[key] = _without_false(value)
-        elif key in _SCHEMA_MAPS and isinstance(value, dict):
-            rewritten[key] = {name: _without_false(sub) for name, sub in value.items()}
-        elif key in _SCHEMA_LISTS and isinstance(value, list):
-            rewritten[key] = [_without_false(sub) for sub in value]
-        else:
-            rewritten[key] = value
-    return rewritten
+    return map_subschemas(schema, _without_false, where)
 
 
 def _escape(key: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol, get_args
 
 from .._version import __version__
-from ..protocol._input_schema import DATA_KEYWORDS
+from ..protocol._input_schema import rebased
 from ..protocol._runs_parse import DEFAULT_ON_CONFLICT, DEFAULT_ON_DISCONNECT
 from ..runs._run import OnConflict, OnDisconnect, RunStatus
 from ._openapi_durable import durable_paths
@@ -85,7 +85,7 @@ def _schemas_of_producers(producers: Mapping[str, DocumentedProducer]) -> dict[s
     for name, producer in sorted(producers.items()):
         start, given = f"StartRun.{name}", f"Input.{name}"
         input_schema = {k: v for k, v in producer.input_schema.items() if k != "$schema"}
-        schemas[given] = _rebase(input_schema, f"#/components/schemas/{given}")
+        schemas[given] = rebased(input_schema, f"#/components/schemas/{given}")
         on_conflict = producer.on_conflict or DEFAULT_ON_CONFLICT
         on_disconnect = producer.on_disconnect or DEFAULT_ON_DISCONNECT
         validator = producer.input_validator
@@ -122,27 +122,6 @@ def _schemas_of_producers(producers: Mapping[str, DocumentedProducer]) -> dict[s
         else {"not": {}}
     )
     return schemas
-
-
-def _rebase(node: Any, base: str) -> Any:
-    """``node`` with its local references (``#``, ``#/...``) made relative to ``base``.
-
-    Registration allows no other kind (trio_streams/protocol/_input_schema.py).
-    Values of data keywords (``const``, ``enum``, ...) are data, left alone.
-    """
-    if isinstance(node, list):
-        return [_rebase(item, base) for item in node]
-    if not isinstance(node, dict):
-        return node
-    rebased: dict[str, Any] = {}
-    for key, value in node.items():
-        if key in ("$ref", "$dynamicRef") and isinstance(value, str) and value.startswith("#"):
-            rebased[key] = base + value[1:]
-        elif key in DATA_KEYWORDS:
-            rebased[key] = value
-        else:
-            rebased[key] = _rebase(value, base)
-    return rebased
 
 
 def openapi_document(
