@@ -254,9 +254,10 @@ class TrioStreams:
         Raises:
             ValueError: a bad or already registered name, a bad
                 ``on_conflict``/``on_disconnect``, or an ``input_schema`` that
-                is not a valid draft 2020-12 schema, has a ``$ref`` that does
-                not resolve inside it, or a ``uniqueItems`` without a small
-                ``maxItems`` (trio_streams/protocol/_input_schema.py).
+                is not a valid draft 2020-12 schema (or names another
+                ``$schema``), has a ``$ref`` that does not resolve inside it or
+                an ``$id``, or a ``uniqueItems`` without a small ``maxItems``
+                (trio_streams/protocol/_input_schema.py).
         """
         if not _NAME.match(name):
             raise ValueError(f"producer name {name!r} must be 1-64 of [A-Za-z0-9_.-]")
