@@ -41,6 +41,11 @@ def recipes() -> dict[str, str]:
     return found
 
 
+def recipes_text() -> str:
+    """The guide as one line of text (for what its prose promises)."""
+    return " ".join(GUIDE.read_text().split())
+
+
 def test_the_guide_has_every_recipe() -> None:
     assert sorted(recipes()) == [
         "chat_app.py",
@@ -91,13 +96,23 @@ async def test_recipe_mount_on_an_app(autojump_clock: Any) -> None:
             assert events == [("token", "a"), ("token", "b"), ("token", "c"), ("done", {"result": "abc"})]
             document = await (await client.get(f"/v1/runs/{run_id}", headers=alice)).get_json()
             assert (document["status"], document["subscribers"]) == ("done", 0)  # no reader attached now
+            # The schema refuses a bad input before the producer starts, naming the field (as the guide says).
             bad = await client.post(
-                "/v1/runs", json={"producer": "echo", "input": {"words": 3}}, headers=alice
+                "/v1/runs", json={"producer": "echo", "input": {"words": ["a", 3]}}, headers=alice
             )
-            bad_id = (await bad.get_json())["run_id"]
-            stream = await client.get(f"/v1/runs/{bad_id}/events", headers=alice)
-            [(kind, data)] = _sse_events(await stream.get_data(as_text=True))
-            assert (kind, data["error"]["code"]) == ("error", "bad_words")
+            assert (bad.status_code, await bad.get_json()) == (
+                400,
+                {
+                    "error": {
+                        "code": "invalid_input",
+                        "message": "input.words[1] must be a string",
+                        "field": "input.words[1]",
+                    }
+                },
+            )
+            assert '"field": "input.words[1]"' in recipes_text()
+            spec = await (await client.get("/openapi.json")).get_json()
+            assert spec["components"]["schemas"]["Input.echo"] == recipe.ECHO_INPUT
             demo = await client.post("/v1/runs", json={"producer": "demo"}, headers=alice)
             assert demo.status_code == 400  # demo=False: only the app's own producers
 

@@ -7,13 +7,18 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import trio
 
 from trio_streams.durable import DurableStreamStore
+from trio_streams.web import create_app
 
 from .server_support import running_server
+
+if TYPE_CHECKING:
+    from trio_streams import RunContext
 
 
 def _st() -> str:
@@ -22,13 +27,34 @@ def _st() -> str:
     return found
 
 
+ECHO_INPUT = {
+    "$defs": {"word": {"type": "string", "maxLength": 16}},
+    "type": "object",
+    "required": ["words"],
+    "additionalProperties": False,
+    "properties": {"words": {"type": "array", "maxItems": 8, "items": {"$ref": "#/$defs/word"}}},
+}
+
+
+async def _echo(ctx: RunContext) -> str:
+    for word in ctx.input["words"]:
+        await ctx.emit("token", word)
+    return " ".join(ctx.input["words"])
+
+
 @pytest.mark.timeout(300)  # its own trio deadline is 240 s: let that one speak first
 async def test_schemathesis_finds_nothing(tmp_path):
     with trio.fail_after(240):
         # Live reads end within the request timeout: a long-poll after 1 s, an SSE response after 2 s.
-        async with running_server(
+        app = create_app(
             max_body=4096, shutdown_grace=0, demo_max_tokens=2000, long_poll_timeout=1, sse_recycle=2
-        ) as server:
+        )
+        # A second producer, so StartRun has alternatives (by `producer`), each with
+        # its own defaults, and an input schema with a reference (rebased in the document).
+        app.extensions["trio_streams"].register(
+            "echo", _echo, input_schema=ECHO_INPUT, on_conflict="interrupt", on_disconnect="cancel"
+        )
+        async with running_server(app) as server:
             result = await trio.run_process(
                 [
                     _st(),

@@ -329,6 +329,7 @@ class Producer:
     def __init__(self, function: Callable[[RunContext], Any]) -> None:
         self.function = function
         self.parse_input = None
+        self.input_validator = None
         self.reserve = None
         self.on_finish = None
         self.on_conflict = None

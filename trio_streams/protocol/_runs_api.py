@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ..runs._config import OnFinish
     from ..runs._hub import Hub
     from ..runs._run import OnConflict, OnDisconnect, RunContext, RunInfo
+    from ._input_schema import InputSchema
 
 
 class ProducerSpec(Protocol):
@@ -29,7 +30,14 @@ class ProducerSpec(Protocol):
         ...
 
     @property
-    def parse_input(self) -> Callable[[Any], Any] | None: ...
+    def input_validator(self) -> InputSchema | None:
+        """The input's JSON Schema, compiled (``None``: any input)."""
+        ...
+
+    @property
+    def parse_input(self) -> Callable[[Any], Any] | None:
+        """Converts the input once the schema accepted it."""
+        ...
 
     @property
     def reserve(self) -> Callable[[Any], int] | None: ...

@@ -20,22 +20,27 @@ from ._errors import ApiError
 from ._messages import Response
 from ._runs_parse import (
     MAX_LIST_LIMIT,
+    OFF_LOOP_BODY,
     RUN_ID,
     StartSpec,
     bool_arg,
+    check_input,
     int_arg,
     invalid,
     parse_cancel_reason,
+    parse_json_object,
     parse_start,
     resume_point,
 )
 from ._runs_sse import event_stream
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from ..runs._hub import Hub
     from ..runs._run import RunInfo
     from ._messages import Request, StreamingResponse
-    from ._runs_api import RunsApi
+    from ._runs_api import ProducerSpec, RunsApi
 
 
 def json_response(document: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -74,7 +79,7 @@ async def handle_start_run(request: Request, api: RunsApi) -> Response:
     caller = api.caller(request.headers.get("Authorization"))
     hub = api.hub_for_starting()
     body = await read_body(request, api.max_body, ApiError)
-    spec = parse_start(body, api.producers)
+    spec = await _parse_start(body, api.producers)
     idempotency_key = request.headers.get("Idempotency-Key")
     if idempotency_key is None:
         info = await _start(api, hub, spec, caller)
@@ -86,6 +91,32 @@ async def handle_start_run(request: Request, api: RunsApi) -> Response:
         info = await _start(api, hub, spec, caller)
         claim.started(info.run_id)
         return _created(run_document(api, info, hub))
+
+
+# One thread validates large inputs at a time: each holds the GIL for its
+# slices, and the event loop, competing with one thread, keeps its latency.
+_VALIDATION_THREADS = trio.CapacityLimiter(1)
+
+
+async def _parse_start(body: bytes, producers: Mapping[str, ProducerSpec]) -> StartSpec:
+    """:func:`parse_start`, with a large body's input validated in a worker thread.
+
+    The schema check of a body over ``OFF_LOOP_BODY`` runs off the event
+    loop (one at a time), so other requests and SSE streams go on meanwhile;
+    ``parse_input`` still runs here, in the loop's thread.
+
+    Cancellation: waits for the thread to finish (the check is bounded: see
+    ``protocol/_input_schema.py``), then raises ``Cancelled``.
+    """
+    if len(body) <= OFF_LOOP_BODY:
+        return parse_start(body, producers)
+    doc = parse_json_object(body, "the body")
+    name = doc.get("producer")
+    registered = producers.get(name) if isinstance(name, str) else None
+    if registered is None or registered.input_validator is None:
+        return StartSpec(doc, producers)  # nothing to validate: StartSpec says what is wrong
+    await trio.to_thread.run_sync(check_input, registered, doc.get("input"), limiter=_VALIDATION_THREADS)
+    return StartSpec(doc, producers, input_checked=True)
 
 
 async def handle_list_runs(request: Request, api: RunsApi) -> Response:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, get_args
 from ..log._json import InvalidJson, parse_json
 from ..runs._run import OnConflict, OnDisconnect
 from ._errors import ApiError
+from ._input_schema import InvalidInput
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -24,6 +25,13 @@ RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _START_FIELDS = {"producer", "input", "key", "on_conflict", "on_disconnect", "metadata"}
 MAX_KEY_LENGTH = 256
 MAX_LIST_LIMIT = 1000
+#: A start body larger than this has its input validated in a worker thread
+#: (``handle_start_run``): validation costs about 35 µs per value, so a 1 MiB
+#: input would hold the event loop for a second or more.
+OFF_LOOP_BODY = 16 * 1024
+#: A run's policies when neither the request nor its producer says.
+DEFAULT_ON_CONFLICT: OnConflict = "reject"
+DEFAULT_ON_DISCONNECT: OnDisconnect = "continue"
 
 
 def parse_json_object(body: bytes, what: str) -> dict[str, Any]:
@@ -42,7 +50,10 @@ class StartSpec:
 
     __slots__ = ("input", "key", "metadata", "on_conflict", "on_disconnect", "producer")
 
-    def __init__(self, doc: dict[str, Any], producers: Mapping[str, ProducerSpec]) -> None:
+    def __init__(
+        self, doc: dict[str, Any], producers: Mapping[str, ProducerSpec], *, input_checked: bool = False
+    ) -> None:
+        """``input_checked``: the caller ran :func:`check_input` already (off the loop, say)."""
         unknown = set(doc) - _START_FIELDS
         if unknown:
             raise invalid(f"unknown field(s): {', '.join(sorted(unknown))}")
@@ -55,6 +66,9 @@ class StartSpec:
             raise ApiError(400, "unknown_producer", f"no producer named {name!r} (known: {known})")
         raw_input = doc.get("input")
         self.input = raw_input
+        # The schema first (bounded: see _input_schema), then the producer's converter.
+        if not input_checked:
+            check_input(registered, raw_input)
         if registered.parse_input is not None:
             try:
                 self.input = registered.parse_input(raw_input)
@@ -67,13 +81,15 @@ class StartSpec:
         self.key: str | None = key
         # The request wins; then the producer's own default; then the hub's.
         self.on_conflict: OnConflict = _choice(
-            doc, "on_conflict", get_args(OnConflict), registered.on_conflict or "reject"
+            doc, "on_conflict", get_args(OnConflict), registered.on_conflict or DEFAULT_ON_CONFLICT
         )
         self.on_disconnect: OnDisconnect = _choice(
-            doc, "on_disconnect", get_args(OnDisconnect), registered.on_disconnect or "continue"
+            doc, "on_disconnect", get_args(OnDisconnect), registered.on_disconnect or DEFAULT_ON_DISCONNECT
         )
-        metadata = doc.get("metadata") or {}
-        if not isinstance(metadata, dict):
+        metadata = doc.get("metadata")
+        if metadata is None:
+            metadata = {}
+        elif not isinstance(metadata, dict):  # false, 0, "" and [] too: not "no metadata"
             raise invalid("'metadata' must be an object or null")
         if "producer" in metadata:
             raise invalid("'metadata' may not use the reserved name 'producer'")
@@ -83,6 +99,21 @@ class StartSpec:
 def parse_start(body: bytes, producers: Mapping[str, ProducerSpec]) -> StartSpec:
     """A ``POST /runs`` body, checked against the registered ``producers``."""
     return StartSpec(parse_json_object(body, "the body"), producers)
+
+
+def check_input(registered: ProducerSpec, raw_input: Any) -> None:
+    """``raw_input`` against ``registered``'s input schema (none: anything goes).
+
+    Synchronous, and thread-safe (a compiled schema is read-only).
+
+    Raises:
+        ApiError: 400 ``invalid_input``, with ``field`` naming the value.
+    """
+    if registered.input_validator is not None:
+        try:
+            registered.input_validator.validate(raw_input)
+        except InvalidInput as exc:
+            raise ApiError(400, "invalid_input", str(exc), field=exc.field) from None
 
 
 def _choice(doc: dict[str, Any], name: str, choices: tuple[Any, ...], default: str) -> Any:

@@ -10,15 +10,16 @@ it), so its terminal event fits too.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import trio
 
 from ..log._events import Event
 from ..log._sizes import event_cost
+from ..protocol._input_schema import InputSchema
 
 if TYPE_CHECKING:
     from ..runs._run import RunContext
@@ -85,39 +86,33 @@ class DemoInput:
     @classmethod
     def parse(cls, raw: Any, *, max_tokens: int | None = None, limits: DemoLimits | None = None) -> DemoInput:
         """Validate a request's ``input`` (``tokens`` at most ``max_tokens``,
-        ``size`` and ``tokens * size`` within ``limits``).
+        ``size`` and ``tokens * size`` within ``limits``) and convert it.
+
+        The check is :func:`demo_input_schema` (the one the API validates
+        with), then :meth:`from_valid`.
 
         Raises:
             ValueError: with a message naming the bad field (or the budget).
         """
+        _schema(max_tokens, limits).validate(raw)
+        return cls.from_valid(raw, limits=limits)
+
+    @classmethod
+    def from_valid(cls, raw: Any, *, limits: DemoLimits | None = None) -> DemoInput:
+        """An input :func:`demo_input_schema` accepted, converted (the demo's ``parse_input``).
+
+        Defaults for what is absent, integral floats as ints, ``rate`` as a
+        float; and the one rule a JSON Schema cannot say: ``tokens * size``
+        within ``limits.max_bytes``.
+
+        Raises:
+            ValueError: ``tokens * size`` is over the budget.
+        """
         if raw is None:
             return cls()
-        if not isinstance(raw, dict):
-            raise ValueError("demo input must be an object")
-        unknown = set(raw) - {"tokens", "rate", "size", "fail_at", "await_input_at"}
-        if unknown:
-            raise ValueError(f"unknown demo input field(s): {', '.join(sorted(unknown))}")
-        values: dict[str, Any] = {}
-        for name in ("tokens", "size"):
-            if name in raw:
-                low, high = cls.LIMITS[name]
-                if name == "tokens" and max_tokens is not None:
-                    high = min(high, max_tokens)
-                if name == "size" and limits is not None:
-                    high = min(high, limits.max_size)
-                values[name] = _int(raw[name], name, low, high)
-        for name in ("fail_at", "await_input_at"):
-            if raw.get(name) is not None:
-                values[name] = _int(raw[name], name, 1, cls.LIMITS["tokens"][1])
+        values: dict[str, Any] = {name: int(raw[name]) for name in _INTEGERS if raw.get(name) is not None}
         if "rate" in raw:
-            rate = raw["rate"]
-            if rate is not None:
-                if isinstance(rate, bool) or not isinstance(rate, int | float) or not math.isfinite(rate):
-                    raise ValueError("rate must be a positive number or null")
-                if not 0 < rate <= 1_000_000:
-                    raise ValueError("rate must be in (0, 1000000] tokens per second, or null")
-                rate = float(rate)
-            values["rate"] = rate
+            values["rate"] = None if raw["rate"] is None else float(raw["rate"])
         spec = cls(**values)
         if limits is not None and spec.tokens * spec.size > limits.max_bytes:
             raise ValueError(
@@ -127,8 +122,17 @@ class DemoInput:
         return spec
 
 
+_INTEGERS = ("tokens", "size", "fail_at", "await_input_at")
+
+
+@lru_cache(maxsize=16)
+def _schema(max_tokens: int | None, limits: DemoLimits | None) -> InputSchema:
+    """The demo's schema compiled, once per limits (``DemoInput.parse`` is called per request)."""
+    return InputSchema(demo_input_schema(max_tokens, limits))
+
+
 def demo_input_schema(max_tokens: int | None = None, limits: DemoLimits | None = None) -> dict[str, Any]:
-    """The JSON Schema of the demo's input (for the OpenAPI document)."""
+    """The JSON Schema of the demo's input: what the API validates it with, and documents."""
     tokens = (
         DemoInput.LIMITS["tokens"][1]
         if max_tokens is None
@@ -155,16 +159,6 @@ def demo_input_schema(max_tokens: int | None = None, limits: DemoLimits | None =
             "await_input_at": index,
         },
     }
-
-
-def _int(value: Any, name: str, low: int, high: int) -> int:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # JSON Schema's "integer" includes 5.0
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be between {low} and {high}")
-    return value
 
 
 def demo_reserve(spec: DemoInput) -> int:

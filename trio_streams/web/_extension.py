@@ -27,7 +27,7 @@ from ._demo import DemoInput, demo_input_schema, demo_limits, demo_producer, dem
 from ._errors import ApiError, error_response
 from ._http_body import consume_body
 from ._idempotency import IdempotencyKeys
-from ._producers import RegisteredProducer, one_argument_form
+from ._producers import RegisteredProducer, input_validator, one_argument_form
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -202,7 +202,7 @@ class TrioStreams:
             self.register(
                 "demo",
                 partial(_run_demo, max_text=limits.max_text),
-                parse_input=partial(DemoInput.parse, max_tokens=demo_max_tokens, limits=limits),
+                parse_input=partial(DemoInput.from_valid, limits=limits),
                 input_schema=demo_input_schema(demo_max_tokens, limits),
                 reserve=demo_reserve,
             )
@@ -226,11 +226,16 @@ class TrioStreams:
         """Make ``function`` startable as ``{"producer": name}``.
 
         ``function(ctx)`` emits events with ``ctx.emit``; its return value
-        (if not ``None``) is the run's result. ``parse_input``, if given,
-        validates the request's ``input`` first: a ``ValueError`` from it is
-        a ``400`` with its message, and its return value is ``ctx.input``.
-        ``input_schema`` (JSON Schema) documents the input in
-        ``/openapi.json``; keep it as strict as ``parse_input``.
+        (if not ``None``) is the run's result. ``input_schema`` (JSON Schema
+        draft 2020-12, OpenAPI 3.1's dialect) is declared once: it validates
+        the request's ``input`` (absent is ``null``) -- a refusal is a ``400
+        invalid_input`` whose ``field`` and message name the value
+        (``input.tokens must be between 0 and 4096``) -- and it is the
+        input's schema in ``/openapi.json``. ``parse_input``, if given, runs
+        after the schema accepted the input: it converts it (its return
+        value is ``ctx.input``; without it, the JSON value is) and may check
+        what a schema cannot say (a ``ValueError`` from it is a ``400`` with
+        its message).
         ``reserve``, if given, says from the parsed input how many bytes of
         the memory budget a run will need (see ``Hub.start``): a run that
         cannot have them is refused at once (429) rather than failed half-way.
@@ -247,8 +252,12 @@ class TrioStreams:
         ``DeprecationWarning`` here; take ``ctx`` and read ``ctx.input``.
 
         Raises:
-            ValueError: a bad or already registered name, or a bad
-                ``on_conflict``/``on_disconnect``.
+            ValueError: a bad or already registered name, a bad
+                ``on_conflict``/``on_disconnect``, or an ``input_schema`` that
+                is not a valid draft 2020-12 schema (or names another
+                ``$schema``), has a ``$ref`` that does not resolve inside it or
+                an ``$id``, or a ``uniqueItems`` without a small ``maxItems``
+                (trio_streams/protocol/_input_schema.py).
         """
         if not _NAME.match(name):
             raise ValueError(f"producer name {name!r} must be 1-64 of [A-Za-z0-9_.-]")
@@ -258,16 +267,18 @@ class TrioStreams:
             raise ValueError(f"on_conflict must be one of {get_args(OnConflict)}, not {on_conflict!r}")
         if on_disconnect is not None and on_disconnect not in get_args(OnDisconnect):
             raise ValueError(f"on_disconnect must be one of {get_args(OnDisconnect)}, not {on_disconnect!r}")
+        validator = input_validator(name, input_schema)
         function = one_argument_form(name, function)
         self.producers[name] = RegisteredProducer(
             name,
             function,
             parse_input,
-            dict(input_schema or {}),
+            {} if validator is None else validator.schema,
             reserve,
             on_finish,
             on_conflict,
             on_disconnect,
+            validator,
         )
 
     def producer(

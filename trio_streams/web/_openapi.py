@@ -9,14 +9,18 @@ drift apart.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, get_args
+
+from .._version import __version__
+from ..protocol._input_schema import rebased
+from ..protocol._runs_parse import DEFAULT_ON_CONFLICT, DEFAULT_ON_DISCONNECT
+from ..runs._run import OnConflict, OnDisconnect, RunStatus
+from ._openapi_durable import durable_paths
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-from .._version import __version__
-from ..runs._run import RunStatus
-from ._openapi_durable import durable_paths
+    from ..protocol._input_schema import InputSchema
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -43,36 +47,87 @@ _AUTH_ERRORS = {"401": _error("Auth is on and the bearer token is missing or unk
 _UNAVAILABLE = {"503": _error("The server is starting or shutting down (`Retry-After`).")}
 
 
-def _start_run_schema(producers: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
-    """One alternative per registered producer, each with its input schema."""
-    common: dict[str, Any] = {
-        "key": {"type": ["string", "null"], "minLength": 1, "maxLength": 256},
-        "on_conflict": {"enum": ["reject", "interrupt", "enqueue"], "default": "reject"},
-        "on_disconnect": {"enum": ["continue", "cancel"], "default": "continue"},
-        "metadata": {
-            "type": ["object", "null"],
-            "not": {"required": ["producer"]},
-            "description": "Kept with the run; the name `producer` is reserved.",
-        },
-    }
-    alternatives = [
-        {
+class DocumentedProducer(Protocol):
+    """What the document says of a producer (``RegisteredProducer`` provides it)."""
+
+    @property
+    def input_schema(self) -> dict[str, Any]:
+        """The input's JSON Schema (``{}``: anything)."""
+        ...
+
+    @property
+    def input_validator(self) -> InputSchema | None:
+        """The same schema compiled: whether it accepts ``null`` (no input)."""
+        ...
+
+    @property
+    def on_conflict(self) -> OnConflict | None:
+        """The producer's own default (``None``: the API's)."""
+        ...
+
+    @property
+    def on_disconnect(self) -> OnDisconnect | None:
+        """The producer's own default (``None``: the API's)."""
+        ...
+
+
+def _schemas_of_producers(producers: Mapping[str, DocumentedProducer]) -> dict[str, Any]:
+    """``StartRun`` (one alternative per producer, by ``producer``) and each alternative's schemas.
+
+    ``StartRun.<name>`` is producer ``name``'s start body, with its own
+    ``on_conflict``/``on_disconnect`` defaults; ``Input.<name>`` is the very
+    schema its input is validated with (references rebased to where it sits
+    here). ``input`` is required when the schema refuses ``null``, as the
+    server does then. The policy enums come from the code's own lists.
+    """
+    schemas: dict[str, Any] = {}
+    mapping: dict[str, str] = {}
+    for name, producer in sorted(producers.items()):
+        start, given = f"StartRun.{name}", f"Input.{name}"
+        input_schema = {k: v for k, v in producer.input_schema.items() if k != "$schema"}
+        schemas[given] = rebased(input_schema, f"#/components/schemas/{given}")
+        on_conflict = producer.on_conflict or DEFAULT_ON_CONFLICT
+        on_disconnect = producer.on_disconnect or DEFAULT_ON_DISCONNECT
+        validator = producer.input_validator
+        schemas[start] = {
             "type": "object",
-            "required": ["producer"],
+            "description": (
+                f"Start producer `{name}`; without `on_conflict` / `on_disconnect` "
+                f"its runs take `{on_conflict}` / `{on_disconnect}`."
+            ),
+            "required": ["producer"]
+            if validator is None or validator.accepts_null
+            else ["producer", "input"],
             "additionalProperties": False,
-            "properties": {"producer": {"const": name}, "input": schema, **common},
+            "properties": {
+                "producer": {"const": name},
+                "input": {"$ref": f"#/components/schemas/{given}"},
+                "key": {"type": ["string", "null"], "minLength": 1, "maxLength": 256},
+                "on_conflict": {"enum": list(get_args(OnConflict)), "default": on_conflict},
+                "on_disconnect": {"enum": list(get_args(OnDisconnect)), "default": on_disconnect},
+                "metadata": {
+                    "type": ["object", "null"],
+                    "not": {"required": ["producer"]},
+                    "description": "Kept with the run; the name `producer` is reserved.",
+                },
+            },
         }
-        for name, schema in sorted(producers.items())
-    ]
-    if len(alternatives) == 1:
-        return alternatives[0]
-    return {"oneOf": alternatives} if alternatives else {"not": {}}
+        mapping[name] = f"#/components/schemas/{start}"
+    schemas["StartRun"] = (
+        {
+            "oneOf": [{"$ref": ref} for ref in mapping.values()],
+            "discriminator": {"propertyName": "producer", "mapping": mapping},
+        }
+        if mapping
+        else {"not": {}}
+    )
+    return schemas
 
 
 def openapi_document(
-    prefix: str, producers: Mapping[str, dict[str, Any]], *, durable: bool = False
+    prefix: str, producers: Mapping[str, DocumentedProducer], *, durable: bool = False
 ) -> dict[str, Any]:
-    """The OpenAPI document for the API mounted at ``prefix``, with ``{producer: input schema}``.
+    """The OpenAPI document for the API mounted at ``prefix``, with its registered ``producers``.
 
     ``durable``: the Durable Streams protocol is mounted at ``{prefix}/stream``.
     """
@@ -99,11 +154,19 @@ def openapi_document(
                         "error": {
                             "type": "object",
                             "required": ["code", "message"],
-                            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                            "properties": {
+                                "code": {"type": "string"},
+                                "message": {"type": "string"},
+                                "field": {
+                                    "type": "string",
+                                    "description": "`invalid_input`: the value the schema refused, "
+                                    "from `input` (`input.words[2]`).",
+                                },
+                            },
                         }
                     },
                 },
-                "StartRun": _start_run_schema(producers),
+                **_schemas_of_producers(producers),
                 "Run": {
                     "type": "object",
                     "required": ["run_id", "status", "created_at", "last_seq", "subscribers", "events_url"],

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 from quart import Blueprint, Response
 
 from ..durable import DurableStreamStore, RedisDurableStore
 from ._errors import ApiError, error_response
-from ._openapi import openapi_document
+from ._openapi import DocumentedProducer, openapi_document
 from ._routes import json_response
 
 if TYPE_CHECKING:
@@ -21,11 +21,6 @@ if TYPE_CHECKING:
 
     from ..durable import GroupCommitStatistics
     from ..runs._hub import Hub
-
-
-class _Documented(Protocol):
-    @property
-    def input_schema(self) -> dict[str, Any]: ...
 
 
 class OpsSource(Protocol):
@@ -41,7 +36,7 @@ class OpsSource(Protocol):
     def url_prefix(self) -> str: ...
 
     @property
-    def producers(self) -> Mapping[str, _Documented]: ...
+    def producers(self) -> Mapping[str, DocumentedProducer]: ...
 
     @property
     def durable_store(self) -> DurableStreamStore | RedisDurableStore | None: ...
@@ -95,9 +90,8 @@ def make_ops_blueprint(streams: OpsSource) -> Blueprint:
     @blueprint.get("/openapi.json")
     async def openapi() -> Response:
         await trio.lowlevel.checkpoint()
-        schemas = {name: p.input_schema for name, p in streams.producers.items()}
         return json_response(
-            openapi_document(streams.url_prefix, schemas, durable=streams.durable_store is not None)
+            openapi_document(streams.url_prefix, streams.producers, durable=streams.durable_store is not None)
         )
 
     return blueprint

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
+
+from ..protocol._input_schema import InputSchema
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -22,8 +25,9 @@ class RegisteredProducer:
     name: str
     #: ``function(ctx)``; the parsed input is ``ctx.input``.
     function: Callable[[RunContext], Awaitable[Any]]
+    #: Converts the input after the schema accepted it (its return value is ``ctx.input``).
     parse_input: Callable[[Any], Any] | None
-    #: JSON Schema of the input, for the OpenAPI document (``{}``: anything).
+    #: JSON Schema (2020-12) of the input: validates it, and documents it in OpenAPI (``{}``: anything).
     input_schema: dict[str, Any]
     #: Bytes of the memory budget a run needs, from its parsed input (``Hub.start(reserve=)``).
     reserve: Callable[[Any], int] | None = None
@@ -33,6 +37,23 @@ class RegisteredProducer:
     on_conflict: OnConflict | None = None
     #: The ``on_disconnect`` of this producer's runs when the request gives none.
     on_disconnect: OnDisconnect | None = None
+    #: ``input_schema`` compiled (``None``: ``{}``, anything goes); see :func:`input_validator`.
+    input_validator: InputSchema | None = None
+
+
+def input_validator(name: str, schema: Mapping[str, Any] | None) -> InputSchema | None:
+    """Producer ``name``'s ``schema`` checked and compiled, at registration (``None``: no schema).
+
+    Raises:
+        ValueError: the schema is broken (see :class:`InputSchema`); the
+            message names the producer and where in the schema.
+    """
+    if schema is None or (isinstance(schema, Mapping) and not schema):
+        return None
+    try:
+        return InputSchema(schema)
+    except ValueError as exc:
+        raise ValueError(f"producer {name!r}: {exc}") from None
 
 
 def one_argument_form(
