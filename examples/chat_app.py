@@ -10,6 +10,7 @@ button; a stopped answer is kept as the run's partial result.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +41,11 @@ def parse_prompt(raw: Any) -> dict[str, Any]:
 
 
 async def fake_llm(ctx: RunContext) -> dict[str, Any]:
-    """Stream the canned answer word by word; on Stop, keep what was said."""
+    """Stream the canned answer word by word; on Stop, keep what was said.
+
+    Each token carries ``ts``, the wall clock when it was emitted: the page
+    shows how long it took to arrive.
+    """
     spec: dict[str, Any] = ctx.input  # what parse_prompt returned
     words = ANSWER.split(" ")
     said: list[str] = []
@@ -48,7 +53,7 @@ async def fake_llm(ctx: RunContext) -> dict[str, Any]:
         for i, word in enumerate(words, 1):
             await trio.sleep(1 / spec["rate"])
             token = word + " "
-            await ctx.emit("token", {"i": i, "text": token})
+            await ctx.emit("token", {"i": i, "text": token, "ts": time.time()})
             said.append(token)
     except trio.Cancelled:
         # Synchronous: nothing to await, so no shielding needed.
