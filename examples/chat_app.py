@@ -3,9 +3,12 @@
 Run it:  trio-streams serve --app examples.chat_app:create_app
     or:  python examples/chat_app.py        (then open http://127.0.0.1:8000)
 
-The page starts a run, shows tokens as they arrive, survives a reload
-mid-answer (it resumes after the last token it showed) and has a Stop
-button; a stopped answer is kept as the run's partial result.
+The page (chat_page.html) starts a run of ``chat`` or the built-in ``demo``,
+shows tokens as they arrive with the run's status and metrics, keeps the run
+in its URL (a reload resumes after the last event it showed; a second tab on
+that link follows the same run), shows a notice for a ``gap``, and has a Stop
+button: a stopped answer stays, and is the run's partial result. README, "The
+example page".
 """
 
 from __future__ import annotations

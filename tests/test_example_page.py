@@ -59,6 +59,7 @@ STATE = """JSON.stringify({
   gapText: document.getElementById('gap').textContent,
   markers: [...document.querySelectorAll('#answer mark')].map(m => m.textContent),
   run: new URLSearchParams(location.search).get('run'),
+  producer: document.getElementById('producer').value,
 })""".replace("SHOWN", SHOWN)
 
 
@@ -69,7 +70,7 @@ async def state(page: Page) -> dict[str, Any]:
 async def prepare(page: Page) -> None:
     """A fixed viewport at scale 1 (pixels are CSS pixels), once the page has loaded."""
     await page.call(
-        "Emulation.setDeviceMetricsOverride", width=900, height=900, deviceScaleFactor=1, mobile=False
+        "Emulation.setDeviceMetricsOverride", width=900, height=620, deviceScaleFactor=1, mobile=False
     )
     await page.wait_for("document.readyState === 'complete' && !!document.getElementById('start')")
 
@@ -183,6 +184,7 @@ async def test_streaming_reload_second_tab_and_stop(tmp_path: Path) -> None:
                 assert following["run"] == run_id
                 assert following["status"] == "running"
                 assert following["resumedAfter"] == 0
+                assert following["producer"] == "demo", "the form shows the run's producer"
                 assert indexes(following["shown"]) == list(range(1, len(following["shown"]) + 1))
                 image = await screenshot(second, "3-second-tab", tmp_path)
                 assert close_to(await colour_of(second, image, "status"), BLUE)
