@@ -15,6 +15,8 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +25,7 @@ import pytest
 import trio
 from PIL import Image
 
-from examples.chat_app import create_app
+from examples.chat_app import ANSWER, create_app
 from trio_streams import MemoryStore
 
 from .cdp import open_browser
@@ -37,6 +39,9 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.timeout(200)  # the trio deadlines (120 s) speak first
 
 HANG = 120
+SERVE = [sys.executable, "-m", "trio_streams", "serve"]
+#: The repository: where ``serve --app examples.chat_app:create_app`` finds the example.
+ROOT = Path(__file__).resolve().parent.parent
 #: The badge's background by state (the page's CSS), and the gap notice's.
 BLUE, GREEN, ORANGE = (0x1D, 0x4E, 0xD8), (0x15, 0x80, 0x3D), (0xC2, 0x41, 0x0C)
 YELLOW = (0xFE, 0xF0, 0x8A)
@@ -293,3 +298,49 @@ async def test_streamed_markup_is_shown_as_text(tmp_path: Path) -> None:
                     == 0
                 )
                 assert await page.eval("window.__xss === undefined")
+
+
+async def test_serve_app_serves_the_page_and_a_chat_run_ends_done(tmp_path: Path) -> None:
+    # The README's command, as a real process: the page at /, the app's `chat` producer.
+    process = await trio.lowlevel.open_process(
+        [*SERVE, "--app", "examples.chat_app:create_app", "--bind=127.0.0.1:0", "--log-level=warning"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        with trio.fail_after(HANG):
+            out = b""
+            while b"serving on " not in out or not out.endswith(b"\n"):
+                chunk = await process.stdout.receive_some()
+                assert chunk, f"serve exited before it served: {out.decode(errors='replace')}"
+                out += chunk
+            url = out.decode().split("serving on ", 1)[1].split()[0]
+            async with (
+                open_browser(tmp_path / "profile") as browser,
+                browser.tab(f"{url}/") as page,
+            ):
+                await prepare(page)
+                # Accessible: every field has a label; the status is announced.
+                unlabelled = "[...document.querySelectorAll('input, select')].filter(e => !e.labels.length)"
+                assert await page.eval(f"{unlabelled}.map(e => e.id)") == []
+                assert (
+                    await page.eval("document.getElementById('status').getAttribute('aria-live')") == "polite"
+                )
+                await page.eval(
+                    "document.getElementById('rate').value = '200'; document.getElementById('start').click()"
+                )
+                assert await page.wait_for("document.getElementById('status').dataset.end") == "done"
+                shown = await state(page)
+                image = await screenshot(page, "7-chat-done", tmp_path)
+                assert close_to(await colour_of(page, image, "status"), GREEN)
+        words = ANSWER.split(" ")
+        assert indexes(shown["shown"]) == list(range(1, len(words) + 1))
+        assert json.loads(shown["result"])["text"] == "".join(t for _, t in shown["shown"])
+        assert shown["producer"] == "chat"
+        assert shown["gapShown"] is False
+    finally:
+        process.kill()
+        with trio.move_on_after(10, shield=True):
+            await process.wait()
