@@ -80,10 +80,14 @@ async def prepare(page: Page) -> None:
     await page.wait_for("document.readyState === 'complete' && !!document.getElementById('start')")
 
 
-async def reload(page: Page) -> None:
-    """Reload and wait for the new document (the old one carries a marker the new one lacks)."""
+async def reload(page: Page, url: str | None = None) -> None:
+    """Reload (or go to ``url``) and wait for the new document (the old one
+    carries a marker the new one lacks)."""
     await page.eval("window.__before_reload = true")
-    await page.call("Page.reload")
+    if url is None:
+        await page.call("Page.reload")
+    else:
+        await page.call("Page.navigate", url=url)
     await page.wait_for(
         "!window.__before_reload && document.readyState === 'complete' && !!document.getElementById('start')"
     )
@@ -344,3 +348,38 @@ async def test_serve_app_serves_the_page_and_a_chat_run_ends_done(tmp_path: Path
         process.kill()
         with trio.move_on_after(10, shield=True):
             await process.wait()
+
+
+FILL_STORAGE = """(() => {
+  // Fill to the last byte: chunks of 1 MiB, then ever smaller ones.
+  let n = 0;
+  for (let size = 1 << 20; size >= 1; size >>= 1) {
+    const chunk = 'x'.repeat(size);
+    try { for (;;) { sessionStorage.setItem('filler' + n, chunk); n += 1; } } catch {}
+  }
+  return n;
+})()"""
+
+
+async def test_over_the_storage_quota_a_reload_resumes_from_the_last_record_saved(tmp_path: Path) -> None:
+    app = create_app()
+    app.extensions["trio_streams"].register("hostile", hostile)
+    with trio.fail_after(HANG):
+        async with running_server(app) as server:
+            async with httpx.AsyncClient(base_url=server.url) as client:
+                run_id = (await client.post("/v1/runs", json={"producer": "hostile"})).json()["run_id"]
+            async with (
+                open_browser(tmp_path / "profile") as browser,
+                browser.tab(f"{server.url}/") as page,
+            ):
+                await prepare(page)
+                assert await page.eval(FILL_STORAGE) > 0, "sessionStorage is full now"
+                await reload(page, f"{server.url}/?run={run_id}")  # the same tab: the same sessionStorage
+                await page.wait_for("document.getElementById('status').dataset.end === 'done'")
+                await page.wait_for("!document.getElementById('problem').hidden")
+                assert "no longer fits" in await page.eval("document.getElementById('problem').textContent")
+                await reload(page)
+                await page.wait_for("document.getElementById('status').dataset.end === 'done'")
+                again = await state(page)
+                assert again["resumedAfter"] == 0, "nothing was saved: the reload replays from the start"
+                assert [text for _, text in again["shown"]] == HOSTILE
