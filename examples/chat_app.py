@@ -3,13 +3,17 @@
 Run it:  trio-streams serve --app examples.chat_app:create_app
     or:  python examples/chat_app.py        (then open http://127.0.0.1:8000)
 
-The page starts a run, shows tokens as they arrive, survives a reload
-mid-answer (it resumes after the last token it showed) and has a Stop
-button; a stopped answer is kept as the run's partial result.
+The page (chat_page.html) starts a run of ``chat`` or the built-in ``demo``,
+shows tokens as they arrive with the run's status and metrics, keeps the run
+in its URL (a reload resumes after the last event it showed; a second tab on
+that link follows the same run), shows a notice for a ``gap``, and has a Stop
+button: a stopped answer stays, and is the run's partial result. README, "The
+example page".
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +44,11 @@ def parse_prompt(raw: Any) -> dict[str, Any]:
 
 
 async def fake_llm(ctx: RunContext) -> dict[str, Any]:
-    """Stream the canned answer word by word; on Stop, keep what was said."""
+    """Stream the canned answer word by word; on Stop, keep what was said.
+
+    Each token carries ``ts``, the wall clock when it was emitted: the page
+    shows how long it took to arrive.
+    """
     spec: dict[str, Any] = ctx.input  # what parse_prompt returned
     words = ANSWER.split(" ")
     said: list[str] = []
@@ -48,7 +56,7 @@ async def fake_llm(ctx: RunContext) -> dict[str, Any]:
         for i, word in enumerate(words, 1):
             await trio.sleep(1 / spec["rate"])
             token = word + " "
-            await ctx.emit("token", {"i": i, "text": token})
+            await ctx.emit("token", {"i": i, "text": token, "ts": time.time()})
             said.append(token)
     except trio.Cancelled:
         # Synchronous: nothing to await, so no shielding needed.

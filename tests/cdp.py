@@ -6,6 +6,7 @@ DevTools protocol needs nothing but a websocket.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import shutil
@@ -76,10 +77,35 @@ class Page:
                 return value
             await trio.sleep(0.05)
 
+    async def screenshot(self) -> bytes:
+        """The tab's viewport as PNG bytes."""
+        shot = await self.call("Page.captureScreenshot", format="png")
+        return base64.b64decode(shot["data"])
+
+
+class Browser:
+    """One Chromium process; :meth:`tab` opens tabs in it (each with its own sessionStorage)."""
+
+    def __init__(self, port: str) -> None:
+        self._port = port
+
+    @asynccontextmanager
+    async def tab(self, url: str) -> AsyncIterator[Page]:
+        """A new tab on ``url``; closed when the block ends."""
+        async with httpx.AsyncClient() as client:
+            target = (await client.put(f"http://127.0.0.1:{self._port}/json/new?{url}")).json()
+        try:
+            async with open_websocket_url(target["webSocketDebuggerUrl"], max_message_size=2**24) as ws:
+                yield Page(ws)
+        finally:
+            with trio.move_on_after(5, shield=True):
+                async with httpx.AsyncClient() as client:
+                    await client.get(f"http://127.0.0.1:{self._port}/json/close/{target['id']}")
+
 
 @asynccontextmanager
-async def open_page(url: str, profile: Path) -> AsyncIterator[Page]:
-    """Start Chromium, open ``url`` in a tab, yield it; kill Chromium afterwards."""
+async def open_browser(profile: Path) -> AsyncIterator[Browser]:
+    """Start Chromium with a fresh profile, yield it; kill it afterwards."""
     process = await trio.lowlevel.open_process(
         [chromium_path(), *FLAGS, f"--user-data-dir={profile}", "about:blank"],
         stdout=subprocess.DEVNULL,
@@ -94,12 +120,15 @@ async def open_page(url: str, profile: Path) -> AsyncIterator[Page]:
                 assert chunk, f"chromium exited: {output.decode(errors='replace')}"
                 output += chunk
         line = next(line for line in output.decode().splitlines() if "DevTools listening on" in line)
-        port = line.split("ws://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]
-        async with httpx.AsyncClient() as client:
-            target = (await client.put(f"http://127.0.0.1:{port}/json/new?{url}")).json()
-        async with open_websocket_url(target["webSocketDebuggerUrl"], max_message_size=2**24) as ws:
-            yield Page(ws)
+        yield Browser(line.split("ws://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
     finally:
         process.kill()
         with trio.move_on_after(10, shield=True):
             await process.wait()
+
+
+@asynccontextmanager
+async def open_page(url: str, profile: Path) -> AsyncIterator[Page]:
+    """Start Chromium, open ``url`` in a tab, yield it; kill Chromium afterwards."""
+    async with open_browser(profile) as browser, browser.tab(url) as page:
+        yield page
