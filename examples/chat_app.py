@@ -33,14 +33,26 @@ ANSWER = (
 ) * 4
 
 
+#: The chat producer's input, declared once: validated on every start (a 400
+#: naming the field) and shown in /openapi.json.
+PROMPT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["prompt"],
+    "properties": {
+        "prompt": {"type": "string", "pattern": "\\S", "description": "what to ask (not blank)"},
+        "rate": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "maximum": 1000,
+            "description": "tokens per second",
+        },
+    },
+}
+
+
 def parse_prompt(raw: Any) -> dict[str, Any]:
-    """``{"prompt": str, "rate": tokens per second (optional)}``."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("prompt"), str) or not raw["prompt"].strip():
-        raise ValueError("input must be {'prompt': <non-empty string>}")
-    rate = raw.get("rate", 20)
-    if not isinstance(rate, int | float) or not 0 < rate <= 1000:
-        raise ValueError("rate must be a number in (0, 1000]")
-    return {"prompt": raw["prompt"], "rate": float(rate)}
+    """The valid input (``PROMPT_SCHEMA`` checked it) with its default rate filled in."""
+    return {"prompt": raw["prompt"], "rate": float(raw.get("rate", 20))}
 
 
 async def fake_llm(ctx: RunContext) -> dict[str, Any]:
@@ -73,11 +85,7 @@ def create_app(**options: Any) -> QuartTrio:
         "chat",
         fake_llm,
         parse_input=parse_prompt,
-        input_schema={
-            "type": "object",
-            "required": ["prompt"],
-            "properties": {"prompt": {"type": "string", "minLength": 1}, "rate": {"type": "number"}},
-        },
+        input_schema=PROMPT_SCHEMA,
     )
 
     @app.get("/")
