@@ -135,6 +135,7 @@ def test_violations_and_behind_both_say_so() -> None:
     text = render_summary(result)
     assert text.endswith("RESULT: FAILED (stream violations above)")
     assert any(line.startswith("BEHIND: ") for line in text.splitlines())
+    assert plot_data(result).verdict.startswith("FAILED: stream violations; BEHIND: p99 2.00 s")
 
 
 def test_without_a_schedule_nothing_is_judged_and_the_reason_is_given() -> None:

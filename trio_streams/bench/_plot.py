@@ -107,12 +107,13 @@ def describe(result: dict[str, Any]) -> str:
 
 def verdict(result: dict[str, Any]) -> str:
     """ok, FAILED (violations) or BEHIND (with how far), as a few words."""
+    p = result["pace"]
+    behind = None
+    if p["behind"]:
+        behind = f"BEHIND: p99 {p['schedule_p99_seconds']:.2f} s after schedule > {p['max_lag_seconds']:g} s"
     if result["exit_status"] == 1:
-        return "FAILED: stream violations"
-    if result["pace"]["behind"]:
-        p = result["pace"]
-        return f"BEHIND: p99 {p['schedule_p99_seconds']:.2f} s after schedule > {p['max_lag_seconds']:g} s"
-    return "ok"
+        return "FAILED: stream violations" + (f"; {behind}" if behind else "")
+    return behind or "ok"
 
 
 def plot_data(result: dict[str, Any]) -> PlotData:
