@@ -139,10 +139,12 @@ def test_an_event_held_twice_is_counted_once_and_released_by_the_last_holder() -
     assert budget.statistics().runs == 0
 
 
-def test_the_per_event_fast_path_counts_exactly_as_the_general_one() -> None:
-    """``RunLedger.charge``'s hot path (the next seq of a live run, no
-    reservation left) must count, refuse and track reclaimable bytes exactly
-    as the general path does: the same figures after every step."""
+def test_charge_counts_refuses_and_tracks_reclaimable_bytes_exactly() -> None:
+    """``RunLedger.charge``, once per published event: the exact figures after
+    every kind of step (the next seq, one counted already, a refusal, a forced
+    charge past the limit, a finished run's event, a skipped seq). A per-batch
+    or fast-path charge must keep every one of them (benchmarks/RESULTS.md,
+    "round 2")."""
     budget = MemoryBudget(10_000)
     ledger = budget.ledger("r")
     ledger.hold("log")

@@ -414,18 +414,6 @@ class RunLedger:
         """
         costs = self._costs
         following = self._first + len(costs)
-        # The hot path, once per published event: the next seq of a live run
-        # with no reservation left, and it fits. The same arithmetic as below,
-        # without the branches that cannot apply (tests/test_budget.py checks
-        # both give the same figures).
-        if seq == following and costs and not self.reserved and not self.finished:
-            budget = self._budget
-            used = budget._used + cost
-            if used <= budget.limit:
-                budget._used = used
-                costs.append(cost)
-                self.nbytes += cost
-                return True
         if seq < following:
             return False
         needed = cost - self.reserved

@@ -133,11 +133,8 @@ class MemoryStore(Store):
         The hub has counted the event in the memory budget already; an event
         appended by anyone else is counted here (always: it is history).
         """
-        log = self._logs.get(run_id)
-        if log is None:
-            log = self._log(run_id)
+        log = self._log(run_id)
         ledger = log.ledger
-        # The hub charged it already (the common case: one comparison, no call).
         if ledger is not None and event.seq >= ledger.next_seq:
             ledger.charge(event.seq, event_cost(event), force=True)
         log.append(event)
