@@ -23,6 +23,11 @@ bounded by the hub's own log budget (``log_max_events``), and a producer that
 finds one full waits in ``send``. A second, labelled baseline is the naive
 consumer (``async for event in receive``: one schedule point per event), for
 comparison with earlier figures.
+
+Where trio itself is the bound (S = 1, one event per producer step: every
+event is a schedule point on both sides), a last table puts the same bare
+channels on asyncio queues beside the bare trio ones (``bare_asyncio``), so
+the event loop's own cost is visible.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ import trio.testing
 
 from trio_streams import Event, Hub, RunContext, open_hub
 
+from .bare_asyncio import run_fanout_asyncio
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
@@ -56,6 +63,9 @@ BARE_BUFFER: int = HUB_OPTIONS["log_max_events"]
 #: The baselines, in table order: consumers that drain in batches (the one
 #: the ratio is taken against) and consumers that take one event per receive.
 BATCH, SINGLE = "bare, drained in batches", "bare, one receive per event"
+
+#: The same bare channels on asyncio queues, drained in batches (the event loop's cost).
+ASYNCIO = "bare on asyncio queues, drained in batches"
 
 
 @dataclass
@@ -575,6 +585,24 @@ async def run_all(sizes: Sizes) -> dict[str, Any]:
     )
     results["many"] = many
 
+    loop = Measure(
+        f"fan-out 1 run x {sizes.events:,} events, S=1, 1 event per producer checkpoint",
+        "deliveries/s",
+        sizes.events,
+    )
+    loop.bare[ASYNCIO] = []
+    for _ in range(sizes.rounds):
+        elapsed, latencies = await fanout_hub(sizes.events, 1, 1)
+        loop.hub.append(elapsed)
+        elapsed, trio_latencies = await fanout_bare(sizes.events, 1, 1, batched=True)
+        loop.bare[BATCH].append(elapsed)
+        elapsed, asyncio_latencies = run_fanout_asyncio(sizes.events, 1, 1, buffer=BARE_BUFFER)
+        loop.bare[ASYNCIO].append(elapsed)
+        for name, got in (("hub", latencies), (BATCH, trio_latencies), (ASYNCIO, asyncio_latencies)):
+            if len(got) != sizes.events:
+                raise RuntimeError(f"{name} delivered {len(got):,} of {sizes.events:,}")
+    results["loop"] = loop
+
     results["paced"] = [
         (
             runs,
@@ -615,6 +643,17 @@ def report(results: dict[str, Any]) -> str:
         lines.append(_row(measure, hub_latency, bare_latency))
     lines.append(_row(results["replay"]))
     lines.append(_row(results["many"]))
+    loop: Measure = results["loop"]
+    hub_rate, trio_rate, asyncio_rate = (
+        loop.rate(samples) for samples in (loop.hub, loop.bare[BATCH], loop.bare[ASYNCIO])
+    )
+    lines += [
+        "",
+        f"| where trio is the bound | hub | {BATCH} (trio) | {ASYNCIO} | hub / trio | asyncio / trio |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| {loop.name} | {hub_rate:,.0f} | {trio_rate:,.0f} | {asyncio_rate:,.0f} "
+        f"| {hub_rate / trio_rate:.2f}x | {asyncio_rate / trio_rate:.2f}x |",
+    ]
     lines += [
         "",
         "| paced (bare consumers drain in batches) | hub events | bare events "

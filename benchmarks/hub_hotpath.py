@@ -7,6 +7,9 @@ Prints three groups of lines, each a median of ``ROUNDS`` interleaved rounds:
 - ``fanout``: ``bench_hub.fanout_hub`` against ``bench_hub.fanout_bare``
   (channels drained in batches) at S = 1 / 10 / 100 and 64 / 1 events per
   producer step, and their ratio;
+- ``loop``: where trio itself is the bound (S = 1, one event per step): the
+  hub, the bare trio channels and the same bare channels on asyncio queues
+  (``bare_asyncio``), all drained in batches;
 - ``publish``: microseconds per event of a run with no subscriber, from the
   first emit to the run's end (64 events per step);
 - ``sse``: S readers of one run each encoding what ``receive_batch`` gives
@@ -34,7 +37,8 @@ try:
 except ImportError:  # a tree from before issue 14 item 4: each writer encodes its own
     SharedBatches = None  # type: ignore[assignment,misc]
 
-from .bench_hub import HUB_OPTIONS, fanout_bare, fanout_hub
+from .bare_asyncio import run_fanout_asyncio
+from .bench_hub import BARE_BUFFER, HUB_OPTIONS, fanout_bare, fanout_hub
 
 
 async def publish_only(events: int, burst: int = 64) -> float:
@@ -118,6 +122,24 @@ async def main(events: int, rounds: int) -> None:
                 f"fanout S={readers} B={burst}: hub {h:,.0f}/s, bare {b:,.0f}/s, ratio {h / b:.2f}",
                 flush=True,
             )
+    samples: dict[str, list[float]] = {"hub": [], "trio": [], "asyncio": []}
+    for _ in range(rounds):
+        for name, measure in (
+            ("hub", lambda: fanout_hub(events, 1, 1)),
+            ("trio", lambda: fanout_bare(events, 1, 1, batched=True)),
+        ):
+            elapsed, latencies = await measure()
+            assert len(latencies) == events
+            samples[name].append(elapsed)
+        elapsed, latencies = run_fanout_asyncio(events, 1, 1, buffer=BARE_BUFFER)
+        assert len(latencies) == events
+        samples["asyncio"].append(elapsed)
+    h, t, a = (events / statistics.median(samples[name]) for name in ("hub", "trio", "asyncio"))
+    print(
+        f"loop S=1 B=1: hub {h:,.0f}/s, bare trio {t:,.0f}/s, bare asyncio {a:,.0f}/s, "
+        f"hub/trio {h / t:.2f}, asyncio/trio {a / t:.2f}",
+        flush=True,
+    )
     seconds = statistics.median([await publish_only(events) for _ in range(rounds)])
     print(f"publish S=0 B=64: {seconds / events * 1e6:.2f} us per event", flush=True)
     for readers in (1, 10, 100):

@@ -3,11 +3,14 @@ to inject: a raw ASGI app over a real hub, served by a real Hypercorn.
 
 It serves just what ``trio-streams bench`` calls (start, events, cancel) with
 the demo producer's token shape, and can break its own streams on purpose:
-``fault="skip"`` leaves out event 3, ``fault="duplicate"`` sends it twice.
+``fault="skip"`` leaves out event 3, ``fault="duplicate"`` sends it twice,
+``fault="slow"`` paces the demo at half the requested rate (a server that
+cannot keep up: its tokens fall further behind their schedule each one).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from contextlib import asynccontextmanager
@@ -23,16 +26,18 @@ from trio_streams.protocol._sse import encode_event
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
-Fault = Literal["skip", "duplicate"] | None
+Fault = Literal["skip", "duplicate", "slow"] | None
 Message = dict[str, Any]
 
 
-async def demo(ctx: RunContext) -> None:
+async def demo(ctx: RunContext, slowdown: float = 1.0) -> None:
     spec = ctx.input
     text = []
+    started = trio.current_time()
     for i in range(int(spec["tokens"])):
         if spec.get("rate"):
-            await trio.sleep(1 / float(spec["rate"]))
+            # Paced against the start, as the real demo producer is.
+            await trio.sleep_until(started + i * slowdown / float(spec["rate"]))
         token = f"t{i} "
         text.append(token)
         await ctx.emit("token", {"i": i, "text": token, "ts": time.time()})
@@ -65,7 +70,8 @@ class FaultyRunAPI:
                 break
         if scope["method"] == "POST" and parts == ["v1", "runs"]:
             request = json.loads(body)
-            run = await self.hub.start(demo, input=request["input"])
+            producer = functools.partial(demo, slowdown=2.0 if self.fault == "slow" else 1.0)
+            run = await self.hub.start(producer, input=request["input"])
             await _json(send, 201, {"run_id": run.id, "status": str(run.status)})
         elif scope["method"] == "POST" and len(parts) == 4 and parts[3] == "cancel":
             await self.hub.cancel(parts[2], reason="stop")

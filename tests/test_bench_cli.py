@@ -12,8 +12,9 @@ import jsonschema
 import pytest
 import trio
 
-from trio_streams.bench._cli import build_result, render_summary
+from trio_streams.bench._cli import build_result
 from trio_streams.bench._load import BenchOptions, Load
+from trio_streams.bench._report import render_summary
 from trio_streams.bench._stats import Histogram
 
 from .bench_server import serve_run_api
@@ -124,12 +125,16 @@ async def test_bad_arguments_give_one_line_errors() -> None:
     assert "--cancel-fraction: must be between 0 and 1" in result.stderr.decode()
 
 
-async def test_unreachable_server_is_a_failure_not_a_hang() -> None:
+async def test_unreachable_server_is_a_usage_error_not_a_hang() -> None:
+    # Issue 14 item 5: a server that is not there is not a "stream violation"
+    # (this test used to expect exit 1 and one http_error): nothing is measured.
     with trio.fail_after(30):
         result = await _bench("http://127.0.0.1:1", "--runs=1", "--json=-")
-    assert result.returncode == 1
-    document = json.loads(result.stdout)
-    assert document["violations"]["http_error"] == 1
+    assert result.returncode == 2
+    assert result.stdout == b""
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("trio-streams bench: error: cannot reach http://127.0.0.1:1: ")
 
 
 def test_histogram_percentiles_are_within_one_percent() -> None:

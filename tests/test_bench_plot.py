@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from trio_streams.bench._cli import build_result, render_summary
+from trio_streams.bench._cli import build_result
 from trio_streams.bench._load import BenchOptions
 from trio_streams.bench._plot import plot_data, write_plot
+from trio_streams.bench._report import render_summary
 from trio_streams.bench._stats import BenchStats
 
 if TYPE_CHECKING:

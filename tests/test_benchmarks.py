@@ -16,7 +16,8 @@ import trio
 import trio.testing
 
 from benchmarks import bench_durable, bench_http, bench_redis
-from benchmarks.bench_hub import BATCH, QUICK, SINGLE, Sizes, drain, report, run_all
+from benchmarks.bare_asyncio import run_fanout_asyncio
+from benchmarks.bench_hub import ASYNCIO, BATCH, QUICK, SINGLE, Sizes, drain, report, run_all
 from trio_streams import Event, RunStatus, open_hub
 from trio_streams.log.redis import RedisStore
 from trio_streams.log.redis._server import RedisServer
@@ -49,6 +50,17 @@ def test_hub_benchmark_smoke() -> None:
     assert "replay of a finished 500-event run" in table
     assert BATCH in table
     assert SINGLE in table
+    loop = results["loop"]  # where trio is the bound: hub, bare trio, bare asyncio
+    assert len(loop.hub) == len(loop.bare[BATCH]) == len(loop.bare[ASYNCIO]) == sizes.rounds
+    assert ASYNCIO in table
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_the_asyncio_baseline_delivers_every_event_to_every_subscriber(batched: bool) -> None:
+    # A 4-event buffer: the producer also waits on full queues (put), as the trio side in send.
+    elapsed, latencies = run_fanout_asyncio(200, 3, 7, batched=batched, buffer=4)
+    assert len(latencies) == 200 * 3
+    assert elapsed > 0
 
 
 async def test_drain_takes_everything_buffered_in_one_wakeup(autojump_clock: trio.testing.MockClock) -> None:

@@ -139,6 +139,36 @@ def test_an_event_held_twice_is_counted_once_and_released_by_the_last_holder() -
     assert budget.statistics().runs == 0
 
 
+def test_charge_counts_refuses_and_tracks_reclaimable_bytes_exactly() -> None:
+    """``RunLedger.charge``, once per published event: the exact figures after
+    every kind of step (the next seq, one counted already, a refusal, a forced
+    charge past the limit, a finished run's event, a skipped seq). A per-batch
+    or fast-path charge must keep every one of them (benchmarks/RESULTS.md,
+    "round 2")."""
+    budget = MemoryBudget(10_000)
+    ledger = budget.ledger("r")
+    ledger.hold("log")
+    assert ledger.charge(1, 1000) is True  # the first: general path (no costs yet)
+    assert ledger.charge(2, 1000) is True  # fast path
+    assert ledger.charge(2, 1000) is False  # counted already
+    assert (budget.used, ledger.nbytes, ledger.next_seq) == (2000, 2000, 3)
+    with pytest.raises(MemoryBudgetExceeded):
+        ledger.charge(3, 9000)  # does not fit: refused on the fast path, nothing counted
+    assert (budget.used, ledger.nbytes, ledger.next_seq, budget.refused) == (2000, 2000, 3, 1)
+    assert ledger.charge(3, 9000, force=True) is True  # a terminal event: counted past the limit
+    assert (budget.used, ledger.nbytes) == (11_000, 11_000)
+    ledger.release_before("log", 3)
+    assert budget.used == 9000
+    ledger.finish()
+    assert budget.reclaimable == 9000
+    assert ledger.charge(4, 500, force=True) is True  # a finished run's event: reclaimable too
+    assert (budget.used, budget.reclaimable) == (9500, 9500)
+    assert ledger.charge(6, 100, force=True) is True  # a seq skipped: it costs nothing
+    assert (ledger.next_seq, ledger.nbytes, budget.used) == (7, 9600, 9600)
+    ledger.drop("log")
+    assert (budget.used, budget.reclaimable) == (0, 0)
+
+
 def test_trimmed_events_are_not_kept_alive_by_the_dead_prefix() -> None:
     log = ReplayLog(max_events=3)
     for seq in range(1, 11):

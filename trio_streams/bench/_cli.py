@@ -5,21 +5,29 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import trio
 
-from ._load import BenchOptions, Load
-from ._plot import missing_reason
+from ._load import BenchOptions, Load, unreachable
+from ._pace import DEFAULT_MAX_LAG, EXIT_USAGE, exit_status, pace
+from ._report import progress, render_summary
+from ._server import ServerGone, ServerSampler
 from ._stats import VIOLATION_KINDS, BenchStats
 
 #: Version of the ``--json`` document (see docs/bench.md and bench.schema.json).
-JSON_VERSION = 1
+#: 2: ``ok`` is also false when the load fell behind; ``pace``, the schedule
+#: histograms and the server's process count were added.
+JSON_VERSION = 2
+
+
+class UsageError(Exception):
+    """The load could not be run at all (exit status 2, one line on stderr)."""
+
 
 DESCRIPTION = """\
 Load-test a trio_streams deployment (or anything serving the same run API).
@@ -29,8 +37,13 @@ SUBSCRIBERS SSE subscribers (GET /v1/runs/{id}/events), and measures events/s
 delivered, per-event latency (the producer's timestamp to receipt: p50, p90,
 p99, max), time to first event and run start latency. While loaded it checks
 every stream: ids contiguous from 1, no duplicate, no hole, across forced
-reconnects and cancels, ending with the right terminal event. Any violation
-is reported and makes the exit status 1.
+reconnects and cancels, ending with the right terminal event.
+
+With --rate, each token also has a scheduled time (the run was requested at
+T, token n is due at T + (n-1)/rate): it reports the requested and achieved
+events/s, latency from the schedule and the producer's lag behind it. A load
+whose p99 latency from the schedule exceeds --max-lag fell BEHIND: the
+server did not keep the pace asked of it, and the result is not ok.
 """
 
 EPILOG = """\
@@ -39,7 +52,13 @@ examples:
   trio-streams bench URL --runs 10 --subscribers-per-run 20 --reconnect-every 100
   trio-streams bench URL --duration 30 --cancel-fraction 0.2 --json out.json --plot out.png
 
-exit status: 0 all streams correct; 1 a violation was seen; 2 bad arguments.
+exit status:
+  0  ok: every stream correct, and (with --rate) the pace kept within --max-lag
+  1  a stream violation was seen (hole, duplicate, wrong terminal, HTTP error, ...)
+  2  usage error: bad arguments, the server unreachable or --server-pid not running
+     before the load, or the server refused the runs themselves (unknown producer,
+     invalid input); nothing was measured
+  3  BEHIND: no violation, but the load fell behind its schedule by more than --max-lag
 """
 
 
@@ -145,7 +164,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="load-generator processes sharing the runs (default 1)",
     )
     parser.add_argument(
-        "--server-pid", type=_positive_int, help="a local server's pid: report its CPU seconds and peak RSS"
+        "--max-lag",
+        type=_non_negative_float,
+        default=DEFAULT_MAX_LAG,
+        metavar="SECONDS",
+        help="with --rate: the load fell BEHIND (not ok, exit 3) when the p99 of latency from each "
+        f"token's scheduled time exceeds this (default {DEFAULT_MAX_LAG:g} s)",
+    )
+    parser.add_argument(
+        "--server-pid",
+        type=_positive_int,
+        help="a local server's pid: report the CPU seconds and peak RSS of it and all its "
+        "child processes (serve --workers)",
     )
     parser.add_argument(
         "--stream-timeout", type=_non_negative_float, default=120.0, help="per-run deadline (default 120 s)"
@@ -182,29 +212,32 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
     )
 
 
+def _usage_error(message: str) -> int:
+    print(f"trio-streams bench: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def main_with_args(args: argparse.Namespace) -> int:
-    """Run the benchmark; return the exit status."""
+    """Run the benchmark; return the exit status (see ``EPILOG``)."""
     if not args.url.startswith(("http://", "https://")):
-        print(
-            f"trio-streams bench: error: URL must start with http:// or https://, not {args.url!r}",
-            file=sys.stderr,
-        )
-        return 2
+        return _usage_error(f"URL must start with http:// or https://, not {args.url!r}")
     if args.plot:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            print(
-                "trio-streams bench: error: --plot needs matplotlib: pip install 'trio-streams[plot]'",
-                file=sys.stderr,
-            )
-            return 2
+            return _usage_error("--plot needs matplotlib: pip install 'trio-streams[plot]'")
     options = options_from(args)
     if args.worker:
-        stats = trio.run(Load(options).run)
+        load = Load(options)
+        stats = trio.run(load.run)
+        if load.usage_error is not None:
+            return _usage_error(load.usage_error)
         print(json.dumps(stats.to_json()))
         return 0
-    result = trio.run(_orchestrate, options, args)
+    try:
+        result = trio.run(_orchestrate, options, args)
+    except UsageError as exc:
+        return _usage_error(str(exc))
     if not args.quiet or args.json != "-":
         print(render_summary(result), file=sys.stderr if args.json == "-" else sys.stdout)
     if args.json:
@@ -217,34 +250,55 @@ def main_with_args(args: argparse.Namespace) -> int:
         from ._plot import write_plot
 
         write_plot(result, args.plot)
-    return 1 if not result["ok"] else 0
+    return int(result["exit_status"])
 
 
 async def _orchestrate(options: BenchOptions, args: argparse.Namespace) -> dict[str, Any]:
+    """Check the server is there, run the load, build the result.
+
+    Raises:
+        UsageError: the server is unreachable, ``--server-pid`` is not running,
+            or the server refused the runs themselves.
+    """
+    server = ServerSampler(args.server_pid) if args.server_pid else None
+    if server is not None:
+        try:
+            server.begin()
+        except ServerGone as exc:
+            raise UsageError(f"--server-pid {args.server_pid}: {exc}") from None
+    reason = await unreachable(options)
+    if reason is not None:
+        raise UsageError(reason)
     started = time.perf_counter()
-    server = _ServerSampler(args.server_pid) if args.server_pid else None
     stats = BenchStats()
+    refused: str | None = None
     async with trio.open_nursery() as nursery:
         if server is not None:
-            server.begin()
             nursery.start_soon(server.sample_forever)
         if args.workers == 1:
             load = Load(options)
             if not args.quiet:
-                nursery.start_soon(_progress, load, sys.stderr)
+                nursery.start_soon(progress, load, sys.stderr)
             stats = await load.run()
+            refused = load.usage_error
         else:
-            stats = await _run_workers(options, args)
+            stats, refused = await _run_workers(options, args)
         nursery.cancel_scope.cancel()
+    if refused is not None:
+        raise UsageError(refused)
     elapsed = time.perf_counter() - started
-    return build_result(options, stats, elapsed, args.workers, server.result() if server else None)
+    return build_result(
+        options, stats, elapsed, args.workers, server.result() if server else None, max_lag=args.max_lag
+    )
 
 
-async def _run_workers(options: BenchOptions, args: argparse.Namespace) -> BenchStats:
-    """Split the runs over ``--workers`` processes and merge their stats."""
+async def _run_workers(options: BenchOptions, args: argparse.Namespace) -> tuple[BenchStats, str | None]:
+    """Split the runs over ``--workers`` processes; their merged stats, and a
+    worker's usage error (the server refused the runs) if one had one."""
     workers = min(args.workers, options.runs)
     shares = [options.runs // workers + (1 if i < options.runs % workers else 0) for i in range(workers)]
     merged = BenchStats()
+    refused: list[str] = []
 
     async def one(share: int, index: int) -> None:
         worker_options = replace(
@@ -252,6 +306,10 @@ async def _run_workers(options: BenchOptions, args: argparse.Namespace) -> Bench
         )
         command = [sys.executable, "-m", "trio_streams.bench._cli", *_argv_for(worker_options), "--worker"]
         result = await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)
+        if result.returncode == EXIT_USAGE:
+            lines = result.stderr.decode().strip().splitlines() or [f"worker {index}: usage error"]
+            refused.append(lines[-1].removeprefix("trio-streams bench: error: "))
+            return
         if result.returncode != 0:
             merged.violation(
                 "http_error", f"worker {index} exited {result.returncode}: {result.stderr.decode()[-300:]}"
@@ -262,7 +320,7 @@ async def _run_workers(options: BenchOptions, args: argparse.Namespace) -> Bench
     async with trio.open_nursery() as nursery:
         for index, share in enumerate(shares):
             nursery.start_soon(one, share, index)
-    return merged
+    return merged, (refused[0] if refused else None)
 
 
 def _argv_for(options: BenchOptions) -> list[str]:
@@ -292,97 +350,38 @@ def _argv_for(options: BenchOptions) -> list[str]:
     return argv
 
 
-async def _progress(load: Load, out: TextIO) -> None:
-    """A live line on a terminal; a plain line every 5 s otherwise."""
-    tty = out.isatty()
-    interval = 0.5 if tty else 5.0
-    previous = 0
-    last = time.perf_counter()
-    while True:
-        await trio.sleep(interval)
-        stats = load.stats
-        now = time.perf_counter()
-        rate = (stats.events - previous) / (now - last)
-        previous, last = stats.events, now
-        p99 = stats.latency.percentile(0.99)
-        violations = sum(stats.violations.values())
-        line = (
-            f"[{now - load.started_at:6.1f}s] runs {stats.runs_started} started, "
-            f"{stats.runs_finished} finished, {load.live_runs} live | {rate:,.0f} events/s "
-            f"| p99 {_ms(p99)} | violations {violations}"
-        )
-        print(f"\r{line}\x1b[K" if tty else line, end="" if tty else "\n", file=out, flush=True)
-
-
-def _ms(seconds: float | None) -> str:
-    return "-" if seconds is None or math.isnan(seconds) else f"{seconds * 1000:.1f} ms"
-
-
-class _ServerSampler:
-    """CPU seconds and peak RSS of a local process, from /proc."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.peak_rss = 0
-        self.start_rss = 0
-        self._cpu_start = 0.0
-        self.error: str | None = None
-
-    def _cpu(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def _rss(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
-
-    def begin(self) -> None:
-        try:
-            self._cpu_start = self._cpu()
-            self.peak_rss = self.start_rss = self._rss()
-        except OSError as exc:
-            self.error = f"cannot read /proc/{self.pid}: {exc}"
-
-    async def sample_forever(self) -> None:
-        while self.error is None:
-            try:
-                self.peak_rss = max(self.peak_rss, self._rss())
-            except OSError as exc:
-                self.error = f"server process {self.pid} went away: {exc}"
-            await trio.sleep(0.25)
-
-    def result(self) -> dict[str, Any]:
-        if self.error is not None:
-            return {"pid": self.pid, "error": self.error}
-        try:
-            cpu = self._cpu() - self._cpu_start
-            self.peak_rss = max(self.peak_rss, self._rss())
-        except OSError as exc:
-            return {"pid": self.pid, "error": f"server process {self.pid} went away: {exc}"}
-        return {
-            "pid": self.pid,
-            "cpu_seconds": round(cpu, 3),
-            "start_rss_bytes": self.start_rss,
-            "peak_rss_bytes": self.peak_rss,
-        }
-
-
 def build_result(
-    options: BenchOptions, stats: BenchStats, elapsed: float, workers: int, server: dict[str, Any] | None
+    options: BenchOptions,
+    stats: BenchStats,
+    elapsed: float,
+    workers: int,
+    server: dict[str, Any] | None,
+    *,
+    max_lag: float = DEFAULT_MAX_LAG,
 ) -> dict[str, Any]:
-    """The ``--json`` document (schema: trio_streams/bench/bench.schema.json)."""
+    """The ``--json`` document (schema: trio_streams/bench/bench.schema.json).
+
+    ``ok`` is false on any stream violation *and* when the load fell behind
+    its schedule by more than ``max_lag`` (``pace.behind``); ``exit_status``
+    says which.
+    """
     public_options = asdict(options)
     public_options["token"] = None if options.token is None else "***"
+    achieved = stats.events / elapsed if elapsed > 0 else 0.0
+    schedule = stats.schedule_latency.summary()
+    p99 = schedule["p99"]
+    pace_result = pace(public_options, achieved, None if p99 is None else float(p99), max_lag)
+    status = exit_status(stats.failed, pace_result["behind"])
     return {
         "version": JSON_VERSION,
-        "ok": not stats.failed,
+        "ok": status == 0,
+        "exit_status": status,
         "options": public_options,
         "workers": workers,
         "elapsed_seconds": elapsed,
         "events": stats.events,
-        "events_per_second": stats.events / elapsed if elapsed > 0 else 0.0,
+        "events_per_second": achieved,
+        "pace": pace_result,
         "bytes": stats.bytes,
         "runs": {
             "started": stats.runs_started,
@@ -395,62 +394,14 @@ def build_result(
         "first_event_seconds": stats.first_event.summary(),
         "start_latency_seconds": stats.start_latency.summary(),
         "stream_seconds": stats.stream_duration.summary(),
+        "latency_from_schedule_seconds": schedule,
+        "producer_lag_seconds": stats.producer_lag.summary(),
         "violations": {kind: stats.violations.get(kind, 0) for kind in VIOLATION_KINDS},
         "violation_examples": stats.examples,
         "events_per_second_timeline": stats.timeline,
         "server": server,
         "raw": stats.to_json(),
     }
-
-
-def render_summary(result: dict[str, Any]) -> str:
-    """The human-readable table printed at the end."""
-    runs = result["runs"]
-    rows = [
-        ("elapsed", f"{result['elapsed_seconds']:.2f} s"),
-        (
-            "runs started / finished / cancelled",
-            f"{runs['started']} / {runs['finished']} / {runs['cancelled']}",
-        ),
-        ("events delivered", f"{result['events']:,}"),
-        ("events/s", f"{result['events_per_second']:,.0f}"),
-        ("reconnects", f"{result['reconnects']:,}"),
-    ]
-    for label, key in (
-        ("latency", "latency_seconds"),
-        ("time to first event", "first_event_seconds"),
-        ("run start latency", "start_latency_seconds"),
-        ("whole stream", "stream_seconds"),
-    ):
-        summary = result[key]
-        missing = missing_reason(result, key)
-        rows.append(
-            (
-                f"{label} p50 / p90 / p99 / max",
-                f"none: {missing}"
-                if missing is not None
-                else " / ".join(_ms(summary[q]) for q in ("p50", "p90", "p99", "max")),
-            )
-        )
-    server = result["server"]
-    if server is not None:
-        if "error" in server:
-            rows.append(("server", server["error"]))
-        else:
-            rows.append(("server CPU seconds", f"{server['cpu_seconds']:.2f}"))
-            rows.append(
-                (
-                    "server RSS at start / peak",
-                    f"{server['start_rss_bytes'] / 2**20:.1f} / {server['peak_rss_bytes'] / 2**20:.1f} MiB",
-                )
-            )
-    violations = {k: v for k, v in result["violations"].items() if v}
-    rows.append(("violations", ", ".join(f"{k}={v}" for k, v in violations.items()) or "none"))
-    width = max(len(label) for label, _ in rows)
-    lines = [f"{label:<{width}}  {value}" for label, value in rows]
-    lines += [f"  {example}" for example in result["violation_examples"][:10]]
-    lines.append("RESULT: " + ("ok" if result["ok"] else "FAILED (stream violations above)"))
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,13 @@ on ``GET /v1/runs/{id}/events``. A subscriber checks that ids arrive
 contiguous from 1 with no duplicate and no hole -- across its forced
 reconnects (``Last-Event-ID``) too -- and that the stream ends with a
 terminal event that matches the run's final status. Latency is the event's
-``ts`` (the producer's wall clock, seconds) to the time it was parsed here.
+``ts`` (the producer's wall clock, seconds) to the time it was parsed here;
+for a paced run also from the token's *scheduled* time (``_pace.py``), and
+the producer's own lag behind that schedule.
+
+A server that refuses the load itself -- it cannot be reached, or it does
+not know the producer or its input -- is not measured at all: :class:`Load`
+stops and says why in ``usage_error`` (the command's usage exit status).
 """
 
 from __future__ import annotations
@@ -21,9 +27,14 @@ from typing import Any
 import trio
 
 from ._httpclient import HTTPConnection, HTTPError, SSEParser
+from ._pace import schedule_interval, scheduled_at
 from ._stats import BenchStats
 
 TERMINAL = frozenset({"done", "error", "cancelled", "dead"})
+
+#: Error codes of a ``POST /v1/runs`` refusal that no amount of load changes:
+#: the command was wrong, not the server.
+USAGE_ERROR_CODES = frozenset({"unknown_producer", "invalid_input"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +63,41 @@ class BenchOptions:
         # The run API spells "as fast as it can" as a null rate.
         return {"tokens": self.tokens, "rate": self.rate or None, "size": self.size}
 
+    def interval(self) -> float | None:
+        """Seconds between a run's scheduled tokens (``None``: no schedule)."""
+        return schedule_interval(
+            {"replay": self.replay, "producer": self.producer, "input": self.input, "rate": self.rate}
+        )
+
     def expected_events(self) -> int | None:
         """Events a demo run emits before its terminal, if known."""
         if self.input is None and self.producer == "demo":
             return self.tokens
         return None
+
+
+#: How long the check before the load waits for an HTTP answer.
+REACH_TIMEOUT = 10.0
+
+
+async def unreachable(options: BenchOptions) -> str | None:
+    """Why the server cannot be load-tested at all (``None`` if it answers HTTP).
+
+    One ``GET /healthz`` before the load: any HTTP answer, even a 404 from a
+    server without that endpoint, means it is there. Refused, reset, not HTTP
+    or no answer within :data:`REACH_TIMEOUT` seconds: the reason, on one line.
+    """
+    headers = {"authorization": f"Bearer {options.token}"} if options.token else {}
+    connection = HTTPConnection(options.url, headers)
+    try:
+        with trio.move_on_after(REACH_TIMEOUT):
+            await connection.request("GET", "/healthz")
+            return None
+        return f"cannot reach {options.url}: no HTTP answer within {REACH_TIMEOUT:g} s"
+    except HTTPError as exc:
+        return f"cannot reach {options.url}: {exc}"
+    finally:
+        await connection.aclose()
 
 
 class Load:
@@ -72,15 +113,30 @@ class Load:
         self._headers = {"authorization": f"Bearer {options.token}"} if options.token else {}
         self.started_at = time.perf_counter()
         self.live_runs = 0
+        #: Why the load was refused as a whole (then nothing was measured).
+        self.usage_error: str | None = None
+        self._nursery: trio.Nursery | None = None
 
     async def run(self) -> BenchStats:
+        """Run the load; return its stats (check ``usage_error`` first).
+
+        Cancellation: stops every slot; what was measured so far stays in ``stats``.
+        """
         options = self.options
         self.started_at = time.perf_counter()
         deadline = math.inf if options.duration is None else trio.current_time() + options.duration
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             for _ in range(options.runs):
                 nursery.start_soon(self._slot, deadline)
         return self.stats
+
+    def _refuse(self, message: str) -> None:
+        """Stop the whole load: the server refused the command itself."""
+        if self.usage_error is None:
+            self.usage_error = message
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     async def _slot(self, deadline: float) -> None:
         """Start runs one after another until the deadline (one if none)."""
@@ -97,11 +153,16 @@ class Load:
         options, stats = self.options, self.stats
         body = {"producer": options.producer, "input": options.run_input()}
         began = time.perf_counter()
+        # The schedule's origin, on the clock the producer's ``ts`` uses.
+        origin = time.time()
         try:
             response = await connection.request("POST", "/v1/runs", json_body=body)
         except HTTPError as exc:
             stats.violation("http_error", f"POST /v1/runs: {exc}")
             await trio.sleep(0.1)  # a dead server must not turn this into a busy loop
+            return
+        if response.status == 400 and _error_code(response.body) in USAGE_ERROR_CODES:
+            self._refuse(f"the server refused the run: {_error_message(response.body)}")
             return
         if response.status != 201:
             stats.violation("http_error", f"POST /v1/runs -> {response.status} {response.body[:200]!r}")
@@ -116,7 +177,8 @@ class Load:
         if cancel:
             stats.runs_cancelled += 1
         followers = [
-            _Follower(self, run_id, cancel and index == 0) for index in range(options.subscribers_per_run)
+            _Follower(self, run_id, cancel and index == 0, origin, records_lag=index == 0)
+            for index in range(options.subscribers_per_run)
         ]
         self.live_runs += 1
         try:
@@ -185,10 +247,14 @@ class Load:
 class _Follower:
     """One SSE subscriber of one run."""
 
-    def __init__(self, load: Load, run_id: str, cancels: bool) -> None:
+    def __init__(self, load: Load, run_id: str, cancels: bool, origin: float, *, records_lag: bool) -> None:
         self.load = load
         self.run_id = run_id
         self.cancels = cancels
+        #: When the run was requested (wall clock): token ``seq`` is due ``(seq - 1) * interval`` later.
+        self.origin = origin
+        #: The producer's lag is one figure per event: one subscriber per run records it.
+        self.records_lag = records_lag
         self.last_id = 0
         self.terminal: str | None = None
         self.final_status: str | None = None
@@ -245,6 +311,7 @@ class _Follower:
         load = self.load
         options, stats = load.options, load.stats
         reconnect_every = options.reconnect_every
+        interval = options.interval()
         async with connection.stream("GET", f"/v1/runs/{self.run_id}/events", headers=headers) as (
             status,
             _,
@@ -275,6 +342,11 @@ class _Follower:
                     timestamp = _timestamp(message.data)
                     if timestamp is not None:
                         stats.latency.add(received - timestamp)
+                        if interval is not None:
+                            due = scheduled_at(self.origin, self.last_id, interval)
+                            stats.schedule_latency.add(received - due)
+                            if self.records_lag:
+                                stats.producer_lag.add(timestamp - due)
                     self._since_connect += 1
                     if message.event in TERMINAL:
                         self.terminal = message.event
@@ -336,6 +408,24 @@ class _Follower:
             load.stats.violation("http_error", f"cancel {self.run_id}: {exc}")
         finally:
             await connection.aclose()
+
+
+def _error_code(body: bytes) -> str | None:
+    """The ``error.code`` of a JSON error body, if it has one."""
+    try:
+        code = json.loads(body)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return code if isinstance(code, str) else None
+
+
+def _error_message(body: bytes) -> str:
+    """The ``error.message`` of a JSON error body (else the body's start), on one line."""
+    try:
+        message = str(json.loads(body)["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        message = body[:200].decode("utf-8", "replace")
+    return " ".join(message.split())
 
 
 def _timestamp(data: str) -> float | None:

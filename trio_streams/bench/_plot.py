@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._pace import requested_rate
 from ._stats import Histogram
 
 #: Which count of the result each measurement needs, to say why it is missing.
@@ -25,6 +26,8 @@ _NEEDS = {
     "first_event_seconds": "first event",
     "start_latency_seconds": "run start",
     "stream_seconds": "whole stream",
+    "latency_from_schedule_seconds": "scheduled",
+    "producer_lag_seconds": "producer lag",
 }
 
 
@@ -42,6 +45,9 @@ class PlotData:
         requested: the events/s the load asked for, or ``None``.
         requested_label: what ``requested`` is (or why there is none).
         latency_missing: why there is no latency histogram, or ``None``.
+        schedule_missing: why there is no latency-from-the-schedule histogram
+            (drawn beside the first one), or ``None``.
+        verdict: ok, FAILED or BEHIND, as the summary's RESULT line says it.
     """
 
     title: str
@@ -52,6 +58,8 @@ class PlotData:
     requested: float | None
     requested_label: str
     latency_missing: str | None
+    schedule_missing: str | None
+    verdict: str
 
 
 def missing_reason(result: dict[str, Any], key: str) -> str | None:
@@ -66,20 +74,12 @@ def missing_reason(result: dict[str, Any], key: str) -> str | None:
         return "no event carried a producer timestamp (ts), as the demo producer's do"
     if key == "stream_seconds":
         return "no stream reached its terminal event"
+    if key in ("latency_from_schedule_seconds", "producer_lag_seconds"):
+        requested, label = requested_rate(result["options"])
+        if requested is None:
+            return "no schedule: " + label.removeprefix("no requested rate: ")
+        return "no paced token was delivered"
     return f"no {_NEEDS[key]} measured"
-
-
-def requested_rate(options: dict[str, Any]) -> tuple[float | None, str]:
-    """The events/s the load asked for (runs x subscribers x tokens/s), or ``None`` and why not."""
-    if options["replay"]:
-        return None, "no requested rate: --replay reads finished runs"
-    if options["producer"] != "demo" or options["input"] is not None:
-        return None, f"no requested rate: producer {options['producer']!r} with its own input"
-    if not options["rate"]:
-        return None, "no requested rate: tokens as fast as the server can (--rate 0)"
-    runs, subscribers, rate = options["runs"], options["subscribers_per_run"], options["rate"]
-    value = float(runs * subscribers * rate)
-    return value, f"requested {value:,.0f}/s = {runs} runs x {subscribers} subscribers x {rate:g} tokens/s"
 
 
 def describe(result: dict[str, Any]) -> str:
@@ -101,8 +101,19 @@ def describe(result: dict[str, Any]) -> str:
     if o["replay"]:
         extras.append("--replay")
     extras.append(f"{result['workers']} worker{'s' if result['workers'] != 1 else ''}")
-    extras.append("ok" if result["ok"] else "FAILED: stream violations")
+    extras.append(verdict(result))
     return f"{first}\n{', '.join(extras)}"
+
+
+def verdict(result: dict[str, Any]) -> str:
+    """ok, FAILED (violations) or BEHIND (with how far), as a few words."""
+    p = result["pace"]
+    behind = None
+    if p["behind"]:
+        behind = f"BEHIND: p99 {p['schedule_p99_seconds']:.2f} s after schedule > {p['max_lag_seconds']:g} s"
+    if result["exit_status"] == 1:
+        return "FAILED: stream violations" + (f"; {behind}" if behind else "")
+    return behind or "ok"
 
 
 def plot_data(result: dict[str, Any]) -> PlotData:
@@ -126,6 +137,8 @@ def plot_data(result: dict[str, Any]) -> PlotData:
         requested=requested,
         requested_label=requested_label,
         latency_missing=missing_reason(result, "latency_seconds"),
+        schedule_missing=missing_reason(result, "latency_from_schedule_seconds"),
+        verdict=verdict(result),
     )
 
 
@@ -133,7 +146,8 @@ def write_plot(result: dict[str, Any], path: str) -> None:
     """Write the two-panel figure for ``result`` to ``path`` (PNG, or SVG for a ``.svg`` path).
 
     Text stays text in an SVG (searchable); each drawn series has an id
-    (``throughput``, ``requested-rate``, ``latency-<n>`` for each histogram bar).
+    (``throughput``, ``requested-rate``, ``latency-<n>`` for each histogram bar,
+    ``schedule-<n>`` for each bar of latency from the schedule).
     """
     import matplotlib
 
@@ -151,23 +165,38 @@ def write_plot(result: dict[str, Any], path: str) -> None:
         plt.close(figure)
 
 
+def _bars(axes: Any, histogram: Histogram, gid: str, color: str, label: str) -> None:
+    buckets = sorted(histogram.counts)
+    edges = [Histogram._value(b) * 1000 for b in buckets]
+    bars = axes.bar(
+        edges,
+        [histogram.counts[b] for b in buckets],
+        width=[e * 0.02 for e in edges],
+        color=color,
+        alpha=0.7,
+        label=label,
+    )
+    for index, bar in enumerate(bars):
+        bar.set_gid(f"{gid}-{index}")
+
+
 def _latency_panel(axes: Any, result: dict[str, Any], data: PlotData) -> None:
     histogram = Histogram.from_json(result["raw"]["latency"])
     if data.latency_missing is None:
-        buckets = sorted(histogram.counts)
-        edges = [Histogram._value(b) * 1000 for b in buckets]
-        bars = axes.bar(
-            edges, [histogram.counts[b] for b in buckets], width=[e * 0.02 for e in edges], color="tab:blue"
-        )
-        for index, bar in enumerate(bars):
-            bar.set_gid(f"latency-{index}")
+        _bars(axes, histogram, "latency", "tab:blue", "from the producer's ts")
+        if data.schedule_missing is None:
+            schedule = Histogram.from_json(result["raw"]["schedule_latency"])
+            p99 = schedule.percentile(0.99) * 1000
+            _bars(axes, schedule, "schedule", "tab:orange", f"from the schedule (p99 {p99:.2f} ms)")
+        else:
+            axes.plot([], [], " ", label=f"none from the schedule: {data.schedule_missing}")
         axes.set_xscale("log")
         for q, style in ((0.5, "--"), (0.99, ":")):
             value = histogram.percentile(q) * 1000
             axes.axvline(
                 value, color="black", linestyle=style, linewidth=1, label=f"p{round(q * 100)} {value:.2f} ms"
             )
-        axes.legend(fontsize=8)
+        axes.legend(fontsize=7)
     else:
         reason = textwrap.fill(f"no latency: {data.latency_missing}", 44)
         axes.text(0.5, 0.5, reason, ha="center", va="center", fontsize=9, transform=axes.transAxes)

@@ -134,6 +134,12 @@ class BenchStats:
     start_latency: Histogram = field(default_factory=Histogram)
     #: a subscriber's first request to its terminal event.
     stream_duration: Histogram = field(default_factory=Histogram)
+    #: receipt minus the event's *scheduled* emission time (paced demo runs only):
+    #: the latency a user of the requested rate sees, including the producer's lag.
+    schedule_latency: Histogram = field(default_factory=Histogram)
+    #: the producer's ``ts`` minus the event's scheduled time, once per event
+    #: (the run's first subscriber records it): how far the producer fell behind.
+    producer_lag: Histogram = field(default_factory=Histogram)
     violations: dict[str, int] = field(default_factory=lambda: dict.fromkeys(VIOLATION_KINDS, 0))
     examples: list[str] = field(default_factory=list)
     #: events received per whole second since the start (index = second).
@@ -170,6 +176,8 @@ class BenchStats:
         self.first_event.merge(other.first_event)
         self.start_latency.merge(other.start_latency)
         self.stream_duration.merge(other.stream_duration)
+        self.schedule_latency.merge(other.schedule_latency)
+        self.producer_lag.merge(other.producer_lag)
         for kind, n in other.violations.items():
             self.violations[kind] = self.violations.get(kind, 0) + n
         self.examples = (self.examples + other.examples)[:20]
@@ -189,6 +197,8 @@ class BenchStats:
             "first_event": self.first_event.to_json(),
             "start_latency": self.start_latency.to_json(),
             "stream_duration": self.stream_duration.to_json(),
+            "schedule_latency": self.schedule_latency.to_json(),
+            "producer_lag": self.producer_lag.to_json(),
             "violations": dict(self.violations),
             "examples": list(self.examples),
             "timeline": list(self.timeline),
@@ -211,6 +221,8 @@ class BenchStats:
         stats.first_event = Histogram.from_json(data["first_event"])
         stats.start_latency = Histogram.from_json(data["start_latency"])
         stats.stream_duration = Histogram.from_json(data["stream_duration"])
+        stats.schedule_latency = Histogram.from_json(data["schedule_latency"])
+        stats.producer_lag = Histogram.from_json(data["producer_lag"])
         stats.violations.update({k: int(v) for k, v in data["violations"].items()})
         stats.examples = [str(x) for x in data["examples"]]
         stats.timeline = [int(x) for x in data["timeline"]]
