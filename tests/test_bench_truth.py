@@ -287,7 +287,7 @@ async def test_the_real_server_refusing_the_load_is_a_usage_error(tmp_path: Path
             fine = await _bench(server.url, "--runs=2", "--tokens=10", "--rate=1000", "--max-lag=60")
     for result, starts in (
         (unknown, "trio-streams bench: error: the server refused the run: no producer named 'nope'"),
-        (invalid, "trio-streams bench: error: the server refused the run: input for 'demo'"),
+        (invalid, "trio-streams bench: error: the server refused the run: input.tokens must be"),
         (dead, "trio-streams bench: error: --server-pid 999999999: no process 999999999"),
     ):
         lines = result.stderr.decode().strip().splitlines()
