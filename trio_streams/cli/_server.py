@@ -25,6 +25,8 @@ from ..web._asgi_routes import FastPaths
 from ._hypercorn import (
     CLOSE_GRACE,
     EXIT_BUDGET,
+    WorkerHeader,
+    adopt,
     close_sockets,
     hypercorn_config,
     listen,
@@ -132,8 +134,13 @@ async def _serve(
     asgi_app: ASGIFramework = _with_fast_paths(app, streams)
     if config.forwarded_allow_ips != frozenset():
         asgi_app = ForwardedHeaders(asgi_app, config.forwarded_allow_ips)
+    if config.worker_id is not None:
+        asgi_app = WorkerHeader(asgi_app, config.worker_id)
     try:
-        sockets = listen(config.host, config.port, backlog=hyper.backlog, secure=hyper.ssl_enabled)
+        if config.listen_fd is not None:  # a worker of serve --workers: the supervisor bound it
+            sockets = adopt(config.listen_fd, secure=hyper.ssl_enabled)
+        else:
+            sockets = listen(config.host, config.port, backlog=hyper.backlog, secure=hyper.ssl_enabled)
     except OSError as exc:
         raise ServeStartupError(listen_error(config.host, config.port, exc)) from None
     drained = trio.Event()
