@@ -445,7 +445,12 @@ async def supervise(plan: ServePlan, args: argparse.Namespace) -> int:
     (sock,) = (*sockets.secure_sockets, *sockets.insecure_sockets)
     workers_dir = Path(tempfile.mkdtemp(prefix="trio-streams-workers-"))  # mode 0700
     try:
-        logger.info("store: %s; starting %d workers", plan.store_label, plan.workers)
+        logger.info(
+            "store: %s; starting %d workers (workers' directory %s)",
+            plan.store_label,
+            plan.workers,
+            workers_dir,
+        )
         async with _shared_store(plan) as redis_url:
             supervisor = Supervisor(plan, worker_args(args, plan, redis_url), sock.fileno(), workers_dir)
             return await supervisor.run()
