@@ -252,8 +252,8 @@ async def test_a_run_is_followed_resumed_and_cancelled_through_another_worker(wo
         owner, run_id = started.headers[HEADER], started.json()["run_id"]
         path = f"/v1/runs/{run_id}/events"
 
-        async with pinned(server.url, other(owner)) as client:
-            worker, first = await read_stream(client, path, stop_after=3)
+        async with pinned(server.url, other(owner)) as conn:
+            worker, first = await read_stream(conn, path, stop_after=3)
         assert worker == other(owner)
         assert [seq for seq, _type, _data in first] == [1, 2, 3]
 
@@ -261,9 +261,9 @@ async def test_a_run_is_followed_resumed_and_cancelled_through_another_worker(wo
         resumed: list[tuple[int, str, Any]] = []
 
         async def follow() -> None:
-            async with pinned(server.url, other(owner)) as client:
+            async with pinned(server.url, other(owner)) as conn:
                 worker, events = await read_stream(
-                    client, path, headers={"Last-Event-ID": "3"}, on_event=following.set
+                    conn, path, headers={"Last-Event-ID": "3"}, on_event=following.set
                 )
             assert worker == other(owner)
             resumed.extend(events)
@@ -271,8 +271,8 @@ async def test_a_run_is_followed_resumed_and_cancelled_through_another_worker(wo
         async with trio.open_nursery() as nursery:
             nursery.start_soon(follow)
             await following.wait()
-            async with pinned(server.url, other(owner)) as client:
-                cancel = await client.request(
+            async with pinned(server.url, other(owner)) as conn:
+                cancel = await conn.request(
                     "POST", f"/v1/runs/{run_id}/cancel", json_body={"reason": "from the other"}
                 )
             assert cancel.status in (200, 202), cancel.body
@@ -280,8 +280,8 @@ async def test_a_run_is_followed_resumed_and_cancelled_through_another_worker(wo
         seqs = [seq for seq, _type, _data in resumed]
         assert seqs == list(range(4, 4 + len(seqs))), "resumed after 3, every event once, in order"
         assert resumed[-1][1] == "cancelled"
-        async with pinned(server.url, owner) as client:
-            status = (await client.request("GET", f"/v1/runs/{run_id}")).json()
+        async with pinned(server.url, owner) as conn:
+            status = (await conn.request("GET", f"/v1/runs/{run_id}")).json()
         assert status["status"] == "cancelled"
         assert status["last_seq"] == resumed[-1][0]
 
@@ -299,10 +299,8 @@ async def test_a_killed_worker_is_replaced_and_its_runs_end_dead(workers):
         followed: list[tuple[int, str, Any]] = []
 
         async def follow() -> None:
-            async with pinned(server.url, other(owner)) as client:
-                _worker, events = await read_stream(
-                    client, f"/v1/runs/{run_id}/events", on_event=following.set
-                )
+            async with pinned(server.url, other(owner)) as conn:
+                _worker, events = await read_stream(conn, f"/v1/runs/{run_id}/events", on_event=following.set)
             followed.extend(events)
 
         async with trio.open_nursery() as nursery:
@@ -320,8 +318,8 @@ async def test_a_killed_worker_is_replaced_and_its_runs_end_dead(workers):
             rf"worker {owner} started \(pid (\d+)\), replacing one that exited \(killed by SIGKILL\)"
         )
         assert int(replaced.group(1)) != victim
-        async with pinned(server.url, owner) as client:  # the replacement serves in the slot
-            status = (await client.request("GET", f"/v1/runs/{run_id}")).json()
+        async with pinned(server.url, owner) as conn:  # the replacement serves in the slot
+            status = (await conn.request("GET", f"/v1/runs/{run_id}")).json()
         assert status["status"] == "dead"
 
 
@@ -335,17 +333,17 @@ async def test_sigterm_drains_every_worker_and_the_supervisor_exits_0(workers):
         redis_port = int((await server.log(r"embedded redis-server on port (\d+)")).group(1))
         runs: dict[str, str] = {}
         for worker in ("0", "1"):
-            async with pinned(server.url, worker) as client:
-                started = await client.request("POST", "/v1/runs", json_body=LONG_RUN)
+            async with pinned(server.url, worker) as conn:
+                started = await conn.request("POST", "/v1/runs", json_body=LONG_RUN)
             assert started.headers[HEADER] == worker
             runs[worker] = started.json()["run_id"]
         streams: dict[str, list[tuple[int, str, Any]]] = {}
         following = {worker: trio.Event() for worker in runs}
 
         async def follow(worker: str) -> None:
-            async with pinned(server.url, worker) as client:
+            async with pinned(server.url, worker) as conn:
                 _worker, streams[worker] = await read_stream(
-                    client, f"/v1/runs/{runs[worker]}/events", on_event=following[worker].set
+                    conn, f"/v1/runs/{runs[worker]}/events", on_event=following[worker].set
                 )
 
         async with trio.open_nursery() as nursery:
@@ -375,8 +373,8 @@ async def test_workers_auto_starts_one_worker_per_cpu(workers):
         await server.log(r"store: embedded redis \(ephemeral\); starting 2 workers")
         await server.log(r"2 workers serving")
         for worker in ("0", "1"):
-            async with pinned(server.url, worker) as client:
-                assert (await client.request("GET", "/healthz")).status == 200
+            async with pinned(server.url, worker) as conn:
+                assert (await conn.request("GET", "/healthz")).status == 200
         assert os.environ.get(WORKERS_DIR_ENV) is None  # the contract is the workers', not ours
 
 
@@ -410,5 +408,5 @@ async def test_a_replacement_that_fails_to_start_is_retried_after_a_longer_delay
         assert int(failed.group(1)) != victim
         await server.log(r"worker 0 started \(pid \d+\), replacing one that exited \(status 1\)")
         assert not flag.exists()
-        async with pinned(server.url, "0") as client:
-            assert (await client.request("GET", "/healthz")).status == 200
+        async with pinned(server.url, "0") as conn:
+            assert (await conn.request("GET", "/healthz")).status == 200
