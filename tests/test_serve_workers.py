@@ -27,6 +27,7 @@ import trio
 from trio_streams.bench._httpclient import HTTPConnection, SSEParser
 from trio_streams.cli._plan import ServeConfigError
 from trio_streams.cli._serve import cpu_count, serve_plan
+from trio_streams.cli._server import serve
 from trio_streams.cli._supervisor import WORKERS_DIR_ENV, restart_delay
 
 if TYPE_CHECKING:
@@ -231,6 +232,11 @@ def test_bad_workers_flags_are_one_line_errors_of_the_command():
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert "--store memory" in result.stderr
+
+
+async def test_embedded_serve_refuses_workers():
+    with pytest.raises(ServeConfigError, match="--workers is the command's"):
+        await serve(serve_plan(["--workers", "2"]))
 
 
 def test_restart_delay_doubles_up_to_its_cap():

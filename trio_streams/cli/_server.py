@@ -75,7 +75,8 @@ async def serve(
     Raises:
         ServeStartupError: the address cannot be listened on, or the app's
             startup failed (one line naming why; never an exception group).
-        ServeConfigError: ``app`` (or the factory's app) has no TrioStreams extension.
+        ServeConfigError: ``app`` (or the factory's app) has no TrioStreams
+            extension, or ``config`` asks for more than one worker.
 
     Cancellation: the shutdown SIGTERM does: live runs get the extension's
     ``shutdown_grace`` (``--shutdown-grace`` for the app ``config`` builds)
@@ -84,6 +85,11 @@ async def serve(
     :data:`CLOSE_GRACE`, :data:`EXIT_BUDGET` and :data:`APP_SHUTDOWN_BUDGET`;
     then ``Cancelled`` propagates.
     """
+    if config.workers > 1:
+        raise ServeConfigError(
+            "serve(): --workers is the command's (a supervisor of processes); embed one server per "
+            "process, or run trio-streams serve --workers N"
+        )
     app, streams = _app_and_streams(config, app)
     await _serve(config, app, streams, shutdown=trio.Event(), task_status=task_status)
 
