@@ -17,21 +17,47 @@ Load: autocannon (``npx --yes autocannon@7``), ``-c`` connections POSTing
 for ``--duration`` seconds, as ``bench_hot_paths`` does. Prints medians of
 requests/s and latency, and the server's CPU time per append: user + system
 of every process of the server (supervisor, workers, redis-server), from
-/proc, over each measurement. The load tool runs on the same cores.
+/proc, over each measurement, and the redis-server's part of it (Redis is
+single-threaded: its part bounds what more cores can give). The load tool
+runs on the same cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .bench_durable_stores import ROOT, autocannon, create, start_server
-from .bench_hot_paths import cpu_seconds
+
+if TYPE_CHECKING:
+    import subprocess
+
+
+def cpu_by_kind(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of ``pid`` and its descendants: ``redis`` (the
+    redis-server, single-threaded: its share bounds the whole server) and ``python``."""
+    totals = {"redis": 0.0, "python": 0.0}
+    pending = [pid]
+    tick = os.sysconf("SC_CLK_TCK")
+    while pending:
+        current = pending.pop()
+        try:
+            stat = Path(f"/proc/{current}/stat").read_text()
+            fields = stat.rpartition(")")[2].split()
+            kind = "redis" if "redis-server" in stat.partition("(")[2].partition(")")[0] else "python"
+            totals[kind] += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending.extend(int(child) for child in (task / "children").read_text().split())
+        except FileNotFoundError:
+            continue
+    return totals
+
 
 SERVERS = {"1 worker": (), "2 workers": ("--workers", "2")}
 
@@ -59,10 +85,12 @@ def main() -> None:
                     for name in SERVERS:
                         proc, base = procs[name]
                         url = create(base)
-                        before = cpu_seconds(proc.pid)
+                        before = cpu_by_kind(proc.pid)
                         result = autocannon(url, connections, duration)
-                        cpu = cpu_seconds(proc.pid) - before
-                        result["cpu_us"] = 1e6 * cpu / (result["rps"] * duration)
+                        after = cpu_by_kind(proc.pid)
+                        appends = result["rps"] * duration
+                        result["cpu_us"] = 1e6 * sum(after[k] - before[k] for k in after) / appends
+                        result["redis_us"] = 1e6 * (after["redis"] - before["redis"]) / appends
                         if result["bad"]:
                             raise RuntimeError(f"{name}: {result['bad']} failed requests")
                         results.setdefault((name, connections), []).append(result)
@@ -79,21 +107,22 @@ def main() -> None:
     print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {rounds} rounds x {duration} s, medians")
     print(
         "\n| server | c | req/s | p50 / p99 ms | server CPU per append, µs (all processes) "
-        "| vs 1 worker: req/s, CPU per append |"
+        "| of which redis-server | vs 1 worker: req/s, CPU per append |"
     )
-    print("|---|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for connections in args.connections:
-        base = results[("1 worker", connections)]
-        base_rps = statistics.median(r["rps"] for r in base)
-        base_cpu = statistics.median(r["cpu_us"] for r in base)
+        single = results[("1 worker", connections)]
+        base_rps = statistics.median(r["rps"] for r in single)
+        base_cpu = statistics.median(r["cpu_us"] for r in single)
         for name in SERVERS:
             runs = results[(name, connections)]
             rps = statistics.median(r["rps"] for r in runs)
             cpu = statistics.median(r["cpu_us"] for r in runs)
             p50 = statistics.median(r["p50"] for r in runs)
             p99 = statistics.median(r["p99"] for r in runs)
+            redis = statistics.median(r["redis_us"] for r in runs)
             print(
-                f"| {name} | {connections} | {rps:,.0f} | {p50:.0f} / {p99:.0f} | {cpu:.0f} "
+                f"| {name} | {connections} | {rps:,.0f} | {p50:.0f} / {p99:.0f} | {cpu:.0f} | {redis:.0f} "
                 f"| {rps / base_rps:.2f}x, {cpu / base_cpu:.2f}x |"
             )
 
