@@ -28,7 +28,9 @@ from trio_streams.bench._httpclient import HTTPConnection, SSEParser
 from trio_streams.cli._plan import ServeConfigError
 from trio_streams.cli._serve import cpu_count, serve_plan
 from trio_streams.cli._server import serve
-from trio_streams.cli._supervisor import WORKERS_DIR_ENV, restart_delay
+from trio_streams.cli._supervisor import WORKER_ID_ENV, WORKERS_DIR_ENV, restart_delay
+
+from .redis_support import eventually
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -161,6 +163,22 @@ def mode_of(path: str) -> int | None:
         return os.stat(path).st_mode & 0o777
     except FileNotFoundError:
         return None
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    """The environment ``pid`` was started with (Linux /proc; our own user's process)."""
+    with open(f"/proc/{pid}/environ", "rb") as file:
+        entries = file.read().split(b"\0")
+    return dict(entry.decode().partition("=")[::2] for entry in entries if entry)
+
+
+def alive(pid: int) -> bool:
+    """``pid`` is running (not gone, not a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def port_answers(port: int) -> bool:
@@ -336,6 +354,10 @@ async def test_sigterm_drains_every_worker_and_the_supervisor_exits_0(workers):
         server = await workers("--workers", "2", "--shutdown-grace", "1s")
         directory = (await server.log(r"workers' directory (\S+)\)")).group(1)
         assert mode_of(directory) == 0o700
+        for worker in ("0", "1"):  # the metrics contract: each worker's slot and the shared directory
+            environ = environ_of(await server.pid_of(worker))
+            assert environ[WORKER_ID_ENV] == worker
+            assert environ[WORKERS_DIR_ENV] == directory
         redis_port = int((await server.log(r"embedded redis-server on port (\d+)")).group(1))
         runs: dict[str, str] = {}
         for worker in ("0", "1"):
@@ -416,3 +438,22 @@ async def test_a_replacement_that_fails_to_start_is_retried_after_a_longer_delay
         assert not flag.exists()
         async with pinned(server.url, "0") as conn:
             assert (await conn.request("GET", "/healthz")).status == 200
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(120)
+async def test_workers_shut_down_when_the_supervisor_is_killed(workers, redis_url: str, prefix: str):
+    with trio.fail_after(90):
+        server = await workers("--workers", "2", "--redis-url", redis_url, "--redis-prefix", prefix)
+        pids = [await server.pid_of(worker) for worker in ("0", "1")]
+        server.process.kill()  # no drain, no goodbye: the workers' lifeline ends
+        await server.process.wait()
+        for worker in ("0", "1"):  # they still write to the stderr they inherited
+            await server.log(rf"\[worker {worker}\]: the supervisor is gone: shutting down")
+            await server.log(rf"trio_streams.serve\[worker {worker}\]: stopped cleanly")
+
+        async def all_gone() -> bool:
+            await trio.lowlevel.checkpoint()
+            return not any(alive(pid) for pid in pids)
+
+        await eventually(all_gone)  # not our children: nothing to wait() on
