@@ -52,6 +52,7 @@ class Supervisor:
         self.url = ""
         self.lines: list[str] = []
         self._changed = trio.Event()
+        self.closed = False
 
     async def read_stderr(self) -> None:
         assert self.process.stderr is not None
@@ -62,6 +63,8 @@ class Supervisor:
             self.lines.extend(line.decode(errors="replace") for line in complete)
             self._changed.set()
             self._changed = trio.Event()
+        self.closed = True  # every process that held the pipe has exited
+        self._changed.set()
 
     async def log(self, pattern: str, *, after: int = 0) -> re.Match[str]:
         """The first log line (from index ``after``) matching ``pattern``, waiting for it."""
@@ -71,6 +74,8 @@ class Supervisor:
                 match = regex.search(line)
                 if match:
                     return match
+            if self.closed:
+                raise AssertionError(f"no log line matches {pattern!r}:\n" + "\n".join(self.lines))
             await self._changed.wait()
 
     async def pid_of(self, worker: str) -> int:
