@@ -26,3 +26,8 @@ def create_app(**options: Any) -> Any:
         else:
             raise RuntimeError("this worker is made to fail at start-up, once")
     return _create_app(**options)
+
+
+def create_bare_app() -> Any:
+    """A factory without ``**options``: its workers could not get the shared store."""
+    return _create_app()
