@@ -403,9 +403,18 @@ async def test_workers_auto_starts_one_worker_per_cpu(workers):
     if len(cpus) < 2:
         pytest.skip("needs two CPUs: auto on one is the single process")
     with trio.fail_after(90):
-        server = await workers("--workers", "auto", preexec_fn=lambda: os.sched_setaffinity(0, cpus))
+        server = await workers(
+            "--workers", "auto", "--log-format", "json", preexec_fn=lambda: os.sched_setaffinity(0, cpus)
+        )
         await server.log(r"store: embedded redis \(ephemeral\); starting 2 workers")
         await server.log(r"2 workers serving")
+        for worker in (0, 1):  # the supervisor's record of a start, and a worker's own records
+            started = json.loads((await server.log(rf'"message": "worker {worker} started ')).string)
+            assert started["worker"] == worker
+            assert started["pid"] == await server.pid_of(str(worker))
+            assert started["logger"] == "trio_streams.serve"
+            own = json.loads((await server.log(rf'"message": "hub started.*"worker": {worker}')).string)
+            assert own["logger"] == "trio_streams.web"
         for worker in ("0", "1"):
             async with pinned(server.url, worker) as conn:
                 assert (await conn.request("GET", "/healthz")).status == 200

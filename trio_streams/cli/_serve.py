@@ -427,7 +427,7 @@ def main_with_args(args: argparse.Namespace) -> int:
     try:
         plan = ServePlan.from_args(args)
         if plan.workers > 1:
-            from ._supervisor import run_supervisor
+            from ._workers import run_supervisor
 
             return run_supervisor(plan, args)
         app, streams = plan.build_app()
