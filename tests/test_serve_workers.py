@@ -408,12 +408,12 @@ async def test_workers_auto_starts_one_worker_per_cpu(workers):
         )
         await server.log(r"store: embedded redis \(ephemeral\); starting 2 workers")
         await server.log(r"2 workers serving")
-        for worker in (0, 1):  # the supervisor's record of a start, and a worker's own records
-            started = json.loads((await server.log(rf'"message": "worker {worker} started ')).string)
-            assert started["worker"] == worker
-            assert started["pid"] == await server.pid_of(str(worker))
+        for slot in (0, 1):  # the supervisor's record of a start, and a worker's own records
+            started = json.loads((await server.log(rf'"message": "worker {slot} started ')).string)
+            assert started["worker"] == slot
+            assert started["pid"] == await server.pid_of(str(slot))
             assert started["logger"] == "trio_streams.serve"
-            own = json.loads((await server.log(rf'"message": "hub started.*"worker": {worker}')).string)
+            own = json.loads((await server.log(rf'"message": "hub started.*"worker": {slot}')).string)
             assert own["logger"] == "trio_streams.web"
         for worker in ("0", "1"):
             async with pinned(server.url, worker) as conn:
