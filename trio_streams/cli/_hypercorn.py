@@ -109,6 +109,20 @@ def listen(host: str, port: int, *, backlog: int, secure: bool = False) -> hyper
     return hypercorn.config.Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[])
 
 
+def adopt(fd: int, *, secure: bool = False) -> hypercorn.config.Sockets:
+    """The listening socket open as file descriptor ``fd`` (inherited from the
+    ``serve --workers`` supervisor, which bound it), as :func:`listen` returns one.
+
+    Raises:
+        OSError: ``fd`` is not an open socket.
+    """
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(False)
+    if secure:
+        return hypercorn.config.Sockets(secure_sockets=[sock], insecure_sockets=[], quic_sockets=[])
+    return hypercorn.config.Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[])
+
+
 def listen_error(host: str, port: int, exc: OSError) -> str:
     """One line saying why ``host:port`` cannot be listened on, and what to do."""
     where = f"cannot listen on {format_address(host, port)}"
@@ -201,6 +215,30 @@ class KeepIdleTimers:
                 await send(message)
 
         await self.app(scope, receive, send_last_shielded)
+
+
+class WorkerHeader:
+    """ASGI middleware: every HTTP response says which worker sent it
+    (``X-Trio-Streams-Worker: <id>``), so a client of ``serve --workers`` can
+    tell the workers apart behind their one socket (tests, debugging)."""
+
+    def __init__(self, app: ASGIFramework, worker_id: int) -> None:
+        """Args: app: the ASGI application to wrap; worker_id: this worker's id."""
+        self.app = app
+        self.header = (b"x-trio-streams-worker", str(worker_id).encode())
+
+    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        """Call the app, adding the header to its ``http.response.start``."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: ASGISendEvent) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
 
 
 class NoticeShutdown:

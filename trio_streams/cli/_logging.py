@@ -18,8 +18,10 @@ import sys
 from datetime import UTC, datetime
 from typing import Literal
 
-#: The record attributes a JSON line carries when the log call set them.
-CONTEXT_FIELDS = ("run_id", "stream", "owner", "event")
+#: The record attributes a JSON line carries when the log call set them
+#: (``worker`` and ``pid``: the ``serve --workers`` supervisor's records, and
+#: every record of a worker process).
+CONTEXT_FIELDS = ("run_id", "stream", "owner", "event", "worker", "pid")
 
 LogFormat = Literal["text", "json"]
 
@@ -48,13 +50,30 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
-def configure_logging(level: str, log_format: LogFormat) -> None:
+def configure_logging(level: str, log_format: LogFormat, *, worker: int | None = None) -> None:
     """Log records at ``level`` and above to stderr, as text lines or JSON lines.
 
     Hypercorn's and Quart's records go through the same root handler, so
     they take the same format. Like ``logging.basicConfig``, does nothing if
-    the root logger already has a handler.
+    the root logger already has a handler. ``worker``: this process is that
+    worker of ``serve --workers``; every record says so (``[worker N]`` after
+    the logger's name, or a ``worker`` field).
     """
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    text = TEXT_FORMAT if worker is None else TEXT_FORMAT.replace("%(name)s", f"%(name)s[worker {worker}]")
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(text))
+    if worker is not None:
+        handler.addFilter(_WorkerField(worker))
     logging.basicConfig(level=level.upper(), handlers=[handler])
+
+
+class _WorkerField(logging.Filter):
+    """Sets ``worker`` on every record (a worker process's own)."""
+
+    def __init__(self, worker: int) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.worker
+        return True

@@ -69,6 +69,17 @@ class ServePlan:
     root_path: str = ""
     #: Peers whose X-Forwarded-For/Proto are believed (empty: none; None: every peer).
     forwarded_allow_ips: frozenset[str] | None = frozenset()
+    #: Worker processes (``--workers``): 1 is one process and no supervisor.
+    workers: int = 1
+    #: With ``workers > 1``: the external Redis every worker uses, or else the
+    #: embedded redis-server the supervisor starts for them.
+    redis_url: str | None = None
+    embedded_redis: EmbeddedRedisPlan | None = None
+    #: In a worker: the listening socket inherited from the supervisor (an
+    #: open file descriptor), served instead of binding ``host:port``.
+    listen_fd: int | None = None
+    #: In a worker: its id (``X-Trio-Streams-Worker`` on every response).
+    worker_id: int | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ServePlan:
@@ -111,10 +122,47 @@ class ServePlan:
             if value is not None:
                 plan.options[name] = value
         _check_hub_flags(plan.options)
+        plan.workers = getattr(args, "workers", 1)
         plan._choose_store(args)
+        if plan.workers > 1:
+            plan._split_memory()
         if args.app:
             plan.app_factory = _import_factory(args.app)
+            if plan.workers > 1 and not _takes_options(plan.app_factory):
+                raise ServeConfigError(
+                    f"--workers {plan.workers}: --app {args.app} takes no options, so its workers "
+                    "would not share the store; give the factory **options (see README)"
+                )
         return plan
+
+    def _split_memory(self) -> None:
+        """Split ``--max-memory`` (the whole server's budget with workers) between
+        the embedded Redis and the workers: Redis gets half, each of the N
+        workers ``(budget - Redis's half) / N``; with ``--redis-url`` (not ours
+        to bound) each worker gets ``budget / N``.
+
+        Raises:
+            ServeConfigError: a worker's share breaks a rule of the hub's
+                budget (at least 1 MiB, eight largest events), naming the flags.
+        """
+        from ..runs._config import HubConfig
+
+        total = int(self.options.get("max_memory", HubConfig().max_memory))
+        redis_share = total // 2 if self.embedded_redis is not None else 0
+        share = (total - redis_share) // self.workers
+        if self.embedded_redis is not None:
+            self.embedded_redis.maxmemory = redis_share
+        options = {**self.options, "max_memory": share}
+        try:
+            _check_hub_flags(options)
+        except ServeConfigError as exc:
+            split = "half of it to the embedded Redis, " if redis_share else ""
+            raise ServeConfigError(
+                f"--workers {self.workers} splits --max-memory {total} bytes ({split}{share} bytes "
+                f"to each worker), and a worker's share breaks a rule: {exc}; raise --max-memory "
+                "or use fewer workers"
+            ) from None
+        self.options["max_memory"] = share
 
     def _http_settings(self, args: argparse.Namespace) -> None:
         """TLS, keep-alive, root path and trusted proxies from their flags.
@@ -166,6 +214,20 @@ class ServePlan:
             logger.warning(
                 "--redis-max-buffered is deprecated: bound the buffer in bytes with --redis-max-pending"
             )
+        if self.workers > 1:
+            if args.store == "memory":
+                raise ServeConfigError(
+                    f"--workers {self.workers} cannot use --store memory: each worker would hold its "
+                    "own runs, and a run started on one could not be followed or cancelled through "
+                    "another; leave --store out (the workers get an embedded redis-server) or give "
+                    "--redis-url or --data-dir"
+                )
+            if args.redis_url and args.data_dir:
+                raise ServeConfigError(
+                    "give --redis-url (an external Redis) or --data-dir (an embedded one), not both"
+                )
+            self._workers_store(args)
+            return
         kind = args.store or ("redis" if args.redis_url or args.data_dir else "memory")
         if kind == "memory":
             if args.redis_url or args.data_dir:
@@ -221,6 +283,28 @@ class ServePlan:
 
         self.options["store"] = supervised
 
+    def _workers_store(self, args: argparse.Namespace) -> None:
+        """With workers: record the store they will share (the supervisor starts
+        an embedded Redis unless ``--redis-url`` names one); nothing is opened here.
+
+        Raises:
+            ServeConfigError: a malformed ``--redis-url``.
+        """
+        if args.cross_instance_keys is not None:
+            self.options["cross_instance_keys"] = args.cross_instance_keys
+        self.options["durable_streams"] = "redis"
+        if args.redis_url:
+            if not args.redis_url.startswith(("redis://", "rediss://", "unix://")):
+                raise ServeConfigError(
+                    f"--redis-url must start with redis://, rediss:// or unix://, not {args.redis_url[:20]!r}"
+                )
+            self.redis_url = args.redis_url
+            self.store_label = f"redis ({_safe_url(args.redis_url)})"
+            return
+        self.embedded_redis = EmbeddedRedisPlan(args.data_dir)
+        where = "ephemeral" if args.data_dir is None else str(args.data_dir)
+        self.store_label = f"embedded redis ({where})"
+
     def build_app(self) -> tuple[QuartTrio, TrioStreams]:
         """The app to serve and its TrioStreams extension.
 
@@ -246,6 +330,16 @@ class ServePlan:
         if not isinstance(streams, TrioStreams):
             raise ServeConfigError("the app factory returned an app without a TrioStreams extension")
         return app, streams
+
+
+@dataclass
+class EmbeddedRedisPlan:
+    """The redis-server ``serve --workers`` starts for its workers."""
+
+    #: Append-only files there (``--data-dir``); None: ephemeral, no files.
+    data_dir: Path | None
+    #: Its ``maxmemory`` in bytes (half of ``--max-memory``; see ``_split_memory``).
+    maxmemory: int | None = None
 
 
 def _check_hub_flags(options: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -18,7 +19,7 @@ from ._sources import flags_from_sources
 from ._units import duration_arg, positive_duration_arg, size_arg
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from quart_trio import QuartTrio
 
@@ -40,6 +41,23 @@ examples:
   trio-streams serve --redis-url redis://localhost:6379/0 --bind 0.0.0.0:8000 \\
       --token alice:s3cret --token bob:hunter2
   trio-streams serve --app myapp:create_app       # your producers (see README)
+  trio-streams serve --workers auto               # every core: one worker per CPU
+
+workers: --workers N runs N worker processes (auto: one per CPU this process
+may use) on one listening socket, bound by a supervisor that passes it to
+each worker, and one store: --redis-url's Redis, or else an embedded
+redis-server the supervisor starts (with --data-dir: persistent there;
+without: ephemeral). A run started through one worker is followed, resumed
+and cancelled through any other (Redis carries it); every response says which
+worker answered (X-Trio-Streams-Worker). A worker that dies is replaced (its
+runs end dead once their lease expires, as for any dead instance), after a
+backoff that doubles from 0.5s to 30s; a worker that cannot start ends the
+server (status 1). SIGTERM drains every worker within --shutdown-grace.
+Memory: --max-memory is then the whole server's budget: the embedded Redis
+gets half of it as its maxmemory (noeviction: a full Redis refuses writes,
+runs fail loudly), each worker an equal share of the rest (budget / 2N);
+with --redis-url each worker gets budget / N. --store memory cannot be
+shared and is refused. --workers 1 (the default) is one process, no supervisor.
 
 shutdown: SIGTERM or SIGINT stops new runs, gives live runs --shutdown-grace to
 finish, cancels the rest (partial results saved), ends open event streams with
@@ -116,6 +134,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="IPS",
         help="proxies (comma-separated IP addresses, or *) whose X-Forwarded-For and X-Forwarded-Proto "
         "give the client's address and scheme; from any other peer they are ignored (default: none)",
+    )
+    net.add_argument(
+        "--workers",
+        type=workers_arg,
+        default=1,
+        metavar="N",
+        help="worker processes sharing the socket and the store (auto: one per CPU; default 1: "
+        "one process, no supervisor); see workers below",
     )
     store = parser.add_argument_group("store")
     store.add_argument(
@@ -335,6 +361,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def workers_arg(text: str) -> int:
+    """``--workers``: a positive count, or ``auto`` (the CPUs this process may run on)."""
+    if text.strip().lower() == "auto":
+        return cpu_count()
+    return _positive_int(text)
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on (its affinity mask), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def _token_arg(text: str) -> str:
     from ..web._token_sources import TokenSourceError, parse_token_spec, redact
 
@@ -385,6 +426,10 @@ def main_with_args(args: argparse.Namespace) -> int:
     configure_logging(args.log_level, args.log_format)
     try:
         plan = ServePlan.from_args(args)
+        if plan.workers > 1:
+            from ._workers import run_supervisor
+
+            return run_supervisor(plan, args)
         app, streams = plan.build_app()
     except ServeConfigError as exc:
         print(f"trio-streams serve: error: {exc}", file=sys.stderr)
@@ -395,24 +440,35 @@ def main_with_args(args: argparse.Namespace) -> int:
     return trio.run(serve_command, plan, app, streams)
 
 
-async def serve_command(plan: ServePlan, app: QuartTrio, streams: TrioStreams) -> int:
+def _print_urls(urls: list[str]) -> None:
+    for url in urls:
+        print(f"trio-streams serving on {url}", flush=True)
+
+
+async def serve_command(
+    plan: ServePlan,
+    app: QuartTrio,
+    streams: TrioStreams,
+    *,
+    announce: Callable[[list[str]], None] = _print_urls,
+    watch: Callable[[trio.Event], Awaitable[None]] | None = None,
+) -> int:
     """Serve until SIGTERM/SIGINT, then shut down gracefully; return the exit status.
 
     The address is listened on before the app starts: one in use is a
     one-line error (status 1) before any store opens. Shutdown: see
     :mod:`._hypercorn`; connections are closed, or given up on (the process
     exits without them), at most ``EXIT_BUDGET`` after the drain, whatever
-    the clients do.
+    the clients do. ``announce`` gets the URLs once serving (printed by
+    default); ``watch``, if given, runs beside the signal watcher and may set
+    the shutdown event too (a worker watches its supervisor).
     """
     shutdown = trio.Event()
     status = 0
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch_signals, shutdown, plan.options["shutdown_grace"])
-
-        def announce(urls: list[str]) -> None:
-            for url in urls:
-                print(f"trio-streams serving on {url}", flush=True)
-
+        if watch is not None:
+            nursery.start_soon(watch, shutdown)
         try:
             await _serve(plan, app, streams, shutdown=shutdown, on_stuck=exit_stuck, on_started=announce)
         except ServeStartupError as exc:

