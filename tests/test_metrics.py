@@ -14,6 +14,7 @@ import prometheus_client
 import pytest
 import trio
 
+from trio_streams.log._events import Event
 from trio_streams.log.redis import RedisStore
 from trio_streams.web import create_app
 
@@ -184,3 +185,37 @@ async def test_both_stores_give_the_same_names(redis_url: str, prefix: str):
     for text in texts.values():
         assert value(text, "trio_streams_durable_append_duration_seconds_count") == 1
         assert value(text, "trio_streams_durable_pending_appends") == 0
+
+
+@pytest.mark.redis
+async def test_the_redis_writer_reports_each_flushs_oldest_event(redis_url: str, prefix: str):
+    seen: list[float] = []
+    with trio.fail_after(DEADLINE):
+        store = RedisStore(redis_url, prefix=prefix)
+        async with trio.open_nursery() as nursery:
+            await store.start(nursery)
+            store.observe_persisted(seen.append)
+            writer = store._writer
+            # Pushed without a checkpoint between them: one flush, its oldest event first.
+            for seq, timestamp in ((1, 10.0), (2, 11.0), (3, 12.0)):
+                store.append_nowait("r1", Event.create(seq, "token", seq, timestamp))
+            await writer.wait_durable(writer.ticket())
+            assert seen == [10.0]
+            store.append_nowait("r1", Event.create(4, "token", 4, 20.0))
+            await writer.wait_durable(writer.ticket())
+            assert seen == [10.0, 20.0]
+            await store.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def test_persist_lag_is_the_wall_clocks_distance_to_the_oldest_event():
+    clock = [100.0]
+    metrics = create_app().extensions["trio_streams"].metrics
+    persisted = metrics.persist_observer(lambda: clock[0])
+    persisted(97.5)
+    clock[0] = 99.0  # an instance whose clock is behind the publisher's: never a negative lag
+    persisted(99.5)
+    text = metrics.exposition().decode()
+    assert value(text, "trio_streams_store_persist_lag_seconds_count") == 2
+    assert value(text, "trio_streams_store_persist_lag_seconds_sum") == 2.5
+    assert value(text, "trio_streams_store_persist_lag_seconds_bucket", le="0.001") == 1

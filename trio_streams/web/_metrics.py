@@ -20,6 +20,11 @@ values and never clash over a name. It holds:
   stream that carries events published after the stream began, how long
   after its oldest such event was published the write completed (the
   hub's wall clock on both ends; replayed history is not a lag);
+- ``trio_streams_store_persist_lag_seconds``: runs' events, from their
+  publication to the run store acknowledging the write that holds them, one
+  observation per write (its oldest event's; the hub's wall clock). A
+  Redis store's flushes; the memory store holds an event when it is
+  published, so it has none (the family is there, empty);
 - the process's own metrics (``process_*``, ``python_info``, ``python_gc_*``).
 """
 
@@ -36,6 +41,8 @@ from prometheus_client.process_collector import ProcessCollector
 from ._metrics_stats import PREFIX, StatsCollector
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from quart import Response
     from quart_trio import QuartTrio
 
@@ -87,6 +94,12 @@ class Metrics:
             buckets=LAG_BUCKETS,
             registry=self.registry,
         )
+        self._persist = Histogram(
+            PREFIX + "store_persist_lag_seconds",
+            "Runs events: publication to the store acknowledging the write that holds them.",
+            buckets=LAG_BUCKETS,
+            registry=self.registry,
+        )
         # labels() costs a lock and a tuple's worth of work; a dict hit is cheaper.
         self._children: dict[tuple[str, str, int], Histogram] = {}
         if process:
@@ -111,6 +124,15 @@ class Metrics:
     def observe_delivery_lag(self, seconds: float) -> None:
         """One event stream write's lag (its oldest live event's; see the module docstring)."""
         self._lag.observe(max(seconds, 0.0))  # wall clocks of two instances may disagree
+
+    def persist_observer(self, wall_clock: Callable[[], float]) -> Callable[[float], None]:
+        """What ``Store.observe_persisted`` calls: the lag of a write whose oldest event has ``timestamp``."""
+        observe = self._persist.observe
+
+        def persisted(timestamp: float) -> None:
+            observe(max(wall_clock() - timestamp, 0.0))
+
+        return persisted
 
     def exposition(self) -> bytes:
         """This registry in the Prometheus text format, every value exact."""
