@@ -19,6 +19,7 @@ import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from trio_streams.web._metrics_workers import (
+    SCRAPE_TIMEOUT,
     WorkerMetrics,
     merge_expositions,
     read_worker,
@@ -187,3 +188,18 @@ async def test_a_scrape_of_either_worker_shows_both(worker_process):
         assert value(text, "trio_streams_runs_started_total", worker="0") == 3
         assert 'worker="1"' not in text
         assert value(text, "trio_streams_metrics_workers", state="unreachable", worker="0") == 1
+
+
+async def test_a_worker_that_never_answers_is_skipped_after_the_timeout(tmp_path: Path, autojump_clock):
+    # Listening but never accepting (a worker stuck in a long computation): the
+    # connect succeeds into the backlog, the read waits, and the clock jumps.
+    stuck = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stuck.bind(os.fspath(tmp_path / "metrics-1.sock"))
+    stuck.listen()
+    try:
+        text = (await scrape_workers(WorkerMetrics("0", tmp_path), exposition(3, []))).decode()
+    finally:
+        stuck.close()
+    assert trio.current_time() == SCRAPE_TIMEOUT
+    assert value(text, "trio_streams_metrics_workers", state="unreachable", worker="0") == 1
+    assert value(text, "trio_streams_runs_started_total", worker="0") == 3

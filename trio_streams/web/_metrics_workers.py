@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import socket as stdlib_socket
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ from ._metrics_stats import PREFIX
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping
+
+logger = logging.getLogger("trio_streams.web")
 
 WORKER_ID_ENV = "TRIO_STREAMS_WORKER_ID"
 WORKERS_DIR_ENV = "TRIO_STREAMS_WORKERS_DIR"
@@ -134,18 +137,25 @@ async def read_worker(path: Path) -> bytes | None:
         try:
             stream = await trio.open_unix_socket(os.fspath(path))
         except OSError as exc:
-            if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT, errno.EAGAIN):
-                raise
-            return None  # a worker that died (or is not listening yet)
+            # Refused: a worker that died (or is not listening yet); any other
+            # error is this worker's to skip too, never the whole scrape's.
+            if exc.errno != errno.ECONNREFUSED:
+                logger.warning("metrics: cannot reach %s: %s", path.name, exc)
+            return None
         async with stream:
             chunks: list[bytes] = []
             size = 0
-            while chunk := await stream.receive_some(65536):
-                size += len(chunk)
-                if size > MAX_EXPOSITION:
-                    return None
-                chunks.append(chunk)
+            try:
+                while chunk := await stream.receive_some(65536):
+                    size += len(chunk)
+                    if size > MAX_EXPOSITION:
+                        logger.warning("metrics: %s sent more than %d bytes", path.name, MAX_EXPOSITION)
+                        return None
+                    chunks.append(chunk)
+            except trio.BrokenResourceError:
+                return None  # it died while answering
             return b"".join(chunks)
+    logger.warning("metrics: %s did not answer within %gs", path.name, SCRAPE_TIMEOUT)
     return None
 
 
