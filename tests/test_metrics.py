@@ -13,6 +13,7 @@ import httpx
 import prometheus_client
 import pytest
 import trio
+from quart import request
 
 from trio_streams.log._events import Event
 from trio_streams.log.redis import RedisStore
@@ -219,3 +220,36 @@ async def test_persist_lag_is_the_wall_clocks_distance_to_the_oldest_event():
     assert value(text, "trio_streams_store_persist_lag_seconds_count") == 2
     assert value(text, "trio_streams_store_persist_lag_seconds_sum") == 2.5
     assert value(text, "trio_streams_store_persist_lag_seconds_bucket", le="0.001") == 1
+
+
+async def test_a_request_that_fails_past_every_handler_is_timed_as_a_500(autojump_clock):
+    app = create_app()
+
+    @app.get("/boom")
+    async def boom() -> str:
+        await trio.sleep(0.5)
+        raise RuntimeError("a bug in the app's own route")
+
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        assert (await client.get("/boom")).status_code == 500
+        text = (await raw(await client.get("/metrics"))).decode()
+    assert value(text, DURATION + "_count", route="/boom", method="GET", status="500") == 1
+    assert value(text, DURATION + "_sum", route="/boom", method="GET", status="500") == 0.5
+
+
+async def test_a_request_whose_after_request_hook_fails_is_timed_as_a_500(autojump_clock):
+    app = create_app()
+
+    @app.after_request
+    async def broken(response):  # type: ignore[no-untyped-def]
+        # Runs before the extension's own hook (Quart runs them last-registered first).
+        if request.path == "/v1/runs":
+            raise RuntimeError("a bug in the app's own hook")
+        return response
+
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        assert (await client.get("/v1/runs")).status_code == 500
+        text = (await raw(await client.get("/metrics"))).decode()
+    assert value(text, DURATION + "_count", route="/v1/runs", method="GET", status="500") == 1
