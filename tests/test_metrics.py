@@ -15,8 +15,9 @@ import pytest
 import trio
 from quart import request
 
-from trio_streams.log._events import Event
+from trio_streams.log._events import Event, Gap, Heartbeat
 from trio_streams.log.redis import RedisStore
+from trio_streams.protocol._runs_sse import _oldest_live
 from trio_streams.web import create_app
 
 from .metrics_support import families, label_sets, value
@@ -253,3 +254,14 @@ async def test_a_request_whose_after_request_hook_fails_is_timed_as_a_500(autoju
         assert (await client.get("/v1/runs")).status_code == 500
         text = (await raw(await client.get("/metrics"))).decode()
     assert value(text, DURATION + "_count", route="/v1/runs", method="GET", status="500") == 1
+
+
+def test_a_writes_lag_is_its_oldest_live_events():
+    def event(seq: int, timestamp: float) -> Event:
+        return Event.create(seq, "token", seq, timestamp)
+
+    since = 4.0
+    assert _oldest_live([event(1, 1.0), event(2, 5.0), event(3, 6.0)], since) == 5.0  # history, then live
+    assert _oldest_live([event(1, 4.0), Heartbeat(9.0)], since) == 4.0
+    assert _oldest_live([event(1, 1.0), event(2, 2.0)], since) is None
+    assert _oldest_live([Gap(3, 4), event(4, 1.0), Heartbeat(9.0)], since) is None

@@ -88,6 +88,11 @@ async def _frames(api: RunsApi, hub: Hub, run_id: str, after: int) -> AsyncItera
 
 def _oldest_live(items: Sequence[Item], since: float) -> float | None:
     """The earliest timestamp among ``items``' events published at or after ``since``."""
+    last = items[-1]
+    if last.__class__ is Event and last.timestamp < since:
+        # A run's timestamps do not decrease: a backlog of history is skipped
+        # without a look at each of its (up to 1024) events.
+        return None
     for item in items:  # in seq order: the first live one is the oldest
         if item.__class__ is Event and item.timestamp >= since:
             return item.timestamp
