@@ -77,8 +77,8 @@ async def test_create_append_read_head_delete(stores: dict[str, Any]):
             assert head.headers["cache-control"] == "no-store"
             if not stores:  # the memory store counts what it holds
                 metrics = (await client.get("/metrics")).text
-                assert "trio_streams_durable_streams 1\n" in metrics
-                assert "trio_streams_durable_stream_bytes 11\n" in metrics
+                assert "trio_streams_durable_streams 1.0\n" in metrics
+                assert "trio_streams_durable_stream_bytes 11.0\n" in metrics
             assert (await client.delete(url)).status_code == 204
             assert (await client.get(url)).status_code == 404
 
@@ -166,7 +166,7 @@ async def test_long_poll_waits_for_data_and_times_out(stores: dict[str, Any]):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(poll)
                 await server.streams.durable_live_reads.wait_value(1)
-                assert "trio_streams_durable_live_reads 1\n" in (await client.get("/metrics")).text
+                assert "trio_streams_durable_live_reads 1.0\n" in (await client.get("/metrics")).text
                 await client.post(url, content=b"news", headers={"Content-Type": "text/plain"})
             assert (got[0].status_code, got[0].text) == (200, "news")
             # Closed at the tail: no wait at all.

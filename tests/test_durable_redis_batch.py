@@ -484,7 +484,7 @@ async def test_the_group_commit_counts_are_metrics(redis_url: str, prefix: str) 
             for _ in range(3):
                 assert (await client.post("/v1/stream/m", content=b"x", headers=headers)).status_code == 204
             metrics = (await client.get("/metrics")).text
-            assert "trio_streams_durable_commits_total 3\n" in metrics
-            assert "trio_streams_durable_appends_total 3\n" in metrics
-            assert "trio_streams_durable_pending_appends 0\n" in metrics
-            assert "trio_streams_durable_append_refusals_total 0\n" in metrics
+            assert "trio_streams_durable_commits_total 3.0\n" in metrics
+            assert "trio_streams_durable_appends_total 3.0\n" in metrics
+            assert "trio_streams_durable_pending_appends 0.0\n" in metrics
+            assert "trio_streams_durable_append_refusals_total 0.0\n" in metrics

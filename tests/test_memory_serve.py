@@ -188,7 +188,7 @@ async def _followed(url: str, pid: int, tokens: int, size: int) -> int:
         else:
             assert kind == "error", outcome.terminal
             assert data["error"]["code"] in {"memory_budget", "store_overflow"}, data
-    assert "trio_streams_memory_limit_bytes 1.34218e+08" in stats
+    assert "trio_streams_memory_limit_bytes 1.34217728e+08\n" in stats
     return idle
 
 

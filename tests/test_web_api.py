@@ -324,11 +324,11 @@ async def test_health_metrics_and_openapi(autojump_clock):
         await api.events(run_id)
         await api.client.get("/v1/runs/missing")
         text = (await raw(await api.client.get("/metrics"))).decode()
-        assert "trio_streams_runs_started_total 1\n" in text
-        assert 'trio_streams_runs_ended_total{status="done"} 1\n' in text
-        assert "trio_streams_events_published_total 4\n" in text
-        assert 'trio_streams_http_errors_total{code="run_not_found"} 1\n' in text
-        assert "trio_streams_up 1\n" in text
+        assert "trio_streams_runs_started_total 1.0\n" in text
+        assert 'trio_streams_runs_ended_total{status="done"} 1.0\n' in text
+        assert "trio_streams_events_published_total 4.0\n" in text
+        assert 'trio_streams_http_errors_total{code="run_not_found"} 1.0\n' in text
+        assert "trio_streams_up 1.0\n" in text
         spec = await (await api.client.get("/openapi.json")).get_json()
         assert spec["openapi"].startswith("3.")
         assert set(spec["paths"]) >= {"/v1/runs", "/v1/runs/{run_id}", "/v1/runs/{run_id}/events"}

@@ -167,6 +167,14 @@ class Store(abc.ABC):
     def statistics(self) -> StoreStatistics:
         """A snapshot of the store's size and writer state."""
 
+    def observe_persisted(self, observer: Callable[[float], None] | None) -> None:
+        """Call ``observer`` with the oldest event's timestamp of each write the store acknowledges.
+
+        For ``/metrics``' persist lag. The default does nothing: a store that
+        holds an event when ``append_nowait`` returns has no lag to report.
+        """
+        return
+
     def durable_storage(self) -> RedisConnection | None:
         """Where Durable Streams can live beside this store's runs: the same
         storage, connection, key prefix and health, for

@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import trio
+
 from ..durable import _headers as parse
 from ..durable._errors import DurableStreamError, bad_request
 from ..durable._producers import parse_claim
@@ -59,6 +61,9 @@ class DurableService:
         access: ``"shared"`` or ``"owner"`` (names per caller: ``authorize``
             returns the owner).
         runs: serves ``runs/<run_id>``; ``None``: those are ordinary names.
+        observe_append: called with each acknowledged append's duration
+            (seconds on the trio clock, from handing it to the store to
+            the store's answer); ``None``: not measured.
     """
 
     store: DurableBackend
@@ -67,6 +72,7 @@ class DurableService:
     authorize: Callable[[str | None], object] | None = None
     access: DurableAccess = "shared"
     runs: RunStreams | None = None
+    observe_append: Callable[[float], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,11 +190,14 @@ async def handle_append(request: Request, target: StreamTarget) -> Response:
     body = await read_body(request, target.service.max_body, DurableStreamError)
     # An empty (close-only) request is never refused for its Content-Type.
     content_type = parse.media_type(headers.get("Content-Type")) if body else None
+    started = trio.current_time()
     outcome = await target.service.store.append(
         target.name,
         AppendRequest(body, content_type, close, claim, headers.get("Stream-Seq")),
         owner=target.owner,
     )
+    if target.service.observe_append is not None:
+        target.service.observe_append(trio.current_time() - started)
     response_headers = {"Stream-Next-Offset": str(outcome.next_offset)}
     if outcome.closed:
         response_headers["Stream-Closed"] = "true"

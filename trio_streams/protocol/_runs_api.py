@@ -82,7 +82,12 @@ class IdempotencyStore(Protocol):
 
 
 class RunsApi(Protocol):
-    """The application the runs API's handlers serve (see the module docstring)."""
+    """The application the runs API's handlers serve (see the module docstring).
+
+    Optional (looked up, not required): ``observe_delivery_lag(seconds)``,
+    called by the event stream after each write that carries live events
+    (``TrioStreams`` gives its ``sse_delivery_lag_seconds`` histogram).
+    """
 
     #: Event streams being served now (a gauge the SSE handler keeps).
     sse_streams_open: int

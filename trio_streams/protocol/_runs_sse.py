@@ -8,13 +8,15 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._errors import RunNotFound
+from ..log._events import Event
 from ..runs._hub import RunNotLive
 from ._messages import StreamingResponse
 from ._sse import SharedBatches, retry_frame
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Sequence
 
+    from ..log._events import Item
     from ..runs._hub import Hub
     from ._runs_api import RunsApi
 
@@ -51,6 +53,9 @@ def event_stream(api: RunsApi, hub: Hub, run_id: str, after: int) -> StreamingRe
 async def _frames(api: RunsApi, hub: Hub, run_id: str, after: int) -> AsyncIterator[bytes]:
     api.sse_streams_open += 1
     api.counters["sse_streams"] += 1
+    # The delivery lag of events published from now on (replayed history is not a lag).
+    observe_lag = getattr(api, "observe_delivery_lag", None)
+    since = hub.wall_clock()
     try:
         # The retry hint goes out first, which also sends the headers now.
         yield retry_frame(api.retry_ms)
@@ -62,6 +67,11 @@ async def _frames(api: RunsApi, hub: Hub, run_id: str, after: int) -> AsyncItera
                     except trio.EndOfChannel:
                         return
                     yield SHARED_BATCHES.encode(items)
+                    if observe_lag is not None:
+                        # Written (the server took the frame): one observation, its oldest live event's.
+                        oldest = _oldest_live(items, since)
+                        if oldest is not None:
+                            observe_lag(hub.wall_clock() - oldest)
         except (RunNotFound, RunNotLive, ValueError) as exc:
             # Checked before the response started; only a race (evicted or
             # moved in between) lands here. Say so rather than end silently.
@@ -74,3 +84,16 @@ async def _frames(api: RunsApi, hub: Hub, run_id: str, after: int) -> AsyncItera
             yield UNAVAILABLE_FRAME
     finally:
         api.sse_streams_open -= 1
+
+
+def _oldest_live(items: Sequence[Item], since: float) -> float | None:
+    """The earliest timestamp among ``items``' events published at or after ``since``."""
+    last = items[-1]
+    if last.__class__ is Event and last.timestamp < since:
+        # A run's timestamps do not decrease: a backlog of history is skipped
+        # without a look at each of its (up to 1024) events.
+        return None
+    for item in items:  # in seq order: the first live one is the oldest
+        if item.__class__ is Event and item.timestamp >= since:
+            return item.timestamp
+    return None

@@ -444,6 +444,10 @@ class Hub:
             subscription.close()
             detach(self._state, run)
 
+    def wall_clock(self) -> float:
+        """Now, on the clock events are timestamped with (``open_hub(wall_clock=)``)."""
+        return self._wall_clock()
+
     def statistics(self) -> HubStatistics:
         """Counts of runs, subscribers and retained events now."""
         states: Counter[RunStatus] = Counter()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from trio import current_time
 from werkzeug.exceptions import InternalServerError, RequestEntityTooLarge, RequestTimeout
 
 from ..durable._errors import DurableStreamError
@@ -82,6 +83,10 @@ class FastPaths:
         self._prefix = self.routes.url_prefix
         self._stream_prefix = f"{self._prefix}/stream/"
         self._runs = f"{self._prefix}/runs"
+        # The route labels of the request-duration histogram: Quart's rules for these routes.
+        self._durable_rule = f"{self._prefix}/stream/<path:stream_name>"
+        self._events_rule = f"{self._runs}/<run_id>/events"
+        self._metrics = self.routes.runs.metrics
         config = app.config
         self._limits: dict[str, Any] = {
             "max_content_length": config["MAX_CONTENT_LENGTH"],
@@ -105,17 +110,20 @@ class FastPaths:
                     name = path[len(self._stream_prefix) :]
                     if name:
                         params = {"stream_name": name}
-                        await self._serve(scope, receive, send, params, self._durable, self._refuse_durable)
+                        handle, refuse = self._durable, self._refuse_durable
+                        await self._serve(scope, receive, send, params, handle, refuse, self._durable_rule)
                         return
                 elif path == self._runs:
                     if method == "POST":
-                        await self._serve(scope, receive, send, {}, self._start_run, self._refuse_runs)
+                        handle, refuse = self._start_run, self._refuse_runs
+                        await self._serve(scope, receive, send, {}, handle, refuse, self._runs)
                         return
                 elif path.startswith(self._runs) and path.endswith("/events") and method == "GET":
                     run_id = path[len(self._runs) + 1 : -len("/events")]
                     if path[len(self._runs)] == "/" and run_id and "/" not in run_id:
                         params = {"run_id": run_id}
-                        await self._serve(scope, receive, send, params, self._run_events, self._refuse_runs)
+                        handle, refuse = self._run_events, self._refuse_runs
+                        await self._serve(scope, receive, send, params, handle, refuse, self._events_rule)
                         return
         await self.app(scope, receive, send)
 
@@ -127,15 +135,20 @@ class FastPaths:
         params: dict[str, str],
         handle: Callable[[Request], Awaitable[Response | StreamingResponse]],
         refuse: Callable[[Exception, HTTPScope], Response],
+        route: str,
     ) -> None:
         exchange = Exchange(receive, send, **self._limits)
 
         async def respond(exchange: Exchange) -> Response | StreamingResponse:
+            # Timed as under Quart (web/_metrics.py): until the response is ready.
+            started = current_time()
             request = parsed_request(scope, params, exchange)
             try:
-                return await handle(request)
+                response = await handle(request)
             except Exception as exc:
-                return refuse(exc, scope)
+                response = refuse(exc, scope)
+            self._metrics.observe_request(route, scope["method"], response.status, current_time() - started)
+            return response
 
         # Only reads wait (long-polls, event streams): only they need a disconnect watcher.
         await exchange.run(respond, watch=scope["method"] == "GET")

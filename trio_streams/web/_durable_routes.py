@@ -89,8 +89,12 @@ def durable_service(
     access: DurableAccess = "shared",
     max_body: int = 16 * 1024 * 1024,
     live_reads: AsyncValue[int] | None = None,
+    observe_append: Callable[[float], None] | None = None,
 ) -> DurableService:
     """What the protocol's handlers serve (the arguments of :func:`durable_streams_blueprint`).
+
+    ``observe_append`` is called with each acknowledged append's duration
+    in seconds (the extension's ``durable_append_duration_seconds``).
 
     Raises:
         ValueError: as :func:`durable_streams_blueprint`.
@@ -107,7 +111,7 @@ def durable_service(
         private=authorize is not None,
         waiting=AsyncValue(0) if live_reads is None else live_reads,
     )
-    return DurableService(as_backend(store), settings, max_body, authorize, access, runs)
+    return DurableService(as_backend(store), settings, max_body, authorize, access, runs, observe_append)
 
 
 def service_blueprint(service: DurableService, *, name: str = "durable_streams") -> Blueprint:

@@ -27,6 +27,8 @@ from ._demo import DemoInput, demo_input_schema, demo_limits, demo_producer, dem
 from ._errors import ApiError, error_response
 from ._http_body import consume_body
 from ._idempotency import IdempotencyKeys
+from ._metrics import Metrics, time_requests
+from ._metrics_workers import WorkerMetrics, serve_worker_metrics
 from ._producers import RegisteredProducer, input_validator, one_argument_form
 
 if TYPE_CHECKING:
@@ -193,6 +195,12 @@ class TrioStreams:
         #: Counters for /metrics: HTTP errors by code, SSE streams served.
         self.counters: Counter[str] = Counter()
         self.sse_streams_open = 0
+        #: The Prometheus metrics (its own registry: ``metrics.registry``).
+        self.metrics = Metrics(self)
+        #: The runs event streams' lag observer (``RunsApi``'s optional member).
+        self.observe_delivery_lag = self.metrics.observe_delivery_lag
+        #: Under ``serve --workers N``: this worker's place (read from the environment at startup).
+        self.workers: WorkerMetrics | None = None
         self._hub: Hub | None = None
         self._stop = trio.Event()
         self._stopped = trio.Event()
@@ -331,6 +339,7 @@ class TrioStreams:
 
         app.register_blueprint(make_blueprint(self), url_prefix=self.url_prefix)
         app.register_blueprint(make_ops_blueprint(self))
+        time_requests(app, self.metrics)
         if self.durable_store is not None:
             app.register_blueprint(self._durable_blueprint(), url_prefix=f"{self.url_prefix}/stream")
         self._mounted = True
@@ -366,6 +375,7 @@ class TrioStreams:
             access=self.durable_access,
             max_body=self.durable_max_body,
             live_reads=self.durable_live_reads,
+            observe_append=self.metrics.observe_append,
         )
         self._durable_service = service
         blueprint = service_blueprint(service)
@@ -456,6 +466,9 @@ class TrioStreams:
         self._abrupt = False
         async with trio.open_nursery() as guard:
             guard.start_soon(self._stop_when_cancelled)
+            self.workers = WorkerMetrics.from_environment()
+            if self.workers is not None:  # one /metrics across workers (web/_metrics_workers.py)
+                await guard.start(serve_worker_metrics, self.workers, self.metrics.exposition)
             try:
                 with trio.CancelScope(shield=True) as hub_scope:
                     async with AsyncExitStack() as stack:
@@ -464,6 +477,7 @@ class TrioStreams:
                             # Durable Streams in memory share the hub's budget.
                             self.durable_store.use_memory_budget(hub.budget)
                         await self._connect_durable(stack, hub.store)
+                        hub.store.observe_persisted(self.metrics.persist_observer(hub.wall_clock))
                         task_status.started(hub)
                         await self._stop.wait()
                         hub_scope.deadline = trio.current_time() + self._drain_budget()

@@ -1,4 +1,8 @@
-"""Operations endpoints: ``/healthz``, ``/metrics`` (Prometheus text), ``/openapi.json``."""
+"""Operations endpoints: ``/healthz``, ``/metrics`` (Prometheus text), ``/openapi.json``.
+
+``/metrics`` is the extension's own registry (:mod:`._metrics`); under
+``serve --workers N`` it is every worker's, merged (:mod:`._metrics_workers`).
+"""
 
 from __future__ import annotations
 
@@ -8,29 +12,22 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 from quart import Blueprint, Response
 
-from ..durable import DurableStreamStore, RedisDurableStore
 from ._errors import ApiError, error_response
+from ._metrics import CONTENT_TYPE
+from ._metrics_stats import StatsSource
+from ._metrics_workers import scrape_workers
 from ._openapi import DocumentedProducer, openapi_document
 from ._routes import json_response
 
 if TYPE_CHECKING:
-    from collections import Counter
-    from collections.abc import Callable, Mapping
+    from collections.abc import Mapping
 
-    from trio_util import AsyncValue
-
-    from ..durable import GroupCommitStatistics
-    from ..runs._hub import Hub
+    from ._metrics import Metrics
+    from ._metrics_workers import WorkerMetrics
 
 
-class OpsSource(Protocol):
+class OpsSource(StatsSource, Protocol):
     """What the operations endpoints read (``TrioStreams`` provides it)."""
-
-    @property
-    def running(self) -> bool: ...
-
-    @property
-    def hub(self) -> Hub: ...
 
     @property
     def url_prefix(self) -> str: ...
@@ -39,16 +36,12 @@ class OpsSource(Protocol):
     def producers(self) -> Mapping[str, DocumentedProducer]: ...
 
     @property
-    def durable_store(self) -> DurableStreamStore | RedisDurableStore | None: ...
+    def metrics(self) -> Metrics: ...
 
     @property
-    def durable_live_reads(self) -> AsyncValue[int]: ...
-
-    @property
-    def sse_streams_open(self) -> int: ...
-
-    @property
-    def counters(self) -> Counter[str]: ...
+    def workers(self) -> WorkerMetrics | None:
+        """This worker's place among ``serve --workers`` (``None``: a single process)."""
+        ...
 
 
 logger = logging.getLogger("trio_streams.web")
@@ -84,8 +77,12 @@ def make_ops_blueprint(streams: OpsSource) -> Blueprint:
 
     @blueprint.get("/metrics")
     async def metrics() -> Response:
-        await trio.lowlevel.checkpoint()
-        return Response(render_metrics(streams), content_type="text/plain; version=0.0.4; charset=utf-8")
+        local = streams.metrics.exposition()
+        workers = streams.workers
+        if workers is None:
+            await trio.lowlevel.checkpoint()
+            return Response(local, content_type=CONTENT_TYPE)
+        return Response(await scrape_workers(workers, local), content_type=CONTENT_TYPE)
 
     @blueprint.get("/openapi.json")
     async def openapi() -> Response:
@@ -95,142 +92,3 @@ def make_ops_blueprint(streams: OpsSource) -> Blueprint:
         )
 
     return blueprint
-
-
-def _redis_durable_metrics(
-    metric: Callable[[str, str, str, list[tuple[str, float]]], None], group: GroupCommitStatistics
-) -> None:
-    """The Durable Streams Redis store's group commit: what waits, and what went."""
-    metric(
-        "durable_pending_appends",
-        "gauge",
-        "Durable Streams appends waiting for Redis.",
-        [("", group.pending)],
-    )
-    metric(
-        "durable_pending_bytes",
-        "gauge",
-        "Body bytes of the appends waiting for Redis.",
-        [("", group.pending_bytes)],
-    )
-    metric(
-        "durable_commits_total", "counter", "Group commits of Durable Streams appends.", [("", group.batches)]
-    )
-    metric("durable_appends_total", "counter", "Appends in those commits.", [("", group.appends)])
-    metric(
-        "durable_append_refusals_total",
-        "counter",
-        "Appends refused (503) because the pending bound was reached.",
-        [("", group.refused)],
-    )
-
-
-def render_metrics(streams: OpsSource) -> str:
-    """The Prometheus text exposition of the hub's and the API's counters."""
-    lines: list[str] = []
-
-    def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
-        lines.append(f"# HELP trio_streams_{name} {help_text}")
-        lines.append(f"# TYPE trio_streams_{name} {kind}")
-        for labels, value in samples:
-            lines.append(f"trio_streams_{name}{labels} {value:g}")
-
-    if streams.running:
-        stats = streams.hub.statistics()
-        metric(
-            "runs",
-            "gauge",
-            "Runs held in memory, by state.",
-            [
-                ('{state="queued"}', stats.runs_queued),
-                ('{state="running"}', stats.runs_running),
-                ('{state="finished"}', stats.runs_finished),
-            ],
-        )
-        metric("subscribers", "gauge", "Open subscriptions.", [("", stats.subscribers)])
-        metric("runs_started_total", "counter", "Runs started.", [("", stats.runs_started)])
-        metric(
-            "runs_ended_total",
-            "counter",
-            "Runs ended, by terminal status.",
-            [(f'{{status="{status}"}}', count) for status, count in sorted(stats.runs_by_status.items())],
-        )
-        metric(
-            "events_published_total",
-            "counter",
-            "Events published (rate() gives events/s).",
-            [("", stats.events_published)],
-        )
-        metric("log_bytes", "gauge", "Bytes held in replay logs.", [("", stats.log_bytes)])
-        metric(
-            "store_pending_events",
-            "gauge",
-            "Events accepted but not yet durable in the store (flush lag).",
-            [("", stats.store.pending_events)],
-        )
-        metric(
-            "store_flush_errors_total", "counter", "Failed store writes.", [("", stats.store.flush_errors)]
-        )
-        memory = stats.memory
-        metric("memory_limit_bytes", "gauge", "The memory budget (max_memory).", [("", memory.limit)])
-        metric(
-            "memory_used_bytes",
-            "gauge",
-            "Bytes counted in the memory budget, by part (each event once).",
-            [('{part="runs"}', memory.runs), ('{part="durable"}', memory.durable)],
-        )
-        metric(
-            "memory_pending_bytes",
-            "gauge",
-            "Bytes not yet durable (part of the runs' bytes), of memory_pending_limit_bytes.",
-            [("", memory.pending)],
-        )
-        metric(
-            "memory_pending_limit_bytes",
-            "gauge",
-            "The not-yet-durable sub-budget (max_pending_bytes).",
-            [("", memory.pending_limit)],
-        )
-        metric(
-            "memory_evictions_total",
-            "counter",
-            "Finished runs evicted or dropped to give memory back.",
-            [("", memory.evicted)],
-        )
-        metric(
-            "memory_refusals_total",
-            "counter",
-            "Runs, events and appends refused because the memory budget was full.",
-            [("", memory.refused)],
-        )
-    if isinstance(streams.durable_store, DurableStreamStore):  # Redis keeps its own counts
-        durable = streams.durable_store.statistics()
-        metric(
-            "durable_streams",
-            "gauge",
-            "Durable Streams held (soft-deleted ones too).",
-            [("", durable.streams)],
-        )
-        metric("durable_stream_bytes", "gauge", "Bytes of Durable Streams data held.", [("", durable.bytes)])
-    if isinstance(streams.durable_store, RedisDurableStore):
-        _redis_durable_metrics(metric, streams.durable_store.group_commit.statistics())
-    if streams.durable_store is not None:
-        metric(
-            "durable_live_reads",
-            "gauge",
-            "Durable Streams long-polls and SSE responses waiting for data.",
-            [("", streams.durable_live_reads.value)],
-        )
-    metric("up", "gauge", "1 while the hub is serving.", [("", 1 if streams.running else 0)])
-    metric("sse_streams_open", "gauge", "Event streams being served now.", [("", streams.sse_streams_open)])
-    metric(
-        "http_errors_total",
-        "counter",
-        "API error responses, by code.",
-        [
-            (f'{{code="{name.removeprefix("error:")}"}}', count)
-            for name, count in sorted(streams.counters.items())
-            if name.startswith("error:")
-        ],
-    )
-    return "\n".join(lines) + "\n"

@@ -249,6 +249,10 @@ class RedisStore(SharedStore):
             raise trio.ClosedResourceError("the RedisStore is not started, or closed")
         return self.connection.client()
 
+    def observe_persisted(self, observer: Callable[[float], None] | None) -> None:
+        """Each acknowledged flush's oldest event timestamp, to ``observer`` (see ``Store``)."""
+        self._writer.persisted = observer
+
     def durable_storage(self) -> RedisConnection | None:
         """This store's connection, for Durable Streams beside the runs
         (``RedisDurableStore.attach``), on a single Redis or a Cluster."""

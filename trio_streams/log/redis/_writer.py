@@ -140,6 +140,8 @@ class _Frozen:
     durable: dict[str, int]
     #: Runs whose final metadata is in the flush.
     finals: list[str]
+    #: The timestamp of the flush's first (oldest) event; ``None``: no event in it.
+    oldest: float | None
 
 
 #: What the writer queues: an event of a run, or a metadata write.
@@ -195,6 +197,8 @@ class RedisWriter:
         self._keys = keys
         self._instance = instance
         self._ttls = ttls
+        #: Called with each acknowledged flush's oldest event timestamp (``Store.observe_persisted``).
+        self.persisted: Callable[[float], None] | None = None
         #: The not-yet-durable data and its bound.
         self.pending = Pending(max_bytes=max_pending_bytes, max_items=max_buffered_events)
         self._max_entry = max_entry_events
@@ -320,6 +324,8 @@ class RedisWriter:
         self.events_written += frozen.events
         self.flushes += 1
         self._flushed.unpark_all()
+        if self.persisted is not None and frozen.oldest is not None:
+            self.persisted(frozen.oldest)
 
     def _freeze(self) -> _Frozen:
         """Take the head of the queue (up to ``_FLUSH_MAX_BYTES``) as the next flush."""
@@ -332,6 +338,7 @@ class RedisWriter:
         durable: dict[str, int] = {}
         finals: list[str] = []
         events = metas = nbytes = 0
+        oldest: float | None = None
 
         def close(run_id: str) -> None:
             entry = open_batches.pop(run_id, None)
@@ -348,6 +355,8 @@ class RedisWriter:
                     finals.append(item.run_id)
                 continue
             run_id, event = item
+            if oldest is None:
+                oldest = event.timestamp
             events += 1
             nbytes += event.size
             durable[run_id] = event.seq
@@ -360,7 +369,7 @@ class RedisWriter:
                     close(run_id)
         for run_id in list(open_batches):
             close(run_id)
-        return _Frozen(commands, len(batch), events, metas, nbytes, durable, finals)
+        return _Frozen(commands, len(batch), events, metas, nbytes, durable, finals, oldest)
 
     async def _send_until_done(self, frozen: _Frozen) -> None:
         delay, backoff_max = self._backoff
