@@ -472,3 +472,34 @@ async def test_workers_shut_down_when_the_supervisor_is_killed(workers, redis_ur
             return not any(alive(pid) for pid in pids)
 
         await eventually(all_gone)  # not our children: nothing to wait() on
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(120)
+async def test_a_scrape_through_either_worker_describes_the_whole_server(workers):
+    """/metrics is one view of every worker (issue 14 item 2, issue 15 item 8): the
+    runs each worker started, exact and labelled by worker, whichever answers."""
+    from .metrics_support import families, value
+
+    with trio.fail_after(90):
+        server = await workers("--workers", "2")
+        short = {"producer": "demo", "input": {"tokens": 2, "rate": None}}
+        for worker, runs in (("0", 2), ("1", 3)):
+            async with pinned(server.url, worker) as conn:
+                for _ in range(runs):
+                    started = await conn.request("POST", "/v1/runs", json_body=short)
+                    assert started.status == 201, started.body
+                    assert started.headers[HEADER] == worker
+        for worker in ("0", "1"):
+            async with pinned(server.url, worker) as conn:
+                scrape = await conn.request("GET", "/metrics")
+            assert scrape.status == 200
+            text = scrape.body.decode()
+            families(text)  # parses, and no family appears twice
+            started_by = {w: value(text, "trio_streams_runs_started_total", worker=w) for w in ("0", "1")}
+            assert started_by == {"0": 2.0, "1": 3.0}, (worker, started_by)
+            read = {
+                state: value(text, "trio_streams_metrics_workers", state=state, worker=worker)
+                for state in ("scraped", "unreachable")
+            }
+            assert read == {"scraped": 2.0, "unreachable": 0.0}  # itself and the other
