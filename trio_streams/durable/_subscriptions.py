@@ -1,0 +1,483 @@
+"""``SubscriptionRegistry``: Durable Streams subscriptions in this process, with their tasks.
+
+The rules are :mod:`._sub_config` (what a subscription is), :mod:`._sub_index`
+(which ones a stream belongs to) and :mod:`._sub_state` (wakes, leases,
+fencing); this module keeps every subscription of the process, is told about
+stream data (:meth:`SubscriptionRegistry.on_data`, by
+:class:`~._sub_backend.SubscribedBackend`), and runs what takes time in a
+nursery it owns (:meth:`SubscriptionRegistry.serve`):
+
+- one *lease task* per wake that has a lease: a ``CancelScope`` whose
+  deadline is the lease (a heartbeat moves the deadline). When it passes
+  and the wake is still current, the wake expires and pending work makes a
+  new one. Ending a wake any other way cancels its task (identity-checked:
+  a stale task never touches a newer wake);
+- webhook delivery, inside its wake's lease task: POST (signed), retried
+  with exponential backoff (1 s doubling to 60 s, 20% jitter), at most
+  ``max_attempts`` per wake and never past the lease;
+- pull-wake wake events, appended to the ``wake_stream``.
+
+Every registry method is one synchronous step between awaits, which makes a
+claim, a fence check and the change it guards atomic in this process.
+Subscriptions are in their owner's namespace like streams: ``(owner, id)``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import random
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import trio
+
+from ._access import StreamId
+from ._errors import DurableStreamError
+from ._offsets import START
+from ._stream import AppendRequest
+from ._sub_config import invalid
+from ._sub_index import Glob, MembershipIndex
+from ._sub_index import SubscriptionKey as Key
+from ._sub_state import Subscription, Wake
+from ._webhook_client import WebhookDeliveryError, post_webhook
+from ._webhook_url import check_webhook_url
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from ._backend import DurableBackend
+    from ._offsets import Offset
+    from ._sub_config import SubscriptionConfig
+    from ._webhook_signing import WebhookSigner
+
+logger = logging.getLogger("trio_streams.durable.subscriptions")
+
+
+#: Webhook retries: first delay, cap, jitter fraction (the protocol's numbers).
+RETRY_FIRST = 1.0
+RETRY_MAX = 60.0
+RETRY_JITTER = 0.2
+
+
+def not_found(subscription_id: str) -> DurableStreamError:
+    return DurableStreamError(404, "SUBSCRIPTION_NOT_FOUND", f"no subscription {subscription_id!r}")
+
+
+class SubscriptionRegistry:
+    """Every subscription of this process (see the module docstring).
+
+    Args:
+        backend: the streams' store (for backfill, tails and wake events).
+        signer: signs webhook deliveries; ``None``: webhooks are refused.
+        allow_loopback_http: webhook URLs may be ``http``/loopback (development).
+        post: one webhook POST (default: :func:`~._webhook_client.post_webhook`
+            to the address checked when the subscription was made).
+        max_subscriptions: subscriptions held at most (507 beyond).
+        max_attempts: webhook POSTs per wake at most.
+        attempt_timeout: the longest one POST may take.
+        wall_clock: POSIX time (``created_at``, wake events' ``ts``).
+    """
+
+    def __init__(
+        self,
+        backend: DurableBackend,
+        *,
+        signer: WebhookSigner | None = None,
+        allow_loopback_http: bool = False,
+        post: Callable[[str, bytes, dict[str, str]], Awaitable[tuple[int, bytes]]] | None = None,
+        max_subscriptions: int = 10_000,
+        max_attempts: int = 8,
+        attempt_timeout: float = 10.0,
+        wall_clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.signer = signer
+        self.allow_loopback_http = allow_loopback_http
+        self._post = post or self._post_checked
+        self.max_subscriptions = max_subscriptions
+        self.max_attempts = max_attempts
+        self.attempt_timeout = attempt_timeout
+        self._wall_clock = wall_clock or (lambda: datetime.now(UTC).timestamp())
+        self._subs: dict[Key, Subscription] = {}
+        self._index = MembershipIndex()
+        self._callback_urls: dict[Key, str] = {}
+        self._failures: dict[Key, int] = {}
+        self._leases: dict[Key, tuple[Wake, trio.CancelScope]] = {}
+        self._nursery: trio.Nursery | None = None
+        #: Which namespaces hold a subscription of each id (token-authorized requests).
+        self._owners: dict[str, set[str | None]] = {}
+
+    # -- lifetime --------------------------------------------------------------------
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
+        """Run the registry's tasks until cancelled (started once it accepts work).
+
+        Cancellation: cancels every lease and delivery task (leases are then
+        gone with the process, as the memory store's streams are).
+        """
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
+                self._leases.clear()
+
+    def _spawn(self, function: Callable[..., Awaitable[object]], *args: object) -> None:
+        if self._nursery is None:
+            raise DurableStreamError(503, "unavailable", "subscriptions are not running")
+        self._nursery.start_soon(function, *args)
+
+    # -- configuration ---------------------------------------------------------------
+
+    async def put(
+        self, owner: str | None, subscription_id: str, config: SubscriptionConfig, callback_url: str
+    ) -> tuple[Subscription, bool]:
+        """Create the subscription (True), or confirm an identical one (False).
+
+        Raises:
+            DurableStreamError: 409 ``SUBSCRIPTION_EXISTS`` (another configuration),
+                400 ``WEBHOOK_URL_REJECTED`` / ``INVALID_REQUEST``, 507 too many.
+
+        Cancellation: nothing is created unless this returns.
+        """
+        key = (owner, subscription_id)
+        existing = self._subs.get(key)
+        if existing is not None:
+            return self._confirm(existing, config), False
+        if config.type == "webhook":
+            if self.signer is None:
+                raise invalid("webhook subscriptions are not enabled on this server")
+            assert config.webhook_url is not None
+            await check_webhook_url(config.webhook_url, allow_loopback_http=self.allow_loopback_http)
+        tails = await self._tails(owner, config)
+        # (Another PUT may have won while we awaited.)
+        existing = self._subs.get(key)
+        if existing is not None:
+            return self._confirm(existing, config), False
+        if len(self._subs) >= self.max_subscriptions:
+            raise DurableStreamError(
+                507, "too_many_subscriptions", "the server holds all the subscriptions it can"
+            )
+        created = datetime.fromtimestamp(self._wall_clock(), UTC).isoformat(timespec="milliseconds")
+        subscription = Subscription(owner, subscription_id, config, created.replace("+00:00", "Z"))
+        glob = None if config.pattern is None else Glob.compile(config.pattern)
+        for path, tail in tails.items():
+            explicit = path in config.streams
+            if explicit or (glob is not None and glob.matches(path)):
+                subscription.link(path, explicit=explicit, tail=tail)
+                if glob is not None and explicit and glob.matches(path):
+                    subscription.link(path, explicit=False, tail=tail)
+        for path in config.streams:
+            subscription.link(path, explicit=True, tail=tails.get(path, START))
+            self._index.add_explicit(StreamId(owner, path), key)
+        if glob is not None:
+            self._index.add_pattern(owner, key, glob)
+        self._subs[key] = subscription
+        self._owners.setdefault(subscription_id, set()).add(owner)
+        self._callback_urls[key] = callback_url
+        return subscription, True
+
+    @staticmethod
+    def _confirm(existing: Subscription, config: SubscriptionConfig) -> Subscription:
+        if existing.config.digest != config.digest:
+            raise DurableStreamError(
+                409, "SUBSCRIPTION_EXISTS", "a subscription with this id exists with another configuration"
+            )
+        return existing
+
+    async def _tails(self, owner: str | None, config: SubscriptionConfig) -> dict[str, Offset]:
+        """Tails of the streams to link now: the listing (for a pattern) and the explicit ones."""
+        tails: dict[str, Offset] = {}
+        list_tails = getattr(self.backend, "list_tails", None)
+        if config.pattern is not None and list_tails is not None:
+            glob = Glob.compile(config.pattern)
+            for name, tail in await list_tails(owner=owner):
+                if glob.matches(name):
+                    tails[name] = tail
+        for path in config.streams:
+            if path not in tails:
+                tail = await self._tail(owner, path)
+                if tail is not None:
+                    tails[path] = tail
+        return tails
+
+    async def _tail(self, owner: str | None, path: str) -> Offset | None:
+        try:
+            return (await self.backend.head(path, owner=owner)).tail
+        except DurableStreamError as exc:
+            if exc.status in (404, 410):
+                return None
+            raise
+
+    def get(self, owner: str | None, subscription_id: str) -> Subscription:
+        """The subscription, or 404 ``SUBSCRIPTION_NOT_FOUND``."""
+        subscription = self._subs.get((owner, subscription_id))
+        if subscription is None:
+            raise not_found(subscription_id)
+        return subscription
+
+    def callback_url(self, subscription: Subscription) -> str:
+        return self._callback_urls[(subscription.owner, subscription.id)]
+
+    def delete(self, owner: str | None, subscription_id: str) -> None:
+        """Tombstone the subscription: gone from every index, its wake and lease ended. Idempotent."""
+        key = (owner, subscription_id)
+        subscription = self._subs.pop(key, None)
+        if subscription is None:
+            return
+        config = subscription.config
+        if config.pattern is not None:
+            self._index.remove_pattern(owner, key, Glob.compile(config.pattern))
+        for path, link in subscription.links.items():
+            if link.explicit:
+                self._index.remove_explicit(StreamId(owner, path), key)
+        for path in config.streams:
+            self._index.remove_explicit(StreamId(owner, path), key)
+        if subscription.wake is not None:
+            self._end(subscription, subscription.wake)
+        self._callback_urls.pop(key, None)
+        self._failures.pop(key, None)
+        owners = self._owners.get(subscription_id)
+        if owners is not None:
+            owners.discard(owner)
+            if not owners:
+                del self._owners[subscription_id]
+
+    def owner_for_token(self, subscription_id: str, token: str | None) -> str | None:
+        """The namespace whose subscription ``subscription_id`` has a wake with ``token``
+        (``None`` when none has: the request is then fenced or not found there)."""
+        if token is None:
+            return None
+        for owner in self._owners.get(subscription_id, ()):
+            wake = self._subs[(owner, subscription_id)].wake
+            if wake is not None and wake.token is not None and hmac.compare_digest(wake.token, token):
+                return owner
+        return None
+
+    async def add_streams(self, owner: str | None, subscription_id: str, paths: tuple[str, ...]) -> None:
+        """Link ``paths`` explicitly (at their tails; idempotent)."""
+        self.get(owner, subscription_id)
+        tails = {path: await self._tail(owner, path) for path in paths}
+        subscription = self.get(owner, subscription_id)  # (it may have been deleted meanwhile)
+        key = (owner, subscription_id)
+        for path, tail in tails.items():
+            subscription.link(path, explicit=True, tail=START if tail is None else tail)
+            self._index.add_explicit(StreamId(owner, path), key)
+
+    def remove_stream(self, owner: str | None, subscription_id: str, path: str) -> None:
+        """Remove the explicit link of ``path`` (a glob link stays while the pattern matches)."""
+        subscription = self.get(owner, subscription_id)
+        pattern = subscription.config.pattern
+        subscription.unlink_explicit(
+            path, still_matches=pattern is not None and Glob.compile(pattern).matches(path)
+        )
+        self._index.remove_explicit(StreamId(owner, path), (owner, subscription_id))
+
+    # -- stream events (synchronous: called right after the store answered) ------------
+
+    def on_data(self, owner: str | None, name: str, tail: Offset) -> None:
+        """``name`` of ``owner`` was created or appended to and now ends at ``tail``.
+
+        Links it to every subscription whose pattern matches (a stream new to
+        the subscription is linked at its start, so this data wakes), and
+        wakes the idle ones that now have pending work.
+        """
+        stream = StreamId(owner, name)
+        now = trio.current_time()
+        for key in self._index.by_pattern(stream):
+            subscription = self._subs[key]
+            subscription.link(name, explicit=False, tail=tail, acked=START)
+            self._wake(subscription, name, now)
+        for key in self._index.by_explicit(stream):
+            subscription = self._subs[key]
+            subscription.observe(name, tail)
+            self._wake(subscription, name, now)
+
+    def on_delete(self, owner: str | None, name: str) -> None:
+        """``name`` of ``owner`` was deleted: its glob links go (explicit links stay, at the start)."""
+        stream = StreamId(owner, name)
+        for key in self._index.by_pattern(stream):
+            subscription = self._subs[key]
+            link = subscription.links.get(name)
+            if link is not None and not link.explicit:
+                subscription.forget(name)
+            elif link is not None:
+                link.acked = link.tail = START
+
+    # -- wakes -----------------------------------------------------------------------
+
+    def _wake(self, subscription: Subscription, stream: str | None, now: float) -> bool:
+        """Make a wake if the subscription is idle with pending work, and start what it needs."""
+        if self._nursery is None:
+            return False  # not serving (shutting down): pending work waits for a later event
+        wake = subscription.wake_if_pending(stream, now)
+        if wake is None:
+            return False
+        if subscription.config.type == "webhook":
+            self._spawn(self._hold, subscription, wake)
+        else:
+            self._spawn(self._announce, subscription, wake)
+        return True
+
+    def _end(self, subscription: Subscription, wake: Wake) -> None:
+        """End ``wake`` and cancel its lease task."""
+        subscription.end_wake(wake)
+        key = (subscription.owner, subscription.id)
+        held = self._leases.get(key)
+        if held is not None and held[0] is wake:
+            del self._leases[key]
+            held[1].cancel(reason="wake ended")
+
+    async def _hold(self, subscription: Subscription, wake: Wake) -> None:
+        """The lease of ``wake`` (and, for a webhook, its delivery): ends with the wake.
+
+        Cancellation: a cancel of the registry propagates; ending the wake
+        cancels only this task's own scope.
+        """
+        key = (subscription.owner, subscription.id)
+        assert wake.lease_deadline is not None
+        with trio.CancelScope(deadline=wake.lease_deadline) as scope:
+            self._leases[key] = (wake, scope)
+            if subscription.config.type == "webhook":
+                await self._deliver(subscription, wake)
+            await trio.sleep_forever()
+        if self._leases.get(key, (None,))[0] is wake:
+            del self._leases[key]
+        if subscription.wake is wake and self._subs.get(key) is subscription:
+            # The lease passed with the wake still current: expire it.
+            subscription.end_wake(wake)
+            logger.info(
+                "subscription %r: the lease of generation %d expired", subscription.id, wake.generation
+            )
+            self._wake(subscription, None, trio.current_time())
+
+    def _extend(self, subscription: Subscription, wake: Wake) -> None:
+        subscription.heartbeat(wake, trio.current_time())
+        held = self._leases.get((subscription.owner, subscription.id))
+        if held is not None and held[0] is wake and wake.lease_deadline is not None:
+            held[1].deadline = wake.lease_deadline
+
+    async def _announce(self, subscription: Subscription, wake: Wake) -> None:
+        """Append ``wake``'s event to the pull-wake subscription's ``wake_stream``."""
+        wake_stream = subscription.config.wake_stream
+        assert wake_stream is not None
+        event = {
+            "type": "wake",
+            "subscription_id": subscription.id,
+            "stream": wake.stream,
+            "generation": wake.generation,
+            "ts": int(self._wall_clock() * 1000),
+        }
+        request = AppendRequest(json.dumps(event).encode(), "application/json")
+        try:
+            await self.backend.append(wake_stream, request, owner=subscription.owner)
+        except DurableStreamError as exc:
+            # The wake exists without its event (a worker can still claim it).
+            logger.warning(
+                "subscription %r: no wake event in %r: %s", subscription.id, wake_stream, exc.message
+            )
+
+    # -- webhook delivery --------------------------------------------------------------
+
+    def retry_delay(self, failures: int) -> float:
+        """The wait before the next attempt after ``failures`` failed ones (0 for none)."""
+        if failures <= 0:
+            return 0.0
+        base = min(RETRY_MAX, RETRY_FIRST * 2 ** (failures - 1))
+        return float(base * (1 + random.uniform(-RETRY_JITTER, RETRY_JITTER)))
+
+    def delivery_body(self, subscription: Subscription, wake: Wake) -> bytes:
+        body = {
+            "subscription_id": subscription.id,
+            "wake_id": wake.wake_id,
+            "generation": wake.generation,
+            "streams": subscription.stream_infos(tails=True),
+            "callback_url": self.callback_url(subscription),
+            "callback_token": wake.token,
+        }
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    async def _deliver(self, subscription: Subscription, wake: Wake) -> None:
+        """POST the wake until a 2xx, ``max_attempts`` or the lease (the caller's scope) ends it."""
+        assert self.signer is not None
+        assert subscription.config.webhook_url is not None
+        key = (subscription.owner, subscription.id)
+        body = self.delivery_body(subscription, wake)
+        for _ in range(self.max_attempts):
+            await trio.sleep(self.retry_delay(self._failures.get(key, 0)))
+            headers = {"Webhook-Signature": self.signer.signature_header(body)}
+            status, answer = 0, b""
+            with trio.move_on_after(self.attempt_timeout):
+                try:
+                    status, answer = await self._post(subscription.config.webhook_url, body, headers)
+                except (WebhookDeliveryError, DurableStreamError) as exc:
+                    logger.info("subscription %r: webhook attempt failed: %s", subscription.id, exc)
+            if 200 <= status < 300:
+                self._failures.pop(key, None)
+                subscription.status = "active"
+                if _is_done(answer) and subscription.wake is wake:
+                    subscription.ack_snapshot(wake)
+                    self._end(subscription, wake)
+                    self._wake(subscription, None, trio.current_time())
+                return
+            self._failures[key] = self._failures.get(key, 0) + 1
+            subscription.status = "failed"
+
+    async def _post_checked(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        # Checked again at each attempt (resolved once per attempt, connected to that address).
+        target = await check_webhook_url(url, allow_loopback_http=self.allow_loopback_http)
+        return await post_webhook(target, body, headers)
+
+    # -- worker requests ---------------------------------------------------------------
+
+    def claim(self, owner: str | None, subscription_id: str, worker: str) -> tuple[Subscription, Wake]:
+        """A pull-wake worker claims the wake (see :meth:`Subscription.claim`); its lease starts now."""
+        subscription = self.get(owner, subscription_id)
+        wake, _ = subscription.claim(worker, trio.current_time())
+        self._spawn(self._hold, subscription, wake)
+        return subscription, wake
+
+    def ack(
+        self,
+        owner: str | None,
+        subscription_id: str,
+        token: str | None,
+        request: dict[str, Any],
+        *,
+        kind: str,
+    ) -> bool:
+        """A callback (``kind="webhook"``) or ack (``"pull-wake"``): fence, apply the acks, then
+        extend the lease, or with ``done`` end the wake. Returns ``next_wake``."""
+        subscription = self.get(owner, subscription_id)
+        if subscription.config.type != kind:
+            raise invalid(f"this is not a {kind} subscription")
+        wake = subscription.fence(token, request.get("wake_id"), request.get("generation"))
+        subscription.apply_acks(request.get("acks"))
+        if request.get("done") is not True:
+            self._extend(subscription, wake)
+            return False
+        self._end(subscription, wake)
+        return self._wake(subscription, None, trio.current_time())
+
+    def release(
+        self, owner: str | None, subscription_id: str, token: str | None, request: dict[str, Any]
+    ) -> None:
+        """The worker gives the wake back without acking; pending work makes a new wake."""
+        subscription = self.get(owner, subscription_id)
+        if subscription.config.type != "pull-wake":
+            raise invalid("this is not a pull-wake subscription")
+        wake = subscription.fence(token, request.get("wake_id"), request.get("generation"))
+        self._end(subscription, wake)
+        self._wake(subscription, None, trio.current_time())
+
+
+def _is_done(answer: bytes) -> bool:
+    try:
+        document = json.loads(answer) if answer.strip() else None
+    except ValueError:
+        return False
+    return isinstance(document, dict) and document.get("done") is True
