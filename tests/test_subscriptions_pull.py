@@ -188,7 +188,7 @@ async def test_membership_explicit_glob_and_removal(autojump_clock: trio.testing
         assert (await subs.put(None, "s1", config, "http://x/cb"))[1] is False
         with pytest.raises(DurableStreamError) as other:
             await subs.put(None, "s1", parse_config(PULL), "http://x/cb")
-        assert (other.value.status, other.value.code) == (409, "SUBSCRIPTION_EXISTS")
+        assert (other.value.status, other.value.code) == (409, "SUBSCRIPTION_ALREADY_EXISTS")
         await create(backend, "events/x", b'{"a": 1}')
         assert sub.links["events/x"].link_type == "explicit"
         subs.remove_stream(None, "s1", "events/x")

@@ -45,7 +45,7 @@ from ._webhook_client import WebhookDeliveryError, post_webhook
 from ._webhook_url import check_webhook_url
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Sequence
 
     from ._backend import DurableBackend
     from ._offsets import Offset
@@ -78,6 +78,8 @@ class SubscriptionRegistry:
         max_attempts: webhook POSTs per wake at most.
         attempt_timeout: the longest one POST may take.
         wall_clock: POSIX time (``created_at``, wake events' ``ts``).
+        jitter: ``(low, high) -> x`` for the retry jitter (``random.uniform``).
+        resolve: ``(host, port) -> addresses`` for webhook hosts (default: getaddrinfo).
     """
 
     def __init__(
@@ -91,6 +93,8 @@ class SubscriptionRegistry:
         max_attempts: int = 8,
         attempt_timeout: float = 10.0,
         wall_clock: Callable[[], float] | None = None,
+        jitter: Callable[[float, float], float] = random.uniform,
+        resolve: Callable[[str, int], Awaitable[Sequence[str]]] | None = None,
     ) -> None:
         self.backend = backend
         self.signer = signer
@@ -99,6 +103,8 @@ class SubscriptionRegistry:
         self.max_subscriptions = max_subscriptions
         self.max_attempts = max_attempts
         self.attempt_timeout = attempt_timeout
+        self._jitter = jitter
+        self._resolve = {} if resolve is None else {"resolve": resolve}
         self._wall_clock = wall_clock or (lambda: datetime.now(UTC).timestamp())
         self._subs: dict[Key, Subscription] = {}
         self._index = MembershipIndex()
@@ -139,7 +145,7 @@ class SubscriptionRegistry:
         """Create the subscription (True), or confirm an identical one (False).
 
         Raises:
-            DurableStreamError: 409 ``SUBSCRIPTION_EXISTS`` (another configuration),
+            DurableStreamError: 409 ``SUBSCRIPTION_ALREADY_EXISTS`` (another configuration),
                 400 ``WEBHOOK_URL_REJECTED`` / ``INVALID_REQUEST``, 507 too many.
 
         Cancellation: nothing is created unless this returns.
@@ -152,7 +158,9 @@ class SubscriptionRegistry:
             if self.signer is None:
                 raise invalid("webhook subscriptions are not enabled on this server")
             assert config.webhook_url is not None
-            await check_webhook_url(config.webhook_url, allow_loopback_http=self.allow_loopback_http)
+            await check_webhook_url(
+                config.webhook_url, allow_loopback_http=self.allow_loopback_http, **self._resolve
+            )
         tails = await self._tails(owner, config)
         # (Another PUT may have won while we awaited.)
         existing = self._subs.get(key)
@@ -185,7 +193,9 @@ class SubscriptionRegistry:
     def _confirm(existing: Subscription, config: SubscriptionConfig) -> Subscription:
         if existing.config.digest != config.digest:
             raise DurableStreamError(
-                409, "SUBSCRIPTION_EXISTS", "a subscription with this id exists with another configuration"
+                409,
+                "SUBSCRIPTION_ALREADY_EXISTS",
+                "a subscription with this id exists with another configuration",
             )
         return existing
 
@@ -388,7 +398,7 @@ class SubscriptionRegistry:
         if failures <= 0:
             return 0.0
         base = min(RETRY_MAX, RETRY_FIRST * 2 ** (failures - 1))
-        return float(base * (1 + random.uniform(-RETRY_JITTER, RETRY_JITTER)))
+        return float(base * (1 + self._jitter(-RETRY_JITTER, RETRY_JITTER)))
 
     def delivery_body(self, subscription: Subscription, wake: Wake) -> bytes:
         body = {
@@ -429,7 +439,7 @@ class SubscriptionRegistry:
 
     async def _post_checked(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
         # Checked again at each attempt (resolved once per attempt, connected to that address).
-        target = await check_webhook_url(url, allow_loopback_http=self.allow_loopback_http)
+        target = await check_webhook_url(url, allow_loopback_http=self.allow_loopback_http, **self._resolve)
         return await post_webhook(target, body, headers)
 
     # -- worker requests ---------------------------------------------------------------

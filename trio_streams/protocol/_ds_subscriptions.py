@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ..durable._subscriptions import SubscriptionRegistry
     from ._messages import Request, Response
 
+
 class _Limits(Protocol):
     """What the control API needs of the service: the body limit and the registry."""
 
