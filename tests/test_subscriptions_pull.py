@@ -214,3 +214,55 @@ async def test_owners_see_only_their_streams(autojump_clock: trio.testing.MockCl
         assert sub.links == {}
         await backend.create("events/a", CreateRequest(content_type=JSON, body=b"{}"), owner="alice")
         assert list(sub.links) == ["events/a"]
+
+
+async def test_a_pattern_covering_the_wake_stream_never_wakes_itself(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with registry() as (backend, subs, store):
+        await create(backend, "wake/pool")
+        sub, _ = await subs.put(None, "all", parse_config({**PULL, "pattern": "**"}), "http://x/cb")
+        await create(backend, "events/a", b'{"a": 1}')
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(wake_events(store, "wake/pool")) == 1
+        assert list(sub.links) == ["events/a"]
+        _, wake = subs.claim(None, "all", "w1")
+        tail = str(sub.links["events/a"].tail)
+        request = {"wake_id": wake.wake_id, "generation": 1, "acks": [{"stream": "events/a", "offset": tail}]}
+        assert subs.ack(None, "all", wake.token, {**request, "done": True}, kind="pull-wake") is False
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(wake_events(store, "wake/pool")) == 1
+
+
+async def test_acks_never_move_a_cursor_back(autojump_clock: trio.testing.MockClock) -> None:
+    async with registry() as (backend, subs, _):
+        await create(backend, "wake/pool")
+        sub, _ = await subs.put(None, "s1", parse_config(PULL), "http://x/cb")
+        await create(backend, "events/a", b'{"a": 1}')
+        tail = await append(backend, "events/a")
+        _, wake = subs.claim(None, "s1", "w1")
+        good = {"wake_id": wake.wake_id, "generation": wake.generation}
+        subs.ack(
+            None,
+            "s1",
+            wake.token,
+            {**good, "acks": [{"stream": "events/a", "offset": tail}]},
+            kind="pull-wake",
+        )
+        earlier = "0000000000000001_0000000000000001"
+        subs.ack(
+            None,
+            "s1",
+            wake.token,
+            {**good, "acks": [{"stream": "events/a", "offset": earlier}]},
+            kind="pull-wake",
+        )
+        assert str(sub.links["events/a"].acked) == tail
+        # Past the tail, or a stream not linked: 400, nothing applied.
+        for acks in (
+            [{"stream": "events/a", "offset": "0000000000000009_0000000000000009"}],
+            [{"stream": "nope", "offset": tail}],
+        ):
+            with pytest.raises(DurableStreamError) as refused:
+                subs.ack(None, "s1", wake.token, {**good, "acks": acks}, kind="pull-wake")
+            assert refused.value.status == 400
