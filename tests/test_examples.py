@@ -26,3 +26,18 @@ def test_quickstart_prints_every_event_then_the_result() -> None:
         "6 done {'result': 'Hello from a detached run'}",
         "done 'Hello from a detached run'",
     ]
+
+
+def test_the_pull_wake_worker_handles_every_order_once() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "pull_wake_worker.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert sorted(result.stdout.splitlines()) == [
+        "orders/a {'order': 1}",
+        "orders/a {'order': 3}",
+        "orders/b {'order': 2}",
+    ]
