@@ -5,11 +5,13 @@ segment, ``**`` zero or more segments, anything else is literal (a segment
 ``a*`` is the literal text ``a*``: wildcards are whole segments).
 
 :class:`MembershipIndex` answers "which subscriptions does ``path`` of
-``owner`` match?" without scanning every pattern: patterns are bucketed by
-``(owner, first segment)`` when the first segment is literal, and in one
-``(owner, None)`` bucket when it is a wildcard. A lookup tests only the
-path's own bucket and the owner's wildcard bucket. Explicit members are a
-dict from stream to subscription keys.
+``owner`` match?" without scanning every pattern: a pattern is bucketed by
+its first segment when that is literal (``events/*`` under ``events``), else
+by its last segment when that is literal (``*/inbox`` under ``inbox``), else
+in the owner's one wildcard bucket (``**``, ``*/*``). A lookup of ``a/b/c``
+tests only three buckets (first ``a``, last ``c``, wildcard), and each
+candidate without ``**`` is rejected on its segment count before any
+comparison. Explicit members are a dict from stream to subscription keys.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
 
 #: A subscription's name: ``(owner, id)``.
 SubscriptionKey = tuple[str | None, str]
+#: ``(owner, "first" | "last" | "any", segment)``.
+_Bucket = tuple[str | None, str, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,20 +35,39 @@ class Glob:
 
     text: str
     segments: tuple[str, ...]
+    #: No ``**``: matches only paths of exactly as many segments.
+    fixed: bool
 
     @classmethod
     def compile(cls, text: str) -> Glob:
-        return cls(text, tuple(text.split("/")))
+        segments = tuple(text.split("/"))
+        return cls(text, segments, "**" not in segments)
 
     @property
-    def first_literal(self) -> str | None:
-        """The first segment when it is literal (the index's bucket), else ``None``."""
-        first = self.segments[0]
-        return None if first in ("*", "**") else first
+    def bucket(self) -> tuple[str, str | None]:
+        """The index's bucket: ``("first", segment)``, ``("last", segment)`` or ``("any", None)``."""
+        first, last = self.segments[0], self.segments[-1]
+        if first not in ("*", "**"):
+            return ("first", first)
+        if last not in ("*", "**"):
+            return ("last", last)
+        return ("any", None)
 
     def matches(self, path: str) -> bool:
         """True when ``path`` matches."""
-        return _match(self.segments, 0, path.split("/"), 0)
+        return self.matches_parts(path.split("/"))
+
+    def matches_parts(self, parts: list[str]) -> bool:
+        """True when the path split at ``/`` into ``parts`` matches."""
+        if self.fixed:
+            if len(parts) != len(self.segments):
+                return False
+            # (A plain loop: this runs for every candidate of every append.)
+            for segment, part in zip(self.segments, parts, strict=True):
+                if segment != part and segment != "*":
+                    return False
+            return True
+        return _match(self.segments, 0, parts, 0)
 
 
 def _match(pattern: tuple[str, ...], i: int, parts: list[str], j: int) -> bool:
@@ -70,14 +93,14 @@ class MembershipIndex:
     """
 
     def __init__(self) -> None:
-        self._buckets: dict[tuple[str | None, str | None], dict[SubscriptionKey, Glob]] = defaultdict(dict)
+        self._buckets: dict[_Bucket, dict[SubscriptionKey, Glob]] = defaultdict(dict)
         self._explicit: dict[StreamId, set[SubscriptionKey]] = defaultdict(set)
 
     def add_pattern(self, owner: str | None, key: SubscriptionKey, glob: Glob) -> None:
-        self._buckets[(owner, glob.first_literal)][key] = glob
+        self._buckets[(owner, *glob.bucket)][key] = glob
 
     def remove_pattern(self, owner: str | None, key: SubscriptionKey, glob: Glob) -> None:
-        bucket_key = (owner, glob.first_literal)
+        bucket_key = (owner, *glob.bucket)
         bucket = self._buckets.get(bucket_key)
         if bucket is not None:
             bucket.pop(key, None)
@@ -95,13 +118,14 @@ class MembershipIndex:
                 del self._explicit[stream]
 
     def by_pattern(self, stream: StreamId) -> tuple[SubscriptionKey, ...]:
-        """The subscriptions whose pattern matches ``stream`` (its bucket and the wildcard one)."""
-        first = stream.name.split("/", 1)[0]
+        """The subscriptions whose pattern matches ``stream`` (three buckets: see the module docstring)."""
+        parts = stream.name.split("/")
+        owner = stream.owner
         found: list[SubscriptionKey] = []
-        for bucket_key in ((stream.owner, first), (stream.owner, None)):
+        for bucket_key in ((owner, "first", parts[0]), (owner, "last", parts[-1]), (owner, "any", None)):
             bucket = self._buckets.get(bucket_key)
             if bucket:
-                found.extend(key for key, glob in bucket.items() if glob.matches(stream.name))
+                found.extend(key for key, glob in bucket.items() if glob.matches_parts(parts))
         return tuple(found)
 
     def by_explicit(self, stream: StreamId) -> tuple[SubscriptionKey, ...]:

@@ -296,16 +296,17 @@ class SubscriptionRegistry:
         the subscription is linked at its start, so this data wakes), and
         wakes the idle ones that now have pending work.
         """
+        if not self._subs:
+            return  # (the common case on a server nobody subscribed on: no lookup at all)
         stream = StreamId(owner, name)
-        now = trio.current_time()
         for key in self._index.by_pattern(stream):
             subscription = self._subs[key]
             subscription.link(name, explicit=False, tail=tail, acked=START)
-            self._wake(subscription, name, now)
+            self._wake(subscription, name)
         for key in self._index.by_explicit(stream):
             subscription = self._subs[key]
             subscription.observe(name, tail)
-            self._wake(subscription, name, now)
+            self._wake(subscription, name)
 
     def on_delete(self, owner: str | None, name: str) -> None:
         """``name`` of ``owner`` was deleted: its glob links go (explicit links stay, at the start)."""
@@ -320,11 +321,13 @@ class SubscriptionRegistry:
 
     # -- wakes -----------------------------------------------------------------------
 
-    def _wake(self, subscription: Subscription, stream: str | None, now: float) -> bool:
+    def _wake(self, subscription: Subscription, stream: str | None) -> bool:
         """Make a wake if the subscription is idle with pending work, and start what it needs."""
-        if self._nursery is None:
-            return False  # not serving (shutting down): pending work waits for a later event
-        wake = subscription.wake_if_pending(stream, now)
+        if self._nursery is None or subscription.wake is not None:
+            # Not serving (shutting down): pending work waits for a later event.
+            # A wake in flight: its end looks for pending work again.
+            return False
+        wake = subscription.wake_if_pending(stream, trio.current_time())
         if wake is None:
             return False
         if subscription.config.type == "webhook":
@@ -363,7 +366,7 @@ class SubscriptionRegistry:
             logger.info(
                 "subscription %r: the lease of generation %d expired", subscription.id, wake.generation
             )
-            self._wake(subscription, None, trio.current_time())
+            self._wake(subscription, None)
 
     def _extend(self, subscription: Subscription, wake: Wake) -> None:
         subscription.heartbeat(wake, trio.current_time())
@@ -432,7 +435,7 @@ class SubscriptionRegistry:
                 if _is_done(answer) and subscription.wake is wake:
                     subscription.ack_snapshot(wake)
                     self._end(subscription, wake)
-                    self._wake(subscription, None, trio.current_time())
+                    self._wake(subscription, None)
                 return
             self._failures[key] = self._failures.get(key, 0) + 1
             subscription.status = "failed"
@@ -471,7 +474,7 @@ class SubscriptionRegistry:
             self._extend(subscription, wake)
             return False
         self._end(subscription, wake)
-        return self._wake(subscription, None, trio.current_time())
+        return self._wake(subscription, None)
 
     def release(
         self, owner: str | None, subscription_id: str, token: str | None, request: dict[str, Any]
@@ -482,7 +485,7 @@ class SubscriptionRegistry:
             raise invalid("this is not a pull-wake subscription")
         wake = subscription.fence(token, request.get("wake_id"), request.get("generation"))
         self._end(subscription, wake)
-        self._wake(subscription, None, trio.current_time())
+        self._wake(subscription, None)
 
 
 def _is_done(answer: bytes) -> bool:
