@@ -177,3 +177,44 @@ async def test_a_refused_connection_is_a_delivery_error() -> None:
         await listener.aclose()
         with pytest.raises(WebhookDeliveryError):
             await post_webhook(WebhookTarget("http", "x", port, "/", "127.0.0.1"), b"{}", {})
+
+
+async def test_with_owners_a_subscription_is_its_creators_and_sees_only_their_streams(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    users = {"Bearer a": "alice", "Bearer b": "bob"}
+
+    def authorize(header: str | None) -> str:
+        if header not in users:
+            raise DurableStreamError(401, "unauthorized", "who are you?")
+        return users[header]
+
+    svc = durable_service(DurableStreamStore(), authorize=authorize, access="owner", subscriptions={})
+    assert svc.subscriptions is not None
+    alice, bob = {"Authorization": "Bearer a"}, {"Authorization": "Bearer b"}
+    json_type = {"Content-Type": "application/json"}
+    async with trio.open_nursery() as nursery:
+        await nursery.start(svc.subscriptions.serve)
+        with pytest.raises(DurableStreamError) as anonymous:
+            await call(svc, "PUT", "__ds/subscriptions/p1", PULL)
+        assert anonymous.value.status == 401
+        await call(svc, "PUT", "wake/pool", **alice, **json_type)
+        assert (await call(svc, "PUT", "__ds/subscriptions/p1", PULL, **alice)).status == 201
+        with pytest.raises(DurableStreamError) as other:
+            await call(svc, "GET", "__ds/subscriptions/p1", **bob)
+        assert other.value.status == 404
+        # Bob's stream of the same name does not wake Alice's subscription; hers does.
+        await call(svc, "PUT", "events/e", {"x": 1}, **bob, **json_type)
+        with pytest.raises(DurableStreamError) as idle:
+            await call(svc, "POST", "__ds/subscriptions/p1/claim", {"worker": "w"}, **alice)
+        assert idle.value.code == "NO_PENDING_WORK"
+        await call(svc, "PUT", "events/e", {"x": 1}, **alice, **json_type)
+        claim = doc(await call(svc, "POST", "__ds/subscriptions/p1/claim", {"worker": "w"}, **alice))
+        assert [s["path"] for s in claim["streams"]] == ["events/e"]
+        # The ack carries the claim's token, not a user's: it finds Alice's subscription by it.
+        ack = {"wake_id": claim["wake_id"], "generation": claim["generation"], "done": True}
+        answer = await call(
+            svc, "POST", "__ds/subscriptions/p1/ack", ack, Authorization=f"Bearer {claim['token']}"
+        )
+        assert doc(answer) == {"ok": True, "next_wake": True}  # (nothing acked: still pending)
+        nursery.cancel_scope.cancel()
