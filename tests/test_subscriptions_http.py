@@ -198,6 +198,7 @@ async def test_with_owners_a_subscription_is_its_creators_and_sees_only_their_st
         with pytest.raises(DurableStreamError) as anonymous:
             await call(svc, "PUT", "__ds/subscriptions/p1", PULL)
         assert anonymous.value.status == 401
+        assert (await call(svc, "GET", "__ds/jwks.json")).status == 200  # public keys: no token
         await call(svc, "PUT", "wake/pool", **alice, **json_type)
         assert (await call(svc, "PUT", "__ds/subscriptions/p1", PULL, **alice)).status == 201
         with pytest.raises(DurableStreamError) as other:

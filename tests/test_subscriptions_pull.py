@@ -266,3 +266,31 @@ async def test_acks_never_move_a_cursor_back(autojump_clock: trio.testing.MockCl
             with pytest.raises(DurableStreamError) as refused:
                 subs.ack(None, "s1", wake.token, {**good, "acks": acks}, kind="pull-wake")
             assert refused.value.status == 400
+
+
+async def test_a_restarted_registry_wakes_pending_work_afresh(autojump_clock: trio.testing.MockClock) -> None:
+    store = DurableStreamStore()
+    backend = with_subscriptions(as_backend(store))
+    subs = backend.registry
+    async with trio.open_nursery() as nursery:
+        await nursery.start(subs.serve)
+        await create(backend, "wake/pool")
+        sub, _ = await subs.put(None, "s1", parse_config(PULL), "http://x/cb")
+        await create(backend, "events/a", b'{"a": 1}')
+        _, wake = subs.claim(None, "s1", "w1")
+        nursery.cancel_scope.cancel()
+    # Stopped: the claim's token is fenced, the cursor kept.
+    with pytest.raises(DurableStreamError) as stale:
+        subs.ack(None, "s1", wake.token, {"wake_id": wake.wake_id, "generation": 1}, kind="pull-wake")
+    assert stale.value.code == "FENCED"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(subs.serve)
+        await append(backend, "events/a")
+        await trio.testing.wait_all_tasks_blocked()
+        assert [e["generation"] for e in wake_events(store, "wake/pool")] == [1, 2]
+        _, again = subs.claim(None, "s1", "w2")
+        assert (again.generation, str(sub.links["events/a"].acked)) == (
+            2,
+            "0000000000000000_0000000000000000",
+        )
+        nursery.cancel_scope.cancel()

@@ -120,8 +120,9 @@ class SubscriptionRegistry:
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         """Run the registry's tasks until cancelled (started once it accepts work).
 
-        Cancellation: cancels every lease and delivery task (leases are then
-        gone with the process, as the memory store's streams are).
+        Cancellation: cancels every lease and delivery task and ends every
+        wake in flight (its tokens are fenced from then on); subscriptions and
+        cursors stay, and the next data after a new ``serve`` wakes them.
         """
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -131,6 +132,10 @@ class SubscriptionRegistry:
             finally:
                 self._nursery = None
                 self._leases.clear()
+                # Their lease tasks are gone: end every wake, so that a later
+                # serve() wakes pending work afresh (new generations).
+                for subscription in self._subs.values():
+                    subscription.wake = None
 
     def _spawn(self, function: Callable[..., Awaitable[object]], *args: object) -> None:
         if self._nursery is None:

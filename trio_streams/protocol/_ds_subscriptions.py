@@ -9,8 +9,9 @@ Names under ``__ds/`` (protocol section 6):
 
 ``callback``, ``ack`` and ``release`` are authorized by the wake's own
 Bearer token (the server's auth is not asked: a webhook receiver holds no
-user token); everything else goes through the service's ``authorize`` and,
-with ``access="owner"``, is in the caller's namespace. The rules are the
+user token), and ``jwks.json`` (public keys) by nothing; everything else
+goes through the service's ``authorize`` and, with ``access="owner"``, is
+in the caller's namespace. The rules are the
 registry's (:class:`~trio_streams.durable._subscriptions.SubscriptionRegistry`);
 this module parses, routes and renders JSON.
 """
@@ -86,7 +87,7 @@ async def handle_control(
     parts = name.split("/")
     method = request.method
     if parts[1:] == ["jwks.json"]:
-        owner_of()
+        # Public keys, for webhook receivers (who hold no user token): never authorized.
         _allow(method, "GET", "HEAD")
         if registry.signer is None:
             raise DurableStreamError(404, "not_found", "webhooks are not enabled on this server")
