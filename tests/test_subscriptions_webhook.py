@@ -219,12 +219,32 @@ async def test_a_slow_receiver_is_cut_off_and_an_expired_lease_redelivers(
         assert sub.wake.generation == 1
         await trio.sleep(0.001)
         await trio.testing.wait_all_tasks_blocked()
-        # Expired at t=20: a new wake, generation 2, delivered after the backoff (3 failures: 4 s).
-        assert sub.wake is not None
-        assert sub.wake.generation == 2
+        # Expired at t=20: the next wake waits for the backoff (3 failures: 4 s), then is delivered.
+        assert (subs.get(None, "h1").wake, sub.status) == (None, "failed")
         await trio.sleep(4)
         await trio.testing.wait_all_tasks_blocked()
+        assert sub.wake is not None
+        assert sub.wake.generation == 2
         assert [(when, got["generation"]) for when, got, _, _ in receiver.got][-1] == (24.0, 2)
+
+
+async def test_a_backoff_longer_than_the_lease_still_ends_in_attempts(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A receiver that stays down, a 1.5 s lease: each retry's backoff runs before its wake.
+    receiver = Receiver([down()])
+    async with serving(receiver) as (backend, subs):
+        await subs.put(None, "h1", parse_config({**HOOK, "lease_ttl_ms": 1500}), "https://me/cb")
+        await data(backend, "events/a")
+        await trio.sleep(20)
+        # 0 and 1 (in the first wake), the lease ends at 1.5; then 2 s, 4 s, 8 s before each new wake.
+        assert [(when, got["generation"]) for when, got, _, _ in receiver.got] == [
+            (0.0, 1),
+            (1.0, 1),
+            (3.5, 2),
+            (9.0, 3),
+            (18.5, 4),
+        ]
 
 
 async def test_deleting_fences_inflight_callbacks(autojump_clock: trio.testing.MockClock) -> None:

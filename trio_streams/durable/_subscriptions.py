@@ -110,6 +110,8 @@ class SubscriptionRegistry:
         self._index = MembershipIndex()
         self._callback_urls: dict[Key, str] = {}
         self._failures: dict[Key, int] = {}
+        #: Webhook subscriptions whose next wake waits for a retry's backoff.
+        self._retrying: set[Key] = set()
         self._leases: dict[Key, tuple[Wake, trio.CancelScope]] = {}
         self._nursery: trio.Nursery | None = None
         #: Which namespaces hold a subscription of each id (token-authorized requests).
@@ -132,6 +134,7 @@ class SubscriptionRegistry:
             finally:
                 self._nursery = None
                 self._leases.clear()
+                self._retrying.clear()
                 # Their lease tasks are gone: end every wake, so that a later
                 # serve() wakes pending work afresh (new generations).
                 for subscription in self._subs.values():
@@ -326,12 +329,26 @@ class SubscriptionRegistry:
 
     # -- wakes -----------------------------------------------------------------------
 
-    def _wake(self, subscription: Subscription, stream: str | None) -> bool:
-        """Make a wake if the subscription is idle with pending work, and start what it needs."""
-        if self._nursery is None or subscription.wake is not None:
+    def _wake(self, subscription: Subscription, stream: str | None, *, due: bool = False) -> bool:
+        """Make a wake if the subscription is idle with pending work, and start what it needs.
+
+        A webhook subscription whose last delivery failed gets its next wake
+        only when the retry is due (``due``: it is): the backoff runs
+        before the wake and its lease, so a delay longer than the lease
+        still ends in an attempt; meanwhile its ``status`` is ``failed``.
+        """
+        key = (subscription.owner, subscription.id)
+        if self._nursery is None or subscription.wake is not None or key in self._retrying:
             # Not serving (shutting down): pending work waits for a later event.
-            # A wake in flight: its end looks for pending work again.
+            # A wake in flight, or a retry scheduled: its end looks for pending work again.
             return False
+        failures = self._failures.get(key, 0)
+        if subscription.config.type == "webhook" and failures and not due:
+            if not subscription.has_pending():
+                return False
+            self._retrying.add(key)
+            self._spawn(self._wake_later, subscription, self.retry_delay(failures))
+            return True
         wake = subscription.wake_if_pending(stream, trio.current_time())
         if wake is None:
             return False
@@ -340,6 +357,16 @@ class SubscriptionRegistry:
         else:
             self._spawn(self._announce, subscription, wake)
         return True
+
+    async def _wake_later(self, subscription: Subscription, delay: float) -> None:
+        """The retry of a failed webhook delivery: a new wake after ``delay``."""
+        key = (subscription.owner, subscription.id)
+        try:
+            await trio.sleep(delay)
+        finally:
+            self._retrying.discard(key)
+        if self._subs.get(key) is subscription:
+            self._wake(subscription, None, due=True)
 
     def _end(self, subscription: Subscription, wake: Wake) -> None:
         """End ``wake`` and cancel its lease task."""
@@ -425,8 +452,9 @@ class SubscriptionRegistry:
         assert subscription.config.webhook_url is not None
         key = (subscription.owner, subscription.id)
         body = self.delivery_body(subscription, wake)
-        for _ in range(self.max_attempts):
-            await trio.sleep(self.retry_delay(self._failures.get(key, 0)))
+        for attempt in range(self.max_attempts):
+            # (The first attempt of a wake is never delayed: a retry's backoff ran before it.)
+            await trio.sleep(self.retry_delay(self._failures.get(key, 0)) if attempt else 0.0)
             headers = {"Webhook-Signature": self.signer.signature_header(body)}
             status, answer = 0, b""
             with trio.move_on_after(self.attempt_timeout):
