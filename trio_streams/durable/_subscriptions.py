@@ -2,7 +2,8 @@
 
 The rules are :mod:`._sub_config` (what a subscription is), :mod:`._sub_index`
 (which ones a stream belongs to) and :mod:`._sub_state` (wakes, leases,
-fencing); this module keeps every subscription of the process, is told about
+fencing); :mod:`._sub_catalog` keeps the subscriptions and their members,
+:mod:`._sub_delivery` makes webhook attempts. The registry is told about
 stream data (:meth:`SubscriptionRegistry.on_data`, by
 :class:`~._sub_backend.SubscribedBackend`), and runs what takes time in a
 nursery it owns (:meth:`SubscriptionRegistry.serve`):
@@ -24,7 +25,6 @@ Subscriptions are in their owner's namespace like streams: ``(owner, id)``.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import random
@@ -37,35 +37,24 @@ from ._access import StreamId
 from ._errors import DurableStreamError
 from ._offsets import START
 from ._stream import AppendRequest
+from ._sub_catalog import SubscriptionCatalog
+from ._sub_catalog import not_found as not_found
 from ._sub_config import invalid
-from ._sub_index import Glob, MembershipIndex
-from ._sub_index import SubscriptionKey as Key
-from ._sub_state import Subscription, Wake
-from ._webhook_client import WebhookDeliveryError, post_webhook
-from ._webhook_url import check_webhook_url
+from ._sub_delivery import WebhookDelivery
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
     from ._backend import DurableBackend
     from ._offsets import Offset
-    from ._sub_config import SubscriptionConfig
+    from ._sub_index import SubscriptionKey as Key
+    from ._sub_state import Subscription, Wake
     from ._webhook_signing import WebhookSigner
 
 logger = logging.getLogger("trio_streams.durable.subscriptions")
 
 
-#: Webhook retries: first delay, cap, jitter fraction (the protocol's numbers).
-RETRY_FIRST = 1.0
-RETRY_MAX = 60.0
-RETRY_JITTER = 0.2
-
-
-def not_found(subscription_id: str) -> DurableStreamError:
-    return DurableStreamError(404, "SUBSCRIPTION_NOT_FOUND", f"no subscription {subscription_id!r}")
-
-
-class SubscriptionRegistry:
+class SubscriptionRegistry(SubscriptionCatalog):
     """Every subscription of this process (see the module docstring).
 
     Args:
@@ -96,26 +85,25 @@ class SubscriptionRegistry:
         jitter: Callable[[float, float], float] = random.uniform,
         resolve: Callable[[str, int], Awaitable[Sequence[str]]] | None = None,
     ) -> None:
-        self.backend = backend
-        self.signer = signer
-        self.allow_loopback_http = allow_loopback_http
-        self._post = post or self._post_checked
-        self.max_subscriptions = max_subscriptions
+        delivery = WebhookDelivery(
+            signer,
+            allow_loopback_http=allow_loopback_http,
+            post=post,
+            attempt_timeout=attempt_timeout,
+            jitter=jitter,
+            resolve=resolve,
+        )
+        super().__init__(
+            backend,
+            delivery,
+            max_subscriptions=max_subscriptions,
+            wall_clock=wall_clock or (lambda: datetime.now(UTC).timestamp()),
+        )
         self.max_attempts = max_attempts
-        self.attempt_timeout = attempt_timeout
-        self._jitter = jitter
-        self._resolve = {} if resolve is None else {"resolve": resolve}
-        self._wall_clock = wall_clock or (lambda: datetime.now(UTC).timestamp())
-        self._subs: dict[Key, Subscription] = {}
-        self._index = MembershipIndex()
-        self._callback_urls: dict[Key, str] = {}
-        self._failures: dict[Key, int] = {}
         #: Webhook subscriptions whose next wake waits for a retry's backoff.
         self._retrying: set[Key] = set()
         self._leases: dict[Key, tuple[Wake, trio.CancelScope]] = {}
         self._nursery: trio.Nursery | None = None
-        #: Which namespaces hold a subscription of each id (token-authorized requests).
-        self._owners: dict[str, set[str | None]] = {}
 
     # -- lifetime --------------------------------------------------------------------
 
@@ -145,156 +133,6 @@ class SubscriptionRegistry:
             raise DurableStreamError(503, "unavailable", "subscriptions are not running")
         self._nursery.start_soon(function, *args)
 
-    # -- configuration ---------------------------------------------------------------
-
-    async def put(
-        self, owner: str | None, subscription_id: str, config: SubscriptionConfig, callback_url: str
-    ) -> tuple[Subscription, bool]:
-        """Create the subscription (True), or confirm an identical one (False).
-
-        Raises:
-            DurableStreamError: 409 ``SUBSCRIPTION_ALREADY_EXISTS`` (another configuration),
-                400 ``WEBHOOK_URL_REJECTED`` / ``INVALID_REQUEST``, 507 too many.
-
-        Cancellation: nothing is created unless this returns.
-        """
-        key = (owner, subscription_id)
-        existing = self._subs.get(key)
-        if existing is not None:
-            return self._confirm(existing, config), False
-        if config.type == "webhook":
-            if self.signer is None:
-                raise invalid("webhook subscriptions are not enabled on this server")
-            assert config.webhook_url is not None
-            await check_webhook_url(
-                config.webhook_url, allow_loopback_http=self.allow_loopback_http, **self._resolve
-            )
-        tails = await self._tails(owner, config)
-        # (Another PUT may have won while we awaited.)
-        existing = self._subs.get(key)
-        if existing is not None:
-            return self._confirm(existing, config), False
-        if len(self._subs) >= self.max_subscriptions:
-            raise DurableStreamError(
-                507, "too_many_subscriptions", "the server holds all the subscriptions it can"
-            )
-        created = datetime.fromtimestamp(self._wall_clock(), UTC).isoformat(timespec="milliseconds")
-        subscription = Subscription(owner, subscription_id, config, created.replace("+00:00", "Z"))
-        glob = None if config.pattern is None else Glob.compile(config.pattern)
-        for path, tail in tails.items():
-            explicit = path in config.streams
-            if explicit or (glob is not None and glob.matches(path)):
-                subscription.link(path, explicit=explicit, tail=tail)
-                if glob is not None and explicit and glob.matches(path):
-                    subscription.link(path, explicit=False, tail=tail)
-        for path in config.streams:
-            subscription.link(path, explicit=True, tail=tails.get(path, START))
-            self._index.add_explicit(StreamId(owner, path), key)
-        if glob is not None:
-            self._index.add_pattern(owner, key, glob)
-        self._subs[key] = subscription
-        self._owners.setdefault(subscription_id, set()).add(owner)
-        self._callback_urls[key] = callback_url
-        return subscription, True
-
-    @staticmethod
-    def _confirm(existing: Subscription, config: SubscriptionConfig) -> Subscription:
-        if existing.config.digest != config.digest:
-            raise DurableStreamError(
-                409,
-                "SUBSCRIPTION_ALREADY_EXISTS",
-                "a subscription with this id exists with another configuration",
-            )
-        return existing
-
-    async def _tails(self, owner: str | None, config: SubscriptionConfig) -> dict[str, Offset]:
-        """Tails of the streams to link now: the listing (for a pattern) and the explicit ones."""
-        tails: dict[str, Offset] = {}
-        list_tails = getattr(self.backend, "list_tails", None)
-        if config.pattern is not None and list_tails is not None:
-            glob = Glob.compile(config.pattern)
-            for name, tail in await list_tails(owner=owner):
-                if glob.matches(name):
-                    tails[name] = tail
-        for path in config.streams:
-            if path not in tails:
-                tail = await self._tail(owner, path)
-                if tail is not None:
-                    tails[path] = tail
-        return tails
-
-    async def _tail(self, owner: str | None, path: str) -> Offset | None:
-        try:
-            return (await self.backend.head(path, owner=owner)).tail
-        except DurableStreamError as exc:
-            if exc.status in (404, 410):
-                return None
-            raise
-
-    def get(self, owner: str | None, subscription_id: str) -> Subscription:
-        """The subscription, or 404 ``SUBSCRIPTION_NOT_FOUND``."""
-        subscription = self._subs.get((owner, subscription_id))
-        if subscription is None:
-            raise not_found(subscription_id)
-        return subscription
-
-    def callback_url(self, subscription: Subscription) -> str:
-        return self._callback_urls[(subscription.owner, subscription.id)]
-
-    def delete(self, owner: str | None, subscription_id: str) -> None:
-        """Tombstone the subscription: gone from every index, its wake and lease ended. Idempotent."""
-        key = (owner, subscription_id)
-        subscription = self._subs.pop(key, None)
-        if subscription is None:
-            return
-        config = subscription.config
-        if config.pattern is not None:
-            self._index.remove_pattern(owner, key, Glob.compile(config.pattern))
-        for path, link in subscription.links.items():
-            if link.explicit:
-                self._index.remove_explicit(StreamId(owner, path), key)
-        for path in config.streams:
-            self._index.remove_explicit(StreamId(owner, path), key)
-        if subscription.wake is not None:
-            self._end(subscription, subscription.wake)
-        self._callback_urls.pop(key, None)
-        self._failures.pop(key, None)
-        owners = self._owners.get(subscription_id)
-        if owners is not None:
-            owners.discard(owner)
-            if not owners:
-                del self._owners[subscription_id]
-
-    def owner_for_token(self, subscription_id: str, token: str | None) -> str | None:
-        """The namespace whose subscription ``subscription_id`` has a wake with ``token``
-        (``None`` when none has: the request is then fenced or not found there)."""
-        if token is None:
-            return None
-        for owner in self._owners.get(subscription_id, ()):
-            wake = self._subs[(owner, subscription_id)].wake
-            if wake is not None and wake.token is not None and hmac.compare_digest(wake.token, token):
-                return owner
-        return None
-
-    async def add_streams(self, owner: str | None, subscription_id: str, paths: tuple[str, ...]) -> None:
-        """Link ``paths`` explicitly (at their tails; idempotent)."""
-        self.get(owner, subscription_id)
-        tails = {path: await self._tail(owner, path) for path in paths}
-        subscription = self.get(owner, subscription_id)  # (it may have been deleted meanwhile)
-        key = (owner, subscription_id)
-        for path, tail in tails.items():
-            subscription.link(path, explicit=True, tail=START if tail is None else tail)
-            self._index.add_explicit(StreamId(owner, path), key)
-
-    def remove_stream(self, owner: str | None, subscription_id: str, path: str) -> None:
-        """Remove the explicit link of ``path`` (a glob link stays while the pattern matches)."""
-        subscription = self.get(owner, subscription_id)
-        pattern = subscription.config.pattern
-        subscription.unlink_explicit(
-            path, still_matches=pattern is not None and Glob.compile(pattern).matches(path)
-        )
-        self._index.remove_explicit(StreamId(owner, path), (owner, subscription_id))
-
     # -- stream events (synchronous: called right after the store answered) ------------
 
     def on_data(self, owner: str | None, name: str, tail: Offset) -> None:
@@ -316,18 +154,12 @@ class SubscriptionRegistry:
             subscription.observe(name, tail)
             self._wake(subscription, name)
 
-    def on_delete(self, owner: str | None, name: str) -> None:
-        """``name`` of ``owner`` was deleted: its glob links go (explicit links stay, at the start)."""
-        stream = StreamId(owner, name)
-        for key in self._index.by_pattern(stream):
-            subscription = self._subs[key]
-            link = subscription.links.get(name)
-            if link is not None and not link.explicit:
-                subscription.forget(name)
-            elif link is not None:
-                link.acked = link.tail = START
-
     # -- wakes -----------------------------------------------------------------------
+
+    def _forget(self, subscription: Subscription) -> None:
+        if subscription.wake is not None:
+            self._end(subscription, subscription.wake)
+        self.delivery.failures.pop((subscription.owner, subscription.id), None)
 
     def _wake(self, subscription: Subscription, stream: str | None, *, due: bool = False) -> bool:
         """Make a wake if the subscription is idle with pending work, and start what it needs.
@@ -342,12 +174,12 @@ class SubscriptionRegistry:
             # Not serving (shutting down): pending work waits for a later event.
             # A wake in flight, or a retry scheduled: its end looks for pending work again.
             return False
-        failures = self._failures.get(key, 0)
+        failures = self.delivery.failures.get(key, 0)
         if subscription.config.type == "webhook" and failures and not due:
             if not subscription.has_pending():
                 return False
             self._retrying.add(key)
-            self._spawn(self._wake_later, subscription, self.retry_delay(failures))
+            self._spawn(self._wake_later, subscription, self.delivery.retry_delay(failures))
             return True
         wake = subscription.wake_if_pending(stream, trio.current_time())
         if wake is None:
@@ -428,13 +260,6 @@ class SubscriptionRegistry:
 
     # -- webhook delivery --------------------------------------------------------------
 
-    def retry_delay(self, failures: int) -> float:
-        """The wait before the next attempt after ``failures`` failed ones (0 for none)."""
-        if failures <= 0:
-            return 0.0
-        base = min(RETRY_MAX, RETRY_FIRST * 2 ** (failures - 1))
-        return float(base * (1 + self._jitter(-RETRY_JITTER, RETRY_JITTER)))
-
     def delivery_body(self, subscription: Subscription, wake: Wake) -> bytes:
         body = {
             "subscription_id": subscription.id,
@@ -448,35 +273,24 @@ class SubscriptionRegistry:
 
     async def _deliver(self, subscription: Subscription, wake: Wake) -> None:
         """POST the wake until a 2xx, ``max_attempts`` or the lease (the caller's scope) ends it."""
-        assert self.signer is not None
-        assert subscription.config.webhook_url is not None
+        url = subscription.config.webhook_url
+        assert url is not None
         key = (subscription.owner, subscription.id)
         body = self.delivery_body(subscription, wake)
         for attempt in range(self.max_attempts):
             # (The first attempt of a wake is never delayed: a retry's backoff ran before it.)
-            await trio.sleep(self.retry_delay(self._failures.get(key, 0)) if attempt else 0.0)
-            headers = {"Webhook-Signature": self.signer.signature_header(body)}
-            status, answer = 0, b""
-            with trio.move_on_after(self.attempt_timeout):
-                try:
-                    status, answer = await self._post(subscription.config.webhook_url, body, headers)
-                except (WebhookDeliveryError, DurableStreamError) as exc:
-                    logger.info("subscription %r: webhook attempt failed: %s", subscription.id, exc)
-            if 200 <= status < 300:
-                self._failures.pop(key, None)
+            await trio.sleep(
+                self.delivery.retry_delay(self.delivery.failures.get(key, 0)) if attempt else 0.0
+            )
+            delivered, done = await self.delivery.attempt(key, url, body)
+            if delivered:
                 subscription.status = "active"
-                if _is_done(answer) and subscription.wake is wake:
+                if done and subscription.wake is wake:
                     subscription.ack_snapshot(wake)
                     self._end(subscription, wake)
                     self._wake(subscription, None)
                 return
-            self._failures[key] = self._failures.get(key, 0) + 1
             subscription.status = "failed"
-
-    async def _post_checked(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        # Checked again at each attempt (resolved once per attempt, connected to that address).
-        target = await check_webhook_url(url, allow_loopback_http=self.allow_loopback_http, **self._resolve)
-        return await post_webhook(target, body, headers)
 
     # -- worker requests ---------------------------------------------------------------
 
@@ -519,11 +333,3 @@ class SubscriptionRegistry:
         wake = subscription.fence(token, request.get("wake_id"), request.get("generation"))
         self._end(subscription, wake)
         self._wake(subscription, None)
-
-
-def _is_done(answer: bytes) -> bool:
-    try:
-        document = json.loads(answer) if answer.strip() else None
-    except ValueError:
-        return False
-    return isinstance(document, dict) and document.get("done") is True
