@@ -46,3 +46,18 @@ async def test_the_chat_example_validates_its_input_from_its_schema() -> None:
             error = (await response.get_json())["error"]
             assert (error["code"], error["field"]) == ("invalid_input", field), error
     assert parse_prompt({"prompt": "hi"}) == {"prompt": "hi", "rate": 20.0}
+
+
+def test_the_pull_wake_worker_handles_every_order_once() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "pull_wake_worker.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert sorted(result.stdout.splitlines()) == [
+        "orders/a {'order': 1}",
+        "orders/a {'order': 3}",
+        "orders/b {'order': 2}",
+    ]

@@ -115,6 +115,8 @@ class ServePlan:
                     "caller is anonymous"
                 ) from None
             plan.options["durable_access"] = args.durable_access
+        if args.subscriptions:
+            plan.options["durable_subscriptions"] = _subscription_options(args)
         if args.app is None:
             plan.options["demo_max_tokens"] = args.demo_max_tokens
         for name in _HUB_FLAGS:
@@ -434,3 +436,15 @@ def _safe_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     _credentials, at, location = rest.rpartition("@")
     return f"{scheme}{sep}***@{location}" if at else url
+
+
+def _subscription_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``durable_subscriptions`` for ``TrioStreams`` from ``--subscriptions`` and the webhook flags."""
+    options: dict[str, Any] = {"allow_loopback_http": bool(args.webhook_allow_loopback)}
+    if args.webhook_key_file:
+        from pathlib import Path
+
+        from ..durable._webhook_signing import WebhookSigner
+
+        options["signer"] = WebhookSigner.from_file(Path(args.webhook_key_file))
+    return options

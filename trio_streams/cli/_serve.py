@@ -279,6 +279,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="owner (the default with --token): each user's stream names are their own, another user's "
         "stream is a 404; shared: one namespace for every user (the only one without tokens)",
     )
+    durable.add_argument(
+        "--subscriptions",
+        action="store_true",
+        help="serve Durable Streams subscriptions (__ds/: webhooks and pull-wake; state in this process)",
+    )
+    durable.add_argument(
+        "--webhook-key-file",
+        metavar="PATH",
+        help="the webhook signing key (Ed25519, PEM), made there on first start; every instance "
+        "serving one store should share it (default: a fresh key per start)",
+    )
+    durable.add_argument(
+        "--webhook-allow-loopback",
+        action="store_true",
+        help="development only: allow webhook URLs with plain http to loopback (127.0.0.0/8, ::1, localhost)",
+    )
     hub = parser.add_argument_group("runs")
     hub.add_argument(
         "--grace-period",

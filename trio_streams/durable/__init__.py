@@ -25,6 +25,9 @@ from ._stream import AppendRequest as AppendRequest
 from ._stream import CreateRequest as CreateRequest
 from ._stream import DurableStream as DurableStream
 from ._stream import ForkSpec as ForkSpec
+from ._sub_backend import SubscribedBackend as SubscribedBackend
+from ._sub_backend import with_subscriptions as with_subscriptions
+from ._subscriptions import SubscriptionRegistry as SubscriptionRegistry
 from .redis._batch import GroupCommitStatistics as GroupCommitStatistics
 from .redis._store import RedisDurableStore as RedisDurableStore
 
@@ -41,6 +44,10 @@ def __getattr__(name: str) -> object:
     import importlib
     import warnings
 
+    if name == "WebhookSigner":  # loaded on first use: it imports cryptography
+        from ._webhook_signing import WebhookSigner
+
+        return WebhookSigner
     if name in _MOVED:
         target = _MOVED[name]
         warnings.warn(

@@ -94,6 +94,10 @@ class MemoryBackend:
     async def open_read(self, name: str, *, owner: str | None = None) -> ReadSource:
         return StoredSource(self.store, self.store.open(name, owner=owner))
 
+    async def list_tails(self, *, owner: str | None = None) -> list[tuple[str, Offset]]:
+        """Every live stream of ``owner``'s namespace with its tail (subscriptions' backfill)."""
+        return [(name, stream.tail) for name, stream in self.store.names(owner)]
+
     def end_live_reads(self) -> None:
         self.store.end_live_reads()
 

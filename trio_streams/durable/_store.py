@@ -137,6 +137,20 @@ class DurableStreamStore:
         self._touch(stream)
         return stream
 
+    def names(self, owner: str | None = None) -> list[tuple[str, DurableStream]]:
+        """Every live (not soft-deleted, not expired) stream of ``owner``'s namespace, by name.
+
+        For subscriptions' backfill: one pass over the streams held.
+        """
+        now = trio.current_time()
+        return [
+            (ident.name, stream)
+            for ident, stream in self._streams.items()
+            if ident.owner == owner
+            and not stream.soft_deleted
+            and (stream.deadline is None or now < stream.deadline)
+        ]
+
     def _find(self, ident: StreamId) -> DurableStream | None:
         stream = self._streams.get(ident)
         if stream is not None and stream.deadline is not None and trio.current_time() >= stream.deadline:

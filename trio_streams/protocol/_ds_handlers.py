@@ -5,8 +5,8 @@ creates (or forks), ``POST`` appends and/or closes, ``HEAD`` describes,
 ``DELETE`` deletes, ``GET`` reads (catch-up, ``live=long-poll``,
 ``live=sse``), ``OPTIONS`` answers CORS preflights. Names under ``runs/``
 are the runs of the hub, read-only (:class:`~._run_streams.RunStreams`);
-``__ds/`` is the protocol's reserved control namespace (subscriptions: not
-implemented, 501).
+``__ds/`` is the protocol's reserved control namespace: subscriptions
+(:mod:`._ds_subscriptions`) when the service has a registry, else 501.
 
 With ``access="owner"`` every name is in the caller's own namespace
 (:mod:`trio_streams.durable._access`): a request reaches only its caller's
@@ -33,6 +33,7 @@ from ..durable._stream import AppendRequest, CreateRequest, ForkSpec
 from ._body import read_body
 from ._ds_http import preflight, protocol_response
 from ._ds_reads import read_query, serve_read
+from ._ds_subscriptions import handle_control
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from ..durable._access import DurableAccess
     from ..durable._backend import DurableBackend, StreamInfo
     from ..durable._reads import ReadSettings
+    from ..durable._subscriptions import SubscriptionRegistry
     from ._messages import Request, Response, StreamingResponse
     from ._run_streams import RunStreams
 
@@ -73,6 +75,8 @@ class DurableService:
     access: DurableAccess = "shared"
     runs: RunStreams | None = None
     observe_append: Callable[[float], None] | None = None
+    #: Serves ``__ds/`` (subscriptions); ``None``: those names answer 501.
+    subscriptions: SubscriptionRegistry | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,9 @@ async def handle_stream_request(request: Request, service: DurableService) -> Re
     name = request.path_params["stream_name"]
     if request.method == "OPTIONS":
         return preflight(request)
+    if service.subscriptions is not None and name.startswith(RESERVED_PREFIX):
+        check_name(name)
+        return await handle_control(request, service, name, lambda: _caller_namespace(request, service))
     owner = None
     if service.authorize is not None:
         caller = service.authorize(request.headers.get("Authorization"))
@@ -112,6 +119,14 @@ async def handle_stream_request(request: Request, service: DurableService) -> Re
         return await service.runs.handle(request, name.removeprefix(RUNS_PREFIX), service.settings)
     handler = HANDLERS[request.method]
     return await handler(request, StreamTarget(service, name, owner))
+
+
+def _caller_namespace(request: Request, service: DurableService) -> str | None:
+    """Authorize ``request``; the namespace its names are in (``None``: the shared one)."""
+    if service.authorize is None:
+        return None
+    caller = service.authorize(request.headers.get("Authorization"))
+    return _owner(caller) if service.access == "owner" else None
 
 
 def _owner(caller: object) -> str:

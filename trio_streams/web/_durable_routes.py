@@ -8,7 +8,7 @@ headers to every response, and drops request bodies nobody read.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, Response, request
 from trio_util import AsyncValue
@@ -24,7 +24,7 @@ from ._adapter import parsed_request, to_quart
 from ._http_body import consume_body
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from ..durable._access import DurableAccess
     from ..durable._backend import DurableBackend
@@ -90,11 +90,17 @@ def durable_service(
     max_body: int = 16 * 1024 * 1024,
     live_reads: AsyncValue[int] | None = None,
     observe_append: Callable[[float], None] | None = None,
+    subscriptions: Mapping[str, Any] | None = None,
 ) -> DurableService:
     """What the protocol's handlers serve (the arguments of :func:`durable_streams_blueprint`).
 
     ``observe_append`` is called with each acknowledged append's duration
     in seconds (the extension's ``durable_append_duration_seconds``).
+
+    ``subscriptions``: serve ``__ds/`` with a
+    :class:`~trio_streams.durable.SubscriptionRegistry` made with these
+    options (a fresh webhook signing key unless ``signer`` is given); its
+    tasks run in ``service.subscriptions.serve``, which the caller must run.
 
     Raises:
         ValueError: as :func:`durable_streams_blueprint`.
@@ -111,7 +117,17 @@ def durable_service(
         private=authorize is not None,
         waiting=AsyncValue(0) if live_reads is None else live_reads,
     )
-    return DurableService(as_backend(store), settings, max_body, authorize, access, runs, observe_append)
+    backend = as_backend(store)
+    registry = None
+    if subscriptions is not None:
+        from ..durable._sub_backend import with_subscriptions
+        from ..durable._webhook_signing import WebhookSigner
+
+        options = dict(subscriptions)
+        options.setdefault("signer", WebhookSigner())
+        backend = with_subscriptions(backend, **options)
+        registry = backend.registry
+    return DurableService(backend, settings, max_body, authorize, access, runs, observe_append, registry)
 
 
 def service_blueprint(service: DurableService, *, name: str = "durable_streams") -> Blueprint:

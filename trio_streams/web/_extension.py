@@ -145,6 +145,7 @@ class TrioStreams:
         sse_recycle: float = 60.0,
         durable_max_body: int = 16 * 1024 * 1024,
         durable_access: DurableAccess | None = None,
+        durable_subscriptions: bool | Mapping[str, Any] = False,
         fast_paths: bool = False,
         hub_config: HubConfig | None = None,
         **hub_options: Any,
@@ -182,6 +183,8 @@ class TrioStreams:
         self.durable_max_body = durable_max_body
         #: ``"owner"``: stream names are per user; ``"shared"``: one namespace.
         self.durable_access: DurableAccess = resolve_access(durable_access, auth=self.auth is not None)
+        #: Serve ``__ds/`` subscriptions (options of SubscriptionRegistry, or True: defaults).
+        self.durable_subscriptions = durable_subscriptions
         #: Durable Streams live reads (long-polls, SSE) waiting for data now.
         self.durable_live_reads: AsyncValue[int] = AsyncValue(0)
         #: ``serve --app`` may answer the hot routes without Quart (see :meth:`fast_routes`).
@@ -376,6 +379,7 @@ class TrioStreams:
             max_body=self.durable_max_body,
             live_reads=self.durable_live_reads,
             observe_append=self.metrics.observe_append,
+            subscriptions=_subscription_options(self.durable_subscriptions),
         )
         self._durable_service = service
         blueprint = service_blueprint(service)
@@ -416,6 +420,8 @@ class TrioStreams:
         nursery: trio.Nursery = current_app.nursery  # type: ignore[attr-defined]
         if self.durable_store is not None:
             self.durable_store.resume_live_reads()
+        if self._durable_service is not None and self._durable_service.subscriptions is not None:
+            await nursery.start(self._durable_service.subscriptions.serve)
         self._stop = trio.Event()
         self._stopped = trio.Event()
         try:
@@ -568,3 +574,9 @@ class TrioStreams:
 async def _run_demo(ctx: RunContext, *, max_text: int | None) -> Any:
     """The built-in ``demo`` producer in the ``function(ctx)`` form."""
     return await demo_producer(ctx, ctx.input, max_text=max_text)
+
+
+def _subscription_options(option: bool | Mapping[str, Any]) -> Mapping[str, Any] | None:
+    if option is False:
+        return None
+    return {} if option is True else option

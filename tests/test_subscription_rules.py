@@ -1,0 +1,97 @@
+"""Subscription rules without I/O: globs, the membership index, configuration parsing and its digest."""
+
+from __future__ import annotations
+
+import pytest
+
+from trio_streams.durable import DurableStreamError
+from trio_streams.durable._access import StreamId
+from trio_streams.durable._sub_config import parse_config
+from trio_streams.durable._sub_index import Glob, MembershipIndex
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "matches"),
+    [
+        ("events/*", "events/a", True),
+        ("events/*", "events/a/b", False),
+        ("events/*", "events", False),
+        ("events/**", "events", True),
+        ("events/**", "events/a/b/c", True),
+        ("**", "x", True),
+        ("**/end", "a/b/end", True),
+        ("**/end", "end", True),
+        ("a/**/z", "a/z", True),
+        ("a/**/z", "a/b/c/z", True),
+        ("a/**/z", "a/b/c/y", False),
+        ("*/x", "q/x", True),
+        ("*/x", "x", False),
+        ("a*", "abc", False),  # wildcards are whole segments
+        ("a*", "a*", True),
+    ],
+)
+def test_globs(pattern: str, path: str, matches: bool) -> None:
+    assert Glob.compile(pattern).matches(path) is matches
+
+
+def test_the_index_finds_literal_and_wildcard_first_patterns_per_owner() -> None:
+    index = MembershipIndex()
+    for key, pattern in [
+        ("lit", "events/*"),
+        ("deep", "events/**"),
+        ("any", "*/a"),
+        ("all", "**"),
+        ("no", "other/*"),
+    ]:
+        index.add_pattern(None, (None, key), Glob.compile(pattern))
+    index.add_pattern("alice", ("alice", "mine"), Glob.compile("**"))
+    assert sorted(k[1] for k in index.by_pattern(StreamId(None, "events/a"))) == ["all", "any", "deep", "lit"]
+    assert sorted(k[1] for k in index.by_pattern(StreamId(None, "zzz/a"))) == ["all", "any"]
+    assert [k[1] for k in index.by_pattern(StreamId("alice", "events/a"))] == ["mine"]
+    index.remove_pattern(None, (None, "lit"), Glob.compile("events/*"))
+    index.remove_pattern(None, (None, "all"), Glob.compile("**"))
+    assert sorted(k[1] for k in index.by_pattern(StreamId(None, "events/a"))) == ["any", "deep"]
+    index.add_explicit(StreamId(None, "x/y"), (None, "e"))
+    assert index.by_explicit(StreamId(None, "x/y")) == ((None, "e"),)
+    assert index.by_explicit(StreamId("bob", "x/y")) == ()
+
+
+BASE = {"type": "pull-wake", "pattern": "events/*", "wake_stream": "wake/pool"}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"type": "push"},
+        {"pattern": None, "streams": []},
+        {"lease_ttl_ms": 999},
+        {"lease_ttl_ms": 600_001},
+        {"lease_ttl_ms": True},
+        {"wake_stream": None},
+        {"webhook": {"url": "https://x"}},
+        {"streams": ["a//b"]},
+        {"streams": "a"},
+        {"pattern": "__ds/x"},
+        {"surprise": 1},
+    ],
+)
+def test_bad_configurations_are_400(change: dict[str, object]) -> None:
+    document = {key: value for key, value in {**BASE, **change}.items() if value is not None}
+    with pytest.raises(DurableStreamError) as refused:
+        parse_config(document)
+    assert (refused.value.status, refused.value.code) == (400, "INVALID_REQUEST")
+
+
+def test_defaults_normalization_and_digest() -> None:
+    config = parse_config({**BASE, "streams": ["b", "a", "b"]})
+    assert (config.lease_ttl_ms, config.streams) == (30_000, ("a", "b"))
+    assert parse_config({**BASE, "streams": ["a", "b"]}).digest == config.digest
+    for other in (
+        {"lease_ttl_ms": 1000},
+        {"description": "d"},
+        {"pattern": "events/**"},
+        {"wake_stream": "w"},
+    ):
+        assert parse_config({**BASE, "streams": ["a", "b"], **other}).digest != config.digest
+    for edge in (1_000, 600_000):
+        assert parse_config({**BASE, "lease_ttl_ms": edge}).lease_ttl_ms == edge

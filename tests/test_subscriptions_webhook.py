@@ -1,0 +1,266 @@
+"""Webhook subscriptions on the memory store, on the autojump clock, with a receiver in the test.
+
+The registry's ``post`` is the test's receiver (a function): it records each
+delivery with the trio time it arrived and answers as the test says (done,
+empty, 500, slow, down). Signatures are verified with ``cryptography``'s
+Ed25519 public key rebuilt from the published JWK, not with the signer.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import trio
+import trio.testing
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from trio_streams.durable import DurableStreamError, DurableStreamStore
+from trio_streams.durable._backend import as_backend
+from trio_streams.durable._stream import AppendRequest, CreateRequest
+from trio_streams.durable._sub_backend import SubscribedBackend, with_subscriptions
+from trio_streams.durable._sub_config import parse_config
+from trio_streams.durable._webhook_client import WebhookDeliveryError
+from trio_streams.durable._webhook_signing import WebhookSigner
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    from trio_streams.durable._subscriptions import SubscriptionRegistry
+
+JSON = "application/json"
+HOOK = {
+    "type": "webhook",
+    "pattern": "events/*",
+    "webhook": {"url": "https://hooks.example/h"},
+    "lease_ttl_ms": 20_000,
+}
+
+
+@dataclass
+class Receiver:
+    """Answers deliveries with ``answers`` in turn (the last one repeats)."""
+
+    answers: list[Callable[[], Any]] = field(default_factory=list)
+    got: list[tuple[float, dict[str, Any], bytes, str]] = field(default_factory=list)
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        self.got.append((trio.current_time(), json.loads(body), body, headers["Webhook-Signature"]))
+        answer = self.answers[min(len(self.got), len(self.answers)) - 1]
+        return await answer()  # type: ignore[no-any-return]
+
+
+def answer(status: int, document: object = None, *, delay: float = 0.0) -> Callable[[], Any]:
+    async def respond() -> tuple[int, bytes]:
+        await trio.sleep(delay)
+        return status, b"" if document is None else json.dumps(document).encode()
+
+    return respond
+
+
+def down() -> Callable[[], Any]:
+    async def refuse() -> tuple[int, bytes]:
+        raise WebhookDeliveryError("connection refused")
+
+    return refuse
+
+
+async def public_dns(host: str, port: int) -> list[str]:
+    return ["93.184.216.34"]
+
+
+@asynccontextmanager
+async def serving(receiver: Receiver) -> AsyncIterator[tuple[SubscribedBackend, SubscriptionRegistry]]:
+    backend = with_subscriptions(
+        as_backend(DurableStreamStore()),
+        signer=WebhookSigner(wall_clock=lambda: 1_800_000_000.0),
+        post=receiver.post,
+        jitter=lambda low, high: 0.0,
+        attempt_timeout=5.0,
+        resolve=public_dns,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(backend.registry.serve)
+        yield backend, backend.registry
+        nursery.cancel_scope.cancel()
+
+
+async def data(backend: SubscribedBackend, name: str) -> str:
+    try:
+        return str((await backend.append(name, AppendRequest(b'{"n": 1}', JSON))).next_offset)
+    except DurableStreamError:
+        stream, _ = await backend.create(name, CreateRequest(content_type=JSON, body=b'{"n": 0}'))
+        return str(stream.tail)
+
+
+def verify(signer: WebhookSigner, body: bytes, header: str) -> bool:
+    """Verify ``header`` over ``body`` with the JWK's key (an independent Ed25519 check)."""
+    params = dict(part.split("=", 1) for part in header.split(","))
+    jwk = next(key for key in signer.jwks()["keys"] if key["kid"] == params["kid"])
+    raw = base64.urlsafe_b64decode(jwk["x"] + "=" * (-len(jwk["x"]) % 4))
+    signature = base64.urlsafe_b64decode(params["ed25519"] + "=" * (-len(params["ed25519"]) % 4))
+    try:
+        Ed25519PublicKey.from_public_bytes(raw).verify(signature, f"{params['t']}.".encode() + body)
+    except Exception:
+        return False
+    return True
+
+
+async def test_a_signed_delivery_answered_done_acks_the_snapshot(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    receiver = Receiver([answer(200, {"done": True})])
+    async with serving(receiver) as (backend, subs):
+        sub, _ = await subs.put(None, "h1", parse_config(HOOK), "https://me/cb")
+        tail = await data(backend, "events/a")
+        await trio.testing.wait_all_tasks_blocked()
+        [(_, body, raw, header)] = receiver.got
+        assert body["subscription_id"] == "h1"
+        assert body["callback_url"] == "https://me/cb"
+        assert (body["generation"], body["wake_id"][:2]) == (1, "w_")
+        assert body["streams"] == [
+            {
+                "path": "events/a",
+                "link_type": "glob",
+                "acked_offset": "0000000000000000_0000000000000000",
+                "tail_offset": tail,
+                "has_pending": True,
+            }
+        ]
+        assert header.startswith("t=1800000000,kid=ds_")
+        assert subs.signer is not None
+        assert verify(subs.signer, raw, header)
+        assert not verify(subs.signer, raw + b" ", header)
+        assert str(sub.links["events/a"].acked) == tail
+        assert sub.wake is None
+        # The callback token of the finished wake is fenced.
+        with pytest.raises(DurableStreamError) as stale:
+            request = {"wake_id": body["wake_id"], "generation": 1, "done": True}
+            subs.ack(None, "h1", body["callback_token"], request, kind="webhook")
+        assert stale.value.code == "FENCED"
+
+
+async def test_callback_acks_then_new_data_wakes_a_new_generation(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    receiver = Receiver([answer(200, {})])
+    async with serving(receiver) as (backend, subs):
+        await subs.put(None, "h1", parse_config(HOOK), "https://me/cb")
+        tail = await data(backend, "events/a")
+        await trio.testing.wait_all_tasks_blocked()
+        body = receiver.got[0][1]
+        request = {
+            "wake_id": body["wake_id"],
+            "generation": 1,
+            "acks": [{"stream": "events/a", "offset": tail}],
+        }
+        # Concurrent callbacks for one wake: the first `done` wins, the second is fenced.
+        assert (
+            subs.ack(None, "h1", body["callback_token"], {**request, "done": True}, kind="webhook") is False
+        )
+        with pytest.raises(DurableStreamError) as second:
+            subs.ack(None, "h1", body["callback_token"], {**request, "done": True}, kind="webhook")
+        assert second.value.code == "FENCED"
+        await data(backend, "events/a")
+        await trio.testing.wait_all_tasks_blocked()
+        assert [got[1]["generation"] for got in receiver.got] == [1, 2]
+
+
+async def test_done_with_data_after_the_snapshot_wakes_again(autojump_clock: trio.testing.MockClock) -> None:
+    # The receiver is slow: data arrives while the first delivery is in flight.
+    receiver = Receiver([answer(200, {"done": True}, delay=2.0)])
+    async with serving(receiver) as (backend, subs):
+        sub, _ = await subs.put(None, "h1", parse_config(HOOK), "https://me/cb")
+        await data(backend, "events/a")
+        await trio.sleep(1)
+        later = await data(backend, "events/a")
+        await trio.sleep(1.5)
+        # The first done acked only the snapshot; the pending data made generation 2 at t=2.
+        assert [(when, got["generation"]) for when, got, _, _ in receiver.got] == [(0.0, 1), (2.0, 2)]
+        await trio.sleep(2)
+        assert str(sub.links["events/a"].acked) == later
+
+
+async def test_failed_deliveries_retry_with_backoff_within_the_lease(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    receiver = Receiver([answer(500), down(), answer(503), answer(200, {"done": True})])
+    async with serving(receiver) as (backend, subs):
+        sub, _ = await subs.put(None, "h1", parse_config(HOOK), "https://me/cb")
+        await data(backend, "events/a")
+        await trio.sleep(1.5)
+        assert sub.status == "failed"
+        await trio.sleep(10)
+        # 1 s, 2 s, 4 s between attempts (no jitter here); one wake throughout.
+        assert [(when, got["generation"]) for when, got, _, _ in receiver.got] == [
+            (0.0, 1),
+            (1.0, 1),
+            (3.0, 1),
+            (7.0, 1),
+        ]
+        assert (sub.status, sub.wake) == ("active", None)
+
+
+async def test_a_slow_receiver_is_cut_off_and_an_expired_lease_redelivers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Every attempt takes longer than attempt_timeout (5 s): the lease (20 s) ends the wake.
+    receiver = Receiver([answer(200, {"done": True}, delay=60.0)])
+    async with serving(receiver) as (backend, subs):
+        sub, _ = await subs.put(None, "h1", parse_config(HOOK), "https://me/cb")
+        await data(backend, "events/a")
+        await trio.sleep(19.999)
+        assert [when for when, *_ in receiver.got] == [0.0, 6.0, 13.0]
+        assert sub.wake is not None
+        assert sub.wake.generation == 1
+        await trio.sleep(0.001)
+        await trio.testing.wait_all_tasks_blocked()
+        # Expired at t=20: the next wake waits for the backoff (3 failures: 4 s), then is delivered.
+        assert (subs.get(None, "h1").wake, sub.status) == (None, "failed")
+        await trio.sleep(4)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sub.wake is not None
+        assert sub.wake.generation == 2
+        assert [(when, got["generation"]) for when, got, _, _ in receiver.got][-1] == (24.0, 2)
+
+
+async def test_a_backoff_longer_than_the_lease_still_ends_in_attempts(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A receiver that stays down, a 1.5 s lease: each retry's backoff runs before its wake.
+    receiver = Receiver([down()])
+    async with serving(receiver) as (backend, subs):
+        await subs.put(None, "h1", parse_config({**HOOK, "lease_ttl_ms": 1500}), "https://me/cb")
+        await data(backend, "events/a")
+        await trio.sleep(20)
+        # 0 and 1 (in the first wake), the lease ends at 1.5; then 2 s, 4 s, 8 s before each new wake.
+        assert [(when, got["generation"]) for when, got, _, _ in receiver.got] == [
+            (0.0, 1),
+            (1.0, 1),
+            (3.5, 2),
+            (9.0, 3),
+            (18.5, 4),
+        ]
+
+
+async def test_deleting_fences_inflight_callbacks(autojump_clock: trio.testing.MockClock) -> None:
+    receiver = Receiver([answer(200, {})])
+    async with serving(receiver) as (backend, subs):
+        sub, _ = await subs.put(None, "h1", parse_config(HOOK), "https://me/cb")
+        tail = await data(backend, "events/a")
+        await trio.testing.wait_all_tasks_blocked()
+        body = receiver.got[0][1]
+        subs.delete(None, "h1")
+        request = {
+            "wake_id": body["wake_id"],
+            "generation": 1,
+            "acks": [{"stream": "events/a", "offset": tail}],
+        }
+        with pytest.raises(DurableStreamError) as gone:
+            subs.ack(None, "h1", body["callback_token"], {**request, "done": True}, kind="webhook")
+        assert gone.value.status == 404
+        assert str(sub.links["events/a"].acked) != tail

@@ -1,0 +1,136 @@
+"""Which subscriptions a stream belongs to: globs and an index over them (sans-I/O).
+
+Globs are over stream paths split at ``/``: ``*`` matches exactly one
+segment, ``**`` zero or more segments, anything else is literal (a segment
+``a*`` is the literal text ``a*``: wildcards are whole segments).
+
+:class:`MembershipIndex` answers "which subscriptions does ``path`` of
+``owner`` match?" without scanning every pattern: a pattern is bucketed by
+its first segment when that is literal (``events/*`` under ``events``), else
+by its last segment when that is literal (``*/inbox`` under ``inbox``), else
+in the owner's one wildcard bucket (``**``, ``*/*``). A lookup of ``a/b/c``
+tests only three buckets (first ``a``, last ``c``, wildcard), and each
+candidate without ``**`` is rejected on its segment count before any
+comparison. Explicit members are a dict from stream to subscription keys.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._access import StreamId
+
+#: A subscription's name: ``(owner, id)``.
+SubscriptionKey = tuple[str | None, str]
+#: ``(owner, "first" | "last" | "any", segment)``.
+_Bucket = tuple[str | None, str, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Glob:
+    """A compiled glob (see the module docstring)."""
+
+    text: str
+    segments: tuple[str, ...]
+    #: No ``**``: matches only paths of exactly as many segments.
+    fixed: bool
+
+    @classmethod
+    def compile(cls, text: str) -> Glob:
+        segments = tuple(text.split("/"))
+        return cls(text, segments, "**" not in segments)
+
+    @property
+    def bucket(self) -> tuple[str, str | None]:
+        """The index's bucket: ``("first", segment)``, ``("last", segment)`` or ``("any", None)``."""
+        first, last = self.segments[0], self.segments[-1]
+        if first not in ("*", "**"):
+            return ("first", first)
+        if last not in ("*", "**"):
+            return ("last", last)
+        return ("any", None)
+
+    def matches(self, path: str) -> bool:
+        """True when ``path`` matches."""
+        return self.matches_parts(path.split("/"))
+
+    def matches_parts(self, parts: list[str]) -> bool:
+        """True when the path split at ``/`` into ``parts`` matches."""
+        if self.fixed:
+            if len(parts) != len(self.segments):
+                return False
+            # (A plain loop: this runs for every candidate of every append.)
+            for segment, part in zip(self.segments, parts, strict=True):
+                if segment != part and segment != "*":
+                    return False
+            return True
+        return _match(self.segments, 0, parts, 0)
+
+
+def _match(pattern: tuple[str, ...], i: int, parts: list[str], j: int) -> bool:
+    # Iterative over literal/`*` segments; recursive only at `**` (bounded by
+    # the path's segment count for each `**`).
+    while i < len(pattern):
+        segment = pattern[i]
+        if segment == "**":
+            if i + 1 == len(pattern):
+                return True
+            return any(_match(pattern, i + 1, parts, k) for k in range(j, len(parts) + 1))
+        if j >= len(parts) or (segment != "*" and segment != parts[j]):
+            return False
+        i += 1
+        j += 1
+    return j == len(parts)
+
+
+class MembershipIndex:
+    """Patterns and explicit members of every subscription, by owner.
+
+    Subscriptions are named by ``(owner, id)``.
+    """
+
+    def __init__(self) -> None:
+        self._buckets: dict[_Bucket, dict[SubscriptionKey, Glob]] = defaultdict(dict)
+        self._explicit: dict[StreamId, set[SubscriptionKey]] = defaultdict(set)
+
+    def add_pattern(self, owner: str | None, key: SubscriptionKey, glob: Glob) -> None:
+        self._buckets[(owner, *glob.bucket)][key] = glob
+
+    def remove_pattern(self, owner: str | None, key: SubscriptionKey, glob: Glob) -> None:
+        bucket_key = (owner, *glob.bucket)
+        bucket = self._buckets.get(bucket_key)
+        if bucket is not None:
+            bucket.pop(key, None)
+            if not bucket:
+                del self._buckets[bucket_key]
+
+    def add_explicit(self, stream: StreamId, key: SubscriptionKey) -> None:
+        self._explicit[stream].add(key)
+
+    def remove_explicit(self, stream: StreamId, key: SubscriptionKey) -> None:
+        keys = self._explicit.get(stream)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._explicit[stream]
+
+    def by_pattern(self, stream: StreamId) -> tuple[SubscriptionKey, ...]:
+        """The subscriptions whose pattern matches ``stream`` (three buckets: see the module docstring)."""
+        parts = stream.name.split("/")
+        owner = stream.owner
+        found: list[SubscriptionKey] = []
+        for bucket_key in ((owner, "first", parts[0]), (owner, "last", parts[-1]), (owner, "any", None)):
+            bucket = self._buckets.get(bucket_key)
+            if bucket:
+                found.extend(key for key, glob in bucket.items() if glob.matches_parts(parts))
+        return tuple(found)
+
+    def by_explicit(self, stream: StreamId) -> tuple[SubscriptionKey, ...]:
+        """The subscriptions ``stream`` is an explicit member of."""
+        return tuple(self._explicit.get(stream, ()))
+
+    def pattern_count(self) -> int:
+        return sum(len(bucket) for bucket in self._buckets.values())
