@@ -242,6 +242,7 @@ def test_workers_auto_is_the_cpus_this_process_may_use():
         (["--workers", "2", "--redis-url", "redis://x", "--data-dir", "d"], "not both"),
         (["--workers", "64", "--max-memory", "512MiB"], "a worker's share breaks a rule"),
         (["--workers", "2", "--app", "tests.workers_app:create_bare_app"], "takes no options"),
+        (["--workers", "2", "--subscriptions"], "cannot serve --subscriptions yet"),
     ],
 )
 def test_combinations_that_cannot_work_are_refused(args: list[str], message: str):

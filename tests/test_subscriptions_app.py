@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+from typing import TYPE_CHECKING
 
 import h11
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .web_support import serving
+
+if TYPE_CHECKING:
+    import pytest
 
 
 def unb64(text: str) -> bytes:
@@ -86,3 +91,18 @@ async def test_a_webhook_reaches_a_real_receiver_signed_and_done_acks() -> None:
 async def test_subscriptions_are_off_by_default() -> None:
     async with serving() as api:
         assert (await api.client.get("/v1/stream/__ds/jwks.json")).status_code == 501
+
+
+async def test_subscriptions_beside_redis_streams_warn_that_their_state_is_local(
+    redis_url: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The streams are shared through Redis, the subscriptions not yet: say so at start."""
+    from trio_streams.log.redis import RedisStore
+
+    from .server_support import running_server
+
+    with trio.fail_after(30), caplog.at_level(logging.WARNING, logger="trio_streams.web"):
+        async with running_server(store=RedisStore(redis_url, prefix=prefix), durable_subscriptions=True):  # type: ignore[arg-type]
+            pass
+    warned = [r.getMessage() for r in caplog.records if "subscriptions keep their state" in r.getMessage()]
+    assert len(warned) == 1, warned

@@ -421,6 +421,12 @@ class TrioStreams:
         if self.durable_store is not None:
             self.durable_store.resume_live_reads()
         if self._durable_service is not None and self._durable_service.subscriptions is not None:
+            if isinstance(self.durable_store, RedisDurableStore):
+                # The streams are shared through Redis; the subscriptions are not (yet).
+                logger.warning(
+                    "durable streams subscriptions keep their state in this process: not shared "
+                    "with other instances on this redis, lost on restart (docs/durable.md)"
+                )
             await nursery.start(self._durable_service.subscriptions.serve)
         self._stop = trio.Event()
         self._stopped = trio.Event()
