@@ -39,6 +39,7 @@ import trio
 
 from ..log._events import Event, Gap, Heartbeat, Item
 from ..log._replay_log import cut_to_bytes
+from ..log._run_info import ROLLED_BACK
 
 if TYPE_CHECKING:
     from ..log._store import Store
@@ -186,6 +187,10 @@ class Subscription:
                 self._ended = True
             return []
         first = log.first_seq
+        if cursor + 1 < first and run.reason == ROLLED_BACK:
+            # Rolled back: the store is deleting that range, on purpose (not
+            # a Gap); what is left to deliver is the terminal event (the log keeps it).
+            return self._deliver(log.read_after(log.last_seq - 1, 1)) if run._closed else []
         if cursor + 1 < first:
             # Behind the trimmed head: the store may still have that range.
             return await self._read_stored(min(max_items, first - 1 - cursor), max_bytes, upto=first)

@@ -12,7 +12,9 @@ keys live in another slot, which is why the run is registered separately).
   ``reject`` is refused with the holder's id, ``enqueue`` and ``interrupt``
   join the FIFO (bounded), and ``interrupt`` gets the runs ahead to cancel,
   which the claimer asks through the ordinary cancel path (intent in the
-  run's meta hash, message on the control stream).
+  run's meta hash, message on the control stream). ``rollback`` is
+  ``interrupt`` with the reason ``rolled_back``: each such run's owner deletes
+  it (``RedisStore.finish_run``) before it releases the key.
 - Release (``RELEASE_KEY``): the holder's end, once stored, hands the key to
   the queue's head in the same step; a waiting run leaves the queue. The
   releasing instance wakes the new holder: directly if it waits here, else
@@ -39,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .._run_info import RunStatus
+from .._run_info import ROLLED_BACK, RunStatus
 from .._store import KeyClaim
 from ._scripts import CLAIM_KEY, KEY_TURN, REFRESH_KEY, RELEASE_KEY
 
@@ -130,8 +132,9 @@ class KeyClaims:
         # here, and the claim asked again: a finished run never blocks a key.
         if claim.holder is not None and await self._heal(owner, key, claim.holder, age):
             claim, age = await self._claim_once(owner, key, run_id, on_conflict, max_queued)
+        reason = ROLLED_BACK if on_conflict == "rollback" else "interrupted"
         for other in claim.interrupt:
-            await self._request_cancel(other, "interrupted")
+            await self._request_cancel(other, reason)
         if claim.state in ("holds", "queued"):
             self.claims[run_id] = ClaimRef(owner, key)
         return claim

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import coredis
 import trio
 
-from .._run_info import RunInfo, RunStatus
+from .._run_info import ROLLED_BACK, RunInfo, RunStatus
 from .._store import KeyClaim, SharedStore, StoreStatistics
 from ._claims import KeyClaims
 from ._client import Client, safe_url
@@ -427,6 +427,13 @@ class RedisStore(SharedStore):
             await trio.lowlevel.checkpoint()
             return
         await self._writer.wait_durable(ticket)
+        if info.status is RunStatus.CANCELLED and info.reason == ROLLED_BACK:
+            # Rolled back: gone before the key goes to the run that replaced it,
+            # wherever that runs (a failed delete is logged; the key is still released).
+            try:
+                await self._delete(info.run_id, info.owner)
+            except Exception as exc:
+                logger.warning("run %s: could not delete the rolled-back run (%s)", info.run_id, exc)
         if ref is not None:
             # Only now that its end is stored: the next run may start at once.
             try:
@@ -434,6 +441,25 @@ class RedisStore(SharedStore):
             except Exception as exc:
                 # Healed by the next run's waiter, which sees this run finished.
                 logger.warning("run %s: could not release its key (%s)", info.run_id, exc)
+
+    async def delete_run(self, run_id: str) -> None:
+        """Delete the run's events, meta hash and lease, and its index entries
+        (idempotent: a run with no meta hash is already gone)."""
+        info = await get_run(self.client, self.keys, run_id)
+        if info is not None:
+            await self._delete(run_id, info.owner)
+
+    async def _delete(self, run_id: str, owner: str | None) -> None:
+        keys = self.keys
+        async with self.client.pipeline(transaction=False) as pipe:
+            # One DEL: the run's keys share its hash tag (one cluster slot).
+            pipe.delete([keys.meta(run_id), keys.events(run_id), keys.lease(run_id)])
+            for index in (keys.runs, keys.running):
+                pipe.zrem(index, [run_id])
+            if owner is not None:
+                pipe.zrem(keys.owner_runs(owner), [run_id])
+                pipe.zrem(keys.owner_live(owner), [run_id])
+        logger.info("run %s deleted (rolled back)", run_id)
 
     async def read_events(self, run_id: str, after: int, limit: int) -> list[Event]:
         """Up to ``limit`` events with ``seq > after``: an XRANGE from the entry holding ``after + 1``."""

@@ -1,0 +1,147 @@
+"""``on_conflict="rollback"``: cancel the old run, delete it, then start the new one.
+
+Hub logic on the mock clock (exact times), with the default MemoryStore.
+The Redis side (two instances, 50 simultaneous rollbacks, the Cluster) is in
+tests/test_redis_rollback.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from trio_streams import Gap, RunNotFound, RunOutcome, RunStatus, open_hub
+from trio_streams.log import MemoryStore
+from trio_streams.testing import Script, collect, events_of, types_of
+
+
+async def test_rollback_deletes_the_old_run_before_the_new_one_starts(autojump_clock) -> None:
+    store = MemoryStore()
+    outcomes: list[tuple[float, str, str | None, Any]] = []
+
+    async def save(run: Any, outcome: RunOutcome) -> None:
+        await trio.sleep(2)  # the old run's partial-save path, within finalize_timeout
+        outcomes.append((trio.current_time(), run.id, outcome.reason, outcome.result))
+
+    seen_at_start: list[tuple[float, Any, Any]] = []
+    async with open_hub(store, on_finish=save, wall_clock=trio.current_time) as hub:
+        old = await hub.start(Script().emit_many(100, every=1.0), key="conv")
+
+        async def new_producer(ctx: Any) -> str:
+            # What the new run finds when it starts: the old run is gone already.
+            seen_at_start.append((trio.current_time(), hub.get(old.id), await store.get_run(old.id)))
+            return "fresh"
+
+        received: list[Any] = []
+
+        async def follow_old() -> None:
+            async with hub.subscribe(old.id) as sub:
+                received.extend([item async for item in sub])
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow_old)
+            await trio.sleep(3.5)
+            new = await hub.start(new_producer, key="conv", on_conflict="rollback")
+            assert new.status is RunStatus.QUEUED
+            old_info = await old.wait()
+        new_info = await new.wait()
+        # Gone, everywhere: the hub's memory and the store.
+        assert hub.get(old.id) is None
+        with pytest.raises(RunNotFound):
+            await hub.get_info(old.id)
+        with pytest.raises(RunNotFound):
+            await hub.cancel(old.id)
+        with pytest.raises(RunNotFound):
+            async with hub.subscribe(old.id, after=2):
+                pass
+        assert await store.get_run(old.id) is None
+        assert await store.read_events(old.id, 0, 100) == []
+        assert [info.run_id for info in await hub.list_runs()] == [new.id]
+    assert (old_info.status, old_info.reason, old_info.result, old_info.partial) == (
+        RunStatus.CANCELLED,
+        "rolled_back",
+        "t0t1t2t3",
+        True,
+    )
+    # The old run's on_finish saw the reason, 2 s after the rollback; the new
+    # run started only then, and found the old one deleted.
+    assert outcomes[0] == (5.5, old.id, "rolled_back", "t0t1t2t3")
+    assert seen_at_start == [(5.5, None, None)]
+    assert (new_info.status, new_info.started_at, new_info.result) == (RunStatus.DONE, 5.5, "fresh")
+    # Its subscriber read its tokens, then the terminal `cancelled` (reason rolled_back), then the end.
+    assert types_of(received) == ["token"] * 4 + ["cancelled"]
+    assert received[-1].data == {"result": "t0t1t2t3", "partial": True, "reason": "rolled_back"}
+    assert received[-1].timestamp == 5.5
+
+
+async def test_a_subscriber_behind_the_log_gets_the_terminal_and_never_a_gap(autojump_clock) -> None:
+    async with open_hub(log_max_events=3, wall_clock=trio.current_time) as hub:
+        old = await hub.start(Script().emit_many(10).sleep(100), key="k")
+        async with hub.subscribe(old.id) as sub:
+            await trio.sleep(1)  # all 10 tokens published; the log keeps the last 3
+            assert old.log.first_seq == 8
+            new = await hub.start(Script().emit(), key="k", on_conflict="rollback")
+            await old.wait()  # deleted from the store by now
+            items = [item async for item in sub]
+        assert not any(isinstance(item, Gap) for item in items)
+        assert types_of(items) == ["cancelled"]
+        assert (items[0].seq, items[0].data["reason"], trio.current_time()) == (11, "rolled_back", 1.0)
+        assert (await new.wait()).status is RunStatus.DONE
+
+
+async def test_rollback_also_deletes_the_runs_queued_for_the_key(autojump_clock) -> None:
+    async with open_hub(wall_clock=trio.current_time) as hub:
+        a = await hub.start(Script().sleep(100), key="k")
+        b = await hub.start(Script().emit(), key="k", on_conflict="enqueue")
+        c = await hub.start(Script().emit(), key="k", on_conflict="rollback")
+        ends = [await run.wait() for run in (a, b)]
+        assert [(e.status, e.reason) for e in ends] == [(RunStatus.CANCELLED, "rolled_back")] * 2
+        assert ((await c.wait()).status, c.started_at) == (RunStatus.DONE, 0.0)
+        for gone in (a, b):
+            with pytest.raises(RunNotFound):
+                await hub.get_info(gone.id)
+        assert types_of(await collect(hub, c.id)) == ["token", "done"]
+
+
+async def test_the_old_runs_hanging_cleanup_is_bounded_by_the_finalize_timeout(autojump_clock) -> None:
+    async def hang(run: Any, outcome: RunOutcome) -> None:
+        await trio.sleep_forever()
+
+    async with open_hub(on_finish=hang, finalize_timeout=7.0, wall_clock=trio.current_time) as hub:
+        old = await hub.start(Script().sleep(100), key="k")
+        await trio.sleep(1)
+        new = await hub.start(Script().emit(), key="k", on_conflict="rollback")
+        # 1 s + the old run's 7 s hook; then the new run's own hook takes its 7 s.
+        assert ((await new.wait()).started_at, trio.current_time()) == (8.0, 15.0)
+        assert hub.get(old.id) is None
+
+
+async def test_rollback_without_a_live_run_just_starts(autojump_clock) -> None:
+    async with open_hub(wall_clock=trio.current_time) as hub:
+        run = await hub.start(Script().emit(), key="k", on_conflict="rollback")
+        assert run.status is RunStatus.RUNNING
+        assert (await run.wait()).status is RunStatus.DONE
+        # A finished run is not live: the next rollback deletes nothing.
+        again = await hub.start(Script().emit(), key="k", on_conflict="rollback")
+        await again.wait()
+        assert (await hub.get_info(run.id)).status is RunStatus.DONE
+
+
+async def test_keys_are_per_owner_bobs_rollback_never_touches_alices_run(autojump_clock) -> None:
+    async with open_hub(wall_clock=trio.current_time) as hub:
+        alices = await hub.start(Script().sleep(10).emit(), key="k", owner="alice")
+        bobs = await hub.start(Script().emit(), key="k", owner="bob", on_conflict="rollback")
+        assert bobs.status is RunStatus.RUNNING
+        assert ((await alices.wait()).status, alices.ended_at) == (RunStatus.DONE, 10.0)
+        assert (await hub.get_info(alices.id)).status is RunStatus.DONE
+
+
+async def test_the_rolled_back_reason_is_reserved(autojump_clock) -> None:
+    async with open_hub() as hub:
+        run = await hub.start(Script().sleep(1))
+        with pytest.raises(ValueError, match="reserved"):
+            await hub.cancel(run.id, reason="rolled_back")
+        assert (await run.wait()).status is RunStatus.DONE
+        assert [e.type for e in events_of(await collect(hub, run.id))] == ["done"]
