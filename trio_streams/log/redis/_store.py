@@ -443,8 +443,15 @@ class RedisStore(SharedStore):
                 logger.warning("run %s: could not release its key (%s)", info.run_id, exc)
 
     async def delete_run(self, run_id: str) -> None:
-        """Delete the run's events, meta hash and lease, and its index entries
-        (idempotent: a run with no meta hash is already gone)."""
+        """Delete the run's meta hash, lease and index entries; its events
+        stream expires ``lease_ttl`` later (idempotent: a run with no meta
+        hash is already gone).
+
+        Nothing opens a run without its meta hash (a 404 on every instance),
+        so the events are unreachable at once; they linger only so that an
+        instance already following the run (between two reads) still reads
+        its terminal event instead of an end without one.
+        """
         info = await get_run(self.client, self.keys, run_id)
         if info is not None:
             await self._delete(run_id, info.owner)
@@ -453,7 +460,8 @@ class RedisStore(SharedStore):
         keys = self.keys
         async with self.client.pipeline(transaction=False) as pipe:
             # One DEL: the run's keys share its hash tag (one cluster slot).
-            pipe.delete([keys.meta(run_id), keys.events(run_id), keys.lease(run_id)])
+            pipe.delete([keys.meta(run_id), keys.lease(run_id)])
+            pipe.pexpire(keys.events(run_id), max(1, int(self.ttls.lease * 1000)))
             for index in (keys.runs, keys.running):
                 pipe.zrem(index, [run_id])
             if owner is not None:
