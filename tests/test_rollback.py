@@ -87,7 +87,8 @@ async def test_a_subscriber_behind_the_log_gets_the_terminal_and_never_a_gap(aut
             items = [item async for item in sub]
         assert not any(isinstance(item, Gap) for item in items)
         assert types_of(items) == ["cancelled"]
-        assert (items[0].seq, items[0].data["reason"], trio.current_time()) == (11, "rolled_back", 1.0)
+        [terminal] = events_of(items)
+        assert (terminal.seq, terminal.data["reason"], trio.current_time()) == (11, "rolled_back", 1.0)
         assert (await new.wait()).status is RunStatus.DONE
 
 
