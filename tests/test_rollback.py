@@ -146,3 +146,27 @@ async def test_the_rolled_back_reason_is_reserved(autojump_clock) -> None:
             await hub.cancel(run.id, reason="rolled_back")
         assert (await run.wait()).status is RunStatus.DONE
         assert [e.type for e in events_of(await collect(hub, run.id))] == ["done"]
+
+
+class SlowDeleteStore(MemoryStore):
+    """A MemoryStore whose delete takes one second (a store that writes remotely)."""
+
+    async def delete_run(self, run_id: str) -> None:
+        await trio.sleep(1)
+        await super().delete_run(run_id)
+
+
+async def test_the_new_run_waits_for_the_store_to_delete_the_old_one(autojump_clock) -> None:
+    store = SlowDeleteStore()
+    async with open_hub(store, wall_clock=trio.current_time) as hub:
+        old = await hub.start(Script().sleep(100), key="k")
+        found: list[tuple[float, Any]] = []
+
+        async def new_producer(ctx: Any) -> None:
+            found.append((trio.current_time(), await store.get_run(old.id)))
+
+        await trio.sleep(1)
+        new = await hub.start(new_producer, key="k", on_conflict="rollback")
+        await new.wait()
+        assert (new.started_at, found) == (2.0, [(2.0, None)])
+        assert old.ended_at == 1.0  # its end is at the cancel; the delete took the second after
