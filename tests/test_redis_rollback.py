@@ -42,6 +42,14 @@ class Ticker:
             await trio.sleep(self.interval)
 
 
+class SlowDeleteStore(RedisStore):
+    """A RedisStore whose delete of a run takes 2 s longer: the new run must wait for it."""
+
+    async def _delete(self, run_id: str, owner: str | None) -> None:
+        await trio.sleep(2)
+        await super()._delete(run_id, owner)
+
+
 async def _gone_in_redis(store: RedisStore, run_id: str, owner: str | None) -> dict[str, Any]:
     """What Redis still has of a run: every answer is falsy once it is deleted.
 
@@ -76,7 +84,7 @@ async def _assert_gone(hub: Hub, run_id: str) -> None:
 
 async def test_the_old_run_on_a_is_rolled_back_through_b(redis_url, prefix) -> None:
     with trio.fail_after(20):
-        store_a = RedisStore(redis_url, prefix=prefix)
+        store_a = SlowDeleteStore(redis_url, prefix=prefix)
         store_b = RedisStore(redis_url, prefix=prefix)
         async with open_hub(store_a, grace_period=60) as a, open_hub(store_b, grace_period=60) as b:
             ticker = Ticker()

@@ -245,19 +245,20 @@ async def _delete_rolled_back(hub: HubState, run: Run) -> None:
     """Delete a run that ``rollback`` replaced: from the store, then from memory.
 
     Called between its terminal event (durable, and delivered to its
-    subscribers) and :func:`retire`, which frees its key: the run that
-    replaced it starts only once it is gone. Under ``store_timeout`` (the
-    caller is shielded); a store that fails is logged, the run still leaves
-    memory. Subscribers still attached keep reading the log they hold (its
-    terminal event, then the end).
+    subscribers) and :func:`retire`, which frees its key here (a shared
+    store frees it in ``delete_run``): the run that replaced it starts only
+    once it is gone. It leaves memory first (readers meanwhile get its final
+    record from the store), then the store. Under ``store_timeout`` (the
+    caller is shielded); a store that fails is logged. Subscribers still
+    attached keep reading the log they hold (its terminal event, then the end).
     """
+    if hub.forget(run) and not run._subscribers:
+        run.log.discard()
     with trio.move_on_after(hub.config.store_timeout):
         try:
             await hub.store.delete_run(run.id)
         except Exception as exc:
             logger.warning("run %s: the store could not delete the rolled-back run (%s)", run.id, exc)
-    if hub.forget(run) and not run._subscribers:
-        run.log.discard()
     logger.info(
         "run %s rolled back and deleted",
         run.id,

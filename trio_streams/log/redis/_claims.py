@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("trio_streams.redis")
 
 _FINISHED = frozenset(status.value for status in RunStatus if status.finished)
+#: The reason field of a rolled-back run's meta hash (JSON).
+_ROLLED_BACK_JSON = f'"{ROLLED_BACK}"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +110,9 @@ class KeyClaims:
         self.claims: dict[str, ClaimRef] = {}
         # run id -> the event its waiter parks on (set by a turn message or a local release)
         self._turns: dict[str, trio.Event] = {}
+        # rolled-back holder -> when it was first seen here still holding its key
+        # (bounded: dropped when overdue, or as stale after two leases).
+        self._rolled_back_seen: dict[str, float] = {}
 
     def _script(self, source: str) -> Any:
         script = self._scripts.get(source)
@@ -232,9 +237,12 @@ class KeyClaims:
         """Release ``holder`` if it no longer runs anywhere; True if it did."""
         keys = self._keys
         async with self._client().pipeline(transaction=False) as pipe:
-            meta_reply = pipe.hmget(keys.meta(holder), ["status", "lease_ms"])
+            meta_reply = pipe.hmget(keys.meta(holder), ["status", "lease_ms", "reason"])
             lease_reply = pipe.exists([keys.lease(holder)])
-        (status, lease_ms), lease = await meta_reply, bool(await lease_reply)
+        (status, lease_ms, reason), lease = await meta_reply, bool(await lease_reply)
+        if status == "cancelled" and reason == _ROLLED_BACK_JSON and not self._overdue(holder):
+            # Rolled back: its owner deletes it, then releases its key.
+            return False
         if status not in _FINISHED:
             if status is None:
                 # Never saved: its instance died between the claim and the save
@@ -259,6 +267,22 @@ class KeyClaims:
                 "key %r: its holder, run %s, has ended (%s); the key is released", key, holder, status
             )
         await self.release(owner, key, holder)
+        return True
+
+    def _overdue(self, holder: str) -> bool:
+        """True once a rolled-back ``holder`` has been seen holding its key for
+        a whole lease here: its owner died between storing its end and deleting
+        it (or is that slow), so the key is healed as for any finished holder
+        (the run may then stay undeleted)."""
+        now = trio.current_time()
+        lease = self._ttls.lease
+        # Older entries are stale (their key moved on: an overdue one is dropped at one lease).
+        for stale in [h for h, t in self._rolled_back_seen.items() if now - t > 2 * lease]:
+            del self._rolled_back_seen[stale]
+        seen = self._rolled_back_seen.setdefault(holder, now)
+        if now - seen < lease:
+            return False
+        del self._rolled_back_seen[holder]
         return True
 
     # -- the owner's upkeep ------------------------------------------------------------------
