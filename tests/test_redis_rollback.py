@@ -16,6 +16,7 @@ import trio
 from trio_streams import RunNotFound, RunStatus, open_hub
 from trio_streams.log._events import Event
 from trio_streams.log.redis import RedisStore
+from trio_streams.testing import Script
 
 from .redis_support import unique_prefix
 
@@ -43,7 +44,19 @@ class Ticker:
 
 
 class SlowDeleteStore(RedisStore):
-    """A RedisStore whose delete of a run takes 2 s longer: the new run must wait for it."""
+    """A RedisStore whose delete of a run takes 2 s longer (the new run must
+    wait for it), and which pauses 2 s after releasing a key (the old run must
+    have left this instance's memory before)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        release = self._claims.release
+
+        async def release_then_pause(*args: Any, **kwargs: Any) -> None:
+            await release(*args, **kwargs)
+            await trio.sleep(2)
+
+        self._claims.release = release_then_pause  # type: ignore[method-assign]
 
     async def _delete(self, run_id: str, owner: str | None) -> None:
         await trio.sleep(2)
@@ -135,6 +148,34 @@ async def test_the_old_run_on_a_is_rolled_back_through_b(redis_url, prefix) -> N
             for hub in (a, b):
                 await _assert_gone(hub, old.id)
             assert await store_b.key_holder_of("alice", "conv") is None  # released after the new run
+
+
+class NeverDeletes(RedisStore):
+    """An owner that stores a rolled-back run's end and then never deletes it
+    (as if it died right there): its key is not released either."""
+
+    async def delete_run(self, run_id: str) -> None:
+        await trio.sleep_forever()
+
+
+async def test_a_rolled_back_holder_whose_owner_never_deletes_it_is_healed_after_a_lease(
+    redis_url, prefix
+) -> None:
+    with trio.fail_after(30):
+        store_a = NeverDeletes(redis_url, prefix=prefix, lease_ttl=1.0)
+        store_b = RedisStore(redis_url, prefix=prefix, lease_ttl=1.0)
+        # A gives up on the delete after store_timeout (its finalize is bounded), key still held.
+        async with open_hub(store_a, store_timeout=3) as a, open_hub(store_b) as b:
+            ticker = Ticker()
+            old = await a.start(ticker, key="k")
+            await ticker.first.wait()
+            new = await b.start(Script().emit(), key="k", on_conflict="rollback")
+            # The key heals once B has seen the finished holder keep it for a lease.
+            assert (await b.wait(new.id)).status is RunStatus.DONE
+            kept = await store_b.get_run(old.id)
+            assert kept is not None
+            assert (kept.status, kept.reason) == (RunStatus.CANCELLED, "rolled_back")
+            assert a.get(old.id) is None  # it left A's memory before the delete began
 
 
 async def test_bobs_rollback_on_b_never_touches_alices_run_on_a(redis_url, prefix) -> None:
