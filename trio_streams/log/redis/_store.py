@@ -456,7 +456,7 @@ class RedisStore(SharedStore):
         instance already following the run (between two reads) still reads
         its terminal event instead of an end without one.
         """
-        ref = self._rolled_back.get(run_id)
+        ref = self._rolled_back.pop(run_id, None)
         try:
             info = await get_run(self.client, self.keys, run_id)
             if info is not None:
@@ -466,7 +466,6 @@ class RedisStore(SharedStore):
                 raise
             logger.warning("run %s: could not delete the rolled-back run (%s)", run_id, exc)
         if ref is not None:
-            del self._rolled_back[run_id]
             try:
                 await self._claims.release(ref.owner, ref.key, run_id)
             except Exception as exc:
