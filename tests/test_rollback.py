@@ -170,3 +170,43 @@ async def test_the_new_run_waits_for_the_store_to_delete_the_old_one(autojump_cl
         await new.wait()
         assert (new.started_at, found) == (2.0, [(2.0, None)])
         assert old.ended_at == 1.0  # its end is at the cancel; the delete took the second after
+
+
+async def test_fifty_simultaneous_rollbacks_leave_exactly_the_last_one(autojump_clock) -> None:
+    active: list[str] = []
+    overlaps = 0
+
+    async def producer(ctx: Any) -> None:
+        nonlocal overlaps
+        overlaps += bool(active)
+        active.append(ctx.run_id)
+        try:
+            await trio.sleep(10)
+        finally:
+            active.remove(ctx.run_id)
+
+    async with open_hub(max_queued_per_key=64, wall_clock=trio.current_time) as hub:
+        old = await hub.start(producer, key="k")
+        await trio.sleep(1)
+        runs: list[Any] = []
+
+        async def rollback() -> None:
+            runs.append(await hub.start(producer, key="k", on_conflict="rollback"))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(50):
+                nursery.start_soon(rollback)
+        # The last claim cancelled every run ahead of it; each of those was deleted.
+        *replaced, survivor = runs
+        infos = [await run.wait() for run in (old, *replaced)]
+        assert {(i.status, i.reason) for i in infos} == {(RunStatus.CANCELLED, "rolled_back")}
+        assert [run.started_at for run in replaced] == [None] * 49  # queued, never ran
+        assert ((await survivor.wait()).status, survivor.started_at, survivor.ended_at) == (
+            RunStatus.DONE,
+            1.0,
+            11.0,
+        )
+        assert overlaps == 0
+        assert [info.run_id for info in await hub.list_runs()] == [survivor.id]
+        for run in (old, *replaced):
+            assert hub.get(run.id) is None
