@@ -20,6 +20,7 @@ async def test_rollback_in_the_body_cancels_deletes_then_starts(autojump_clock):
     async with serving() as api:
         first = await api.start(input={"tokens": 100, "rate": 10}, key="k")
         old_id = first["run_id"]
+        assert (await api.client.get(f"/v1/stream/runs/{old_id}")).status_code == 200
         old_messages: list[Any] = []
 
         async def follow_old() -> None:
@@ -42,6 +43,7 @@ async def test_rollback_in_the_body_cancels_deletes_then_starts(autojump_clock):
             await api.client.get(f"/v1/runs/{old_id}/events"),
             await api.client.get(f"/v1/runs/{old_id}/events", headers={"Last-Event-ID": "2"}),
             await api.client.post(f"/v1/runs/{old_id}/cancel"),
+            await api.client.get(f"/v1/stream/runs/{old_id}"),  # its Durable Streams view
         ):
             assert response.status_code == 404, await raw(response)
         listed = await (await api.client.get("/v1/runs")).get_json()
