@@ -210,3 +210,22 @@ async def test_fifty_simultaneous_rollbacks_leave_exactly_the_last_one(autojump_
         assert [info.run_id for info in await hub.list_runs()] == [survivor.id]
         for run in (old, *replaced):
             assert hub.get(run.id) is None
+
+
+async def test_a_reader_of_the_final_record_deleted_while_it_reads_gets_the_terminal(autojump_clock) -> None:
+    store = SlowDeleteStore()  # the record is deleted from t=1 to t=2, after the hub forgot the run
+    async with open_hub(store, wall_clock=trio.current_time) as hub:
+        old = await hub.start(Script().emit_many(3).sleep(100), key="k")
+        await trio.sleep(1)
+        await hub.start(Script().emit(), key="k", on_conflict="rollback")
+        await trio.sleep(0.5)
+        assert hub.get(old.id) is None
+        async with hub.subscribe(old.id, after=1) as sub:  # from the store's final record
+            await trio.sleep(1)  # deleted meanwhile
+            items = [item async for item in sub]
+        assert not any(isinstance(item, Gap) for item in items)
+        [terminal] = events_of(items)
+        assert (terminal.seq, terminal.type, terminal.timestamp) == (4, "cancelled", 1.0)
+        assert terminal.data == {"result": "t0t1t2", "partial": True, "reason": "rolled_back"}
+        with pytest.raises(RunNotFound):
+            await hub.get_info(old.id)

@@ -33,7 +33,7 @@ the last, after which reads raise ``trio.EndOfChannel``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
@@ -207,7 +207,11 @@ class Subscription:
             # reader had not reached its end, the store dropped the rest (to
             # give memory back): say so, then end.
             self._ended = True
-            last = 0 if self._stored is None else self._stored.last_seq
+            stored = self._stored
+            last = 0 if stored is None else stored.last_seq
+            if stored is not None and self.cursor < last and stored.reason == ROLLED_BACK:
+                # Deleted by a rollback while being read: its end, never a Gap.
+                return self._deliver([_terminal_of(stored)])
             if self.cursor < last:
                 self.gaps += 1
                 gap = Gap(missed=last - self.cursor, first_available=last + 1)
@@ -228,3 +232,15 @@ class Subscription:
         if last.terminal:
             self._ended = True
         return cast("list[Item]", events)
+
+
+def _terminal_of(info: RunInfo) -> Event:
+    """A finished run's terminal event, rebuilt from its record (as ``finalize`` wrote it)."""
+    data: dict[str, Any] = {"result": info.result}
+    if info.partial:
+        data["partial"] = True
+    if info.reason is not None:
+        data["reason"] = info.reason
+    if info.error is not None:
+        data["error"] = info.error
+    return Event.create(info.last_seq, info.status.value, data, info.ended_at or info.created_at)
