@@ -47,7 +47,7 @@ def _start_run_schema(producers: Mapping[str, dict[str, Any]]) -> dict[str, Any]
     """One alternative per registered producer, each with its input schema."""
     common: dict[str, Any] = {
         "key": {"type": ["string", "null"], "minLength": 1, "maxLength": 256},
-        "on_conflict": {"enum": ["reject", "interrupt", "enqueue", "rollback"], "default": "reject"},
+        "on_conflict": {"enum": ["reject", "interrupt", "enqueue"], "default": "reject"},
         "on_disconnect": {"enum": ["continue", "cancel"], "default": "continue"},
         "metadata": {
             "type": ["object", "null"],
