@@ -149,6 +149,11 @@ class MemoryStore(Store):
         while len(self._finished) > self._max_finished:
             self._drop(next(iter(self._finished)))
 
+    async def delete_run(self, run_id: str) -> None:
+        """Drop the run's record and history (its memory is given back)."""
+        await trio.lowlevel.checkpoint()
+        self._drop(run_id)
+
     async def read_events(self, run_id: str, after: int, limit: int) -> list[Event]:
         """Events after ``after`` from the retained history."""
         await trio.lowlevel.checkpoint()

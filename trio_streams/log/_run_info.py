@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
-OnConflict = Literal["reject", "interrupt", "enqueue"]
+OnConflict = Literal["reject", "interrupt", "enqueue", "rollback"]
+#: The cancel reason of a run that ``rollback`` replaced: such a run is
+#: deleted (events and record) once its terminal event is durable. Reserved:
+#: ``Hub.cancel`` refuses it from callers.
+ROLLED_BACK: Final = "rolled_back"
 OnDisconnect = Literal["continue", "cancel"]
 
 
@@ -40,7 +44,7 @@ class RunInfo:
         error: ``{"code": ..., "message": ...}`` for a run that ended in
             ``error`` or ``dead``.
         reason: why a run was cancelled (``"cancelled"``, ``"disconnected"``,
-            ``"interrupted"``, ``"max_age"``, ``"hub_closed"`` or the reason a
+            ``"interrupted"``, ``"rolled_back"``, ``"max_age"``, ``"hub_closed"`` or the reason a
             caller gave), ``None`` otherwise.
         finalize_error: what went wrong while finalizing (a failing or hanging
             ``on_finish`` hook); the terminal event is published regardless.

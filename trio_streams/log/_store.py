@@ -135,6 +135,16 @@ class Store(abc.ABC):
         """Make all the run's events, terminal included, and its final
         metadata durable before returning."""
 
+    async def delete_run(self, run_id: str) -> None:
+        """Forget a finished run: its events and its record (a later
+        :meth:`get_run` is ``None``, :meth:`read_events` empty). Idempotent.
+
+        The hub calls it once a run cancelled by ``on_conflict="rollback"``
+        (reason ``"rolled_back"``) has made its end durable. Stores that keep
+        runs override it; the default, for stores that keep nothing, does nothing.
+        """
+        await trio.lowlevel.checkpoint()
+
     @abc.abstractmethod
     async def read_events(self, run_id: str, after: int, limit: int) -> list[Event]:
         """Return up to ``limit`` stored events with ``seq > after``, in order.

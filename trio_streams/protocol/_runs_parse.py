@@ -11,6 +11,7 @@ import re
 from typing import TYPE_CHECKING, Any, get_args
 
 from ..log._json import InvalidJson, parse_json
+from ..log._run_info import ROLLED_BACK
 from ..runs._run import OnConflict, OnDisconnect
 from ._errors import ApiError
 from ._input_schema import InvalidInput
@@ -139,6 +140,8 @@ def parse_cancel_reason(body: bytes) -> str:
     reason = doc.get("reason", "cancelled")
     if not isinstance(reason, str) or not 0 < len(reason) <= 200:
         raise invalid("'reason' must be a string of 1-200 characters")
+    if reason == ROLLED_BACK:
+        raise invalid(f"the reason {ROLLED_BACK!r} is reserved for on_conflict 'rollback'")
     return reason
 
 

@@ -36,6 +36,7 @@ from .._errors import RunFailed, StoreOverflow
 from .._exception_groups import collapse, leaves, only_exceptions
 from ..log._budget import EventTooLarge, MemoryBudgetExceeded, mib
 from ..log._events import encode_json
+from ..log._run_info import ROLLED_BACK
 from ..log._sizes import json_bytes
 from ..log._store import SharedStore
 from ._key_claims import wait_for_turn
@@ -223,6 +224,8 @@ async def finalize(
             logger.error("run %s: the store did not record its end within %ss", run.id, config.store_timeout)
         run.status = status
         run._reveal(terminal)
+        if status is RunStatus.CANCELLED and run.reason == ROLLED_BACK:
+            await _delete_rolled_back(hub, run)
         retire(hub, run)
         run._finished.set()
         started = run.started_at or run.created_at
@@ -236,6 +239,31 @@ async def finalize(
             f" finalize_error={run.finalize_error!r}" if run.finalize_error else "",
             extra={"run_id": run.id, "owner": run.owner, "event": "run_" + status.value},
         )
+
+
+async def _delete_rolled_back(hub: HubState, run: Run) -> None:
+    """Delete a run that ``rollback`` replaced: from the store, then from memory.
+
+    Called between its terminal event (durable, and delivered to its
+    subscribers) and :func:`retire`, which frees its key here (a shared
+    store frees it in ``delete_run``): the run that replaced it starts only
+    once it is gone. It leaves memory first (readers meanwhile get its final
+    record from the store), then the store. Under ``store_timeout`` (the
+    caller is shielded); a store that fails is logged. Subscribers still
+    attached keep reading the log they hold (its terminal event, then the end).
+    """
+    if hub.forget(run) and not run._subscribers:
+        run.log.discard()
+    with trio.move_on_after(hub.config.store_timeout):
+        try:
+            await hub.store.delete_run(run.id)
+        except Exception as exc:
+            logger.warning("run %s: the store could not delete the rolled-back run (%s)", run.id, exc)
+    logger.info(
+        "run %s rolled back and deleted",
+        run.id,
+        extra={"run_id": run.id, "owner": run.owner, "event": "run_rolled_back"},
+    )
 
 
 def _check_result(run: Run, status: RunStatus, max_event_bytes: int) -> RunStatus:

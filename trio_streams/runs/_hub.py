@@ -49,13 +49,14 @@ from .._errors import AtCapacity, HubClosed, RunNotFound, StreamError
 from ..log._budget import MemoryBudgetExceeded
 from ..log._events import RESERVED_TYPES, encode_json
 from ..log._replay_log import ReplayLog
+from ..log._run_info import ROLLED_BACK
 from ..log._sizes import RUN_OVERHEAD, data_size
 from ..log._store import SharedStore
 from ._config import HubStatistics
 from ._drain import Producer, drain_run
 from ._hub_state import HubState
 from ._key_claims import claim_shared, withdraw_claim
-from ._keys import current_holder
+from ._keys import cancel_reason, current_holder
 from ._remote import Mirrors
 from ._retention import attach, detach, make_room, reclaim_oldest
 from ._run import OnConflict, OnDisconnect, Run, RunContext, RunInfo, RunStatus
@@ -147,7 +148,10 @@ class Hub:
             on_conflict: when the owner's ``key`` is held by a live run:
                 ``"reject"`` raises :class:`RunConflict`; ``"interrupt"``
                 cancels it (and any runs queued behind it) and starts this one
-                once it has finalized; ``"enqueue"`` starts this one when it ends.
+                once it has finalized; ``"rollback"`` does the same and also
+                deletes the cancelled runs (their stream ends ``cancelled``,
+                reason ``"rolled_back"``, then they are gone: ``RunNotFound``)
+                before this one starts; ``"enqueue"`` starts this one when it ends.
             on_disconnect: ``"cancel"`` cancels the run when its last
                 subscriber has been gone for ``disconnect_grace``;
                 ``"continue"`` (the default) keeps it running.
@@ -240,7 +244,7 @@ class Hub:
             for other_id in claim.interrupt:
                 other = self._runs.get(other_id)
                 if other is not None:
-                    other._request_cancel("interrupted")
+                    other._request_cancel(cancel_reason(on_conflict))
         # A store that writes behind keeps the log from trimming what it cannot serve yet.
         self.store.hold_log(run.id, run.log)
         ctx = RunContext(run, input)
@@ -350,7 +354,11 @@ class Hub:
         Raises:
             RunNotFound: no such run.
             RunNotLive: the store says it runs, but no hub here drains it.
+            ValueError: ``reason`` is ``"rolled_back"``, reserved for ``rollback``
+                (a run cancelled with it is deleted).
         """
+        if reason == ROLLED_BACK:
+            raise ValueError(f"the cancel reason {ROLLED_BACK!r} is reserved for on_conflict='rollback'")
         run = self._runs.get(run_id)
         if run is None:
             info = await self.get_info(run_id)

@@ -12,7 +12,10 @@ queued runs. ``reject`` refuses while the slot is busy; ``enqueue`` appends;
 ``interrupt`` cancels the current and queued runs and appends -- the new run
 starts only once the old one has finalized, because a slot promotes its next
 run only from the old run's finalization (:func:`release_key`, called from
-the hub's bookkeeping once a run has ended).
+the hub's bookkeeping once a run has ended). ``rollback`` is ``interrupt``
+with the reason ``rolled_back``: each run it cancels is also deleted by its
+own finalization, before that releases the key, so the new run starts only
+once the old ones are gone.
 
 Who decides: with no shared store, these slots (:func:`claim_key`). With a
 shared store, the store's key slot decides for every instance
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeAlias
 
 from .._errors import AtCapacity, RunConflict
+from ..log._run_info import ROLLED_BACK
 
 if TYPE_CHECKING:
     from collections.abc import Container
@@ -83,11 +87,17 @@ def claim_key(
     # Runs still waiting for an interrupted run to finalize count too.
     if len(slot.queue) >= max_queued_per_key:
         raise AtCapacity("max_queued_per_key", f"{len(slot.queue)} runs already wait for key {ident[1]!r}")
-    if on_conflict == "interrupt":
+    if on_conflict in ("interrupt", "rollback"):
+        reason = cancel_reason(on_conflict)
         for old in (slot.current, *slot.queue):
             if old is not None:
-                old._request_cancel("interrupted")
+                old._request_cancel(reason)
     slot.queue.append(run)
+
+
+def cancel_reason(on_conflict: OnConflict) -> str:
+    """The reason the runs ahead are cancelled with, for ``interrupt`` or ``rollback``."""
+    return ROLLED_BACK if on_conflict == "rollback" else "interrupted"
 
 
 def note_claim(keys: dict[KeyId, _KeySlot], run: Run, *, holds: bool) -> None:

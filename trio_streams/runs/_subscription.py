@@ -33,12 +33,13 @@ the last, after which reads raise ``trio.EndOfChannel``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
 from ..log._events import Event, Gap, Heartbeat, Item
 from ..log._replay_log import cut_to_bytes
+from ..log._run_info import ROLLED_BACK
 
 if TYPE_CHECKING:
     from ..log._store import Store
@@ -186,6 +187,10 @@ class Subscription:
                 self._ended = True
             return []
         first = log.first_seq
+        if cursor + 1 < first and run.reason == ROLLED_BACK:
+            # Rolled back: the store is deleting that range, on purpose (not
+            # a Gap); what is left to deliver is the terminal event (the log keeps it).
+            return self._deliver(log.read_after(log.last_seq - 1, 1)) if run._closed else []
         if cursor + 1 < first:
             # Behind the trimmed head: the store may still have that range.
             return await self._read_stored(min(max_items, first - 1 - cursor), max_bytes, upto=first)
@@ -202,7 +207,11 @@ class Subscription:
             # reader had not reached its end, the store dropped the rest (to
             # give memory back): say so, then end.
             self._ended = True
-            last = 0 if self._stored is None else self._stored.last_seq
+            stored = self._stored
+            last = 0 if stored is None else stored.last_seq
+            if stored is not None and self.cursor < last and stored.reason == ROLLED_BACK:
+                # Deleted by a rollback while being read: its end, never a Gap.
+                return self._deliver([_terminal_of(stored)])
             if self.cursor < last:
                 self.gaps += 1
                 gap = Gap(missed=last - self.cursor, first_available=last + 1)
@@ -223,3 +232,15 @@ class Subscription:
         if last.terminal:
             self._ended = True
         return cast("list[Item]", events)
+
+
+def _terminal_of(info: RunInfo) -> Event:
+    """A finished run's terminal event, rebuilt from its record (as ``finalize`` wrote it)."""
+    data: dict[str, Any] = {"result": info.result}
+    if info.partial:
+        data["partial"] = True
+    if info.reason is not None:
+        data["reason"] = info.reason
+    if info.error is not None:
+        data["error"] = info.error
+    return Event.create(info.last_seq, info.status.value, data, info.ended_at or info.created_at)

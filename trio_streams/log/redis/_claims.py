@@ -12,7 +12,9 @@ keys live in another slot, which is why the run is registered separately).
   ``reject`` is refused with the holder's id, ``enqueue`` and ``interrupt``
   join the FIFO (bounded), and ``interrupt`` gets the runs ahead to cancel,
   which the claimer asks through the ordinary cancel path (intent in the
-  run's meta hash, message on the control stream).
+  run's meta hash, message on the control stream). ``rollback`` is
+  ``interrupt`` with the reason ``rolled_back``: each such run's owner deletes
+  it (``RedisStore.finish_run``) before it releases the key.
 - Release (``RELEASE_KEY``): the holder's end, once stored, hands the key to
   the queue's head in the same step; a waiting run leaves the queue. The
   releasing instance wakes the new holder: directly if it waits here, else
@@ -39,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .._run_info import RunStatus
+from .._run_info import ROLLED_BACK, RunStatus
 from .._store import KeyClaim
 from ._scripts import CLAIM_KEY, KEY_TURN, REFRESH_KEY, RELEASE_KEY
 
@@ -54,6 +56,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("trio_streams.redis")
 
 _FINISHED = frozenset(status.value for status in RunStatus if status.finished)
+#: The reason field of a rolled-back run's meta hash (JSON).
+_ROLLED_BACK_JSON = f'"{ROLLED_BACK}"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +110,9 @@ class KeyClaims:
         self.claims: dict[str, ClaimRef] = {}
         # run id -> the event its waiter parks on (set by a turn message or a local release)
         self._turns: dict[str, trio.Event] = {}
+        # rolled-back holder -> when it was first seen here still holding its key
+        # (bounded: dropped when overdue, or as stale after two leases).
+        self._rolled_back_seen: dict[str, float] = {}
 
     def _script(self, source: str) -> Any:
         script = self._scripts.get(source)
@@ -130,8 +137,9 @@ class KeyClaims:
         # here, and the claim asked again: a finished run never blocks a key.
         if claim.holder is not None and await self._heal(owner, key, claim.holder, age):
             claim, age = await self._claim_once(owner, key, run_id, on_conflict, max_queued)
+        reason = ROLLED_BACK if on_conflict == "rollback" else "interrupted"
         for other in claim.interrupt:
-            await self._request_cancel(other, "interrupted")
+            await self._request_cancel(other, reason)
         if claim.state in ("holds", "queued"):
             self.claims[run_id] = ClaimRef(owner, key)
         return claim
@@ -229,9 +237,12 @@ class KeyClaims:
         """Release ``holder`` if it no longer runs anywhere; True if it did."""
         keys = self._keys
         async with self._client().pipeline(transaction=False) as pipe:
-            meta_reply = pipe.hmget(keys.meta(holder), ["status", "lease_ms"])
+            meta_reply = pipe.hmget(keys.meta(holder), ["status", "lease_ms", "reason"])
             lease_reply = pipe.exists([keys.lease(holder)])
-        (status, lease_ms), lease = await meta_reply, bool(await lease_reply)
+        (status, lease_ms, reason), lease = await meta_reply, bool(await lease_reply)
+        if status == "cancelled" and reason == _ROLLED_BACK_JSON and not self._overdue(holder):
+            # Rolled back: its owner deletes it, then releases its key.
+            return False
         if status not in _FINISHED:
             if status is None:
                 # Never saved: its instance died between the claim and the save
@@ -256,6 +267,22 @@ class KeyClaims:
                 "key %r: its holder, run %s, has ended (%s); the key is released", key, holder, status
             )
         await self.release(owner, key, holder)
+        return True
+
+    def _overdue(self, holder: str) -> bool:
+        """True once a rolled-back ``holder`` has been seen holding its key for
+        a whole lease here: its owner died between storing its end and deleting
+        it (or is that slow), so the key is healed as for any finished holder
+        (the run may then stay undeleted)."""
+        now = trio.current_time()
+        lease = self._ttls.lease
+        # Older entries are stale (their key moved on: an overdue one is dropped at one lease).
+        for stale in [h for h, t in self._rolled_back_seen.items() if now - t > 2 * lease]:
+            del self._rolled_back_seen[stale]
+        seen = self._rolled_back_seen.setdefault(holder, now)
+        if now - seen < lease:
+            return False
+        del self._rolled_back_seen[holder]
         return True
 
     # -- the owner's upkeep ------------------------------------------------------------------

@@ -81,10 +81,10 @@ local function age() return now - tonumber(redis.call('HGET', slot, 'at') or now
 #: keyed start, atomic across instances. Idempotent: a retried claim of the
 #: same run answers its state again; a claim withdrawn before it arrived
 #: (its "gone" marker, see RELEASE_KEY) is refused as ``{-2}``.
-#: ARGV: run id, TTL ms, policy (reject | interrupt | enqueue), max queued.
+#: ARGV: run id, TTL ms, policy (reject | interrupt | rollback | enqueue), max queued.
 #: Returns ``{1, fence}`` (holds), ``{0, holder, age}`` (reject: held),
 #: ``{-1, queued}`` (queue full), ``{2, holder, age, position}`` (queued), or
-#: for interrupt ``{3, holder, age, position, ids to cancel...}``.
+#: for interrupt and rollback ``{3, holder, age, position, ids to cancel...}``.
 CLAIM_KEY: Final = (
     _KEY_PRELUDE
     + """
@@ -109,7 +109,7 @@ if position == 0 then
   redis.call('PEXPIRE', queue, ARGV[2])
   position = #ahead + 1
 end
-if policy ~= 'interrupt' then return {2, holder, age(), position} end
+if policy ~= 'interrupt' and policy ~= 'rollback' then return {2, holder, age(), position} end
 local out = {3, holder, age(), position, holder}
 for i = 1, position - 1 do out[#out + 1] = ahead[i] end
 return out

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 import coredis
 import trio
 
-from .._run_info import RunInfo, RunStatus
+from .._run_info import ROLLED_BACK, RunInfo, RunStatus
 from .._store import KeyClaim, SharedStore, StoreStatistics
-from ._claims import KeyClaims
+from ._claims import ClaimRef, KeyClaims
 from ._client import Client, safe_url
 from ._codec import info_to_hash
 from ._connection import RedisConnection as RedisConnection
@@ -193,6 +193,8 @@ class RedisStore(SharedStore):
         self.url = connection.url
         self.prefix = prefix
         self.keys = connection.keys
+        # Rolled-back runs whose end is stored: their key waits for delete_run.
+        self._rolled_back: dict[str, ClaimRef] = {}
         self.ttls = Ttls(ttl_running, ttl_finished, ttl_events_finished, lease_ttl)
         self.instance_id = instance_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         #: True when ``url`` names a Redis Cluster node.
@@ -431,6 +433,11 @@ class RedisStore(SharedStore):
             await trio.lowlevel.checkpoint()
             return
         await self._writer.wait_durable(ticket)
+        if ref is not None and info.status is RunStatus.CANCELLED and info.reason == ROLLED_BACK:
+            # Rolled back: its key goes to the run that replaced it only once
+            # it is deleted (delete_run, which the hub calls next).
+            self._rolled_back[info.run_id] = ref
+            return
         if ref is not None:
             # Only now that its end is stored: the next run may start at once.
             try:
@@ -438,6 +445,48 @@ class RedisStore(SharedStore):
             except Exception as exc:
                 # Healed by the next run's waiter, which sees this run finished.
                 logger.warning("run %s: could not release its key (%s)", info.run_id, exc)
+
+    async def delete_run(self, run_id: str) -> None:
+        """Delete the run's meta hash, lease and index entries; its events
+        stream expires ``lease_ttl`` later (idempotent: a run with no meta
+        hash is already gone). Then, for a run rolled back, release its key
+        (held since :meth:`finish_run`): the run that replaced it starts only
+        once it is gone, wherever that runs. If the delete fails, the key is
+        still released (logged); if this is cancelled first, the key heals
+        as any lost release does (the next run's waiter, after a lease).
+
+        Nothing opens a run without its meta hash (a 404 on every instance),
+        so the events are unreachable at once; they linger only so that an
+        instance already following the run (between two reads) still reads
+        its terminal event instead of an end without one.
+        """
+        ref = self._rolled_back.pop(run_id, None)
+        try:
+            info = await get_run(self.client, self.keys, run_id)
+            if info is not None:
+                await self._delete(run_id, info.owner)
+        except Exception as exc:
+            if ref is None:
+                raise
+            logger.warning("run %s: could not delete the rolled-back run (%s)", run_id, exc)
+        if ref is not None:
+            try:
+                await self._claims.release(ref.owner, ref.key, run_id)
+            except Exception as exc:
+                logger.warning("run %s: could not release its key (%s)", run_id, exc)
+
+    async def _delete(self, run_id: str, owner: str | None) -> None:
+        keys = self.keys
+        async with self.client.pipeline(transaction=False) as pipe:
+            # One DEL: the run's keys share its hash tag (one cluster slot).
+            pipe.delete([keys.meta(run_id), keys.lease(run_id)])
+            pipe.pexpire(keys.events(run_id), max(1, int(self.ttls.lease * 1000)))
+            for index in (keys.runs, keys.running):
+                pipe.zrem(index, [run_id])
+            if owner is not None:
+                pipe.zrem(keys.owner_runs(owner), [run_id])
+                pipe.zrem(keys.owner_live(owner), [run_id])
+        logger.info("run %s deleted (rolled back)", run_id)
 
     async def read_events(self, run_id: str, after: int, limit: int) -> list[Event]:
         """Up to ``limit`` events with ``seq > after``: an XRANGE from the entry holding ``after + 1``."""
