@@ -75,7 +75,8 @@ class StoreConnection:
         self.cluster = False
         self._reader: StreamData | None = None
         self._keys = Keys("trio_streams:")
-        self._script: CommitScript | None = None
+        #: The commit script (a CommitScript once connected; tests wrap it).
+        self._script: Any = None
         self._notifications = Notifications()
         self._live_reads = LiveReads(self._notifications.wake_all)
         #: Per stream with writers under way here: their lock (dropped with the last).
@@ -246,8 +247,8 @@ class StoreConnection:
     def _commit_script(self) -> CommitScript:
         if self._script is None:
             self._require()
-        assert self._script is not None
-        return self._script
+        script: CommitScript = self._script
+        return script
 
     # -- lookups -----------------------------------------------------------------------------
 
