@@ -4,6 +4,7 @@ Run:  python -m benchmarks.bench_durable_stores              (3 rounds, 5 s per 
       python -m benchmarks.bench_durable_stores --quick      (1 round, 2 s)
       python -m benchmarks.bench_durable_stores --repo /path/to/other/checkout   (its code)
       python -m benchmarks.bench_durable_stores --before /path/to/main   (its Redis store beside)
+      python -m benchmarks.bench_durable_stores --in-process [--before ...]   (the stores alone)
 
 Servers, each ``python -m trio_streams serve`` in its own process on a free
 port, started once and measured in interleaved rounds:
@@ -188,13 +189,89 @@ def live_latency(base: str, mode: str, samples: int) -> list[float]:
     return times
 
 
+def in_process(redis_url: str, concurrency: int, count: int) -> dict[str, float]:
+    """The stores alone, in this process (no HTTP): CPU µs per append of
+    ``count`` 64-byte appends to one fresh stream by ``concurrency`` tasks,
+    memory store and Redis store (on ``redis_url``), and the Redis store's
+    appends per commit. Imports ``trio_streams`` from ``sys.path`` (so from
+    the ``PYTHONPATH`` this process was started with)."""
+    import coredis
+    import trio
+
+    from trio_streams.durable import CreateRequest, DurableStreamStore, RedisDurableStore
+    from trio_streams.durable._stream import AppendRequest
+
+    coredis.Config.optimized = True  # as RedisStore (so serve) sets it
+    content_type = "application/octet-stream"
+    figures: dict[str, float] = {}
+
+    async def run() -> None:
+        memory = DurableStreamStore()
+        name = f"bench-{uuid.uuid4().hex}"
+        memory.create(name, CreateRequest(content_type))
+        started = time.process_time()
+        for _ in range(count):
+            memory.append(name, AppendRequest(BODY, content_type))
+        figures["memory"] = 1e6 * (time.process_time() - started) / count
+        async with RedisDurableStore().connect(redis_url, prefix=f"bench-{uuid.uuid4().hex}:") as store:
+            await store.create(name, CreateRequest(content_type))
+            left = [count]
+
+            async def appender() -> None:
+                while left[0] > 0:
+                    left[0] -= 1
+                    await store.append(name, AppendRequest(BODY, content_type))
+
+            before = store.group_commit.statistics()
+            started = time.process_time()
+            async with trio.open_nursery() as nursery:
+                for _ in range(concurrency):
+                    nursery.start_soon(appender)
+            figures["redis"] = 1e6 * (time.process_time() - started) / count
+            after = store.group_commit.statistics()
+            figures["batch"] = (after.appends - before.appends) / max(after.batches - before.batches, 1)
+
+    trio.run(run)
+    return figures
+
+
+def in_process_table(repos: dict[str, Path], redis_url: str, rounds: int) -> None:
+    """Print :func:`in_process`'s figures for each checkout in ``repos``
+    (label: path), each in its own process, in interleaved rounds."""
+    got: dict[tuple[str, int], list[dict[str, float]]] = {}
+    for _ in range(rounds):
+        for c, count in ((1, 2_000), (10, 5_000)):
+            for label, repo in repos.items():
+                out = subprocess.run(
+                    [sys.executable, __file__, "--in-process-worker", redis_url, str(c), str(count)],
+                    env={**os.environ, "PYTHONPATH": str(repo)},
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                got.setdefault((label, c), []).append(json.loads(out.stdout))
+    print("\nthe stores alone, in process: CPU per 64-byte append to one stream, median of", rounds, "\n")
+    print("| checkout | appenders | memory store µs | Redis store µs | appends per commit |")
+    print("|---|---|---|---|---|")
+    for (label, c), xs in got.items():
+        cells = [statistics.median(x[key] for x in xs) for key in ("memory", "redis", "batch")]
+        print(f"| {label} | {c} | {cells[0]:.1f} | {cells[1]:.1f} | {cells[2]:.2f} |")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--in-process-worker"]:
+        url, appenders, count = sys.argv[2:5]
+        print(json.dumps(in_process(url, int(appenders), int(count))))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--live-only", action="store_true", help="only the live read latency")
+    parser.add_argument(
+        "--in-process", action="store_true", help="only the stores alone, in process (no HTTP)"
+    )
     parser.add_argument("--repo", type=Path, default=ROOT, help="the checkout whose trio_streams is served")
     parser.add_argument(
         "--before",
@@ -206,6 +283,14 @@ def main() -> None:
     rounds, duration = (1, 2) if args.quick else (args.rounds, args.duration)
     scratch = tempfile.mkdtemp(prefix="bench-durable-stores-")
     redis, redis_url = start_redis(scratch)
+    if args.in_process:
+        repos = {"this": args.repo, **({} if args.before is None else {"before": args.before})}
+        try:
+            in_process_table(repos, redis_url, rounds)
+        finally:
+            redis.terminate()
+            redis.wait(10)
+        return
     servers = {"memory": start_server(args.repo), "redis": start_server(args.repo, "--redis-url", redis_url)}
     redises = {"redis": redis}
     if args.before is not None:
