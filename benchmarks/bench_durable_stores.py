@@ -3,6 +3,8 @@
 Run:  python -m benchmarks.bench_durable_stores              (3 rounds, 5 s per measurement)
       python -m benchmarks.bench_durable_stores --quick      (1 round, 2 s)
       python -m benchmarks.bench_durable_stores --repo /path/to/other/checkout   (its code)
+      python -m benchmarks.bench_durable_stores --before /path/to/main   (its Redis store beside)
+      python -m benchmarks.bench_durable_stores --in-process [--before ...]   (the stores alone)
 
 Servers, each ``python -m trio_streams serve`` in its own process on a free
 port, started once and measured in interleaved rounds:
@@ -99,21 +101,35 @@ def create(base: str, content_type: str = "application/octet-stream") -> str:
     return url
 
 
-def autocannon(url: str, connections: int, duration: int) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def autocannon(url: str, connections: int, duration: int, pids: tuple[int, ...] = ()) -> dict[str, float]:
+    """autocannon's figures; with ``pids`` (the server's, then redis-server's),
+    also their CPU time per request."""
     post = ("-m", "POST", "-H", "content-type=application/octet-stream", "-b", BODY.decode())
+    cpu_before = [cpu_seconds(pid) for pid in pids]
     out = subprocess.run(
         ["npx", "--yes", "autocannon@7", "-j", "-c", str(connections), "-d", str(duration), *post, url],
         capture_output=True,
         text=True,
         check=True,
     )
+    cpu = [cpu_seconds(pid) - before for pid, before in zip(pids, cpu_before, strict=True)]
     result = json.loads(out.stdout)
+    total = max(result["requests"]["total"], 1)
     bad = result.get("non2xx", 0) + result.get("errors", 0)
     return {
         "rps": result["requests"]["average"],
         "p50": result["latency"]["p50"],
         "p99": result["latency"]["p99"],
         "bad": bad,
+        # The server's CPU per request (the machine's load moves it much less than req/s).
+        "cpu_us": 1e6 * cpu[0] / total if cpu else 0.0,
+        "redis_cpu_us": 1e6 * cpu[1] / total if len(cpu) > 1 else 0.0,
     }
 
 
@@ -173,25 +189,120 @@ def live_latency(base: str, mode: str, samples: int) -> list[float]:
     return times
 
 
+def in_process(redis_url: str, concurrency: int, count: int) -> dict[str, float]:
+    """The stores alone, in this process (no HTTP): CPU µs per append of
+    ``count`` 64-byte appends to one fresh stream by ``concurrency`` tasks,
+    memory store and Redis store (on ``redis_url``), and the Redis store's
+    appends per commit. Imports ``trio_streams`` from ``sys.path`` (so from
+    the ``PYTHONPATH`` this process was started with)."""
+    import coredis
+    import trio
+
+    from trio_streams.durable import CreateRequest, DurableStreamStore, RedisDurableStore
+    from trio_streams.durable._stream import AppendRequest
+
+    coredis.Config.optimized = True  # as RedisStore (so serve) sets it
+    content_type = "application/octet-stream"
+    figures: dict[str, float] = {}
+
+    async def run() -> None:
+        memory = DurableStreamStore()
+        name = f"bench-{uuid.uuid4().hex}"
+        memory.create(name, CreateRequest(content_type))
+        started = time.process_time()
+        for _ in range(count):
+            memory.append(name, AppendRequest(BODY, content_type))
+        figures["memory"] = 1e6 * (time.process_time() - started) / count
+        async with RedisDurableStore().connect(redis_url, prefix=f"bench-{uuid.uuid4().hex}:") as store:
+            await store.create(name, CreateRequest(content_type))
+            left = [count]
+
+            async def appender() -> None:
+                while left[0] > 0:
+                    left[0] -= 1
+                    await store.append(name, AppendRequest(BODY, content_type))
+
+            before = store.group_commit.statistics()
+            started = time.process_time()
+            async with trio.open_nursery() as nursery:
+                for _ in range(concurrency):
+                    nursery.start_soon(appender)
+            figures["redis"] = 1e6 * (time.process_time() - started) / count
+            after = store.group_commit.statistics()
+            figures["batch"] = (after.appends - before.appends) / max(after.batches - before.batches, 1)
+
+    trio.run(run)
+    return figures
+
+
+def in_process_table(repos: dict[str, Path], redis_url: str, rounds: int) -> None:
+    """Print :func:`in_process`'s figures for each checkout in ``repos``
+    (label: path), each in its own process, in interleaved rounds."""
+    got: dict[tuple[str, int], list[dict[str, float]]] = {}
+    for _ in range(rounds):
+        for c, count in ((1, 2_000), (10, 5_000)):
+            for label, repo in repos.items():
+                out = subprocess.run(
+                    [sys.executable, __file__, "--in-process-worker", redis_url, str(c), str(count)],
+                    env={**os.environ, "PYTHONPATH": str(repo)},
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                got.setdefault((label, c), []).append(json.loads(out.stdout))
+    print("\nthe stores alone, in process: CPU per 64-byte append to one stream, median of", rounds, "\n")
+    print("| checkout | appenders | memory store µs | Redis store µs | appends per commit |")
+    print("|---|---|---|---|---|")
+    for (label, c), xs in got.items():
+        cells = [statistics.median(x[key] for x in xs) for key in ("memory", "redis", "batch")]
+        print(f"| {label} | {c} | {cells[0]:.1f} | {cells[1]:.1f} | {cells[2]:.2f} |")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--in-process-worker"]:
+        url, appenders, count = sys.argv[2:5]
+        print(json.dumps(in_process(url, int(appenders), int(count))))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--live-only", action="store_true", help="only the live read latency")
+    parser.add_argument(
+        "--in-process", action="store_true", help="only the stores alone, in process (no HTTP)"
+    )
     parser.add_argument("--repo", type=Path, default=ROOT, help="the checkout whose trio_streams is served")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="another checkout (e.g. main) whose Redis store is measured in the same rounds, on a"
+        " redis-server of its own (row redis-before)",
+    )
     args = parser.parse_args()
     rounds, duration = (1, 2) if args.quick else (args.rounds, args.duration)
     scratch = tempfile.mkdtemp(prefix="bench-durable-stores-")
     redis, redis_url = start_redis(scratch)
+    if args.in_process:
+        repos = {"this": args.repo, **({} if args.before is None else {"before": args.before})}
+        try:
+            in_process_table(repos, redis_url, rounds)
+        finally:
+            redis.terminate()
+            redis.wait(10)
+        return
     servers = {"memory": start_server(args.repo), "redis": start_server(args.repo, "--redis-url", redis_url)}
+    redises = {"redis": redis}
+    if args.before is not None:
+        redises["redis-before"], before_url = start_redis(tempfile.mkdtemp(prefix="bench-durable-stores-"))
+        servers["redis-before"] = start_server(args.before, "--redis-url", before_url)
     results: dict[tuple[str, int], list[dict[str, float]]] = {}
     try:
         for round_ in range(0 if args.live_only else rounds):
             for c in CONCURRENCY:
-                for store, (_proc, base) in servers.items():
-                    figures = autocannon(create(base), c, duration)
+                for store, (proc, base) in servers.items():
+                    pids = (proc.pid, redises[store].pid) if store in redises else (proc.pid,)
+                    figures = autocannon(create(base), c, duration, pids)
                     results.setdefault((store, c), []).append(figures)
                     print(f"round {round_ + 1} c={c} {store}: {figures}", file=sys.stderr)
         live: dict[tuple[str, str], list[float]] = {}
@@ -202,8 +313,9 @@ def main() -> None:
         for proc, _base in servers.values():
             proc.terminate()
             proc.wait(10)
-        redis.terminate()
-        redis.wait(10)
+        for redis_proc in redises.values():
+            redis_proc.terminate()
+            redis_proc.wait(10)
 
     def med(store: str, c: int, key: str) -> float:
         return statistics.median(r[key] for r in results[(store, c)])
@@ -214,9 +326,10 @@ def main() -> None:
         )
         print("(ratio: the median of each round's redis/memory, the two measured back to back)\n")
         print(
-            "| c | memory req/s | redis req/s | redis/memory | memory p50/p99 ms | redis p50/p99 ms | bad |"
+            "| c | memory req/s | redis req/s | redis/memory | memory p50/p99 ms | redis p50/p99 ms | bad"
+            " | server CPU/append memory / redis (+ redis-server) µs |"
         )
-        print("|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|")
         for c in CONCURRENCY:
             m, r = med("memory", c, "rps"), med("redis", c, "rps")
             pairs = zip(results[("memory", c)], results[("redis", c)], strict=True)
@@ -225,8 +338,29 @@ def main() -> None:
             print(
                 f"| {c} | {m:,.0f} | {r:,.0f} | {ratio:.2f}x | {med('memory', c, 'p50'):.1f}/"
                 f"{med('memory', c, 'p99'):.1f} | {med('redis', c, 'p50'):.1f}/{med('redis', c, 'p99'):.1f}"
-                f" | {bad:.0f} |"
+                f" | {bad:.0f} | {med('memory', c, 'cpu_us'):.0f} / {med('redis', c, 'cpu_us'):.0f}"
+                f" (+ {med('redis', c, 'redis_cpu_us'):.0f}) |"
             )
+        if args.before is not None:
+            print(f"\nthe Redis store of {args.before} (redis-before) in the same rounds\n")
+            print(
+                "| c | redis-before req/s | redis req/s | redis-before/memory | redis/memory"
+                " | CPU/append before / now µs |"
+            )
+            print("|---|---|---|---|---|---|")
+            for c in CONCURRENCY:
+                ratios = [
+                    statistics.median(
+                        b["rps"] / a["rps"]
+                        for a, b in zip(results[("memory", c)], results[(name, c)], strict=True)
+                    )
+                    for name in ("redis-before", "redis")
+                ]
+                print(
+                    f"| {c} | {med('redis-before', c, 'rps'):,.0f} | {med('redis', c, 'rps'):,.0f}"
+                    f" | {ratios[0]:.2f}x | {ratios[1]:.2f}x"
+                    f" | {med('redis-before', c, 'cpu_us'):.0f} / {med('redis', c, 'cpu_us'):.0f} |"
+                )
     print(f"\nappend -> live read, one append at a time, {args.samples} samples\n")
     print("| store | long-poll p50 | long-poll p99 | SSE p50 | SSE p99 |")
     print("|---|---|---|---|---|")

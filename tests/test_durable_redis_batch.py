@@ -10,6 +10,7 @@ memory store without Redis.
 from __future__ import annotations
 
 import socket
+import time
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,8 @@ import httpx
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trio_streams.durable import (
     CreateRequest,
@@ -25,10 +28,11 @@ from trio_streams.durable import (
     RedisDurableStore,
     StreamId,
 )
+from trio_streams.durable._headers import ExpiresAt
 from trio_streams.durable._producers import ProducerClaim, ProducerState
 from trio_streams.durable._stream import AppendOutcome, AppendRequest
 from trio_streams.durable.redis import _connection as _redis_connection
-from trio_streams.durable.redis._layout import Keys, Meta
+from trio_streams.durable.redis._layout import Keys, Meta, meta_fields
 from trio_streams.durable.redis._plan import plan_batch
 from trio_streams.log.redis import RedisStore
 
@@ -233,6 +237,123 @@ def test_a_batch_that_changes_nothing_keeps_the_version() -> None:
     assert [_summary(a) for a in retry.answers] == [(204, str(_start()), False, 0)]
     assert (retry.changed, retry.after.version) == (False, "7")
     assert retry.ops[0] == ["HSET", "p:ds:{s}:meta", "dl", "15.0"], "a retry renews the TTL only"
+
+
+def _hset(plan: Any) -> dict[str, str]:
+    """The fields the plan's one ``HSET`` of the meta hash writes."""
+    (hset,) = [op for op in plan.ops if op[0] == "HSET"]
+    return dict(zip(hset[2::2], hset[3::2], strict=True))
+
+
+def test_a_batch_writes_only_the_meta_fields_it_changed() -> None:
+    meta = Meta(name="s", version="7", incarnation=3, content_type=TEXT, config="c", tail=_start())
+    plain = plan_batch(Keys("p:"), meta, [AppendRequest(b"x", TEXT), AppendRequest(b"y", TEXT)], now=5.0)
+    assert _hset(plain) == {"v": "8", "tail": str(plain.after.tail)}, "type, config, producers: unchanged"
+    assert [op[0] for op in plain.ops] == ["XADD", "XADD", "HSET"], "no deadline: no key TTL to renew"
+    full = meta_fields(plain.after)
+    seq = plan_batch(
+        Keys("p:"), meta, [AppendRequest(b"x", TEXT, stream_seq="a", producer=claim(0))], now=5.0
+    )
+    assert set(_hset(seq)) == {"v", "tail", "sseq", "prod"}
+    closing = plan_batch(Keys("p:"), plain.after, [AppendRequest(b"", TEXT, close=True)], now=5.0)
+    assert _hset(closing) == {"v": "9", "closed": "1"}, "a close moves no tail"
+    assert {**full, **_hset(closing)} == {**meta_fields(closing.after), "v": "9"}
+
+
+_appends = st.builds(
+    AppendRequest,
+    body=st.sampled_from([b"", b"x", b"yz"]),
+    content_type=st.just(TEXT),
+    producer=st.none() | st.builds(claim, st.integers(0, 3), epoch=st.integers(0, 1)),
+    stream_seq=st.none() | st.sampled_from(["a", "b", "c"]),
+    close=st.booleans(),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    batches=st.lists(st.lists(_appends, min_size=1, max_size=4), min_size=1, max_size=5), ttl=st.booleans()
+)
+def test_the_fields_a_batch_writes_are_all_that_changed(
+    batches: list[list[AppendRequest]], ttl: bool
+) -> None:
+    meta = Meta(name="s", version="1", incarnation=3, content_type=TEXT, config="c", tail=_start())
+    if ttl:
+        meta.ttl, meta.deadline = 10, 10.0
+    for step, requests in enumerate(batches):
+        plan = plan_batch(Keys("p:"), meta, requests, now=float(step))
+        written = meta_fields(meta)
+        if plan.changed:
+            written |= _hset(plan)
+            written.pop("v")
+        elif plan.ops:
+            written |= _hset(plan)
+        assert written == meta_fields(plan.after), "the hash as the commit leaves it is the whole new state"
+        meta = plan.after
+
+
+def test_a_batch_on_a_stream_with_a_deadline_renews_its_key_ttls() -> None:
+    ttl = Meta(name="s", version="7", incarnation=3, content_type=TEXT, config="", tail=_start(), ttl=10)
+    ttl.deadline = 15.0
+    # The same deadline as the view's (a clock that did not move): written anyway,
+    # since a read may have renewed it in Redis meanwhile without a new version.
+    same = plan_batch(Keys("p:"), ttl, [AppendRequest(b"x", TEXT)], now=5.0)
+    assert _hset(same)["dl"] == "15.0"
+    assert [op[0] for op in same.ops].count("PEXPIREAT") == 2
+    fixed = Meta(name="s", version="7", incarnation=3, content_type=TEXT, config="", tail=_start())
+    fixed.expires_at, fixed.deadline = ExpiresAt("x", 100.0), 100.0
+    at = plan_batch(Keys("p:"), fixed, [AppendRequest(b"x", TEXT)], now=5.0)
+    assert "dl" not in _hset(at), "a fixed deadline does not move"
+    assert [op[1] for op in at.ops if op[0] == "PEXPIREAT"] == ["p:ds:{s}:meta", "p:ds:{s}:data"], (
+        "the data key (created by the first XADD) gets its TTL"
+    )
+
+
+@pytest.mark.redis
+async def test_the_meta_hash_written_field_by_field_is_the_whole_state(redis_url: str, prefix: str) -> None:
+    with trio.fail_after(DEADLINE):
+        async with store_on(redis_url, prefix) as store:
+            client = store._require()
+            await store.create("s", CreateRequest(TEXT))
+            await store.append("s", AppendRequest(b"a", TEXT, producer=claim(0), stream_seq="1"))
+            await store.append("s", AppendRequest(b"b", TEXT, producer=claim(1)))
+            await store.append("s", AppendRequest(b"", TEXT, close=True, producer=claim(2)))
+            view = store._local.view(StreamId(None, "s"))
+            assert view is not None
+            stored = await client.hgetall(Keys(prefix).meta(view.stream_id))
+            assert {k.decode(): v.decode() for k, v in stored.items()} == {
+                **meta_fields(view),
+                "v": view.version,
+            }
+            assert await store._load(view.stream_id) == view, "a load sees what this instance's view says"
+            keys = Keys(prefix)
+            assert [
+                await client.pttl(keys.meta(view.stream_id)),
+                await client.pttl(keys.data(view.stream_id)),
+            ] == [
+                -1,
+                -1,
+            ], "no deadline: no key TTL"
+            await store.create("e", CreateRequest(TEXT, expires_at=ExpiresAt("later", time.time() + 3600)))
+            await store.append("e", AppendRequest(b"x", TEXT))
+            await store.append("e", AppendRequest(b"y", TEXT))
+            e = StreamId(None, "e")
+            assert await client.pttl(keys.data(e)) > 0, "the data key the first append created expires too"
+            assert await client.pttl(keys.meta(e)) > 0
+
+
+@pytest.mark.redis
+async def test_a_commit_after_redis_forgot_the_script_loads_it_again(redis_url: str, prefix: str) -> None:
+    with trio.fail_after(DEADLINE):
+        async with store_on(redis_url, prefix) as store:
+            client = store._require()
+            await store.create("s", CreateRequest(TEXT))
+            await store.append("s", AppendRequest(b"a", TEXT))
+            await client.script_flush()  # as after a restart of Redis (or a failover)
+            assert await client.script_exists([store._commit_script().sha]) == (False,)
+            await store.append("s", AppendRequest(b"b", TEXT))
+            assert await read_all(store, "s") == b"ab"
+            assert await client.script_exists([store._commit_script().sha]) == (True,)
 
 
 def _start() -> Any:

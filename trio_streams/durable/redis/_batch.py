@@ -200,9 +200,12 @@ class GroupCommit:
             for item in batch:
                 item.answer(exc)
         finally:
+            closing = None
             for item in batch:
                 self._release(item)
-                item.answer(_unavailable("the Durable Streams store closed during the append"))
+                if not item.done.is_set():  # only when cancelled: no error built per append
+                    closing = closing or _unavailable("the Durable Streams store closed during the append")
+                    item.answer(closing)
 
     def _abandon(self, items: list[Pending]) -> None:
         """The store closed before these appends were taken: answer each with a 503."""

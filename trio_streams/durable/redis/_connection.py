@@ -25,6 +25,7 @@ response that loses it ends, and the client resumes from its last offset.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -74,6 +75,7 @@ class StoreConnection:
         self.cluster = False
         self._reader: StreamData | None = None
         self._keys = Keys("trio_streams:")
+        #: The commit script (a CommitScript once connected; tests wrap it).
         self._script: Any = None
         self._notifications = Notifications()
         self._live_reads = LiveReads(self._notifications.wake_all)
@@ -146,7 +148,7 @@ class StoreConnection:
         ):
             self._connection = connection
             self._keys = Keys(connection.prefix)
-            self._script = client.register_script(COMMIT)
+            self._script = CommitScript(client)
             self._client = client
             self._reader = StreamData(client, self._keys)
             self._closing = False
@@ -242,6 +244,12 @@ class StoreConnection:
             )
         return self._client
 
+    def _commit_script(self) -> CommitScript:
+        if self._script is None:
+            self._require()
+        script: CommitScript = self._script
+        return script
+
     # -- lookups -----------------------------------------------------------------------------
 
     def _data(self) -> StreamData:
@@ -317,6 +325,34 @@ class StoreConnection:
                 return True
         await trio.lowlevel.checkpoint()
         return False
+
+
+class CommitScript:
+    """The :data:`~._layout.COMMIT` script, called by ``EVALSHA`` straight on
+    the client's command path (its health, timeouts and retries of a lost
+    connection; on a Cluster, routed by the keys' slot).
+
+    coredis's own ``Script`` wraps each call in two more request layers (a
+    retry policy for ``NOSCRIPT`` and a reply transform); a commit is the
+    one Redis call an append waits for, so here ``NOSCRIPT`` (Redis
+    restarted or flushed its scripts; on a Cluster, a node that has not seen
+    it) is handled once by loading the script and calling again.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self.sha = hashlib.sha1(COMMIT.encode()).hexdigest()
+
+    async def __call__(self, *, keys: list[str], args: list[str | bytes]) -> Any:
+        """The script's reply (1: applied, 0: a check failed).
+
+        Cancellation: as for any command (the reply, if any, is discarded).
+        """
+        try:
+            return await self._client.evalsha(self.sha, keys=keys, args=args)
+        except coredis.exceptions.NoScriptError:
+            await self._client.script_load(COMMIT)
+            return await self._client.evalsha(self.sha, keys=keys, args=args)
 
 
 @dataclass(eq=False)

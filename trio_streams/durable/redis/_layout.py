@@ -178,14 +178,13 @@ def meta_fields(meta: Meta) -> dict[str, str]:
         "cfg": meta.config,
         "tail": str(meta.tail),
         "closed": "1" if meta.closed else "0",
-        "prod": json.dumps({key: [state.epoch, state.last_seq] for key, state in meta.producers.items()}),
+        "prod": producers_text(meta.producers),
         "base": str(meta.base),
         "forks": str(meta.forks),
         "del": "1" if meta.soft_deleted else "0",
     }
     if meta.closed_by is not None:
-        claim = meta.closed_by
-        fields["cby"] = json.dumps([claim.id, claim.epoch, claim.seq])
+        fields["cby"] = closer_text(meta.closed_by)
     if meta.last_stream_seq is not None:
         fields["sseq"] = meta.last_stream_seq
     if meta.ttl is not None:
@@ -197,6 +196,16 @@ def meta_fields(meta: Meta) -> dict[str, str]:
     if meta.source is not None:
         fields["src"] = meta.source
     return fields
+
+
+def producers_text(producers: dict[str, ProducerState]) -> str:
+    """The ``prod`` field: each producer's epoch and last seq."""
+    return json.dumps({key: [state.epoch, state.last_seq] for key, state in producers.items()})
+
+
+def closer_text(claim: ProducerClaim) -> str:
+    """The ``cby`` field: the producer claim that closed the stream."""
+    return json.dumps([claim.id, claim.epoch, claim.seq])
 
 
 def meta_from_hash(ident: StreamId, raw: dict[bytes, bytes]) -> Meta | None:

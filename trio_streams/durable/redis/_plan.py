@@ -5,7 +5,9 @@
 before it leave it -- exactly what the memory store does one call at a
 time -- and turns the accepted ones into the commands of one
 :data:`~._layout.COMMIT` call: an ``XADD`` per append with data,
-then one ``HSET`` of the meta hash at the next version. The answers are
+then one ``HSET`` of the meta hash at the next version, of the fields the
+batch changed only (:func:`changed_fields`), and the keys' Redis TTLs when
+the stream has a deadline (:func:`lifetime`). The answers are
 only decided here; they hold once the commit applied (its check is the
 version the batch was planned on), and are thrown away if it did not.
 
@@ -24,7 +26,7 @@ from .._errors import DurableStreamError
 from .._offsets import Offset
 from .._producers import ProducerState
 from .._stream import AppendOutcome
-from ._layout import NOTIFY_MAXLEN, encode_data, entry_id, meta_fields
+from ._layout import NOTIFY_MAXLEN, closer_text, encode_data, entry_id, producers_text
 from ._notify import notify_fields
 
 if TYPE_CHECKING:
@@ -61,7 +63,9 @@ def plan_batch(keys: Keys, meta: Meta, requests: Sequence[AppendRequest], now: f
 
     ``now`` is POSIX time (a TTL stream's deadline moves to ``now + ttl``).
     """
-    current = meta
+    # A working copy, moved on in place append by append (``meta`` stays as it is).
+    current = replace(meta)
+    data_key = keys.data(meta.stream_id)
     answers: list[AppendOutcome | DurableStreamError] = []
     ops: list[list[Any]] = []
     payloads: list[bytes] = []
@@ -81,38 +85,65 @@ def plan_batch(keys: Keys, meta: Meta, requests: Sequence[AppendRequest], now: f
         if data:
             payloads.append(encode_data(data))
             xadd_id = entry_id(current.tail.position, current.tail.seq + 1)
-            ops.append(["XADD", keys.data(meta.stream_id), xadd_id, "d", len(payloads) + 1])
+            ops.append(["XADD", data_key, xadd_id, "d", len(payloads) + 1])
             entries.append((current.tail.position, current.tail.seq + 1, data))
-        current = _applied(current, request, data)
+        _apply(current, request, data)
         answers.append(_answer(current, request, data))
         changed = True
     if changed:
-        current = replace(current, version=str(int(meta.version) + 1), deadline=_deadline(meta, now))
-        ops.append(["HSET", keys.meta(meta.stream_id), "v", current.version, *_flat(meta_fields(current))])
-        ops += lifetime(keys, current)
+        current.version, current.deadline = str(int(meta.version) + 1), _deadline(meta, now)
+        ops.append(["HSET", keys.meta(meta.stream_id), "v", current.version, *changed_fields(meta, current)])
+        if meta.deadline is not None or current.deadline is not None:
+            # Without a deadline before or after, the keys have no Redis TTL
+            # (every lifetime written for this stream was PERSIST): nothing to renew.
+            ops += lifetime(keys, current)
     elif touched and meta.ttl is not None:
         # Not a change readers or writers act on: the same version, a later deadline.
-        current = replace(current, deadline=_deadline(meta, now))
+        current.deadline = _deadline(meta, now)
         ops.append(["HSET", keys.meta(meta.stream_id), "dl", repr(current.deadline)])
         ops += lifetime(keys, current)
     return BatchPlan(current, ops, payloads, answers, changed, entries)
 
 
-def _applied(meta: Meta, request: AppendRequest, data: Data | None) -> Meta:
-    """``meta`` once the accepted ``request`` (adding ``data``) is applied."""
-    tail = meta.tail if not data else Offset(meta.tail.seq + 1, meta.tail.position + len(data))
+def changed_fields(before: Meta, after: Meta) -> list[str]:
+    """The meta hash fields (flat ``[field, value, ...]``, encoded as
+    :func:`~._layout.meta_fields` does) that a batch planned on ``before``
+    changed in ``after``: of the fields an append can change (tail,
+    producers, ``Stream-Seq``, closed and by whom, deadline), those that moved.
+
+    Sound because the hash at ``before``'s version holds ``before``'s
+    fields: every write that changes one bumps the version, except the
+    deadline (``dl``, renewed by reads without a new version), which is
+    therefore written whenever ``after`` has one that may move (a TTL).
+    """
+    fields: list[str] = []
+    if after.tail != before.tail:
+        fields += ["tail", str(after.tail)]
+    if after.producers != before.producers:
+        fields += ["prod", producers_text(after.producers)]
+    if after.last_stream_seq is not None and after.last_stream_seq != before.last_stream_seq:
+        fields += ["sseq", after.last_stream_seq]
+    if after.closed != before.closed:
+        fields += ["closed", "1" if after.closed else "0"]
+    if after.closed_by is not None and after.closed_by != before.closed_by:
+        fields += ["cby", closer_text(after.closed_by)]
+    if after.deadline is not None and (after.ttl is not None or after.deadline != before.deadline):
+        fields += ["dl", repr(after.deadline)]
+    return fields
+
+
+def _apply(meta: Meta, request: AppendRequest, data: Data | None) -> None:
+    """Move ``meta`` (a working copy) on by the accepted ``request`` (adding ``data``)."""
+    if data:
+        meta.tail = Offset(meta.tail.seq + 1, meta.tail.position + len(data))
     claim = request.producer
-    producers = meta.producers
     if claim is not None:
-        producers = {**producers, claim.id: ProducerState(claim.epoch, claim.seq)}
-    return replace(
-        meta,
-        tail=tail,
-        producers=producers,
-        last_stream_seq=meta.last_stream_seq if request.stream_seq is None else request.stream_seq,
-        closed=meta.closed or request.close,
-        closed_by=claim if request.close else meta.closed_by,
-    )
+        # A new dict: the one of the state planned on is not changed.
+        meta.producers = {**meta.producers, claim.id: ProducerState(claim.epoch, claim.seq)}
+    if request.stream_seq is not None:
+        meta.last_stream_seq = request.stream_seq
+    if request.close:
+        meta.closed, meta.closed_by = True, claim
 
 
 def _answer(after: Meta, request: AppendRequest, data: Data | None) -> AppendOutcome:
@@ -150,7 +181,3 @@ def notify_op(keys: Keys, ident: StreamId, origin: str) -> list[Any]:
 def version_check(meta: Meta) -> dict[str, str]:
     """The :data:`~._layout.COMMIT` check: ``meta``'s stream is still at its version."""
     return {"v": meta.version, "i": str(meta.incarnation)}
-
-
-def _flat(fields: dict[str, str]) -> list[str]:
-    return [item for pair in fields.items() for item in pair]

@@ -411,7 +411,7 @@ class RedisDurableStore(StoreConnection):
             assert notify is not None
             ops = [*ops, notify_op(self._keys, notify, self._notifications.origin)]
         spec = json.dumps({"c": checks, "o": ops})
-        done = bool(int(await self._script(keys=keys, args=[spec, *payloads])))
+        done = bool(int(await self._commit_script()(keys=keys, args=[spec, *payloads])))
         if done and notify is not None:
             self._notifications.wake(notify)  # this instance's readers need not wait for the notify stream
             if not inline:
