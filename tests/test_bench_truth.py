@@ -298,3 +298,24 @@ async def test_the_real_server_refusing_the_load_is_a_usage_error(tmp_path: Path
     assert not out.exists()  # nothing was measured, so no result was written
     assert fine.returncode == EXIT_OK, fine.stdout.decode() + fine.stderr.decode()
     assert fine.stdout.decode().splitlines()[-1] == "RESULT: ok"
+
+
+@pytest.mark.timeout(120)  # its own trio deadline is 60 s: let that one speak first
+async def test_a_missing_or_wrong_token_is_a_usage_error(tmp_path: Path) -> None:
+    # 401 is the command's fault, like an unknown producer: no load changes it,
+    # so it is one line and exit 2, not a FAILED run of http_error violations.
+    out = tmp_path / "out.json"
+    with trio.fail_after(60):
+        async with running_server(auth={"s3cret": "alice"}) as server:
+            missing = await _bench(server.url, "--runs=2", f"--json={out}")
+            wrong = await _bench(server.url, "--runs=2", "--token=nope")
+            fine = await _bench(server.url, "--runs=2", "--tokens=5", "--token=s3cret")
+    for result in (missing, wrong):
+        lines = result.stderr.decode().strip().splitlines()
+        assert result.returncode == EXIT_USAGE, lines
+        assert len(lines) == 1, lines
+        assert lines[0].startswith("trio-streams bench: error: the server refused the run: "), lines
+        assert "token" in lines[0], lines
+        assert b"RESULT" not in result.stdout
+    assert not out.exists()
+    assert fine.returncode == EXIT_OK, fine.stdout.decode() + fine.stderr.decode()

@@ -33,7 +33,7 @@ from ._stats import BenchStats
 TERMINAL = frozenset({"done", "error", "cancelled", "dead"})
 
 #: Error codes of a ``POST /v1/runs`` refusal that no amount of load changes:
-#: the command was wrong, not the server.
+#: the command was wrong, not the server. (So is a ``401``: the ``--token``.)
 USAGE_ERROR_CODES = frozenset({"unknown_producer", "invalid_input"})
 
 
@@ -161,7 +161,8 @@ class Load:
             stats.violation("http_error", f"POST /v1/runs: {exc}")
             await trio.sleep(0.1)  # a dead server must not turn this into a busy loop
             return
-        if response.status == 400 and _error_code(response.body) in USAGE_ERROR_CODES:
+        usage = response.status == 400 and _error_code(response.body) in USAGE_ERROR_CODES
+        if usage or response.status == 401:  # 401: a missing or wrong --token
             self._refuse(f"the server refused the run: {_error_message(response.body)}")
             return
         if response.status != 201:
