@@ -37,6 +37,7 @@ HOSTILE = [
     pytest.param(b'{"producer": "demo", "metadata": {"x": Infinity}}', "Infinity is not JSON", id="inf"),
     pytest.param(b'{"producer": "demo", "metadata": {"x": -Infinity}}', "-Infinity is not JSON", id="-inf"),
     pytest.param(b'{"producer": "demo", "metadata": {"x": 1e999}}', "out of range", id="1e999"),
+    pytest.param(b'{"metadata": {"x": 1' + b"0" * 400 + b"}}", "out of range", id="10**400"),
     pytest.param(b'{"producer": "demo", "metadata": {"x": "\\ud800"}}', "surrogate", id="lone-surrogate"),
     pytest.param(b'{"producer": "demo", "key": "\\udfff"}', "surrogate", id="surrogate-key"),
     pytest.param(b'{"producer": "demo", "metadata": {"x": "\xff"}}', "not UTF-8", id="invalid-utf8"),

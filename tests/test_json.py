@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import pytest
 from hypothesis import given
@@ -26,6 +27,21 @@ def test_numbers_out_of_a_doubles_range_are_refused(number: str) -> None:
     # Python would read them as inf, and then write "Infinity": not JSON.
     with pytest.raises(InvalidJson, match="out of range"):
         parse_json(f'{{"x": {number}}}')
+
+
+@pytest.mark.parametrize("number", ["1" + "0" * 400, "-" + "9" * 309, "1" + "0" * 5000, "2" * 400])
+def test_integers_out_of_a_doubles_range_are_refused(number: str) -> None:
+    # Python keeps them exactly, but a JavaScript client reads them as Infinity;
+    # one past Python's digit limit was a message advising sys.set_int_max_str_digits.
+    with pytest.raises(InvalidJson, match="out of range"):
+        parse_json(f'{{"x": [{number}]}}')
+    with pytest.raises(InvalidJson, match="out of range"):
+        parse_json(number)
+
+
+def test_the_largest_integer_a_double_holds_is_kept() -> None:
+    largest = int(sys.float_info.max)
+    assert parse_json(f'{{"x": {largest}, "s": "{"9" * 400}"}}') == {"x": largest, "s": "9" * 400}
 
 
 def test_numbers_in_range_are_kept_exactly() -> None:

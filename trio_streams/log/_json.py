@@ -8,7 +8,8 @@ deep stack: :func:`parse_json` refuses nesting deeper than
 -- a 500 -- at about a thousand levels, and a document just under that
 limit would then fail again wherever it is re-encoded), ``NaN`` /
 ``Infinity`` / ``-Infinity``, numbers too large for a double (``1e999``,
-which Python would read as ``inf``), lone UTF-16 surrogate escapes
+which Python would read as ``inf``, and integers like ``10**400``, which
+it would keep but a JavaScript client would read as ``Infinity``), lone UTF-16 surrogate escapes
 (``"\\ud800"``, which cannot be encoded as UTF-8 afterwards) and bytes
 that are not UTF-8. Every refusal is an :class:`InvalidJson`, a
 ``ValueError`` whose message says what was wrong, for a 400.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from typing import Any, Final
 
 from .._errors import StreamError
@@ -33,6 +35,11 @@ _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=
 # Only a \u escape of a surrogate can put one in a parsed string: the bytes
 # were strict UTF-8, which cannot encode a surrogate at all.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+# An integer past a double's range has at least 309 digits (JSON has no
+# leading zeros); only a text with such a run of digits needs the walk.
+_MAX_DOUBLE: Final = sys.float_info.max
+_LONG_DIGITS = re.compile(r"[0-9]{309}")
 
 
 class InvalidJson(StreamError, ValueError):
@@ -87,11 +94,14 @@ def parse_json(data: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
     except RecursionError:
         raise InvalidJson(f"JSON nested more than {max_depth} levels deep") from None
     except ValueError as exc:  # JSONDecodeError, or an integer over Python's digit limit
+        if "integer string conversion" in str(exc):  # thousands of digits: far past a double
+            raise InvalidJson("an integer with more than 4300 digits is out of range") from None
         raise InvalidJson(str(exc)) from None
     # Only walk the value when a limit could be broken: a text with fewer
     # brackets than the depth limit cannot nest past it.
     deep = text.count("[") + text.count("{") > max_depth
-    if deep or _SURROGATE_ESCAPE.search(text):
+    huge = len(text) >= 309 and _LONG_DIGITS.search(text) is not None
+    if deep or huge or _SURROGATE_ESCAPE.search(text):
         _check(value, max_depth)
     return value
 
@@ -111,7 +121,9 @@ _decoder = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite
 
 
 def _check(value: Any, max_depth: int) -> None:
-    """Refuse nesting deeper than ``max_depth`` and strings with lone surrogates (no recursion)."""
+    """Refuse nesting deeper than ``max_depth``, strings with lone surrogates and
+    integers past a double's range (no recursion)."""
+    _check_integers([value])
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
@@ -126,9 +138,16 @@ def _check(value: Any, max_depth: int) -> None:
             raise InvalidJson(f"JSON nested more than {max_depth} levels deep")
         strings = [child for child in children if isinstance(child, str)]
         _check_strings(strings)
+        _check_integers(children)
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
     if isinstance(value, str):
         _check_strings([value])
+
+
+def _check_integers(values: Any) -> None:
+    for value in values:
+        if type(value) is int and abs(value) > _MAX_DOUBLE:
+            raise InvalidJson(f"the number {str(value)[:32]}... is out of range")
 
 
 def _check_strings(strings: Any) -> None:
