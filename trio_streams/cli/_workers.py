@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from .._exception_groups import collapse
 from ._hypercorn import close_sockets, hypercorn_config, listen, listen_error
 from ._plan import ServePlan, ServeStartupError
 from ._supervisor import Supervisor, logger
@@ -72,6 +73,13 @@ async def _shared_store(plan: ServePlan) -> AsyncIterator[str]:
             if entered:
                 raise
             raise ServeStartupError(f"the embedded redis-server: {exc}") from None
+        except BaseExceptionGroup as group:
+            # Its supervising nursery raises a failed start (say --data-dir is a
+            # file) as a group of one: that one is the startup error, not a traceback.
+            sole = None if entered else collapse(group)
+            if isinstance(sole, OSError | RuntimeError):
+                raise ServeStartupError(f"the embedded redis-server: {sole}") from None
+            raise
 
 
 async def supervise(plan: ServePlan, args: argparse.Namespace) -> int:
