@@ -139,3 +139,18 @@ def test_import_trio_streams_does_not_load_the_server():
     code = "import sys, trio_streams; print('hypercorn' in sys.modules, 'quart' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+async def test_the_start_line_says_the_auth_the_app_really_has(caplog: pytest.LogCaptureFixture):
+    # A given app (or an --app factory without **options) ignores --token: the
+    # start line must not tell the operator that users see only their runs.
+    plan = serve_plan([*FLAGS, "--token", "alice:s3cret"])
+    caplog.set_level("INFO", logger="trio_streams.serve")
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(serve, plan, create_app())
+            async with httpx.AsyncClient(base_url=urls[0]) as client:
+                assert (await client.post("/v1/runs", json={"producer": "demo"})).status_code == 201
+            nursery.cancel_scope.cancel()
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("store: ")]
+    assert line.endswith("auth: off: the app does not use --token (every run is visible)"), line

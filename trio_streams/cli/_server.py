@@ -214,7 +214,7 @@ async def _serve(
     try:
         async with trio.open_nursery() as nursery:
             urls = await nursery.start(run_server)
-            _log_started(config)
+            _log_started(config, streams)
             if on_started is not None:
                 on_started(urls)
             task_status.started(urls)
@@ -235,13 +235,19 @@ async def _serve(
     logger.info("stopped cleanly")
 
 
-def _log_started(config: ServePlan) -> None:
-    auth = config.options.get("auth")
-    logger.info(
-        "store: %s; auth: %s",
-        config.store_label,
-        f"{len(auth)} token(s), users see only their runs" if auth else "off (no --token): loopback only",
-    )
+def _log_started(config: ServePlan, streams: TrioStreams) -> None:
+    # The app's own auth, not the flags': a given app, or an --app factory
+    # without **options, ignores --token, and the line must not say otherwise.
+    if streams.auth:
+        logger.info(
+            "store: %s; auth: %d token(s), users see only their runs", config.store_label, len(streams.auth)
+        )
+    elif config.options.get("auth"):
+        logger.warning(
+            "store: %s; auth: off: the app does not use --token (every run is visible)", config.store_label
+        )
+    else:
+        logger.info("store: %s; auth: off (no --token): loopback only", config.store_label)
 
 
 def _raise_collapsed(group: BaseExceptionGroup[BaseException]) -> None:
