@@ -218,4 +218,14 @@ async def test_with_owners_a_subscription_is_its_creators_and_sees_only_their_st
             svc, "POST", "__ds/subscriptions/p1/ack", ack, Authorization=f"Bearer {claim['token']}"
         )
         assert doc(answer) == {"ok": True, "next_wake": True}  # (nothing acked: still pending)
+        # The same ack again: the wake has ended, and its token still names Alice's
+        # subscription, so it is fenced there -- not a 404 from the shared namespace.
+        with pytest.raises(DurableStreamError) as repeated:
+            await call(
+                svc, "POST", "__ds/subscriptions/p1/ack", ack, Authorization=f"Bearer {claim['token']}"
+            )
+        assert (repeated.value.status, repeated.value.code) == (409, "FENCED")
+        with pytest.raises(DurableStreamError) as forged:  # a token nobody was given
+            await call(svc, "POST", "__ds/subscriptions/p1/ack", ack, Authorization="Bearer forged")
+        assert forged.value.status == 404  # it reveals nothing about Alice's subscription
         nursery.cancel_scope.cancel()

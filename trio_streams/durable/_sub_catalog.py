@@ -10,7 +10,6 @@ Subscriptions are in their owner's namespace like streams: ``(owner, id)``.
 
 from __future__ import annotations
 
-import hmac
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -182,13 +181,13 @@ class SubscriptionCatalog:
                 del self._owners[subscription_id]
 
     def owner_for_token(self, subscription_id: str, token: str | None) -> str | None:
-        """The namespace whose subscription ``subscription_id`` has a wake with ``token``
-        (``None`` when none has: the request is then fenced or not found there)."""
+        """The namespace whose subscription ``subscription_id`` has, or recently had,
+        a wake with ``token`` (``None`` when none has: the request is then fenced or
+        not found there)."""
         if token is None:
             return None
         for owner in self._owners.get(subscription_id, ()):
-            wake = self._subs[(owner, subscription_id)].wake
-            if wake is not None and wake.token is not None and hmac.compare_digest(wake.token, token):
+            if self._subs[(owner, subscription_id)].knows_token(token):
                 return owner
         return None
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +73,10 @@ def fenced(message: str) -> DurableStreamError:
     return DurableStreamError(409, "FENCED", message)
 
 
+#: Ended wakes' tokens a subscription remembers (each ~43 bytes).
+ENDED_TOKENS_KEPT = 16
+
+
 def _new_token() -> str:
     return secrets.token_urlsafe(32)
 
@@ -88,6 +93,10 @@ class Subscription:
     generation: int = 0
     wake: Wake | None = None
     status: str = "active"
+    #: The tokens of the last wakes that ended (bounded): a late request carrying
+    #: one is this subscription's, so it is answered 409 ``FENCED`` in its owner's
+    #: namespace rather than looked up elsewhere (a 404).
+    ended_tokens: deque[str] = field(default_factory=lambda: deque(maxlen=ENDED_TOKENS_KEPT))
 
     # -- membership ------------------------------------------------------------------
 
@@ -239,8 +248,19 @@ class Subscription:
         """End ``wake`` if it is still current (its token stops working); True if it was."""
         if self.wake is not wake:
             return False
+        if wake.token is not None:
+            self.ended_tokens.append(wake.token)
         self.wake = None
         return True
+
+    def knows_token(self, token: str) -> bool:
+        """True if ``token`` is the current wake's or one of the last ended ones'."""
+        current = self.wake.token if self.wake is not None else None
+        return any(
+            hmac.compare_digest(token.encode(), known.encode())
+            for known in (current, *self.ended_tokens)
+            if known is not None
+        )
 
     # -- serialization ---------------------------------------------------------------
 
