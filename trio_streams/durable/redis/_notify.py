@@ -57,6 +57,12 @@ class Notifications:
         #: Marks this instance's notifications (field ``i``): the follower skips
         #: them, since the commit woke this instance's readers itself.
         self.origin = secrets.token_hex(8)
+        #: Counts what may have changed a stream behind this instance's back: a
+        #: notification from another instance, an idle spell of the follower in
+        #: which notifications went by unread, a lost connection. While it holds,
+        #: a stream this instance committed last is as that commit left it (a
+        #: change from elsewhere would have moved it, and will wake its readers).
+        self.elsewhere = 0
 
     @property
     def idle(self) -> bool:
@@ -113,12 +119,14 @@ class Notifications:
                 if not self.readers.value:
                     await self.readers.wait_value(lambda readers: readers > 0)
                     top = await client.xrevrange(key, end="+", start="-", count=1)
-                    last = top[0].identifier if top else "0-0"
-                    self.wake_all()  # the readers registered before that end: they look again
+                    end = top[0].identifier if top else "0-0"
+                    if end != last:  # notifications went by unread
+                        last = end
+                        self._lost_track()  # the readers registered before that end: they look again
                 reply = await client.xread({key: last}, count=1024, block=BLOCK_MS)
             except (coredis.exceptions.RedisError, OSError) as exc:
                 logger.warning("durable streams notifications: %s; retrying in %.2fs", exc, delay)
-                self.wake_all()  # readers look again (and fail fast while redis is down)
+                self._lost_track()  # readers look again (and fail fast while redis is down)
                 await trio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
@@ -128,7 +136,13 @@ class Notifications:
                 for entry in entries:
                     last = entry.identifier
                     if entry.field_values.get(b"i") != origin:
+                        self.elsewhere += 1
                         self.wake(notified(entry.field_values))
+
+    def _lost_track(self) -> None:
+        """Something may have changed anywhere unseen: every reader looks again."""
+        self.elsewhere += 1
+        self.wake_all()
 
 
 def notify_fields(ident: StreamId, origin: str | None = None) -> list[str]:
