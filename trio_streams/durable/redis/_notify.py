@@ -16,9 +16,15 @@ again), so a notification lost meanwhile costs at most one wait.
 
 While no reader waits on this instance the follower does not read (a busy
 writer would otherwise cost a read per commit for nobody); when the first
-reader registers it reads the current end again and wakes every reader
-once, so a change committed between a registration and that read is not
-missed either.
+reader registers it reads the current end again and, if notifications went
+by unread meanwhile, wakes every reader once, so a change committed between
+a registration and that read is not missed either.
+
+:attr:`Notifications.elsewhere` counts every moment a change from another
+instance may have happened (a notification of theirs seen, an idle spell
+with notifications unread, a lost connection): while it holds, a stream
+this instance committed last is as that commit left it, and a reader that
+is there waits without loading it (see :mod:`._views`).
 
 Memory: one event per stream that has local waiters (dropped with the last).
 """

@@ -15,6 +15,11 @@ while a reader's tail is the one it ends at, in the same incarnation).
 Together they hold at most :data:`MAX_RECENT_BYTES`; past that, streams
 whose readers have gone give their room back, and if that is not enough the
 commit is not kept (readers read Redis, as without it).
+
+A view is *settled* while nothing from elsewhere can have changed its stream
+since its commit started (``Notifications.elsewhere`` has not moved): a live
+read that is at its tail then waits without loading the stream, since any
+later change from another instance is notified, counted, and wakes it.
 """
 
 from __future__ import annotations
