@@ -20,7 +20,8 @@ Measurements:
   - append -> live read latency on each store, long-poll and SSE: one
     reader waits at the tail, one append is sent, and the time is taken from
     just before the append is sent until the reader has the data (``--samples``
-    appends, one at a time).
+    appends, one at a time, in ``--rounds`` interleaved rounds; both modes idle
+    ``--pause`` before each timed append, so they compare like with like).
 
 Prints the tables (medians over rounds) for benchmarks/RESULTS.md.
 """
@@ -133,8 +134,13 @@ def autocannon(url: str, connections: int, duration: int, pids: tuple[int, ...] 
     }
 
 
-def live_latency(base: str, mode: str, samples: int) -> list[float]:
-    """Seconds from just before an append is sent until a waiting reader has it."""
+def live_latency(base: str, mode: str, samples: int, pause: float = 0.01) -> list[float]:
+    """Seconds from just before an append is sent until a waiting reader has it.
+
+    Both modes pause ``pause`` seconds before each timed append (a long-poll
+    must be parked at the tail by then): the server and the client are idle
+    as long in both, so the two figures differ only by what the server does.
+    """
     # Text, so that SSE carries it as it is (binary streams go base64-encoded).
     url = create(base, "text/plain")
     host, port = base.removeprefix("http://").split(":")
@@ -149,6 +155,7 @@ def live_latency(base: str, mode: str, samples: int) -> list[float]:
         assert stream.status == 200, stream.status
         time.sleep(0.2)  # the first control event is out; the reader waits at the tail
         for _ in range(samples):
+            time.sleep(pause)  # idle as long as a long-poll's reader does (not timed)
             started = time.perf_counter()
             writer.request("POST", path, body=BODY, headers={"Content-Type": "text/plain"})
             answer = writer.getresponse()
@@ -178,7 +185,7 @@ def live_latency(base: str, mode: str, samples: int) -> list[float]:
                 continue
             thread = threading.Thread(target=wait, args=(offset,))
             thread.start()
-            time.sleep(0.01)  # let the long-poll park at the tail (not timed)
+            time.sleep(pause)  # let the long-poll park at the tail (not timed)
             started = time.perf_counter()
             writer.request("POST", path, body=BODY, headers={"Content-Type": "text/plain"})
             writer.getresponse().read()
@@ -268,6 +275,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=0.01,
+        help="seconds idle before each timed append, long-poll and SSE alike (default 0.01)",
+    )
     parser.add_argument("--live-only", action="store_true", help="only the live read latency")
     parser.add_argument(
         "--in-process", action="store_true", help="only the stores alone, in process (no HTTP)"
@@ -305,10 +318,14 @@ def main() -> None:
                     figures = autocannon(create(base), c, duration, pids)
                     results.setdefault((store, c), []).append(figures)
                     print(f"round {round_ + 1} c={c} {store}: {figures}", file=sys.stderr)
+        # In interleaved rounds too (each a share of the samples), so that a
+        # change in the machine's load falls on every row alike.
         live: dict[tuple[str, str], list[float]] = {}
-        for store, (_proc, base) in servers.items():
-            for mode in ("long-poll", "sse"):
-                live[(store, mode)] = live_latency(base, mode, args.samples)
+        share = max(args.samples // rounds, 1)
+        for _ in range(rounds):
+            for store, (_proc, base) in servers.items():
+                for mode in ("long-poll", "sse"):
+                    live.setdefault((store, mode), []).extend(live_latency(base, mode, share, args.pause))
     finally:
         for proc, _base in servers.values():
             proc.terminate()
@@ -361,7 +378,10 @@ def main() -> None:
                     f" | {ratios[0]:.2f}x | {ratios[1]:.2f}x"
                     f" | {med('redis-before', c, 'cpu_us'):.0f} / {med('redis', c, 'cpu_us'):.0f} |"
                 )
-    print(f"\nappend -> live read, one append at a time, {args.samples} samples\n")
+    print(
+        f"\nappend -> live read, one append at a time, {share * rounds} samples in {rounds}"
+        f" interleaved rounds, {args.pause * 1000:g} ms idle before each\n"
+    )
     print("| store | long-poll p50 | long-poll p99 | SSE p50 | SSE p99 |")
     print("|---|---|---|---|---|")
     for store in servers:

@@ -609,3 +609,92 @@ async def test_the_group_commit_counts_are_metrics(redis_url: str, prefix: str) 
             assert "trio_streams_durable_appends_total 3.0\n" in metrics
             assert "trio_streams_durable_pending_appends 0.0\n" in metrics
             assert "trio_streams_durable_append_refusals_total 0.0\n" in metrics
+
+
+def count_loads(store: RedisDurableStore) -> list[int]:
+    """Counts the store's loads of a stream's meta (its ``HGETALL``) from now on: ``[count]``."""
+    loads = [0]
+    load = store._load
+
+    async def counting_load(ident: Any) -> Meta | None:
+        loads[0] += 1
+        return await load(ident)
+
+    store._load = counting_load  # type: ignore[method-assign]
+    return loads
+
+
+@pytest.mark.redis
+async def test_a_live_read_at_this_instances_own_commit_waits_and_wakes_without_a_load(
+    redis_url: str, prefix: str
+) -> None:
+    with trio.fail_after(DEADLINE):
+        async with store_on(redis_url, prefix) as store:
+            await store.create("s", CreateRequest(TEXT))
+            # A reader elsewhere keeps the follower reading: its resume (after the
+            # create's notification went by unread) has woken everyone once, before.
+            with store._notifications.watching(StreamId(None, "other")) as current_event:
+                with trio.fail_after(5):
+                    await current_event().wait()
+                outcome = await store.append("s", AppendRequest(b"a", TEXT))
+                source = await store.open_read("s")
+                position = outcome.next_offset.position
+                assert source.tail().position == position
+                loads = count_loads(store)
+                found: list[Any] = []
+
+                async def live_read() -> None:
+                    with trio.fail_after(5):
+                        assert await source.wait(position, float("inf"))
+                    found.append(await source.read(position))
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(live_read)
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert loads[0] == 0, "parked on this instance's own last commit, without a load"
+                    await store.append("s", AppendRequest(b"b", TEXT))
+            assert loads[0] == 0, "woken by this instance's commit: read without a load"
+            assert found[0].pieces == [b"b"]
+
+
+@pytest.mark.redis
+async def test_a_reader_at_its_own_commit_sees_a_change_from_elsewhere_already_notified(
+    redis_url: str, prefix: str
+) -> None:
+    with trio.fail_after(DEADLINE):
+        async with store_on(redis_url, prefix) as a, store_on(redis_url, prefix) as b:
+            await a.create("s", CreateRequest(TEXT))
+            ident = StreamId(None, "s")
+            # A watcher keeps A's follower reading (it resumes once, waking it).
+            with a._notifications.watching(ident) as current_event:
+                with trio.fail_after(5):
+                    await current_event().wait()
+                outcome = await a.append("s", AppendRequest(b"a", TEXT))  # A's view: its own commit
+                event = current_event()
+                await b.append("s", AppendRequest(b"b", TEXT))
+                with trio.fail_after(5):
+                    await event.wait()  # A's follower has seen B's notification (and woke the watcher)
+                source = await a.open_read("s")
+                position = outcome.next_offset.position
+                # A reader at A's own commit: B's notification is gone, so only a load
+                # tells it there is more (a lost change would hang here).
+                with trio.fail_after(5):
+                    assert await a.wait(source, position, float("inf"))
+                assert (await source.read(position)).pieces == [b"b"]
+
+
+@pytest.mark.redis
+async def test_a_reader_at_its_own_commit_sees_a_change_from_elsewhere_while_the_follower_idled(
+    redis_url: str, prefix: str
+) -> None:
+    with trio.fail_after(DEADLINE):
+        async with store_on(redis_url, prefix) as a, store_on(redis_url, prefix) as b:
+            await a.create("s", CreateRequest(TEXT))
+            outcome = await a.append("s", AppendRequest(b"a", TEXT))  # A's view: its own commit
+            await trio.testing.wait_all_tasks_blocked()  # A's follower idles: no reader
+            await b.append("s", AppendRequest(b"b", TEXT))  # notified while A reads nothing
+            source = await a.open_read("s")
+            position = outcome.next_offset.position
+            with trio.fail_after(5):  # a lost change hangs here
+                assert await a.wait(source, position, float("inf"))
+            assert (await source.read(position)).pieces == [b"b"]

@@ -176,6 +176,11 @@ class StoreConnection:
         """The last state of ``ident`` this instance committed, if it keeps one."""
         return None
 
+    def _settled(self, ident: StreamId) -> Meta | None:
+        """The last state of ``ident`` this instance committed, if nothing from
+        elsewhere can have changed it since (see ``Notifications.elsewhere``)."""
+        return None
+
     async def _announce(self, ident: StreamId) -> None:
         """Tell every instance's readers that ``ident`` changed (on a Cluster,
         where the notify key cannot be written by a stream's commit)."""
@@ -303,16 +308,21 @@ class StoreConnection:
                 # This instance committed it (and woke us): as good as a load at that commit.
                 source.meta, source.fresh = view, True
                 return True
-            try:
-                meta = await self._load(source.stream_id)
-            except (coredis.exceptions.RedisError, OSError) as exc:
-                logger.warning(
-                    "a live read of %r lost redis: %s",
-                    source.stream_id.name,
-                    exc,
-                    extra={"stream": source.stream_id.name, "event": "live_read_lost_redis"},
-                )
-                return False
+            meta = self._settled(source.stream_id)
+            if meta is None or meta.incarnation != source.incarnation or meta.deadline is not None:
+                # (A stream with a deadline may expire in Redis unannounced: it is loaded.)
+                try:
+                    meta = await self._load(source.stream_id)
+                except (coredis.exceptions.RedisError, OSError) as exc:
+                    logger.warning(
+                        "a live read of %r lost redis: %s",
+                        source.stream_id.name,
+                        exc,
+                        extra={"stream": source.stream_id.name, "event": "live_read_lost_redis"},
+                    )
+                    return False
+            # else: nothing past this instance's own last commit, which left the
+            # stream where this reader is: no load (a change will wake it).
             if meta is None or meta.incarnation != source.incarnation or meta.soft_deleted:
                 return False
             source.meta = meta

@@ -16,9 +16,15 @@ again), so a notification lost meanwhile costs at most one wait.
 
 While no reader waits on this instance the follower does not read (a busy
 writer would otherwise cost a read per commit for nobody); when the first
-reader registers it reads the current end again and wakes every reader
-once, so a change committed between a registration and that read is not
-missed either.
+reader registers it reads the current end again and, if notifications went
+by unread meanwhile, wakes every reader once, so a change committed between
+a registration and that read is not missed either.
+
+:attr:`Notifications.elsewhere` counts every moment a change from another
+instance may have happened (a notification of theirs seen, an idle spell
+with notifications unread, a lost connection): while it holds, a stream
+this instance committed last is as that commit left it, and a reader that
+is there waits without loading it (see :mod:`._views`).
 
 Memory: one event per stream that has local waiters (dropped with the last).
 """
@@ -57,6 +63,12 @@ class Notifications:
         #: Marks this instance's notifications (field ``i``): the follower skips
         #: them, since the commit woke this instance's readers itself.
         self.origin = secrets.token_hex(8)
+        #: Counts what may have changed a stream behind this instance's back: a
+        #: notification from another instance, an idle spell of the follower in
+        #: which notifications went by unread, a lost connection. While it holds,
+        #: a stream this instance committed last is as that commit left it (a
+        #: change from elsewhere would have moved it, and will wake its readers).
+        self.elsewhere = 0
 
     @property
     def idle(self) -> bool:
@@ -113,12 +125,14 @@ class Notifications:
                 if not self.readers.value:
                     await self.readers.wait_value(lambda readers: readers > 0)
                     top = await client.xrevrange(key, end="+", start="-", count=1)
-                    last = top[0].identifier if top else "0-0"
-                    self.wake_all()  # the readers registered before that end: they look again
+                    end = top[0].identifier if top else "0-0"
+                    if end != last:  # notifications went by unread
+                        last = end
+                        self._lost_track()  # the readers registered before that end: they look again
                 reply = await client.xread({key: last}, count=1024, block=BLOCK_MS)
             except (coredis.exceptions.RedisError, OSError) as exc:
                 logger.warning("durable streams notifications: %s; retrying in %.2fs", exc, delay)
-                self.wake_all()  # readers look again (and fail fast while redis is down)
+                self._lost_track()  # readers look again (and fail fast while redis is down)
                 await trio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
@@ -128,7 +142,13 @@ class Notifications:
                 for entry in entries:
                     last = entry.identifier
                     if entry.field_values.get(b"i") != origin:
+                        self.elsewhere += 1
                         self.wake(notified(entry.field_values))
+
+    def _lost_track(self) -> None:
+        """Something may have changed anywhere unseen: every reader looks again."""
+        self.elsewhere += 1
+        self.wake_all()
 
 
 def notify_fields(ident: StreamId, origin: str | None = None) -> list[str]:

@@ -325,8 +325,11 @@ class RedisDurableStore(StoreConnection):
                     return
             plan = plan_batch(self._keys, meta, requests, self._wall_clock())
             notify = ident if plan.changed else None
+            # Taken before the commit: a change from elsewhere landing after it is counted
+            # when its notification comes, however soon that is.
+            since = self._notifications.elsewhere
             if await self._commit([version_check(meta)], [ident], plan.ops, plan.payloads, notify=notify):
-                self._local.remember(plan.after, plan.entries, sum(map(len, plan.payloads)))
+                self._local.remember(plan.after, plan.entries, sum(map(len, plan.payloads)), since=since)
                 for item, answer in zip(batch, plan.answers, strict=True):
                     item.answer(answer)
                 return
@@ -382,6 +385,9 @@ class RedisDurableStore(StoreConnection):
 
     def _view(self, ident: StreamId) -> Meta | None:
         return self._local.view(ident)
+
+    def _settled(self, ident: StreamId) -> Meta | None:
+        return self._local.settled(ident, self._notifications.elsewhere)
 
     def _attach(self, nursery: trio.Nursery | None) -> None:
         self.group_commit.attach(nursery)

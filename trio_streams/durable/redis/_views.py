@@ -15,6 +15,11 @@ while a reader's tail is the one it ends at, in the same incarnation).
 Together they hold at most :data:`MAX_RECENT_BYTES`; past that, streams
 whose readers have gone give their room back, and if that is not enough the
 commit is not kept (readers read Redis, as without it).
+
+A view is *settled* while nothing from elsewhere can have changed its stream
+since its commit started (``Notifications.elsewhere`` has not moved): a live
+read that is at its tail then waits without loading the stream, since any
+later change from another instance is notified, counted, and wakes it.
 """
 
 from __future__ import annotations
@@ -65,6 +70,9 @@ class LocalViews:
     def __init__(self, waiting: Callable[[StreamId], int]) -> None:
         self._waiting = waiting
         self._views: OrderedDict[StreamId, Meta] = OrderedDict()
+        #: The count of changes from elsewhere (``Notifications.elsewhere``) each
+        #: view's commit started at; absent: not known to be current.
+        self._since: dict[StreamId, int] = {}
         self._recent: dict[StreamId, Recent] = {}
         self.recent_bytes = 0
 
@@ -74,13 +82,34 @@ class LocalViews:
     def recent(self, ident: StreamId) -> Recent | None:
         return self._recent.get(ident)
 
-    def remember(self, meta: Meta, entries: Sequence[tuple[int, int, Data]] = (), nbytes: int = 0) -> None:
-        """``meta`` is how this instance's commit left its stream, adding ``entries``."""
+    def settled(self, ident: StreamId, elsewhere: int) -> Meta | None:
+        """The view of ``ident`` if it is still the stream's state: its commit
+        started when the count of changes from elsewhere was ``elsewhere``, as it
+        is now (a live read need not load the stream to know nothing is new)."""
+        view = self._views.get(ident)
+        return view if view is not None and self._since.get(ident) == elsewhere else None
+
+    def remember(
+        self,
+        meta: Meta,
+        entries: Sequence[tuple[int, int, Data]] = (),
+        nbytes: int = 0,
+        *,
+        since: int | None = None,
+    ) -> None:
+        """``meta`` is how this instance's commit left its stream, adding
+        ``entries``; ``since``: the count of changes from elsewhere when that
+        commit started (``None``: the view is only a starting point to plan on)."""
         ident = meta.stream_id
         self._views[ident] = meta
         self._views.move_to_end(ident)
+        if since is None:
+            self._since.pop(ident, None)
+        else:
+            self._since[ident] = since
         while len(self._views) > MAX_VIEWS:
-            self._views.popitem(last=False)
+            gone, _ = self._views.popitem(last=False)
+            self._since.pop(gone, None)
         self._forget_recent(ident)
         if not entries or not self._waiting(ident):
             return
@@ -95,10 +124,12 @@ class LocalViews:
     def forget(self, ident: StreamId) -> None:
         """``ident`` moved in a way this instance does not know (or went)."""
         self._views.pop(ident, None)
+        self._since.pop(ident, None)
         self._forget_recent(ident)
 
     def clear(self) -> None:
         self._views.clear()
+        self._since.clear()
         self._recent.clear()
         self.recent_bytes = 0
 
