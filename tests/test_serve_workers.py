@@ -411,6 +411,44 @@ async def test_sigterm_drains_every_worker_and_the_supervisor_exits_0(workers):
 
 @pytest.mark.redis
 @pytest.mark.timeout(120)
+async def test_sigterm_ends_a_stream_followed_through_another_worker_with_the_terminal(workers):
+    # The run is worker 0's; worker 1, with no runs of its own, serves a
+    # follower through its mirror of the run. Its drain must wait for the
+    # owner's terminal rather than end the stream as it exits.
+    with trio.fail_after(90):
+        server = await workers("--workers", "2", "--shutdown-grace", "1s", "--token", "alice:sa")
+        auth = {"Authorization": "Bearer sa"}
+        async with pinned(server.url, "0") as conn:
+            started = await conn.request("POST", "/v1/runs", json_body=LONG_RUN, headers=auth)
+        assert started.headers[HEADER] == "0"
+        run_id = started.json()["run_id"]
+        streams: dict[str, list[tuple[int, str, Any]]] = {}
+        following = {worker: trio.Event() for worker in ("0", "1")}
+
+        async def follow(worker: str) -> None:
+            async with pinned(server.url, worker) as conn:
+                served_by, streams[worker] = await read_stream(
+                    conn, f"/v1/runs/{run_id}/events", headers=auth, on_event=following[worker].set
+                )
+            assert served_by == worker
+
+        async with trio.open_nursery() as nursery:
+            for worker in following:
+                nursery.start_soon(follow, worker)
+            for event in following.values():
+                await event.wait()
+            server.process.send_signal(signal.SIGTERM)
+        assert await server.process.wait() == 0
+        for worker in ("1", "0"):
+            last = streams[worker][-1]
+            assert last[1] == "cancelled", f"the stream through worker {worker} ended with the terminal event"
+            assert last[2]["reason"] == "shutdown"
+        assert streams["1"][-1][0] == streams["0"][-1][0], "the same terminal event (seq) through both"
+        await server.log("stopped cleanly")
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(120)
 async def test_workers_auto_starts_one_worker_per_cpu(workers):
     cpus = sorted(os.sched_getaffinity(0))[:2]
     if len(cpus) < 2:

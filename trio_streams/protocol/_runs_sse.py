@@ -28,6 +28,13 @@ logger = logging.getLogger("trio_streams.web")
 SHARED_BATCHES = SharedBatches()
 
 UNAVAILABLE_FRAME = b'event: unavailable\ndata: {"message": "the run is no longer available here"}\n\n'
+#: A stream of a run owned by another instance that this server's shutdown
+#: cut before the run's terminal event arrived (``Hub.drain``): not the
+#: run's end; the client resumes through another server with Last-Event-ID.
+SHUTDOWN_FRAME = (
+    b'event: unavailable\ndata: {"message": "this server is shutting down; '
+    b'resume with Last-Event-ID", "reason": "shutdown"}\n\n'
+)
 
 
 def event_stream(api: RunsApi, hub: Hub, run_id: str, after: int) -> StreamingResponse:
@@ -61,12 +68,17 @@ async def _frames(api: RunsApi, hub: Hub, run_id: str, after: int) -> AsyncItera
         yield retry_frame(api.retry_ms)
         try:
             async with hub.subscribe(run_id, after=after, heartbeat=api.heartbeat) as subscription:
+                ended = False  # the run's terminal event went out
                 while True:
                     try:
                         items = await subscription.receive_batch()
                     except trio.EndOfChannel:
+                        if not ended and hub.closing:
+                            yield SHUTDOWN_FRAME
                         return
                     yield SHARED_BATCHES.encode(items)
+                    last = items[-1]
+                    ended = isinstance(last, Event) and last.terminal
                     if observe_lag is not None:
                         # Written (the server took the frame): one observation, its oldest live event's.
                         oldest = _oldest_live(items, since)

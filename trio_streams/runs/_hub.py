@@ -493,12 +493,20 @@ class Hub:
         results saved, ``cancelled`` published). Queued runs, which never
         started, are cancelled at once. New starts raise :class:`HubClosed`.
 
+        With a shared store, subscribers here to runs another instance owns
+        keep following them until each run's terminal event arrives (its
+        owner, draining too, cancels it after its own grace), for at most
+        ``grace`` + ``finalize_timeout`` from the start of the drain; then
+        their subscriptions end without one while :attr:`closing` is True
+        (the server's SSE writer then sends ``unavailable``: resume elsewhere).
+
         Cancellation: cancelling the caller cancels every live run at once
         (reason ``"hub_closed"``) and re-raises; the runs still finalize, in
         the hub's nursery, under their finalize deadline.
         """
         if grace < 0:
             raise ValueError(f"grace must be >= 0, not {grace}")
+        started = trio.current_time()
         self._state.refuse_new()
         live = [run for run in self._runs.values() if not run._finished.is_set()]
         for run in live:
@@ -520,9 +528,25 @@ class Hub:
                     )
             for run in live:
                 await run._finished.wait()
+            if self._mirrors is not None:
+                # Followers of runs owned elsewhere get those runs' terminal
+                # events: their owners drain too (see _remote.py, "Shutdown").
+                cut = await self._mirrors.drain(started + grace + self.config.finalize_timeout)
+                if cut:
+                    logger.warning(
+                        "%d run(s) owned by other instances did not end within the drain; "
+                        "their followers here were told to resume elsewhere",
+                        cut,
+                        extra={"event": "followers_cut_at_shutdown"},
+                    )
         except BaseException:
             self._close()
             raise
+
+    @property
+    def closing(self) -> bool:
+        """True once the hub refuses new runs (``drain`` started, or the hub is closing)."""
+        return self._state.closing
 
     def _close(self) -> None:
         """Refuse new runs and cancel every live one. Synchronous: no checkpoint."""

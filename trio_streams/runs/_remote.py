@@ -15,6 +15,15 @@ cancelled and its log released. Its events count in the memory budget
 (always: they exist elsewhere already, so they cannot be refused; the log's
 bounds keep them few). When the tail delivers the terminal event the mirror is closed:
 subscriptions end after it, waiters return.
+
+Shutdown: ``Hub.drain`` keeps the mirrors following (:meth:`Mirrors.drain`)
+until each has delivered its run's end -- the owner is usually draining too,
+and writes its ``cancelled`` (reason ``shutdown``) within its grace and
+finalize deadline -- or until the drain's own grace + ``finalize_timeout``
+is over. Then the mirrors still open are closed without a terminal event:
+their subscriptions end, and the SSE writer says so (``unavailable``), so
+the client resumes elsewhere with Last-Event-ID rather than mistaking the
+cut for the run's end.
 """
 
 from __future__ import annotations
@@ -174,6 +183,32 @@ class Mirrors:
                     run._closed = True
                     run._finished.set()
                     run._wakeup.notify()
+
+    async def drain(self, deadline: float) -> int:
+        """Wait, until the trio time ``deadline`` at most, for every mirror to
+        deliver its run's end; then close the mirrors still open (:meth:`close`).
+
+        Returns:
+            How many mirrors were still open at the deadline (their
+            subscriptions end without a terminal event).
+
+        Cancellation: the wait ends and the mirrors are closed at once; the
+        cancellation propagates.
+        """
+        try:
+            with trio.move_on_at(deadline):
+                while True:
+                    # Re-read each time: a mirror opened meanwhile is waited for too,
+                    # and a finished one whose readers linger is not waited on again.
+                    pending = [m for m in self._mirrors.values() if not m.run._finished.is_set()]
+                    if not pending:
+                        break
+                    await pending[0].run._finished.wait()
+            cut = sum(1 for m in self._mirrors.values() if not m.run._finished.is_set())
+        finally:
+            self.close()
+        await trio.lowlevel.checkpoint()
+        return cut
 
     def close(self) -> None:
         """Stop every tail (the hub is closing). Synchronous: no checkpoint."""

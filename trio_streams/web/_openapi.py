@@ -284,7 +284,10 @@ def openapi_document(
                         "Replays the events after the resume point, then live ones; ends after the terminal "
                         "event (done, error, cancelled, dead). Each event has `id:` (its seq), `event:` "
                         "(its type) and `data:` (JSON). A `gap` event (no id) says how many events were "
-                        "trimmed from history. Comment lines are heartbeats."
+                        "trimmed from history. Comment lines are heartbeats. An `unavailable` event (no id) "
+                        "ends a stream without the run's end: this server can no longer serve it (with "
+                        '`"reason": "shutdown"`, it is shutting down and the run, owned by another instance, '
+                        "had not ended); resume elsewhere with Last-Event-ID."
                     ),
                     "parameters": [
                         _RUN_ID,
