@@ -17,6 +17,7 @@ import trio.testing
 
 from trio_streams.log._store import IdempotencyRecord, IdempotencyRecords, Store
 from trio_streams.log.redis import RedisStore
+from trio_streams.log.redis._idempotency import RedisIdempotency
 from trio_streams.web._errors import ApiError
 from trio_streams.web._idempotency import IdempotencyKeys
 
@@ -142,6 +143,22 @@ async def test_a_failed_first_request_releases_the_key_for_a_retry_elsewhere(
             assert cancel.json()["status"] == "cancelled"
             retried = await post(on_b, "after-409", keyed)
             assert retried.status_code == 201, retried.json()
+
+
+@pytest.mark.redis
+async def test_records_expire_after_the_idempotency_ttl(redis_url: str, prefix: str) -> None:
+    with trio.fail_after(DEADLINE):
+        store = RedisStore(redis_url, prefix=prefix, idempotency_ttl=60.0)
+        async with running_server(store=store) as server, httpx.AsyncClient(base_url=server.url) as client:
+            assert (await post(client, "ttl")).status_code == 201
+            ttl_ms = await store.client.pttl(store.keys.idempotency(None, "ttl"))
+            assert 0 < ttl_ms <= 60_000
+    default = RedisStore(redis_url, ttl_running=10.0, ttl_finished=20.0)
+    records = default.idempotency_records()
+    assert isinstance(records, RedisIdempotency)
+    assert records.ttl == 30.0, "by default as long as the run is kept"
+    with pytest.raises(ValueError, match="idempotency_ttl"):
+        RedisStore(redis_url, idempotency_ttl=0)
 
 
 @pytest.mark.redis
