@@ -311,3 +311,40 @@ def test_a_memory_store_keeps_keys_in_process() -> None:
     keys = IdempotencyKeys()
     keys.share_through(store)
     assert keys._shared is None
+
+
+class LostReply(FakeRecords):
+    """Makes the claim, then the reply is lost (an error), or never comes (cancelled)."""
+
+    def __init__(self, error: Exception | None) -> None:
+        super().__init__()
+        self.error = error
+
+    async def claim(
+        self, owner: str | None, key: str, fingerprint: str, token: str, pending_ttl: float
+    ) -> IdempotencyRecord | None:
+        await super().claim(owner, key, fingerprint, token, pending_ttl)
+        if self.error is not None:
+            raise self.error
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+async def test_a_claim_whose_reply_is_lost_is_a_503_and_released(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    records = LostReply(ConnectionError("reset"))
+    with pytest.raises(ApiError) as caught:
+        async with shared_keys(records).claim(None, "k", b"{}"):
+            raise AssertionError("no run may start when the store cannot decide")
+    assert (caught.value.status, caught.value.code) == (503, "keys_unavailable")
+    assert records.values == {}, "the claim that may have been made is undone"
+
+
+async def test_a_cancelled_claim_is_released(autojump_clock: trio.testing.MockClock) -> None:
+    records = LostReply(None)
+    with trio.move_on_after(1.0) as scope:
+        async with shared_keys(records).claim(None, "k", b"{}"):
+            raise AssertionError("unreachable")
+    assert scope.cancelled_caught
+    assert records.values == {}
