@@ -160,8 +160,13 @@ class IdempotencyKeys:
         while True:
             try:
                 found = await records.claim(caller, key, fingerprint, token, self.pending_ttl)
-            except Exception as exc:  # the store cannot decide: never start a second run
-                raise _unavailable(f"the Idempotency-Key cannot be checked now ({exc})") from None
+            except BaseException as exc:
+                # The claim may have been made (cancelled, or the reply lost):
+                # undo it, or the key would wait out its pending TTL.
+                await self._settle(records, caller, key, token, fingerprint, None)
+                if isinstance(exc, Exception):  # the store cannot decide: never start a second run
+                    raise _unavailable(f"the Idempotency-Key cannot be checked now ({exc})") from None
+                raise
             if found is None:
                 break
             if found.fingerprint != fingerprint:
@@ -182,17 +187,33 @@ class IdempotencyKeys:
         try:
             yield _Claim(entry, existing=False)
         finally:
-            with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + self._cleanup_timeout
-                try:
-                    if entry.run_id is None:
-                        await records.release(caller, key, token)
-                    elif not await records.record(caller, key, token, fingerprint, entry.run_id):
-                        logger.warning("an Idempotency-Key claim expired before run %s", entry.run_id)
-                except Exception as exc:  # the pending claim then expires on its own
-                    logger.warning("cannot record or release an Idempotency-Key claim: %s", exc)
-            if scope.cancelled_caught:
-                logger.warning("recording or releasing an Idempotency-Key claim timed out")
+            await self._settle(records, caller, key, token, fingerprint, entry.run_id)
+
+    async def _settle(
+        self,
+        records: IdempotencyRecords,
+        caller: str | None,
+        key: str,
+        token: str,
+        fingerprint: str,
+        run_id: str | None,
+    ) -> None:
+        """Record ``run_id`` under the pending claim ``token``, or (``None``)
+        release it. Never raises: a claim left pending expires on its own.
+
+        Cancellation: shielded, bounded by ``cleanup_timeout``.
+        """
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + self._cleanup_timeout
+            try:
+                if run_id is None:
+                    await records.release(caller, key, token)
+                elif not await records.record(caller, key, token, fingerprint, run_id):
+                    logger.warning("an Idempotency-Key claim expired before run %s", run_id)
+            except Exception as exc:
+                logger.warning("cannot record or release an Idempotency-Key claim: %s", exc)
+        if scope.cancelled_caught:
+            logger.warning("recording or releasing an Idempotency-Key claim timed out")
 
 
 def _reused() -> ApiError:
