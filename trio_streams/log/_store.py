@@ -61,6 +61,52 @@ class StoreStatistics:
     flush_errors: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    """What a shared store holds for one (owner, ``Idempotency-Key``).
+
+    Attributes:
+        fingerprint: the digest of the request body that claimed the key.
+        run_id: the run that request started; ``None`` while it is still
+            starting it (a pending claim, which expires on its own).
+    """
+
+    fingerprint: str
+    run_id: str | None
+
+
+class IdempotencyRecords(abc.ABC):
+    """``Idempotency-Key`` records every instance of a shared store sees
+    (:meth:`Store.idempotency_records`). Each call is one atomic decision on
+    one (owner, key); keys are per owner, so one owner never sees another's.
+    """
+
+    @abc.abstractmethod
+    async def claim(
+        self, owner: str | None, key: str, fingerprint: str, token: str, pending_ttl: float
+    ) -> IdempotencyRecord | None:
+        """Claim (owner, key) for a request, or say who has it.
+
+        Returns ``None`` when the key was free: it now holds a pending claim
+        named ``token`` that expires ``pending_ttl`` seconds later unless
+        :meth:`record` replaces it. Otherwise, the record already there.
+
+        Raises:
+            Exception: the store cannot decide now (unreachable).
+        """
+
+    @abc.abstractmethod
+    async def record(self, owner: str | None, key: str, token: str, fingerprint: str, run_id: str) -> bool:
+        """Replace the pending claim ``token`` with ``run_id`` (kept for the
+        store's idempotency TTL). False, with nothing changed, when another
+        claim holds the key now (``token``'s expired and was taken)."""
+
+    @abc.abstractmethod
+    async def release(self, owner: str | None, key: str, token: str) -> None:
+        """Drop the pending claim ``token`` (its request failed), so a retry
+        starts afresh. A no-op when the key holds anything else."""
+
+
 class Store(abc.ABC):
     """Persists run metadata and events.
 
@@ -184,6 +230,13 @@ class Store(abc.ABC):
         holds an event when ``append_nowait`` returns has no lag to report.
         """
         return
+
+    def idempotency_records(self) -> IdempotencyRecords | None:
+        """Where ``Idempotency-Key`` records live when every instance of this
+        store must see them (a shared store). ``None`` (the default): in each
+        process only, which is all a store of one process needs.
+        """
+        return None
 
     def durable_storage(self) -> RedisConnection | None:
         """Where Durable Streams can live beside this store's runs: the same

@@ -489,6 +489,7 @@ class TrioStreams:
                             # Durable Streams in memory share the hub's budget.
                             self.durable_store.use_memory_budget(hub.budget)
                         await self._connect_durable(stack, hub.store)
+                        self.idempotency.share_through(hub.store)
                         hub.store.observe_persisted(self.metrics.persist_observer(hub.wall_clock))
                         task_status.started(hub)
                         await self._stop.wait()

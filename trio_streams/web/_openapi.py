@@ -226,7 +226,8 @@ def openapi_document(
                         **_AUTH_ERRORS,
                         "503": _error(
                             "The server is starting or shutting down, or `keys_unavailable`: the shared "
-                            "store cannot claim the key now (`Retry-After`; unkeyed runs still start)."
+                            "store cannot claim the key now, or an Idempotency-Key's first request is still "
+                            "starting its run (`Retry-After`; unkeyed runs still start)."
                         ),
                     },
                 },

@@ -25,6 +25,13 @@ A run key belongs to its owner: the key space is (owner, key), and each
     {prefix}key:{<enc(owner, key)>}:gone:<enc(run)>  string (PX TTL): a withdrawn
                                            claim (a late claim of that run is refused)
 
+An ``Idempotency-Key`` of ``POST /v1/runs`` is per owner too, one string of
+its own (``_idempotency.py``)::
+
+    {prefix}idem:{<enc(owner, key)>}       string (PX TTL): ``p <token> <digest>``
+                                           while its request starts the run, then
+                                           ``r <digest> <run id>``
+
 Indexes are hints, never the truth: a reader that finds an entry whose meta
 hash expired or whose run has finished removes it (self-healing).
 
@@ -107,3 +114,7 @@ class RedisKeys:
     def key_gone(self, owner: str | None, key: str, run_id: str) -> str:
         """Marks ``run_id``'s claim on (owner, key) withdrawn (same cluster slot)."""
         return f"{self.prefix}key:{{{encode_key_id(owner, key)}}}:gone:{encode_part(run_id)}"
+
+    def idempotency(self, owner: str | None, key: str) -> str:
+        """The ``Idempotency-Key`` record of (owner, key): one key, so one cluster slot."""
+        return f"{self.prefix}idem:{{{encode_key_id(owner, key)}}}"

@@ -21,13 +21,14 @@ import coredis
 import trio
 
 from .._run_info import ROLLED_BACK, RunInfo, RunStatus
-from .._store import KeyClaim, SharedStore, StoreStatistics
+from .._store import IdempotencyRecords, KeyClaim, SharedStore, StoreStatistics
 from ._claims import ClaimRef, KeyClaims
 from ._client import Client, safe_url
 from ._codec import info_to_hash
 from ._connection import RedisConnection as RedisConnection
 from ._connection import RedisUnavailable as RedisUnavailable
 from ._connection import names_a_cluster as names_a_cluster
+from ._idempotency import RedisIdempotency
 from ._layout import LAYOUT_VERSION as LAYOUT_VERSION
 from ._layout import LayoutMismatch as LayoutMismatch
 from ._layout import check_layout as check_layout
@@ -119,6 +120,10 @@ class RedisStore(SharedStore):
         max_entry_events: events batched into one stream entry, at most.
         ttl_running, ttl_finished, ttl_events_finished, lease_ttl: key
             lifetimes in seconds (see :class:`Ttls`).
+        idempotency_ttl: seconds an ``Idempotency-Key`` of ``POST /v1/runs``
+            is remembered, for every instance on this prefix. ``None`` (the
+            default): ``ttl_running + ttl_finished``, as long as the run it
+            names is normally kept.
         connect_timeout: bound on the startup check and on each connect.
         stream_timeout: bound on each command's reply. A command that times
             out makes requests that need Redis fail fast (``RedisUnavailable``,
@@ -146,6 +151,7 @@ class RedisStore(SharedStore):
         ttl_finished: float = 7 * 24 * 3600.0,
         ttl_events_finished: float = 24 * 3600.0,
         lease_ttl: float = 10.0,
+        idempotency_ttl: float | None = None,
         connect_timeout: float = 5.0,
         stream_timeout: float = 10.0,
         backoff_min: float = 0.05,
@@ -179,6 +185,10 @@ class RedisStore(SharedStore):
         ):
             if not 0 < number < math.inf:
                 raise ValueError(f"{name} must be a positive number, not {number}")
+        if idempotency_ttl is None:
+            idempotency_ttl = ttl_running + ttl_finished
+        elif not 0 < idempotency_ttl < math.inf:
+            raise ValueError(f"idempotency_ttl must be a positive number, not {idempotency_ttl}")
         if optimized:
             coredis.Config.optimized = True
         connection = RedisConnection(
@@ -228,6 +238,7 @@ class RedisStore(SharedStore):
             request_cancel=remote.request_cancel,
             announce_turn=remote.announce_turn,
         )
+        self._idempotency = RedisIdempotency(self._require_client, self.keys, idempotency_ttl)
         remote.turn_handler = self._claims.wake
         remote.release_key = self._claims.release
         self._scope = trio.CancelScope()
@@ -259,6 +270,10 @@ class RedisStore(SharedStore):
         """This store's connection, for Durable Streams beside the runs
         (``RedisDurableStore.attach``), on a single Redis or a Cluster."""
         return self.connection
+
+    def idempotency_records(self) -> IdempotencyRecords:
+        """``Idempotency-Key`` records in Redis, seen by every instance on this prefix."""
+        return self._idempotency
 
     # -- life cycle ---------------------------------------------------------------------
 
