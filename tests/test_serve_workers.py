@@ -26,7 +26,8 @@ import trio
 
 from trio_streams.bench._httpclient import HTTPConnection, SSEParser
 from trio_streams.cli._plan import ServeConfigError
-from trio_streams.cli._serve import cpu_count, serve_plan
+from trio_streams.cli._serve import serve_plan
+from trio_streams.cli._serve_flags import cpu_count
 from trio_streams.cli._server import serve
 from trio_streams.cli._supervisor import WORKER_ID_ENV, WORKERS_DIR_ENV, restart_delay
 
