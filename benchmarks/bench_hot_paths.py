@@ -33,6 +33,8 @@ import threading
 import time
 from pathlib import Path
 
+from trio_streams.bench._server import read_all, sample_tree
+
 from .bench_durable_stores import ROOT, autocannon, create, start_server
 
 SERVERS = ("serve, fast path", "serve, Quart path", "bare ASGI no-op", "Quart-Trio no-op")
@@ -59,20 +61,9 @@ def start_hypercorn(app: str) -> tuple[subprocess.Popen[str], str]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of ``pid`` and its descendants (hypercorn's worker is a child)."""
-    total = 0.0
-    pending = [pid]
-    tick = os.sysconf("SC_CLK_TCK")
-    while pending:
-        current = pending.pop()
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rpartition(")")[2].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending.extend(int(child) for child in (task / "children").read_text().split())
-        except FileNotFoundError:
-            continue
-    return total
+    """CPU time (user + system) of ``pid`` and its descendants (hypercorn's worker is a child):
+    the process tree ``trio-streams bench --server-pid`` sums, read the same way."""
+    return sample_tree(read_all(), pid).cpu_seconds
 
 
 def main() -> None:
