@@ -58,6 +58,7 @@ from .._offsets import START, Offset
 from ._batch import GroupCommit
 from ._connection import RedisSource, StoreConnection
 from ._layout import Meta, config_text, encode_data, entry_id, meta_fields
+from ._listing import list_tails
 from ._plan import lifetime, notify_op, plan_batch, version_check
 from ._views import LocalViews
 
@@ -382,6 +383,15 @@ class RedisDurableStore(StoreConnection):
             meta = await self._head(StreamId(owner, name))
             await self._touch(meta)
             return RedisSource(self, meta)
+
+    async def list_tails(self, *, owner: str | None = None) -> list[tuple[str, Offset]]:
+        """Every live stream of ``owner``'s namespace with its tail (subscriptions'
+        backfill): a ``SCAN`` of its meta keys (see :mod:`._listing`).
+
+        Cancellation: nothing changes; the listing is abandoned.
+        """
+        with self._operation():
+            return await list_tails(self._require(), self._keys, owner, wall_clock=self._wall_clock)
 
     def _view(self, ident: StreamId) -> Meta | None:
         return self._local.view(ident)
