@@ -447,10 +447,18 @@ def _safe_url(url: str) -> str:
 def _subscription_options(args: argparse.Namespace) -> dict[str, Any]:
     """``durable_subscriptions`` for ``TrioStreams`` from ``--subscriptions`` and the webhook flags."""
     options: dict[str, Any] = {"allow_loopback_http": bool(args.webhook_allow_loopback)}
-    if args.webhook_key_file:
+    previous_files = getattr(args, "webhook_previous_key_file", None) or []
+    if args.webhook_key_file or previous_files:
         from pathlib import Path
 
-        from ..durable._webhook_signing import WebhookSigner
+        from ..durable._webhook_signing import WebhookSigner, load_public_key
 
-        options["signer"] = WebhookSigner.from_file(Path(args.webhook_key_file))
+        try:
+            previous = [load_public_key(Path(path)) for path in previous_files]
+            if args.webhook_key_file:
+                options["signer"] = WebhookSigner.from_file(Path(args.webhook_key_file), previous=previous)
+            else:  # a generated key (replaced by the one in Redis, if any), publishing the old ones
+                options["signer"] = WebhookSigner(previous=previous)
+        except (OSError, ValueError) as exc:
+            raise ServeConfigError(f"--webhook-key-file / --webhook-previous-key-file: {exc}") from None
     return options

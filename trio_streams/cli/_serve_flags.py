@@ -205,8 +205,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     durable.add_argument(
         "--webhook-key-file",
         metavar="PATH",
-        help="the webhook signing key (Ed25519, PEM), made there on first start; every instance "
-        "serving one store should share it (default: a fresh key per start)",
+        help="the webhook signing key (Ed25519, PEM), made there on first start; it wins over the "
+        "key kept in Redis (default: with --redis, the key in Redis, made by the first instance; "
+        "else a fresh key per start)",
+    )
+    durable.add_argument(
+        "--webhook-previous-key-file",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="an earlier signing key (PEM, private or public) still published in jwks.json while "
+        "receivers may verify its signatures (key rotation; repeatable)",
     )
     durable.add_argument(
         "--webhook-allow-loopback",

@@ -17,6 +17,7 @@ from trio_util import AsyncValue
 from .._exception_groups import collapse
 from ..durable import DurableStreamStore, RedisDurableStore
 from ..durable._access import resolve_access
+from ..durable._webhook_key import share_signing_key
 from ..log import MemoryStore, Store
 from ..runs._config import HubConfig
 from ..runs._open_hub import open_hub
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from quart import Blueprint, Response
 
     from ..durable import DurableAccess
+    from ..durable._webhook_signing import WebhookSigner
     from ..protocol import DurableService
     from ..runs._config import OnFinish
     from ..runs._hub import Hub
@@ -489,6 +491,7 @@ class TrioStreams:
                             # Durable Streams in memory share the hub's budget.
                             self.durable_store.use_memory_budget(hub.budget)
                         await self._connect_durable(stack, hub.store)
+                        await share_signing_key(self._webhook_signer(), self.durable_store)
                         self.idempotency.share_through(hub.store)
                         hub.store.observe_persisted(self.metrics.persist_observer(hub.wall_clock))
                         task_status.started(hub)
@@ -525,6 +528,10 @@ class TrioStreams:
         if storage is None:
             raise TypeError("Durable Streams in Redis need a RedisStore as the run store")
         await stack.enter_async_context(durable.attach(storage))
+
+    def _webhook_signer(self) -> WebhookSigner | None:
+        service = self._durable_service
+        return None if service is None or service.subscriptions is None else service.subscriptions.signer
 
     def _open_hub(self, stack: AsyncExitStack) -> AbstractAsyncContextManager[Hub]:
         @asynccontextmanager

@@ -10,6 +10,8 @@ Keys (the stream's identity is the hash tag, so one stream's keys share a slot):
     {prefix}ds:notify                     stream: every changed stream, ``n`` its name and
                                           ``o`` its owner (absent: shared) (capped)
     {prefix}ds:incarnation                counter: a new id for every created stream (ETags)
+    {prefix}ds:signing-key                the webhook signing key every instance shares
+                                          (Ed25519, PKCS#8 PEM; set once: see durable/_webhook_key.py)
 
 The shared namespace keeps the layout from before streams had owners, so
 streams written then are its streams (docs/durable.md, "Owners"). Owned

@@ -393,6 +393,18 @@ class RedisDurableStore(StoreConnection):
         with self._operation():
             return await list_tails(self._require(), self._keys, owner, wall_clock=self._wall_clock)
 
+    async def set_once(self, name: str, value: bytes) -> bytes:
+        """Keep ``value`` at ``{prefix}<name>`` unless a value is there (``SET NX``);
+        the value there. For what every instance must share (the webhook signing key).
+
+        Cancellation: the value may or may not have been stored.
+        """
+        with self._operation():
+            # One script: SET NX then GET could see the key deleted in between.
+            stored = await self._require().eval(_SET_ONCE, keys=[self._keys.prefix + name], args=[value])
+            assert isinstance(stored, bytes)
+            return stored
+
     def _view(self, ident: StreamId) -> Meta | None:
         return self._local.view(ident)
 
@@ -433,6 +445,10 @@ class RedisDurableStore(StoreConnection):
             if not inline:
                 await self._announce(notify)
         return done
+
+
+#: KEYS[1] keeps ARGV[1] unless it holds a value; returns the value it holds.
+_SET_ONCE = "redis.call('SET', KEYS[1], ARGV[1], 'NX') return redis.call('GET', KEYS[1])"
 
 
 def _confirm(meta: Meta, request: CreateRequest) -> Meta:
