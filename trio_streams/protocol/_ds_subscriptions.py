@@ -130,7 +130,9 @@ async def handle_control(
 
 def _allow(method: str, *allowed: str) -> None:
     if method not in allowed:
-        raise DurableStreamError(405, "method_not_allowed", f"{method} is not allowed here")
+        raise DurableStreamError(
+            405, "method_not_allowed", f"{method} is not allowed here", headers={"Allow": ", ".join(allowed)}
+        )
 
 
 async def _subscription(
@@ -155,7 +157,12 @@ async def _subscription(
         registry.get(owner, subscription_id)
         registry.delete(owner, subscription_id)
         return protocol_response(204)
-    raise DurableStreamError(405, "method_not_allowed", f"{method} is not allowed here")
+    raise DurableStreamError(
+        405,
+        "method_not_allowed",
+        f"{method} is not allowed here",
+        headers={"Allow": "PUT, GET, HEAD, DELETE"},
+    )
 
 
 async def _token_action(

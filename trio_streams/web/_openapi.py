@@ -16,11 +16,18 @@ from ..protocol._input_schema import rebased
 from ..protocol._runs_parse import DEFAULT_ON_CONFLICT, DEFAULT_ON_DISCONNECT
 from ..runs._run import OnConflict, OnDisconnect, RunStatus
 from ._openapi_durable import durable_paths
+from ._openapi_subscriptions import subscription_schemas
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from ..protocol._input_schema import InputSchema
+
+
+#: The subscriptions' token actions (ack, release, callback) take the wake's token, not a user's.
+_WAKE_TOKEN = {
+    "wake": {"type": "http", "scheme": "bearer", "description": "A wake's token, or its callback_token."}
+}
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -125,11 +132,16 @@ def _schemas_of_producers(producers: Mapping[str, DocumentedProducer]) -> dict[s
 
 
 def openapi_document(
-    prefix: str, producers: Mapping[str, DocumentedProducer], *, durable: bool = False
+    prefix: str,
+    producers: Mapping[str, DocumentedProducer],
+    *,
+    durable: bool = False,
+    subscriptions: bool = False,
 ) -> dict[str, Any]:
     """The OpenAPI document for the API mounted at ``prefix``, with its registered ``producers``.
 
-    ``durable``: the Durable Streams protocol is mounted at ``{prefix}/stream``.
+    ``durable``: the Durable Streams protocol is mounted at ``{prefix}/stream``;
+    ``subscriptions``: with its control API under ``__ds/``.
     """
     statuses = [status.value for status in RunStatus]
     json_value: dict[str, Any] = {}
@@ -145,7 +157,10 @@ def openapi_document(
             ),
         },
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                **(_WAKE_TOKEN if subscriptions else {}),
+            },
             "schemas": {
                 "Error": {
                     "type": "object",
@@ -167,6 +182,7 @@ def openapi_document(
                     },
                 },
                 **_schemas_of_producers(producers),
+                **(subscription_schemas() if durable and subscriptions else {}),
                 "Run": {
                     "type": "object",
                     "required": ["run_id", "status", "created_at", "last_seq", "subscribers", "events_url"],
@@ -402,6 +418,6 @@ def openapi_document(
                     },
                 }
             },
-            **(durable_paths(prefix) if durable else {}),
+            **(durable_paths(prefix, subscriptions=subscriptions) if durable else {}),
         },
     }

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._openapi_subscriptions import subscription_paths
+
 _DECIMAL = "^(0|[1-9][0-9]{0,15})$"
 _STREAM_NAME = {
     "name": "stream_name",
@@ -22,6 +24,13 @@ _STREAM_NAME = {
         "the hub's runs (read-only), `__ds/` is reserved (501)."
     ),
     "schema": {"type": "string", "minLength": 1, "maxLength": 1024},
+}
+_SUBSCRIBED_NAME = {
+    **_STREAM_NAME,
+    "description": (
+        "The stream's name; it may contain `/` (then percent-encoded here). Names under `runs/` are "
+        "the hub's runs (read-only), `__ds/` the subscriptions' control API."
+    ),
 }
 _RUN_ID = {
     "name": "run_id",
@@ -266,9 +275,10 @@ def _preflight(name: str) -> dict[str, Any]:
     }
 
 
-def durable_paths(prefix: str) -> dict[str, Any]:
-    """The Durable Streams paths, mounted at ``{prefix}/stream``."""
-    return {
+def durable_paths(prefix: str, *, subscriptions: bool = False) -> dict[str, Any]:
+    """The Durable Streams paths, mounted at ``{prefix}/stream``; with
+    ``subscriptions``, the control API under ``__ds/`` too (else its names are 501)."""
+    paths = {
         f"{prefix}/stream/runs/{{run_id}}": {
             "description": "A run of the hub as a read-only JSON stream (one message per event).",
             "get": _read(runs=True),
@@ -288,3 +298,15 @@ def durable_paths(prefix: str) -> dict[str, Any]:
             "options": _preflight("stream_name"),
         },
     }
+    if not subscriptions:
+        return paths
+    # The control API answers every __ds/ name (404 for one it does not know): no 501.
+    stream: dict[str, Any] = paths[f"{prefix}/stream/{{stream_name}}"]
+    stream["description"] += " Names under `__ds/` are the subscriptions' control API."
+    for operation in stream.values():
+        if isinstance(operation, dict) and "parameters" in operation:
+            operation["responses"].pop("501", None)
+            operation["parameters"] = [
+                _SUBSCRIBED_NAME if p is _STREAM_NAME else p for p in operation["parameters"]
+            ]
+    return {**paths, **subscription_paths(prefix)}

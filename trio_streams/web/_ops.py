@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 from quart import Blueprint, Response
@@ -41,6 +41,11 @@ class OpsSource(StatsSource, Protocol):
     @property
     def workers(self) -> WorkerMetrics | None:
         """This worker's place among ``serve --workers`` (``None``: a single process)."""
+        ...
+
+    @property
+    def durable_subscriptions(self) -> bool | Mapping[str, Any]:
+        """Whether ``__ds/`` subscriptions are served (``False``: no; else their options)."""
         ...
 
 
@@ -87,8 +92,11 @@ def make_ops_blueprint(streams: OpsSource) -> Blueprint:
     @blueprint.get("/openapi.json")
     async def openapi() -> Response:
         await trio.lowlevel.checkpoint()
-        return json_response(
-            openapi_document(streams.url_prefix, streams.producers, durable=streams.durable_store is not None)
+        durable = streams.durable_store is not None
+        subscriptions = durable and streams.durable_subscriptions is not False
+        document = openapi_document(
+            streams.url_prefix, streams.producers, durable=durable, subscriptions=subscriptions
         )
+        return json_response(document)
 
     return blueprint
