@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from trio_streams.durable import DurableStreamError
+from trio_streams.durable import _sub_index as sub_index
 from trio_streams.durable._access import StreamId
 from trio_streams.durable._sub_config import parse_config
 from trio_streams.durable._sub_index import Glob, MembershipIndex
@@ -54,6 +55,24 @@ def test_the_index_finds_literal_and_wildcard_first_patterns_per_owner() -> None
     index.add_explicit(StreamId(None, "x/y"), (None, "e"))
     assert index.by_explicit(StreamId(None, "x/y")) == ((None, "e"),)
     assert index.by_explicit(StreamId("bob", "x/y")) == ()
+
+
+def test_the_index_keeps_answers_until_patterns_change_and_within_its_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    index = MembershipIndex()
+    stream = StreamId(None, "jobs/1")
+    assert index.by_pattern(stream) == ()
+    index.add_pattern(None, (None, "j"), Glob.compile("jobs/*"))
+    assert index.by_pattern(stream) == ((None, "j"),), "a pattern added after a lookup is seen"
+    assert index.by_pattern(stream) == ((None, "j"),)
+    index.remove_pattern(None, (None, "j"), Glob.compile("jobs/*"))
+    assert index.by_pattern(stream) == (), "and one removed is gone"
+    monkeypatch.setattr(sub_index, "MAX_CACHED", 3)
+    index.add_pattern(None, (None, "j"), Glob.compile("jobs/*"))
+    for n in range(10):
+        assert index.by_pattern(StreamId(None, f"jobs/{n}")) == ((None, "j"),)
+        assert index.cached() <= 3
 
 
 BASE = {"type": "pull-wake", "pattern": "events/*", "wake_stream": "wake/pool"}

@@ -12,6 +12,12 @@ in the owner's one wildcard bucket (``**``, ``*/*``). A lookup of ``a/b/c``
 tests only three buckets (first ``a``, last ``c``, wildcard), and each
 candidate without ``**`` is rejected on its segment count before any
 comparison. Explicit members are a dict from stream to subscription keys.
+
+A stream is appended to again and again, and patterns change rarely (a
+subscription created or deleted), so the answer for a stream is kept
+(:data:`MAX_CACHED` streams at most; all forgotten at once when full, or
+when any pattern is added or removed): an append to a stream looked up
+before costs one dict lookup, matching or not, however many patterns there are.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ if TYPE_CHECKING:
 SubscriptionKey = tuple[str | None, str]
 #: ``(owner, "first" | "last" | "any", segment)``.
 _Bucket = tuple[str | None, str, str | None]
+#: How many streams' pattern matches :class:`MembershipIndex` keeps.
+MAX_CACHED = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,11 +103,15 @@ class MembershipIndex:
     def __init__(self) -> None:
         self._buckets: dict[_Bucket, dict[SubscriptionKey, Glob]] = defaultdict(dict)
         self._explicit: dict[StreamId, set[SubscriptionKey]] = defaultdict(set)
+        #: ``by_pattern``'s answers since the patterns last changed (at most MAX_CACHED).
+        self._matches: dict[StreamId, tuple[SubscriptionKey, ...]] = {}
 
     def add_pattern(self, owner: str | None, key: SubscriptionKey, glob: Glob) -> None:
+        self._matches.clear()
         self._buckets[(owner, *glob.bucket)][key] = glob
 
     def remove_pattern(self, owner: str | None, key: SubscriptionKey, glob: Glob) -> None:
+        self._matches.clear()
         bucket_key = (owner, *glob.bucket)
         bucket = self._buckets.get(bucket_key)
         if bucket is not None:
@@ -118,7 +130,16 @@ class MembershipIndex:
                 del self._explicit[stream]
 
     def by_pattern(self, stream: StreamId) -> tuple[SubscriptionKey, ...]:
-        """The subscriptions whose pattern matches ``stream`` (three buckets: see the module docstring)."""
+        """The subscriptions whose pattern matches ``stream`` (three buckets, or the
+        answer kept from the last lookup: see the module docstring)."""
+        found = self._matches.get(stream)
+        if found is None:
+            if len(self._matches) >= MAX_CACHED:
+                self._matches.clear()
+            found = self._matches[stream] = self._lookup(stream)
+        return found
+
+    def _lookup(self, stream: StreamId) -> tuple[SubscriptionKey, ...]:
         parts = stream.name.split("/")
         owner = stream.owner
         found: list[SubscriptionKey] = []
@@ -130,7 +151,12 @@ class MembershipIndex:
 
     def by_explicit(self, stream: StreamId) -> tuple[SubscriptionKey, ...]:
         """The subscriptions ``stream`` is an explicit member of."""
-        return tuple(self._explicit.get(stream, ()))
+        keys = self._explicit.get(stream)
+        return () if keys is None else tuple(keys)
+
+    def cached(self) -> int:
+        """How many streams' matches are kept (at most :data:`MAX_CACHED`)."""
+        return len(self._matches)
 
     def pattern_count(self) -> int:
         return sum(len(bucket) for bucket in self._buckets.values())
