@@ -243,12 +243,17 @@ def test_workers_auto_is_the_cpus_this_process_may_use():
         (["--workers", "2", "--redis-url", "redis://x", "--data-dir", "d"], "not both"),
         (["--workers", "64", "--max-memory", "512MiB"], "a worker's share breaks a rule"),
         (["--workers", "2", "--app", "tests.workers_app:create_bare_app"], "takes no options"),
-        (["--workers", "2", "--subscriptions"], "cannot serve --subscriptions yet"),
     ],
 )
 def test_combinations_that_cannot_work_are_refused(args: list[str], message: str):
     with pytest.raises(ServeConfigError, match=re.escape(message)):
         serve_plan(args)
+
+
+def test_workers_serve_subscriptions_their_state_in_the_shared_redis():
+    plan = serve_plan(["--workers", "2", "--subscriptions"])
+    assert plan.workers == 2
+    assert plan.options["durable_subscriptions"] == {"allow_loopback_http": False}
 
 
 def test_bad_workers_flags_are_one_line_errors_of_the_command():

@@ -238,6 +238,13 @@ class SharedTasks:
         else:
             registry.reindex(subscription)
 
+    async def _refresh_followed(self, key: Key) -> None:
+        try:
+            await self.refresh(key)
+        except DurableStreamError as exc:
+            logger.warning("subscriptions: %r not refreshed (%s): reloading all", key[1], exc.message)
+            await self._lost()
+
     async def _lost(self) -> None:
         try:
             await self.reload()
@@ -250,9 +257,10 @@ class SharedTasks:
         Raises:
             DurableStreamError: the store cannot be read at start.
         """
-        await self.reload()
         async with trio.open_nursery() as nursery:
-            await nursery.start(self._state.follow, self.refresh, self._lost)
+            # Following first: a change announced during the load is not missed.
+            await nursery.start(self._state.follow, self._refresh_followed, self._lost)
+            await self.reload()
             nursery.start_soon(self._apply_notes)
             nursery.start_soon(self._sweep)
             task_status.started()

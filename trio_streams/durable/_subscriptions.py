@@ -306,8 +306,9 @@ class SubscriptionRegistry(SubscriptionCatalog):
         cancels only this task's own scope.
         """
         key = (subscription.owner, subscription.id)
-        await self.state.note_lease(key, wake.lease_deadline)
         deliver = subscription.config.type == "webhook"
+        if deliver:  # (a claim indexed its own lease)
+            await self.state.note_lease(key, wake.lease_deadline)
         while True:
             with trio.CancelScope(deadline=deadline) as scope:
                 self._leases[key] = (wake.wake_id, scope)
@@ -444,6 +445,9 @@ class SubscriptionRegistry(SubscriptionCatalog):
 
         subscription, (wake, deadline) = await self.state.update(key, change)
         self._spawn(self._hold, subscription, wake, deadline)
+        # Indexed before the worker hears of its claim: if this instance dies
+        # now, the sweepers find the lease at once (not at their full pass).
+        await self.state.note_lease(key, wake.lease_deadline)
         return subscription, wake
 
     async def ack(
