@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 
+from trio_streams._exception_groups import collapse
 from trio_streams.durable import DurableStreamError, RedisDurableStore
 from trio_streams.durable._stream import AppendRequest, CreateRequest
 from trio_streams.durable._sub_backend import SubscribedBackend, with_subscriptions
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.redis
 
 DEADLINE = 60
+#: The longest one awaited condition may take (a lease of 1 s swept every 0.05 s,
+#: a change feed): generous for a loaded machine, far below DEADLINE.
+WAIT = 15
 JSON = "application/json"
 PULL = {"type": "pull-wake", "pattern": "events/*", "wake_stream": "wake/pool", "lease_ttl_ms": 1000}
 
@@ -54,16 +58,23 @@ async def instance(where: tuple[str, bool], prefix: str, **options: Any) -> Asyn
     """One server's worth: a store with its own connection, a registry serving on it."""
     url, cluster = where
     store = RedisDurableStore()
-    async with store.connect(url, prefix=prefix, cluster=cluster):
-        options.setdefault("sweep_interval", 0.05)
-        # No full pass or reload unless a test asks: what the fast paths (the
-        # change feed, the lease index) do is what the tests see.
-        options.setdefault("reload_interval", 3600.0)
-        backend = with_subscriptions(store, state=RedisSubscriptionState(store), **options)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(backend.registry.serve)
-            yield backend
-            nursery.cancel_scope.cancel()
+    options.setdefault("sweep_interval", 0.05)
+    # No full pass or reload unless a test asks: what the fast paths (the
+    # change feed, the lease index) do is what the tests see.
+    options.setdefault("reload_interval", 3600.0)
+    try:
+        async with store.connect(url, prefix=prefix, cluster=cluster):
+            backend = with_subscriptions(store, state=RedisSubscriptionState(store), **options)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(backend.registry.serve)
+                yield backend
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # A failed assertion of the test's body, not the nurseries around it.
+        sole = collapse(group)
+        if sole is None:
+            raise
+        raise sole from None
 
 
 async def create(backend: SubscribedBackend, name: str, body: bytes = b"") -> None:
@@ -96,7 +107,8 @@ async def knows(registry: SubscriptionRegistry, subscription_id: str, owner: str
     async def indexed() -> bool:
         return (owner, subscription_id) in registry._indexed
 
-    await eventually(indexed)
+    with trio.fail_after(WAIT):
+        await eventually(indexed)
 
 
 async def claim_or_refusal(registry: SubscriptionRegistry, worker: str) -> Any:
@@ -199,7 +211,8 @@ async def test_a_dead_holders_lease_is_swept_by_another_instance_with_a_new_gene
             async def rewoken() -> bool:
                 return await generations(b) == [1, 2]
 
-            await eventually(rewoken)
+            with trio.fail_after(WAIT):
+                await eventually(rewoken)
             with pytest.raises(DurableStreamError) as stale:
                 await b.registry.ack(
                     None, "s1", wake.token, {"wake_id": wake.wake_id, "generation": 1}, kind="pull-wake"
