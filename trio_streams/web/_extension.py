@@ -437,6 +437,7 @@ class TrioStreams:
         if self._durable_service is not None and self._durable_service.subscriptions is not None:
             # After the hub: a Redis Durable Streams store is connected by then,
             # and the subscriptions' state is in its Redis (loaded at start).
+            self._subscriptions_scope = trio.CancelScope()  # (a fresh one for each start)
             await nursery.start(self._serve_subscriptions, self._durable_service.subscriptions)
 
     async def _serve_subscriptions(
