@@ -101,11 +101,14 @@ class SubscriptionWakes(SubscriptionCatalog):
         Returns the wake made with its lease's trio deadline, the retry's
         delay, or ``None``.
         """
-        key = (subscription.owner, subscription.id)
-        if self._nursery is None or subscription.wake is not None or key in self._retrying:
-            # Not serving (shutting down): pending work waits for a later event.
-            # A wake in flight, or a retry scheduled: its end looks for pending work again.
+        if subscription.wake is not None or self._nursery is None:
+            # A wake in flight: its end looks for pending work again (the common
+            # case of a busy stream: checked first). Not serving (shutting
+            # down): pending work waits for a later event.
             return None
+        key = (subscription.owner, subscription.id)
+        if key in self._retrying:
+            return None  # a retry scheduled: it looks for pending work
         failures = self.delivery.failures.get(key, 0)
         if subscription.config.type == "webhook" and failures and not due:
             return self.delivery.retry_delay(failures) if subscription.has_pending() else None
@@ -118,9 +121,9 @@ class SubscriptionWakes(SubscriptionCatalog):
 
     def _start(self, subscription: Subscription, effect: Effect) -> bool:
         """Start what a change's ``effect`` needs (this instance made the wake: it delivers)."""
-        key = (subscription.owner, subscription.id)
         if effect is None or self._nursery is None:
             return False
+        key = (subscription.owner, subscription.id)
         if isinstance(effect, float):
             if key not in self._retrying:
                 self._retrying.add(key)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
+from ._access import StreamId
 from ._offsets import START
 from ._sub_catalog import not_found as not_found
 from ._sub_config import invalid
@@ -104,6 +105,7 @@ class SubscriptionRegistry(SubscriptionWakes):
             wall_clock=wall_clock or (lambda: datetime.now(UTC).timestamp()),
             max_attempts=max_attempts,
         )
+        self._memory = self.state if isinstance(self.state, MemorySubscriptionState) else None
         self.shared = SharedTasks(
             self,
             max_pending=max_pending_matches,
@@ -150,43 +152,91 @@ class SubscriptionRegistry(SubscriptionWakes):
         wakes the idle ones that now have pending work. With a shared store
         this is queued for a background task (an append never waits for Redis).
         """
-        by_pattern, explicit = self.matching(owner, name)
-        for key in by_pattern | explicit:
-            self._see(key, name, Seen(tail, pattern=key in by_pattern))
+        if not self._indexed:
+            return  # (the common case on a server nobody subscribed on: no lookup at all)
+        stream = StreamId(owner, name)
+        by_pattern = self._index.by_pattern(stream)
+        explicit = self._index.by_explicit(stream)
+        if not (by_pattern or explicit):
+            return
+        memory = self._memory
+        if memory is None:
+            for key in by_pattern:
+                self.shared.see(key, name, Seen(tail, pattern=True))
+            for key in explicit:
+                if key not in by_pattern:
+                    self.shared.see(key, name, Seen(tail))
+            return
+        # In process: the change at once, on the objects (what update_now does,
+        # without building a change for every append's match).
+        now = trio.current_time()
+        subscriptions = memory.subscriptions
+        for key in by_pattern:
+            subscription = subscriptions.get(key)
+            if subscription is not None:
+                self._start(subscription, self.observe(subscription, now, name, tail, pattern=True))
+        for key in explicit:
+            subscription = subscriptions.get(key)
+            if subscription is not None and key not in by_pattern:
+                self._start(subscription, self.observe(subscription, now, name, tail, pattern=False))
 
     def on_delete(self, owner: str | None, name: str) -> None:
         """``name`` of ``owner`` was deleted: its glob links go (explicit links stay, at the start)."""
         by_pattern, explicit = self.matching(owner, name)
         for key in by_pattern | explicit:
-            self._see(key, name, Seen(None, deleted=True))
-
-    def _see(self, key: Key, name: str, seen: Seen) -> None:
-        if isinstance(self.state, MemorySubscriptionState):
-            subscription, effect = self.state.update_now(key, self.observe_change({name: seen}))
-            self._start(subscription, effect)
-        else:
-            self.shared.see(key, name, seen)
+            if self._memory is None:
+                self.shared.see(key, name, Seen(None, deleted=True))
+            else:
+                self._memory.update_now(
+                    key, lambda sub, now: self.observe(sub, now, name, None, pattern=False, deleted=True)
+                )
 
     def observe_change(self, seen: dict[str, Seen]) -> Callable[[Subscription, float], Effect]:
         """The change that applies what streams did (``seen``), then wakes if work is pending."""
 
         def change(subscription: Subscription, now: float) -> Effect:
-            stream = None
             for name, what in seen.items():
-                link = subscription.links.get(name)
-                if what.deleted and link is not None:
-                    if link.explicit:
-                        link.acked = link.tail = START
-                    else:
-                        subscription.forget(name)
-                if what.tail is not None:
-                    stream = stream or name
-                    if what.pattern:
-                        subscription.link(name, explicit=False, tail=what.tail, acked=START)
-                    subscription.observe(name, what.tail)
+                self.observe(
+                    subscription, now, name, what.tail, pattern=what.pattern, deleted=what.deleted, wake=False
+                )
+            # (The wake names the first stream with data; its snapshot has them all.)
+            stream = next((name for name, what in seen.items() if what.tail is not None), None)
             return None if stream is None else self._wake_step(subscription, stream, now)
 
         return change
+
+    def observe(
+        self,
+        subscription: Subscription,
+        now: float,
+        name: str,
+        tail: Offset | None,
+        *,
+        pattern: bool,
+        deleted: bool = False,
+        wake: bool = True,
+    ) -> Effect:
+        """(In a change.) Stream ``name`` was deleted (``deleted``) and/or now ends at
+        ``tail`` (``None``: no data), matched by the pattern (``pattern``) or as an
+        explicit member; with ``wake``, make a wake if that left work pending.
+
+        A stream new to the subscription that the pattern matched is linked at
+        its start, so this data wakes; a deleted glob link goes, a deleted
+        explicit one starts again at the start.
+        """
+        if deleted:
+            link = subscription.links.get(name)
+            if link is not None and link.explicit:
+                link.acked = link.tail = START
+            elif link is not None:
+                subscription.forget(name)
+        if tail is None:
+            return None
+        if pattern:
+            subscription.link(name, explicit=False, tail=tail, acked=START)
+        else:
+            subscription.observe(name, tail)
+        return self._wake_step(subscription, name, now) if wake else None
 
     # -- worker requests ---------------------------------------------------------------
 
