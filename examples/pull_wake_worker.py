@@ -51,13 +51,13 @@ async def worker(store: DurableStreamStore, backend: SubscribedBackend, done: tr
         await store.wait(wake_stream, seen, trio.current_time() + 60)
         seen = wake_stream.tail.position
         try:
-            _, wake = subs.claim(None, "orders", "worker-1")
+            _, wake = await subs.claim(None, "orders", "worker-1")
         except DurableStreamError as exc:
             if exc.code != "NO_PENDING_WORK":
                 raise
             continue  # an earlier claim took this data already
         acks = []
-        for link in subs.get(None, "orders").stream_infos(tails=True):
+        for link in (await subs.get(None, "orders")).stream_infos(tails=True):
             if not link["has_pending"]:
                 continue
             stream = store.head(link["path"])
@@ -68,7 +68,7 @@ async def worker(store: DurableStreamStore, backend: SubscribedBackend, done: tr
                     handled += 1
             acks.append({"stream": link["path"], "offset": str(found.end)})
         request = {"wake_id": wake.wake_id, "generation": wake.generation, "acks": acks, "done": True}
-        subs.ack(None, "orders", wake.token, request, kind="pull-wake")
+        await subs.ack(None, "orders", wake.token, request, kind="pull-wake")
     done.set()
 
 

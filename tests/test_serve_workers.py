@@ -243,12 +243,17 @@ def test_workers_auto_is_the_cpus_this_process_may_use():
         (["--workers", "2", "--redis-url", "redis://x", "--data-dir", "d"], "not both"),
         (["--workers", "64", "--max-memory", "512MiB"], "a worker's share breaks a rule"),
         (["--workers", "2", "--app", "tests.workers_app:create_bare_app"], "takes no options"),
-        (["--workers", "2", "--subscriptions"], "cannot serve --subscriptions yet"),
     ],
 )
 def test_combinations_that_cannot_work_are_refused(args: list[str], message: str):
     with pytest.raises(ServeConfigError, match=re.escape(message)):
         serve_plan(args)
+
+
+def test_workers_serve_subscriptions_their_state_in_the_shared_redis():
+    plan = serve_plan(["--workers", "2", "--subscriptions"])
+    assert plan.workers == 2
+    assert plan.options["durable_subscriptions"] == {"allow_loopback_http": False}
 
 
 def test_bad_workers_flags_are_one_line_errors_of_the_command():
@@ -555,3 +560,55 @@ async def test_a_scrape_through_either_worker_describes_the_whole_server(workers
                 for state in ("scraped", "unreachable")
             }
             assert read == {"scraped": 2.0, "unreachable": 0.0}  # itself and the other
+
+
+@pytest.mark.redis
+async def test_workers_share_subscriptions_a_wake_is_claimed_once_across_them(workers):
+    """``--workers 2 --subscriptions``: the state is in the embedded Redis. A
+    subscription made through worker 0 is woken by data appended through worker 1,
+    one of two claims racing through both workers wins, and the winner's token
+    acks through the other worker."""
+    pull = {"type": "pull-wake", "pattern": "events/*", "wake_stream": "wake/pool", "lease_ttl_ms": 30000}
+    as_json = {"Content-Type": "application/json"}
+    base = "/v1/stream"
+    with trio.fail_after(90):
+        server = await workers("--workers", "2", "--subscriptions")
+        async with pinned(server.url, "0") as zero, pinned(server.url, "1") as one:
+            assert (await zero.request("PUT", f"{base}/wake/pool", headers=as_json)).status == 201
+            put = await zero.request("PUT", f"{base}/__ds/subscriptions/s1", json_body=pull)
+            assert put.status == 201, put.body
+            assert (await one.request("GET", f"{base}/__ds/subscriptions/s1")).status == 200
+
+            async def woken() -> bool:
+                # Data through worker 1 (again until its index has the subscription:
+                # the change feed may take a moment), the wake event read through 0.
+                await one.request("POST", f"{base}/events/x", json_body={"n": 1})
+                events = (await zero.request("GET", f"{base}/wake/pool?offset=-1")).json()
+                return bool(events) and events[0]["generation"] == 1
+
+            assert (await one.request("PUT", f"{base}/events/x", headers=as_json)).status == 201
+            await eventually(woken, interval=0.1)
+            answers: list[Any] = []
+
+            async def claim(connection: HTTPConnection, worker: str) -> None:
+                path = f"{base}/__ds/subscriptions/s1/claim"
+                answers.append(
+                    (connection, await connection.request("POST", path, json_body={"worker": worker}))
+                )
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(claim, zero, "wa")
+                nursery.start_soon(claim, one, "wb")
+            assert sorted(answer.status for _, answer in answers) == [200, 409]
+            won_on, won = next((conn, answer) for conn, answer in answers if answer.status == 200)
+            assert next(a for _, a in answers if a.status == 409).json()["error"]["code"] == "ALREADY_CLAIMED"
+            claimed = won.json()
+            elsewhere = one if won_on is zero else zero
+            ack = {"wake_id": claimed["wake_id"], "generation": claimed["generation"], "done": True}
+            acked = await elsewhere.request(
+                "POST",
+                f"{base}/__ds/subscriptions/s1/ack",
+                json_body=ack,
+                headers={"Authorization": f"Bearer {claimed['token']}"},
+            )
+            assert acked.status == 200, acked.body

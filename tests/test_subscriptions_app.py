@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
-from typing import TYPE_CHECKING
+from typing import Any
 
 import h11
+import httpx
+import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from .redis_support import eventually
 from .web_support import serving
-
-if TYPE_CHECKING:
-    import pytest
 
 
 def unb64(text: str) -> bytes:
@@ -93,16 +92,63 @@ async def test_subscriptions_are_off_by_default() -> None:
         assert (await api.client.get("/v1/stream/__ds/jwks.json")).status_code == 501
 
 
-async def test_subscriptions_beside_redis_streams_warn_that_their_state_is_local(
-    redis_url: str, prefix: str, caplog: pytest.LogCaptureFixture
+@pytest.mark.redis
+async def test_two_servers_on_one_redis_share_subscriptions_and_claim_a_wake_once(
+    redis_url: str, prefix: str
 ) -> None:
-    """The streams are shared through Redis, the subscriptions not yet: say so at start."""
+    """Two servers (their own hubs, stores and connections) on one Redis: a
+    subscription PUT on A is woken by data appended on B, its wake is claimed
+    once across both, and a token A gave out acks on B."""
     from trio_streams.log.redis import RedisStore
 
     from .server_support import running_server
 
-    with trio.fail_after(30), caplog.at_level(logging.WARNING, logger="trio_streams.web"):
-        async with running_server(store=RedisStore(redis_url, prefix=prefix), durable_subscriptions=True):  # type: ignore[arg-type]
-            pass
-    warned = [r.getMessage() for r in caplog.records if "subscriptions keep their state" in r.getMessage()]
-    assert len(warned) == 1, warned
+    def server() -> Any:
+        store = RedisStore(redis_url, prefix=prefix)
+        return running_server(store=store, durable_subscriptions=True)  # type: ignore[arg-type]
+
+    pull = {"type": "pull-wake", "pattern": "events/*", "wake_stream": "wake/pool", "lease_ttl_ms": 30000}
+    json_type = {"Content-Type": "application/json"}
+    with trio.fail_after(60):
+        async with server() as a, server() as b, httpx.AsyncClient() as http:
+            base_a, base_b = f"{a.url}/v1/stream", f"{b.url}/v1/stream"
+            assert (await http.put(f"{base_a}/wake/pool", headers=json_type)).status_code == 201
+            put = await http.put(f"{base_a}/__ds/subscriptions/s1", json=pull)
+            assert put.status_code == 201
+            assert (await http.get(f"{base_b}/__ds/subscriptions/s1")).json()["type"] == "pull-wake"
+            registry_b = b.streams._durable_service.subscriptions  # type: ignore[union-attr]
+
+            async def b_knows() -> bool:
+                return (None, "s1") in registry_b._indexed
+
+            await eventually(b_knows)
+            created = await http.put(f"{base_b}/events/x", headers=json_type, content=b'{"n": 1}')
+            assert created.status_code == 201
+
+            async def woken() -> bool:
+                events = (await http.get(f"{base_a}/wake/pool", params={"offset": "-1"})).json()
+                return [event["generation"] for event in events] == [1]
+
+            await eventually(woken)
+            answers: list[httpx.Response] = []
+            async with trio.open_nursery() as nursery:
+                for base, worker in ((base_a, "wa"), (base_b, "wb")):
+
+                    async def claim(base: str = base, worker: str = worker) -> None:
+                        url = f"{base}/__ds/subscriptions/s1/claim"
+                        answers.append(await http.post(url, json={"worker": worker}))
+
+                    nursery.start_soon(claim)
+            assert sorted(answer.status_code for answer in answers) == [200, 409]
+            won = next(answer for answer in answers if answer.status_code == 200).json()
+            lost = next(answer for answer in answers if answer.status_code == 409).json()
+            assert lost["error"]["code"] == "ALREADY_CLAIMED"
+            # The token works on either server (the state is Redis's): ack it where it was not given.
+            ack = {"wake_id": won["wake_id"], "generation": won["generation"], "done": True}
+            for base, status in ((base_b, 200), (base_a, 409)):
+                answer = await http.post(
+                    f"{base}/__ds/subscriptions/s1/ack",
+                    json=ack,
+                    headers={"Authorization": f"Bearer {won['token']}"},
+                )
+                assert answer.status_code == status, answer.text

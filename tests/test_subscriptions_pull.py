@@ -64,8 +64,8 @@ async def test_data_on_a_matching_stream_appends_one_wake_event(
         await create(backend, "events/old", b'{"a": 1}')
         await subs.put(None, "s1", parse_config(PULL), "http://x/cb")
         # Backfilled at its tail: nothing pending, no wake.
-        assert subs.get(None, "s1").links["events/old"].link_type == "glob"
-        assert not subs.get(None, "s1").has_pending()
+        assert (await subs.get(None, "s1")).links["events/old"].link_type == "glob"
+        assert not (await subs.get(None, "s1")).has_pending()
         await create(backend, "other/x", b'{"a": 1}')  # does not match
         await create(backend, "events/new", b'{"a": 1}')
         await trio.testing.wait_all_tasks_blocked()
@@ -85,13 +85,13 @@ async def test_claim_is_exclusive_and_ack_done_frees_it(autojump_clock: trio.tes
         await create(backend, "wake/pool")
         await subs.put(None, "s1", parse_config(PULL), "http://x/cb")
         with pytest.raises(DurableStreamError) as idle:
-            subs.claim(None, "s1", "w1")
+            await subs.claim(None, "s1", "w1")
         assert (idle.value.status, idle.value.code) == (409, "NO_PENDING_WORK")
         await create(backend, "events/a", b'{"a": 1}')
         tail = await append(backend, "events/a")
-        sub, wake = subs.claim(None, "s1", "w1")
+        sub, wake = await subs.claim(None, "s1", "w1")
         with pytest.raises(DurableStreamError) as busy:
-            subs.claim(None, "s1", "w2")
+            await subs.claim(None, "s1", "w2")
         assert (busy.value.status, busy.value.code) == (409, "ALREADY_CLAIMED")
         assert busy.value.holder == "w1"  # type: ignore[attr-defined]
         request = {
@@ -99,15 +99,15 @@ async def test_claim_is_exclusive_and_ack_done_frees_it(autojump_clock: trio.tes
             "generation": wake.generation,
             "acks": [{"stream": "events/a", "offset": tail}],
         }
-        assert subs.ack(None, "s1", wake.token, {**request, "done": True}, kind="pull-wake") is False
+        assert await subs.ack(None, "s1", wake.token, {**request, "done": True}, kind="pull-wake") is False
         assert str(sub.links["events/a"].acked) == tail
         # The same ack again: fenced (the wake ended).
         with pytest.raises(DurableStreamError) as stale:
-            subs.ack(None, "s1", wake.token, {**request, "done": True}, kind="pull-wake")
+            await subs.ack(None, "s1", wake.token, {**request, "done": True}, kind="pull-wake")
         assert (stale.value.status, stale.value.code) == (409, "FENCED")
         # Nothing pending now: no claim.
         with pytest.raises(DurableStreamError):
-            subs.claim(None, "s1", "w2")
+            await subs.claim(None, "s1", "w2")
 
 
 async def test_fencing_needs_token_wake_id_and_generation(autojump_clock: trio.testing.MockClock) -> None:
@@ -115,7 +115,7 @@ async def test_fencing_needs_token_wake_id_and_generation(autojump_clock: trio.t
         await create(backend, "wake/pool")
         await subs.put(None, "s1", parse_config(PULL), "http://x/cb")
         await create(backend, "events/a", b'{"a": 1}')
-        _, wake = subs.claim(None, "s1", "w1")
+        _, wake = await subs.claim(None, "s1", "w1")
         good = {"wake_id": wake.wake_id, "generation": wake.generation}
         for token, request in [
             ("not-the-token", good),
@@ -124,9 +124,9 @@ async def test_fencing_needs_token_wake_id_and_generation(autojump_clock: trio.t
             (wake.token, {**good, "wake_id": "w_other"}),
         ]:
             with pytest.raises(DurableStreamError) as refused:
-                subs.ack(None, "s1", token, request, kind="pull-wake")
+                await subs.ack(None, "s1", token, request, kind="pull-wake")
             assert refused.value.code == "FENCED"
-        assert subs.ack(None, "s1", wake.token, good, kind="pull-wake") is False  # a heartbeat
+        assert await subs.ack(None, "s1", wake.token, good, kind="pull-wake") is False  # a heartbeat
 
 
 async def test_the_lease_expires_exactly_and_heartbeats_extend_it(
@@ -137,22 +137,22 @@ async def test_the_lease_expires_exactly_and_heartbeats_extend_it(
         await subs.put(None, "s1", parse_config(PULL), "http://x/cb")
         await create(backend, "events/a", b'{"a": 1}')
         start = trio.current_time()
-        _, wake = subs.claim(None, "s1", "w1")
+        _, wake = await subs.claim(None, "s1", "w1")
         await trio.sleep(3)
         # A heartbeat at t+3 moves the deadline to t+8.
-        subs.ack(
+        await subs.ack(
             None, "s1", wake.token, {"wake_id": wake.wake_id, "generation": wake.generation}, kind="pull-wake"
         )
         await trio.sleep_until(start + 8 - 0.001)
         with pytest.raises(DurableStreamError) as held:
-            subs.claim(None, "s1", "w2")
+            await subs.claim(None, "s1", "w2")
         assert held.value.code == "ALREADY_CLAIMED"
         await trio.sleep_until(start + 8)
         await trio.testing.wait_all_tasks_blocked()
         assert trio.current_time() == start + 8
         # Expired: the old token is fenced, the work is pending again (a new wake event), w2 claims.
         with pytest.raises(DurableStreamError) as stale:
-            subs.ack(
+            await subs.ack(
                 None,
                 "s1",
                 wake.token,
@@ -161,7 +161,7 @@ async def test_the_lease_expires_exactly_and_heartbeats_extend_it(
             )
         assert stale.value.code == "FENCED"
         assert [e["generation"] for e in wake_events(store, "wake/pool")] == [1, 2]
-        _, second = subs.claim(None, "s1", "w2")
+        _, second = await subs.claim(None, "s1", "w2")
         assert second.generation == 2
 
 
@@ -171,11 +171,11 @@ async def test_release_makes_a_new_wake_for_pending_work(autojump_clock: trio.te
         await subs.put(None, "s1", parse_config(PULL), "http://x/cb")
         await create(backend, "events/a", b'{"a": 1}')
         await trio.testing.wait_all_tasks_blocked()
-        _, wake = subs.claim(None, "s1", "w1")
-        subs.release(None, "s1", wake.token, {"wake_id": wake.wake_id, "generation": wake.generation})
+        _, wake = await subs.claim(None, "s1", "w1")
+        await subs.release(None, "s1", wake.token, {"wake_id": wake.wake_id, "generation": wake.generation})
         await trio.testing.wait_all_tasks_blocked()
         assert [e["generation"] for e in wake_events(store, "wake/pool")] == [1, 2]
-        _, again = subs.claim(None, "s1", "w2")
+        _, again = await subs.claim(None, "s1", "w2")
         assert again.generation == 2
 
 
@@ -191,18 +191,18 @@ async def test_membership_explicit_glob_and_removal(autojump_clock: trio.testing
         assert (other.value.status, other.value.code) == (409, "SUBSCRIPTION_ALREADY_EXISTS")
         await create(backend, "events/x", b'{"a": 1}')
         assert sub.links["events/x"].link_type == "explicit"
-        subs.remove_stream(None, "s1", "events/x")
+        await subs.remove_stream(None, "s1", "events/x")
         assert sub.links["events/x"].link_type == "glob"  # the pattern still matches
-        subs.remove_stream(None, "s1", "manual/a")
+        await subs.remove_stream(None, "s1", "manual/a")
         assert "manual/a" not in sub.links
         await subs.add_streams(None, "s1", ("manual/b",))
         assert sub.links["manual/b"].link_type == "explicit"
         # The wake stream is never a member (it would wake itself).
         await append(backend, "wake/pool")
         assert "wake/pool" not in sub.links
-        subs.delete(None, "s1")
+        await subs.delete(None, "s1")
         with pytest.raises(DurableStreamError) as gone:
-            subs.get(None, "s1")
+            await subs.get(None, "s1")
         assert gone.value.status == 404
 
 
@@ -226,10 +226,10 @@ async def test_a_pattern_covering_the_wake_stream_never_wakes_itself(
         await trio.testing.wait_all_tasks_blocked()
         assert len(wake_events(store, "wake/pool")) == 1
         assert list(sub.links) == ["events/a"]
-        _, wake = subs.claim(None, "all", "w1")
+        _, wake = await subs.claim(None, "all", "w1")
         tail = str(sub.links["events/a"].tail)
         request = {"wake_id": wake.wake_id, "generation": 1, "acks": [{"stream": "events/a", "offset": tail}]}
-        assert subs.ack(None, "all", wake.token, {**request, "done": True}, kind="pull-wake") is False
+        assert await subs.ack(None, "all", wake.token, {**request, "done": True}, kind="pull-wake") is False
         await trio.testing.wait_all_tasks_blocked()
         assert len(wake_events(store, "wake/pool")) == 1
 
@@ -240,9 +240,9 @@ async def test_acks_never_move_a_cursor_back(autojump_clock: trio.testing.MockCl
         sub, _ = await subs.put(None, "s1", parse_config(PULL), "http://x/cb")
         await create(backend, "events/a", b'{"a": 1}')
         tail = await append(backend, "events/a")
-        _, wake = subs.claim(None, "s1", "w1")
+        _, wake = await subs.claim(None, "s1", "w1")
         good = {"wake_id": wake.wake_id, "generation": wake.generation}
-        subs.ack(
+        await subs.ack(
             None,
             "s1",
             wake.token,
@@ -250,7 +250,7 @@ async def test_acks_never_move_a_cursor_back(autojump_clock: trio.testing.MockCl
             kind="pull-wake",
         )
         earlier = "0000000000000001_0000000000000001"
-        subs.ack(
+        await subs.ack(
             None,
             "s1",
             wake.token,
@@ -264,7 +264,7 @@ async def test_acks_never_move_a_cursor_back(autojump_clock: trio.testing.MockCl
             [{"stream": "nope", "offset": tail}],
         ):
             with pytest.raises(DurableStreamError) as refused:
-                subs.ack(None, "s1", wake.token, {**good, "acks": acks}, kind="pull-wake")
+                await subs.ack(None, "s1", wake.token, {**good, "acks": acks}, kind="pull-wake")
             assert refused.value.status == 400
 
 
@@ -277,18 +277,18 @@ async def test_a_restarted_registry_wakes_pending_work_afresh(autojump_clock: tr
         await create(backend, "wake/pool")
         sub, _ = await subs.put(None, "s1", parse_config(PULL), "http://x/cb")
         await create(backend, "events/a", b'{"a": 1}')
-        _, wake = subs.claim(None, "s1", "w1")
+        _, wake = await subs.claim(None, "s1", "w1")
         nursery.cancel_scope.cancel()
     # Stopped: the claim's token is fenced, the cursor kept.
     with pytest.raises(DurableStreamError) as stale:
-        subs.ack(None, "s1", wake.token, {"wake_id": wake.wake_id, "generation": 1}, kind="pull-wake")
+        await subs.ack(None, "s1", wake.token, {"wake_id": wake.wake_id, "generation": 1}, kind="pull-wake")
     assert stale.value.code == "FENCED"
     async with trio.open_nursery() as nursery:
         await nursery.start(subs.serve)
         await append(backend, "events/a")
         await trio.testing.wait_all_tasks_blocked()
         assert [e["generation"] for e in wake_events(store, "wake/pool")] == [1, 2]
-        _, again = subs.claim(None, "s1", "w2")
+        _, again = await subs.claim(None, "s1", "w2")
         assert (again.generation, str(sub.links["events/a"].acked)) == (
             2,
             "0000000000000000_0000000000000000",

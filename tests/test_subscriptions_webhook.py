@@ -140,7 +140,7 @@ async def test_a_signed_delivery_answered_done_acks_the_snapshot(
         # The callback token of the finished wake is fenced.
         with pytest.raises(DurableStreamError) as stale:
             request = {"wake_id": body["wake_id"], "generation": 1, "done": True}
-            subs.ack(None, "h1", body["callback_token"], request, kind="webhook")
+            await subs.ack(None, "h1", body["callback_token"], request, kind="webhook")
         assert stale.value.code == "FENCED"
 
 
@@ -160,10 +160,11 @@ async def test_callback_acks_then_new_data_wakes_a_new_generation(
         }
         # Concurrent callbacks for one wake: the first `done` wins, the second is fenced.
         assert (
-            subs.ack(None, "h1", body["callback_token"], {**request, "done": True}, kind="webhook") is False
+            await subs.ack(None, "h1", body["callback_token"], {**request, "done": True}, kind="webhook")
+            is False
         )
         with pytest.raises(DurableStreamError) as second:
-            subs.ack(None, "h1", body["callback_token"], {**request, "done": True}, kind="webhook")
+            await subs.ack(None, "h1", body["callback_token"], {**request, "done": True}, kind="webhook")
         assert second.value.code == "FENCED"
         await data(backend, "events/a")
         await trio.testing.wait_all_tasks_blocked()
@@ -220,7 +221,7 @@ async def test_a_slow_receiver_is_cut_off_and_an_expired_lease_redelivers(
         await trio.sleep(0.001)
         await trio.testing.wait_all_tasks_blocked()
         # Expired at t=20: the next wake waits for the backoff (3 failures: 4 s), then is delivered.
-        assert (subs.get(None, "h1").wake, sub.status) == (None, "failed")
+        assert ((await subs.get(None, "h1")).wake, sub.status) == (None, "failed")
         await trio.sleep(4)
         await trio.testing.wait_all_tasks_blocked()
         assert sub.wake is not None
@@ -254,13 +255,13 @@ async def test_deleting_fences_inflight_callbacks(autojump_clock: trio.testing.M
         tail = await data(backend, "events/a")
         await trio.testing.wait_all_tasks_blocked()
         body = receiver.got[0][1]
-        subs.delete(None, "h1")
+        await subs.delete(None, "h1")
         request = {
             "wake_id": body["wake_id"],
             "generation": 1,
             "acks": [{"stream": "events/a", "offset": tail}],
         }
         with pytest.raises(DurableStreamError) as gone:
-            subs.ack(None, "h1", body["callback_token"], {**request, "done": True}, kind="webhook")
+            await subs.ack(None, "h1", body["callback_token"], {**request, "done": True}, kind="webhook")
         assert gone.value.status == 404
         assert str(sub.links["events/a"].acked) != tail

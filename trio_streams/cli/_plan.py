@@ -125,12 +125,6 @@ class ServePlan:
                 plan.options[name] = value
         _check_hub_flags(plan.options)
         plan.workers = getattr(args, "workers", 1)
-        if plan.workers > 1 and args.subscriptions:
-            raise ServeConfigError(
-                f"--workers {plan.workers} cannot serve --subscriptions yet: a subscription's "
-                "state (its members, wakes and claims) lives in the process that created it, so "
-                "the other workers would not see it; use --workers 1 for subscriptions"
-            )
         plan._choose_store(args)
         if plan.workers > 1:
             plan._split_memory()

@@ -55,9 +55,8 @@ Memory: --max-memory is then the whole server's budget: the embedded Redis
 gets half of it as its maxmemory (noeviction: a full Redis refuses writes,
 runs fail loudly), each worker an equal share of the rest (budget / 2N);
 with --redis-url each worker gets budget / N. --store memory cannot be
-shared and is refused, and so is --subscriptions (a subscription's state
-lives in its process, for now). --workers 1 (the default) is one process,
-no supervisor.
+shared and is refused; --subscriptions are in the Redis too, shared by the
+workers. --workers 1 (the default) is one process, no supervisor.
 
 shutdown: SIGTERM or SIGINT stops new runs, gives live runs --shutdown-grace to
 finish, cancels the rest (partial results saved), ends open event streams with

@@ -200,7 +200,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     durable.add_argument(
         "--subscriptions",
         action="store_true",
-        help="serve Durable Streams subscriptions (__ds/: webhooks and pull-wake; state in this process)",
+        help="serve Durable Streams subscriptions (__ds/: webhooks and pull-wake); their state is in the "
+        "Redis of the streams (shared by every instance and worker, kept across restarts), or with "
+        "--store memory in this process",
     )
     durable.add_argument(
         "--webhook-key-file",

@@ -27,9 +27,12 @@ from ._stream import DurableStream as DurableStream
 from ._stream import ForkSpec as ForkSpec
 from ._sub_backend import SubscribedBackend as SubscribedBackend
 from ._sub_backend import with_subscriptions as with_subscriptions
+from ._sub_store import MemorySubscriptionState as MemorySubscriptionState
+from ._sub_store import SubscriptionState as SubscriptionState
 from ._subscriptions import SubscriptionRegistry as SubscriptionRegistry
 from .redis._batch import GroupCommitStatistics as GroupCommitStatistics
 from .redis._store import RedisDurableStore as RedisDurableStore
+from .redis._sub_state import RedisSubscriptionState as RedisSubscriptionState
 
 # relayout: deprecated names (issue 13) -- start
 # Names that moved to another public package. Looked up lazily (and with a

@@ -67,8 +67,17 @@ def with_subscriptions(inner: DurableBackend, **options: Any) -> SubscribedBacke
     go through the wrapper too, so they are seen like any other data.
 
     The registry is ``.registry``; run it with ``nursery.start(backend.registry.serve)``.
+    Over a :class:`~.redis._store.RedisDurableStore` the subscriptions are in
+    its Redis too (:class:`~.redis._sub_state.RedisSubscriptionState`: shared by
+    every instance, kept across restarts) unless ``options`` name a ``state``.
     """
     from ._subscriptions import SubscriptionRegistry
+    from .redis._store import RedisDurableStore
+
+    if "state" not in options and isinstance(inner, RedisDurableStore):
+        from .redis._sub_state import RedisSubscriptionState
+
+        options["state"] = RedisSubscriptionState(inner)
 
     registry = SubscriptionRegistry(inner, **options)
     backend = SubscribedBackend(inner, registry)

@@ -5,6 +5,13 @@ subscriptions (create or confirm, look up, delete, explicit members, the
 pattern index, backfill from the store's listing) and knows nothing of
 wakes or tasks: the registry adds those (:meth:`SubscriptionCatalog._forget`
 is its hook to end a deleted subscription's wake).
+
+The subscriptions themselves are in a :class:`~._sub_store.SubscriptionState`
+(in process, or in Redis shared by every instance); the pattern index
+(which subscriptions an append matches) is in this process either way,
+kept by :meth:`SubscriptionCatalog.reindex` from each subscription's pattern
+and explicit members -- after this instance's own changes, and, with a
+shared store, after other instances' (:mod:`._sub_shared`).
 Subscriptions are in their owner's namespace like streams: ``(owner, id)``.
 """
 
@@ -20,6 +27,7 @@ from ._sub_config import invalid
 from ._sub_index import Glob, MembershipIndex
 from ._sub_index import SubscriptionKey as Key
 from ._sub_state import Subscription
+from ._sub_store import not_found as not_found
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -28,36 +36,86 @@ if TYPE_CHECKING:
     from ._offsets import Offset
     from ._sub_config import SubscriptionConfig
     from ._sub_delivery import WebhookDelivery
+    from ._sub_store import SubscriptionState
     from ._webhook_signing import WebhookSigner
 
-
-def not_found(subscription_id: str) -> DurableStreamError:
-    return DurableStreamError(404, "SUBSCRIPTION_NOT_FOUND", f"no subscription {subscription_id!r}")
+#: What the index holds of one subscription: its pattern and its explicit members.
+Indexed = tuple[Glob | None, frozenset[str]]
 
 
 class SubscriptionCatalog:
-    """The subscriptions of this process and their members (see the module docstring)."""
+    """The subscriptions and their members (see the module docstring)."""
 
     def __init__(
         self,
         backend: DurableBackend,
         delivery: WebhookDelivery,
+        state: SubscriptionState,
         *,
         max_subscriptions: int,
         wall_clock: Callable[[], float],
     ) -> None:
         self.backend = backend
         self.delivery = delivery
+        self.state = state
         self.max_subscriptions = max_subscriptions
         self._wall_clock = wall_clock
-        self._subs: dict[Key, Subscription] = {}
         self._index = MembershipIndex()
-        self._callback_urls: dict[Key, str] = {}
+        #: What the index holds, by subscription (what a reindex compares against).
+        self._indexed: dict[Key, Indexed] = {}
         #: Which namespaces hold a subscription of each id (token-authorized requests).
         self._owners: dict[str, set[str | None]] = {}
 
-    def _forget(self, subscription: Subscription) -> None:
-        """A hook: ``subscription`` was just deleted (the registry ends its wake)."""
+    def _forget(self, key: Key) -> None:
+        """A hook: subscription ``key`` was just deleted (the registry ends its lease task)."""
+
+    async def _changed(self, key: Key) -> None:
+        """A hook: this instance changed ``key``'s configuration or members (shared: tell the others)."""
+
+    # -- the index -------------------------------------------------------------------
+
+    def reindex(self, subscription: Subscription) -> None:
+        """Make the index hold ``subscription``'s pattern and explicit members as they are now."""
+        key = (subscription.owner, subscription.id)
+        pattern = subscription.config.pattern
+        old = self._indexed.get(key)
+        glob = old[0] if old is not None and old[0] is not None else None
+        if pattern is not None and (glob is None or glob.text != pattern):
+            glob = Glob.compile(pattern)
+        new: Indexed = (
+            glob if pattern is not None else None,
+            frozenset(path for path, link in subscription.links.items() if link.explicit),
+        )
+        if old == new:
+            return
+        self._unindex(key)
+        if new[0] is not None:
+            self._index.add_pattern(key[0], key, new[0])
+        for path in new[1]:
+            self._index.add_explicit(StreamId(key[0], path), key)
+        self._indexed[key] = new
+        self._owners.setdefault(key[1], set()).add(key[0])
+
+    def _unindex(self, key: Key) -> None:
+        old = self._indexed.pop(key, None)
+        if old is None:
+            return
+        if old[0] is not None:
+            self._index.remove_pattern(key[0], key, old[0])
+        for path in old[1]:
+            self._index.remove_explicit(StreamId(key[0], path), key)
+        owners = self._owners.get(key[1])
+        if owners is not None:
+            owners.discard(key[0])
+            if not owners:
+                del self._owners[key[1]]
+
+    def matching(self, owner: str | None, name: str) -> tuple[set[Key], set[Key]]:
+        """The subscriptions ``name`` of ``owner`` belongs to: (by pattern, explicitly)."""
+        if not self._indexed:
+            return set(), set()  # (the common case on a server nobody subscribed on: no lookup)
+        stream = StreamId(owner, name)
+        return set(self._index.by_pattern(stream)), set(self._index.by_explicit(stream))
 
     # -- configuration ---------------------------------------------------------------
 
@@ -70,10 +128,10 @@ class SubscriptionCatalog:
             DurableStreamError: 409 ``SUBSCRIPTION_ALREADY_EXISTS`` (another configuration),
                 400 ``WEBHOOK_URL_REJECTED`` / ``INVALID_REQUEST``, 507 too many.
 
-        Cancellation: nothing is created unless this returns.
+        Cancellation: nothing is created unless the store's create ran.
         """
         key = (owner, subscription_id)
-        existing = self._subs.get(key)
+        existing = await self.state.get(key)
         if existing is not None:
             return self._confirm(existing, config), False
         if config.type == "webhook":
@@ -82,16 +140,14 @@ class SubscriptionCatalog:
             assert config.webhook_url is not None
             await self.delivery.check_url(config.webhook_url)
         tails = await self._tails(owner, config)
-        # (Another PUT may have won while we awaited.)
-        existing = self._subs.get(key)
-        if existing is not None:
-            return self._confirm(existing, config), False
-        if len(self._subs) >= self.max_subscriptions:
+        if len(self._indexed) >= self.max_subscriptions:
             raise DurableStreamError(
                 507, "too_many_subscriptions", "the server holds all the subscriptions it can"
             )
         created = datetime.fromtimestamp(self._wall_clock(), UTC).isoformat(timespec="milliseconds")
-        subscription = Subscription(owner, subscription_id, config, created.replace("+00:00", "Z"))
+        subscription = Subscription(
+            owner, subscription_id, config, created.replace("+00:00", "Z"), callback_url=callback_url
+        )
         glob = None if config.pattern is None else Glob.compile(config.pattern)
         for path, tail in tails.items():
             explicit = path in config.streams
@@ -101,13 +157,13 @@ class SubscriptionCatalog:
                     subscription.link(path, explicit=False, tail=tail)
         for path in config.streams:
             subscription.link(path, explicit=True, tail=tails.get(path, START))
-            self._index.add_explicit(StreamId(owner, path), key)
-        if glob is not None:
-            self._index.add_pattern(owner, key, glob)
-        self._subs[key] = subscription
-        self._owners.setdefault(subscription_id, set()).add(owner)
-        self._callback_urls[key] = callback_url
-        return subscription, True
+        # (Another PUT, here or on another instance, may have won while we awaited.)
+        stored, made = await self.state.create(subscription)
+        if not made:
+            return self._confirm(stored, config), False
+        self.reindex(stored)
+        await self._changed(key)
+        return stored, True
 
     @staticmethod
     def _confirm(existing: Subscription, config: SubscriptionConfig) -> Subscription:
@@ -148,75 +204,65 @@ class SubscriptionCatalog:
         """The webhook signing key (``None``: webhooks are refused)."""
         return self.delivery.signer
 
-    def get(self, owner: str | None, subscription_id: str) -> Subscription:
-        """The subscription, or 404 ``SUBSCRIPTION_NOT_FOUND``."""
-        subscription = self._subs.get((owner, subscription_id))
+    async def get(self, owner: str | None, subscription_id: str) -> Subscription:
+        """The subscription as stored now, or 404 ``SUBSCRIPTION_NOT_FOUND``."""
+        subscription = await self.state.get((owner, subscription_id))
         if subscription is None:
             raise not_found(subscription_id)
         return subscription
 
     def callback_url(self, subscription: Subscription) -> str:
-        return self._callback_urls[(subscription.owner, subscription.id)]
+        return subscription.callback_url
 
-    def delete(self, owner: str | None, subscription_id: str) -> None:
-        """Tombstone the subscription: gone from every index, its wake and lease ended. Idempotent."""
+    async def delete(self, owner: str | None, subscription_id: str) -> None:
+        """Tombstone the subscription: gone from every index, its wake and lease ended. Idempotent.
+
+        Raises:
+            DurableStreamError: 404 ``SUBSCRIPTION_NOT_FOUND`` (there was none).
+        """
         key = (owner, subscription_id)
-        subscription = self._subs.pop(key, None)
+        subscription = await self.state.delete(key)
+        self._unindex(key)
+        self._forget(key)
         if subscription is None:
-            return
-        config = subscription.config
-        if config.pattern is not None:
-            self._index.remove_pattern(owner, key, Glob.compile(config.pattern))
-        for path, link in subscription.links.items():
-            if link.explicit:
-                self._index.remove_explicit(StreamId(owner, path), key)
-        for path in config.streams:
-            self._index.remove_explicit(StreamId(owner, path), key)
-        self._forget(subscription)
-        self._callback_urls.pop(key, None)
-        owners = self._owners.get(subscription_id)
-        if owners is not None:
-            owners.discard(owner)
-            if not owners:
-                del self._owners[subscription_id]
+            raise not_found(subscription_id)
+        await self._changed(key)
 
-    def owner_for_token(self, subscription_id: str, token: str | None) -> str | None:
+    async def owner_for_token(self, subscription_id: str, token: str | None) -> str | None:
         """The namespace whose subscription ``subscription_id`` has, or recently had,
         a wake with ``token`` (``None`` when none has: the request is then fenced or
         not found there)."""
         if token is None:
             return None
-        for owner in self._owners.get(subscription_id, ()):
-            if self._subs[(owner, subscription_id)].knows_token(token):
+        for owner in sorted(self._owners.get(subscription_id, ()), key=lambda owner: owner or ""):
+            subscription = await self.state.get((owner, subscription_id))
+            if subscription is not None and subscription.knows_token(token):
                 return owner
         return None
 
     async def add_streams(self, owner: str | None, subscription_id: str, paths: tuple[str, ...]) -> None:
         """Link ``paths`` explicitly (at their tails; idempotent)."""
-        self.get(owner, subscription_id)
+        await self.get(owner, subscription_id)
         tails = {path: await self._tail(owner, path) for path in paths}
-        subscription = self.get(owner, subscription_id)  # (it may have been deleted meanwhile)
-        key = (owner, subscription_id)
-        for path, tail in tails.items():
-            subscription.link(path, explicit=True, tail=START if tail is None else tail)
-            self._index.add_explicit(StreamId(owner, path), key)
 
-    def remove_stream(self, owner: str | None, subscription_id: str, path: str) -> None:
+        def link(subscription: Subscription, now: float) -> None:
+            for path, tail in tails.items():
+                subscription.link(path, explicit=True, tail=START if tail is None else tail)
+
+        # (It may have been deleted meanwhile: then a 404.)
+        subscription, _ = await self.state.update((owner, subscription_id), link)
+        self.reindex(subscription)
+        await self._changed((owner, subscription_id))
+
+    async def remove_stream(self, owner: str | None, subscription_id: str, path: str) -> None:
         """Remove the explicit link of ``path`` (a glob link stays while the pattern matches)."""
-        subscription = self.get(owner, subscription_id)
-        pattern = subscription.config.pattern
-        subscription.unlink_explicit(
-            path, still_matches=pattern is not None and Glob.compile(pattern).matches(path)
-        )
-        self._index.remove_explicit(StreamId(owner, path), (owner, subscription_id))
 
-    def on_delete(self, owner: str | None, name: str) -> None:
-        """``name`` of ``owner`` was deleted: its glob links go (explicit links stay, at the start)."""
-        stream = StreamId(owner, name)
-        for key in self._index.by_pattern(stream):
-            subscription = self._subs[key]
-            link = subscription.links.get(name)
-            if link is not None and not link.explicit:
-                subscription.forget(name)
-            elif link is not None:
-                link.acked = link.tail = START
+        def unlink(subscription: Subscription, now: float) -> None:
+            pattern = subscription.config.pattern
+            subscription.unlink_explicit(
+                path, still_matches=pattern is not None and Glob.compile(pattern).matches(path)
+            )
+
+        subscription, _ = await self.state.update((owner, subscription_id), unlink)
+        self.reindex(subscription)
+        await self._changed((owner, subscription_id))

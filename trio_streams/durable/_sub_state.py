@@ -16,8 +16,9 @@ its token (:meth:`Subscription.fence`), else 409 ``FENCED``; ending a wake
 (done, release, lease expiry, deletion) clears all three, so a repeated or
 late request is fenced too.
 
-Times are trio seconds passed in (``now``); the caller keeps the lease as a
-trio deadline and calls :meth:`Subscription.expire` when it passes.
+Times are seconds passed in (``now``: the state store's clock, see
+:mod:`._sub_store`); the caller keeps the lease as a trio deadline and ends
+the wake when it passes.
 Nothing here awaits: every method is one step, so in one process a check
 and the change it guards are atomic.
 """
@@ -65,8 +66,12 @@ class Wake:
     snapshot: dict[str, Offset]
     token: str | None = None
     holder: str | None = None
-    #: Trio time the lease ends (``None``: no lease yet, an unclaimed pull-wake).
+    #: The lease's end, in the state store's clock (:attr:`~._sub_store.SubscriptionState.now`:
+    #: trio time in process, Redis ``TIME`` on Redis); ``None``: no lease yet (an unclaimed pull-wake).
     lease_deadline: float | None = None
+    #: The instance that runs this wake's lease task (and delivers a webhook wake):
+    #: the one whose update made it, or claimed it.
+    deliverer: str | None = None
 
 
 def fenced(message: str) -> DurableStreamError:
@@ -89,6 +94,8 @@ class Subscription:
     id: str
     config: SubscriptionConfig
     created_at: str
+    #: Where a webhook receiver acks (``POST .../callback``), as the creating request named it.
+    callback_url: str = ""
     links: dict[str, Link] = field(default_factory=dict)
     generation: int = 0
     wake: Wake | None = None

@@ -1,32 +1,29 @@
-"""``SubscriptionRegistry``: Durable Streams subscriptions in this process, with their tasks.
+"""``SubscriptionRegistry``: Durable Streams subscriptions, their wakes and their tasks.
 
 The rules are :mod:`._sub_config` (what a subscription is), :mod:`._sub_index`
 (which ones a stream belongs to) and :mod:`._sub_state` (wakes, leases,
-fencing); :mod:`._sub_catalog` keeps the subscriptions and their members,
+fencing); :mod:`._sub_catalog` keeps the subscriptions and their members in
+a :mod:`._sub_store` (in process, or in Redis shared by every instance),
 :mod:`._sub_delivery` makes webhook attempts. The registry is told about
 stream data (:meth:`SubscriptionRegistry.on_data`, by
 :class:`~._sub_backend.SubscribedBackend`), and runs what takes time in a
 nursery it owns (:meth:`SubscriptionRegistry.serve`):
 
-- one *lease task* per wake that has a lease: a ``CancelScope`` whose
-  deadline is the lease (a heartbeat moves the deadline). When it passes
-  and the wake is still current, the wake expires and pending work makes a
-  new one. Ending a wake any other way cancels its task (identity-checked:
-  a stale task never touches a newer wake);
-- webhook delivery, inside its wake's lease task: POST (signed), retried
-  with exponential backoff (1 s doubling to 60 s, 20% jitter), at most
-  ``max_attempts`` per wake and never past the lease;
-- pull-wake wake events, appended to the ``wake_stream``.
+- wakes, their lease tasks, webhook deliveries and wake events
+  (:mod:`._sub_wakes`: the instance that made a wake delivers it);
+- with a shared store, :mod:`._sub_shared`'s tasks: appends' matches applied
+  in the background, other instances' changes followed, leases of dead
+  instances swept.
 
-Every registry method is one synchronous step between awaits, which makes a
-claim, a fence check and the change it guards atomic in this process.
+Every change of a subscription is one *change* given to the store
+(:meth:`~._sub_store.SubscriptionState.update`): atomic per subscription,
+in this process or across instances. Changes only change the subscription;
+what they make happen (tasks) starts after the store took them.
 Subscriptions are in their owner's namespace like streams: ``(owner, id)``.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import random
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -34,13 +31,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import trio
 
 from ._access import StreamId
-from ._errors import DurableStreamError
 from ._offsets import START
-from ._stream import AppendRequest
-from ._sub_catalog import SubscriptionCatalog
 from ._sub_catalog import not_found as not_found
 from ._sub_config import invalid
 from ._sub_delivery import WebhookDelivery
+from ._sub_shared import Seen, SharedTasks
+from ._sub_store import MemorySubscriptionState
+from ._sub_wakes import SubscriptionWakes
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -49,16 +46,17 @@ if TYPE_CHECKING:
     from ._offsets import Offset
     from ._sub_index import SubscriptionKey as Key
     from ._sub_state import Subscription, Wake
+    from ._sub_store import SubscriptionState
+    from ._sub_wakes import Effect
     from ._webhook_signing import WebhookSigner
 
-logger = logging.getLogger("trio_streams.durable.subscriptions")
 
-
-class SubscriptionRegistry(SubscriptionCatalog):
-    """Every subscription of this process (see the module docstring).
+class SubscriptionRegistry(SubscriptionWakes):
+    """Every subscription (see the module docstring).
 
     Args:
         backend: the streams' store (for backfill, tails and wake events).
+        state: where subscriptions live (default: this process).
         signer: signs webhook deliveries; ``None``: webhooks are refused.
         allow_loopback_http: webhook URLs may be ``http``/loopback (development).
         post: one webhook POST (default: :func:`~._webhook_client.post_webhook`
@@ -69,12 +67,15 @@ class SubscriptionRegistry(SubscriptionCatalog):
         wall_clock: POSIX time (``created_at``, wake events' ``ts``).
         jitter: ``(low, high) -> x`` for the retry jitter (``random.uniform``).
         resolve: ``(host, port) -> addresses`` for webhook hosts (default: getaddrinfo).
+        max_pending_matches, sweep_interval, reload_interval: a shared store's
+            background work (see :class:`~._sub_shared.SharedTasks`).
     """
 
     def __init__(
         self,
         backend: DurableBackend,
         *,
+        state: SubscriptionState | None = None,
         signer: WebhookSigner | None = None,
         allow_loopback_http: bool = False,
         post: Callable[[str, bytes, dict[str, str]], Awaitable[tuple[int, bytes]]] | None = None,
@@ -84,6 +85,9 @@ class SubscriptionRegistry(SubscriptionCatalog):
         wall_clock: Callable[[], float] | None = None,
         jitter: Callable[[float, float], float] = random.uniform,
         resolve: Callable[[str, int], Awaitable[Sequence[str]]] | None = None,
+        max_pending_matches: int = 100_000,
+        sweep_interval: float = 1.0,
+        reload_interval: float = 30.0,
     ) -> None:
         delivery = WebhookDelivery(
             signer,
@@ -96,42 +100,47 @@ class SubscriptionRegistry(SubscriptionCatalog):
         super().__init__(
             backend,
             delivery,
+            MemorySubscriptionState() if state is None else state,
             max_subscriptions=max_subscriptions,
             wall_clock=wall_clock or (lambda: datetime.now(UTC).timestamp()),
+            max_attempts=max_attempts,
         )
-        self.max_attempts = max_attempts
-        #: Webhook subscriptions whose next wake waits for a retry's backoff.
-        self._retrying: set[Key] = set()
-        self._leases: dict[Key, tuple[Wake, trio.CancelScope]] = {}
-        self._nursery: trio.Nursery | None = None
+        self._memory = self.state if isinstance(self.state, MemorySubscriptionState) else None
+        self.shared = SharedTasks(
+            self,
+            max_pending=max_pending_matches,
+            sweep_interval=sweep_interval,
+            reload_interval=reload_interval,
+        )
 
     # -- lifetime --------------------------------------------------------------------
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
-        """Run the registry's tasks until cancelled (started once it accepts work).
+        """Run the registry's tasks until cancelled (started once it accepts work:
+        with a shared store, once the index holds every subscription stored).
 
-        Cancellation: cancels every lease and delivery task and ends every
-        wake in flight (its tokens are fenced from then on); subscriptions and
-        cursors stay, and the next data after a new ``serve`` wakes them.
+        Cancellation: cancels every lease and delivery task. In process, every
+        wake in flight ends (its tokens are fenced from then on); subscriptions
+        and cursors stay, and the next data after a new ``serve`` wakes them.
+        With a shared store, wakes stay as stored: their leases expire (swept
+        by any instance) unless their holders ack.
         """
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
             try:
+                if self.state.shared:
+                    await nursery.start(self.shared.serve)
+                self._nursery = nursery
                 task_status.started()
                 await trio.sleep_forever()
             finally:
                 self._nursery = None
                 self._leases.clear()
                 self._retrying.clear()
-                # Their lease tasks are gone: end every wake, so that a later
-                # serve() wakes pending work afresh (new generations).
-                for subscription in self._subs.values():
-                    subscription.wake = None
+                self.state.stopped()
 
-    def _spawn(self, function: Callable[..., Awaitable[object]], *args: object) -> None:
-        if self._nursery is None:
-            raise DurableStreamError(503, "unavailable", "subscriptions are not running")
-        self._nursery.start_soon(function, *args)
+    async def _changed(self, key: Key) -> None:
+        if self.state.shared:
+            await self.shared.announce(key)
 
     # -- stream events (synchronous: called right after the store answered) ------------
 
@@ -140,168 +149,118 @@ class SubscriptionRegistry(SubscriptionCatalog):
 
         Links it to every subscription whose pattern matches (a stream new to
         the subscription is linked at its start, so this data wakes), and
-        wakes the idle ones that now have pending work.
+        wakes the idle ones that now have pending work. With a shared store
+        this is queued for a background task (an append never waits for Redis).
         """
-        if not self._subs:
+        if not self._indexed:
             return  # (the common case on a server nobody subscribed on: no lookup at all)
         stream = StreamId(owner, name)
-        for key in self._index.by_pattern(stream):
-            subscription = self._subs[key]
+        by_pattern = self._index.by_pattern(stream)
+        explicit = self._index.by_explicit(stream)
+        if not (by_pattern or explicit):
+            return
+        memory = self._memory
+        if memory is None:
+            for key in by_pattern:
+                self.shared.see(key, name, Seen(tail, pattern=True))
+            for key in explicit:
+                if key not in by_pattern:
+                    self.shared.see(key, name, Seen(tail))
+            return
+        # In process: the change at once, on the objects (what update_now does,
+        # without building a change for every append's match).
+        now = trio.current_time()
+        subscriptions = memory.subscriptions
+        for key in by_pattern:
+            subscription = subscriptions.get(key)
+            if subscription is not None:
+                self._start(subscription, self.observe(subscription, now, name, tail, pattern=True))
+        for key in explicit:
+            subscription = subscriptions.get(key)
+            if subscription is not None and key not in by_pattern:
+                self._start(subscription, self.observe(subscription, now, name, tail, pattern=False))
+
+    def on_delete(self, owner: str | None, name: str) -> None:
+        """``name`` of ``owner`` was deleted: its glob links go (explicit links stay, at the start)."""
+        by_pattern, explicit = self.matching(owner, name)
+        for key in by_pattern | explicit:
+            if self._memory is None:
+                self.shared.see(key, name, Seen(None, deleted=True))
+            else:
+                self._memory.update_now(
+                    key, lambda sub, now: self.observe(sub, now, name, None, pattern=False, deleted=True)
+                )
+
+    def observe_change(self, seen: dict[str, Seen]) -> Callable[[Subscription, float], Effect]:
+        """The change that applies what streams did (``seen``), then wakes if work is pending."""
+
+        def change(subscription: Subscription, now: float) -> Effect:
+            for name, what in seen.items():
+                self.observe(
+                    subscription, now, name, what.tail, pattern=what.pattern, deleted=what.deleted, wake=False
+                )
+            # (The wake names the first stream with data; its snapshot has them all.)
+            stream = next((name for name, what in seen.items() if what.tail is not None), None)
+            return None if stream is None else self._wake_step(subscription, stream, now)
+
+        return change
+
+    def observe(
+        self,
+        subscription: Subscription,
+        now: float,
+        name: str,
+        tail: Offset | None,
+        *,
+        pattern: bool,
+        deleted: bool = False,
+        wake: bool = True,
+    ) -> Effect:
+        """(In a change.) Stream ``name`` was deleted (``deleted``) and/or now ends at
+        ``tail`` (``None``: no data), matched by the pattern (``pattern``) or as an
+        explicit member; with ``wake``, make a wake if that left work pending.
+
+        A stream new to the subscription that the pattern matched is linked at
+        its start, so this data wakes; a deleted glob link goes, a deleted
+        explicit one starts again at the start.
+        """
+        if deleted:
+            link = subscription.links.get(name)
+            if link is not None and link.explicit:
+                link.acked = link.tail = START
+            elif link is not None:
+                subscription.forget(name)
+        if tail is None:
+            return None
+        if pattern:
             subscription.link(name, explicit=False, tail=tail, acked=START)
-            self._wake(subscription, name)
-        for key in self._index.by_explicit(stream):
-            subscription = self._subs[key]
-            subscription.observe(name, tail)
-            self._wake(subscription, name)
-
-    # -- wakes -----------------------------------------------------------------------
-
-    def _forget(self, subscription: Subscription) -> None:
-        if subscription.wake is not None:
-            self._end(subscription, subscription.wake)
-        self.delivery.failures.pop((subscription.owner, subscription.id), None)
-
-    def _wake(self, subscription: Subscription, stream: str | None, *, due: bool = False) -> bool:
-        """Make a wake if the subscription is idle with pending work, and start what it needs.
-
-        A webhook subscription whose last delivery failed gets its next wake
-        only when the retry is due (``due``: it is): the backoff runs
-        before the wake and its lease, so a delay longer than the lease
-        still ends in an attempt; meanwhile its ``status`` is ``failed``.
-        """
-        key = (subscription.owner, subscription.id)
-        if self._nursery is None or subscription.wake is not None or key in self._retrying:
-            # Not serving (shutting down): pending work waits for a later event.
-            # A wake in flight, or a retry scheduled: its end looks for pending work again.
-            return False
-        failures = self.delivery.failures.get(key, 0)
-        if subscription.config.type == "webhook" and failures and not due:
-            if not subscription.has_pending():
-                return False
-            self._retrying.add(key)
-            self._spawn(self._wake_later, subscription, self.delivery.retry_delay(failures))
-            return True
-        wake = subscription.wake_if_pending(stream, trio.current_time())
-        if wake is None:
-            return False
-        if subscription.config.type == "webhook":
-            self._spawn(self._hold, subscription, wake)
         else:
-            self._spawn(self._announce, subscription, wake)
-        return True
-
-    async def _wake_later(self, subscription: Subscription, delay: float) -> None:
-        """The retry of a failed webhook delivery: a new wake after ``delay``."""
-        key = (subscription.owner, subscription.id)
-        try:
-            await trio.sleep(delay)
-        finally:
-            self._retrying.discard(key)
-        if self._subs.get(key) is subscription:
-            self._wake(subscription, None, due=True)
-
-    def _end(self, subscription: Subscription, wake: Wake) -> None:
-        """End ``wake`` and cancel its lease task."""
-        subscription.end_wake(wake)
-        key = (subscription.owner, subscription.id)
-        held = self._leases.get(key)
-        if held is not None and held[0] is wake:
-            del self._leases[key]
-            held[1].cancel(reason="wake ended")
-
-    async def _hold(self, subscription: Subscription, wake: Wake) -> None:
-        """The lease of ``wake`` (and, for a webhook, its delivery): ends with the wake.
-
-        Cancellation: a cancel of the registry propagates; ending the wake
-        cancels only this task's own scope.
-        """
-        key = (subscription.owner, subscription.id)
-        assert wake.lease_deadline is not None
-        with trio.CancelScope(deadline=wake.lease_deadline) as scope:
-            self._leases[key] = (wake, scope)
-            if subscription.config.type == "webhook":
-                await self._deliver(subscription, wake)
-            await trio.sleep_forever()
-        if self._leases.get(key, (None,))[0] is wake:
-            del self._leases[key]
-        if subscription.wake is wake and self._subs.get(key) is subscription:
-            # The lease passed with the wake still current: expire it.
-            subscription.end_wake(wake)
-            logger.info(
-                "subscription %r: the lease of generation %d expired", subscription.id, wake.generation
-            )
-            self._wake(subscription, None)
-
-    def _extend(self, subscription: Subscription, wake: Wake) -> None:
-        subscription.heartbeat(wake, trio.current_time())
-        held = self._leases.get((subscription.owner, subscription.id))
-        if held is not None and held[0] is wake and wake.lease_deadline is not None:
-            held[1].deadline = wake.lease_deadline
-
-    async def _announce(self, subscription: Subscription, wake: Wake) -> None:
-        """Append ``wake``'s event to the pull-wake subscription's ``wake_stream``."""
-        wake_stream = subscription.config.wake_stream
-        assert wake_stream is not None
-        event = {
-            "type": "wake",
-            "subscription_id": subscription.id,
-            "stream": wake.stream,
-            "generation": wake.generation,
-            "ts": int(self._wall_clock() * 1000),
-        }
-        request = AppendRequest(json.dumps(event).encode(), "application/json")
-        try:
-            await self.backend.append(wake_stream, request, owner=subscription.owner)
-        except DurableStreamError as exc:
-            # The wake exists without its event (a worker can still claim it).
-            logger.warning(
-                "subscription %r: no wake event in %r: %s", subscription.id, wake_stream, exc.message
-            )
-
-    # -- webhook delivery --------------------------------------------------------------
-
-    def delivery_body(self, subscription: Subscription, wake: Wake) -> bytes:
-        body = {
-            "subscription_id": subscription.id,
-            "wake_id": wake.wake_id,
-            "generation": wake.generation,
-            "streams": subscription.stream_infos(tails=True),
-            "callback_url": self.callback_url(subscription),
-            "callback_token": wake.token,
-        }
-        return json.dumps(body, separators=(",", ":")).encode()
-
-    async def _deliver(self, subscription: Subscription, wake: Wake) -> None:
-        """POST the wake until a 2xx, ``max_attempts`` or the lease (the caller's scope) ends it."""
-        url = subscription.config.webhook_url
-        assert url is not None
-        key = (subscription.owner, subscription.id)
-        body = self.delivery_body(subscription, wake)
-        for attempt in range(self.max_attempts):
-            # (The first attempt of a wake is never delayed: a retry's backoff ran before it.)
-            await trio.sleep(
-                self.delivery.retry_delay(self.delivery.failures.get(key, 0)) if attempt else 0.0
-            )
-            delivered, done = await self.delivery.attempt(key, url, body)
-            if delivered:
-                subscription.status = "active"
-                if done and subscription.wake is wake:
-                    subscription.ack_snapshot(wake)
-                    self._end(subscription, wake)
-                    self._wake(subscription, None)
-                return
-            subscription.status = "failed"
+            subscription.observe(name, tail)
+        return self._wake_step(subscription, name, now) if wake else None
 
     # -- worker requests ---------------------------------------------------------------
 
-    def claim(self, owner: str | None, subscription_id: str, worker: str) -> tuple[Subscription, Wake]:
-        """A pull-wake worker claims the wake (see :meth:`Subscription.claim`); its lease starts now."""
-        subscription = self.get(owner, subscription_id)
-        wake, _ = subscription.claim(worker, trio.current_time())
-        self._spawn(self._hold, subscription, wake)
+    async def claim(self, owner: str | None, subscription_id: str, worker: str) -> tuple[Subscription, Wake]:
+        """A pull-wake worker claims the wake (see :meth:`Subscription.claim`); its lease starts now,
+        held by this instance."""
+        key = (owner, subscription_id)
+        self._serving()
+        await self.shared.flush(key)
+
+        def change(subscription: Subscription, now: float) -> tuple[Wake, float]:
+            wake, _ = subscription.claim(worker, now)
+            wake.deliverer = self.state.instance
+            assert wake.lease_deadline is not None
+            return wake, self.state.local_deadline(wake.lease_deadline, now)
+
+        subscription, (wake, deadline) = await self.state.update(key, change)
+        self._spawn(self._hold, subscription, wake, deadline)
+        # Indexed before the worker hears of its claim: if this instance dies
+        # now, the sweepers find the lease at once (not at their full pass).
+        await self.state.note_lease(key, wake.lease_deadline)
         return subscription, wake
 
-    def ack(
+    async def ack(
         self,
         owner: str | None,
         subscription_id: str,
@@ -312,24 +271,51 @@ class SubscriptionRegistry(SubscriptionCatalog):
     ) -> bool:
         """A callback (``kind="webhook"``) or ack (``"pull-wake"``): fence, apply the acks, then
         extend the lease, or with ``done`` end the wake. Returns ``next_wake``."""
-        subscription = self.get(owner, subscription_id)
-        if subscription.config.type != kind:
-            raise invalid(f"this is not a {kind} subscription")
-        wake = subscription.fence(token, request.get("wake_id"), request.get("generation"))
-        subscription.apply_acks(request.get("acks"))
-        if request.get("done") is not True:
-            self._extend(subscription, wake)
-            return False
-        self._end(subscription, wake)
-        return self._wake(subscription, None)
+        key = (owner, subscription_id)
+        await self.shared.flush(key)
+        done = request.get("done") is True
+        moved: list[float] = []
 
-    def release(
+        def change(subscription: Subscription, now: float) -> tuple[Wake, Effect]:
+            if subscription.config.type != kind:
+                raise invalid(f"this is not a {kind} subscription")
+            wake = subscription.fence(token, request.get("wake_id"), request.get("generation"))
+            subscription.apply_acks(request.get("acks"))
+            if not done:
+                subscription.heartbeat(wake, now)
+                assert wake.lease_deadline is not None
+                moved[:] = [self.state.local_deadline(wake.lease_deadline, now)]
+                return wake, None
+            subscription.end_wake(wake)
+            return wake, self._wake_step(subscription, None, now)
+
+        subscription, (wake, effect) = await self.state.update(key, change)
+        if not done:
+            held = self._leases.get(key)
+            if held is not None and held[0] == wake.wake_id:
+                held[1].deadline = moved[0]
+            await self.state.note_lease(key, wake.lease_deadline)
+            return False
+        self._cancel_lease(key, wake.wake_id)
+        if effect is None:
+            await self.state.note_lease(key, None)
+        return self._start(subscription, effect)
+
+    async def release(
         self, owner: str | None, subscription_id: str, token: str | None, request: dict[str, Any]
     ) -> None:
         """The worker gives the wake back without acking; pending work makes a new wake."""
-        subscription = self.get(owner, subscription_id)
-        if subscription.config.type != "pull-wake":
-            raise invalid("this is not a pull-wake subscription")
-        wake = subscription.fence(token, request.get("wake_id"), request.get("generation"))
-        self._end(subscription, wake)
-        self._wake(subscription, None)
+        key = (owner, subscription_id)
+
+        def change(subscription: Subscription, now: float) -> tuple[Wake, Effect]:
+            if subscription.config.type != "pull-wake":
+                raise invalid("this is not a pull-wake subscription")
+            wake = subscription.fence(token, request.get("wake_id"), request.get("generation"))
+            subscription.end_wake(wake)
+            return wake, self._wake_step(subscription, None, now)
+
+        subscription, (wake, effect) = await self.state.update(key, change)
+        self._cancel_lease(key, wake.wake_id)
+        if effect is None:
+            await self.state.note_lease(key, None)
+        self._start(subscription, effect)

@@ -111,7 +111,7 @@ async def handle_control(
         if not isinstance(worker, str) or not worker or len(worker) > 256:
             raise invalid("claim needs a worker name")
         try:
-            subscription, wake = registry.claim(owner, subscription_id, worker)
+            subscription, wake = await registry.claim(owner, subscription_id, worker)
         except ClaimedError as exc:
             error = {"code": exc.code, "message": exc.message, "current_holder": exc.holder}
             return _json(409, {"error": {**error, "generation": exc.generation}})
@@ -123,7 +123,9 @@ async def handle_control(
         return protocol_response(204)
     if rest[0] == "streams" and len(rest) > 1:
         _allow(method, "DELETE")
-        registry.remove_stream(owner, subscription_id, check_path("/".join(rest[1:]), "the stream path"))
+        await registry.remove_stream(
+            owner, subscription_id, check_path("/".join(rest[1:]), "the stream path")
+        )
         return protocol_response(204)
     raise DurableStreamError(404, "not_found", f"no control API at {name!r}")
 
@@ -150,12 +152,11 @@ async def _subscription(
         subscription, created = await registry.put(owner, subscription_id, config, callback_url)
         return _json(201 if created else 200, describe(registry, subscription, mount))
     if method in ("GET", "HEAD"):
-        document = describe(registry, registry.get(owner, subscription_id), mount)
+        document = describe(registry, await registry.get(owner, subscription_id), mount)
         response = _json(200, document, {"Cache-Control": "no-store"})
         return response if method == "GET" else protocol_response(200, response.headers)
     if method == "DELETE":
-        registry.get(owner, subscription_id)
-        registry.delete(owner, subscription_id)
+        await registry.delete(owner, subscription_id)
         return protocol_response(204)
     raise DurableStreamError(
         405,
@@ -174,12 +175,12 @@ async def _token_action(
 ) -> Response:
     token = _bearer(request)
     document = await _document(request, service)
-    owner = registry.owner_for_token(subscription_id, token)
+    owner = await registry.owner_for_token(subscription_id, token)
     if action == "release":
-        registry.release(owner, subscription_id, token, document)
+        await registry.release(owner, subscription_id, token, document)
         return protocol_response(204)
     kind = "webhook" if action == "callback" else "pull-wake"
-    next_wake = registry.ack(owner, subscription_id, token, document, kind=kind)
+    next_wake = await registry.ack(owner, subscription_id, token, document, kind=kind)
     return _json(200, {"ok": True, "next_wake": next_wake})
 
 

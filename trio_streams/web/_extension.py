@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from quart import Blueprint, Response
 
-    from ..durable import DurableAccess
+    from ..durable import DurableAccess, SubscriptionRegistry
     from ..durable._webhook_signing import WebhookSigner
     from ..protocol import DurableService
     from ..runs._config import OnFinish
@@ -187,6 +187,8 @@ class TrioStreams:
         self.durable_access: DurableAccess = resolve_access(durable_access, auth=self.auth is not None)
         #: Serve ``__ds/`` subscriptions (options of SubscriptionRegistry, or True: defaults).
         self.durable_subscriptions = durable_subscriptions
+        #: Where the subscriptions' tasks run (cancelled by stop()).
+        self._subscriptions_scope = trio.CancelScope()
         #: Durable Streams live reads (long-polls, SSE) waiting for data now.
         self.durable_live_reads: AsyncValue[int] = AsyncValue(0)
         #: ``serve --app`` may answer the hot routes without Quart (see :meth:`fast_routes`).
@@ -422,14 +424,6 @@ class TrioStreams:
         nursery: trio.Nursery = current_app.nursery  # type: ignore[attr-defined]
         if self.durable_store is not None:
             self.durable_store.resume_live_reads()
-        if self._durable_service is not None and self._durable_service.subscriptions is not None:
-            if isinstance(self.durable_store, RedisDurableStore):
-                # The streams are shared through Redis; the subscriptions are not (yet).
-                logger.warning(
-                    "durable streams subscriptions keep their state in this process: not shared "
-                    "with other instances on this redis, lost on restart (docs/durable.md)"
-                )
-            await nursery.start(self._durable_service.subscriptions.serve)
         self._stop = trio.Event()
         self._stopped = trio.Event()
         try:
@@ -442,6 +436,19 @@ class TrioStreams:
             if isinstance(sole, Exception):
                 raise sole from None
             raise
+        if self._durable_service is not None and self._durable_service.subscriptions is not None:
+            # After the hub: a Redis Durable Streams store is connected by then,
+            # and the subscriptions' state is in its Redis (loaded at start).
+            self._subscriptions_scope = trio.CancelScope()  # (a fresh one for each start)
+            await nursery.start(self._serve_subscriptions, self._durable_service.subscriptions)
+
+    async def _serve_subscriptions(
+        self, registry: SubscriptionRegistry, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        """The subscriptions' tasks, until :meth:`stop` (before the hub drains and
+        the Durable Streams store closes) or the app's cancellation."""
+        with self._subscriptions_scope:
+            await registry.serve(task_status=task_status)
 
     async def _shutdown(self) -> None:
         await self.stop()
@@ -458,6 +465,7 @@ class TrioStreams:
         """
         if self.durable_store is not None:
             self.durable_store.end_live_reads()
+        self._subscriptions_scope.cancel(reason="stopping")
         if self._hub is None:
             return
         self._stop.set()
