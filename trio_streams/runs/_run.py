@@ -67,7 +67,12 @@ class Run:
         self.finalize_error: str | None = None
         # The run's account in the memory budget; ``log`` is one of its holders.
         self._ledger = ledger
+        self._max_event_bytes = ledger.budget.max_event_bytes
         self._store = store
+        # The store's append_nowait for every event; None once the store
+        # records the run from its log instead (then only the terminal
+        # event is handed over, see _stage).
+        self._store_append: Callable[[str, Event], None] | None = store.append_nowait
         self._wall_clock = wall_clock
         self._finalize_timeout = finalize_timeout
         self._no_event_timeout = no_event_timeout
@@ -157,10 +162,14 @@ class Run:
         return True
 
     def _publish(self, type: str, data: Any) -> Event:
-        """Append a producer's event to the store and the log, then wake subscribers.
+        """Append a producer's event to the log (and the store), then wake subscribers.
 
         Never a terminal event (those types are reserved): the drain task
         stages and reveals the terminal event itself, around making it durable.
+
+        This is the hot path: :meth:`_stage` and :meth:`_reveal` in one, for
+        an event known not to be terminal, with the store called only when
+        it does not record the run from its log (``Store.record_from_log``).
 
         Raises:
             RunClosed: the run's terminal event is already published.
@@ -169,8 +178,29 @@ class Run:
             StoreOverflow: the store cannot buffer it.
             (Whichever it is, nothing was published.)
         """
-        event = self._stage(type, data)
-        self._reveal(event)
+        if self._sealed:
+            raise RunClosed(f"run {self.id} has finished; its producer can emit no more")
+        log = self.log
+        seq = log.last_seq + 1
+        event = Event.create(seq, type, data, self._wall_clock())
+        ledger = self._ledger
+        # A character is at most 4 bytes of UTF-8: most events need no count.
+        if len(event.data_json) * 4 > self._max_event_bytes:
+            size = encoded_size(event)
+            if size > self._max_event_bytes:
+                raise EventTooLarge(size, self._max_event_bytes)
+        # Counted once, here, at its measured size; the log and the store's
+        # record then hold the same object (the ledger counts it once).
+        ledger.charge(seq, event_cost(event))
+        append = self._store_append
+        if append is not None:
+            try:
+                append(self.id, event)
+            except BaseException:
+                ledger.refund(seq)  # not published: nothing holds it
+                raise
+        log.append(event)
+        self._wakeup.notify()
         if self._no_event_timeout is not None and not self._awaiting_input:
             self._watchdog.deadline = trio.current_time() + self._no_event_timeout
         return event
