@@ -67,6 +67,8 @@ def check_event_type(type: str) -> None:
 # Event types that passed check_event_type (exact str only), at most _ACCEPTED_MAX.
 _ACCEPTED: Final[set[str]] = set()
 _ACCEPTED_MAX: Final = 1024
+#: The same set, for a caller that skips the call when a type is in it already.
+ACCEPTED_TYPES: Final = _ACCEPTED
 
 
 # A rough fixed cost per event (object, seq, timestamp, list slot) added to the

@@ -37,18 +37,26 @@ class Changed:
     everything when they run).
     """
 
-    __slots__ = ("_lot",)
+    __slots__ = ("_armed", "_lot")
 
     def __init__(self) -> None:
         self._lot: trio.lowlevel.ParkingLot | None = None
+        # True from a wait() until the next notify(): someone may be parked.
+        # Set by every waiter before it parks, cleared only by the notify
+        # that wakes everyone parked, so it is never False while anyone is
+        # parked (a cancelled waiter leaves it True: one notify then finds
+        # the lot empty). Not a count: a count would need each waiter's own
+        # code to run when it leaves, which a cancel delivers only later,
+        # after other tasks may have parked. An attribute, not the lot's
+        # truth (ParkingLot.__bool__ is a Python call, on every publish).
+        self._armed = False
 
     def notify(self) -> None:
         """Wake every waiter (none: nothing happens). Synchronous, never blocks."""
-        lot = self._lot
-        # The lot itself says whether anyone is parked (not a count of our own:
-        # a cancelled waiter leaves the lot when the cancel is delivered, but
-        # runs its own code only later, after other tasks may have parked).
-        if lot:
+        if self._armed:
+            self._armed = False
+            lot = self._lot
+            assert lot is not None
             lot.unpark_all()
 
     async def wait(self) -> None:
@@ -62,6 +70,7 @@ class Changed:
         lot = self._lot
         if lot is None:
             lot = self._lot = trio.lowlevel.ParkingLot()
+        self._armed = True
         await lot.park()
 
     @property

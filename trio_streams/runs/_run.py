@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -11,13 +12,15 @@ import trio
 from .._errors import RunClosed
 from ..log import Changed
 from ..log._budget import EventTooLarge
-from ..log._events import TERMINAL_TYPES, Event, check_event_type
+from ..log._events import ACCEPTED_TYPES, TERMINAL_TYPES, Event, check_event_type
 from ..log._run_info import OnConflict as OnConflict
 from ..log._run_info import OnDisconnect as OnDisconnect
 from ..log._run_info import RunInfo as RunInfo
 from ..log._run_info import RunOutcome as RunOutcome
 from ..log._run_info import RunStatus as RunStatus
-from ..log._sizes import encoded_size, event_cost
+from ..log._sizes import EVENT_OVERHEAD, FLAT_TYPES, data_size, encoded_size, event_cost
+
+_getsizeof = sys.getsizeof
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -190,8 +193,11 @@ class Run:
             if size > self._max_event_bytes:
                 raise EventTooLarge(size, self._max_event_bytes)
         # Counted once, here, at its measured size; the log and the store's
-        # record then hold the same object (the ledger counts it once).
-        ledger.charge(seq, event_cost(event))
+        # record then hold the same object (the ledger counts it once). The
+        # cost is event_cost's, without the call for a flat value.
+        cost = _getsizeof(event.data_json) + EVENT_OVERHEAD
+        cost += _getsizeof(data) if data.__class__ in FLAT_TYPES else data_size(data)
+        ledger.charge(seq, cost)
         append = self._store_append
         if append is not None:
             try:
@@ -335,7 +341,8 @@ class RunContext:
 
         Whatever it raises, nothing was published.
         """
-        check_event_type(type)
+        if type.__class__ is not str or type not in ACCEPTED_TYPES:  # else: checked before
+            check_event_type(type)
         return self._run._publish(type, data)
 
     async def emit(self, type: str, data: Any = None) -> Event:
