@@ -149,7 +149,7 @@ class Subscription:
                 if not parked:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 return items
-            if self._ended:  # _read may have just ended it
+            if self.ended:  # the property (not narrowed by the test above): _read may have just ended it
                 continue
             # Nothing new: wait for a publish, or a heartbeat's worth of idle.
             assert run is not None, "a stored run is finished, so never idle"
