@@ -8,7 +8,7 @@ log's :class:`Changed`; whatever changes the log (an append, a close, a
 deletion) calls :meth:`Changed.notify`, which wakes every waiter at once. A
 reader's check and its wait happen with no checkpoint in between (trio runs
 one task at a time), so no change can fall between them: no lost wake-up,
-no polling. A notify with nobody waiting costs one test of the lot, so
+no polling. A notify with nobody waiting costs one test of its waiters, so
 writers notify on every change and readers take everything new as one slice.
 
 :class:`LiveReads` is the latch a store closes at shutdown: every live read

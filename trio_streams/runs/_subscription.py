@@ -5,7 +5,7 @@ Theory of operation
 A subscription is a cursor (the last seq it delivered) into its run's shared
 :class:`~trio_streams.log._replay_log.ReplayLog`. Reading takes everything after the
 cursor as one slice; when there is nothing new it waits on the run's
-:class:`~trio_streams.log.Changed` (a parking lot), which every publish
+:class:`~trio_streams.log.Changed` (a set of waiting tasks), which every publish
 notifies. So there is no per-subscriber queue at all -- the bounded
 resource is the log -- and a subscriber that cannot keep up never slows the
 producer: it just reads a bigger slice next time. The hub counts a
