@@ -346,3 +346,12 @@ def test_event_create_of_a_subclass_builds_the_subclass() -> None:
     event = Tagged.create(1, "token", {"a": 1}, 0.0)
     assert type(event) is Tagged
     assert event.data_json == '{"a":1}'
+
+
+@pytest.mark.parametrize("side", ["hub", "trio", "asyncio"])
+def test_the_instruction_count_scenario_delivers_every_event(side: str) -> None:
+    # What hub_instructions runs under callgrind; it exits when a delivery is missing.
+    from benchmarks.hub_instructions import _one
+
+    _one(side, 300, 3, 64)
+    _one(side, 50, 2, 1)
