@@ -10,6 +10,11 @@ Prints three groups of lines, each a median of ``ROUNDS`` interleaved rounds:
 - ``loop``: where trio itself is the bound (S = 1, one event per step): the
   hub, the bare trio channels and the same bare channels on asyncio queues
   (``bare_asyncio``), all drained in batches;
+- ``replay``: one subscriber reading a finished 50,000-event run
+  (``bench_hub.replay_hub``) against a pre-filled channel drained in
+  batches (``replay_bare``);
+- ``paced``: 10 runs x 1,000 events/s for 3 s, one subscriber each, the
+  p99 publish->receive latency of every round, hub and bare channels;
 - ``publish``: microseconds per event of a run with no subscriber, from the
   first emit to the run's end (64 events per step);
 - ``sse``: S readers of one run each encoding what ``receive_batch`` gives
@@ -38,7 +43,20 @@ except ImportError:  # a tree from before issue 14 item 4: each writer encodes i
     SharedBatches = None  # type: ignore[assignment,misc]
 
 from .bare_asyncio import run_fanout_asyncio
-from .bench_hub import BARE_BUFFER, HUB_OPTIONS, fanout_bare, fanout_hub
+from .bench_hub import (
+    BARE_BUFFER,
+    HUB_OPTIONS,
+    fanout_bare,
+    fanout_hub,
+    paced_latency_bare,
+    paced_latency_hub,
+    percentile,
+    replay_bare,
+    replay_hub,
+)
+
+#: The replay row's run (issue 14: "a finished 50,000-event run").
+REPLAY_EVENTS = 50_000
 
 
 async def publish_only(events: int, burst: int = 64) -> float:
@@ -138,6 +156,25 @@ async def main(events: int, rounds: int) -> None:
     print(
         f"loop S=1 B=1: hub {h:,.0f}/s, bare trio {t:,.0f}/s, bare asyncio {a:,.0f}/s, "
         f"hub/trio {h / t:.2f}, asyncio/trio {a / t:.2f}",
+        flush=True,
+    )
+    replays: dict[str, list[float]] = {"hub": [], "bare": []}
+    for _ in range(rounds):
+        replays["hub"].append(await replay_hub(REPLAY_EVENTS))
+        replays["bare"].append(await replay_bare(REPLAY_EVENTS))
+    h, b = (REPLAY_EVENTS / statistics.median(replays[name]) for name in ("hub", "bare"))
+    print(f"replay {REPLAY_EVENTS:,} events: hub {h:,.0f}/s, bare {b:,.0f}/s, ratio {h / b:.2f}", flush=True)
+    p99s: dict[str, list[float]] = {"hub": [], "bare": []}
+    for _ in range(rounds):
+        for name, paced in (("hub", paced_latency_hub), ("bare", paced_latency_bare)):
+            latencies = await paced(10, 1000.0, 3.0)
+            if len(latencies) != 30_000:
+                raise RuntimeError(f"paced {name}: {len(latencies):,} of 30,000 events delivered")
+            p99s[name].append(percentile(latencies, 0.99) * 1e3)
+    print(
+        "paced 10 runs x 1,000 events/s for 3 s, p99 ms per round: "
+        f"hub {' / '.join(f'{v:.2f}' for v in p99s['hub'])} (median {statistics.median(p99s['hub']):.2f}), "
+        f"bare {' / '.join(f'{v:.2f}' for v in p99s['bare'])} (median {statistics.median(p99s['bare']):.2f})",
         flush=True,
     )
     seconds = statistics.median([await publish_only(events) for _ in range(rounds)])

@@ -8,17 +8,22 @@ and each test pins what the long way gives.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
 
 from trio_streams import RunContext, open_hub
 from trio_streams.log import Changed
 from trio_streams.log._entries import cut_to_bytes
 from trio_streams.log._events import _ACCEPTED, _ACCEPTED_MAX, Event, Gap, Heartbeat, Item, check_event_type
+from trio_streams.log._json import encode_json
 from trio_streams.log._replay_log import ReplayLog
 from trio_streams.log._sizes import EVENT_OVERHEAD, _walk, event_cost
 from trio_streams.protocol._sse import SHARED_BATCH_BYTES, SharedBatches, encode_batch
@@ -284,3 +289,69 @@ async def test_the_hotpath_benchmark_delivers_every_event() -> None:
         assert await publish_only(200, 64) >= 0
         assert await sse_writers(200, 3, shared=True) >= 0
         assert await sse_writers(200, 3, shared=False) >= 0
+
+
+# -- encoding and building an event without the general machinery ----------------
+
+_GENERAL_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(_json_values)
+def test_encode_json_writes_what_the_general_encoder_writes(value: Any) -> None:
+    assert encode_json(value) == _GENERAL_ENCODER.encode(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0, -1, 2**70, True, False, None, -0.0, 1e16, 2.5, 1e-300, "", 'a"\\\n\t\x00é✓', (1, "a"), [], {}],
+)
+def test_encode_json_of_each_scalar_and_container_shape(value: Any) -> None:
+    assert encode_json(value) == _GENERAL_ENCODER.encode(value)
+
+
+def test_a_value_that_contains_itself_is_refused() -> None:
+    looped: list[Any] = []
+    looped.append(looped)
+    with pytest.raises(ValueError, match="contains itself"):
+        encode_json(looped)
+    mapping: dict[str, Any] = {}
+    mapping["self"] = mapping
+    with pytest.raises(ValueError, match="contains itself"):
+        encode_json({"a": [mapping]})
+    assert encode_json({"a": [1]}) == '{"a":[1]}', "an error leaves nothing behind for the next call"
+
+
+@given(st.integers(), _json_values, st.floats(allow_nan=False))
+def test_event_create_builds_what_the_constructor_builds(seq: int, data: Any, timestamp: float) -> None:
+    event = Event.create(seq, "token", data, timestamp)
+    same = Event(seq, "token", data, timestamp, _GENERAL_ENCODER.encode(data))
+    assert (event.seq, event.type, event.data, event.timestamp) == (seq, "token", data, timestamp)
+    assert event.data_json == same.data_json
+    assert event == same
+    assert type(event) is Event
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.seq = 0  # type: ignore[misc]
+
+
+def test_event_create_of_a_subclass_builds_the_subclass() -> None:
+    class Tagged(Event):
+        __slots__ = ()
+
+    event = Tagged.create(1, "token", {"a": 1}, 0.0)
+    assert type(event) is Tagged
+    assert event.data_json == '{"a":1}'
+
+
+@pytest.mark.parametrize("side", ["hub", "trio", "asyncio"])
+def test_the_instruction_count_scenario_delivers_every_event(side: str) -> None:
+    # What hub_instructions runs under callgrind; it exits when a delivery is missing.
+    from benchmarks.hub_instructions import _one
+
+    _one(side, 300, 3, 64)
+    _one(side, 50, 2, 1)

@@ -89,7 +89,7 @@ async def test_changed_wakes_every_waiter_once_and_costs_nothing_unwatched(autoj
     changed = Changed()
     changed.notify()  # nobody waits: nothing happens, nothing is made
     assert changed.waiting == 0
-    assert changed._lot is None
+    assert changed._waiters is None
     woken: list[tuple[int, float]] = []
 
     async def waiter(n: int) -> None:

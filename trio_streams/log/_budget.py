@@ -414,6 +414,16 @@ class RunLedger:
         """
         costs = self._costs
         following = self._first + len(costs)
+        if seq == following and not self.reserved and not self.finished:
+            # The hot path (a live run's next event, nothing reserved): one
+            # test against the limit. (With no costs, _first is seq already.)
+            budget = self._budget
+            used = budget._used + cost
+            if used <= budget.limit:
+                budget._used = used
+                costs.append(cost)
+                self.nbytes += cost
+                return True
         if seq < following:
             return False
         needed = cost - self.reserved

@@ -21,6 +21,7 @@ import json
 import math
 import re
 import sys
+from json.encoder import encode_basestring
 from typing import Any, Final
 
 from .._errors import StreamError
@@ -30,7 +31,22 @@ MAX_JSON_DEPTH: Final = 128
 
 # One encoder for all: ``json.dumps`` with non-default options builds a new
 # encoder per call, which costs more than encoding a small payload.
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_encode = _encoder.encode
+
+# What ``_encode`` ends in for a container, built once: ``JSONEncoder.encode``
+# makes a new C encoder per call, which costs more than a small payload's
+# encoding. Without a markers dict (one would be shared by every caller and
+# left dirty by an error), a value that contains itself is found by the
+# recursion limit instead: still a ValueError, as "nested too deeply".
+# (json.encoder.c_make_encoder is the C accelerator, absent from typeshed.)
+_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_encode_container = (
+    None
+    if _make_encoder is None
+    else _make_encoder(None, _encoder.default, encode_basestring, None, ":", ",", False, False, False)
+)
+_INFINITIES: Final = (math.inf, -math.inf)
 
 # Only a \u escape of a surrogate can put one in a parsed string: the bytes
 # were strict UTF-8, which cannot encode a surrogate at all.
@@ -57,20 +73,47 @@ def encode_json(data: Any) -> str:
         ValueError: ``NaN`` or an infinity, a string with a lone
             surrogate, a circular reference, or nesting too deep to encode.
     """
+    # Scalars, what producers emit most, take one C call each, as the
+    # encoder itself would encode them.
+    kind = type(data)
+    if kind is str:
+        text = encode_basestring(data)
+        if not text.isascii():
+            _check_encodable(text)
+        return text
+    if kind is int:
+        return int.__repr__(data)
+    if data is None:
+        return "null"
+    if data is True:
+        return "true"
+    if data is False:
+        return "false"
+    if kind is float:
+        if data != data or data in _INFINITIES:
+            raise ValueError("NaN, Infinity and -Infinity are not JSON; send null or a string")
+        return float.__repr__(data)
     try:
-        text = _encode(data)
+        if _encode_container is not None and (kind is dict or kind is list):
+            text = "".join(_encode_container(data, 0))
+        else:
+            text = _encode(data)
     except ValueError as exc:
         if str(exc).startswith("Out of range float"):
             raise ValueError("NaN, Infinity and -Infinity are not JSON; send null or a string") from None
         raise
     except RecursionError:
-        raise ValueError("the value is nested too deeply to encode as JSON") from None
+        raise ValueError("the value is nested too deeply (or contains itself) to encode as JSON") from None
     if not text.isascii():
-        try:
-            text.encode()
-        except UnicodeEncodeError:
-            raise ValueError("a string holds a lone UTF-16 surrogate, which is not valid Unicode") from None
+        _check_encodable(text)
     return text
+
+
+def _check_encodable(text: str) -> None:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise ValueError("a string holds a lone UTF-16 surrogate, which is not valid Unicode") from None
 
 
 def parse_json(data: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:

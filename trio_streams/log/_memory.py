@@ -38,6 +38,13 @@ class MemoryStore(Store):
     never dropped. The hub and this store hold the same event objects; the
     budget counts each once.
 
+    A live run's events are not handed over one by one: the store records
+    the run's log (:meth:`record_from_log`) and copies what is new from it
+    in one slice when it needs to -- before any read of the run, at its
+    terminal event, and when the log is about to trim an event the record
+    has not copied yet. Reads see exactly what per-event appends would have
+    given.
+
     Args:
         max_events_per_run: events retained per run.
         max_bytes_per_run: approximate bytes retained per run (``Event.size``).
@@ -59,6 +66,8 @@ class MemoryStore(Store):
         self._max_finished = max_finished_runs
         self._runs: dict[str, RunInfo] = {}
         self._logs: dict[str, ReplayLog] = {}
+        # Live runs whose record is copied from their log (record_from_log).
+        self._recording: dict[str, ReplayLog] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._budget: MemoryBudget | None = None
 
@@ -73,6 +82,7 @@ class MemoryStore(Store):
             self._budget.remove_reclaimer(self._reclaim_oldest)
         self._budget = budget
         self._max_bytes = min(self._max_bytes_per_run, budget.limit // RECORD_SHARE)
+        self._catch_up_all()
         for run_id, log in list(self._logs.items()):
             log.max_bytes = self._max_bytes
             ledger = self._hold(run_id)
@@ -108,6 +118,9 @@ class MemoryStore(Store):
         return log
 
     def _drop(self, run_id: str) -> None:
+        live = self._recording.pop(run_id, None)
+        if live is not None:
+            live.stop_recording()
         self._runs.pop(run_id, None)
         self._finished.pop(run_id, None)
         log = self._logs.pop(run_id, None)
@@ -127,13 +140,54 @@ class MemoryStore(Store):
         self._runs[info.run_id] = info
         self._log(info.run_id)
 
+    def record_from_log(self, run_id: str, log: ReplayLog) -> bool:
+        """Record the run's events from ``log`` (see the class docstring); True.
+
+        Only for a log that holds every event of the run so far (a new one),
+        and only if ``append_nowait`` is this class's own: a subclass that
+        overrides it (to buffer, to refuse) is handed each event, as before.
+        Otherwise False, and the caller hands over each event.
+        """
+        if type(self).append_nowait is not MemoryStore.append_nowait:
+            return False
+        record = self._logs.get(run_id)  # made by save_run, with the run's metadata
+        recorded = 0 if record is None else record.last_seq
+        if run_id in self._recording or log.last_seq != recorded or len(log) != log.last_seq:
+            return False
+        self._recording[run_id] = log
+        log.record_by(lambda: self._catch_up(run_id))
+        return True
+
+    def _catch_up(self, run_id: str) -> int:
+        """Copy what the recorded log has that the record lacks; the last seq recorded."""
+        log = self._recording[run_id]
+        record = self._log(run_id)
+        if log.last_seq > record.last_seq:
+            # The log trims only what was copied (Tail.record_by): the slice
+            # continues the record exactly.
+            record.extend(log.read_after(record.last_seq))
+        return log.last_seq
+
+    def _catch_up_all(self) -> None:
+        for run_id in self._recording:
+            self._catch_up(run_id)
+
     def append_nowait(self, run_id: str, event: Event) -> None:
         """Append to the run's history (never overflows: the history trims).
+
+        For a run recorded from its log, what the log has is copied first;
+        its terminal event ends the recording (nothing follows it).
 
         The hub has counted the event in the memory budget already; an event
         appended by anyone else is counted here (always: it is history).
         """
+        if run_id in self._recording:
+            self._catch_up(run_id)
+            if event.terminal:
+                self._recording.pop(run_id).stop_recording()
         log = self._log(run_id)
+        if event.seq <= log.last_seq:
+            return  # copied from the log already
         ledger = log.ledger
         if ledger is not None and event.seq >= ledger.next_seq:
             ledger.charge(event.seq, event_cost(event), force=True)
@@ -157,6 +211,8 @@ class MemoryStore(Store):
     async def read_events(self, run_id: str, after: int, limit: int) -> list[Event]:
         """Events after ``after`` from the retained history."""
         await trio.lowlevel.checkpoint()
+        if run_id in self._recording:
+            self._catch_up(run_id)
         log = self._logs.get(run_id)
         return [] if log is None else log.read_after(after, limit)
 
@@ -179,4 +235,5 @@ class MemoryStore(Store):
 
     def statistics(self) -> StoreStatistics:
         """Runs and events held."""
+        self._catch_up_all()
         return StoreStatistics(runs=len(self._runs), events=sum(len(log) for log in self._logs.values()))

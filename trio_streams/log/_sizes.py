@@ -38,7 +38,9 @@ MESSAGE_OVERHEAD: Final = 48
 _getsizeof = sys.getsizeof
 
 
-_FLAT: Final = frozenset({str, int, float, bool, type(None)})
+#: Types whose value is one object (no walk): ``sys.getsizeof`` is its whole size.
+FLAT_TYPES: Final = frozenset({str, int, float, bool, type(None)})
+_FLAT: Final = FLAT_TYPES
 
 
 def data_size(value: Any) -> int:

@@ -176,6 +176,22 @@ class Store(abc.ABC):
         """
         return
 
+    def record_from_log(self, run_id: str, log: ReplayLog) -> bool:
+        """Offered a new run's replay log (after :meth:`hold_log`): may the
+        store take the run's events from it instead of from :meth:`append_nowait`?
+
+        A store that keeps its record in this process (``MemoryStore``) can
+        copy what is new from the log when it needs it (``log.record_by``),
+        so each event is appended once on the hot path. Returning True means
+        the hub calls :meth:`append_nowait` for the run's terminal event
+        only (staged before it is in the log); every other event reaches the
+        store through the log, and :meth:`read_events` must return what
+        per-event appends would have given. The default, False, suits every
+        store that writes elsewhere (Redis gets its batches as before).
+        """
+        del run_id, log
+        return False
+
     @abc.abstractmethod
     async def finish_run(self, info: RunInfo) -> None:
         """Make all the run's events, terminal included, and its final

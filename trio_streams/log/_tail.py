@@ -30,6 +30,16 @@ what the bounds no longer allow. :attr:`pending_nbytes` is how many retained
 bytes the store has not made durable yet (counted by the store, so a budget
 counts each entry once). A tail nobody holds trims to its bounds alone.
 
+Recorded
+--------
+A store that keeps its own record of every entry in this process
+(``MemoryStore``) need not be handed each entry as it is appended: it
+records the tail (:meth:`Tail.record_by`) and copies what is new in one
+slice whenever it needs to -- before it serves a read, and when the tail is
+about to trim an entry it has not copied yet (the tail calls it). So a
+run's event is appended once on the hot path, to its log, and the store's
+record gets the same objects in batches of up to ``max_entries``.
+
 Memory
 ------
 A tail given a :class:`Meter` (a run's ``RunLedger`` in the memory budget)
@@ -55,7 +65,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, Protocol
 from ._entries import E, cut_to_bytes
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 #: No bound: the tail keeps every entry (a Durable Stream's log).
 UNBOUNDED: Final = sys.maxsize
@@ -105,6 +115,8 @@ class Tail(Generic[E]):
         "_meter",
         "_nbytes",
         "_pending_nbytes",
+        "_recorded",
+        "_recorder",
         "last_seq",
         "max_bytes",
         "max_entries",
@@ -140,6 +152,10 @@ class Tail(Generic[E]):
         # None: nobody holds the tail (every appended entry is durable).
         self._durable: int | None = None
         self._pending_nbytes = 0
+        # A store that records this tail's entries from the tail itself (see
+        # "Recorded"): called before an entry it has not copied is trimmed.
+        self._recorder: Callable[[], int] | None = None
+        self._recorded = start_seq
         self._meter: Meter | None = None
         self._holder = holder
         if meter is not None:
@@ -193,6 +209,53 @@ class Tail(Generic[E]):
             self._pending_nbytes += size
         if len(entries) - self._head > self.max_entries or nbytes > self.max_bytes:
             self._trim()
+
+    def extend(self, entries: list[E]) -> None:
+        """Append ``entries`` (the next ones, in order) and trim the head once.
+
+        The result is what appending them one by one would leave: the
+        longest suffix within the bounds (both bounds only ever trim the
+        oldest first), the newest entry always kept.
+
+        Raises:
+            ValueError: they do not continue ``last_seq``; nothing was appended.
+        """
+        if not entries:
+            return
+        if entries[0].seq != self.last_seq + 1 or entries[-1].seq != self.last_seq + len(entries):
+            raise ValueError(f"expected seqs {self.last_seq + 1}.., got {entries[0].seq}..{entries[-1].seq}")
+        sizes = [entry.size for entry in entries]
+        size = sum(sizes)
+        self._entries.extend(entries)
+        self.last_seq = entries[-1].seq
+        self._nbytes += size
+        largest = max(sizes)
+        if largest > self._max_size:
+            self._max_size = largest
+        durable = self._durable
+        if durable is not None:
+            first = entries[0].seq
+            self._pending_nbytes += size if durable < first else sum(sizes[max(0, durable + 1 - first) :])
+        if len(self) > self.max_entries or self._nbytes > self.max_bytes:
+            self._trim()
+
+    def record_by(self, catch_up: Callable[[], int]) -> None:
+        """A store records this tail's entries by copying them from it, in
+        batches, instead of being handed each one (``MemoryStore``).
+
+        ``catch_up()`` copies every entry it has not copied yet and returns
+        the last seq it now has; the tail calls it before it trims an entry
+        past that seq, so nothing the store has not recorded leaves memory
+        unrecorded. Entries already in the tail count as recorded. Until
+        :meth:`stop_recording`, a store reading this log must call its own
+        catch-up first.
+        """
+        self._recorder = catch_up
+        self._recorded = self.last_seq
+
+    def stop_recording(self) -> None:
+        """The store records no more from this tail (it has everything it needs)."""
+        self._recorder = None
 
     def get(self, seq: int) -> E:
         """The retained entry ``seq``.
@@ -266,6 +329,11 @@ class Tail(Generic[E]):
         """Make ``head`` the index of the oldest retained entry."""
         entries = self._entries
         old = self._head
+        if self._recorder is not None and self.last_seq - (len(entries) - head) > self._recorded:
+            # About to trim entries the recording store has not copied yet:
+            # it copies everything new now, so this check fires about once
+            # per ``max_entries`` appends, not per entry.
+            self._recorded = self._recorder()
         self.trimmed += head - old
         # The dead prefix points at one placeholder, not at the trimmed entries:
         # they are freed now, when the budget gives their bytes back, not at

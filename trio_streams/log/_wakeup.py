@@ -8,7 +8,7 @@ log's :class:`Changed`; whatever changes the log (an append, a close, a
 deletion) calls :meth:`Changed.notify`, which wakes every waiter at once. A
 reader's check and its wait happen with no checkpoint in between (trio runs
 one task at a time), so no change can fall between them: no lost wake-up,
-no polling. A notify with nobody waiting costs one test of the lot, so
+no polling. A notify with nobody waiting costs one test of its waiters, so
 writers notify on every change and readers take everything new as one slice.
 
 :class:`LiveReads` is the latch a store closes at shutdown: every live read
@@ -29,45 +29,65 @@ if TYPE_CHECKING:
 class Changed:
     """Wakes every task waiting for a log to change.
 
-    The parking lot is made on the first wait, so a log nobody waits on
+    The waiters' set is made on the first wait, so a log nobody waits on
     (a finished run's store record, a stream nobody follows) costs one slot.
-    A notify with nobody parked costs one test of the lot: a producer that
-    publishes many events per step wakes its readers once, on the first, and
-    the rest find nobody parked (the readers are runnable and will read
-    everything when they run).
+    A notify with nobody waiting costs one truth test of that set: a
+    producer that publishes many events per step wakes its readers once, on
+    the first, and the rest find nobody waiting (the readers are runnable
+    and will read everything when they run).
+
+    It is trio's ``ParkingLot`` reduced to what a log needs (park, wake
+    all), on the same low-level primitives (``wait_task_rescheduled``,
+    ``reschedule``): a wake-up is one ``reschedule`` per waiter, without the
+    lot's generator and per-call bookkeeping, which a producer of one event
+    per step pays on every event.
     """
 
-    __slots__ = ("_lot",)
+    __slots__ = ("_waiters",)
 
     def __init__(self) -> None:
-        self._lot: trio.lowlevel.ParkingLot | None = None
+        # Insertion-ordered: waiters wake in the order they began to wait.
+        self._waiters: dict[trio.lowlevel.Task, None] | None = None
 
+    @trio.lowlevel.enable_ki_protection
     def notify(self) -> None:
         """Wake every waiter (none: nothing happens). Synchronous, never blocks."""
-        lot = self._lot
-        # The lot itself says whether anyone is parked (not a count of our own:
-        # a cancelled waiter leaves the lot when the cancel is delivered, but
-        # runs its own code only later, after other tasks may have parked).
-        if lot:
-            lot.unpark_all()
+        waiters = self._waiters
+        if waiters:
+            # A new set for whoever waits next: those woken now are not in it,
+            # and a cancelled waiter left its set when the cancel was delivered.
+            self._waiters = {}
+            reschedule = trio.lowlevel.reschedule
+            for task in waiters:
+                reschedule(task)
 
+    @trio.lowlevel.enable_ki_protection
     async def wait(self) -> None:
         """Wait until the next :meth:`notify`.
 
         Check the condition first, with no checkpoint between the check and
         this call; then a change cannot be missed.
 
-        Cancellation: only the wait is cancelled.
+        Cancellation: only the wait is cancelled (the waiter leaves the set
+        when the cancel is delivered, before anything else runs).
         """
-        lot = self._lot
-        if lot is None:
-            lot = self._lot = trio.lowlevel.ParkingLot()
-        await lot.park()
+        waiters = self._waiters
+        if waiters is None:
+            waiters = self._waiters = {}
+        task = trio.lowlevel.current_task()
+        waiters[task] = None
+
+        def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+            # Still waiting, so no notify has replaced the set it is in.
+            del waiters[task]
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
     @property
     def waiting(self) -> int:
-        """How many tasks wait now (parked, not yet woken)."""
-        return 0 if self._lot is None else len(self._lot)
+        """How many tasks wait now (not yet woken)."""
+        return 0 if self._waiters is None else len(self._waiters)
 
 
 class LiveReads:

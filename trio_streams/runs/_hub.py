@@ -247,6 +247,8 @@ class Hub:
                     other._request_cancel(cancel_reason(on_conflict))
         # A store that writes behind keeps the log from trimming what it cannot serve yet.
         self.store.hold_log(run.id, run.log)
+        if self.store.record_from_log(run.id, run.log):
+            run._store_append = None  # one append per event: the store copies from the log
         ctx = RunContext(run, input)
         name = f"trio_streams run {run.id}"
         self._nursery.start_soon(drain_run, self._state, run, producer, ctx, on_finish, name=name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -11,13 +12,15 @@ import trio
 from .._errors import RunClosed
 from ..log import Changed
 from ..log._budget import EventTooLarge
-from ..log._events import TERMINAL_TYPES, Event, check_event_type
+from ..log._events import ACCEPTED_TYPES, TERMINAL_TYPES, Event, check_event_type
 from ..log._run_info import OnConflict as OnConflict
 from ..log._run_info import OnDisconnect as OnDisconnect
 from ..log._run_info import RunInfo as RunInfo
 from ..log._run_info import RunOutcome as RunOutcome
 from ..log._run_info import RunStatus as RunStatus
-from ..log._sizes import encoded_size, event_cost
+from ..log._sizes import EVENT_OVERHEAD, FLAT_TYPES, data_size, encoded_size, event_cost
+
+_getsizeof = sys.getsizeof
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -67,7 +70,12 @@ class Run:
         self.finalize_error: str | None = None
         # The run's account in the memory budget; ``log`` is one of its holders.
         self._ledger = ledger
+        self._max_event_bytes = ledger.budget.max_event_bytes
         self._store = store
+        # The store's append_nowait for every event; None once the store
+        # records the run from its log instead (then only the terminal
+        # event is handed over, see _stage).
+        self._store_append: Callable[[str, Event], None] | None = store.append_nowait
         self._wall_clock = wall_clock
         self._finalize_timeout = finalize_timeout
         self._no_event_timeout = no_event_timeout
@@ -157,10 +165,14 @@ class Run:
         return True
 
     def _publish(self, type: str, data: Any) -> Event:
-        """Append a producer's event to the store and the log, then wake subscribers.
+        """Append a producer's event to the log (and the store), then wake subscribers.
 
         Never a terminal event (those types are reserved): the drain task
         stages and reveals the terminal event itself, around making it durable.
+
+        This is the hot path: :meth:`_stage` and :meth:`_reveal` in one, for
+        an event known not to be terminal, with the store called only when
+        it does not record the run from its log (``Store.record_from_log``).
 
         Raises:
             RunClosed: the run's terminal event is already published.
@@ -169,8 +181,32 @@ class Run:
             StoreOverflow: the store cannot buffer it.
             (Whichever it is, nothing was published.)
         """
-        event = self._stage(type, data)
-        self._reveal(event)
+        if self._sealed:
+            raise RunClosed(f"run {self.id} has finished; its producer can emit no more")
+        log = self.log
+        seq = log.last_seq + 1
+        event = Event.create(seq, type, data, self._wall_clock())
+        ledger = self._ledger
+        # A character is at most 4 bytes of UTF-8: most events need no count.
+        if len(event.data_json) * 4 > self._max_event_bytes:
+            size = encoded_size(event)
+            if size > self._max_event_bytes:
+                raise EventTooLarge(size, self._max_event_bytes)
+        # Counted once, here, at its measured size; the log and the store's
+        # record then hold the same object (the ledger counts it once). The
+        # cost is event_cost's, without the call for a flat value.
+        cost = _getsizeof(event.data_json) + EVENT_OVERHEAD
+        cost += _getsizeof(data) if data.__class__ in FLAT_TYPES else data_size(data)
+        ledger.charge(seq, cost)
+        append = self._store_append
+        if append is not None:
+            try:
+                append(self.id, event)
+            except BaseException:
+                ledger.refund(seq)  # not published: nothing holds it
+                raise
+        log.append(event)
+        self._wakeup.notify()
         if self._no_event_timeout is not None and not self._awaiting_input:
             self._watchdog.deadline = trio.current_time() + self._no_event_timeout
         return event
@@ -305,7 +341,8 @@ class RunContext:
 
         Whatever it raises, nothing was published.
         """
-        check_event_type(type)
+        if type.__class__ is not str or type not in ACCEPTED_TYPES:  # else: checked before
+            check_event_type(type)
         return self._run._publish(type, data)
 
     async def emit(self, type: str, data: Any = None) -> Event:

@@ -5,7 +5,7 @@ Theory of operation
 A subscription is a cursor (the last seq it delivered) into its run's shared
 :class:`~trio_streams.log._replay_log.ReplayLog`. Reading takes everything after the
 cursor as one slice; when there is nothing new it waits on the run's
-:class:`~trio_streams.log.Changed` (a parking lot), which every publish
+:class:`~trio_streams.log.Changed` (a set of waiting tasks), which every publish
 notifies. So there is no per-subscriber queue at all -- the bounded
 resource is the log -- and a subscriber that cannot keep up never slows the
 producer: it just reads a bigger slice next time. The hub counts a
@@ -115,9 +115,21 @@ class Subscription:
         """
         if max_items < 1:
             raise ValueError("max_items must be at least 1")
-        await trio.lowlevel.checkpoint_if_cancelled()
-        # Every call is a checkpoint, but one is enough: after parking (a
-        # schedule point) return at once rather than yield a second time.
+        run = self._run
+        # Every call is a checkpoint, but one is enough. A live reader that
+        # has read everything will park, and the wait is its checkpoint (a
+        # cancel is delivered there, before anything is consumed): no cancel
+        # check first. Otherwise check now, before consuming anything; after
+        # parking, return at once rather than yield a second time.
+        if (
+            run is None
+            or self._closed
+            or self._ended
+            or self._pending_index < len(self._pending)
+            or self.cursor < run.log.last_seq
+            or run._closed
+        ):
+            await trio.lowlevel.checkpoint_if_cancelled()
         parked = False
         while True:
             if self._closed:
@@ -137,10 +149,9 @@ class Subscription:
                 if not parked:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 return items
-            if self.ended:  # the property: _read may have just ended it
+            if self.ended:  # the property (not narrowed by the test above): _read may have just ended it
                 continue
             # Nothing new: wait for a publish, or a heartbeat's worth of idle.
-            run = self._run
             assert run is not None, "a stored run is finished, so never idle"
             parked = True
             if self._heartbeat is None:
