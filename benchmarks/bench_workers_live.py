@@ -98,16 +98,21 @@ def main() -> None:
         "--load", nargs="+", default=["50x200", "50x50"], help="RUNSxRATE, e.g. 50x200 (default 50x200 50x50)"
     )
     parser.add_argument("--memory", action="store_true", help="also one process on the memory store")
+    parser.add_argument(
+        "--before", type=Path, metavar="DIR", help="also DIR's checkout with --workers 2, in the same rounds"
+    )
     args = parser.parse_args()
     loads = [tuple(map(float, spec.split("x"))) for spec in args.load]
-    servers = {**SERVERS, **(MEMORY if args.memory else {})}
+    servers = {name: (ROOT, flags) for name, flags in {**SERVERS, **(MEMORY if args.memory else {})}.items()}
+    if args.before is not None:
+        servers["2 workers, before"] = (args.before.resolve(), SERVERS["2 workers"])
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
     procs = {}
     with tempfile.TemporaryDirectory(prefix="bench-workers-live-") as scratch:
         try:
-            for name, flags in servers.items():
+            for name, (repo, flags) in servers.items():
                 data_dir = str(Path(scratch) / name.replace(" ", "-").replace(",", ""))
-                procs[name] = start_server(ROOT, *(flag.format(dir=data_dir) for flag in flags))
+                procs[name] = start_server(repo, *(flag.format(dir=data_dir) for flag in flags))
             for round_ in range(args.rounds):
                 for spec, (runs, rate) in zip(args.load, loads, strict=True):
                     for name in servers:
