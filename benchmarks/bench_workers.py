@@ -2,6 +2,7 @@
 
 Run:  python -m benchmarks.bench_workers              (3 rounds, 5 s per measurement)
       python -m benchmarks.bench_workers --quick      (1 round, 2 s)
+      python -m benchmarks.bench_workers --before DIR (also DIR's checkout, both ways, same rounds)
 
 Servers, each in its own process tree on a free port, started once and
 measured in interleaved rounds (every server once per round and concurrency):
@@ -19,25 +20,27 @@ requests/s and latency, and the server's CPU time per append: user + system
 of every process of the server (supervisor, workers, redis-server), from
 /proc, over each measurement, and the redis-server's part of it (Redis is
 single-threaded: its part bounds what more cores can give). The load tool
-runs on the same cores.
+runs on the same cores. Also per measurement: the commit-script calls
+(``EVALSHA``, from ``INFO commandstats``) and meta loads (``HGETALL``) per
+append -- one commit per batch, so their inverse is the batch size -- and the
+busiest worker's share of the workers' CPU (how the kernel spread the
+kept-alive connections: 0.5 is even, 1.0 all on one worker).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .bench_durable_stores import ROOT, autocannon, create, start_server
-
-if TYPE_CHECKING:
-    import subprocess
 
 
 def cpu_by_kind(pid: int) -> dict[str, float]:
@@ -60,7 +63,58 @@ def cpu_by_kind(pid: int) -> dict[str, float]:
     return totals
 
 
-SERVERS = {"1 worker": (), "2 workers": ("--workers", "2")}
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending.extend(int(child) for child in (task / "children").read_text().split())
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def redis_port(pid: int) -> int:
+    """The port of the embedded redis-server below ``pid``."""
+    for current in descendants(pid):
+        try:
+            if "redis-server" in Path(f"/proc/{current}/comm").read_text():
+                command = Path(f"/proc/{current}/cmdline").read_text().replace("\0", " ")
+                found = re.search(r":(\d+)", command)
+                if found:
+                    return int(found.group(1))
+        except FileNotFoundError:
+            continue
+    raise RuntimeError("no embedded redis-server found")
+
+
+def command_calls(port: int) -> dict[str, int]:
+    """Redis's count of calls per command so far (``INFO commandstats``)."""
+    out = subprocess.run(
+        ["redis-cli", "-p", str(port), "info", "commandstats"], capture_output=True, text=True, check=True
+    ).stdout
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"cmdstat_(\w+):calls=(\d+)", out)}
+
+
+def worker_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of each Python process below the supervisor ``pid`` (the workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for current in descendants(pid)[1:]:
+        try:
+            stat = Path(f"/proc/{current}/stat").read_text()
+        except FileNotFoundError:
+            continue
+        if "redis-server" not in stat.partition("(")[2].partition(")")[0]:
+            fields = stat.rpartition(")")[2].split()
+            found[current] = (int(fields[11]) + int(fields[12])) / tick
+    return found
+
+
+SERVERS: dict[str, tuple[str, ...]] = {"1 worker": (), "2 workers": ("--workers", "2")}
 
 
 def load(urls: list[str], connections: int, duration: int) -> dict[str, float]:
@@ -92,36 +146,60 @@ def main() -> None:
         help="one autocannon process (-c 1) per connection, each on a stream of its own: a kept-alive "
         "connection stays on one worker, so no stream is appended to by two workers",
     )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        metavar="DIR",
+        help="another checkout (e.g. `git archive <commit>` unpacked): its 1 and 2 workers are served "
+        "too, in the same interleaved rounds, each compared with its own 1 worker",
+    )
     args = parser.parse_args()
+    servers = {name: (ROOT, flags) for name, flags in SERVERS.items()}
+    if args.before is not None:
+        servers |= {f"{name}, before": (args.before.resolve(), flags) for name, flags in SERVERS.items()}
     rounds = args.rounds or (1 if args.quick else 3)
     duration = args.duration or (2 if args.quick else 5)
     procs: dict[str, tuple[subprocess.Popen[str], str]] = {}
     results: dict[tuple[str, int], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as scratch:
         try:
-            for name, flags in SERVERS.items():
-                data_dir = Path(scratch) / name.replace(" ", "-")
-                procs[name] = start_server(ROOT, *flags, "--data-dir", str(data_dir))
+            for name, (repo, flags) in servers.items():
+                data_dir = Path(scratch) / name.replace(" ", "-").replace(",", "")
+                procs[name] = start_server(repo, *flags, "--data-dir", str(data_dir))
             for round_ in range(rounds):
                 for connections in args.connections:
-                    for name in SERVERS:
+                    for name in servers:
                         proc, base = procs[name]
                         if args.stream_per_connection:
                             urls = [create(base) for _ in range(connections)]
                         else:
                             urls = [create(base)]
-                        before = cpu_by_kind(proc.pid)
+                        port = redis_port(proc.pid)
+                        before, calls, workers = (
+                            cpu_by_kind(proc.pid),
+                            command_calls(port),
+                            worker_cpu(proc.pid),
+                        )
                         result = load(urls, connections, duration)
-                        after = cpu_by_kind(proc.pid)
+                        after, calls_after = cpu_by_kind(proc.pid), command_calls(port)
+                        workers_after = worker_cpu(proc.pid)
                         appends = result["rps"] * duration
                         result["cpu_us"] = 1e6 * sum(after[k] - before[k] for k in after) / appends
                         result["redis_us"] = 1e6 * (after["redis"] - before["redis"]) / appends
+                        for command in ("evalsha", "hgetall"):
+                            moved = calls_after.get(command, 0) - calls.get(command, 0)
+                            result[command] = moved / appends
+                        spent = [workers_after[w] - workers.get(w, 0.0) for w in workers_after]
+                        total = sum(spent)
+                        result["busiest"] = max(spent) / total if len(spent) > 1 and total > 0 else 1.0
                         if result["bad"]:
                             raise RuntimeError(f"{name}: {result['bad']} failed requests")
                         results.setdefault((name, connections), []).append(result)
                         print(
                             f"round {round_ + 1} c={connections} {name}: {result['rps']:,.0f} req/s, "
-                            f"{result['cpu_us']:.0f} µs CPU per append",
+                            f"{result['cpu_us']:.0f} µs CPU per append, {result['evalsha']:.2f} commits "
+                            f"and {result['hgetall']:.2f} loads per append, "
+                            f"busiest worker {result['busiest']:.2f}",
                             flush=True,
                         )
                         time.sleep(0.5)
@@ -132,23 +210,30 @@ def main() -> None:
     print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {rounds} rounds x {duration} s, medians")
     print(
         "\n| server | c | req/s | p50 / p99 ms | server CPU per append, µs (all processes) "
-        "| of which redis-server | vs 1 worker: req/s, CPU per append |"
+        "| of which redis-server | commits / loads per append | busiest worker's CPU share "
+        "| vs 1 worker: req/s, CPU per append |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for connections in args.connections:
-        single = results[("1 worker", connections)]
-        base_rps = statistics.median(r["rps"] for r in single)
-        base_cpu = statistics.median(r["cpu_us"] for r in single)
-        for name in SERVERS:
+        for name in servers:
+            # Each server against the 1 worker of its own checkout (this one, or --before's).
+            single = results[(name.replace("2 workers", "1 worker"), connections)]
+            base_rps = statistics.median(r["rps"] for r in single)
+            base_cpu = statistics.median(r["cpu_us"] for r in single)
             runs = results[(name, connections)]
             rps = statistics.median(r["rps"] for r in runs)
             cpu = statistics.median(r["cpu_us"] for r in runs)
             p50 = statistics.median(r["p50"] for r in runs)
             p99 = statistics.median(r["p99"] for r in runs)
             redis = statistics.median(r["redis_us"] for r in runs)
+            commits = statistics.median(r["evalsha"] for r in runs)
+            loads = statistics.median(r["hgetall"] for r in runs)
+            busiest = ", ".join(f"{r['busiest']:.2f}" for r in runs)
+            ratios = ", ".join(f"{r['cpu_us'] / s['cpu_us']:.2f}x" for r, s in zip(runs, single, strict=True))
             print(
                 f"| {name} | {connections} | {rps:,.0f} | {p50:.0f} / {p99:.0f} | {cpu:.0f} | {redis:.0f} "
-                f"| {rps / base_rps:.2f}x, {cpu / base_cpu:.2f}x |"
+                f"| {commits:.2f} / {loads:.2f} | {busiest} | {rps / base_rps:.2f}x, {cpu / base_cpu:.2f}x "
+                f"(rounds {ratios}) |"
             )
 
 

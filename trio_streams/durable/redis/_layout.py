@@ -65,6 +65,15 @@ NOTIFY_MAXLEN: Final = 10_000
 #: of that incarnation) or ``{"i": incarnation}`` (that incarnation exists,
 #: not soft-deleted); an integer argument n stands for ARGV[n] (data
 #: payloads, which JSON cannot carry). Returns 1 if applied, 0 if a check failed.
+#:
+#: With ``"a": {"i": incarnation, "k": data key, "n": [units, ...], "t":
+#: total}`` (plain appends, see :func:`~._plan.plain_appends`; no checks
+#: then), the appends are placed at the tail KEYS[1] has *now*, whatever its
+#: version: if it is that incarnation, neither closed nor soft-deleted and
+#: without a deadline, each payload ARGV[j + 1] is XADDed at the running tail
+#: and the hash gets the next version and the new tail; the reply is then the
+#: version and tail they were placed after (0 if the stream is not so, or its
+#: offsets would pass what a double holds exactly). Then ``o`` is applied.
 COMMIT: Final = """
 local spec = cjson.decode(ARGV[1])
 for i, want in ipairs(spec.c) do
@@ -77,6 +86,23 @@ for i, want in ipairs(spec.c) do
     return 0
   end
 end
+local reply = 1
+local a = spec.a
+if a then
+  local have = redis.call('HMGET', KEYS[1], 'v', 'inc', 'del', 'closed', 'dl', 'tail')
+  if have[2] ~= a.i or have[3] == '1' or have[4] == '1' or have[5] or not have[6] then return 0 end
+  local seq = tonumber(string.sub(have[6], 1, 16))
+  local pos = tonumber(string.sub(have[6], 18))
+  if seq + #a.n > 9007199254740991 or pos + a.t > 9007199254740991 then return 0 end
+  for j, units in ipairs(a.n) do
+    seq = seq + 1
+    redis.call('XADD', a.k, string.format('%d-%d', pos, seq), 'd', ARGV[j + 1])
+    pos = pos + units
+  end
+  local version = string.format('%d', tonumber(have[1]) + 1)
+  redis.call('HSET', KEYS[1], 'v', version, 'tail', string.format('%016d_%016d', seq, pos))
+  reply = {have[1], have[6]}
+end
 for _, op in ipairs(spec.o) do
   local args = {}
   for j, a in ipairs(op) do
@@ -84,7 +110,7 @@ for _, op in ipairs(spec.o) do
   end
   redis.call(unpack(args))
 end
-return 1
+return reply
 """
 
 
@@ -151,6 +177,13 @@ class Meta:
     soft_deleted: bool = False
     #: Whose namespace the stream is in (``None``: the shared one); from its key, not its hash.
     owner: str | None = None
+    #: Not from the hash either: True for a view of this instance's plain appends
+    #: placed after changes from elsewhere (:func:`~._plan.rebased`). Its
+    #: version, tail, incarnation, closed and soft-deleted state and what its
+    #: creation fixed are current; its writer state (producers, ``Stream-Seq``,
+    #: closer) and fork count may be behind, so only plain appends are planned on
+    #: it (any other write loads the stream first).
+    partial: bool = False
 
     @property
     def stream_id(self) -> StreamId:

@@ -14,6 +14,17 @@ version the batch was planned on), and are thrown away if it did not.
 A batch that changes nothing (refusals, producer retries, closing a
 closed stream) still commits its check, so that no answer comes from a
 view of the stream that another instance has moved meanwhile.
+
+*Plain appends* (data only: no producer, ``Stream-Seq`` or close) to a
+stream without a deadline depend on nothing of the stream but its
+incarnation, content type, closed and soft-deleted state, and where its tail
+is: :func:`plain_appends` sends them without a version check, and the
+script places them at the tail the stream has when it runs (see
+:data:`~._layout.COMMIT`), so that appends to one stream from several
+instances (``serve --workers``) do not fail each other's checks and pay a
+load and a second commit. Its reply says where they went; if another
+instance wrote since the view they were planned on, :func:`rebased` plans
+them again there -- the same answers the script's placement gives.
 """
 
 from __future__ import annotations
@@ -36,6 +47,10 @@ if TYPE_CHECKING:
     from .._log import Data
     from .._stream import AppendRequest
     from ._layout import Keys, Meta
+
+#: The largest integer a double (Lua's number) holds exactly: the script
+#: places plain appends only below it.
+LUA_EXACT = 2**53 - 1
 
 #: Redis removes a stream's keys this long after its deadline, if no request
 #: expired it first (room for clocks that disagree; requests use the deadline).
@@ -181,3 +196,43 @@ def notify_op(keys: Keys, ident: StreamId, origin: str) -> list[Any]:
 def version_check(meta: Meta) -> dict[str, str]:
     """The :data:`~._layout.COMMIT` check: ``meta``'s stream is still at its version."""
     return {"v": meta.version, "i": str(meta.incarnation)}
+
+
+def is_plain(request: AppendRequest) -> bool:
+    """True for an append of data only (no producer, ``Stream-Seq`` or close):
+    its decision does not depend on the stream's writer state."""
+    return (
+        bool(request.body) and request.producer is None and request.stream_seq is None and not request.close
+    )
+
+
+def plain_appends(
+    keys: Keys, meta: Meta, requests: Sequence[AppendRequest], plan: BatchPlan
+) -> dict[str, Any] | None:
+    """The ``a`` part of a :data:`~._layout.COMMIT` spec that places ``plan``'s
+    appends wherever the stream's tail is when the script runs; ``None`` if
+    the batch is not only plain appends with data to a stream (as ``meta``
+    says) open, not soft-deleted and without a deadline."""
+    if not plan.changed or meta.closed or meta.soft_deleted:
+        return None
+    if meta.deadline is not None or meta.ttl is not None or meta.expires_at is not None:
+        return None
+    if not all(map(is_plain, requests)):
+        return None
+    units = [len(data) for _start, _seq, data in plan.entries]
+    total = sum(units)
+    if meta.tail.seq + len(units) > LUA_EXACT or meta.tail.position + total > LUA_EXACT:
+        return None
+    return {"i": str(meta.incarnation), "k": keys.data(meta.stream_id), "n": units, "t": total}
+
+
+def rebased(
+    keys: Keys, meta: Meta, requests: Sequence[AppendRequest], version: str, tail: Offset, now: float
+) -> BatchPlan:
+    """The plan of the plain appends ``requests`` as the script placed them:
+    after ``version`` and ``tail`` (its reply), where another instance's writes
+    had moved the stream since ``meta``. The same decisions as on ``meta``
+    (a plain append's depends on nothing those writes can change without
+    failing the script's checks); the view it leaves is partial
+    (:attr:`~._layout.Meta.partial`: their writer state is not known here)."""
+    return plan_batch(keys, replace(meta, version=version, tail=tail, partial=True), requests, now)

@@ -45,7 +45,6 @@ writer turns, live reads and errors (a Redis that cannot be reached is a
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import replace
@@ -56,10 +55,11 @@ from .._create import confirm_existing, plan_create
 from .._errors import DurableStreamError, bad_request, conflict, gone, not_found
 from .._offsets import START, Offset
 from ._batch import GroupCommit
-from ._connection import RedisSource, StoreConnection
+from ._commits import Commits
+from ._connection import RedisSource
 from ._layout import Meta, config_text, encode_data, entry_id, meta_fields
 from ._listing import list_tails
-from ._plan import lifetime, notify_op, plan_batch, version_check
+from ._plan import is_plain, plain_appends, plan_batch, rebased, version_check
 from ._views import LocalViews
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ logger = logging.getLogger("trio_streams.durable.redis")
 MAX_ATTEMPTS = 100
 
 
-class RedisDurableStore(StoreConnection):
+class RedisDurableStore(Commits):
     """Durable Streams in Redis (see the module docstring and docs/durable.md).
 
     Use ``async with store.connect(url, prefix=...):`` (or let
@@ -311,25 +311,42 @@ class RedisDurableStore(StoreConnection):
         """Decide and commit ``batch`` (appends to ``ident``), answering each.
 
         Planned on the store's last view of the stream if it has one (and it
-        has not passed its deadline), else on a fresh load; a failed check
-        (another instance wrote) loads and plans again.
+        has not passed its deadline, and is complete unless the batch is only
+        plain appends), else on a fresh load; a failed check (another instance
+        wrote) loads and plans again. Plain appends are placed where the tail
+        is then, with no version to fail (see :mod:`._plan`).
         """
         requests = [item.request for item in batch]
         for _ in range(MAX_ATTEMPTS):
             meta = self._local.view(ident)
-            if meta is None or (meta.deadline is not None and self._wall_clock() >= meta.deadline):
+            if (
+                meta is None
+                or (meta.deadline is not None and self._wall_clock() >= meta.deadline)
+                or (meta.partial and not all(map(is_plain, requests)))
+            ):
                 try:
                     meta = await self._head(ident)
                 except DurableStreamError as exc:
                     for item in batch:
                         item.answer(exc)
                     return
-            plan = plan_batch(self._keys, meta, requests, self._wall_clock())
+            now = self._wall_clock()
+            plan = plan_batch(self._keys, meta, requests, now)
             notify = ident if plan.changed else None
             # Taken before the commit: a change from elsewhere landing after it is counted
             # when its notification comes, however soon that is.
             since = self._notifications.elsewhere
-            if await self._commit([version_check(meta)], [ident], plan.ops, plan.payloads, notify=notify):
+            plain = plain_appends(self._keys, meta, requests, plan)
+            if plain is None:
+                done = await self._commit(
+                    [version_check(meta)], [ident], plan.ops, plan.payloads, notify=notify
+                )
+            else:
+                placed = await self._commit_plain(ident, plain, plan.payloads, notify)
+                if placed is not None and placed[0] != meta.version:
+                    plan = rebased(self._keys, meta, requests, placed[0], placed[1], now)
+                done = placed is not None
+            if done:
                 self._local.remember(plan.after, plan.entries, sum(map(len, plan.payloads)), since=since)
                 for item, answer in zip(batch, plan.answers, strict=True):
                     item.answer(answer)
@@ -414,37 +431,6 @@ class RedisDurableStore(StoreConnection):
     def _attach(self, nursery: trio.Nursery | None) -> None:
         self.group_commit.attach(nursery)
         self._local.clear()  # another connection, maybe another Redis: views start afresh
-
-    # -- commits ------------------------------------------------------------------------------------
-
-    def _lifetime(self, meta: Meta) -> list[list[Any]]:
-        return lifetime(self._keys, meta)
-
-    async def _commit(
-        self,
-        checks: list[Any],
-        streams: list[StreamId],
-        ops: list[list[Any]],
-        payloads: tuple[bytes, ...] | list[bytes] = (),
-        *,
-        notify: StreamId | None = None,
-    ) -> bool:
-        """Apply ``ops`` if every check holds on its stream in ``streams`` (all of
-        one slot; see :data:`~._layout.COMMIT` for the checks), then
-        notify readers that ``notify`` changed (in the same script on a single
-        Redis; after it on a Cluster, where the notify key is on another slot)."""
-        keys = [self._keys.meta(ident) for ident in streams]
-        inline = notify is not None and not self.cluster
-        if inline:
-            assert notify is not None
-            ops = [*ops, notify_op(self._keys, notify, self._notifications.origin)]
-        spec = json.dumps({"c": checks, "o": ops})
-        done = bool(int(await self._commit_script()(keys=keys, args=[spec, *payloads])))
-        if done and notify is not None:
-            self._notifications.wake(notify)  # this instance's readers need not wait for the notify stream
-            if not inline:
-                await self._announce(notify)
-        return done
 
 
 #: KEYS[1] keeps ARGV[1] unless it holds a value; returns the value it holds.

@@ -99,6 +99,10 @@ class RedisKeys:
     def control(self) -> str:
         return f"{self.prefix}control"
 
+    def tails(self, instance: str) -> str:
+        """The wake stream of ``instance``'s shared read of followed runs (``_tails.py``)."""
+        return f"{self.prefix}tails:{{{encode_part(instance)}}}"
+
     @property
     def layout(self) -> str:
         return f"{self.prefix}layout"

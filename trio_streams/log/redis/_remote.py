@@ -4,9 +4,10 @@ elsewhere, cancelling them, and declaring owners dead.
 Theory of operation
 -------------------
 - Follow: a tail reader catches up with XRANGE, then waits with ``XREAD
-  BLOCK`` on the run's stream (one blocking connection per followed run per
-  instance); the hub fans what it reads out to local subscribers. When a
-  block times out it looks at the run: a live run whose lease is gone is
+  BLOCK`` on the run's stream -- on a single Redis in the one read all of
+  this instance's live tails share (:mod:`._tails`), on a Cluster one per
+  followed run; the hub fans what it reads out to local subscribers. When a
+  block times out (the run was idle that long) it looks at the run: a live run whose lease is gone is
   claimed ``dead`` (Lua, atomic: exactly one instance wins), which appends
   the ``dead`` event the reader then reads like any other.
 - Cancel: a durable intent (``cancel`` field of the meta hash) plus a
@@ -40,6 +41,7 @@ from coredis.tokens import PureToken
 from .._events import encode_json
 from ._codec import decode_entries, resume_start
 from ._scripts import CLAIM_DEAD
+from ._tails import Tail, TailMux
 from ._writer import CLAIM_GRACE
 
 if TYPE_CHECKING:
@@ -89,6 +91,8 @@ class RemoteRuns:
         # run id -> trio time its lease was first seen missing
         self._missing_since: dict[str, float] = {}
         self.claimed_dead = 0
+        #: The shared read of live tails (a single Redis; ``None``: one XREAD per run).
+        self.tails: TailMux | None = None
 
     def set_cancel_handler(self, handler: Callable[[str, str], None]) -> None:
         self._cancel_handler = handler
@@ -120,6 +124,9 @@ class RemoteRuns:
                     if not entries:
                         last_id = f"{seq}-{seq}"
                         continue
+                elif self.tails is not None and self.tails.accepts(key):
+                    # Caught up: the live tail is read with every other run's (one XREAD).
+                    return await self._follow_shared(self.tails, Tail(key, last_id, seq, deliver), run_id)
                 else:
                     reply = await self._client().xread({key: last_id}, count=64, block=_ms(self._block))
                     entries = reply[key] if reply else ()
@@ -140,6 +147,35 @@ class RemoteRuns:
                 continue
             if last_id is not None and await self._check_ended(run_id, seq):
                 return False
+
+    async def _follow_shared(self, tails: TailMux, tail: Tail, run_id: str) -> bool:
+        """:meth:`follow` from ``tail`` on, read by ``tails`` with the other runs."""
+        with tails.register(tail):
+            await self._wake(tails, run_id)
+            while True:
+                with trio.move_on_after(self._block) as idle:
+                    await tail.activity.wait()
+                tail.activity = trio.Event()  # no checkpoint since the wait: nothing set is lost
+                if tail.error is not None:
+                    raise tail.error
+                if tail.ended:
+                    return True
+                if idle.cancelled_caught:
+                    # Paused while it looks: a dead event it appends (claiming the run) is
+                    # delivered after the run left the indexes, as on its own XREAD.
+                    tail.paused = True
+                    try:
+                        if await self._check_ended(run_id, tail.seq):
+                            return False
+                    finally:
+                        tail.paused = False
+                    await self._wake(tails, run_id)
+
+    async def _wake(self, tails: TailMux, run_id: str) -> None:
+        try:
+            await tails.wake()
+        except Exception as exc:  # the read picks it up anyway, within one block
+            logger.warning("following run %s: %s (waking the shared read)", run_id, exc)
 
     async def _check_ended(self, run_id: str, seq: int) -> bool:
         """After an idle block: claim the run if its owner is gone; True if it

@@ -37,6 +37,7 @@ from ._reader import get_run, list_runs, read_events
 from ._remote import RemoteRuns
 from ._scripts import RENEW_LEASE
 from ._server import open_embedded_redis as open_embedded_redis
+from ._tails import TailMux
 from ._writer import RedisWriter, Ttls
 
 if TYPE_CHECKING:
@@ -225,6 +226,7 @@ class RedisStore(SharedStore):
             backoff_max=backoff_max,
             health=connection.health,
         )
+        self._follow_block = follow_block
         self._remote = RemoteRuns(
             self._require_client, self.keys, self.ttls, instance=self.instance_id, block_seconds=follow_block
         )
@@ -302,9 +304,18 @@ class RedisStore(SharedStore):
                         await nursery.start(self._remote.watch_control)
                         nursery.start_soon(self._maintain)
                         nursery.start_soon(self._remote.reap)
+                        if not self.cluster:  # a Cluster's streams cannot share one read
+                            tails = TailMux(
+                                self._require_client,
+                                self.keys.tails(self.instance_id),
+                                block_seconds=self._follow_block,
+                            )
+                            await nursery.start(tails.run)
+                            self._remote.tails = tails
                         logger.info("redis store %s ready (instance %s)", self, self.instance_id)
                         task_status.started()
         finally:
+            self._remote.tails = None
             self._open = False
             self._stopped.set()
 
