@@ -1,6 +1,6 @@
 """How ``trio-streams serve`` runs Hypercorn: the listening socket, bound before the
-app starts, and two ASGI shims (Hypercorn's idle timers kept; the moment every
-connection has closed noticed).
+app starts, and ASGI shims (Hypercorn's idle timers kept; a complete response
+written at once; the moment every connection has closed noticed).
 
 Shutdown, in order (``_serve.serve`` drives it):
 
@@ -27,6 +27,8 @@ import hypercorn.config
 import trio
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.trio.run import worker_serve
+
+from ._one_write import OneWriteResponses, install
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -165,12 +167,15 @@ async def serve_hypercorn(
 
     ``hypercorn.trio.serve`` without its own binding (it binds only after the
     app has started): Hypercorn's trio worker, given the sockets.
-    ``task_status.started`` gets the URLs served; ``connections_closed`` is
-    set once every connection has ended, before the app's own shutdown.
+    A complete HTTP/1.x response is written in one socket write
+    (:mod:`trio_streams.cli._one_write`). ``task_status.started`` gets the
+    URLs served; ``connections_closed`` is set once every connection has
+    ended, before the app's own shutdown.
 
     Cancellation: cancels every connection and the app at once.
     """
-    app = KeepIdleTimers(app)
+    install()
+    app = OneWriteResponses(KeepIdleTimers(app))
     if connections_closed is not None:
         app = NoticeShutdown(app, connections_closed)
     await worker_serve(
