@@ -23,7 +23,7 @@ from trio_streams.cli._hypercorn import listen, serve_hypercorn
 from trio_streams.cli._one_write import CorkingTCPServer, OneWriteResponses
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterator
 
 BODY = b"x" * 100
 
@@ -85,6 +85,7 @@ async def server(nursery: trio.Nursery) -> AsyncIterator[tuple[str, int]]:
     config = hypercorn.config.Config()
     config.accesslog = None
     config.errorlog = None
+    config.keep_alive_timeout = 1000  # (no test here waits for it)
     sockets = listen("127.0.0.1", 0, backlog=10)
     stop = trio.Event()
     (url,) = await nursery.start(
@@ -169,6 +170,33 @@ async def test_a_response_of_unknown_length_sends_its_headers_at_once(
         assert isinstance(await client.next_event(), h11.EndOfMessage)
     assert writes.data[0].startswith(b"HTTP/1.1 200")
     assert writes.data[0].endswith(b"\r\n\r\n")
+
+
+def connection_tasks() -> int:
+    """The server's connection tasks alive now (trio's ``serve_listeners`` handlers)."""
+
+    def walk(task: trio.lowlevel.Task) -> Iterator[trio.lowlevel.Task]:
+        yield task
+        for nursery in task.child_nurseries:
+            for child in nursery.child_tasks:
+                yield from walk(child)
+
+    return sum(task.name.endswith("_run_handler") for task in walk(trio.lowlevel.current_root_task()))
+
+
+async def test_a_connection_the_client_closed_ends_without_waiting_for_its_idle_timeout(
+    server: tuple[str, int],
+):
+    with trio.fail_after(20):
+        sock = trio.socket.socket()
+        with sock:
+            await sock.connect(server)
+            client = Client(sock, server[0])
+            await client.request("GET", "/complete")
+            assert await client.response() == (200, BODY)
+            assert connection_tasks() == 1
+        while connection_tasks():  # noqa: ASYNC110  (no event marks a task ending; Hypercorn's own timer kept it 1000 s)
+            await trio.sleep(0.01)
 
 
 def test_hypercorn_builds_its_connections_from_the_corking_server_once_installed():

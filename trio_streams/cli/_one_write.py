@@ -45,6 +45,8 @@ import hypercorn.trio.run
 from hypercorn.events import Event, RawData
 from hypercorn.trio.tcp_server import TCPServer
 
+from ._idle_timer import IdleTimer
+
 if TYPE_CHECKING:
     from hypercorn.typing import (
         ASGIFramework,
@@ -71,6 +73,10 @@ class CorkingTCPServer(TCPServer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Hypercorn's arguments, passed on."""
         super().__init__(*args, **kwargs)
+        # Hypercorn's idle timer, without a task started and stopped per request.
+        self.idle_task = IdleTimer(  # type: ignore[assignment]  # (its SingleTask interface)
+            self.config.keep_alive_timeout, self.context.terminated, self._initiate_server_close
+        )
         #: Held bytes while corked; ``None``: not corked.
         self._held: list[bytes] | None = None
         self._flush_next = False
@@ -79,6 +85,14 @@ class CorkingTCPServer(TCPServer):
         """Hypercorn's connection, visible to its request tasks (:data:`_CONNECTION`)."""
         _CONNECTION.set(self)
         await super().run()
+
+    async def _read_data(self) -> None:
+        """Hypercorn's reading; once it ends (the connection is over), so does the idle timer."""
+        try:
+            await super()._read_data()
+        finally:
+            idle_timer: IdleTimer = self.idle_task  # type: ignore[assignment]
+            idle_timer.end()
 
     def cork(self) -> None:
         """Hold every write from now on (no I/O)."""
