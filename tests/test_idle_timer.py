@@ -15,7 +15,7 @@ import trio
 from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.worker_context import EventWrapper
 
-from trio_streams.cli._idle_timer import IdleTimer
+from trio_streams.cli._idle_timer import BUSY_CHECK, IdleTimer
 
 if TYPE_CHECKING:
     from trio.testing import MockClock
@@ -55,6 +55,30 @@ async def test_a_request_in_progress_is_never_timed_out(autojump_clock: MockCloc
         assert connection.closed_at == []
         await connection.timer.restart(group, None)  # t=101: idle again
     assert connection.closed_at == [101 + TIMEOUT]
+
+
+async def test_a_long_request_holds_no_task_and_the_next_idle_spell_gets_one(autojump_clock: MockClock):
+    connection = Connection()
+    async with TaskGroup() as group:
+        await connection.timer.restart(group, None)
+        await connection.timer.stop()  # t=0: a stream starts
+        await trio.sleep(BUSY_CHECK + 1)
+        assert timer_tasks() == 0  # (its task ended at BUSY_CHECK)
+        await connection.timer.restart(group, None)  # t=BUSY_CHECK+1: idle again
+        await trio.lowlevel.checkpoint()
+        assert timer_tasks() == 1
+    assert connection.closed_at == [BUSY_CHECK + 1 + TIMEOUT]
+
+
+def timer_tasks() -> int:
+    """Tasks running the timer, under the test's task."""
+    task = trio.lowlevel.current_task()
+    return sum(
+        child.name.endswith("IdleTimer._watch")
+        for nursery in task.child_nurseries
+        for sub in nursery.child_tasks
+        for child in [sub, *(grand for n in sub.child_nurseries for grand in n.child_tasks)]
+    )
 
 
 async def test_the_server_stopping_closes_an_idle_connection_at_once(autojump_clock: MockClock):

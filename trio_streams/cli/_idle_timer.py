@@ -7,8 +7,10 @@ and every response's end starts a new one (a lock, ``nursery.start`` and its
 scheduling rounds) -- ~8 % of the server's samples for an append (py-spy,
 benchmarks/RESULTS.md). :class:`IdleTimer` keeps the same promises with one
 task for the connection's life and a cancel scope whose deadline each
-request moves. :class:`~._one_write.CorkingTCPServer` uses it in place of
-Hypercorn's (it has the ``SingleTask`` interface Hypercorn calls).
+request moves (a request lasting over :data:`BUSY_CHECK` ends the task, so
+that an event stream's connection does not hold one).
+:class:`~._one_write.CorkingTCPServer` uses it in place of Hypercorn's (it
+has the ``SingleTask`` interface Hypercorn calls).
 
 The promises (Hypercorn's ``TCPServer._idle_timeout``):
 
@@ -30,6 +32,11 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from hypercorn.typing import Event, TaskGroup
+
+#: Seconds a request may last before the timer's task ends until the
+#: connection is idle again (short requests keep the one task; a stream
+#: does not hold a task for its length).
+BUSY_CHECK = 1.0
 
 
 class IdleTimer:
@@ -66,9 +73,14 @@ class IdleTimer:
             task_group.spawn(self._watch)
 
     async def stop(self) -> None:
-        """A request is in progress: no timeout until it ends (Hypercorn's ``SingleTask.stop``)."""
+        """A request is in progress: no timeout until it ends (Hypercorn's ``SingleTask.stop``).
+
+        Still busy :data:`BUSY_CHECK` later (an event stream, a long-poll), the
+        task ends, holding nothing for the request's length; the next
+        ``restart`` starts another.
+        """
         self._busy = True
-        self._move(math.inf)
+        self._move(trio.current_time() + BUSY_CHECK)
 
     def end(self) -> None:
         """The connection is over (its reading ended): the task returns without closing anything."""
@@ -97,11 +109,17 @@ class IdleTimer:
             self._scope = None
             if self._over():
                 return
-            if scope.cancelled_caught or not self._busy:
+            if self._busy:
+                if scope.cancelled_caught:  # busy for long: no task while it lasts
+                    self._started = False
+                    return
+                continue  # the server stopped: close once the request ends
+            if terminated.is_set() or trio.current_time() >= self._deadline:
                 # Idle past the deadline, or idle when the server stopped.
                 with trio.CancelScope(shield=True):
                     await self._close()
                 return
+            # (Woken by a deadline that a restart has moved since: wait for the new one.)
 
     def _over(self) -> bool:
         return self._ended
