@@ -56,8 +56,9 @@ def rss_bytes(pid: int) -> int:
 class Server:
     """``python -m benchmarks.bench_idle_sse --serve`` (this file's server mode) in a process of its own."""
 
-    def __init__(self, *, trace: bool) -> None:
-        command = [sys.executable, "-m", "benchmarks.bench_idle_sse", "--serve"]
+    def __init__(self, *, trace: bool, repo: Path = ROOT) -> None:
+        # (This file by path, importing ``repo``'s trio_streams.)
+        command = [sys.executable, str(Path(__file__).resolve()), "--serve"]
         if trace:
             command.append("--trace")
         self.proc = subprocess.Popen(
@@ -65,8 +66,8 @@ class Server:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=repo,
+            env={**os.environ, "PYTHONPATH": str(repo)},
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -139,9 +140,9 @@ def open_idle(address: tuple[str, int], path: str, kind: str) -> socket.socket:
             return sock
 
 
-def measure(kind: str, counts: list[int]) -> list[tuple[int, int]]:
-    """(connections, server RSS) after each step, on a fresh server."""
-    server = Server(trace=False)
+def measure(kind: str, counts: list[int], repo: Path) -> list[tuple[int, int]]:
+    """(connections, server RSS) after each step, on a fresh server of ``repo``."""
+    server = Server(trace=False, repo=repo)
     held: list[socket.socket] = []
     try:
         paths = targets(server, kind)
@@ -245,6 +246,9 @@ def main() -> None:
     parser.add_argument("--counts", default="500,1000,2000,4000", help="cumulative connection counts")
     parser.add_argument("--rounds", type=int, default=3, help="fresh servers per kind")
     parser.add_argument("--breakdown", type=int, default=1000, help="connections under tracemalloc (0: none)")
+    parser.add_argument(
+        "--before", type=Path, help="another checkout (e.g. main), measured in the same rounds"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -253,22 +257,23 @@ def main() -> None:
         return
     counts = [int(x) for x in args.counts.split(",")]
     kinds = ["durable", "runs"] if args.kind == "both" else [args.kind]
+    repos = {"": ROOT, **({} if args.before is None else {" (before)": args.before})}
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {os.getloadavg()[0]:.1f}")
     slopes: dict[str, list[float]] = {}
     for round_ in range(args.rounds):
-        for kind in kinds:  # interleaved: each round measures every kind once
-            points = measure(kind, counts)
-            slopes.setdefault(kind, []).append(slope(points))
-            steps = ", ".join(f"{n}: {rss / 2**20:.1f} MiB" for n, rss in points)
-            print(
-                f"round {round_ + 1} {kind}: {slopes[kind][-1] / 1024:.1f} KiB/connection ({steps})",
-                flush=True,
-            )
+        for kind in kinds:  # interleaved: each round measures every kind (and checkout) once
+            for label, repo in repos.items():
+                points = measure(kind, counts, repo)
+                row = kind + label
+                slopes.setdefault(row, []).append(slope(points))
+                steps = ", ".join(f"{n}: {rss / 2**20:.1f} MiB" for n, rss in points)
+                figure = f"{slopes[row][-1] / 1024:.1f} KiB/connection"
+                print(f"round {round_ + 1} {row}: {figure} ({steps})", flush=True)
     print("\n| kind | KiB per idle connection (slope), median | rounds |")
     print("|---|---|---|")
-    for kind in kinds:
-        per_round = ", ".join(f"{s / 1024:.1f}" for s in slopes[kind])
-        print(f"| {kind} | {statistics.median(slopes[kind]) / 1024:.1f} | {per_round} |")
+    for row, values in slopes.items():
+        per_round = ", ".join(f"{s / 1024:.1f}" for s in values)
+        print(f"| {row} | {statistics.median(values) / 1024:.1f} | {per_round} |")
     if args.breakdown:
         for kind in kinds:
             by_file = breakdown(kind, args.breakdown)

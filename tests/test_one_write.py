@@ -223,5 +223,5 @@ async def test_without_a_corking_connection_messages_pass_through_in_order():
         assert len(sent) == 1, "sent at once: nothing to cork"
         await send({"type": "http.response.body", "body": b"x", "more_body": False})
 
-    await OneWriteResponses(inner)({"type": "http", "http_version": "1.1"}, receive, send)
+    await OneWriteResponses(inner, 1.0)({"type": "http", "http_version": "1.1"}, receive, send)
     assert [message["type"] for message in sent] == ["http.response.start", "http.response.body"]

@@ -42,18 +42,22 @@ import contextvars
 from typing import TYPE_CHECKING, Any
 
 import hypercorn.trio.run
+import trio
 from hypercorn.events import Event, RawData
 from hypercorn.trio.tcp_server import TCPServer
 
 from ._idle_timer import IdleTimer
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from hypercorn.typing import (
         ASGIFramework,
         ASGIReceiveCallable,
         ASGISendCallable,
         ASGISendEvent,
         HTTPResponseStartEvent,
+        HTTPScope,
         Scope,
     )
 
@@ -147,7 +151,7 @@ def install() -> None:
         worker["TCPServer"] = CorkingTCPServer
 
 
-def _known_length(scope: Scope, start: HTTPResponseStartEvent) -> bool:
+def _known_length(scope: HTTPScope, start: HTTPResponseStartEvent) -> bool:
     """Whether a response's body length is known from its start (so its body follows at once)."""
     if start.get("trailers", False):
         return False
@@ -157,57 +161,102 @@ def _known_length(scope: Scope, start: HTTPResponseStartEvent) -> bool:
 
 
 class OneWriteResponses:
-    """ASGI middleware: a complete HTTP/1.x response is one socket write (see the module).
+    """ASGI middleware for ``serve``'s Hypercorn: an HTTP response's last message is sent
+    shielded, and a complete HTTP/1.x response is one socket write (see the module).
 
-    The response start of a body of known length is held until the app's
-    next message; the app's ``send`` of the start then returns at once.
+    The shield: Hypercorn arms a kept-alive connection's idle timer (which
+    closes it after ``keep_alive_timeout``, and at once when the server shuts
+    down) from inside the app's last ``send``, after telling the app the
+    request is over. Quart-Trio cancels its request task on that news, which
+    lands inside the same ``send``: the timer was never armed, so an idle
+    kept-alive connection stayed open forever, and at shutdown until
+    Hypercorn's ``graceful_timeout`` ran out. The shield has a deadline
+    (``grace``); what it covers is Hypercorn's bookkeeping (the socket write
+    it shields itself).
+
+    The one write: the response start of a body of known length is held
+    until the app's next message; the app's ``send`` of the start then
+    returns at once.
+
+    Args:
+        app: the ASGI application to wrap.
+        grace: seconds the shielded last message may take.
     """
 
-    def __init__(self, app: ASGIFramework) -> None:
-        """Args: app: the ASGI application to wrap."""
+    def __init__(self, app: ASGIFramework, grace: float) -> None:
         self.app = app
+        self.grace = grace
 
-    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        """Call the app, its response start held and written with the body (HTTP/1.x on a corking server)."""
+    def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> Awaitable[None]:
+        """Call the app: other scopes untouched (no frame of this shim's while they last)."""
+        if scope["type"] != "http":
+            return self.app(scope, receive, send)
+        return self._http(scope, receive, send)
+
+    async def _http(self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         connection = _CONNECTION.get()
-        if connection is None or scope["type"] != "http" or scope["http_version"] not in ("1.1", "1.0"):
-            await self.app(scope, receive, send)
+        if scope.get("http_version") not in ("1.1", "1.0"):
+            connection = None  # (HTTP/2: Hypercorn's h2 protocol batches its own writes)
+        response = _Response(scope, send, connection, self.grace)
+        await self.app(scope, receive, response.send)
+        if response.pending is not None:  # a start with no body message after it: as Hypercorn would
+            await send(response.pending)
+
+
+class _Response:
+    """One HTTP response through :class:`OneWriteResponses` (slots: held while an event stream lasts)."""
+
+    __slots__ = ("connection", "grace", "pending", "scope", "send_on")
+
+    def __init__(
+        self, scope: HTTPScope, send: ASGISendCallable, connection: CorkingTCPServer | None, grace: float
+    ) -> None:
+        self.scope = scope
+        self.send_on = send
+        self.connection = connection
+        self.grace = grace
+        #: A response start held for its body (one of known length, on a corking connection).
+        self.pending: HTTPResponseStartEvent | None = None
+
+    async def send(self, message: ASGISendEvent) -> None:
+        """The app's ``send``: the last message shielded, a complete response written at once."""
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            with trio.move_on_after(self.grace, shield=True):
+                await self._send(message)
+        else:
+            await self._send(message)
+
+    async def _send(self, message: ASGISendEvent) -> None:
+        send, connection, start = self.send_on, self.connection, self.pending
+        if connection is None:
+            await send(message)
             return
-        pending: HTTPResponseStartEvent | None = None
-
-        async def send_coalesced(message: ASGISendEvent) -> None:
-            nonlocal pending
-            start = pending
-            if start is None:
-                if message["type"] == "http.response.start" and _known_length(scope, message):
-                    pending = message
-                else:
-                    await send(message)
-                return
-            pending = None
-            if message["type"] != "http.response.body":
-                await send(start)
+        if start is None:
+            if message["type"] == "http.response.start" and _known_length(self.scope, message):
+                self.pending = message
+            else:
                 await send(message)
-                return
-            connection.cork()
-            try:
-                await send(start)
-                if message.get("more_body", False):
-                    await send(message)
-                else:
-                    # The body as a part, then the end of message: the write
-                    # goes with the end of message, the earliest moment the
-                    # whole response is known -- and before what Hypercorn
-                    # does once the response has ended.
-                    body = message.get("body", b"")
-                    await send({"type": "http.response.body", "body": body, "more_body": True})
-                    connection.flush_with_next()
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
-            except BaseException:
-                connection.discard()
-                raise
-            await connection.uncork()
-
-        await self.app(scope, receive, send_coalesced)
-        if pending is not None:  # a start with no body message after it: as Hypercorn would
-            await send(pending)
+            return
+        self.pending = None
+        if message["type"] != "http.response.body":
+            await send(start)
+            await send(message)
+            return
+        connection.cork()
+        try:
+            await send(start)
+            if message.get("more_body", False):
+                await send(message)
+            else:
+                # The body as a part, then the end of message: the write goes
+                # with the end of message, the earliest moment the whole
+                # response is known -- and before what Hypercorn does once the
+                # response has ended.
+                body = message.get("body", b"")
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+                connection.flush_with_next()
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except BaseException:
+            connection.discard()
+            raise
+        await connection.uncork()
