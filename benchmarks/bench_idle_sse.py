@@ -183,7 +183,7 @@ def breakdown(kind: str, count: int) -> dict[str, float]:
         for _ in range(count):
             held.append(open_idle(server.address, paths[len(held) % len(paths)], kind))
         time.sleep(2)
-        by_file: dict[str, int] = server.command("diff")
+        by_file: dict[str, int] = server.command(os.environ.get("BENCH_IDLE_SSE_BY", "diff"))
         return {name: size / count for name, size in by_file.items()}
     finally:
         for sock in held:
@@ -213,12 +213,14 @@ def _serve(trace: bool) -> None:
             gc.collect()
             snapshots.append(tracemalloc.take_snapshot())
             return "ok"
-        if command == "diff":
+        if command in ("diff", "lines"):
             gc.collect()
             after = tracemalloc.take_snapshot()
             sizes: Counter[str] = Counter()
-            for stat in after.compare_to(snapshots[-1], "filename"):
-                name = stat.traceback[0].filename
+            by = "filename" if command == "diff" else "lineno"
+            for stat in after.compare_to(snapshots[-1], by):
+                frame = stat.traceback[0]
+                name = frame.filename if by == "filename" else f"{frame.filename}:{frame.lineno}"
                 for marker in ("site-packages/", "trio_streams/", "lib/python3"):
                     if marker in name:
                         name = name[name.index(marker) :].removeprefix("site-packages/")

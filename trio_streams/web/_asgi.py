@@ -23,6 +23,7 @@ body has arrived is carried out even if its client has gone.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import TYPE_CHECKING
@@ -115,6 +116,7 @@ class Exchange:
         "_request_over",
         "_response_timeout",
         "_too_large",
+        "_watched",
         "declared",
         "disconnected",
         "receive",
@@ -140,7 +142,10 @@ class Exchange:
         self._too_large = False
         self._body_over = False  # the body is over, as readers see it
         self._request_over = False  # the client sent all of it (or left)
-        #: Set (and replaced) on every message while a watcher task receives them.
+        #: A watcher task receives the messages (``run(watch=True)``).
+        self._watched = False
+        #: Set (and dropped) on the next message the watcher receives; made only
+        #: while someone waits for one (an event stream holds none).
         self._progress: trio.Event | None = None
         #: The request's declared ``Content-Length`` (``None``: chunked or absent).
         self.declared: int | None = None
@@ -175,9 +180,10 @@ class Exchange:
         receive = self.receive
         while not self.disconnected:
             self._on_message(await receive())
-            progress, self._progress = self._progress, trio.Event()
-            assert progress is not None
-            progress.set()
+            progress = self._progress
+            if progress is not None:
+                self._progress = None
+                progress.set()
         scope.cancel(reason="client disconnected")
 
     async def _receive_until_over(self, *, request: bool) -> bool:
@@ -193,9 +199,11 @@ class Exchange:
             return True
         with trio.move_on_after(self._body_timeout):
             while not over():
-                if self._progress is None:
+                if not self._watched:
                     self._on_message(await self.receive())
                 else:
+                    if self._progress is None:
+                        self._progress = trio.Event()
                     await self._progress.wait()
             return True
         return False
@@ -241,7 +249,7 @@ class Exchange:
             return
         try:
             async with trio.open_nursery() as nursery:
-                self._progress = trio.Event()
+                self._watched = True
                 nursery.start_soon(self._watch, nursery.cancel_scope)
                 await self._answer(respond)
                 nursery.cancel_scope.cancel(reason="response sent")
@@ -296,8 +304,16 @@ class Exchange:
 
 
 def _encode(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
-    # As Quart encodes them: lower-case names, UTF-8 values.
-    return [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+    return [_encoded(name, value) for name, value in headers.items()]
+
+
+@functools.lru_cache(maxsize=256)
+def _encoded(name: str, value: str) -> tuple[bytes, bytes]:
+    # As Quart encodes them: lower-case names, UTF-8 values. Cached: most
+    # pairs are the same on every response (the browser headers, an event
+    # stream's), and Hypercorn keeps a response's headers while it lasts: one
+    # copy for every event stream, not one each (~1.3 KB per connection).
+    return (name.lower().encode(), value.encode())
 
 
 if TYPE_CHECKING:
