@@ -11,6 +11,7 @@ write counts change and they fail.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import h11
@@ -21,9 +22,12 @@ import trio
 
 from trio_streams.cli._hypercorn import listen, serve_hypercorn
 from trio_streams.cli._one_write import CorkingTCPServer, OneWriteResponses
+from trio_streams.web._asgi import CONNECTION_OVER
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
+
+    from trio_streams.protocol import Response
 
 BODY = b"x" * 100
 
@@ -69,6 +73,13 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         await GO.wait()
         await send({"type": "http.response.body", "body": b"part", "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+    elif path == "/over":  # waits until the server says the connection is over
+        over = trio.Event()
+        scope["extensions"][CONNECTION_OVER]["when_over"](over.set)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"waiting", "more_body": True})
+        await over.wait()
+        OVER.set()
     elif path == "/go":
         GO.set()
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
@@ -76,12 +87,13 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
 
 
 GO = trio.Event()
+OVER = trio.Event()
 
 
 @pytest.fixture
 async def server(nursery: trio.Nursery) -> AsyncIterator[tuple[str, int]]:
-    global GO
-    GO = trio.Event()
+    global GO, OVER
+    GO, OVER = trio.Event(), trio.Event()
     config = hypercorn.config.Config()
     config.accesslog = None
     config.errorlog = None
@@ -107,7 +119,7 @@ class Client:
         self.h11 = h11.Connection(h11.CLIENT)
 
     async def request(self, method: str, path: str) -> None:
-        request = h11.Request(method=method, target=path, headers=[("host", self.host)])
+        request = h11.Request(method=method, target=path, headers=[(b"host", self.host)])
         await self.sock.send(self.h11.send(request) + self.h11.send(h11.EndOfMessage()))
 
     async def next_event(self) -> Any:
@@ -181,7 +193,9 @@ def connection_tasks() -> int:
             for child in nursery.child_tasks:
                 yield from walk(child)
 
-    return sum(task.name.endswith("_run_handler") for task in walk(trio.lowlevel.current_root_task()))
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    return sum(task.name.endswith("_run_handler") for task in walk(root))
 
 
 async def test_a_connection_the_client_closed_ends_without_waiting_for_its_idle_timeout(
@@ -197,6 +211,18 @@ async def test_a_connection_the_client_closed_ends_without_waiting_for_its_idle_
             assert connection_tasks() == 1
         while connection_tasks():  # noqa: ASYNC110  (no event marks a task ending; Hypercorn's own timer kept it 1000 s)
             await trio.sleep(0.01)
+
+
+async def test_the_server_says_when_a_connection_is_over(server: tuple[str, int]):
+    with trio.fail_after(20):
+        sock = trio.socket.socket()
+        with sock:
+            await sock.connect(server)
+            client = Client(sock, server[0])
+            await client.request("GET", "/over")
+            assert isinstance(await client.next_event(), h11.Response)
+            assert isinstance(await client.next_event(), h11.Data)
+        await OVER.wait()  # the client closed: the app's callback was called
 
 
 def test_hypercorn_builds_its_connections_from_the_corking_server_once_installed():
@@ -223,5 +249,44 @@ async def test_without_a_corking_connection_messages_pass_through_in_order():
         assert len(sent) == 1, "sent at once: nothing to cork"
         await send({"type": "http.response.body", "body": b"x", "more_body": False})
 
-    await OneWriteResponses(inner, 1.0)({"type": "http", "http_version": "1.1"}, receive, send)
+    scope: Any = {"type": "http", "http_version": "1.1"}
+    await OneWriteResponses(inner, 1.0)(scope, receive, send)
     assert [message["type"] for message in sent] == ["http.response.start", "http.response.body"]
+
+
+async def test_an_exchange_offered_the_connection_s_end_is_cancelled_by_it_without_a_watcher():
+    from trio_streams.web._asgi import Exchange
+
+    callbacks: list[Any] = []
+    forgotten: list[Any] = []
+
+    def when_over(callback: Any) -> Any:
+        callbacks.append(callback)
+        return lambda: forgotten.append(callback)
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        raise AssertionError("no response: the client went away")
+
+    waiting = trio.Event()
+
+    async def respond(exchange: Exchange) -> Response:
+        waiting.set()
+        await trio.sleep_forever()  # a long-poll
+        raise AssertionError("not reached")
+
+    exchange = Exchange(
+        receive, send, max_content_length=None, body_timeout=None, response_timeout=None, when_over=when_over
+    )
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(functools.partial(exchange.run, respond, watch=True))
+            await waiting.wait()
+            # No watcher task: the exchange's own task is the only one.
+            assert len(nursery.child_tasks) == 1
+            assert not next(iter(nursery.child_tasks)).child_nurseries
+            (callback,) = callbacks
+            callback()  # the connection is over
+    assert forgotten == [callback]

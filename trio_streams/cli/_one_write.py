@@ -39,6 +39,7 @@ sends without a checkpoint before the write.
 from __future__ import annotations
 
 import contextvars
+import functools
 from typing import TYPE_CHECKING, Any
 
 import hypercorn.trio.run
@@ -46,10 +47,11 @@ import trio
 from hypercorn.events import Event, RawData
 from hypercorn.trio.tcp_server import TCPServer
 
+from ..web._asgi import CONNECTION_OVER
 from ._idle_timer import IdleTimer
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    from collections.abc import Awaitable, Callable
 
     from hypercorn.typing import (
         ASGIFramework,
@@ -84,6 +86,8 @@ class CorkingTCPServer(TCPServer):
         #: Held bytes while corked; ``None``: not corked.
         self._held: list[bytes] | None = None
         self._flush_next = False
+        #: Called once the connection is over (``None``: it is).
+        self._when_over: set[Callable[[], None]] | None = set()
 
     async def run(self) -> None:
         """Hypercorn's connection, visible to its request tasks (:data:`_CONNECTION`)."""
@@ -91,12 +95,26 @@ class CorkingTCPServer(TCPServer):
         await super().run()
 
     async def _read_data(self) -> None:
-        """Hypercorn's reading; once it ends (the connection is over), so does the idle timer."""
+        """Hypercorn's reading; once it ends (the connection is over), so does the idle timer,
+        and the :meth:`when_over` callbacks are called."""
         try:
             await super()._read_data()
         finally:
             idle_timer: IdleTimer = self.idle_task  # type: ignore[assignment]
             idle_timer.end()
+            callbacks, self._when_over = self._when_over, None
+            for callback in callbacks or ():
+                callback()
+
+    def when_over(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` (no I/O) once the connection is over (at once if it is); returns
+        what forgets it (the ``trio_streams.connection_over`` ASGI extension)."""
+        callbacks = self._when_over
+        if callbacks is None:
+            callback()
+            return _nothing
+        callbacks.add(callback)
+        return functools.partial(callbacks.discard, callback)
 
     def cork(self) -> None:
         """Hold every write from now on (no I/O)."""
@@ -137,6 +155,10 @@ class CorkingTCPServer(TCPServer):
             else:
                 await self.uncork()
         await super().protocol_send(event)
+
+
+def _nothing() -> None:
+    pass
 
 
 def install() -> None:
@@ -195,8 +217,10 @@ class OneWriteResponses:
 
     async def _http(self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         connection = _CONNECTION.get()
-        if scope.get("http_version") not in ("1.1", "1.0"):
+        if connection is None or scope.get("http_version") not in ("1.1", "1.0"):
             connection = None  # (HTTP/2: Hypercorn's h2 protocol batches its own writes)
+        else:
+            scope["extensions"][CONNECTION_OVER] = {"when_over": connection.when_over}
         response = _Response(scope, send, connection, self.grace)
         await self.app(scope, receive, response.send)
         if response.pending is not None:  # a start with no body message after it: as Hypercorn would

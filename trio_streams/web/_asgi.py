@@ -41,6 +41,16 @@ if TYPE_CHECKING:
     from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, HTTPScope
 
 
+#: The ASGI scope extension (``scope["extensions"][CONNECTION_OVER]``) by which
+#: a server offers to say when an HTTP/1.x request's connection is over (read
+#: to its end, or broken): its ``"when_over"``, called with a callback (no
+#: arguments, no I/O: called from the connection's task), returns a function
+#: that forgets it.
+#: ``serve``'s Hypercorn offers it (trio_streams/cli/_one_write.py); it saves a
+#: watcher task per waiting read.
+CONNECTION_OVER = "trio_streams.connection_over"
+
+
 class BodyTooLarge(Exception):
     """The body grew past the app's ``MAX_CONTENT_LENGTH`` (Quart's 413)."""
 
@@ -104,6 +114,7 @@ class Exchange:
         body_timeout: seconds the whole body may take (the app's ``BODY_TIMEOUT``; ``None``: no limit).
         response_timeout: seconds a complete response may take to send
             (the app's ``RESPONSE_TIMEOUT``); event streams have none.
+        when_over: the scope's :data:`CONNECTION_OVER` extension's ``"when_over"``, if offered.
     """
 
     __slots__ = (
@@ -117,6 +128,7 @@ class Exchange:
         "_response_timeout",
         "_too_large",
         "_watched",
+        "_when_over",
         "declared",
         "disconnected",
         "receive",
@@ -131,8 +143,10 @@ class Exchange:
         max_content_length: int | None,
         body_timeout: float | None,
         response_timeout: float | None,
+        when_over: WhenOver | None = None,
     ) -> None:
         self.receive = receive
+        self._when_over = when_over
         self.send = send
         self._max = math.inf if max_content_length is None else max_content_length
         self._body_timeout = math.inf if body_timeout is None else body_timeout
@@ -236,9 +250,12 @@ class Exchange:
 
         ``watch``: a task watches for ``http.disconnect`` while the response
         is made and written (for requests that may wait: reads, long-polls,
-        event streams). Without it the request is answered inline, with no
-        task of its own: a write whose body has arrived is carried out even
-        if the client has gone, and its response is dropped.
+        event streams) -- or, when the server offers the
+        :data:`CONNECTION_OVER` extension (``serve``'s Hypercorn, HTTP/1.x),
+        the connection's end cancels the exchange, with no task at all.
+        Without it the request is answered inline, with no task of its own:
+        a write whose body has arrived is carried out even if the client has
+        gone, and its response is dropped.
 
         Cancellation: the client went away (with ``watch``), which ends the
         exchange quietly, or the server is stopping, which propagates; either
@@ -246,6 +263,16 @@ class Exchange:
         """
         if not watch:
             await self._answer(respond)
+            return
+        when_over = self._when_over
+        if when_over is not None:
+            # The server says when the connection is over: no watcher task.
+            with trio.CancelScope() as scope:
+                forget = when_over(functools.partial(scope.cancel, reason="client disconnected"))
+                try:
+                    await self._answer(respond)
+                finally:
+                    forget()
             return
         try:
             async with trio.open_nursery() as nursery:
@@ -320,3 +347,4 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     _Responder = Callable[[Exchange], Awaitable[Response | StreamingResponse]]
+    WhenOver = Callable[[Callable[[], None]], Callable[[], None]]
