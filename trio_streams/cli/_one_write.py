@@ -30,8 +30,9 @@ app served by another server) the middleware passes everything through.
 What this relies on in Hypercorn 0.18 (pinned by tests/test_one_write.py,
 which fails if it changes): ``hypercorn.trio.run.worker_serve`` builds each
 connection's ``TCPServer`` from that module's global name, inside the task that
-then spawns the request tasks (so a context variable set in ``run`` reaches
-them); ``TCPServer.protocol_send`` receives every write as a
+then spawns the request tasks (so a context variable set when it is built reaches
+them; trio's ``serve_listeners`` builds it in that task);
+``TCPServer.protocol_send`` receives every write as a
 ``hypercorn.events.RawData``; an HTTP/1.1 response is written from the app's
 sends without a checkpoint before the write.
 """
@@ -63,8 +64,8 @@ if TYPE_CHECKING:
         Scope,
     )
 
-#: The connection whose request tasks see it (set in its ``run``; tasks
-#: spawned from there inherit it).
+#: The connection whose request tasks see it (set when it is built, in its
+#: own task; the tasks spawned from there inherit it).
 _CONNECTION: contextvars.ContextVar[CorkingTCPServer | None] = contextvars.ContextVar(
     "trio_streams_corking_connection", default=None
 )
@@ -88,11 +89,10 @@ class CorkingTCPServer(TCPServer):
         self._flush_next = False
         #: Called once the connection is over (``None``: it is).
         self._when_over: set[Callable[[], None]] | None = set()
-
-    async def run(self) -> None:
-        """Hypercorn's connection, visible to its request tasks (:data:`_CONNECTION`)."""
+        # Visible to its request tasks, which its task spawns: trio's
+        # serve_listeners builds the connection in that task (and an override
+        # of ``run`` would hold one more frame per connection).
         _CONNECTION.set(self)
-        await super().run()
 
     async def _read_data(self) -> None:
         """Hypercorn's reading; once it ends (the connection is over), so does the idle timer,
