@@ -87,6 +87,9 @@ class Server:
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait(30)
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 def request(address: tuple[str, int], method: str, path: str, body: bytes = b"", **headers: str) -> bytes:
