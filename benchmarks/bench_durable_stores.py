@@ -3,7 +3,7 @@
 Run:  python -m benchmarks.bench_durable_stores              (3 rounds, 5 s per measurement)
       python -m benchmarks.bench_durable_stores --quick      (1 round, 2 s)
       python -m benchmarks.bench_durable_stores --repo /path/to/other/checkout   (its code)
-      python -m benchmarks.bench_durable_stores --before /path/to/main   (its Redis store beside)
+      python -m benchmarks.bench_durable_stores --before /path/to/main   (its stores beside)
       python -m benchmarks.bench_durable_stores --in-process [--before ...]   (the stores alone)
 
 Servers, each ``python -m trio_streams serve`` in its own process on a free
@@ -289,8 +289,8 @@ def main() -> None:
     parser.add_argument(
         "--before",
         type=Path,
-        help="another checkout (e.g. main) whose Redis store is measured in the same rounds, on a"
-        " redis-server of its own (row redis-before)",
+        help="another checkout (e.g. main) measured in the same rounds: its Redis store, on a"
+        " redis-server of its own (row redis-before), and its memory store (row memory-before)",
     )
     args = parser.parse_args()
     rounds, duration = (1, 2) if args.quick else (args.rounds, args.duration)
@@ -309,6 +309,7 @@ def main() -> None:
     if args.before is not None:
         redises["redis-before"], before_url = start_redis(tempfile.mkdtemp(prefix="bench-durable-stores-"))
         servers["redis-before"] = start_server(args.before, "--redis-url", before_url)
+        servers["memory-before"] = start_server(args.before)
     results: dict[tuple[str, int], list[dict[str, float]]] = {}
     try:
         for round_ in range(0 if args.live_only else rounds):

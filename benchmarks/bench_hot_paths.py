@@ -9,7 +9,11 @@ in interleaved rounds (every server once per round and concurrency):
   - ``serve, Quart path``: the same with ``TRIO_STREAMS_FAST_PATHS=0``
     (what ``serve`` did before: every request through Quart);
   - ``bare ASGI no-op``: ``hypercorn -k trio benchmarks.durable_ceiling:raw_app``;
-  - ``Quart-Trio no-op``: ``hypercorn -k trio benchmarks.durable_ceiling:app``.
+  - ``Quart-Trio no-op``: ``hypercorn -k trio benchmarks.durable_ceiling:app``;
+  - ``bare ASGI no-op, serve's Hypercorn``: the bare no-op under ``serve``'s own Hypercorn
+    setup (``python -m benchmarks.durable_ceiling PORT``): one write per response, one
+    idle-timer task per connection;
+  - with ``--before PATH``: that checkout's ``serve``, fast path.
 
 Load: autocannon (``npx --yes autocannon@7``), ``-c`` connections POSTing
 64-byte ``application/octet-stream`` bodies to a fresh ``/v1/stream/<name>``
@@ -38,14 +42,24 @@ from trio_streams.bench._server import read_all, sample_tree
 from .bench_durable_stores import ROOT, autocannon, create, start_server
 
 SERVERS = ("serve, fast path", "serve, Quart path", "bare ASGI no-op", "Quart-Trio no-op")
+#: The bare no-op under serve's own Hypercorn setup (cli/_hypercorn.serve_hypercorn: one write
+#: per response, one idle-timer task per connection): what the stack costs as serve runs it.
+SHIMMED = "bare ASGI no-op, serve's Hypercorn"
+BEFORE = "serve, fast path (--before)"
+BASELINE = SERVERS[2]
 
 
-def start_hypercorn(app: str) -> tuple[subprocess.Popen[str], str]:
+def start_hypercorn(app: str | None) -> tuple[subprocess.Popen[str], str]:
+    """``app`` under ``hypercorn -k trio``; ``None``: the bare no-op under serve's Hypercorn setup."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    if app is None:
+        command = [sys.executable, "-m", "benchmarks.durable_ceiling", str(port)]
+    else:
+        command = [sys.executable, "-m", "hypercorn", "-k", "trio", "--bind", f"127.0.0.1:{port}", app]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hypercorn", "-k", "trio", "--bind", f"127.0.0.1:{port}", app],
+        command,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -73,6 +87,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--duration", type=int)
+    parser.add_argument(
+        "--before", type=Path, help="another checkout (e.g. main): its serve, fast path, in the same rounds"
+    )
     args = parser.parse_args()
     rounds = args.rounds or (1 if args.quick else 3)
     duration = args.duration or (2 if args.quick else 5)
@@ -84,10 +101,14 @@ def main() -> None:
         del os.environ["TRIO_STREAMS_FAST_PATHS"]
         procs[SERVERS[2]] = start_hypercorn("benchmarks.durable_ceiling:raw_app")
         procs[SERVERS[3]] = start_hypercorn("benchmarks.durable_ceiling:app")
+        procs[SHIMMED] = start_hypercorn(None)
+        if args.before is not None:
+            procs[BEFORE] = start_server(args.before)
+        names = list(procs)
         results: dict[tuple[str, int], list[dict[str, float]]] = {}
         for round_ in range(rounds):
             for connections in (10, 75):
-                for name in SERVERS:
+                for name in names:
                     url = create(procs[name][1])
                     before = cpu_seconds(procs[name][0].pid)
                     result = autocannon(url, connections, duration)
@@ -111,11 +132,11 @@ def main() -> None:
     )
     print("|---|---:|---:|---:|---:|---:|")
     median = {key: statistics.median(r["rps"] for r in values) for key, values in results.items()}
-    for name in SERVERS:
+    for name in names:
         c75 = results[(name, 75)]
         p50 = statistics.median(r["p50"] for r in c75)
         p99 = statistics.median(r["p99"] for r in c75)
-        ratio = " / ".join(f"{median[(name, c)] / median[(SERVERS[2], c)]:.2f}x" for c in (10, 75))
+        ratio = " / ".join(f"{median[(name, c)] / median[(BASELINE, c)]:.2f}x" for c in (10, 75))
         rates = f"{median[(name, 10)]:,.0f} | {median[(name, 75)]:,.0f}"
         cpu_us = {c: statistics.median(r["cpu_us"] for r in results[(name, c)]) for c in (10, 75)}
         cpu_text = f"{cpu_us[10]:.0f} / {cpu_us[75]:.0f}"

@@ -51,3 +51,29 @@ async def raw_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         {"type": "http.response.start", "status": status, "headers": [(b"stream-next-offset", offset)]}
     )
     await send({"type": "http.response.body", "body": b""})
+
+
+if __name__ == "__main__":  # python -m benchmarks.durable_ceiling PORT: raw_app under serve's Hypercorn setup
+    import sys
+
+    import trio
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            sockets_port = int(sys.argv[1])
+            from trio_streams.cli._hypercorn import hypercorn_config, listen, serve_hypercorn
+
+            config = hypercorn_config("127.0.0.1", sockets_port, access_log=False)
+            sockets = listen("127.0.0.1", sockets_port, backlog=config.backlog)
+            (url,) = await nursery.start(
+                lambda task_status: serve_hypercorn(
+                    raw_app,  # type: ignore[arg-type]  # (a plain-dict ASGI callable)
+                    config,
+                    sockets,
+                    shutdown_trigger=trio.sleep_forever,
+                    task_status=task_status,
+                )
+            )
+            print(f"Running on {url} (CTRL + C to quit)", flush=True)
+
+    trio.run(main)

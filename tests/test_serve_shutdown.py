@@ -23,7 +23,8 @@ import pytest
 import trio
 
 from trio_streams.bench._httpclient import HTTPConnection, SSEParser
-from trio_streams.cli._hypercorn import EXIT_BUDGET, KeepIdleTimers, listen, serve_hypercorn
+from trio_streams.cli._hypercorn import EXIT_BUDGET, listen, serve_hypercorn
+from trio_streams.cli._one_write import OneWriteResponses
 from trio_streams.web import create_app
 
 if TYPE_CHECKING:
@@ -245,7 +246,7 @@ async def test_hypercorn_closes_an_idle_kept_alive_connection_after_its_timeout(
             stop.set()
 
 
-async def test_keep_idle_timers_shields_the_last_body_message_only():
+async def test_the_response_shim_shields_the_last_body_message_only():
     delivered: list[bool] = []
 
     async def send(message: Any) -> None:
@@ -262,7 +263,7 @@ async def test_keep_idle_timers_shields_the_last_body_message_only():
             await send({"type": "http.response.body", "body": b"", "more_body": True})
         assert request.cancelled_caught
 
-    shim: Any = KeepIdleTimers(app)
+    shim: Any = OneWriteResponses(app, 1.0)
     await shim({"type": "http"}, receive, send)
     assert delivered == [False], "the last message went through, the other was cancelled"
     delivered.clear()

@@ -1,6 +1,7 @@
 """How ``trio-streams serve`` runs Hypercorn: the listening socket, bound before the
-app starts, and two ASGI shims (Hypercorn's idle timers kept; the moment every
-connection has closed noticed).
+app starts, and ASGI shims (Hypercorn's idle timers kept and a complete
+response written at once: :mod:`._one_write`; the moment every connection has
+closed noticed).
 
 Shutdown, in order (``_serve.serve`` drives it):
 
@@ -27,6 +28,8 @@ import hypercorn.config
 import trio
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.trio.run import worker_serve
+
+from ._one_write import OneWriteResponses, install
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -165,12 +168,15 @@ async def serve_hypercorn(
 
     ``hypercorn.trio.serve`` without its own binding (it binds only after the
     app has started): Hypercorn's trio worker, given the sockets.
-    ``task_status.started`` gets the URLs served; ``connections_closed`` is
-    set once every connection has ended, before the app's own shutdown.
+    A complete HTTP/1.x response is written in one socket write
+    (:mod:`trio_streams.cli._one_write`). ``task_status.started`` gets the
+    URLs served; ``connections_closed`` is set once every connection has
+    ended, before the app's own shutdown.
 
     Cancellation: cancels every connection and the app at once.
     """
-    app = KeepIdleTimers(app)
+    install()
+    app = OneWriteResponses(app, CLOSE_GRACE)
     if connections_closed is not None:
         app = NoticeShutdown(app, connections_closed)
     await worker_serve(
@@ -180,41 +186,6 @@ async def serve_hypercorn(
         shutdown_trigger=shutdown_trigger,
         task_status=task_status,
     )
-
-
-class KeepIdleTimers:
-    """ASGI middleware: an HTTP response's last message is sent shielded.
-
-    Why: Hypercorn arms a kept-alive connection's idle timer (the task that
-    closes it after ``keep_alive_timeout``, and at once when the server shuts
-    down) from inside the app's last ``send``, after telling the app the
-    request is over. Quart-Trio cancels its request task on that news, which
-    lands inside the same ``send``: the timer was never armed, so an idle
-    kept-alive connection stayed open forever, and at shutdown until
-    Hypercorn's ``graceful_timeout`` ran out.
-
-    The shield has a deadline (:data:`CLOSE_GRACE`); what it covers is
-    Hypercorn's bookkeeping (the socket write it shields itself).
-    """
-
-    def __init__(self, app: ASGIFramework) -> None:
-        """Args: app: the ASGI application to wrap."""
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        """Call the app, with the last message of an HTTP response shielded."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_last_shielded(message: ASGISendEvent) -> None:
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                with trio.move_on_after(CLOSE_GRACE, shield=True):
-                    await send(message)
-            else:
-                await send(message)
-
-        await self.app(scope, receive, send_last_shielded)
 
 
 class WorkerHeader:
@@ -253,12 +224,14 @@ class NoticeShutdown:
         self.app = app
         self.event = event
 
-    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        """Call the app, watching what its lifespan scope receives."""
+    def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> Awaitable[None]:
+        """Call the app, watching what its lifespan scope receives (other scopes: untouched, and
+        no frame of this shim's while they last)."""
         if scope["type"] != "lifespan":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._lifespan(scope, receive, send)
 
+    async def _lifespan(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         async def receive_noticing() -> ASGIReceiveEvent:
             message = await receive()
             if message["type"] == "lifespan.shutdown":

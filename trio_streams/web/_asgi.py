@@ -23,6 +23,7 @@ body has arrived is carried out even if its client has gone.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import TYPE_CHECKING
@@ -38,6 +39,16 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, HTTPScope
+
+
+#: The ASGI scope extension (``scope["extensions"][CONNECTION_OVER]``) by which
+#: a server offers to say when an HTTP/1.x request's connection is over (read
+#: to its end, or broken): its ``"when_over"``, called with a callback (no
+#: arguments, no I/O: called from the connection's task), returns a function
+#: that forgets it.
+#: ``serve``'s Hypercorn offers it (trio_streams/cli/_one_write.py); it saves a
+#: watcher task per waiting read.
+CONNECTION_OVER = "trio_streams.connection_over"
 
 
 class BodyTooLarge(Exception):
@@ -103,6 +114,7 @@ class Exchange:
         body_timeout: seconds the whole body may take (the app's ``BODY_TIMEOUT``; ``None``: no limit).
         response_timeout: seconds a complete response may take to send
             (the app's ``RESPONSE_TIMEOUT``); event streams have none.
+        when_over: the scope's :data:`CONNECTION_OVER` extension's ``"when_over"``, if offered.
     """
 
     __slots__ = (
@@ -115,6 +127,8 @@ class Exchange:
         "_request_over",
         "_response_timeout",
         "_too_large",
+        "_watched",
+        "_when_over",
         "declared",
         "disconnected",
         "receive",
@@ -129,8 +143,10 @@ class Exchange:
         max_content_length: int | None,
         body_timeout: float | None,
         response_timeout: float | None,
+        when_over: WhenOver | None = None,
     ) -> None:
         self.receive = receive
+        self._when_over = when_over
         self.send = send
         self._max = math.inf if max_content_length is None else max_content_length
         self._body_timeout = math.inf if body_timeout is None else body_timeout
@@ -140,7 +156,10 @@ class Exchange:
         self._too_large = False
         self._body_over = False  # the body is over, as readers see it
         self._request_over = False  # the client sent all of it (or left)
-        #: Set (and replaced) on every message while a watcher task receives them.
+        #: A watcher task receives the messages (``run(watch=True)``).
+        self._watched = False
+        #: Set (and dropped) on the next message the watcher receives; made only
+        #: while someone waits for one (an event stream holds none).
         self._progress: trio.Event | None = None
         #: The request's declared ``Content-Length`` (``None``: chunked or absent).
         self.declared: int | None = None
@@ -175,9 +194,10 @@ class Exchange:
         receive = self.receive
         while not self.disconnected:
             self._on_message(await receive())
-            progress, self._progress = self._progress, trio.Event()
-            assert progress is not None
-            progress.set()
+            progress = self._progress
+            if progress is not None:
+                self._progress = None
+                progress.set()
         scope.cancel(reason="client disconnected")
 
     async def _receive_until_over(self, *, request: bool) -> bool:
@@ -193,9 +213,11 @@ class Exchange:
             return True
         with trio.move_on_after(self._body_timeout):
             while not over():
-                if self._progress is None:
+                if not self._watched:
                     self._on_message(await self.receive())
                 else:
+                    if self._progress is None:
+                        self._progress = trio.Event()
                     await self._progress.wait()
             return True
         return False
@@ -228,9 +250,12 @@ class Exchange:
 
         ``watch``: a task watches for ``http.disconnect`` while the response
         is made and written (for requests that may wait: reads, long-polls,
-        event streams). Without it the request is answered inline, with no
-        task of its own: a write whose body has arrived is carried out even
-        if the client has gone, and its response is dropped.
+        event streams) -- or, when the server offers the
+        :data:`CONNECTION_OVER` extension (``serve``'s Hypercorn, HTTP/1.x),
+        the connection's end cancels the exchange, with no task at all.
+        Without it the request is answered inline, with no task of its own:
+        a write whose body has arrived is carried out even if the client has
+        gone, and its response is dropped.
 
         Cancellation: the client went away (with ``watch``), which ends the
         exchange quietly, or the server is stopping, which propagates; either
@@ -239,9 +264,19 @@ class Exchange:
         if not watch:
             await self._answer(respond)
             return
+        when_over = self._when_over
+        if when_over is not None:
+            # The server says when the connection is over: no watcher task.
+            with trio.CancelScope() as scope:
+                forget = when_over(functools.partial(scope.cancel, reason="client disconnected"))
+                try:
+                    await self._answer(respond)
+                finally:
+                    forget()
+            return
         try:
             async with trio.open_nursery() as nursery:
-                self._progress = trio.Event()
+                self._watched = True
                 nursery.start_soon(self._watch, nursery.cancel_scope)
                 await self._answer(respond)
                 nursery.cancel_scope.cancel(reason="response sent")
@@ -296,11 +331,20 @@ class Exchange:
 
 
 def _encode(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
-    # As Quart encodes them: lower-case names, UTF-8 values.
-    return [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+    return [_encoded(name, value) for name, value in headers.items()]
+
+
+@functools.lru_cache(maxsize=256)
+def _encoded(name: str, value: str) -> tuple[bytes, bytes]:
+    # As Quart encodes them: lower-case names, UTF-8 values. Cached: most
+    # pairs are the same on every response (the browser headers, an event
+    # stream's), and Hypercorn keeps a response's headers while it lasts: one
+    # copy for every event stream, not one each (~1.3 KB per connection).
+    return (name.lower().encode(), value.encode())
 
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     _Responder = Callable[[Exchange], Awaitable[Response | StreamingResponse]]
+    WhenOver = Callable[[Callable[[], None]], Callable[[], None]]

@@ -45,7 +45,7 @@ from ..protocol import (
     render_http_error,
 )
 from ..protocol._ds_http import render_error
-from ._asgi import BodyTimeout, BodyTooLarge, Exchange, parsed_request
+from ._asgi import CONNECTION_OVER, BodyTimeout, BodyTooLarge, Exchange, parsed_request
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -137,7 +137,9 @@ class FastPaths:
         refuse: Callable[[Exception, HTTPScope], Response],
         route: str,
     ) -> None:
-        exchange = Exchange(receive, send, **self._limits)
+        offered = (scope.get("extensions") or {}).get(CONNECTION_OVER)
+        when_over = None if offered is None else offered.get("when_over")
+        exchange = Exchange(receive, send, when_over=when_over, **self._limits)
 
         async def respond(exchange: Exchange) -> Response | StreamingResponse:
             # Timed as under Quart (web/_metrics.py): until the response is ready.

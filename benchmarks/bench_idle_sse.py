@@ -1,0 +1,295 @@
+"""What an idle SSE connection costs ``serve``: the slope of its RSS, and what Python holds for it.
+
+Run:  python -m benchmarks.bench_idle_sse                       (3 servers per kind, 500..4000 connections)
+      python -m benchmarks.bench_idle_sse --kind durable --rounds 1 --counts 500,1000
+
+Per kind, a fresh ``serve`` (memory store) per round; connections are added
+in steps (``--counts``, cumulative) and, after each step has settled, the
+server's RSS is read (``VmRSS``). The figure is the **slope** (least squares
+over the steps: bytes per added connection), which averages over the
+allocator's coarse growth (an arena or a heap extension at a time) that made
+single before/after deltas split into ~14 and ~32 KiB groups.
+
+Kinds:
+  - ``durable``: ``GET /v1/stream/<name>?offset=-1&live=sse`` on a stream
+    holding one message; a connection is idle once its data and control
+    frames arrived (the reader then waits at the tail);
+  - ``runs``: ``GET /v1/runs/<id>/events`` on 10 live runs of the demo
+    producer that emit nothing for the measurement's length.
+
+Then one server under ``tracemalloc`` (``--breakdown N`` connections of the
+first kind, its allocations after minus before, by file): what Python
+objects one idle connection holds (Hypercorn's, trio's, ours). tracemalloc
+counts Python allocations only (not the allocator's slack or the kernel's
+socket buffers), so the two figures differ by design.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = 10
+
+
+def rss_bytes(pid: int) -> int:
+    """The process's resident set (``VmRSS``), in bytes."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+    assert found is not None
+    return int(found.group(1)) * 1024
+
+
+class Server:
+    """``python -m benchmarks.bench_idle_sse --serve`` (this file's server mode) in a process of its own."""
+
+    def __init__(self, *, trace: bool, repo: Path = ROOT) -> None:
+        # (This file by path, importing ``repo``'s trio_streams.)
+        command = [sys.executable, str(Path(__file__).resolve()), "--serve"]
+        if trace:
+            command.append("--trace")
+        self.proc = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=repo,
+            env={**os.environ, "PYTHONPATH": str(repo)},
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        found = re.match(r"^serving on http://([\d.]+):(\d+)$", line.strip())
+        if found is None:
+            raise RuntimeError(f"the server did not start: {line!r}")
+        self.address = (found.group(1), int(found.group(2)))
+
+    def command(self, text: str) -> Any:
+        """Send one control command; its JSON answer."""
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+def request(address: tuple[str, int], method: str, path: str, body: bytes = b"", **headers: str) -> bytes:
+    """One request on a connection of its own; the whole response."""
+    with socket.create_connection(address, timeout=30) as sock:
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {address[0]}", "Connection: close"]
+        lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
+        lines.append(f"Content-Length: {len(body)}")
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def targets(server: Server, kind: str) -> list[str]:
+    """The paths the idle connections read."""
+    if kind == "durable":
+        response = request(server.address, "PUT", "/v1/stream/idle-sse", content_type="text/plain")
+        assert response.startswith(b"HTTP/1.1 201"), response
+        response = request(server.address, "POST", "/v1/stream/idle-sse", b"hello", content_type="text/plain")
+        assert response.startswith(b"HTTP/1.1 204"), response
+        return ["/v1/stream/idle-sse?offset=-1&live=sse"]
+    paths = []
+    for _ in range(RUNS):
+        # Two tokens at 0.001/s: live, and silent for the measurement's length.
+        body = json.dumps({"producer": "demo", "input": {"tokens": 2, "rate": 0.001}}).encode()
+        response = request(server.address, "POST", "/v1/runs", body, content_type="application/json")
+        assert response.startswith(b"HTTP/1.1 201"), response
+        run_id = json.loads(response.partition(b"\r\n\r\n")[2])["run_id"]
+        paths.append(f"/v1/runs/{run_id}/events")
+    return paths
+
+
+def open_idle(address: tuple[str, int], path: str, kind: str) -> socket.socket:
+    """A connection reading ``path`` as SSE, returned once it is idle (see the module docstring)."""
+    sock = socket.create_connection(address, timeout=30)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {address[0]}\r\nAccept: text/event-stream\r\n\r\n".encode())
+    received = b""
+    # (Chunked: the control frame's end is followed by the chunk's CRLF.)
+    done = (lambda data: b"\n\n" in data.partition(b"event: control")[2]) if kind == "durable" else None
+    while True:
+        received += sock.recv(65536)
+        if not received.startswith(b"HTTP/1.1 200"):
+            if b"\r\n\r\n" in received:
+                raise RuntimeError(f"{path}: {received[:300]!r}")
+            continue
+        if done is None and b"\r\n\r\n" in received:
+            return sock
+        if done is not None and done(received):
+            return sock
+
+
+def measure(kind: str, counts: list[int], repo: Path) -> list[tuple[int, int]]:
+    """(connections, server RSS) after each step, on a fresh server of ``repo``."""
+    server = Server(trace=False, repo=repo)
+    held: list[socket.socket] = []
+    try:
+        paths = targets(server, kind)
+        server.command("gc")
+        time.sleep(1)
+        points = [(0, rss_bytes(server.proc.pid))]
+        for count in counts:
+            while len(held) < count:
+                held.append(open_idle(server.address, paths[len(held) % len(paths)], kind))
+            time.sleep(2)  # settled: every connection's task parked (a benchmark, not a test)
+            server.command("gc")
+            points.append((count, rss_bytes(server.proc.pid)))
+        return points
+    finally:
+        for sock in held:
+            sock.close()
+        server.close()
+
+
+def slope(points: list[tuple[int, int]]) -> float:
+    """Least-squares bytes per connection."""
+    xs = [float(x) for x, _ in points]
+    ys = [float(y) for _, y in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+
+
+def breakdown(kind: str, count: int) -> dict[str, float]:
+    """Bytes per connection by file, as tracemalloc sees them (after minus before ``count`` connections)."""
+    server = Server(trace=True)
+    held: list[socket.socket] = []
+    try:
+        paths = targets(server, kind)
+        for _ in range(20):  # warm-up: caches and first-use allocations out of the figure
+            held.append(open_idle(server.address, paths[len(held) % len(paths)], kind))
+        time.sleep(1)
+        server.command("snapshot")
+        for _ in range(count):
+            held.append(open_idle(server.address, paths[len(held) % len(paths)], kind))
+        time.sleep(2)
+        by_file: dict[str, int] = server.command(os.environ.get("BENCH_IDLE_SSE_BY", "diff"))
+        return {name: size / count for name, size in by_file.items()}
+    finally:
+        for sock in held:
+            sock.close()
+        server.close()
+
+
+def _serve(trace: bool) -> None:
+    """The server mode: ``serve`` (memory store) plus control commands on stdin (gc, snapshot, diff)."""
+    import trio
+
+    from trio_streams.cli._main import build_parser
+    from trio_streams.cli._plan import ServePlan
+    from trio_streams.cli._server import serve
+
+    if trace:
+        tracemalloc.start(1)
+    plan = ServePlan.from_args(build_parser().parse_args(["serve", "--bind", "127.0.0.1:0"]))
+    snapshots: list[tracemalloc.Snapshot] = []
+
+    def answer(line: str) -> Any:
+        command = line.strip()
+        if command == "gc":
+            gc.collect()
+            return "ok"
+        if command == "snapshot":
+            gc.collect()
+            snapshots.append(tracemalloc.take_snapshot())
+            return "ok"
+        if command in ("diff", "lines"):
+            gc.collect()
+            after = tracemalloc.take_snapshot()
+            sizes: Counter[str] = Counter()
+            by = "filename" if command == "diff" else "lineno"
+            for stat in after.compare_to(snapshots[-1], by):
+                frame = stat.traceback[0]
+                name = frame.filename if by == "filename" else f"{frame.filename}:{frame.lineno}"
+                for marker in ("site-packages/", "trio_streams/", "lib/python3"):
+                    if marker in name:
+                        name = name[name.index(marker) :].removeprefix("site-packages/")
+                        break
+                sizes[name] += stat.size_diff
+            return dict(sizes.most_common(30))
+        raise ValueError(command)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            (url,) = await nursery.start(serve, plan)
+            print(f"serving on {url}", flush=True)
+            while line := await trio.to_thread.run_sync(sys.stdin.readline):
+                print(json.dumps(answer(line)), flush=True)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--kind", choices=("durable", "runs", "both"), default="both")
+    parser.add_argument("--counts", default="500,1000,2000,4000", help="cumulative connection counts")
+    parser.add_argument("--rounds", type=int, default=3, help="fresh servers per kind")
+    parser.add_argument("--breakdown", type=int, default=1000, help="connections under tracemalloc (0: none)")
+    parser.add_argument(
+        "--before", type=Path, help="another checkout (e.g. main), measured in the same rounds"
+    )
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        _serve(args.trace)
+        return
+    counts = [int(x) for x in args.counts.split(",")]
+    kinds = ["durable", "runs"] if args.kind == "both" else [args.kind]
+    repos = {"": ROOT, **({} if args.before is None else {" (before)": args.before})}
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {os.getloadavg()[0]:.1f}")
+    slopes: dict[str, list[float]] = {}
+    for round_ in range(args.rounds):
+        for kind in kinds:  # interleaved: each round measures every kind (and checkout) once
+            for label, repo in repos.items():
+                points = measure(kind, counts, repo)
+                row = kind + label
+                slopes.setdefault(row, []).append(slope(points))
+                steps = ", ".join(f"{n}: {rss / 2**20:.1f} MiB" for n, rss in points)
+                figure = f"{slopes[row][-1] / 1024:.1f} KiB/connection"
+                print(f"round {round_ + 1} {row}: {figure} ({steps})", flush=True)
+    print("\n| kind | KiB per idle connection (slope), median | rounds |")
+    print("|---|---|---|")
+    for row, values in slopes.items():
+        per_round = ", ".join(f"{s / 1024:.1f}" for s in values)
+        print(f"| {row} | {statistics.median(values) / 1024:.1f} | {per_round} |")
+    if args.breakdown:
+        for kind in kinds:
+            by_file = breakdown(kind, args.breakdown)
+            total = sum(by_file.values())
+            print(f"\ntracemalloc, {kind}, {args.breakdown} connections: {total:,.0f} B per connection\n")
+            print("| file | B per connection |")
+            print("|---|---|")
+            for name, size in sorted(by_file.items(), key=lambda item: -item[1])[:20]:
+                print(f"| {name} | {size:,.0f} |")
+    print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
