@@ -66,8 +66,8 @@ class SubscriptionRegistry(SubscriptionWakes):
         wall_clock: POSIX time (``created_at``, wake events' ``ts``).
         jitter: ``(low, high) -> x`` for the retry jitter (``random.uniform``).
         resolve: ``(host, port) -> addresses`` for webhook hosts (default: getaddrinfo).
-        max_pending_matches, sweep_interval, reload_interval: a shared store's
-            background work (see :class:`~._sub_shared.SharedTasks`).
+        max_pending_matches, sweep_interval, reload_interval, busy_interval: a
+            shared store's background work (see :class:`~._sub_shared.SharedTasks`).
     """
 
     def __init__(
@@ -87,6 +87,7 @@ class SubscriptionRegistry(SubscriptionWakes):
         max_pending_matches: int = 100_000,
         sweep_interval: float = 1.0,
         reload_interval: float = 30.0,
+        busy_interval: float = 0.05,
     ) -> None:
         delivery = WebhookDelivery(
             signer,
@@ -110,6 +111,7 @@ class SubscriptionRegistry(SubscriptionWakes):
             max_pending=max_pending_matches,
             sweep_interval=sweep_interval,
             reload_interval=reload_interval,
+            busy_interval=busy_interval,
         )
 
     # -- lifetime --------------------------------------------------------------------
@@ -136,6 +138,14 @@ class SubscriptionRegistry(SubscriptionWakes):
                 self._leases.clear()
                 self._retrying.clear()
                 self.state.stopped()
+
+    def _forget(self, key: Key) -> None:
+        super()._forget(key)
+        self.shared.forget(key)
+
+    def _cancel_lease(self, key: Key, wake_id: str) -> None:
+        super()._cancel_lease(key, wake_id)
+        self.shared.idle(key)
 
     async def _changed(self, key: Key) -> None:
         if self.state.shared:
