@@ -78,7 +78,8 @@ class Seen:
             # What the stream had before it went is gone with it.
             self.deleted, self.tail, self.pattern = True, later.tail, later.pattern
         elif later.tail is not None:
-            self.tail = later.tail if self.tail is None else max(self.tail, later.tail)
+            if self.tail is None or self.tail < later.tail:
+                self.tail = later.tail
             self.pattern = self.pattern or later.pattern
 
 
@@ -160,6 +161,9 @@ class SharedTasks:
         notes = self._notes.get(key)
         if notes is None:
             notes = self._notes[key] = {}
+            # The applier looks at a new key; later notes for it go with it (so a
+            # busy subscription's appends do not wake the applier one by one).
+            self._more.set()
         known = notes.get(name)
         if known is not None:
             known.merge(seen)
@@ -177,7 +181,6 @@ class SharedTasks:
         else:
             notes[name] = seen
             self._noted += 1
-        self._more.set()
 
     def idle(self, key: Key) -> None:
         """``key``'s wake ended here: its notes (if any) are applied at once, not after
