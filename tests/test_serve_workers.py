@@ -612,3 +612,23 @@ async def test_workers_share_subscriptions_a_wake_is_claimed_once_across_them(wo
                 headers={"Authorization": f"Bearer {claimed['token']}"},
             )
             assert acked.status == 200, acked.body
+
+
+@pytest.mark.redis
+async def test_workers_publish_one_signing_key_the_one_kept_in_redis(workers):
+    """``--workers 2 --subscriptions`` with no key file: every worker signs with
+    the key kept in the embedded Redis, so both publish the same JWK Set (one
+    ``kid``): a receiver verifies a delivery whichever worker it asks."""
+    with trio.fail_after(90):
+        server = await workers("--workers", "2", "--subscriptions")
+        published: dict[str, Any] = {}
+        async with pinned(server.url, "0") as zero, pinned(server.url, "1") as one:
+            for worker, connection in (("0", zero), ("1", one)):
+                answer = await connection.request("GET", "/v1/stream/__ds/jwks.json")
+                assert answer.status == 200, answer.body
+                assert answer.headers[HEADER] == worker
+                published[worker] = answer.json()
+        kids = {worker: [key["kid"] for key in jwks["keys"]] for worker, jwks in published.items()}
+        assert len(kids["0"]) == 1, kids
+        assert kids["0"] == kids["1"], f"the workers sign with different keys: {kids}"
+        assert published["0"] == published["1"]

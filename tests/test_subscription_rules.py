@@ -75,6 +75,23 @@ def test_the_index_keeps_answers_until_patterns_change_and_within_its_bound(
         assert index.cached() <= 3
 
 
+def test_members_answers_pattern_and_explicit_once_and_sees_member_changes() -> None:
+    """What an append asks: (by pattern, explicit only), cached, and forgotten when a member changes."""
+    index = MembershipIndex()
+    index.add_pattern(None, (None, "j"), Glob.compile("jobs/*"))
+    assert index.members(None, "jobs/1") == (((None, "j"),), ())
+    index.add_explicit(StreamId(None, "jobs/1"), (None, "e"))
+    index.add_explicit(StreamId(None, "jobs/1"), (None, "j"))
+    assert index.members(None, "jobs/1") == (((None, "j"),), ((None, "e"),)), (
+        "a member added after a lookup is seen; one the pattern matches is listed once, by pattern"
+    )
+    assert index.members("alice", "jobs/1") == ((), ()), "another owner's namespace"
+    index.remove_explicit(StreamId(None, "jobs/1"), (None, "e"))
+    assert index.members(None, "jobs/1") == (((None, "j"),), ()), "and one removed is gone"
+    index.remove_pattern(None, (None, "j"), Glob.compile("jobs/*"))
+    assert index.members(None, "jobs/1") == ((), ((None, "j"),)), "explicit stays when the pattern goes"
+
+
 BASE = {"type": "pull-wake", "pattern": "events/*", "wake_stream": "wake/pool"}
 
 

@@ -313,3 +313,39 @@ async def test_a_webhook_wake_is_delivered_once_whichever_instance_sees_the_data
             assert posts, "delivered"
             assert set(posts.values()) == {1}, f"each generation delivered once: {posts}"
             assert sorted(posts) == list(range(1, len(posts) + 1))
+
+
+@pytest.mark.parametrize("busy_interval", [3600.0, 0.2])
+async def test_a_busy_subscriptions_matches_wait_then_go_to_redis_together(
+    where: tuple[str, bool], prefix: str, busy_interval: float
+) -> None:
+    """A wake in flight: appends' matches are not written to Redis one by one; they
+    wait ``busy_interval`` (or a request about the subscription here) and go together."""
+    with trio.fail_after(DEADLINE):
+        async with instance(where, prefix, busy_interval=busy_interval) as a, instance(where, prefix) as b:
+            await create(a, "wake/pool")
+            await a.registry.put(None, "s1", parse_config({**PULL, "lease_ttl_ms": 30_000}), "http://x/cb")
+            first = str((await a.create("events/x", CreateRequest(content_type=JSON, body=b"{}")))[0].tail)
+
+            async def one_wake() -> bool:
+                return await generations(a) == [1]
+
+            await eventually(one_wake)  # (the match's update made the wake: the subscription is busy)
+            for n in range(20):
+                last = await append(a, "events/x", json.dumps({"n": n}).encode())
+
+            async def stored_tail() -> str:
+                return str((await b.registry.get(None, "s1")).links["events/x"].tail)
+
+            if busy_interval > DEADLINE:
+                assert await stored_tail() == first, "a busy subscription's matches were written one by one"
+                _, wake = await a.registry.claim(None, "s1", "w1")  # (applies this instance's notes first)
+                assert str(wake.snapshot["events/x"]) == last
+            else:
+
+                async def caught_up() -> bool:
+                    return await stored_tail() == last
+
+                with trio.fail_after(WAIT):
+                    await eventually(caught_up)  # after the interval, without a request
+            assert await generations(a) == [1]

@@ -208,8 +208,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--webhook-key-file",
         metavar="PATH",
         help="the webhook signing key (Ed25519, PEM), made there on first start; it wins over the "
-        "key kept in Redis (default: with --redis, the key in Redis, made by the first instance; "
-        "else a fresh key per start)",
+        "key kept in Redis (default: with the streams in Redis -- --redis-url, --data-dir, "
+        "--workers N -- the key kept there, made by the first instance and shared by every "
+        "instance and worker; with --store memory a fresh key per start)",
     )
     durable.add_argument(
         "--webhook-previous-key-file",

@@ -13,11 +13,14 @@ tests only three buckets (first ``a``, last ``c``, wildcard), and each
 candidate without ``**`` is rejected on its segment count before any
 comparison. Explicit members are a dict from stream to subscription keys.
 
-A stream is appended to again and again, and patterns change rarely (a
-subscription created or deleted), so the answer for a stream is kept
-(:data:`MAX_CACHED` streams at most; all forgotten at once when full, or
-when any pattern is added or removed): an append to a stream looked up
-before costs one dict lookup, matching or not, however many patterns there are.
+A stream is appended to again and again, and patterns and members change
+rarely (a subscription created or deleted, a member added or removed), so
+the answer for a stream -- its pattern matches and its explicit
+memberships, :meth:`MembershipIndex.members` -- is kept (:data:`MAX_CACHED`
+streams at most; all forgotten at once when full, or when any pattern or
+explicit member is added or removed), keyed by the plain ``(owner, path)``
+tuple: an append to a stream looked up before costs one dict lookup,
+matching or not, however many patterns there are.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ if TYPE_CHECKING:
 
 #: A subscription's name: ``(owner, id)``.
 SubscriptionKey = tuple[str | None, str]
+#: A stream's place in the index: ``(owner, path)``.
+_Stream = tuple[str | None, str]
+#: A stream's subscriptions: (by pattern, explicitly and not by pattern).
+Members = tuple[tuple[SubscriptionKey, ...], tuple[SubscriptionKey, ...]]
 #: ``(owner, "first" | "last" | "any", segment)``.
 _Bucket = tuple[str | None, str, str | None]
 #: How many streams' pattern matches :class:`MembershipIndex` keeps.
@@ -102,16 +109,16 @@ class MembershipIndex:
 
     def __init__(self) -> None:
         self._buckets: dict[_Bucket, dict[SubscriptionKey, Glob]] = defaultdict(dict)
-        self._explicit: dict[StreamId, set[SubscriptionKey]] = defaultdict(set)
-        #: ``by_pattern``'s answers since the patterns last changed (at most MAX_CACHED).
-        self._matches: dict[StreamId, tuple[SubscriptionKey, ...]] = {}
+        self._explicit: dict[_Stream, set[SubscriptionKey]] = defaultdict(set)
+        #: ``members``' answers since the patterns or members last changed (at most MAX_CACHED).
+        self._members: dict[_Stream, Members] = {}
 
     def add_pattern(self, owner: str | None, key: SubscriptionKey, glob: Glob) -> None:
-        self._matches.clear()
+        self._members.clear()
         self._buckets[(owner, *glob.bucket)][key] = glob
 
     def remove_pattern(self, owner: str | None, key: SubscriptionKey, glob: Glob) -> None:
-        self._matches.clear()
+        self._members.clear()
         bucket_key = (owner, *glob.bucket)
         bucket = self._buckets.get(bucket_key)
         if bucket is not None:
@@ -120,28 +127,40 @@ class MembershipIndex:
                 del self._buckets[bucket_key]
 
     def add_explicit(self, stream: StreamId, key: SubscriptionKey) -> None:
-        self._explicit[stream].add(key)
+        self._members.clear()
+        self._explicit[(stream.owner, stream.name)].add(key)
 
     def remove_explicit(self, stream: StreamId, key: SubscriptionKey) -> None:
-        keys = self._explicit.get(stream)
+        self._members.clear()
+        place = (stream.owner, stream.name)
+        keys = self._explicit.get(place)
         if keys is not None:
             keys.discard(key)
             if not keys:
-                del self._explicit[stream]
+                del self._explicit[place]
 
-    def by_pattern(self, stream: StreamId) -> tuple[SubscriptionKey, ...]:
-        """The subscriptions whose pattern matches ``stream`` (three buckets, or the
-        answer kept from the last lookup: see the module docstring)."""
-        found = self._matches.get(stream)
+    def members(self, owner: str | None, name: str) -> Members:
+        """The subscriptions ``name`` of ``owner`` belongs to: (those whose pattern
+        matches it, those it is an explicit member of and whose pattern does not
+        match it). Three buckets, or the answer kept from the last lookup (see the
+        module docstring): what an append asks, so one plain-tuple dict lookup."""
+        place = (owner, name)
+        found = self._members.get(place)
         if found is None:
-            if len(self._matches) >= MAX_CACHED:
-                self._matches.clear()
-            found = self._matches[stream] = self._lookup(stream)
+            if len(self._members) >= MAX_CACHED:
+                self._members.clear()
+            by_pattern = self._lookup(owner, name)
+            explicit = self._explicit.get(place)
+            only = () if explicit is None else tuple(key for key in explicit if key not in by_pattern)
+            found = self._members[place] = (by_pattern, only)
         return found
 
-    def _lookup(self, stream: StreamId) -> tuple[SubscriptionKey, ...]:
-        parts = stream.name.split("/")
-        owner = stream.owner
+    def by_pattern(self, stream: StreamId) -> tuple[SubscriptionKey, ...]:
+        """The subscriptions whose pattern matches ``stream`` (see :meth:`members`)."""
+        return self.members(stream.owner, stream.name)[0]
+
+    def _lookup(self, owner: str | None, name: str) -> tuple[SubscriptionKey, ...]:
+        parts = name.split("/")
         found: list[SubscriptionKey] = []
         for bucket_key in ((owner, "first", parts[0]), (owner, "last", parts[-1]), (owner, "any", None)):
             bucket = self._buckets.get(bucket_key)
@@ -151,12 +170,12 @@ class MembershipIndex:
 
     def by_explicit(self, stream: StreamId) -> tuple[SubscriptionKey, ...]:
         """The subscriptions ``stream`` is an explicit member of."""
-        keys = self._explicit.get(stream)
+        keys = self._explicit.get((stream.owner, stream.name))
         return () if keys is None else tuple(keys)
 
     def cached(self) -> int:
         """How many streams' matches are kept (at most :data:`MAX_CACHED`)."""
-        return len(self._matches)
+        return len(self._members)
 
     def pattern_count(self) -> int:
         return sum(len(bucket) for bucket in self._buckets.values())

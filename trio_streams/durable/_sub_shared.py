@@ -13,7 +13,15 @@ instance, so :class:`SharedTasks` (started by the registry's ``serve``):
   is dropped with a warning, and that data wakes nobody until the stream's
   next append). A request about one subscription (claim, ack) first applies
   that subscription's notes (:meth:`SharedTasks.flush`): an instance reads
-  its own writes.
+  its own writes. A subscription left with a wake in flight by its last
+  update is *busy*: new data cannot wake it (its wake's end looks for
+  pending work), so its notes wait ``busy_interval`` after that update and
+  are then applied together -- a stream appended to all the time costs its
+  busy subscription one update per interval, not one per append (or per
+  append's round trip). Notes for an idle subscription are applied at once
+  (the wake's latency); a claim or ack here applies them first anyway; an
+  ack on another instance sees them at most ``busy_interval`` late (its
+  ``next_wake`` may then be false, and the notes' update makes the wake).
 - **the index follows other instances**: it is loaded at start (``serve``
   reports started after that), changed when another instance announces a
   change (the store's change feed), and reloaded whole at every reconnect of
@@ -32,6 +40,7 @@ instance, so :class:`SharedTasks` (started by the registry's ``serve``):
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -69,7 +78,8 @@ class Seen:
             # What the stream had before it went is gone with it.
             self.deleted, self.tail, self.pattern = True, later.tail, later.pattern
         elif later.tail is not None:
-            self.tail = later.tail if self.tail is None else max(self.tail, later.tail)
+            if self.tail is None or self.tail < later.tail:
+                self.tail = later.tail
             self.pattern = self.pattern or later.pattern
 
 
@@ -125,9 +135,13 @@ class SharedTasks:
         max_pending: int,
         sweep_interval: float,
         reload_interval: float,
+        busy_interval: float = 0.05,
     ) -> None:
         self.registry = registry
         self.max_pending = max_pending
+        self.busy_interval = busy_interval
+        #: Busy subscriptions (a wake in flight at their last update): when their notes are due.
+        self._busy: dict[Key, float] = {}
         self.sweep_interval = sweep_interval
         self.reload_interval = reload_interval
         self._notes: dict[Key, dict[str, Seen]] = {}
@@ -147,6 +161,9 @@ class SharedTasks:
         notes = self._notes.get(key)
         if notes is None:
             notes = self._notes[key] = {}
+            # The applier looks at a new key; later notes for it go with it (so a
+            # busy subscription's appends do not wake the applier one by one).
+            self._more.set()
         known = notes.get(name)
         if known is not None:
             known.merge(seen)
@@ -164,7 +181,17 @@ class SharedTasks:
         else:
             notes[name] = seen
             self._noted += 1
-        self._more.set()
+
+    def idle(self, key: Key) -> None:
+        """``key``'s wake ended here: its notes (if any) are applied at once, not after
+        ``busy_interval`` (they may be the pending work of its next wake)."""
+        if self._busy.pop(key, None) is not None and self._notes.get(key):
+            self._more.set()
+
+    def forget(self, key: Key) -> None:
+        """Subscription ``key`` is gone: nothing is kept for it (its notes go with it)."""
+        self._busy.pop(key, None)
+        self._take(key)
 
     def _take(self, key: Key) -> dict[str, Seen] | None:
         notes = self._notes.pop(key, None)
@@ -185,6 +212,7 @@ class SharedTasks:
             subscription, effect = await self.registry.state.update(key, self.registry.observe_change(notes))
         except DurableStreamError as exc:
             if exc.status == 404:
+                self._busy.pop(key, None)
                 return  # deleted meanwhile: its notes go with it
             for name, seen in notes.items():  # kept for the next try
                 self.see(key, name, seen)
@@ -193,14 +221,25 @@ class SharedTasks:
             for name, seen in notes.items():
                 self.see(key, name, seen)
             raise
+        if subscription.wake is not None:
+            self._busy[key] = trio.current_time() + self.busy_interval
+        else:
+            self._busy.pop(key, None)
         self.registry._start(subscription, effect)
 
     async def _apply_notes(self) -> None:
         delay = 0.05
+        due = math.inf
         while True:
-            await self._more.wait()
+            with trio.move_on_at(due):
+                await self._more.wait()
             self._more = trio.Event()
+            now, due = trio.current_time(), math.inf
             for key in list(self._notes):
+                busy_until = self._busy.get(key)
+                if busy_until is not None and busy_until > now:
+                    due = min(due, busy_until)  # (a busy subscription's notes wait: the docstring)
+                    continue
                 try:
                     await self._apply(key)
                 except DurableStreamError as exc:

@@ -123,7 +123,8 @@ class Subscription:
             existing.explicit = True
         else:
             existing.glob = True
-        existing.tail = max(existing.tail, tail)
+        if existing.tail < tail:  # (not max(): one comparison, no call; every match of an append)
+            existing.tail = tail
 
     def unlink_explicit(self, path: str, *, still_matches: bool) -> None:
         """Remove the explicit link of ``path``; a glob link stays while the pattern matches."""

@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
-from ._access import StreamId
 from ._offsets import START
 from ._sub_catalog import not_found as not_found
 from ._sub_config import invalid
@@ -67,8 +66,8 @@ class SubscriptionRegistry(SubscriptionWakes):
         wall_clock: POSIX time (``created_at``, wake events' ``ts``).
         jitter: ``(low, high) -> x`` for the retry jitter (``random.uniform``).
         resolve: ``(host, port) -> addresses`` for webhook hosts (default: getaddrinfo).
-        max_pending_matches, sweep_interval, reload_interval: a shared store's
-            background work (see :class:`~._sub_shared.SharedTasks`).
+        max_pending_matches, sweep_interval, reload_interval, busy_interval: a
+            shared store's background work (see :class:`~._sub_shared.SharedTasks`).
     """
 
     def __init__(
@@ -88,6 +87,7 @@ class SubscriptionRegistry(SubscriptionWakes):
         max_pending_matches: int = 100_000,
         sweep_interval: float = 1.0,
         reload_interval: float = 30.0,
+        busy_interval: float = 0.05,
     ) -> None:
         delivery = WebhookDelivery(
             signer,
@@ -111,6 +111,7 @@ class SubscriptionRegistry(SubscriptionWakes):
             max_pending=max_pending_matches,
             sweep_interval=sweep_interval,
             reload_interval=reload_interval,
+            busy_interval=busy_interval,
         )
 
     # -- lifetime --------------------------------------------------------------------
@@ -138,6 +139,14 @@ class SubscriptionRegistry(SubscriptionWakes):
                 self._retrying.clear()
                 self.state.stopped()
 
+    def _forget(self, key: Key) -> None:
+        super()._forget(key)
+        self.shared.forget(key)
+
+    def _cancel_lease(self, key: Key, wake_id: str) -> None:
+        super()._cancel_lease(key, wake_id)
+        self.shared.idle(key)
+
     async def _changed(self, key: Key) -> None:
         if self.state.shared:
             await self.shared.announce(key)
@@ -154,31 +163,35 @@ class SubscriptionRegistry(SubscriptionWakes):
         """
         if not self._indexed:
             return  # (the common case on a server nobody subscribed on: no lookup at all)
-        stream = StreamId(owner, name)
-        by_pattern = self._index.by_pattern(stream)
-        explicit = self._index.by_explicit(stream)
+        # (One dict lookup by a plain tuple: this runs on every append.)
+        by_pattern, explicit = self._index.members(owner, name)
         if not (by_pattern or explicit):
             return
         memory = self._memory
         if memory is None:
+            see = self.shared.see
             for key in by_pattern:
-                self.shared.see(key, name, Seen(tail, pattern=True))
-            for key in explicit:
-                if key not in by_pattern:
-                    self.shared.see(key, name, Seen(tail))
+                see(key, name, Seen(tail, pattern=True))
+            for key in explicit:  # (explicit members not matched by the pattern)
+                see(key, name, Seen(tail))
             return
-        # In process: the change at once, on the objects (what update_now does,
-        # without building a change for every append's match).
-        now = trio.current_time()
+        # In process: the change at once, on the objects (what ``observe`` does in
+        # ``update_now``, without building a change for every append's match).
+        # The wake step is skipped while a wake is in flight (it would make none:
+        # its end looks for pending work), the common case of a busy stream.
         subscriptions = memory.subscriptions
         for key in by_pattern:
             subscription = subscriptions.get(key)
             if subscription is not None:
-                self._start(subscription, self.observe(subscription, now, name, tail, pattern=True))
+                subscription.link(name, explicit=False, tail=tail, acked=START)
+                if subscription.wake is None:
+                    self._start(subscription, self._wake_step(subscription, name, trio.current_time()))
         for key in explicit:
             subscription = subscriptions.get(key)
-            if subscription is not None and key not in by_pattern:
-                self._start(subscription, self.observe(subscription, now, name, tail, pattern=False))
+            if subscription is not None:
+                subscription.observe(name, tail)
+                if subscription.wake is None:
+                    self._start(subscription, self._wake_step(subscription, name, trio.current_time()))
 
     def on_delete(self, owner: str | None, name: str) -> None:
         """``name`` of ``owner`` was deleted: its glob links go (explicit links stay, at the start)."""
