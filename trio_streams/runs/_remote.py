@@ -95,6 +95,9 @@ class Mirrors:
             if not mirror.users:
                 mirror.scope.cancel(reason="no one follows the run here")
                 mirror.run.log.discard()
+                # Its tail is cancelled before it could set this: a drain already
+                # waiting on the mirror (the only waiter left) must not wait forever.
+                mirror.run._finished.set()
                 if self._mirrors.get(info.run_id) is mirror:
                     del self._mirrors[info.run_id]
 
