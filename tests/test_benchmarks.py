@@ -210,3 +210,10 @@ def test_http_replay_only_smoke() -> None:
     table = bench_http.report_replay(rates, 300)
     assert "| trio_streams |" in table
     assert "1.00x |" in table  # the stronger ceiling, against itself
+
+
+async def test_fast_path_cpu_benchmark_smoke() -> None:
+    from benchmarks.bench_fast_path_cpu import measure
+
+    # It checks every append's 204 and the stream's tail itself.
+    assert await measure(50) > 0

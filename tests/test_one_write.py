@@ -75,6 +75,7 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     elif path == "/over":  # waits until the server says the connection is over
         over = trio.Event()
+        OFFERED.update(scope["extensions"][CONNECTION_OVER])
         scope["extensions"][CONNECTION_OVER]["when_over"](over.set)
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"waiting", "more_body": True})
@@ -88,12 +89,15 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
 
 GO = trio.Event()
 OVER = trio.Event()
+#: What /over was offered in its scope's CONNECTION_OVER extension.
+OFFERED: dict[str, Any] = {}
 
 
 @pytest.fixture
 async def server(nursery: trio.Nursery) -> AsyncIterator[tuple[str, int]]:
     global GO, OVER
     GO, OVER = trio.Event(), trio.Event()
+    OFFERED.clear()
     config = hypercorn.config.Config()
     config.accesslog = None
     config.errorlog = None
@@ -223,6 +227,8 @@ async def test_the_server_says_when_a_connection_is_over(server: tuple[str, int]
             assert isinstance(await client.next_event(), h11.Response)
             assert isinstance(await client.next_event(), h11.Data)
         await OVER.wait()  # the client closed: the app's callback was called
+    # The promise that lets an Exchange send a complete response without a RESPONSE_TIMEOUT scope.
+    assert OFFERED["bounded_sends"] is True
 
 
 def test_hypercorn_builds_its_connections_from_the_corking_server_once_installed():
@@ -290,3 +296,33 @@ async def test_an_exchange_offered_the_connection_s_end_is_cancelled_by_it_witho
             (callback,) = callbacks
             callback()  # the connection is over
     assert forgotten == [callback]
+
+
+@pytest.mark.parametrize("bounded", [False, True])
+async def test_an_exchange_s_response_timeout_bounds_its_sends_unless_the_server_does(
+    autojump_clock: trio.testing.MockClock, bounded: bool
+):
+    """RESPONSE_TIMEOUT ends a stalled send; with ``None`` (the server bounds its sends,
+    CONNECTION_OVER's ``bounded_sends``) the exchange adds no deadline of its own."""
+    from trio_streams.protocol import Response
+    from trio_streams.web._asgi import Exchange
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    sent: list[str] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message["type"])
+        await trio.sleep(100)  # a client that does not read
+
+    async def respond(exchange: Exchange) -> Response:
+        return Response(204, {}, b"")
+
+    exchange = Exchange(
+        receive, send, max_content_length=None, body_timeout=None, response_timeout=None if bounded else 5.0
+    )
+    await exchange.run(respond, watch=False)
+    # 5 s: the timeout cut the first send short; 200 s: both sends ran to their end.
+    assert trio.current_time() == (200.0 if bounded else 5.0)
+    assert sent == (["http.response.start", "http.response.body"] if bounded else ["http.response.start"])

@@ -468,3 +468,14 @@ def test_every_error_derives_from_the_one_root() -> None:
     assert WebApiError is ApiError
     assert issubclass(ApiError, StreamError)
     assert issubclass(DurableStreamError, StreamError)
+
+
+def test_a_stream_name_with_any_control_character_is_refused_and_others_are_not() -> None:
+    from trio_streams.protocol._ds_handlers import check_name
+
+    for code in [*range(0x20), 0x7F]:
+        with pytest.raises(DurableStreamError) as caught:
+            check_name(f"a{chr(code)}b")
+        assert (caught.value.status, caught.value.code) == (400, "invalid_stream_name")
+    for char in (" ", "~", "\x80", "é", "\u2028", "_-.:"):
+        check_name(f"a{char}b")  # printable, or not ASCII: allowed

@@ -220,7 +220,8 @@ class OneWriteResponses:
         if connection is None or scope.get("http_version") not in ("1.1", "1.0"):
             connection = None  # (HTTP/2: Hypercorn's h2 protocol batches its own writes)
         else:
-            scope["extensions"][CONNECTION_OVER] = {"when_over": connection.when_over}
+            # bounded_sends: _Response holds a known-length start and shields the last message (grace).
+            scope["extensions"][CONNECTION_OVER] = {"when_over": connection.when_over, "bounded_sends": True}
         response = _Response(scope, send, connection, self.grace)
         await self.app(scope, receive, response.send)
         if response.pending is not None:  # a start with no body message after it: as Hypercorn would

@@ -21,6 +21,7 @@ streams, so another user's stream is exactly as absent as one nobody created.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
 RUNS_PREFIX = "runs/"
 RESERVED_PREFIX = "__ds/"
 MAX_NAME_LENGTH = 1024
+#: A control character (one regex search, not a generator over every character).
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +143,7 @@ def check_name(name: str) -> None:
     """Refuse (400) a name that is too long, has control characters, or empty/dot segments."""
     if len(name) > MAX_NAME_LENGTH:
         raise bad_request("invalid_stream_name", f"a stream name is at most {MAX_NAME_LENGTH} characters")
-    if any(ord(char) < 0x20 or char == "\x7f" for char in name):
+    if _CONTROL.search(name):
         raise bad_request("invalid_stream_name", "a stream name may not contain control characters")
     if any(segment in ("", ".", "..") for segment in name.split("/")):
         raise bad_request("invalid_stream_name", "a stream name may not have empty, '.' or '..' segments")

@@ -38,7 +38,14 @@ from ..protocol import Headers, Query, Request, Response, StreamingResponse
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, HTTPScope
+    from hypercorn.typing import (
+        ASGIReceiveCallable,
+        ASGIReceiveEvent,
+        ASGISendCallable,
+        HTTPResponseBodyEvent,
+        HTTPResponseStartEvent,
+        HTTPScope,
+    )
 
 
 #: The ASGI scope extension (``scope["extensions"][CONNECTION_OVER]``) by which
@@ -48,6 +55,11 @@ if TYPE_CHECKING:
 #: that forgets it.
 #: ``serve``'s Hypercorn offers it (trio_streams/cli/_one_write.py); it saves a
 #: watcher task per waiting read.
+#: Its ``"bounded_sends"`` (when true) promises that the server bounds a complete
+#: response's sends itself: a start of known length is held without I/O and the
+#: last message is sent shielded under the server's own deadline, so the app's
+#: ``RESPONSE_TIMEOUT`` could never act on them and :class:`Exchange` opens no
+#: cancel scope for it (one fewer per request; ~6 µs under trio).
 CONNECTION_OVER = "trio_streams.connection_over"
 
 
@@ -113,7 +125,8 @@ class Exchange:
         max_content_length: bytes of body kept at most (the app's ``MAX_CONTENT_LENGTH``).
         body_timeout: seconds the whole body may take (the app's ``BODY_TIMEOUT``; ``None``: no limit).
         response_timeout: seconds a complete response may take to send
-            (the app's ``RESPONSE_TIMEOUT``); event streams have none.
+            (the app's ``RESPONSE_TIMEOUT``; ``None``: the server bounds its
+            sends, see :data:`CONNECTION_OVER`); event streams have none.
         when_over: the scope's :data:`CONNECTION_OVER` extension's ``"when_over"``, if offered.
     """
 
@@ -308,9 +321,24 @@ class Exchange:
         await self._consume()
         headers = _encode(response.headers)
         headers.append((b"content-length", str(len(response.body)).encode()))
+        start: HTTPResponseStartEvent = {
+            "type": "http.response.start",
+            "status": response.status,
+            "headers": headers,
+        }
+        body: HTTPResponseBodyEvent = {
+            "type": "http.response.body",
+            "body": response.body,
+            "more_body": False,
+        }
+        if self._response_timeout == math.inf:
+            # No deadline (or the server's own: CONNECTION_OVER): a scope would cost ~6 µs for nothing.
+            await self.send(start)
+            await self.send(body)
+            return
         with trio.move_on_after(self._response_timeout):
-            await self.send({"type": "http.response.start", "status": response.status, "headers": headers})
-            await self.send({"type": "http.response.body", "body": response.body, "more_body": False})
+            await self.send(start)
+            await self.send(body)
 
     async def _stream(self, response: StreamingResponse) -> None:
         send = self.send

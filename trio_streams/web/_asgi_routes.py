@@ -93,6 +93,8 @@ class FastPaths:
             "body_timeout": config["BODY_TIMEOUT"],
             "response_timeout": config["RESPONSE_TIMEOUT"],
         }
+        #: Where the server bounds a complete response's sends itself (CONNECTION_OVER's "bounded_sends").
+        self._bounded_limits: dict[str, Any] = {**self._limits, "response_timeout": None}
         self._logger = app.logger
 
     async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
@@ -138,8 +140,11 @@ class FastPaths:
         route: str,
     ) -> None:
         offered = (scope.get("extensions") or {}).get(CONNECTION_OVER)
-        when_over = None if offered is None else offered.get("when_over")
-        exchange = Exchange(receive, send, when_over=when_over, **self._limits)
+        if offered is None:
+            exchange = Exchange(receive, send, **self._limits)
+        else:
+            limits = self._bounded_limits if offered.get("bounded_sends") else self._limits
+            exchange = Exchange(receive, send, when_over=offered.get("when_over"), **limits)
 
         async def respond(exchange: Exchange) -> Response | StreamingResponse:
             # Timed as under Quart (web/_metrics.py): until the response is ready.
