@@ -33,6 +33,7 @@ its events are durable, so it never trims one Redis cannot serve yet: see
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -40,6 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import trio
+from coredis.exceptions import NoScriptError
 
 from .._group_commit import CommitQueue
 from ._codec import encode_batch, entry_id
@@ -147,6 +149,12 @@ class _Frozen:
 #: What the writer queues: an event of a run, or a metadata write.
 _Item: TypeAlias = "tuple[str, Event] | MetaWrite"
 
+# The flush's scripts go out as EVALSHA of these digests. (A coredis pipeline
+# given Script objects first sends SCRIPT EXISTS and waits for its answer: a
+# second round trip on every flush, which the events' readers elsewhere wait
+# for.) They are loaded once, and again when Redis answers NOSCRIPT.
+_SHAS = {source: hashlib.sha1(source.encode()).hexdigest() for source in (APPEND_EVENTS, SAVE_META)}
+
 
 def _item_size(item: _Item) -> int:
     return item.size if isinstance(item, MetaWrite) else item[1].size
@@ -215,7 +223,9 @@ class RedisWriter:
         )
         self._appended = 0  # items ever queued
         self._durable = 0  # items acknowledged by Redis (a prefix of the queue's history)
-        self._scripts: dict[str, Any] = {}
+        self._scripts_loaded = False
+        #: Times the scripts were loaded into Redis (at the first flush, and after a NOSCRIPT).
+        self.script_loads = 0
         self._fenced: set[str] = set()
         #: Runs whose events Redis refused because another instance declared them dead.
         self.fenced = 0
@@ -401,6 +411,30 @@ class RedisWriter:
             return
 
     async def _send(self, commands: list[_Entry | MetaWrite]) -> None:
+        """One pipeline of ``commands`` (sent twice if Redis had lost the
+        scripts); raises what a command failed with.
+
+        Cancellation: what Redis got of the pipeline is unknown, as for any command.
+        """
+        if not self._scripts_loaded:
+            await self._load_scripts()
+        kinds, owners, results = await self._pipeline(commands)
+        if any(isinstance(result, NoScriptError) for result in results):
+            # Redis lost its script cache (a restart, SCRIPT FLUSH): load them and
+            # send it all again (an entry that made it is skipped, as on any retry).
+            await self._load_scripts()
+            kinds, owners, results = await self._pipeline(commands)
+        self._check(kinds, owners, results)
+
+    async def _load_scripts(self) -> None:
+        self._scripts_loaded = False
+        client = self._client()
+        for source in _SHAS:
+            await client.script_load(source)
+        self._scripts_loaded = True
+        self.script_loads += 1
+
+    async def _pipeline(self, commands: list[_Entry | MetaWrite]) -> tuple[list[str], list[str], Any]:
         keys = self._keys
         ttls = self._ttls
         kinds: list[str] = []
@@ -410,14 +444,14 @@ class RedisWriter:
                 before = len(kinds)
                 run_id = command.run_id
                 if isinstance(command, _Entry):
-                    self._script(APPEND_EVENTS)(
+                    pipe.evalsha(
+                        _SHAS[APPEND_EVENTS],
                         keys=[keys.events(run_id), keys.meta(run_id)],
                         args=[
                             entry_id(command.first, command.last),
                             encode_batch(command.events),
                             command.last,
                         ],
-                        client=pipe,
                     )
                     kinds.append("append")
                     if command.first == 1:
@@ -428,9 +462,13 @@ class RedisWriter:
                 else:
                     kinds += self._queue_meta(pipe, command)
                 owners += [run_id] * (len(kinds) - before)
-        results: Any = pipe.results or ()
+        return kinds, owners, pipe.results or ()
+
+    def _check(self, kinds: list[str], owners: list[str], results: Any) -> None:
         for kind, run_id, result in zip(kinds, owners, results, strict=True):
             if isinstance(result, BaseException):
+                if isinstance(result, NoScriptError):
+                    self._scripts_loaded = False  # the retry loads them first
                 if self._health is not None and timed_out(result):
                     # Redis did not answer: fail fast everywhere (and wake
                     # the waits that are pointless without it) until it does.
@@ -444,12 +482,6 @@ class RedisWriter:
             if kind == "save_meta" and result == 0:
                 logger.error("run %s was declared dead by another instance: its metadata stays final", run_id)
 
-    def _script(self, source: str) -> Any:
-        script = self._scripts.get(source)
-        if script is None:
-            script = self._scripts[source] = self._client().register_script(source)
-        return script
-
     def _queue_meta(self, pipe: Any, write: MetaWrite) -> list[str]:
         keys = self._keys
         ttls = self._ttls
@@ -458,7 +490,7 @@ class RedisWriter:
         args: list[str | int] = [_ms(ttls.finished if write.final else ttls.running)]
         for name, value in write.fields.items():
             args += (name, value)
-        self._script(SAVE_META)(keys=[keys.meta(run_id)], args=args, client=pipe)
+        pipe.evalsha(_SHAS[SAVE_META], keys=[keys.meta(run_id)], args=args)
         score = {run_id: write.created_at}
         owner = write.owner
         pipe.zadd(keys.runs, score)
