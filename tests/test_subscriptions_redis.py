@@ -349,3 +349,48 @@ async def test_a_busy_subscriptions_matches_wait_then_go_to_redis_together(
                 with trio.fail_after(WAIT):
                     await eventually(caught_up)  # after the interval, without a request
             assert await generations(a) == [1]
+
+
+async def test_a_claim_waits_for_the_match_update_already_on_its_way_to_redis(
+    where: tuple[str, bool], prefix: str
+) -> None:
+    """An append's match is being written by the background task when a claim comes:
+    the claim waits for that update (not NO_PENDING_WORK, its load racing the wake)."""
+    with trio.fail_after(DEADLINE):
+        async with instance(where, prefix) as a:
+            await create(a, "wake/pool")
+            await a.registry.put(None, "s1", parse_config(PULL), "http://x/cb")
+            registry = a.registry
+            real_update = registry.state.update
+            in_flight, gate = trio.Event(), trio.Event()
+            overlapped: list[bool] = []
+
+            async def update(key: Any, change: Any) -> Any:
+                if not in_flight.is_set():  # the match's update (the first after the append)
+                    in_flight.set()
+                    await gate.wait()
+                elif not gate.is_set():  # another update while the match's is held: the race
+                    overlapped.append(True)
+                    gate.set()
+                return await real_update(key, change)
+
+            registry.state.update = update  # type: ignore[method-assign]
+            await create(a, "events/x", b'{"a": 1}')
+            await in_flight.wait()
+            results: list[Any] = []
+            async with trio.open_nursery() as nursery:
+
+                async def claim() -> None:
+                    results.append(await claim_or_refusal(registry, "w1"))
+
+                nursery.start_soon(claim)
+                # Let the held update go once the claim waits for it (or once the claim
+                # raced it with an update of its own).
+                while not gate.is_set():
+                    applying = registry.shared._applying.get((None, "s1"))
+                    if applying is not None and applying.statistics().tasks_waiting:
+                        gate.set()
+                    await trio.sleep(0.001)
+            assert not overlapped, "the claim loaded the subscription while the match's update was on its way"
+            assert not isinstance(results[0], DurableStreamError), results[0]
+            assert results[0].generation == 1

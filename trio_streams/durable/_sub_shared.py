@@ -145,6 +145,8 @@ class SharedTasks:
         self.sweep_interval = sweep_interval
         self.reload_interval = reload_interval
         self._notes: dict[Key, dict[str, Seen]] = {}
+        #: Subscriptions whose notes are being applied now: set when that update is done.
+        self._applying: dict[Key, trio.Event] = {}
         self._noted = 0
         self._more = trio.Event()
         self.dropped = 0
@@ -200,14 +202,29 @@ class SharedTasks:
         return notes
 
     async def flush(self, key: Key) -> None:
-        """Apply ``key``'s notes now (before a request about it). Cancellation: they are kept."""
-        if self._notes.get(key):
+        """Apply ``key``'s notes now (before a request about it), after the update already
+        applying some (the background task's): when this returns, every note taken before
+        it was called is in the store. Cancellation: notes not applied are kept."""
+        if self._notes.get(key) or key in self._applying:
             await self._apply(key)
 
     async def _apply(self, key: Key) -> None:
+        # One update at a time per subscription: a request's flush that found the
+        # background task's update in flight waits for it (else the request could
+        # load the subscription before that update's wake is in the store).
+        while (applying := self._applying.get(key)) is not None:
+            await applying.wait()
         notes = self._take(key)
         if not notes:
             return
+        applied = self._applying[key] = trio.Event()
+        try:
+            await self._update(key, notes)
+        finally:
+            del self._applying[key]
+            applied.set()
+
+    async def _update(self, key: Key, notes: dict[str, Seen]) -> None:
         try:
             subscription, effect = await self.registry.state.update(key, self.registry.observe_change(notes))
         except DurableStreamError as exc:
