@@ -33,6 +33,7 @@ import http.client
 import json
 import os
 import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -41,7 +42,10 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = b"x" * 64
@@ -134,65 +138,101 @@ def autocannon(url: str, connections: int, duration: int, pids: tuple[int, ...] 
     }
 
 
+def _http_request(method: str, path: str, host: str, body: bytes = b"") -> bytes:
+    head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n"
+    if body or method == "POST":
+        head += f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
+    return (head + "\r\n").encode() + body
+
+
+def _read_until(sock: socket.socket, buffer: bytearray, done: Callable[[bytes], int]) -> bytes:
+    """Receive into ``buffer`` until ``done(buffer)`` returns the end of what is wanted (> 0);
+    returns that much, leaving the rest in ``buffer``."""
+    while (end := done(bytes(buffer))) <= 0:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        buffer += chunk
+    wanted = bytes(buffer[:end])
+    del buffer[:end]
+    return wanted
+
+
+def _response_end(data: bytes) -> int:
+    """The end of the first complete ``Content-Length`` (or bodiless) response in ``data``; 0 if none yet."""
+    head_end = data.find(b"\r\n\r\n")
+    if head_end < 0:
+        return 0
+    found = re.search(rb"\r\ncontent-length: *(\d+)", data[:head_end], re.IGNORECASE)
+    end = head_end + 4 + (int(found.group(1)) if found else 0)
+    return end if len(data) >= end else 0
+
+
+def _data_line_end(data: bytes) -> int:
+    """The end of the SSE line carrying the appended bytes in ``data``; 0 if not all in yet."""
+    at = data.find(b"x" * 8)
+    return 0 if at < 0 else data.find(b"\n", at) + 1
+
+
 def live_latency(base: str, mode: str, samples: int, pause: float = 0.01) -> list[float]:
     """Seconds from just before an append is sent until a waiting reader has it.
 
-    Both modes pause ``pause`` seconds before each timed append (a long-poll
-    must be parked at the tail by then): the server and the client are idle
-    as long in both, so the two figures differ only by what the server does.
+    The same client for both modes: raw sockets (``TCP_NODELAY``), one
+    thread, no HTTP library parsing on the timed path. Each sample: idle
+    ``pause`` seconds (the long-poll's request is sent before it, so it is
+    parked at the tail by then; the SSE reader waits at the tail all along),
+    then the append is sent and its 204 read, then the reader's socket is
+    read until the appended bytes are in (a long-poll: its whole response;
+    SSE: its data line).
     """
     # Text, so that SSE carries it as it is (binary streams go base64-encoded).
     url = create(base, "text/plain")
     host, port = base.removeprefix("http://").split(":")
     path = url.removeprefix(base)
-    writer = http.client.HTTPConnection(host, int(port), timeout=10)
-    reader = http.client.HTTPConnection(host, int(port), timeout=10)
-    offset = "-1"
+    writer = socket.create_connection((host, int(port)), timeout=10)
+    reader = socket.create_connection((host, int(port)), timeout=10)
+    for sock in (writer, reader):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    wbuf, rbuf = bytearray(), bytearray()
+    append = _http_request("POST", path, host, BODY)
+    marker = b"x" * 8
     times: list[float] = []
+    offset = "-1"
     if mode == "sse":
-        reader.request("GET", f"{path}?offset=-1&live=sse")
-        stream = reader.getresponse()
-        assert stream.status == 200, stream.status
-        time.sleep(0.2)  # the first control event is out; the reader waits at the tail
-        for _ in range(samples):
-            time.sleep(pause)  # idle as long as a long-poll's reader does (not timed)
-            started = time.perf_counter()
-            writer.request("POST", path, body=BODY, headers={"Content-Type": "text/plain"})
-            answer = writer.getresponse()
-            answer.read()
-            line = b""
-            while not line.startswith(b"data:") or b"x" * 8 not in line:
-                line = stream.fp.readline()
-            times.append(time.perf_counter() - started)
-        reader.close()
+        reader.sendall(_http_request("GET", f"{path}?offset=-1&live=sse", host))
+        # Up to the first control event: the reader then waits at the tail.
+        _read_until(reader, rbuf, lambda data: data.find(b"event: control") + 1)
+        time.sleep(0.2)
+        rbuf.clear()
     else:
-        for _ in range(samples):
-            got: dict[str, Any] = {}
-
-            def wait(at: str = offset, got: dict[str, Any] = got) -> None:
-                reader.request("GET", f"{path}?offset={at}&live=long-poll")
-                response = reader.getresponse()
-                got["body"] = response.read()
-                got["at"] = time.perf_counter()
-                got["next"] = response.getheader("Stream-Next-Offset")
-
-            if offset == "-1":
-                # Catch up to the (empty) tail first, so the timed read waits live.
-                reader.request("GET", f"{path}?offset=-1")
-                first = reader.getresponse()
-                first.read()
-                offset = first.getheader("Stream-Next-Offset") or offset
-                continue
-            thread = threading.Thread(target=wait, args=(offset,))
-            thread.start()
-            time.sleep(pause)  # let the long-poll park at the tail (not timed)
-            started = time.perf_counter()
-            writer.request("POST", path, body=BODY, headers={"Content-Type": "text/plain"})
-            writer.getresponse().read()
-            thread.join()
-            times.append(got["at"] - started)
-            offset = got["next"]
+        # Catch up to the (empty) tail first, so the timed reads wait live.
+        reader.sendall(_http_request("GET", f"{path}?offset=-1", host))
+        first = _read_until(reader, rbuf, _response_end)
+        found = re.search(rb"\r\nstream-next-offset: *([^\r]+)", first, re.IGNORECASE)
+        assert found is not None, first[:300]
+        offset = found.group(1).decode()
+    for _ in range(samples):
+        if mode != "sse":
+            reader.sendall(_http_request("GET", f"{path}?offset={offset}&live=long-poll", host))
+        time.sleep(pause)  # idle (not timed); a long-poll parks at the tail meanwhile
+        started = time.perf_counter()
+        writer.sendall(append)
+        answer = _read_until(writer, wbuf, _response_end)
+        if mode == "sse":
+            _read_until(reader, rbuf, _data_line_end)
+            times.append(time.perf_counter() - started)
+            rbuf.clear()
+        else:
+            got = _read_until(reader, rbuf, _response_end)
+            times.append(time.perf_counter() - started)
+            assert got.startswith(b"HTTP/1.1 200"), got[:300]
+            assert marker in got, got[:300]
+            found = re.search(rb"\r\nstream-next-offset: *([^\r]+)", got, re.IGNORECASE)
+            assert found is not None
+            offset = found.group(1).decode()
+        assert answer.startswith(b"HTTP/1.1 204"), answer[:300]
     writer.close()
+    reader.close()
     return times
 
 

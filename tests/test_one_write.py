@@ -326,3 +326,67 @@ async def test_an_exchange_s_response_timeout_bounds_its_sends_unless_the_server
     # 5 s: the timeout cut the first send short; 200 s: both sends ran to their end.
     assert trio.current_time() == (200.0 if bounded else 5.0)
     assert sent == (["http.response.start", "http.response.body"] if bounded else ["http.response.start"])
+
+
+async def _serve_with_read_timeout(nursery: trio.Nursery, read_timeout: int | None) -> tuple[str, int]:
+    config = hypercorn.config.Config()
+    config.accesslog = None
+    config.errorlog = None
+    config.keep_alive_timeout = 1000
+    config.read_timeout = read_timeout
+    sockets = listen("127.0.0.1", 0, backlog=10)
+    (url,) = await nursery.start(
+        lambda task_status: serve_hypercorn(
+            app, config, sockets, shutdown_trigger=trio.sleep_forever, task_status=task_status
+        )
+    )
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return host, int(port)
+
+
+class FailAfters:
+    """The ``trio.fail_after`` scopes opened around a connection's reads while counted
+    (not the TLS handshake's: ``ssl_handshake_timeout``)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.opened = 0
+        original = trio.fail_after
+        handshake = hypercorn.config.Config().ssl_handshake_timeout
+
+        def counting(seconds: float, **kwargs: Any) -> Any:
+            self.opened += seconds != handshake
+            return original(seconds, **kwargs)
+
+        monkeypatch.setattr(trio, "fail_after", counting)
+
+
+async def test_a_connection_reads_without_a_timeout_scope_when_there_is_no_read_timeout(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+):
+    # (Hypercorn opens fail_after(inf) around every read: a scope held by every idle connection.)
+    server = await _serve_with_read_timeout(nursery, None)
+    with trio.fail_after(20):
+        opened = FailAfters(monkeypatch)
+        sock = trio.socket.socket()
+        with sock:
+            await sock.connect(server)
+            client = Client(sock, server[0])
+            for _ in range(2):
+                await client.request("GET", "/complete")
+                assert await client.response() == (200, BODY)
+    assert opened.opened == 0
+    nursery.cancel_scope.cancel()
+
+
+async def test_a_read_timeout_still_closes_a_silent_connection(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+):
+    server = await _serve_with_read_timeout(nursery, 1)
+    with trio.fail_after(10):
+        opened = FailAfters(monkeypatch)
+        sock = trio.socket.socket()
+        with sock:
+            await sock.connect(server)
+            assert await sock.recv(100) == b""  # closed by the server: the client sent nothing
+    assert opened.opened >= 1
+    nursery.cancel_scope.cancel()
