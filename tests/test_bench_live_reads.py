@@ -16,5 +16,7 @@ def test_live_read_benchmark_delivers_every_sample(mode: str) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
     assert len(times) == 5
     assert all(t > 0 for t in times)
