@@ -71,6 +71,11 @@ class BodyTimeout(Exception):
     """The body did not arrive within the app's ``BODY_TIMEOUT`` (Quart's 408)."""
 
 
+class BodyIncomplete(BodyTimeout):
+    """The client left before its whole body arrived: none of it is used (Quart cancels the
+    handler). Answered as a :class:`BodyTimeout`, to nobody: the client is gone."""
+
+
 def parsed_request(scope: HTTPScope, path_params: Mapping[str, str], exchange: Exchange) -> Request:
     """The scope as the protocol's :class:`Request`, as Quart would have parsed it.
 
@@ -140,6 +145,7 @@ class Exchange:
         "_request_over",
         "_response_timeout",
         "_too_large",
+        "_truncated",
         "_watched",
         "_when_over",
         "declared",
@@ -169,6 +175,7 @@ class Exchange:
         self._too_large = False
         self._body_over = False  # the body is over, as readers see it
         self._request_over = False  # the client sent all of it (or left)
+        self._truncated = False  # the client left before the body's last message
         #: A watcher task receives the messages (``run(watch=True)``).
         self._watched = False
         #: Set (and dropped) on the next message the watcher receives; made only
@@ -200,6 +207,9 @@ class Exchange:
             if not more:
                 self._request_over = True
         elif kind == "http.disconnect":
+            # A disconnect is not the body's end: what came is a part (Hypercorn
+            # sends it when the connection ends before Content-Length).
+            self._truncated = not self._body_over
             self._body_over = self._request_over = self.disconnected = True
 
     async def _watch(self, scope: trio.CancelScope) -> None:
@@ -241,6 +251,7 @@ class Exchange:
         Raises:
             BodyTooLarge: it is over the app's ``MAX_CONTENT_LENGTH``.
             BodyTimeout: it did not arrive within ``BODY_TIMEOUT``.
+            BodyIncomplete: the client left before all of it arrived.
 
         Cancellation: the client went away, or the server is stopping.
         """
@@ -250,6 +261,8 @@ class Exchange:
             raise BodyTimeout
         if self._too_large:
             raise BodyTooLarge
+        if self._truncated:
+            raise BodyIncomplete
         chunks = self._chunks
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
