@@ -290,9 +290,10 @@ class SubscriptionRegistry(SubscriptionWakes):
         moved: list[float] = []
 
         def change(subscription: Subscription, now: float) -> tuple[Wake, Effect]:
+            # Fenced first: a request without the wake's token learns nothing (not even the type).
+            wake = subscription.fence(token, request.get("wake_id"), request.get("generation"))
             if subscription.config.type != kind:
                 raise invalid(f"this is not a {kind} subscription")
-            wake = subscription.fence(token, request.get("wake_id"), request.get("generation"))
             subscription.apply_acks(request.get("acks"))
             if not done:
                 subscription.heartbeat(wake, now)
@@ -321,9 +322,9 @@ class SubscriptionRegistry(SubscriptionWakes):
         key = (owner, subscription_id)
 
         def change(subscription: Subscription, now: float) -> tuple[Wake, Effect]:
+            wake = subscription.fence(token, request.get("wake_id"), request.get("generation"))
             if subscription.config.type != "pull-wake":
                 raise invalid("this is not a pull-wake subscription")
-            wake = subscription.fence(token, request.get("wake_id"), request.get("generation"))
             subscription.end_wake(wake)
             return wake, self._wake_step(subscription, None, now)
 
