@@ -229,3 +229,40 @@ async def test_with_owners_a_subscription_is_its_creators_and_sees_only_their_st
             await call(svc, "POST", "__ds/subscriptions/p1/ack", ack, Authorization="Bearer forged")
         assert forged.value.status == 404  # it reveals nothing about Alice's subscription
         nursery.cancel_scope.cancel()
+
+
+async def refusal(
+    svc: DurableService, method: str, name: str, body: bytes, **headers: str
+) -> DurableStreamError:
+    with pytest.raises(DurableStreamError) as error:
+        await handle_stream_request(request(method, MOUNT + name, body=body, headers=headers), svc)
+    return error.value
+
+
+async def test_bad_control_documents_are_4xx_never_500(autojump_clock: trio.testing.MockClock) -> None:
+    svc = durable_service(DurableStreamStore(), subscriptions={})
+    assert svc.subscriptions is not None
+    async with trio.open_nursery() as nursery:
+        await nursery.start(svc.subscriptions.serve)
+        deep = await refusal(svc, "PUT", "__ds/subscriptions/d", b"[" * 100_000 + b"]" * 100_000)
+        assert (deep.status, deep.code) == (400, "INVALID_REQUEST")
+        # A control document is small: bounded well below a stream append's limit.
+        big = json.dumps({**PULL, "description": "x" * (3 * 1024 * 1024)}).encode()
+        assert (await refusal(svc, "PUT", "__ds/subscriptions/b", big)).status == 413
+        # The name `__ds` itself is reserved (its first segment is `__ds`): never a stream.
+        assert (await refusal(svc, "PUT", "__ds", b"", **{"Content-Type": "application/json"})).status == 404
+        # `done` is a boolean: a string is refused, not read as a heartbeat.
+        await call(svc, "PUT", "wake/pool", **{"Content-Type": "application/json"})
+        await call(svc, "PUT", "__ds/subscriptions/p1", PULL)
+        await call(svc, "PUT", "events/e1", {"x": 1}, **{"Content-Type": "application/json"})
+        claim = doc(await call(svc, "POST", "__ds/subscriptions/p1/claim", {"worker": "w1"}))
+        ack = json.dumps({"wake_id": claim["wake_id"], "generation": claim["generation"], "done": "true"})
+        bearer = {"Authorization": f"Bearer {claim['token']}"}
+        not_bool = await refusal(svc, "POST", "__ds/subscriptions/p1/ack", ack.encode(), **bearer)
+        assert (not_bool.status, not_bool.code) == (400, "INVALID_REQUEST")
+        # A token that is not the wake's is fenced before anything about the subscription is told.
+        forged = await refusal(
+            svc, "POST", "__ds/subscriptions/p1/callback", b"{}", Authorization="Bearer nope"
+        )
+        assert (forged.status, forged.code) == (409, "FENCED")
+        nursery.cancel_scope.cancel()

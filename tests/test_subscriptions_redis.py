@@ -394,3 +394,52 @@ async def test_a_claim_waits_for_the_match_update_already_on_its_way_to_redis(
             assert not overlapped, "the claim loaded the subscription while the match's update was on its way"
             assert not isinstance(results[0], DurableStreamError), results[0]
             assert results[0].generation == 1
+
+
+async def test_a_graceful_stop_hands_its_webhook_wakes_over_at_once(
+    where: tuple[str, bool], prefix: str
+) -> None:
+    """A stops while its delivery's wake is in flight with a 10 minute lease: B's
+    sweeper re-delivers it (a new generation) at once, not when the lease ends."""
+    got: list[tuple[str, int]] = []
+
+    def receiver(name: str, answer: bytes) -> Any:
+        async def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+            got.append((name, json.loads(body)["generation"]))
+            return 200, answer
+
+        return post
+
+    signer = WebhookSigner()
+    hook = {
+        "type": "webhook",
+        "pattern": "events/*",
+        "webhook": {"url": "https://hooks.example/x"},
+        "lease_ttl_ms": 600_000,
+    }
+    with trio.fail_after(DEADLINE):
+        async with instance(
+            where, prefix, signer=signer, post=receiver("b", b'{"done": true}'), resolve=public_dns
+        ) as b:
+            async with instance(
+                where, prefix, signer=signer, post=receiver("a", b"{}"), resolve=public_dns
+            ) as a:
+                await a.registry.put(None, "h1", parse_config(hook), "https://me/cb")
+                await knows(b.registry, "h1")
+                await create(a, "events/a", b'{"a": 1}')
+
+                async def delivered_by_a() -> bool:
+                    return got == [("a", 1)]
+
+                with trio.fail_after(WAIT):
+                    await eventually(delivered_by_a)
+            # A stopped (its registry's nursery cancelled, as on SIGTERM's drain).
+
+            async def settled() -> bool:
+                subscription = await b.registry.get(None, "h1")
+                return subscription.wake is None and not subscription.has_pending()
+
+            with trio.fail_after(WAIT):  # (far less than the 600 s lease)
+                await eventually(settled)
+            assert got == [("a", 1), ("b", 2)]
+            assert (await b.registry.get(None, "h1")).generation == 2

@@ -265,3 +265,20 @@ async def test_deleting_fences_inflight_callbacks(autojump_clock: trio.testing.M
             await subs.ack(None, "h1", body["callback_token"], {**request, "done": True}, kind="webhook")
         assert gone.value.status == 404
         assert str(sub.links["events/a"].acked) != tail
+
+
+async def test_a_delivery_that_fails_unexpectedly_does_not_stop_the_registry(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken() -> tuple[int, bytes]:
+        raise UnicodeEncodeError("ascii", "\u00e9", 0, 1, "a bug in a lower layer")
+
+    receiver = Receiver([broken, answer(200, {"done": True})])
+    async with serving(receiver) as (backend, subs):
+        sub, _ = await subs.put(None, "h1", parse_config(HOOK), "https://me/cb")
+        await data(backend, "events/a")
+        await trio.sleep(1.5)
+        # A failed attempt (logged with its traceback), retried after 1 s; the registry lives on.
+        assert [when for when, _, _, _ in receiver.got] == [0.0, 1.0]
+        assert (sub.status, sub.wake) == ("active", None)
+        assert any("UnicodeEncodeError" in record.getMessage() for record in caplog.records)

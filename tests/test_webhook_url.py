@@ -100,3 +100,23 @@ async def test_loopback_http_only_behind_the_option() -> None:
     await refused("http://10.0.0.1/hook", allow_loopback_http=True)
     await refused("https://192.168.0.1/hook", allow_loopback_http=True)
     await refused("http://hooks.example/h", allow_loopback_http=True, resolve=resolver("127.0.0.1"))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://hooks.example/\u00e9",  # (not ASCII: the request line cannot carry it)
+        "https://hooks.example/a b",
+        "https://hooks.example/h\r\nX-Injected: 1",
+        "https://hooks.example\x00.evil/h",  # (getaddrinfo would resolve up to the NUL)
+        "https://hooks.example/\x7f",
+    ],
+)
+async def test_urls_with_characters_a_request_cannot_carry_are_refused(url: str) -> None:
+    await refused(url, resolve=resolver("93.184.216.34"))
+    await refused(url.replace("https://hooks.example", "http://127.0.0.1"), allow_loopback_http=True)
+
+
+async def test_a_host_name_idna_cannot_encode_is_refused_not_a_500() -> None:
+    # The real resolver: a label longer than 63 characters is a UnicodeError in idna.
+    await refused("https://" + "a" * 300 + ".example/h")

@@ -94,6 +94,10 @@ class WebhookDelivery:
                 status, answer = await self._post(url, body, headers)
             except (WebhookDeliveryError, DurableStreamError) as exc:
                 logger.info("subscription %r: webhook attempt failed: %s", key[1], exc)
+            except Exception as exc:
+                # Not the receiver's doing (a bug below): a failed attempt, loudly,
+                # rather than a delivery task that dies and leaves the wake to its lease.
+                logger.exception("subscription %r: webhook attempt failed unexpectedly: %r", key[1], exc)
         if 200 <= status < 300:
             self.failures.pop(key, None)
             return True, _is_done(answer)

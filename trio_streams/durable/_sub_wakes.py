@@ -86,6 +86,11 @@ class SubscriptionWakes(SubscriptionCatalog):
         except DurableStreamError as exc:
             log = logger.debug if exc.status == 404 else logger.warning
             log("subscriptions: %s gave up: %s", getattr(function, "__name__", function), exc.message)
+        except Exception:
+            # A bug in one step (one subscription's) must not end every other
+            # subscription's tasks -- nor the hub whose nursery holds the registry.
+            # (Cancelled is not an Exception: it propagates.)
+            logger.exception("subscriptions: %s failed", getattr(function, "__name__", function))
 
     # -- wakes -----------------------------------------------------------------------
 

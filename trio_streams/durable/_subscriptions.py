@@ -30,13 +30,17 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
+from ._errors import DurableStreamError
 from ._offsets import START
 from ._sub_catalog import not_found as not_found
 from ._sub_config import invalid
 from ._sub_delivery import WebhookDelivery
 from ._sub_shared import Seen, SharedTasks
 from ._sub_store import MemorySubscriptionState
-from ._sub_wakes import SubscriptionWakes
+from ._sub_wakes import SubscriptionWakes, logger
+
+#: How long a stopping registry may take to hand its webhook wakes over (seconds).
+HANDOVER_GRACE = 5.0
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -123,8 +127,12 @@ class SubscriptionRegistry(SubscriptionWakes):
         Cancellation: cancels every lease and delivery task. In process, every
         wake in flight ends (its tokens are fenced from then on); subscriptions
         and cursors stay, and the next data after a new ``serve`` wakes them.
-        With a shared store, wakes stay as stored: their leases expire (swept
-        by any instance) unless their holders ack.
+        With a shared store, the webhook wakes this instance delivers are
+        handed over (:meth:`_hand_over`: their leases end now, so another
+        instance's sweeper re-delivers them at once; shielded, at most
+        ``HANDOVER_GRACE`` seconds); pull-wake claims stay as stored (their
+        workers still hold them: they ack on any instance, or their leases
+        expire, swept by any instance).
         """
         async with trio.open_nursery() as nursery:
             try:
@@ -135,9 +143,57 @@ class SubscriptionRegistry(SubscriptionWakes):
                 await trio.sleep_forever()
             finally:
                 self._nursery = None
+                if self.state.shared and self._leases:
+                    held = dict(self._leases)
+                    with trio.move_on_after(HANDOVER_GRACE, shield=True):
+                        await self._hand_over(held)
                 self._leases.clear()
                 self._retrying.clear()
                 self.state.stopped()
+
+    async def _hand_over(self, held: dict[Key, tuple[str, trio.CancelScope]]) -> None:
+        """(Stopping, with a shared store.) End the lease of every webhook wake this
+        instance delivers: a compare-and-set on the wake still being the one this
+        instance delivers (a callback that ended it meanwhile wins: nothing is
+        redelivered), its lease set to now and indexed so, so that any other
+        instance's next sweep expires it and delivers the pending work as a new
+        generation -- once: of many sweepers, one expire wins. A receiver still
+        working on the old wake is fenced at its callback (at least once).
+        Errors (the store gone) leave the wake to its lease, as before.
+
+        Cancellation: stops handing over; the rest keep their leases.
+        """
+        instance = self.state.instance
+        for key, (wake_id, _) in held.items():
+
+            def hand(subscription: Subscription, now: float, wake_id: str = wake_id) -> bool:
+                wake = subscription.wake
+                if (
+                    subscription.config.type != "webhook"
+                    or wake is None
+                    or wake.wake_id != wake_id
+                    or wake.deliverer != instance
+                ):
+                    return False
+                wake.lease_deadline = now
+                wake.deliverer = None
+                return True
+
+            try:
+                subscription, handed = await self.state.update(key, hand)
+                if handed:
+                    await self.state.note_lease(
+                        key, subscription.wake.lease_deadline if subscription.wake else None
+                    )
+                    logger.warning(
+                        "subscription %r: stopping; generation %d handed over to the other instances",
+                        key[1],
+                        subscription.generation,
+                    )
+            except DurableStreamError as exc:
+                logger.warning(
+                    "subscription %r: not handed over (%s): left to its lease", key[1], exc.message
+                )
 
     def _forget(self, key: Key) -> None:
         super()._forget(key)
@@ -290,9 +346,10 @@ class SubscriptionRegistry(SubscriptionWakes):
         moved: list[float] = []
 
         def change(subscription: Subscription, now: float) -> tuple[Wake, Effect]:
+            # Fenced first: a request without the wake's token learns nothing (not even the type).
+            wake = subscription.fence(token, request.get("wake_id"), request.get("generation"))
             if subscription.config.type != kind:
                 raise invalid(f"this is not a {kind} subscription")
-            wake = subscription.fence(token, request.get("wake_id"), request.get("generation"))
             subscription.apply_acks(request.get("acks"))
             if not done:
                 subscription.heartbeat(wake, now)
@@ -321,9 +378,9 @@ class SubscriptionRegistry(SubscriptionWakes):
         key = (owner, subscription_id)
 
         def change(subscription: Subscription, now: float) -> tuple[Wake, Effect]:
+            wake = subscription.fence(token, request.get("wake_id"), request.get("generation"))
             if subscription.config.type != "pull-wake":
                 raise invalid("this is not a pull-wake subscription")
-            wake = subscription.fence(token, request.get("wake_id"), request.get("generation"))
             subscription.end_wake(wake)
             return wake, self._wake_step(subscription, None, now)
 

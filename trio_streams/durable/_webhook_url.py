@@ -2,7 +2,8 @@
 
 Rules (protocol section 12.8; docs/subscriptions-design.md):
 
-- ``https`` only; no user info in the URL; a host is required.
+- ``https`` only; no user info in the URL; a host is required; printable
+  ASCII only (no spaces, control characters or raw non-ASCII text).
 - The host is resolved once (an IP literal is taken as it is) and *every*
   address it resolves to must be a public unicast address: private (RFC 1918,
   100.64.0.0/10), loopback, link-local (169.254.0.0/16 with the cloud
@@ -61,6 +62,12 @@ def parse_url(url: str, *, allow_loopback_http: bool = False) -> tuple[str, str,
     Raises:
         DurableStreamError: 400 ``WEBHOOK_URL_REJECTED``.
     """
+    if any(not 0x21 <= ord(char) <= 0x7E for char in url):
+        # A request line and a Host header carry printable ASCII only: a space,
+        # CR/LF (header injection), NUL (getaddrinfo stops at it) or non-ASCII
+        # text would fail every delivery, or worse. Percent-encode the path; an
+        # internationalized host name is given in its xn-- form.
+        raise rejected("a webhook URL may contain printable ASCII only (percent-encode the rest)")
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -152,7 +159,8 @@ async def check_webhook_url(
     else:
         try:
             addresses = await resolve(host, port)
-        except OSError:
+        except (OSError, UnicodeError):
+            # (UnicodeError: a name idna cannot encode, e.g. a label over 63 characters.)
             raise rejected("the webhook host does not resolve") from None
     if not addresses:
         raise rejected("the webhook host does not resolve")

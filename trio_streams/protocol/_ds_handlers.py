@@ -107,7 +107,8 @@ async def handle_stream_request(request: Request, service: DurableService) -> Re
     name = request.path_params["stream_name"]
     if request.method == "OPTIONS":
         return preflight(request)
-    if service.subscriptions is not None and name.startswith(RESERVED_PREFIX):
+    # (The protocol reserves every name whose first segment is `__ds`: `__ds` itself too.)
+    if service.subscriptions is not None and (name.startswith(RESERVED_PREFIX) or name == "__ds"):
         check_name(name)
         return await handle_control(request, service, name, lambda: _caller_namespace(request, service))
     owner = None
@@ -116,7 +117,7 @@ async def handle_stream_request(request: Request, service: DurableService) -> Re
         if service.access == "owner":
             owner = _owner(caller)
     check_name(name)
-    if name.startswith(RESERVED_PREFIX):
+    if name.startswith(RESERVED_PREFIX) or name == "__ds":
         raise DurableStreamError(501, "not_implemented", "subscriptions (__ds/) are not implemented")
     if service.runs is not None and name.startswith(RUNS_PREFIX):
         return await service.runs.handle(request, name.removeprefix(RUNS_PREFIX), service.settings)

@@ -45,6 +45,9 @@ class _Limits(Protocol):
 
 
 _TOKEN_ACTIONS = frozenset({"callback", "ack", "release"})
+#: The largest control document read (413 beyond): a subscription of 1,000 stream
+#: paths of 1 KiB each fits; a stream append's much larger limit is not for these.
+MAX_CONTROL_BODY = 2 * 1024 * 1024
 
 
 def _json(status: int, document: object, headers: dict[str, str] | None = None) -> Response:
@@ -60,10 +63,11 @@ def _bearer(request: Request) -> str | None:
 
 
 async def _document(request: Request, service: _Limits) -> dict[str, Any]:
-    body = await read_body(request, service.max_body, DurableStreamError)
+    body = await read_body(request, min(service.max_body, MAX_CONTROL_BODY), DurableStreamError)
     try:
         document = json.loads(body) if body.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):
+        # (RecursionError: nesting deeper than the parser's recursion limit.)
         raise invalid("the body must be JSON") from None
     if not isinstance(document, dict):
         raise invalid("the body must be a JSON object")
@@ -175,6 +179,8 @@ async def _token_action(
 ) -> Response:
     token = _bearer(request)
     document = await _document(request, service)
+    if document.get("done", False) not in (True, False):
+        raise invalid("done must be a boolean")
     owner = await registry.owner_for_token(subscription_id, token)
     if action == "release":
         await registry.release(owner, subscription_id, token, document)
