@@ -3,11 +3,11 @@
 ``FastPaths`` (the memory store, ``create_app()``'s defaults) is called
 straight with ASGI messages, as ``serve``'s Hypercorn would call it on an
 HTTP/1.x connection (the ``CONNECTION_OVER`` extension offered, with
-``bounded_sends``): no sockets, no Hypercorn, no h11. What is left is the
-per-request work of our own request path (routing, the parsed request, the
-handler, the store, the metrics, the response's messages), measured as
-process CPU time per append: far less noisy on a loaded machine than
-autocannon's requests/s.
+``bounded_sends``; ``receive`` a trio memory channel's, the body queued on
+it): no sockets, no Hypercorn, no h11. What is left is the per-request work
+of our own request path (routing, the parsed request, the handler, the store,
+the metrics, the response's messages), measured as process CPU time per
+append: far less noisy on a loaded machine than autocannon's requests/s.
 
     PYTHONPATH=. python -m benchmarks.bench_fast_path_cpu [--appends N] [--rounds R] [--before DIR]
 
@@ -72,9 +72,6 @@ async def measure(appends: int) -> float:
     async def no_body() -> Any:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def body() -> Any:
-        return {"type": "http.request", "body": BODY, "more_body": False}
-
     def scope(method: str, headers: list[tuple[bytes, bytes]]) -> Any:
         offered = {"when_over": _when_over, "bounded_sends": True}
         return {**_BASE, "method": method, "path": "/v1/stream/bench", "headers": headers,
@@ -90,7 +87,10 @@ async def measure(appends: int) -> float:
         sent.clear()
         started = time.process_time()
         for _ in range(appends):
-            await asgi(scope("POST", _POST_HEADERS), body, send)
+            # As Hypercorn's trio worker: the body queued on a memory channel before the app receives.
+            tx, rx = trio.open_memory_channel[Any](10)
+            tx.send_nowait({"type": "http.request", "body": BODY, "more_body": False})
+            await asgi(scope("POST", _POST_HEADERS), rx.receive, send)
         cpu = time.process_time() - started
         statuses = [message["status"] for message in sent if message["type"] == "http.response.start"]
         assert statuses == [204] * appends, set(statuses)

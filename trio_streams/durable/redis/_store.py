@@ -38,29 +38,29 @@ Redis key TTLs only back them up (``EXPIRY_GRACE`` later), and a stream
 that forks read (or a soft-deleted one) has none: it must outlive its
 deadline while they do.
 
-The connection, request accounting (closing waits for requests under way),
+Lookups (a stream past its deadline is deleted when next looked up) and
+deletion, with the fork references a removal gives back, are in
+:mod:`._lifecycle`. The connection, request accounting (closing waits for requests under way),
 writer turns, live reads and errors (a Redis that cannot be reached is a
 503) are in :mod:`._connection`, the store's base class.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .._access import StreamId
 from .._create import confirm_existing, plan_create
-from .._errors import DurableStreamError, bad_request, conflict, gone, not_found
+from .._errors import DurableStreamError, bad_request, conflict, not_found
 from .._offsets import START, Offset
 from ._batch import GroupCommit
-from ._commits import Commits
 from ._connection import RedisSource
 from ._layout import Meta, config_text, encode_data, entry_id, meta_fields
+from ._lifecycle import MAX_ATTEMPTS, Lifecycle, contention
 from ._listing import list_tails
 from ._plan import is_plain, plain_appends, plan_batch, rebased, version_check
-from ._views import LocalViews
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -71,14 +71,8 @@ if TYPE_CHECKING:
     from .._stream import AppendOutcome, AppendRequest, CreateRequest, ForkSpec
     from ._batch import Pending
 
-logger = logging.getLogger("trio_streams.durable.redis")
 
-#: Loads and decisions per operation before giving up (503): only endless
-#: contention on one stream gets there.
-MAX_ATTEMPTS = 100
-
-
-class RedisDurableStore(Commits):
+class RedisDurableStore(Lifecycle):
     """Durable Streams in Redis (see the module docstring and docs/durable.md).
 
     Use ``async with store.connect(url, prefix=...):`` (or let
@@ -103,11 +97,8 @@ class RedisDurableStore(Commits):
     ) -> None:
         if max_read_bytes < 1:
             raise ValueError("max_read_bytes must be positive")
-        super().__init__()
+        super().__init__(wall_clock)
         self.max_read_bytes = max_read_bytes
-        self._wall_clock = wall_clock
-        #: What this instance's commits left of the streams it wrote (a batch's starting point).
-        self._local = LocalViews(self._notifications.waiting)
         self.group_commit = GroupCommit(
             self._commit_batch, max_pending=max_pending_appends, max_pending_bytes=max_pending_bytes
         )
@@ -118,42 +109,6 @@ class RedisDurableStore(Commits):
         """The data of ``meta``'s stream from ``position`` (at most about ``max_read_bytes``)."""
         recent = self._local.recent(meta.stream_id)
         return await self._data().read(meta, position, self.max_read_bytes, recent)
-
-    async def _find(self, ident: StreamId) -> Meta | None:
-        """The stream ``ident`` (``None``: none), deleting it first if it expired."""
-        for _ in range(MAX_ATTEMPTS):
-            meta = await self._load(ident)
-            if meta is None:
-                return None
-            expired = meta.deadline is not None and self._wall_clock() >= meta.deadline
-            # A soft-deleted stream without forks is left over by an interrupted cascade.
-            if expired or (meta.soft_deleted and meta.forks == 0):
-                await self._delete(meta)
-                continue
-            return meta
-        raise _contention(ident.name)
-
-    async def _head(self, ident: StreamId) -> Meta:
-        meta = await self._find(ident)
-        if meta is None:
-            raise not_found(ident.name)
-        if meta.soft_deleted:
-            raise gone(ident.name)
-        return meta
-
-    async def head(self, name: str, *, owner: str | None = None) -> Meta:
-        """The stream ``name`` of ``owner``'s namespace, for metadata: does not
-        renew its TTL (404, 410)."""
-        with self._operation():
-            return await self._head(StreamId(owner, name))
-
-    async def _touch(self, meta: Meta) -> None:
-        if meta.ttl is None:
-            return
-        meta.deadline = self._wall_clock() + meta.ttl
-        # Not a change readers or writers act on: no new version, and lost if the stream moved.
-        ops = [["HSET", self._keys.meta(meta.stream_id), "dl", repr(meta.deadline)], *self._lifetime(meta)]
-        await self._commit([version_check(meta)], [meta.stream_id], ops)
 
     # -- create -----------------------------------------------------------------------------------
 
@@ -177,7 +132,7 @@ class RedisDurableStore(Commits):
             created = await self._try_create(ident, request)
             if created is not None:
                 return created, True
-        raise _contention(ident.name)
+        raise contention(ident.name)
 
     async def _try_create(self, ident: StreamId, request: CreateRequest) -> Meta | None:
         source = None if request.fork is None else await self._fork_source(ident.sibling(request.fork.source))
@@ -241,30 +196,6 @@ class RedisDurableStore(Commits):
         ops = [["HINCRBY", key, "forks", "1"], ["HINCRBY", key, "v", "1"]]
         ops += self._lifetime(replace(source, forks=source.forks + 1))
         return await self._commit([{"i": str(source.incarnation)}], [source.stream_id], ops)
-
-    async def _give_back_fork(self, ident: StreamId, incarnation: int | None) -> None:
-        """Count one fork less on ``ident`` (if still ``incarnation``, when given); remove it if it
-        was soft-deleted and this was its last fork (and so on up)."""
-        for _ in range(MAX_ATTEMPTS):
-            source = await self._load(ident)
-            if source is None or incarnation not in (None, source.incarnation):
-                return
-            key = self._keys.meta(ident)
-            after = replace(source, forks=max(source.forks - 1, 0))
-            ops = [["HSET", key, "forks", str(after.forks)], ["HINCRBY", key, "v", "1"]]
-            if await self._commit([version_check(source)], [ident], [*ops, *self._lifetime(after)]):
-                break
-        else:
-            raise _contention(ident.name)
-        if not (after.soft_deleted and after.forks == 0):
-            return
-        # Best effort: a lookup removes a soft-deleted stream left without forks.
-        for _ in range(MAX_ATTEMPTS):
-            current = await self._load(ident)
-            if current is None or not (current.soft_deleted and current.forks == 0):
-                break
-            if await self._remove(current):
-                break
 
     async def _fork_source(self, ident: StreamId) -> Meta:
         source = await self._find(ident)
@@ -352,45 +283,9 @@ class RedisDurableStore(Commits):
                     item.answer(answer)
                 return
             self._local.forget(ident)
-        error = _contention(ident.name)
+        error = contention(ident.name)
         for item in batch:
             item.answer(error)
-
-    # -- delete and expire -------------------------------------------------------------------
-
-    async def delete(self, name: str, *, owner: str | None = None) -> None:
-        """Delete the stream ``name`` of ``owner``'s namespace (soft-delete while
-        forks read it): 404, 410."""
-        ident = StreamId(owner, name)
-        with self._operation():
-            async with self._writing(ident):
-                for _ in range(MAX_ATTEMPTS):
-                    if await self._delete(await self._head(ident)):
-                        return
-            raise _contention(name)
-
-    async def _delete(self, meta: Meta) -> bool:
-        """Delete (or soft-delete) ``meta``'s stream; False if it moved meanwhile."""
-        self._local.forget(meta.stream_id)
-        if meta.forks > 0:
-            key = self._keys.meta(meta.stream_id)
-            ops = [["HSET", key, "del", "1"], ["HDEL", key, "dl"], ["HINCRBY", key, "v", "1"]]
-            ops += self._lifetime(replace(meta, soft_deleted=True, deadline=None))
-            return await self._commit([version_check(meta)], [meta.stream_id], ops, notify=meta.stream_id)
-        return await self._remove(meta)
-
-    async def _remove(self, meta: Meta) -> bool:
-        """Remove ``meta``'s stream, then give its source the fork back (which
-        removes the source too if it was soft-deleted and this was its last fork)."""
-        keys = self._keys
-        ops: list[list[Any]] = [["DEL", keys.meta(meta.stream_id)], ["DEL", keys.data(meta.stream_id)]]
-        self._local.forget(meta.stream_id)
-        if not await self._commit([version_check(meta)], [meta.stream_id], ops, notify=meta.stream_id):
-            return False
-        if meta.source is not None:
-            # Its source cannot have been removed (it counted this fork): no incarnation to check.
-            await self._give_back_fork(meta.stream_id.sibling(meta.source), None)
-        return True
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -444,13 +339,3 @@ def _confirm(meta: Meta, request: CreateRequest) -> Meta:
 
 def _flat(fields: dict[str, str]) -> list[str]:
     return [item for pair in fields.items() for item in pair]
-
-
-def _contention(name: str) -> DurableStreamError:
-    logger.warning("durable streams: %r kept changing (%d attempts)", name, MAX_ATTEMPTS)
-    return DurableStreamError(
-        503,
-        "store_contention",
-        f"{name!r} kept changing under this request ({MAX_ATTEMPTS} attempts); retry",
-        headers={"Retry-After": "1"},
-    )
