@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 RUNS_PREFIX = "runs/"
 RESERVED_PREFIX = "__ds/"
+
 MAX_NAME_LENGTH = 1024
 #: A control character (one regex search, not a generator over every character).
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
@@ -107,8 +108,7 @@ async def handle_stream_request(request: Request, service: DurableService) -> Re
     name = request.path_params["stream_name"]
     if request.method == "OPTIONS":
         return preflight(request)
-    # (The protocol reserves every name whose first segment is `__ds`: `__ds` itself too.)
-    if service.subscriptions is not None and (name.startswith(RESERVED_PREFIX) or name == "__ds"):
+    if service.subscriptions is not None and _is_reserved(name):
         check_name(name)
         return await handle_control(request, service, name, lambda: _caller_namespace(request, service))
     owner = None
@@ -117,12 +117,17 @@ async def handle_stream_request(request: Request, service: DurableService) -> Re
         if service.access == "owner":
             owner = _owner(caller)
     check_name(name)
-    if name.startswith(RESERVED_PREFIX) or name == "__ds":
+    if _is_reserved(name):
         raise DurableStreamError(501, "not_implemented", "subscriptions (__ds/) are not implemented")
     if service.runs is not None and name.startswith(RUNS_PREFIX):
         return await service.runs.handle(request, name.removeprefix(RUNS_PREFIX), service.settings)
     handler = HANDLERS[request.method]
     return await handler(request, StreamTarget(service, name, owner))
+
+
+def _is_reserved(name: str) -> bool:
+    """The protocol reserves every name whose first segment is ``__ds`` (``__ds`` itself too)."""
+    return name.startswith(RESERVED_PREFIX) or name == "__ds"
 
 
 def _caller_namespace(request: Request, service: DurableService) -> str | None:
