@@ -260,6 +260,9 @@ async def test_bad_control_documents_are_4xx_never_500(autojump_clock: trio.test
         bearer = {"Authorization": f"Bearer {claim['token']}"}
         not_bool = await refusal(svc, "POST", "__ds/subscriptions/p1/ack", ack.encode(), **bearer)
         assert (not_bool.status, not_bool.code) == (400, "INVALID_REQUEST")
+        ack_one = json.dumps({"wake_id": claim["wake_id"], "generation": claim["generation"], "done": 1})
+        one = await refusal(svc, "POST", "__ds/subscriptions/p1/ack", ack_one.encode(), **bearer)
+        assert (one.status, one.code) == (400, "INVALID_REQUEST")  # (1 is not a boolean either)
         # A token that is not the wake's is fenced before anything about the subscription is told.
         forged = await refusal(
             svc, "POST", "__ds/subscriptions/p1/callback", b"{}", Authorization="Bearer nope"

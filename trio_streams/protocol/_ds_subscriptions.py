@@ -179,7 +179,7 @@ async def _token_action(
 ) -> Response:
     token = _bearer(request)
     document = await _document(request, service)
-    if document.get("done", False) not in (True, False):
+    if not isinstance(document.get("done", False), bool):  # (1 == True: `in (True, False)` let 1 and 0 pass)
         raise invalid("done must be a boolean")
     owner = await registry.owner_for_token(subscription_id, token)
     if action == "release":
