@@ -390,6 +390,8 @@ async def test_a_claim_waits_for_the_match_update_already_on_its_way_to_redis(
                     applying = registry.shared._applying.get((None, "s1"))
                     if applying is not None and applying.statistics().tasks_waiting:
                         gate.set()
+                    # (A poll of a state, under the test's deadline: which branch opens
+                    # the gate decides the outcome, not the poll's period.)
                     await trio.sleep(0.001)
             assert not overlapped, "the claim loaded the subscription while the match's update was on its way"
             assert not isinstance(results[0], DurableStreamError), results[0]
