@@ -42,17 +42,26 @@ class Served:
     process: trio.Process
     url: str
     stderr: list[bytes] = field(default_factory=list)
+    stderr_ended: trio.Event = field(default_factory=trio.Event)
 
     @property
     def log(self) -> str:
         return b"".join(self.stderr).decode()
 
     async def exit_after_sigterm(self) -> int:
-        """SIGTERM; the exit status, asserting the process is gone within :data:`BOUND`."""
+        """SIGTERM; the exit status, asserting the process is gone within :data:`BOUND`
+        and its stderr read to the end.
+
+        Returns once its whole stderr has been read too: the process can exit
+        before the task collecting it has read the last lines (what it logged
+        on the way out), and :attr:`log` is then read by the caller.
+        """
         self.process.send_signal(signal.SIGTERM)
         with trio.move_on_after(BOUND) as waited:
             status = await self.process.wait()
         assert not waited.cancelled_caught, f"still running {BOUND}s after SIGTERM\n{self.log}"
+        with trio.fail_after(5):  # the pipe's end follows the exit at once
+            await self.stderr_ended.wait()
         return status
 
 
@@ -84,7 +93,7 @@ async def start_server(nursery: trio.Nursery) -> AsyncIterator[Callable[..., Awa
                 buffer += chunk
         server = Served(process, buffer.decode().split("serving on ", 1)[1].split()[0])
         started.append(server)
-        nursery.start_soon(_collect, process.stderr, server.stderr)
+        nursery.start_soon(_collect, process.stderr, server)
         return server
 
     yield start
@@ -99,9 +108,10 @@ async def served(start_server: Callable[..., Awaitable[Served]]) -> Served:
     return await start_server()
 
 
-async def _collect(stream: trio.abc.ReceiveStream, into: list[bytes]) -> None:
+async def _collect(stream: trio.abc.ReceiveStream, server: Served) -> None:
     while chunk := await stream.receive_some():
-        into.append(bytes(chunk))
+        server.stderr.append(bytes(chunk))
+    server.stderr_ended.set()
 
 
 async def start_demo(url: str, **demo_input: Any) -> str:
@@ -209,6 +219,7 @@ async def test_the_apps_own_shutdown_is_not_cut_short(start_server, tmp_path, mo
         assert (await idle.request("GET", "/healthz")).status == 200
         server.process.send_signal(signal.SIGTERM)
         assert await server.process.wait() == 0
+        await server.stderr_ended.wait()
         await idle.aclose()
     assert (tmp_path / "flushed").exists(), server.log
     assert STUCK_WARNING not in server.log, server.log
