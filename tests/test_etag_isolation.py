@@ -164,7 +164,7 @@ async def test_one_stream_has_one_id_in_every_store_on_its_prefix(redis_url: str
             assert (await later.open_read("s")).etag_id == on_a.etag_id, "and after a restart"
 
 
-async def test_not_connected_is_still_a_503() -> None:
+def test_not_connected_is_still_a_503() -> None:
     store = RedisDurableStore()
     with pytest.raises(DurableStreamError) as refused:
         store._etag_id(1)
