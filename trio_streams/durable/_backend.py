@@ -113,7 +113,7 @@ class StoredSource:
         self._stream = stream
         self.content_type = stream.content_type
         self.json = stream.json
-        self.etag_id = str(stream.incarnation)
+        self.etag_id = stream.etag_id
 
     def tail(self) -> Offset:
         return self._stream.tail

@@ -34,7 +34,8 @@ class ReadSource(Protocol):
 
     content_type: str
     json: bool
-    #: Distinguishes incarnations of a name in ETags.
+    #: Distinguishes incarnations of a name in ETags; reveals nothing about other
+    #: streams (no count of streams created, no order: random or keyed, never a counter).
     etag_id: str
 
     def tail(self) -> Offset: ...

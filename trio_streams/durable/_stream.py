@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -75,7 +76,9 @@ class DurableStream:
     Attributes:
         name: its path below the mount point.
         owner: whose namespace it is in (``None``: the shared one); see :mod:`._access`.
-        incarnation: unique per store, so a re-created stream never shares ETags.
+        incarnation: unique per store: a count of every stream created (never shown).
+        etag_id: its ETags' id, random (16 bytes, url-safe base64): unrelated to
+            other streams' (no order, no count) and never a re-created stream's.
         config: what an idempotent ``PUT`` must match.
         deadline: the trio time at which it expires (``None``: never).
         source: the stream this one forks (its log is ``log.parent``).
@@ -101,6 +104,7 @@ class DurableStream:
     soft_deleted: bool = False
     #: Bytes of data this stream's own log holds.
     nbytes: int = 0
+    etag_id: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     #: Readers that wait (long-poll, SSE) wait here; notified whenever data is
     #: appended, the stream closes, or it goes away (the log engine's one wake-up).
     changed: Changed = field(default_factory=Changed)

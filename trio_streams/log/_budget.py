@@ -206,12 +206,11 @@ class MemoryBudget:
         """
         if not self._fits(nbytes, keep_free):
             self.refused += 1
-            held = f"{mib(self._used)} held"
-            if keep_free:
-                held += f", {mib(keep_free)} kept for live runs"
+            # Not what is held: that is every user's runs and streams (``used``, /metrics).
+            kept = f", {mib(keep_free)} kept for live runs" if keep_free else ""
             raise MemoryBudgetExceeded(
                 f"{what} needs {mib(nbytes)} and the memory budget is full "
-                f"(max_memory={mib(self.limit)}: {held})",
+                f"(max_memory={mib(self.limit)}{kept})",
                 limit=self.limit,
                 used=self._used,
                 needed=nbytes,

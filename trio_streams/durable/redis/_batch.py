@@ -136,8 +136,8 @@ class GroupCommit:
             raise DurableStreamError(
                 503,
                 "store_busy",
-                f"too many appends are waiting for Redis ({self._pending} appends,"
-                f" {self._pending_bytes} bytes); retry",
+                # No figures: they would be every user's appends (the counts are in /metrics).
+                "too many appends are waiting for Redis; retry",
                 headers={"Retry-After": "1"},
             )
         queue = self._queues.get(ident)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -41,7 +42,7 @@ from ...log.redis._store import RedisConnection, RedisUnavailable
 from .._errors import DurableStreamError
 from .._reads import Chunked
 from ._data import StreamData
-from ._layout import COMMIT, NOTIFY_MAXLEN, Keys, Meta
+from ._layout import COMMIT, NOTIFY_MAXLEN, SET_ONCE, Keys, Meta, etag_id
 from ._notify import Notifications, notify_fields
 
 if TYPE_CHECKING:
@@ -75,6 +76,8 @@ class StoreConnection:
         self.cluster = False
         self._reader: StreamData | None = None
         self._keys = Keys("trio_streams:")
+        #: What ETag ids are keyed with (``ds:etag-key``; loaded when attached).
+        self._etag_key: bytes | None = None
         #: The commit script (a CommitScript once connected; tests wrap it).
         self._script: Any = None
         self._notifications = Notifications()
@@ -146,8 +149,12 @@ class StoreConnection:
             connection.binary_client() as client,
             connection.binary_client(stream_timeout=follow_timeout) as follower,
         ):
-            self._connection = connection
             self._keys = Keys(connection.prefix)
+            # Before anything is served: every instance on the prefix keys ETags alike.
+            etag_key = await client.eval(SET_ONCE, keys=[self._keys.etag_key], args=[secrets.token_bytes(32)])
+            assert isinstance(etag_key, bytes)
+            self._etag_key = etag_key
+            self._connection = connection
             self._script = CommitScript(client)
             self._client = client
             self._reader = StreamData(client, self._keys)
@@ -167,6 +174,13 @@ class StoreConnection:
                 self._attach(None)
                 self._client, self._reader, self._connection = None, None, None
                 self._notifications.wake_all()
+
+    def _etag_id(self, incarnation: int) -> str:
+        """The ETag id of ``incarnation`` (see :func:`~._layout.etag_id`)."""
+        if self._etag_key is None:
+            self._require()  # not connected: a 503
+        assert self._etag_key is not None
+        return etag_id(self._etag_key, incarnation)
 
     def _attach(self, nursery: trio.Nursery | None) -> None:
         """Run the store's background tasks (its committers) in ``nursery``
@@ -378,6 +392,8 @@ class _SourceStore(Protocol):
 
     def _operation(self) -> AbstractContextManager[None]: ...
 
+    def _etag_id(self, incarnation: int) -> str: ...
+
     async def _load(self, ident: StreamId) -> Meta | None: ...
 
     async def read(self, meta: Meta, position: int) -> Slice: ...
@@ -396,7 +412,7 @@ class RedisSource:
         self.incarnation = meta.incarnation
         self.content_type = meta.content_type
         self.json = meta.json
-        self.etag_id = f"r{meta.incarnation}"
+        self.etag_id = store._etag_id(meta.incarnation)
         #: ``meta`` was loaded just now (by a wait): the next read uses it as is.
         self.fresh = False
 

@@ -9,7 +9,10 @@ Keys (the stream's identity is the hash tag, so one stream's keys share a slot):
     {prefix}ds:u:{<owner>/<name>}:data      (both escaped: see :func:`owned_tag`)
     {prefix}ds:notify                     stream: every changed stream, ``n`` its name and
                                           ``o`` its owner (absent: shared) (capped)
-    {prefix}ds:incarnation                counter: a new id for every created stream (ETags)
+    {prefix}ds:incarnation                counter: a new id for every created stream (never
+                                          shown: ETags are keyed with ``ds:etag-key``)
+    {prefix}ds:etag-key                   32 random bytes every instance keys ETags with
+                                          (set once: see :func:`etag_id`)
     {prefix}ds:signing-key                the webhook signing key every instance shares
                                           (Ed25519, PKCS#8 PEM; set once: see durable/_webhook_key.py)
 
@@ -44,6 +47,9 @@ Cluster: a fork reaches its source by name (``src``), one key at a time.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -114,6 +120,28 @@ return reply
 """
 
 
+#: KEYS[1] keeps ARGV[1] unless it holds a value; returns the value it holds
+#: (one script: a SET NX then a GET could see the key deleted in between).
+SET_ONCE: Final = "redis.call('SET', KEYS[1], ARGV[1], 'NX') return redis.call('GET', KEYS[1])"
+
+
+def etag_id(key: bytes, incarnation: int) -> str:
+    """The ETag id of a stream's ``incarnation``: HMAC-SHA256 under ``key`` (the
+    prefix's ``ds:etag-key``), 128 bits, url-safe base64 (22 characters).
+
+    The incarnation is a counter of every stream created on the prefix, by
+    every user: shown as is, a user's ETags would tell how many streams
+    others created in between. Keyed, ids of different incarnations are
+    unrelated to anyone without the key (no order, no count), while every
+    instance on the prefix, sharing the key, gives a stream one ETag, and a
+    re-created stream (a new incarnation) never has its predecessor's. No
+    field of the meta hash is needed, so streams written before the key
+    existed (or by an older release beside this one) get keyed ids too.
+    """
+    digest = hmac.new(key, str(incarnation).encode(), hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
 _OWNER_ESCAPES: Final = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D", "/": "%2F"})
 _NAME_ESCAPES: Final = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D"})
 
@@ -151,6 +179,10 @@ class Keys:
     @property
     def incarnation(self) -> str:
         return f"{self.prefix}ds:incarnation"
+
+    @property
+    def etag_key(self) -> str:
+        return f"{self.prefix}ds:etag-key"
 
 
 @dataclass(slots=True)
