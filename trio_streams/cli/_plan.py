@@ -99,6 +99,8 @@ class ServePlan:
                 "runs. Add --token USER:SECRET (or --token-file), or bind to 127.0.0.1"
             )
         plan.options["auth"] = auth
+        if args.metrics_user:
+            plan.options["metrics_users"] = _metrics_users(args.metrics_user, auth)
         plan.options["heartbeat"] = args.heartbeat
         plan.options["max_body"] = args.max_body
         plan.options["shutdown_grace"] = args.shutdown_grace
@@ -384,6 +386,23 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _metrics_users(names: list[str], auth: TokenAuth | None) -> frozenset[str]:
+    """``--metrics-user`` names, each a user some token maps to.
+
+    Raises:
+        ServeConfigError: without tokens (``/metrics`` is open then), or a
+            name no token has (a typo would leave /metrics closed to all).
+    """
+    if auth is None:
+        raise ServeConfigError(
+            "--metrics-user needs --token (or --token-file): without tokens /metrics is open to every caller"
+        )
+    unknown = sorted(set(names) - auth.users)
+    if unknown:
+        raise ServeConfigError(f"--metrics-user {unknown[0]}: no --token (or --token-file line) has it")
+    return frozenset(names)
 
 
 def _auth_from(args: argparse.Namespace) -> TokenAuth | None:

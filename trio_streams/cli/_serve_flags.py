@@ -141,6 +141,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="USER:SECRET lines, blank lines and # comments skipped; adds to any --token",
     )
+    auth.add_argument(
+        "--metrics-user",
+        action="append",
+        default=[],
+        metavar="USER",
+        help="with tokens, a user whose tokens may read /metrics (repeatable; its figures are every "
+        "user's). Default: none, /metrics answers 404 to every token (401 without one); without "
+        "tokens /metrics is open",
+    )
     api = parser.add_argument_group("API")
     api.add_argument(
         "--app", metavar="MODULE:FACTORY", help="serve your app: FACTORY(**options) returns a QuartTrio app"

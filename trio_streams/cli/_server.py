@@ -239,8 +239,12 @@ def _log_started(config: ServePlan, streams: TrioStreams) -> None:
     # The app's own auth, not the flags': a given app, or an --app factory
     # without **options, ignores --token, and the line must not say otherwise.
     if streams.auth:
+        readers = ", ".join(sorted(streams.metrics_users)) or "nobody (no --metrics-user)"
         logger.info(
-            "store: %s; auth: %d token(s), users see only their runs", config.store_label, len(streams.auth)
+            "store: %s; auth: %d token(s), users see only their runs; /metrics: %s",
+            config.store_label,
+            len(streams.auth),
+            readers,
         )
     elif config.options.get("auth"):
         logger.warning(

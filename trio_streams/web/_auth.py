@@ -62,6 +62,11 @@ class TokenAuth:
     def __len__(self) -> int:
         return len(self._users)
 
+    @property
+    def users(self) -> frozenset[str]:
+        """Every user a token maps to."""
+        return frozenset(self._users.values())
+
     def user_for(self, authorization: str | None) -> str:
         """The user an ``Authorization`` header value belongs to.
 

@@ -33,7 +33,7 @@ from ._metrics_workers import WorkerMetrics, serve_worker_metrics
 from ._producers import RegisteredProducer, input_validator, one_argument_form
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 
     from quart import Blueprint, Response
 
@@ -78,6 +78,10 @@ class TrioStreams:
             a :class:`MemoryStore` if omitted.
         auth: a :class:`TokenAuth` or ``{secret: user}``; without it every
             caller is anonymous and sees every run.
+        metrics_users: with ``auth``, the users whose tokens may read
+            ``/metrics`` (its figures are every user's: how many runs, streams
+            and bytes); anyone else gets a 404 (401 without a valid token). No
+            effect without ``auth``, where ``/metrics`` is open like the rest.
         url_prefix: where the API is mounted.
         heartbeat: seconds of idle before an SSE stream sends a comment line.
         retry_ms: the SSE ``retry:`` hint for browsers' reconnect delay.
@@ -134,6 +138,7 @@ class TrioStreams:
         *,
         store: Store | Callable[[], AbstractAsyncContextManager[Store]] | None = None,
         auth: TokenAuth | Mapping[str, str] | None = None,
+        metrics_users: Iterable[str] = (),
         url_prefix: str = "/v1",
         heartbeat: float = 15.0,
         retry_ms: int = 1000,
@@ -160,6 +165,10 @@ class TrioStreams:
             raise ValueError("shutdown_grace must be >= 0 and cancel_wait_timeout > 0")
         self.store_source = store
         self.auth = auth if auth is None or isinstance(auth, TokenAuth) else TokenAuth(auth)
+        if isinstance(metrics_users, str):  # one name, not its letters
+            raise TypeError("metrics_users must be a collection of user names, not a string")
+        #: With auth, who may read /metrics (see :meth:`may_read_metrics`).
+        self.metrics_users = frozenset(metrics_users)
         self.url_prefix = url_prefix.rstrip("/")
         self.heartbeat = heartbeat
         self.retry_ms = retry_ms
@@ -573,6 +582,17 @@ class TrioStreams:
         if self.auth is None:
             return None
         return self.auth.user_for(authorization)
+
+    def check_metrics_reader(self, authorization: str | None) -> None:
+        """Return if a request with this ``Authorization`` may read ``/metrics``.
+
+        Raises:
+            ApiError: with auth on, 401 without a valid token, 404 for a user
+                not in ``metrics_users`` (the page is not theirs to know of).
+        """
+        user = self.caller(authorization)
+        if user is not None and user not in self.metrics_users:
+            raise ApiError(404, "not_found", "no such resource")
 
     def hub_for_reading(self) -> Hub:
         """The hub while it exists (also while it drains at shutdown), else a 503."""

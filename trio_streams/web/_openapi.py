@@ -397,12 +397,18 @@ def openapi_document(
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics",
-                    "security": [{}],
+                    "description": (
+                        "With auth on, only the tokens of `metrics_users` (`serve --metrics-user`) "
+                        "read it: its figures are every user's. Without auth it is open."
+                    ),
+                    "security": [{"bearer": []}, {}],
                     "responses": {
                         "200": {
                             "description": "Text exposition.",
                             "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
+                        },
+                        **_AUTH_ERRORS,
+                        "404": _error("Auth is on and the token's user is not a metrics reader."),
                     },
                 }
             },

@@ -2,6 +2,8 @@
 
 ``/metrics`` is the extension's own registry (:mod:`._metrics`); under
 ``serve --workers N`` it is every worker's, merged (:mod:`._metrics_workers`).
+With auth it answers only the tokens of ``metrics_users``: its figures count
+every user's runs and streams.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
 
 from ._errors import ApiError, error_response
 from ._metrics import CONTENT_TYPE
@@ -37,6 +39,10 @@ class OpsSource(StatsSource, Protocol):
 
     @property
     def metrics(self) -> Metrics: ...
+
+    def check_metrics_reader(self, authorization: str | None) -> None:
+        """Raise ApiError unless the request may read /metrics (auth: ``metrics_users``)."""
+        ...
 
     @property
     def workers(self) -> WorkerMetrics | None:
@@ -82,6 +88,9 @@ def make_ops_blueprint(streams: OpsSource) -> Blueprint:
 
     @blueprint.get("/metrics")
     async def metrics() -> Response:
+        # Its figures are every user's (runs, streams, bytes): with auth, only
+        # the operators' tokens read it.
+        streams.check_metrics_reader(request.headers.get("Authorization"))
         local = streams.metrics.exposition()
         workers = streams.workers
         if workers is None:
