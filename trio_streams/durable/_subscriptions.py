@@ -139,6 +139,8 @@ class SubscriptionRegistry(SubscriptionWakes):
                 if self.state.shared:
                     await nursery.start(self.shared.serve)
                 self._nursery = nursery
+                if self._memory is not None:
+                    self._resume(self._memory)
                 task_status.started()
                 await trio.sleep_forever()
             finally:
@@ -150,6 +152,17 @@ class SubscriptionRegistry(SubscriptionWakes):
                 self._leases.clear()
                 self._retrying.clear()
                 self.state.stopped()
+
+    def _resume(self, memory: MemorySubscriptionState) -> None:
+        """(Starting, in process.) Index the subscriptions the store already holds (another
+        registry's, before it stopped) and schedule their webhook retries as stored: the
+        next attempt when its ``next_attempt_at`` comes, counting on from the stored round.
+        (With a shared store, the index is loaded by :mod:`._sub_shared`, and a retry whose
+        instance went is scheduled by the sweepers.)"""
+        for subscription in list(memory.subscriptions.values()):
+            self.reindex(subscription)
+            if subscription.retry.next_attempt_at is not None:
+                self._start(subscription, self._wake_step(subscription, None, trio.current_time()))
 
     async def _hand_over(self, held: dict[Key, tuple[str, trio.CancelScope]]) -> None:
         """(Stopping, with a shared store.) End the lease of every webhook wake this
@@ -357,6 +370,9 @@ class SubscriptionRegistry(SubscriptionWakes):
                 moved[:] = [self.state.local_deadline(wake.lease_deadline, now)]
                 return wake, None
             subscription.end_wake(wake)
+            if kind == "webhook":  # the receiver has it: no retry is owed
+                subscription.status = "active"
+                subscription.retry.clear()
             return wake, self._wake_step(subscription, None, now)
 
         subscription, (wake, effect) = await self.state.update(key, change)
