@@ -270,16 +270,16 @@ class SubscriptionWakes(SubscriptionCatalog):
 
     async def _deliver(self, subscription: Subscription, wake: Wake) -> None:
         """POST the wake until a 2xx, the round's ``max_attempts`` or the lease (the caller's
-        scope) ends it. Counts on from the stored round (``subscription`` is as the change
-        that made the wake left it: no read before the first attempt)."""
+        scope) ends it. The round is counted in the store (:meth:`_failed`): a wake is made
+        with a round that has attempts left (:meth:`_wake_step`), so the first attempt needs
+        no read, and a wake taken over counts on from the stored one."""
         url = subscription.config.webhook_url
         assert url is not None
         key = (subscription.owner, subscription.id)
         body = self.delivery_body(subscription, wake)
-        attempts = subscription.retry.attempts
         # (The first attempt of a wake is never delayed: the wake was made when it was due.)
         due: float | None = None
-        while attempts < self.max_attempts:
+        while True:
             if due is not None:
                 await trio.sleep_until(due)
                 if self.state.shared:
@@ -292,9 +292,9 @@ class SubscriptionWakes(SubscriptionCatalog):
                 await self._delivered(key, wake, done=done)
                 return
             recorded = await self._failed(key, wake, error)
-            if recorded is None:
-                return
-            attempts, due = recorded
+            if recorded is None or recorded[0] >= self.max_attempts:
+                return  # the wake ended meanwhile, or the round is over (the lease's end goes on)
+            due = recorded[1]
 
     async def _failed(self, key: Key, wake: Wake, error: str) -> tuple[int, float] | None:
         """Record a failed attempt of ``wake`` (status ``failed``, the schedule moved on), in
