@@ -511,5 +511,5 @@ def test_a_state_stored_before_retry_schedules_reads_as_no_retry() -> None:
     old = {name.encode(): value.encode() for name, value in fields.items() if name != "retry"}
     assert decode((None, "h1"), old, {}).retry == Retry()
     subscription.retry.failed(100.5, 2.0, "HTTP 503")
-    fields = {name.encode(): value.encode() for name, value in encode_state(subscription).items()}
-    assert decode((None, "h1"), fields, {}).retry == Retry(1, 1, 102.5, "HTTP 503")
+    saved = {name.encode(): value.encode() for name, value in encode_state(subscription).items()}
+    assert decode((None, "h1"), saved, {}).retry == Retry(1, 1, 102.5, "HTTP 503")
