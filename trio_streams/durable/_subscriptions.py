@@ -129,7 +129,8 @@ class SubscriptionRegistry(SubscriptionWakes):
         and cursors stay, and the next data after a new ``serve`` wakes them.
         With a shared store, the webhook wakes this instance delivers are
         handed over (:meth:`_hand_over`: their leases end now, so another
-        instance's sweeper re-delivers them at once; shielded, at most
+        instance's sweeper re-delivers them at once, or when their stored
+        retry is due; shielded, at most
         ``HANDOVER_GRACE`` seconds); pull-wake claims stay as stored (their
         workers still hold them: they ack on any instance, or their leases
         expire, swept by any instance).
@@ -170,7 +171,9 @@ class SubscriptionRegistry(SubscriptionWakes):
         instance delivers (a callback that ended it meanwhile wins: nothing is
         redelivered), its lease set to now and indexed so, so that any other
         instance's next sweep expires it and delivers the pending work as a new
-        generation -- once: of many sweepers, one expire wins. A receiver still
+        generation -- once: of many sweepers, one expire wins -- when the stored
+        retry schedule says (after a failed attempt: at its ``next_attempt_at``,
+        counting on; :class:`~._sub_state.Retry`). A receiver still
         working on the old wake is fenced at its callback (at least once).
         Errors (the store gone) leave the wake to its lease, as before.
 
