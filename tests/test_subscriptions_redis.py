@@ -513,3 +513,49 @@ def test_a_state_stored_before_retry_schedules_reads_as_no_retry() -> None:
     subscription.retry.failed(100.5, 2.0, "HTTP 503")
     saved = {name.encode(): value.encode() for name, value in encode_state(subscription).items()}
     assert decode((None, "h1"), saved, {}).retry == Retry(1, 1, 102.5, "HTTP 503")
+
+
+async def test_a_retry_whose_instance_stopped_before_it_was_due_is_made_by_another(
+    where: tuple[str, bool], prefix: str
+) -> None:
+    """A's attempt fails and the wake's lease (1 s) ends before the retry is due (3 s);
+    A stops with no wake to hand over: B's full pass finds the retry owed and makes it,
+    not before next_attempt_at."""
+    got: list[tuple[str, float, int]] = []
+
+    def receiver(name: str) -> Any:
+        async def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+            got.append((name, time.time(), json.loads(body)["generation"]))
+            return 500, b""
+
+        return post
+
+    options: dict[str, Any] = {
+        "signer": WebhookSigner(),
+        "resolve": public_dns,
+        "jitter": lambda low, high: 2.0,  # the first backoff: 3 s
+    }
+    hook = {**WEBHOOK, "lease_ttl_ms": 1000}
+    with trio.fail_after(DEADLINE):
+        async with instance(where, prefix, post=receiver("b"), reload_interval=0.5, **options) as b:
+            async with instance(where, prefix, post=receiver("a"), **options) as a:
+                await a.registry.put(None, "h1", parse_config(hook), "https://me/cb")
+                await knows(b.registry, "h1")
+                await create(a, "events/a", b'{"a": 1}')
+
+                async def lease_over() -> bool:
+                    subscription = await a.registry.get(None, "h1")
+                    return subscription.wake is None and subscription.retry.failures == 1
+
+                with trio.fail_after(WAIT):
+                    await eventually(lease_over)
+            stored = (await b.registry.get(None, "h1")).retry
+            assert stored.next_attempt_at is not None
+
+            async def retried() -> bool:
+                return len(got) == 2
+
+            with trio.fail_after(WAIT):
+                await eventually(retried)
+            assert [(name, generation) for name, _, generation in got] == [("a", 1), ("b", 2)]
+            assert got[1][1] >= stored.next_attempt_at - 1e-6, "B attempted before next_attempt_at"
