@@ -337,3 +337,26 @@ async def test_a_replaced_instance_keeps_the_stored_retry_schedule_and_its_bound
         assert [(when, got["generation"]) for when, got, _, _ in second.got][-1] == (23.0, 3)
         assert (sub.retry, sub.status, sub.wake) == (Retry(), "active", None)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_callback_done_after_a_failed_attempt_clears_the_retry(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The receiver answered 500 but kept the wake, and acks it by its callback: no retry is owed.
+    receiver = Receiver([answer(500)])
+    async with serving(receiver) as (backend, subs):
+        sub, _ = await subs.put(None, "h1", parse_config(HOOK), "https://me/cb")
+        tail = await data(backend, "events/a")
+        await trio.sleep(0.5)
+        assert (sub.retry.failures, sub.retry.next_attempt_at, sub.status) == (1, 1.0, "failed")
+        body = receiver.got[0][1]
+        request = {
+            "wake_id": body["wake_id"],
+            "generation": body["generation"],
+            "acks": [{"stream": "events/a", "offset": tail}],
+            "done": True,
+        }
+        assert await subs.ack(None, "h1", body["callback_token"], request, kind="webhook") is False
+        assert (sub.retry, sub.status, sub.wake) == (Retry(), "active", None)
+        await trio.sleep(10)
+        assert len(receiver.got) == 1
