@@ -9,6 +9,7 @@ under a trio deadline.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,9 @@ from trio_streams.durable import DurableStreamError, RedisDurableStore
 from trio_streams.durable._stream import AppendRequest, CreateRequest
 from trio_streams.durable._sub_backend import SubscribedBackend, with_subscriptions
 from trio_streams.durable._sub_config import parse_config
+from trio_streams.durable._sub_state import Retry, Subscription
 from trio_streams.durable._webhook_signing import WebhookSigner
+from trio_streams.durable.redis._sub_layout import decode, encode_state
 from trio_streams.durable.redis._sub_state import RedisSubscriptionState
 
 from .redis_support import eventually
@@ -40,6 +43,7 @@ DEADLINE = 60
 #: a change feed): generous for a loaded machine, far below DEADLINE.
 WAIT = 15
 JSON = "application/json"
+WEBHOOK = {"type": "webhook", "pattern": "events/*", "webhook": {"url": "https://hooks.example/x"}}
 PULL = {"type": "pull-wake", "pattern": "events/*", "wake_stream": "wake/pool", "lease_ttl_ms": 1000}
 
 
@@ -445,3 +449,113 @@ async def test_a_graceful_stop_hands_its_webhook_wakes_over_at_once(
                 await eventually(settled)
             assert got == [("a", 1), ("b", 2)]
             assert (await b.registry.get(None, "h1")).generation == 2
+
+
+async def test_the_instance_that_takes_over_a_failing_webhook_keeps_its_retry_schedule(
+    where: tuple[str, bool], prefix: str
+) -> None:
+    """A's delivery fails (500) and A stops: B's first attempt is not before the
+    next_attempt_at A stored, and counts on from A's (PROTOCOL.md 7.1)."""
+    got: list[tuple[str, float, int]] = []
+
+    def receiver(name: str) -> Any:
+        async def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+            got.append((name, time.time(), json.loads(body)["generation"]))
+            return 500, b""
+
+        return post
+
+    signer = WebhookSigner()
+    hook = {
+        "type": "webhook",
+        "pattern": "events/*",
+        "webhook": {"url": "https://hooks.example/x"},
+        "lease_ttl_ms": 600_000,
+    }
+    # jitter +200%: the first backoff is 3 s, time enough to stop A before its second attempt.
+    options: dict[str, Any] = {"signer": signer, "resolve": public_dns, "jitter": lambda low, high: 2.0}
+    with trio.fail_after(DEADLINE):
+        async with instance(where, prefix, post=receiver("b"), **options) as b:
+            async with instance(where, prefix, post=receiver("a"), **options) as a:
+                await a.registry.put(None, "h1", parse_config(hook), "https://me/cb")
+                await knows(b.registry, "h1")
+                await create(a, "events/a", b'{"a": 1}')
+
+                async def failed_once() -> bool:
+                    return (await a.registry.get(None, "h1")).retry.failures == 1
+
+                with trio.fail_after(WAIT):
+                    await eventually(failed_once)
+            # A stopped during its backoff (its wake handed over, its schedule stored).
+            stored = (await b.registry.get(None, "h1")).retry
+            assert (stored.failures, stored.attempts, stored.error) == (1, 1, "HTTP 500")
+            assert stored.next_attempt_at is not None
+
+            async def failed_twice() -> bool:
+                return (await b.registry.get(None, "h1")).retry.failures == 2
+
+            with trio.fail_after(WAIT):
+                await eventually(failed_twice)
+            assert [(name, generation) for name, _, generation in got] == [("a", 1), ("b", 2)]
+            assert got[1][1] >= stored.next_attempt_at - 1e-6, "B attempted before next_attempt_at"
+            after = (await b.registry.get(None, "h1")).retry
+            assert (after.failures, after.attempts) == (2, 2)
+
+
+def test_a_state_stored_before_retry_schedules_reads_as_no_retry() -> None:
+    """Upgrade: a state hash without the ``retry`` field (the previous version's) reads as
+    attempt 0; a stored schedule reads back as written."""
+    subscription = Subscription(None, "h1", parse_config(WEBHOOK), "2026-12-02T00:00:00Z")
+    fields = encode_state(subscription)
+    assert fields["retry"] == ""
+    old = {name.encode(): value.encode() for name, value in fields.items() if name != "retry"}
+    assert decode((None, "h1"), old, {}).retry == Retry()
+    subscription.retry.failed(100.5, 2.0, "HTTP 503")
+    saved = {name.encode(): value.encode() for name, value in encode_state(subscription).items()}
+    assert decode((None, "h1"), saved, {}).retry == Retry(1, 1, 102.5, "HTTP 503")
+
+
+async def test_a_retry_whose_instance_stopped_before_it_was_due_is_made_by_another(
+    where: tuple[str, bool], prefix: str
+) -> None:
+    """A's attempt fails and the wake's lease (1 s) ends before the retry is due (3 s);
+    A stops with no wake to hand over: B's full pass finds the retry owed and makes it,
+    not before next_attempt_at."""
+    got: list[tuple[str, float, int]] = []
+
+    def receiver(name: str) -> Any:
+        async def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+            got.append((name, time.time(), json.loads(body)["generation"]))
+            return 500, b""
+
+        return post
+
+    options: dict[str, Any] = {
+        "signer": WebhookSigner(),
+        "resolve": public_dns,
+        "jitter": lambda low, high: 2.0,  # the first backoff: 3 s
+    }
+    hook = {**WEBHOOK, "lease_ttl_ms": 1000}
+    with trio.fail_after(DEADLINE):
+        async with instance(where, prefix, post=receiver("b"), reload_interval=0.5, **options) as b:
+            async with instance(where, prefix, post=receiver("a"), **options) as a:
+                await a.registry.put(None, "h1", parse_config(hook), "https://me/cb")
+                await knows(b.registry, "h1")
+                await create(a, "events/a", b'{"a": 1}')
+
+                async def lease_over() -> bool:
+                    subscription = await a.registry.get(None, "h1")
+                    return subscription.wake is None and subscription.retry.failures == 1
+
+                with trio.fail_after(WAIT):
+                    await eventually(lease_over)
+            stored = (await b.registry.get(None, "h1")).retry
+            assert stored.next_attempt_at is not None
+
+            async def retried() -> bool:
+                return len(got) == 2
+
+            with trio.fail_after(WAIT):
+                await eventually(retried)
+            assert [(name, generation) for name, _, generation in got] == [("a", 1), ("b", 2)]
+            assert got[1][1] >= stored.next_attempt_at - 1e-6, "B attempted before next_attempt_at"

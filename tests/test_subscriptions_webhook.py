@@ -24,6 +24,8 @@ from trio_streams.durable._backend import as_backend
 from trio_streams.durable._stream import AppendRequest, CreateRequest
 from trio_streams.durable._sub_backend import SubscribedBackend, with_subscriptions
 from trio_streams.durable._sub_config import parse_config
+from trio_streams.durable._sub_state import Retry
+from trio_streams.durable._sub_store import MemorySubscriptionState
 from trio_streams.durable._webhook_client import WebhookDeliveryError
 from trio_streams.durable._webhook_signing import WebhookSigner
 
@@ -220,13 +222,16 @@ async def test_a_slow_receiver_is_cut_off_and_an_expired_lease_redelivers(
         assert sub.wake.generation == 1
         await trio.sleep(0.001)
         await trio.testing.wait_all_tasks_blocked()
-        # Expired at t=20: the next wake waits for the backoff (3 failures: 4 s), then is delivered.
+        # Expired at t=20: the next wake waits for the stored next_attempt_at (the third
+        # failure at 18, + 4 s), then is delivered, the round going on (attempt 4).
         assert ((await subs.get(None, "h1")).wake, sub.status) == (None, "failed")
-        await trio.sleep(4)
+        assert (sub.retry.failures, sub.retry.attempts, sub.retry.next_attempt_at) == (3, 3, 22.0)
+        assert sub.retry.error == "no answer in 5 s"
+        await trio.sleep(2)
         await trio.testing.wait_all_tasks_blocked()
         assert sub.wake is not None
         assert sub.wake.generation == 2
-        assert [(when, got["generation"]) for when, got, _, _ in receiver.got][-1] == (24.0, 2)
+        assert [(when, got["generation"]) for when, got, _, _ in receiver.got][-1] == (22.0, 2)
 
 
 async def test_a_backoff_longer_than_the_lease_still_ends_in_attempts(
@@ -238,13 +243,14 @@ async def test_a_backoff_longer_than_the_lease_still_ends_in_attempts(
         await subs.put(None, "h1", parse_config({**HOOK, "lease_ttl_ms": 1500}), "https://me/cb")
         await data(backend, "events/a")
         await trio.sleep(20)
-        # 0 and 1 (in the first wake), the lease ends at 1.5; then 2 s, 4 s, 8 s before each new wake.
+        # 0 and 1 (in the first wake), the lease ends at 1.5; then each new wake when the
+        # stored next_attempt_at comes: the backoff's own times (2 s, 4 s, 8 s after each failure).
         assert [(when, got["generation"]) for when, got, _, _ in receiver.got] == [
             (0.0, 1),
             (1.0, 1),
-            (3.5, 2),
-            (9.0, 3),
-            (18.5, 4),
+            (3.0, 2),
+            (7.0, 3),
+            (15.0, 4),
         ]
 
 
@@ -282,3 +288,75 @@ async def test_a_delivery_that_fails_unexpectedly_does_not_stop_the_registry(
         assert [when for when, _, _, _ in receiver.got] == [0.0, 1.0]
         assert (sub.status, sub.wake) == ("active", None)
         assert any("UnicodeEncodeError" in record.getMessage() for record in caplog.records)
+
+
+async def test_a_replaced_instance_keeps_the_stored_retry_schedule_and_its_bound(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The receiver answers 500; the first registry fails twice and stops; a second one
+    on the same store attempts exactly at the stored next_attempt_at, counts on from the
+    stored round, and the round's bound (4) holds across the two."""
+    inner = as_backend(DurableStreamStore())
+    state = MemorySubscriptionState()
+    first, second = Receiver([answer(500)]), Receiver([answer(500), answer(500), answer(200, {"done": True})])
+
+    def registry(receiver: Receiver) -> SubscribedBackend:
+        return with_subscriptions(
+            inner,
+            state=state,
+            signer=WebhookSigner(wall_clock=lambda: 1_800_000_000.0),
+            post=receiver.post,
+            jitter=lambda low, high: 0.0,
+            attempt_timeout=5.0,
+            resolve=public_dns,
+            max_attempts=4,
+        )
+
+    one = registry(first)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(one.registry.serve)
+        sub, _ = await one.registry.put(None, "h1", parse_config(HOOK), "https://me/cb")
+        await data(one, "events/a")
+        await trio.sleep(2)
+        nursery.cancel_scope.cancel()
+    assert [(when, got["generation"]) for when, got, _, _ in first.got] == [(0.0, 1), (1.0, 1)]
+    assert (sub.retry.failures, sub.retry.attempts, sub.retry.next_attempt_at) == (2, 2, 3.0)
+    assert (sub.retry.error, sub.status, sub.wake) == ("HTTP 500", "failed", None)
+
+    two = registry(second)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(two.registry.serve)
+        await trio.sleep(22.999 - trio.current_time())
+        # Attempts 3 and 4 of the round at the stored times (3 = 1 + 2 s, 7 = 3 + 4 s); then
+        # none until the lease of generation 2 (from 3 s, 20 s) ends: the bound is 4 in all.
+        assert [(when, got["generation"]) for when, got, _, _ in second.got] == [(3.0, 2), (7.0, 2)]
+        assert (sub.retry.failures, sub.retry.attempts, sub.retry.next_attempt_at) == (4, 4, 15.0)
+        await trio.sleep(0.001)
+        await trio.testing.wait_all_tasks_blocked()
+        # A new round after the lease; the receiver is back: the schedule is cleared.
+        assert [(when, got["generation"]) for when, got, _, _ in second.got][-1] == (23.0, 3)
+        assert (sub.retry, sub.status, sub.wake) == (Retry(), "active", None)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_callback_done_after_a_failed_attempt_clears_the_retry(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The receiver answered 500 but kept the wake, and acks it by its callback: no retry is owed.
+    receiver = Receiver([answer(500)])
+    async with serving(receiver) as (backend, subs):
+        sub, _ = await subs.put(None, "h1", parse_config(HOOK), "https://me/cb")
+        tail = await data(backend, "events/a")
+        await trio.sleep(0.5)
+        assert (sub.retry.failures, sub.retry.next_attempt_at, sub.status) == (1, 1.0, "failed")
+        body = receiver.got[0][1]
+        request = {
+            "wake_id": body["wake_id"],
+            "generation": body["generation"],
+            "acks": [{"stream": "events/a", "offset": tail}],
+            "done": True,
+        }
+        assert await subs.ack(None, "h1", body["callback_token"], request, kind="webhook") is False
+        assert (sub.retry, sub.status, sub.wake) == (Retry(), "active", None)
+        await trio.sleep(10)
+        assert len(receiver.got) == 1

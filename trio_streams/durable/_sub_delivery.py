@@ -1,11 +1,11 @@
 """Webhook delivery attempts: sign, POST to the checked address, bound the time, back off.
 
 :class:`WebhookDelivery` is the registry's webhook side: it holds the
-signing key, the URL rules' options and each subscription's count of
-failed attempts, and makes one attempt at a time
+signing key and the URL rules' options, and makes one attempt at a time
 (:meth:`WebhookDelivery.attempt`). When to attempt (retries inside a wake,
 the next wake after a backoff) is the registry's decision
-(:mod:`._subscriptions`).
+(:mod:`._sub_wakes`), from the subscription's stored schedule
+(:class:`~._sub_state.Retry`: failures, attempts, ``next_attempt_at``).
 
 Backoff after ``n`` failed attempts: ``min(60, 2 ** (n - 1))`` seconds,
 times ``1 + jitter(-0.2, 0.2)`` (the protocol's numbers).
@@ -39,7 +39,7 @@ RETRY_JITTER = 0.2
 
 
 class WebhookDelivery:
-    """Signed webhook POSTs with their failure counts (see the module docstring).
+    """Signed webhook POSTs (see the module docstring).
 
     Args: as :class:`~._subscriptions.SubscriptionRegistry` (``signer``,
     ``allow_loopback_http``, ``post``, ``attempt_timeout``, ``jitter``, ``resolve``).
@@ -61,8 +61,6 @@ class WebhookDelivery:
         self._post = post or self._post_checked
         self._jitter = jitter
         self._resolve = {} if resolve is None else {"resolve": resolve}
-        #: Failed attempts since the last success, by subscription.
-        self.failures: dict[SubscriptionKey, int] = {}
 
     async def check_url(self, url: str) -> None:
         """Refuse (400 ``WEBHOOK_URL_REJECTED``) a URL the rules do not allow.
@@ -78,31 +76,31 @@ class WebhookDelivery:
         base = min(RETRY_MAX, RETRY_FIRST * 2 ** (failures - 1))
         return float(base * (1 + self._jitter(-RETRY_JITTER, RETRY_JITTER)))
 
-    async def attempt(self, key: SubscriptionKey, url: str, body: bytes) -> tuple[bool, bool]:
+    async def attempt(self, key: SubscriptionKey, url: str, body: bytes) -> tuple[bool, bool, str]:
         """One signed POST of ``body``, at most ``attempt_timeout`` long.
 
-        Returns ``(delivered, done)``: a 2xx (the failure count reset), and
-        whether it answered ``{"done": true}``. A failure counts one more.
+        Returns ``(delivered, done, error)``: a 2xx, whether it answered
+        ``{"done": true}``, and why it failed (``""`` when delivered).
 
         Cancellation: abandons the attempt (the connection closes) and propagates.
         """
         assert self.signer is not None
         headers = {"Webhook-Signature": self.signer.signature_header(body)}
-        status, answer = 0, b""
+        status, answer, error = 0, b"", f"no answer in {self.attempt_timeout:g} s"
         with trio.move_on_after(self.attempt_timeout):
             try:
                 status, answer = await self._post(url, body, headers)
             except (WebhookDeliveryError, DurableStreamError) as exc:
                 logger.info("subscription %r: webhook attempt failed: %s", key[1], exc)
+                error = str(exc)
             except Exception as exc:
                 # Not the receiver's doing (a bug below): a failed attempt, loudly,
                 # rather than a delivery task that dies and leaves the wake to its lease.
                 logger.exception("subscription %r: webhook attempt failed unexpectedly: %r", key[1], exc)
+                error = f"unexpected: {exc!r}"
         if 200 <= status < 300:
-            self.failures.pop(key, None)
-            return True, _is_done(answer)
-        self.failures[key] = self.failures.get(key, 0) + 1
-        return False, False
+            return True, _is_done(answer), ""
+        return False, False, f"HTTP {status}" if status else error
 
     async def _post_checked(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
         # Checked again at each attempt (resolved once, connected to that address).

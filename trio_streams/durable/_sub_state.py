@@ -74,6 +74,40 @@ class Wake:
     deliverer: str | None = None
 
 
+@dataclass(slots=True)
+class Retry:
+    """A webhook subscription's delivery schedule after failed attempts.
+
+    Stored with the wake and its lease (one change, one save: on Redis the
+    same compare-and-set), so that whichever instance delivers next -- after
+    the last deliverer died, stopped or its lease ran out -- keeps the
+    schedule: it waits for ``next_attempt_at`` and counts on from ``attempts``.
+    A delivered attempt (2xx) or an acked wake clears it.
+    """
+
+    #: Failed attempts since the last delivered one (the backoff's exponent).
+    failures: int = 0
+    #: Attempts of the current round (at most ``max_attempts``): a wake made when a
+    #: round is unfinished (the last wake's lease ended first) continues it.
+    attempts: int = 0
+    #: When the next attempt is due, in the store's clock (``None``: none failed).
+    next_attempt_at: float | None = None
+    #: Why the last attempt failed (for operators; bounded).
+    error: str = ""
+
+    def failed(self, now: float, delay: float, error: str) -> None:
+        """An attempt failed at ``now``; the next is due ``delay`` later."""
+        self.failures += 1
+        self.attempts += 1
+        self.next_attempt_at = now + delay
+        self.error = error[:200]
+
+    def clear(self) -> None:
+        self.failures = self.attempts = 0
+        self.next_attempt_at = None
+        self.error = ""
+
+
 def fenced(message: str) -> DurableStreamError:
     return DurableStreamError(409, "FENCED", message)
 
@@ -104,6 +138,8 @@ class Subscription:
     #: one is this subscription's, so it is answered 409 ``FENCED`` in its owner's
     #: namespace rather than looked up elsewhere (a 404).
     ended_tokens: deque[str] = field(default_factory=lambda: deque(maxlen=ENDED_TOKENS_KEPT))
+    #: A webhook's retry schedule (see :class:`Retry`).
+    retry: Retry = field(default_factory=Retry)
 
     # -- membership ------------------------------------------------------------------
 

@@ -14,7 +14,13 @@ nursery:
   and pending work makes a new one. Ending a wake here cancels its task;
 - webhook delivery, inside its wake's lease task: POST (signed), retried
   with exponential backoff (1 s doubling to 60 s, 20% jitter), at most
-  ``max_attempts`` per wake and never past the lease;
+  ``max_attempts`` per round and never past the lease. The schedule is the
+  subscription's :class:`~._sub_state.Retry`, stored by the change that
+  records a failed attempt (with the wake and its lease), so the instance
+  that delivers next waits for its ``next_attempt_at`` and counts on from
+  its ``attempts`` (a round cut short by the lease -- the deliverer died,
+  stopped, or the lease is shorter than the backoff -- goes on in the next
+  wake); a delivered attempt or an acked wake clears it;
 - pull-wake wake events, appended to the ``wake_stream``.
 """
 
@@ -40,10 +46,13 @@ if TYPE_CHECKING:
     from ._sub_store import SubscriptionState
 
     #: What a change that may wake leaves to do: a new wake (with its lease's
-    #: trio deadline), a retry's delay, or nothing.
+    #: trio deadline), the delay until a retry is due, or nothing.
     Effect = tuple[Wake, float] | float | None
 
 logger = logging.getLogger("trio_streams.durable.subscriptions")
+
+#: A retry due within this (seconds) is due now (a float's rounding in a sleep's deadline).
+DUE_SLACK = 1e-6
 
 
 class SubscriptionWakes(SubscriptionCatalog):
@@ -94,17 +103,16 @@ class SubscriptionWakes(SubscriptionCatalog):
 
     # -- wakes -----------------------------------------------------------------------
 
-    def _wake_step(
-        self, subscription: Subscription, stream: str | None, now: float, *, due: bool = False
-    ) -> Effect:
+    def _wake_step(self, subscription: Subscription, stream: str | None, now: float) -> Effect:
         """(In a change.) Make a wake if the subscription is idle with pending work.
 
         A webhook subscription whose last delivery failed gets its next wake
-        only when the retry is due (``due``: it is): the backoff runs
-        before the wake and its lease, so a delay longer than the lease
-        still ends in an attempt; meanwhile its ``status`` is ``failed``.
-        Returns the wake made with its lease's trio deadline, the retry's
-        delay, or ``None``.
+        only when its stored ``next_attempt_at`` has come (whichever instance
+        recorded the failure): the backoff runs before the wake and its lease,
+        so a delay longer than the lease still ends in an attempt; meanwhile
+        its ``status`` is ``failed``. A wake made after a finished round
+        (``max_attempts``) starts a new one. Returns the wake made with its
+        lease's trio deadline, the delay until the retry is due, or ``None``.
         """
         if subscription.wake is not None or self._nursery is None:
             # A wake in flight: its end looks for pending work again (the common
@@ -114,12 +122,14 @@ class SubscriptionWakes(SubscriptionCatalog):
         key = (subscription.owner, subscription.id)
         if key in self._retrying:
             return None  # a retry scheduled: it looks for pending work
-        failures = self.delivery.failures.get(key, 0)
-        if subscription.config.type == "webhook" and failures and not due:
-            return self.delivery.retry_delay(failures) if subscription.has_pending() else None
+        retry = subscription.retry
+        if retry.next_attempt_at is not None and retry.next_attempt_at - now > DUE_SLACK:
+            return retry.next_attempt_at - now if subscription.has_pending() else None
         wake = subscription.wake_if_pending(stream, now)
         if wake is None:
             return None
+        if retry.attempts >= self.max_attempts:
+            retry.attempts = 0  # (a new round; the backoff goes on from ``failures``)
         wake.deliverer = self.state.instance
         lease = wake.lease_deadline
         return wake, 0.0 if lease is None else self.state.local_deadline(lease, now)
@@ -142,14 +152,13 @@ class SubscriptionWakes(SubscriptionCatalog):
         return True
 
     async def _wake_later(self, key: Key, delay: float) -> None:
-        """The retry of a failed webhook delivery: a new wake after ``delay``."""
+        """The retry of a failed webhook delivery: a new wake after ``delay`` (when it is
+        due: the stored ``next_attempt_at``; another instance's failure may have moved it)."""
         try:
             await trio.sleep(delay)
         finally:
             self._retrying.discard(key)
-        subscription, effect = await self.state.update(
-            key, lambda sub, now: self._wake_step(sub, None, now, due=True)
-        )
+        subscription, effect = await self.state.update(key, lambda sub, now: self._wake_step(sub, None, now))
         self._start(subscription, effect)
 
     def _cancel_lease(self, key: Key, wake_id: str) -> None:
@@ -163,7 +172,6 @@ class SubscriptionWakes(SubscriptionCatalog):
         held = self._leases.pop(key, None)
         if held is not None:
             held[1].cancel(reason="subscription deleted")
-        self.delivery.failures.pop(key, None)
 
     async def _hold(self, subscription: Subscription, wake: Wake, deadline: float) -> None:
         """The lease of ``wake`` (and, for a webhook, its delivery), until ``deadline``
@@ -202,6 +210,9 @@ class SubscriptionWakes(SubscriptionCatalog):
             moved.clear()
             expired.clear()
             wake = subscription.wake
+            if wake is None and wake_id is None and subscription.retry.next_attempt_at is not None:
+                # A retry whose instance went before it was due (a sweeper's full pass).
+                return self._wake_step(subscription, None, now)
             if wake is None or wake.lease_deadline is None or wake_id not in (None, wake.wake_id):
                 return None
             if wake.lease_deadline > now:
@@ -213,6 +224,7 @@ class SubscriptionWakes(SubscriptionCatalog):
 
         subscription, effect = await self.state.update(key, change)
         if not expired:
+            self._start(subscription, effect)
             return moved[0] if moved else None
         self._cancel_lease(key, expired[0].wake_id)
         logger.info(
@@ -257,26 +269,51 @@ class SubscriptionWakes(SubscriptionCatalog):
         return json.dumps(body, separators=(",", ":")).encode()
 
     async def _deliver(self, subscription: Subscription, wake: Wake) -> None:
-        """POST the wake until a 2xx, ``max_attempts`` or the lease (the caller's scope) ends it."""
+        """POST the wake until a 2xx, the round's ``max_attempts`` or the lease (the caller's
+        scope) ends it. The round is counted in the store (:meth:`_failed`): a wake is made
+        with a round that has attempts left (:meth:`_wake_step`), so the first attempt needs
+        no read, and a wake taken over counts on from the stored one."""
         url = subscription.config.webhook_url
         assert url is not None
         key = (subscription.owner, subscription.id)
         body = self.delivery_body(subscription, wake)
-        for attempt in range(self.max_attempts):
-            # (The first attempt of a wake is never delayed: a retry's backoff ran before it.)
-            await trio.sleep(
-                self.delivery.retry_delay(self.delivery.failures.get(key, 0)) if attempt else 0.0
-            )
-            if attempt and self.state.shared:
-                # The receiver may have called back through another instance meanwhile.
-                current = await self.state.get(key)
-                if current is None or current.wake is None or current.wake.wake_id != wake.wake_id:
-                    return
-            delivered, done = await self.delivery.attempt(key, url, body)
+        # (The first attempt of a wake is never delayed: the wake was made when it was due.)
+        due: float | None = None
+        while True:
+            if due is not None:
+                await trio.sleep_until(due)
+                if self.state.shared:
+                    # The receiver may have called back through another instance meanwhile.
+                    current = await self.state.get(key)
+                    if current is None or current.wake is None or current.wake.wake_id != wake.wake_id:
+                        return
+            delivered, done, error = await self.delivery.attempt(key, url, body)
             if delivered:
                 await self._delivered(key, wake, done=done)
                 return
-            await self.state.update(key, lambda sub, now: setattr(sub, "status", "failed"))
+            recorded = await self._failed(key, wake, error)
+            if recorded is None or recorded[0] >= self.max_attempts:
+                return  # the wake ended meanwhile, or the round is over (the lease's end goes on)
+            due = recorded[1]
+
+    async def _failed(self, key: Key, wake: Wake, error: str) -> tuple[int, float] | None:
+        """Record a failed attempt of ``wake`` (status ``failed``, the schedule moved on), in
+        the update that marked the status before there was a schedule: no round trip more.
+        Returns the round's attempts and when the next is due (trio time); ``None``: the
+        wake ended meanwhile."""
+
+        def change(subscription: Subscription, now: float) -> tuple[int, float] | None:
+            current = subscription.wake
+            if current is None or current.wake_id != wake.wake_id:
+                return None
+            retry = subscription.retry
+            subscription.status = "failed"
+            retry.failed(now, self.delivery.retry_delay(retry.failures + 1), error)
+            assert retry.next_attempt_at is not None
+            return retry.attempts, self.state.local_deadline(retry.next_attempt_at, now)
+
+        _, recorded = await self.state.update(key, change)
+        return recorded
 
     async def _delivered(self, key: Key, wake: Wake, *, done: bool) -> None:
         """A delivery was answered 2xx: active again; ``{"done": true}`` acks the snapshot, ends the wake."""
@@ -285,6 +322,7 @@ class SubscriptionWakes(SubscriptionCatalog):
         def change(subscription: Subscription, now: float) -> Effect:
             ended.clear()
             subscription.status = "active"
+            subscription.retry.clear()
             current = subscription.wake
             if not done or current is None or current.wake_id != wake.wake_id:
                 return None

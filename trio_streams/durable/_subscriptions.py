@@ -129,7 +129,8 @@ class SubscriptionRegistry(SubscriptionWakes):
         and cursors stay, and the next data after a new ``serve`` wakes them.
         With a shared store, the webhook wakes this instance delivers are
         handed over (:meth:`_hand_over`: their leases end now, so another
-        instance's sweeper re-delivers them at once; shielded, at most
+        instance's sweeper re-delivers them at once, or when their stored
+        retry is due; shielded, at most
         ``HANDOVER_GRACE`` seconds); pull-wake claims stay as stored (their
         workers still hold them: they ack on any instance, or their leases
         expire, swept by any instance).
@@ -139,6 +140,8 @@ class SubscriptionRegistry(SubscriptionWakes):
                 if self.state.shared:
                     await nursery.start(self.shared.serve)
                 self._nursery = nursery
+                if self._memory is not None:
+                    self._resume(self._memory)
                 task_status.started()
                 await trio.sleep_forever()
             finally:
@@ -151,13 +154,26 @@ class SubscriptionRegistry(SubscriptionWakes):
                 self._retrying.clear()
                 self.state.stopped()
 
+    def _resume(self, memory: MemorySubscriptionState) -> None:
+        """(Starting, in process.) Index the subscriptions the store already holds (another
+        registry's, before it stopped) and schedule their webhook retries as stored: the
+        next attempt when its ``next_attempt_at`` comes, counting on from the stored round.
+        (With a shared store, the index is loaded by :mod:`._sub_shared`, and a retry whose
+        instance went is scheduled by the sweepers.)"""
+        for subscription in list(memory.subscriptions.values()):
+            self.reindex(subscription)
+            if subscription.retry.next_attempt_at is not None:
+                self._start(subscription, self._wake_step(subscription, None, trio.current_time()))
+
     async def _hand_over(self, held: dict[Key, tuple[str, trio.CancelScope]]) -> None:
         """(Stopping, with a shared store.) End the lease of every webhook wake this
         instance delivers: a compare-and-set on the wake still being the one this
         instance delivers (a callback that ended it meanwhile wins: nothing is
         redelivered), its lease set to now and indexed so, so that any other
         instance's next sweep expires it and delivers the pending work as a new
-        generation -- once: of many sweepers, one expire wins. A receiver still
+        generation -- once: of many sweepers, one expire wins -- when the stored
+        retry schedule says (after a failed attempt: at its ``next_attempt_at``,
+        counting on; :class:`~._sub_state.Retry`). A receiver still
         working on the old wake is fenced at its callback (at least once).
         Errors (the store gone) leave the wake to its lease, as before.
 
@@ -357,6 +373,9 @@ class SubscriptionRegistry(SubscriptionWakes):
                 moved[:] = [self.state.local_deadline(wake.lease_deadline, now)]
                 return wake, None
             subscription.end_wake(wake)
+            if kind == "webhook":  # the receiver has it: no retry is owed
+                subscription.status = "active"
+                subscription.retry.clear()
             return wake, self._wake_step(subscription, None, now)
 
         subscription, (wake, effect) = await self.state.update(key, change)

@@ -5,7 +5,9 @@ Keys (a subscription's identity is the hash tag, so its keys share a slot)::
     {prefix}ds:sub:{<id>}:state            a subscription of the shared namespace: hash of
                                            v (version), config, created, cb (callback URL),
                                            gen, status, wake (JSON, "" for none), ended
-                                           (JSON: the last ended wakes' tokens)
+                                           (JSON: the last ended wakes' tokens), retry
+                                           (JSON [failures, attempts, next_attempt_at
+                                           (Redis time, s), error]; "" or absent: none)
     {prefix}ds:sub:{<id>}:links            hash: stream path -> JSON [explicit, glob, acked, tail]
     {prefix}ds:sub:u:{<owner>/<id>}:...    the same in ``owner``'s namespace (escaped as
                                            the streams' tags: :func:`~._layout.owned_tag`)
@@ -36,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._offsets import Offset
 from .._sub_config import SubscriptionConfig
-from .._sub_state import Link, Subscription, Wake
+from .._sub_state import Link, Retry, Subscription, Wake
 from ._layout import owned_tag
 
 if TYPE_CHECKING:
@@ -166,7 +168,27 @@ def encode_state(subscription: Subscription) -> dict[str, str]:
         "status": subscription.status,
         "wake": "" if wake is None else _encode_wake(wake),
         "ended": json.dumps(list(subscription.ended_tokens), separators=(",", ":")),
+        "retry": _encode_retry(subscription.retry),
     }
+
+
+def _encode_retry(retry: Retry) -> str:
+    # (Written by the same SAVE as the wake and its lease: one compare-and-set.)
+    if not (retry.failures or retry.attempts or retry.next_attempt_at is not None):
+        return ""
+    return json.dumps(
+        [retry.failures, retry.attempts, retry.next_attempt_at, retry.error], separators=(",", ":")
+    )
+
+
+def _decode_retry(value: str) -> Retry:
+    """A stored retry schedule; ``""`` (or a state saved before there was one): none."""
+    if not value:
+        return Retry()
+    failures, attempts, next_attempt_at, error = json.loads(value)
+    return Retry(
+        int(failures), int(attempts), None if next_attempt_at is None else float(next_attempt_at), error
+    )
 
 
 def _encode_wake(wake: Wake) -> str:
@@ -203,6 +225,7 @@ def decode(key: Key, state: Mapping[bytes, bytes], links: Mapping[bytes, bytes])
     )
     subscription.generation = int(fields["gen"])
     subscription.ended_tokens.extend(json.loads(fields.get("ended", "[]")))
+    subscription.retry = _decode_retry(fields.get("retry", ""))
     if fields.get("wake"):
         subscription.wake = _decode_wake(json.loads(fields["wake"]))
     for path, value in links.items():
