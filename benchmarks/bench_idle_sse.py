@@ -194,6 +194,14 @@ def breakdown(kind: str, count: int) -> dict[str, float]:
         server.close()
 
 
+def _short(name: str) -> str:
+    """A file name from its package on (``trio/_core/_run.py``, ``trio_streams/...``)."""
+    for marker in ("site-packages/", "trio_streams/", "lib/python3"):
+        if marker in name:
+            return name[name.index(marker) :].removeprefix("site-packages/")
+    return name
+
+
 def _serve(trace: bool) -> None:
     """The server mode: ``serve`` (memory store) plus control commands on stdin (gc, snapshot, diff)."""
     import trio
@@ -203,9 +211,19 @@ def _serve(trace: bool) -> None:
     from trio_streams.cli._server import serve
 
     if trace:
-        tracemalloc.start(1)
+        tracemalloc.start(int(os.environ.get("BENCH_IDLE_SSE_FRAMES", "1")))
     plan = ServePlan.from_args(build_parser().parse_args(["serve", "--bind", "127.0.0.1:0"]))
     snapshots: list[tracemalloc.Snapshot] = []
+    types_before: list[Counter[str]] = []
+
+    def type_sizes() -> Counter[str]:
+        """Bytes (``sys.getsizeof``) of the gc-tracked objects alive, by type (and a count of each)."""
+        sizes: Counter[str] = Counter()
+        for obj in gc.get_objects():
+            name = type(obj).__qualname__
+            sizes[name] += sys.getsizeof(obj)
+            sizes["#" + name] += 1
+        return sizes
 
     def answer(line: str) -> Any:
         command = line.strip()
@@ -215,7 +233,22 @@ def _serve(trace: bool) -> None:
         if command == "snapshot":
             gc.collect()
             snapshots.append(tracemalloc.take_snapshot())
+            types_before.append(type_sizes())
             return "ok"
+        if command == "types":
+            gc.collect()
+            now = type_sizes()
+            now.subtract(types_before[-1])
+            return {name: size for name, size in now.most_common() if size > 0}
+        if command == "traceback":
+            gc.collect()
+            stats = tracemalloc.take_snapshot().compare_to(snapshots[-1], "traceback")
+            return {
+                " <- ".join(
+                    _short(f"{f.filename}:{f.lineno}") for f in reversed(stat.traceback)
+                ): stat.size_diff
+                for stat in stats[:25]
+            }
         if command in ("diff", "lines"):
             gc.collect()
             after = tracemalloc.take_snapshot()

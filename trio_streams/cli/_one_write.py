@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import os
 from typing import TYPE_CHECKING, Any
 
 import hypercorn.trio.run
@@ -49,6 +50,7 @@ from hypercorn.events import Closed, Event, RawData
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 
 from ..web._asgi import CONNECTION_OVER
+from . import _app_task
 from ._idle_timer import IdleTimer
 
 if TYPE_CHECKING:
@@ -69,6 +71,9 @@ if TYPE_CHECKING:
 _CONNECTION: contextvars.ContextVar[CorkingTCPServer | None] = contextvars.ContextVar(
     "trio_streams_corking_connection", default=None
 )
+
+#: Plain sockets are read with ``os.read`` once ``wait_readable`` says so (POSIX: a socket is a file).
+_PLAIN_READS = os.name == "posix"
 
 #: Statuses whose responses have no body whatever their headers say.
 _BODILESS = frozenset({204, 304})
@@ -100,23 +105,40 @@ class CorkingTCPServer(TCPServer):
 
         Hypercorn's loop (``TCPServer._read_data``), without its ``fail_after``
         when there is no ``read_timeout`` (an infinite one: a cancel scope and
-        its status, ~1 KB held by every idle connection for nothing).
+        its status, ~1 KB held by every idle connection for nothing). A plain
+        socket (no TLS) is then read as ``receive_some`` reads it, but waiting
+        in ``wait_readable`` right here: 3 coroutine frames and a context
+        manager's generator fewer held by every idle connection
+        (benchmarks/RESULTS.md). Each read is a checkpoint, as ``receive_some``'s;
+        a socket closed by another task (the idle timer) or broken ends the
+        reading, as Hypercorn's ``ClosedResourceError`` / ``BrokenResourceError``.
 
         Cancellation: ends the reading (the connection's task group is going).
         """
-        timeout = self.config.read_timeout
-        stream, handle = self.stream, self.protocol.handle
+        # (Typed by Hypercorn as a TLS stream, whichever it is.)
+        stream: object = self.stream
+        handle = self.protocol.handle
         try:
+            if self.config.read_timeout or not _PLAIN_READS or type(stream) is not trio.SocketStream:
+                await _read_stream(self.stream, handle, self.config.read_timeout)
+                return
+            sock = stream.socket
             while True:
+                fd = sock.fileno()
+                if fd == -1:
+                    break  # closed by another task
                 try:
-                    if timeout:
-                        with trio.fail_after(timeout):
-                            data = await stream.receive_some(MAX_RECV)
-                    else:
-                        data = await stream.receive_some(MAX_RECV)
-                except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
-                    break
-                await handle(RawData(bytes(data)))
+                    data = os.read(fd, MAX_RECV)
+                except BlockingIOError:
+                    try:
+                        await trio.lowlevel.wait_readable(fd)
+                    except trio.ClosedResourceError:
+                        break
+                    continue
+                except OSError:
+                    break  # reset, or otherwise broken
+                await trio.lowlevel.checkpoint()
+                await handle(RawData(data))
                 if data == b"":
                     break
             await handle(Closed())
@@ -178,6 +200,25 @@ class CorkingTCPServer(TCPServer):
         await super().protocol_send(event)
 
 
+async def _read_stream(
+    stream: trio.abc.ReceiveStream, handle: Callable[[Event], Awaitable[None]], read_timeout: float | None
+) -> None:
+    """Hypercorn's reading loop (TLS, or a ``read_timeout``: a silent connection is closed)."""
+    while True:
+        try:
+            if read_timeout:
+                with trio.fail_after(read_timeout):
+                    data = await stream.receive_some(MAX_RECV)
+            else:
+                data = await stream.receive_some(MAX_RECV)
+        except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
+            break
+        await handle(RawData(bytes(data)))
+        if data == b"":
+            break
+    await handle(Closed())
+
+
 def _nothing() -> None:
     pass
 
@@ -192,6 +233,7 @@ def install() -> None:
     worker = vars(hypercorn.trio.run)  # worker_serve looks TCPServer up here, per server
     if worker.get("TCPServer") is TCPServer:
         worker["TCPServer"] = CorkingTCPServer
+    _app_task.install()  # (and its request tasks get a lighter queue and frame)
 
 
 def _known_length(scope: HTTPScope, start: HTTPResponseStartEvent) -> bool:

@@ -34,6 +34,7 @@ from werkzeug.sansio.utils import get_content_length, get_current_url, get_host
 
 from .._exception_groups import collapse
 from ..protocol import Headers, Query, Request, Response, StreamingResponse
+from ._app_queue import AppQueue
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -167,10 +168,11 @@ class Exchange:
     ) -> None:
         self.receive = receive
         #: The server's queue of messages, when ``receive`` is a trio memory channel's
-        #: (Hypercorn's trio worker): what is queued already is taken without a
+        #: (Hypercorn's trio worker) or an AppQueue's (serve's): what is queued already is taken without a
         #: checkpoint or a ``BODY_TIMEOUT`` scope (~8 µs per request).
         owner = getattr(receive, "__self__", None)
-        self._receive_nowait = owner.receive_nowait if isinstance(owner, trio.MemoryReceiveChannel) else None
+        queued = isinstance(owner, (trio.MemoryReceiveChannel, AppQueue))
+        self._receive_nowait = owner.receive_nowait if queued and owner is not None else None
         self._when_over = when_over
         self.send = send
         self._max = math.inf if max_content_length is None else max_content_length
