@@ -262,7 +262,7 @@ def _serve(trace: bool) -> None:
                         name = name[name.index(marker) :].removeprefix("site-packages/")
                         break
                 sizes[name] += stat.size_diff
-            return dict(sizes.most_common(30))
+            return dict(sizes.most_common(60))
         raise ValueError(command)
 
     async def main() -> None:

@@ -53,6 +53,11 @@ class LeanTaskGroup(TaskGroup):
         self._nursery.start_soon(_handle, app, config, scope, queue.receive, send)
         return queue.send
 
+    def cancel(self, reason: str) -> None:
+        """Cancel every task of the group (the connection's end; no I/O)."""
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel(reason=reason)
+
 
 async def _handle(
     app: AppWrapper,

@@ -92,8 +92,11 @@ class CorkingTCPServer(TCPServer):
         #: Held bytes while corked; ``None``: not corked.
         self._held: list[bytes] | None = None
         self._flush_next = False
-        #: Called once the connection is over (``None``: it is).
-        self._when_over: set[Callable[[], None]] | None = set()
+        #: Called once the connection is over (made when the first is added).
+        self._when_over: set[Callable[[], None]] | None = None
+        self._over = False
+        #: The connection's end cancels its task group (:meth:`cancel_on_over`).
+        self._cancel_over = False
         # Visible to its request tasks, which its task spawns: trio's
         # serve_listeners builds the connection in that task (and an override
         # of ``run`` would hold one more frame per connection).
@@ -128,15 +131,17 @@ class CorkingTCPServer(TCPServer):
                 if fd == -1:
                     break  # closed by another task
                 try:
-                    data = os.read(fd, MAX_RECV)
+                    data: bytes | None = os.read(fd, MAX_RECV)
                 except BlockingIOError:
+                    data = None  # (waited for outside the handler: the error is not held meanwhile)
+                except OSError:
+                    break  # reset, or otherwise broken
+                if data is None:
                     try:
                         await trio.lowlevel.wait_readable(fd)
                     except trio.ClosedResourceError:
                         break
                     continue
-                except OSError:
-                    break  # reset, or otherwise broken
                 await trio.lowlevel.checkpoint()
                 await handle(RawData(data))
                 if data == b"":
@@ -145,19 +150,46 @@ class CorkingTCPServer(TCPServer):
         finally:
             idle_timer: IdleTimer = self.idle_task  # type: ignore[assignment]
             idle_timer.end()
+            self._over = True
             callbacks, self._when_over = self._when_over, None
             for callback in callbacks or ():
                 callback()
+            if self._cancel_over:
+                self._cancel_task_group()
 
     def when_over(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback`` (no I/O) once the connection is over (at once if it is); returns
         what forgets it (the ``trio_streams.connection_over`` ASGI extension)."""
-        callbacks = self._when_over
-        if callbacks is None:
+        if self._over:
             callback()
             return _nothing
-        callbacks.add(callback)
-        return functools.partial(callbacks.discard, callback)
+        if self._when_over is None:
+            self._when_over = set()
+        self._when_over.add(callback)
+        return functools.partial(self._when_over.discard, callback)
+
+    def cancel_on_over(self, on: bool) -> None:
+        """While ``on``, the connection's end (read to its end, or broken) cancels its task
+        group -- the request's task with it -- as if ``when_over`` cancelled a scope of its
+        own, with no scope, status or callback held per request (the extension's
+        ``"cancel_on_over"``; no I/O). Turned on once the connection is over, it cancels at once.
+
+        Only for requests whose client leaving must end them (reads that wait): the
+        group holds this connection's other tasks too, which end with it anyway (its
+        idle timer; the tail of the previous request, whose response is sent).
+        """
+        self._cancel_over = on
+        if on and self._over:
+            self._cancel_task_group()
+
+    def offers_cancel_on_over(self) -> bool:
+        """Whether :meth:`cancel_on_over` can be offered (the task group is serve's)."""
+        return isinstance(getattr(self, "_task_group", None), _app_task.LeanTaskGroup)
+
+    def _cancel_task_group(self) -> None:
+        task_group = self._task_group
+        assert isinstance(task_group, _app_task.LeanTaskGroup)
+        task_group.cancel("client disconnected")
 
     def cork(self) -> None:
         """Hold every write from now on (no I/O)."""
@@ -284,7 +316,10 @@ class OneWriteResponses:
             connection = None  # (HTTP/2: Hypercorn's h2 protocol batches its own writes)
         else:
             # bounded_sends: _Response holds a known-length start and shields the last message (grace).
-            scope["extensions"][CONNECTION_OVER] = {"when_over": connection.when_over, "bounded_sends": True}
+            offered: dict[str, object] = {"when_over": connection.when_over, "bounded_sends": True}
+            if connection.offers_cancel_on_over():
+                offered["cancel_on_over"] = connection.cancel_on_over
+            scope["extensions"][CONNECTION_OVER] = offered
         response = _Response(scope, send, connection, self.grace)
         await self.app(scope, receive, response.send)
         if response.pending is not None:  # a start with no body message after it: as Hypercorn would
