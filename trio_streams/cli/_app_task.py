@@ -35,6 +35,13 @@ if TYPE_CHECKING:
     from hypercorn.typing import AppWrapper, ASGIReceiveCallable, ASGIReceiveEvent, ASGISendEvent, Scope
 
 
+#: An ASGI scope extension a middleware may set (an async callable of no
+#: arguments): awaited by the request task once the app has returned, as the
+#: middleware's own frame would after awaiting the app -- without that frame
+#: held while the request lasts (``OneWriteResponses``' end of response).
+APP_END = "trio_streams.app_end"
+
+
 class LeanTaskGroup(TaskGroup):
     """Hypercorn's trio ``TaskGroup``, whose app tasks receive from an :class:`AppQueue`."""
 
@@ -68,7 +75,8 @@ async def _handle(
 ) -> None:
     """Hypercorn's ``_handle``: run the app for one request; errors logged as Hypercorn logs them.
 
-    An ``ASGIWrapper``'s app is called here (its ``__call__`` only awaits it: one frame fewer).
+    An ``ASGIWrapper``'s app is called here (its ``__call__`` only awaits it: one frame fewer),
+    then the scope's :data:`APP_END`, if set.
 
     Cancellation: propagates (the app's send of "finished" still happens, as Hypercorn's).
     """
@@ -77,6 +85,10 @@ async def _handle(
             await app.app(scope, receive, send)
         else:
             await app(scope, receive, send, trio.to_thread.run_sync, trio.from_thread.run)
+        extensions: Any = scope.get("extensions")
+        end = None if not extensions else extensions.get(APP_END)
+        if end is not None:
+            await end()
     except trio.Cancelled:
         raise
     except BaseExceptionGroup as error:

@@ -182,8 +182,9 @@ class CorkingTCPServer(TCPServer):
         if on and self._over:
             self._cancel_task_group()
 
-    def offers_cancel_on_over(self) -> bool:
-        """Whether :meth:`cancel_on_over` can be offered (the task group is serve's)."""
+    def lean_tasks(self) -> bool:
+        """Whether its request tasks are serve's (:class:`~._app_task.LeanTaskGroup`): then
+        :meth:`cancel_on_over` can be offered, and the task awaits ``APP_END``."""
         return isinstance(getattr(self, "_task_group", None), _app_task.LeanTaskGroup)
 
     def _cancel_task_group(self) -> None:
@@ -305,25 +306,45 @@ class OneWriteResponses:
         self.grace = grace
 
     def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> Awaitable[None]:
-        """Call the app: other scopes untouched (no frame of this shim's while they last)."""
+        """Call the app: other scopes untouched (no frame of this shim's while they last), nor
+        an HTTP/1.x request in serve's request task (which awaits the response's end itself)."""
         if scope["type"] != "http":
             return self.app(scope, receive, send)
-        return self._http(scope, receive, send)
-
-    async def _http(self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         connection = _CONNECTION.get()
         if connection is None or scope.get("http_version") not in ("1.1", "1.0"):
-            connection = None  # (HTTP/2: Hypercorn's h2 protocol batches its own writes)
-        else:
-            # bounded_sends: _Response holds a known-length start and shields the last message (grace).
-            offered: dict[str, object] = {"when_over": connection.when_over, "bounded_sends": True}
-            if connection.offers_cancel_on_over():
-                offered["cancel_on_over"] = connection.cancel_on_over
-            scope["extensions"][CONNECTION_OVER] = offered
-        response = _Response(scope, send, connection, self.grace)
+            # (HTTP/2: Hypercorn's h2 protocol batches its own writes)
+            return self._http(scope, receive, send, None)
+        if not connection.lean_tasks():
+            return self._http(scope, receive, send, connection)
+        response = self._offer(scope, send, connection)
+        # (ASGI types extensions as dicts; this one is the request task's, see APP_END.)
+        scope["extensions"][_app_task.APP_END] = response.end  # type: ignore[assignment]
+        return self.app(scope, receive, response.send)
+
+    async def _http(
+        self,
+        scope: HTTPScope,
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
+        connection: CorkingTCPServer | None,
+    ) -> None:
+        response = (
+            _Response(scope, send, None, self.grace)
+            if connection is None
+            else self._offer(scope, send, connection)
+        )
         await self.app(scope, receive, response.send)
-        if response.pending is not None:  # a start with no body message after it: as Hypercorn would
-            await send(response.pending)
+        await response.end()
+
+    def _offer(self, scope: HTTPScope, send: ASGISendCallable, connection: CorkingTCPServer) -> _Response:
+        """The response of an HTTP/1.x request on a corking connection, whose scope is offered
+        the ``CONNECTION_OVER`` extension."""
+        # bounded_sends: _Response holds a known-length start and shields the last message (grace).
+        offered: dict[str, object] = {"when_over": connection.when_over, "bounded_sends": True}
+        if connection.lean_tasks():
+            offered["cancel_on_over"] = connection.cancel_on_over
+        scope["extensions"][CONNECTION_OVER] = offered
+        return _Response(scope, send, connection, self.grace)
 
 
 class _Response:
@@ -340,6 +361,12 @@ class _Response:
         self.grace = grace
         #: A response start held for its body (one of known length, on a corking connection).
         self.pending: HTTPResponseStartEvent | None = None
+
+    async def end(self) -> None:
+        """The app has returned: a start with no body message after it goes now, as Hypercorn would."""
+        if self.pending is not None:
+            start, self.pending = self.pending, None
+            await self.send_on(start)
 
     async def send(self, message: ASGISendEvent) -> None:
         """The app's ``send``: the last message shielded, a complete response written at once."""
