@@ -173,9 +173,9 @@ def slope(points: list[tuple[int, int]]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
 
 
-def breakdown(kind: str, count: int) -> dict[str, float]:
+def breakdown(kind: str, count: int, repo: Path = ROOT) -> dict[str, float]:
     """Bytes per connection by file, as tracemalloc sees them (after minus before ``count`` connections)."""
-    server = Server(trace=True)
+    server = Server(trace=True, repo=repo)
     held: list[socket.socket] = []
     try:
         paths = targets(server, kind)
@@ -262,7 +262,7 @@ def _serve(trace: bool) -> None:
                         name = name[name.index(marker) :].removeprefix("site-packages/")
                         break
                 sizes[name] += stat.size_diff
-            return dict(sizes.most_common(60))
+            return {"(all)": sum(sizes.values()), **dict(sizes.most_common(60))}
         raise ValueError(command)
 
     async def main() -> None:
@@ -314,13 +314,20 @@ def main() -> None:
         print(f"| {row} | {statistics.median(values) / 1024:.1f} | {per_round} |")
     if args.breakdown:
         for kind in kinds:
-            by_file = breakdown(kind, args.breakdown)
-            total = sum(by_file.values())
-            print(f"\ntracemalloc, {kind}, {args.breakdown} connections: {total:,.0f} B per connection\n")
-            print("| file | B per connection |")
-            print("|---|---|")
-            for name, size in sorted(by_file.items(), key=lambda item: -item[1])[:20]:
-                print(f"| {name} | {size:,.0f} |")
+            tables = {
+                label or " (now)": breakdown(kind, args.breakdown, repo) for label, repo in repos.items()
+            }
+            totals = {label: table.pop("(all)", sum(table.values())) for label, table in tables.items()}
+            print(f"\ntracemalloc, {kind}, {args.breakdown} connections: B per connection (after - before)\n")
+            print("| file |" + "".join(f" {label.strip(' ()')} |" for label in tables))
+            print("|---|" + "---:|" * len(tables))
+            print("| **all** |" + "".join(f" **{total:,.0f}** |" for total in totals.values()))
+            first = next(iter(tables.values()))
+            names = sorted(
+                {name for table in tables.values() for name in table}, key=lambda n: -first.get(n, 0)
+            )
+            for name in names[:25]:
+                print(f"| {name} |" + "".join(f" {table.get(name, 0):,.0f} |" for table in tables.values()))
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
 
 
