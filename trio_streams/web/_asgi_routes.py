@@ -104,15 +104,17 @@ class FastPaths:
 
         Cancellation: see :meth:`Exchange.run`.
         """
+        await self.dispatch(scope, receive, send)
+
+    def dispatch(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> Awaitable[None]:
+        """:meth:`__call__` without a frame of its own while the request lasts (an idle event
+        stream holds it for its whole life): what to await, the exchange's or the app's."""
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         method = scope["method"]
         respond = self._responder(scope, method)
         if respond is None:
-            await self.app(scope, receive, send)
-            return
-        # (Served here, in this one frame: an idle event stream holds it for its whole life.)
+            return self.app(scope, receive, send)
         offered = (scope.get("extensions") or {}).get(CONNECTION_OVER)
         if offered is None:
             exchange = Exchange(receive, send, **self._limits)
@@ -121,9 +123,8 @@ class FastPaths:
             when_over, cancel_on_over = offered.get("when_over"), offered.get("cancel_on_over")
             exchange = Exchange(receive, send, when_over=when_over, cancel_on_over=cancel_on_over, **limits)
         # Only reads wait (long-polls, event streams): only they need a disconnect watcher.
-        running = exchange.run(respond, watch=method == "GET")
-        del respond  # (Exchange.run drops it once answered, and with it what it holds)
-        await running
+        # (Exchange.run drops ``respond`` once answered, and with it what it holds.)
+        return exchange.run(respond, watch=method == "GET")
 
     def _responder(self, scope: HTTPScope, method: str) -> _Responder | None:
         """What answers a request of a hot route (``None``: not one): :meth:`_respond` with the
