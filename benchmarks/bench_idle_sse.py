@@ -173,9 +173,9 @@ def slope(points: list[tuple[int, int]]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
 
 
-def breakdown(kind: str, count: int) -> dict[str, float]:
+def breakdown(kind: str, count: int, repo: Path = ROOT) -> dict[str, float]:
     """Bytes per connection by file, as tracemalloc sees them (after minus before ``count`` connections)."""
-    server = Server(trace=True)
+    server = Server(trace=True, repo=repo)
     held: list[socket.socket] = []
     try:
         paths = targets(server, kind)
@@ -194,6 +194,14 @@ def breakdown(kind: str, count: int) -> dict[str, float]:
         server.close()
 
 
+def _short(name: str) -> str:
+    """A file name from its package on (``trio/_core/_run.py``, ``trio_streams/...``)."""
+    for marker in ("site-packages/", "trio_streams/", "lib/python3"):
+        if marker in name:
+            return name[name.index(marker) :].removeprefix("site-packages/")
+    return name
+
+
 def _serve(trace: bool) -> None:
     """The server mode: ``serve`` (memory store) plus control commands on stdin (gc, snapshot, diff)."""
     import trio
@@ -203,9 +211,19 @@ def _serve(trace: bool) -> None:
     from trio_streams.cli._server import serve
 
     if trace:
-        tracemalloc.start(1)
+        tracemalloc.start(int(os.environ.get("BENCH_IDLE_SSE_FRAMES", "1")))
     plan = ServePlan.from_args(build_parser().parse_args(["serve", "--bind", "127.0.0.1:0"]))
     snapshots: list[tracemalloc.Snapshot] = []
+    types_before: list[Counter[str]] = []
+
+    def type_sizes() -> Counter[str]:
+        """Bytes (``sys.getsizeof``) of the gc-tracked objects alive, by type (and a count of each)."""
+        sizes: Counter[str] = Counter()
+        for obj in gc.get_objects():
+            name = type(obj).__qualname__
+            sizes[name] += sys.getsizeof(obj)
+            sizes["#" + name] += 1
+        return sizes
 
     def answer(line: str) -> Any:
         command = line.strip()
@@ -215,7 +233,22 @@ def _serve(trace: bool) -> None:
         if command == "snapshot":
             gc.collect()
             snapshots.append(tracemalloc.take_snapshot())
+            types_before.append(type_sizes())
             return "ok"
+        if command == "types":
+            gc.collect()
+            now = type_sizes()
+            now.subtract(types_before[-1])
+            return {name: size for name, size in now.most_common() if size > 0}
+        if command == "traceback":
+            gc.collect()
+            stats = tracemalloc.take_snapshot().compare_to(snapshots[-1], "traceback")
+            return {
+                " <- ".join(
+                    _short(f"{f.filename}:{f.lineno}") for f in reversed(stat.traceback)
+                ): stat.size_diff
+                for stat in stats[:25]
+            }
         if command in ("diff", "lines"):
             gc.collect()
             after = tracemalloc.take_snapshot()
@@ -229,7 +262,7 @@ def _serve(trace: bool) -> None:
                         name = name[name.index(marker) :].removeprefix("site-packages/")
                         break
                 sizes[name] += stat.size_diff
-            return dict(sizes.most_common(30))
+            return {"(all)": sum(sizes.values()), **dict(sizes.most_common(60))}
         raise ValueError(command)
 
     async def main() -> None:
@@ -281,13 +314,20 @@ def main() -> None:
         print(f"| {row} | {statistics.median(values) / 1024:.1f} | {per_round} |")
     if args.breakdown:
         for kind in kinds:
-            by_file = breakdown(kind, args.breakdown)
-            total = sum(by_file.values())
-            print(f"\ntracemalloc, {kind}, {args.breakdown} connections: {total:,.0f} B per connection\n")
-            print("| file | B per connection |")
-            print("|---|---|")
-            for name, size in sorted(by_file.items(), key=lambda item: -item[1])[:20]:
-                print(f"| {name} | {size:,.0f} |")
+            tables = {
+                label or " (now)": breakdown(kind, args.breakdown, repo) for label, repo in repos.items()
+            }
+            totals = {label: table.pop("(all)", sum(table.values())) for label, table in tables.items()}
+            print(f"\ntracemalloc, {kind}, {args.breakdown} connections: B per connection (after - before)\n")
+            print("| file |" + "".join(f" {label.strip(' ()')} |" for label in tables))
+            print("|---|" + "---:|" * len(tables))
+            print("| **all** |" + "".join(f" **{total:,.0f}** |" for total in totals.values()))
+            first = next(iter(tables.values()))
+            names = sorted(
+                {name for table in tables.values() for name in table}, key=lambda n: -first.get(n, 0)
+            )
+            for name in names[:25]:
+                print(f"| {name} |" + "".join(f" {table.get(name, 0):,.0f} |" for table in tables.values()))
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
 
 

@@ -81,6 +81,8 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b"waiting", "more_body": True})
         await over.wait()
         OVER.set()
+    elif path == "/start-only":  # a start of known length and no body message: sent once the app returns
+        await send({"type": "http.response.start", "status": 204, "headers": []})
     elif path == "/go":
         GO.set()
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
@@ -164,6 +166,15 @@ async def test_a_complete_response_is_one_write_and_the_connection_is_kept(clien
     assert writes.data[0].endswith(b"\r\n\r\n" + BODY)
     assert writes.data[2].startswith(b"HTTP/1.1 204")
     assert writes.data[3].endswith(b"\r\n\r\n")  # HEAD: the headers only
+
+
+async def test_a_start_with_no_body_message_goes_when_the_app_returns(client: Client, writes: Writes):
+    with trio.fail_after(20):
+        await client.request("GET", "/start-only")
+        head = await client.next_event()  # (then Hypercorn closes: the response never ended)
+        assert isinstance(head, h11.Response)
+        assert head.status_code == 204
+    assert writes.data[0].startswith(b"HTTP/1.1 204")
 
 
 async def test_a_response_of_unknown_length_sends_its_headers_at_once(

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import os
 from typing import TYPE_CHECKING, Any
 
 import hypercorn.trio.run
@@ -49,6 +50,7 @@ from hypercorn.events import Closed, Event, RawData
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 
 from ..web._asgi import CONNECTION_OVER
+from . import _app_task
 from ._idle_timer import IdleTimer
 
 if TYPE_CHECKING:
@@ -70,6 +72,9 @@ _CONNECTION: contextvars.ContextVar[CorkingTCPServer | None] = contextvars.Conte
     "trio_streams_corking_connection", default=None
 )
 
+#: Plain sockets are read with ``os.read`` once ``wait_readable`` says so (POSIX: a socket is a file).
+_PLAIN_READS = os.name == "posix"
+
 #: Statuses whose responses have no body whatever their headers say.
 _BODILESS = frozenset({204, 304})
 
@@ -87,8 +92,11 @@ class CorkingTCPServer(TCPServer):
         #: Held bytes while corked; ``None``: not corked.
         self._held: list[bytes] | None = None
         self._flush_next = False
-        #: Called once the connection is over (``None``: it is).
-        self._when_over: set[Callable[[], None]] | None = set()
+        #: Called once the connection is over (made when the first is added).
+        self._when_over: set[Callable[[], None]] | None = None
+        self._over = False
+        #: The connection's end cancels its task group (:meth:`cancel_on_over`).
+        self._cancel_over = False
         # Visible to its request tasks, which its task spawns: trio's
         # serve_listeners builds the connection in that task (and an override
         # of ``run`` would hold one more frame per connection).
@@ -100,42 +108,89 @@ class CorkingTCPServer(TCPServer):
 
         Hypercorn's loop (``TCPServer._read_data``), without its ``fail_after``
         when there is no ``read_timeout`` (an infinite one: a cancel scope and
-        its status, ~1 KB held by every idle connection for nothing).
+        its status, ~1 KB held by every idle connection for nothing). A plain
+        socket (no TLS) is then read as ``receive_some`` reads it, but waiting
+        in ``wait_readable`` right here: 3 coroutine frames and a context
+        manager's generator fewer held by every idle connection
+        (benchmarks/RESULTS.md). Each read is a checkpoint, as ``receive_some``'s;
+        a socket closed by another task (the idle timer) or broken ends the
+        reading, as Hypercorn's ``ClosedResourceError`` / ``BrokenResourceError``.
 
         Cancellation: ends the reading (the connection's task group is going).
         """
-        timeout = self.config.read_timeout
-        stream, handle = self.stream, self.protocol.handle
+        # (Typed by Hypercorn as a TLS stream, whichever it is.)
+        stream: object = self.stream
+        handle = self.protocol.handle
         try:
+            if self.config.read_timeout or not _PLAIN_READS or type(stream) is not trio.SocketStream:
+                await _read_stream(self.stream, handle, self.config.read_timeout)
+                return
+            sock = stream.socket
             while True:
+                fd = sock.fileno()
+                if fd == -1:
+                    break  # closed by another task
                 try:
-                    if timeout:
-                        with trio.fail_after(timeout):
-                            data = await stream.receive_some(MAX_RECV)
-                    else:
-                        data = await stream.receive_some(MAX_RECV)
-                except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
-                    break
-                await handle(RawData(bytes(data)))
+                    data: bytes | None = os.read(fd, MAX_RECV)
+                except BlockingIOError:
+                    data = None  # (waited for outside the handler: the error is not held meanwhile)
+                except OSError:
+                    break  # reset, or otherwise broken
+                if data is None:
+                    try:
+                        await trio.lowlevel.wait_readable(fd)
+                    except trio.ClosedResourceError:
+                        break
+                    continue
+                await trio.lowlevel.checkpoint()
+                await handle(RawData(data))
                 if data == b"":
                     break
             await handle(Closed())
         finally:
             idle_timer: IdleTimer = self.idle_task  # type: ignore[assignment]
             idle_timer.end()
+            self._over = True
             callbacks, self._when_over = self._when_over, None
             for callback in callbacks or ():
                 callback()
+            if self._cancel_over:
+                self._cancel_task_group()
 
     def when_over(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback`` (no I/O) once the connection is over (at once if it is); returns
         what forgets it (the ``trio_streams.connection_over`` ASGI extension)."""
-        callbacks = self._when_over
-        if callbacks is None:
+        if self._over:
             callback()
             return _nothing
-        callbacks.add(callback)
-        return functools.partial(callbacks.discard, callback)
+        if self._when_over is None:
+            self._when_over = set()
+        self._when_over.add(callback)
+        return functools.partial(self._when_over.discard, callback)
+
+    def cancel_on_over(self, on: bool) -> None:
+        """While ``on``, the connection's end (read to its end, or broken) cancels its task
+        group -- the request's task with it -- as if ``when_over`` cancelled a scope of its
+        own, with no scope, status or callback held per request (the extension's
+        ``"cancel_on_over"``; no I/O). Turned on once the connection is over, it cancels at once.
+
+        Only for requests whose client leaving must end them (reads that wait): the
+        group holds this connection's other tasks too, which end with it anyway (its
+        idle timer; the tail of the previous request, whose response is sent).
+        """
+        self._cancel_over = on
+        if on and self._over:
+            self._cancel_task_group()
+
+    def lean_tasks(self) -> bool:
+        """Whether its request tasks are serve's (:class:`~._app_task.LeanTaskGroup`): then
+        :meth:`cancel_on_over` can be offered, and the task awaits ``APP_END``."""
+        return isinstance(getattr(self, "_task_group", None), _app_task.LeanTaskGroup)
+
+    def _cancel_task_group(self) -> None:
+        task_group = self._task_group
+        assert isinstance(task_group, _app_task.LeanTaskGroup)
+        task_group.cancel("client disconnected")
 
     def cork(self) -> None:
         """Hold every write from now on (no I/O)."""
@@ -178,6 +233,25 @@ class CorkingTCPServer(TCPServer):
         await super().protocol_send(event)
 
 
+async def _read_stream(
+    stream: trio.abc.ReceiveStream, handle: Callable[[Event], Awaitable[None]], read_timeout: float | None
+) -> None:
+    """Hypercorn's reading loop (TLS, or a ``read_timeout``: a silent connection is closed)."""
+    while True:
+        try:
+            if read_timeout:
+                with trio.fail_after(read_timeout):
+                    data = await stream.receive_some(MAX_RECV)
+            else:
+                data = await stream.receive_some(MAX_RECV)
+        except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
+            break
+        await handle(RawData(bytes(data)))
+        if data == b"":
+            break
+    await handle(Closed())
+
+
 def _nothing() -> None:
     pass
 
@@ -192,6 +266,7 @@ def install() -> None:
     worker = vars(hypercorn.trio.run)  # worker_serve looks TCPServer up here, per server
     if worker.get("TCPServer") is TCPServer:
         worker["TCPServer"] = CorkingTCPServer
+    _app_task.install()  # (and its request tasks get a lighter queue and frame)
 
 
 def _known_length(scope: HTTPScope, start: HTTPResponseStartEvent) -> bool:
@@ -231,22 +306,45 @@ class OneWriteResponses:
         self.grace = grace
 
     def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> Awaitable[None]:
-        """Call the app: other scopes untouched (no frame of this shim's while they last)."""
+        """Call the app: other scopes untouched (no frame of this shim's while they last), nor
+        an HTTP/1.x request in serve's request task (which awaits the response's end itself)."""
         if scope["type"] != "http":
             return self.app(scope, receive, send)
-        return self._http(scope, receive, send)
-
-    async def _http(self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         connection = _CONNECTION.get()
         if connection is None or scope.get("http_version") not in ("1.1", "1.0"):
-            connection = None  # (HTTP/2: Hypercorn's h2 protocol batches its own writes)
-        else:
-            # bounded_sends: _Response holds a known-length start and shields the last message (grace).
-            scope["extensions"][CONNECTION_OVER] = {"when_over": connection.when_over, "bounded_sends": True}
-        response = _Response(scope, send, connection, self.grace)
+            # (HTTP/2: Hypercorn's h2 protocol batches its own writes)
+            return self._http(scope, receive, send, None)
+        if not connection.lean_tasks():
+            return self._http(scope, receive, send, connection)
+        response = self._offer(scope, send, connection)
+        # (ASGI types extensions as dicts; this one is the request task's, see APP_END.)
+        scope["extensions"][_app_task.APP_END] = response.end  # type: ignore[assignment]
+        return self.app(scope, receive, response.send)
+
+    async def _http(
+        self,
+        scope: HTTPScope,
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
+        connection: CorkingTCPServer | None,
+    ) -> None:
+        response = (
+            _Response(scope, send, None, self.grace)
+            if connection is None
+            else self._offer(scope, send, connection)
+        )
         await self.app(scope, receive, response.send)
-        if response.pending is not None:  # a start with no body message after it: as Hypercorn would
-            await send(response.pending)
+        await response.end()
+
+    def _offer(self, scope: HTTPScope, send: ASGISendCallable, connection: CorkingTCPServer) -> _Response:
+        """The response of an HTTP/1.x request on a corking connection, whose scope is offered
+        the ``CONNECTION_OVER`` extension."""
+        # bounded_sends: _Response holds a known-length start and shields the last message (grace).
+        offered: dict[str, object] = {"when_over": connection.when_over, "bounded_sends": True}
+        if connection.lean_tasks():
+            offered["cancel_on_over"] = connection.cancel_on_over
+        scope["extensions"][CONNECTION_OVER] = offered
+        return _Response(scope, send, connection, self.grace)
 
 
 class _Response:
@@ -263,6 +361,12 @@ class _Response:
         self.grace = grace
         #: A response start held for its body (one of known length, on a corking connection).
         self.pending: HTTPResponseStartEvent | None = None
+
+    async def end(self) -> None:
+        """The app has returned: a start with no body message after it goes now, as Hypercorn would."""
+        if self.pending is not None:
+            start, self.pending = self.pending, None
+            await self.send_on(start)
 
     async def send(self, message: ASGISendEvent) -> None:
         """The app's ``send``: the last message shielded, a complete response written at once."""

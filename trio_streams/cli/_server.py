@@ -138,6 +138,11 @@ async def _serve(
         raise ServeStartupError(f"--certfile/--keyfile: cannot load them: {exc}") from None
     del ssl_context  # checked here, in one line; Hypercorn makes its own
     asgi_app: ASGIFramework = _with_fast_paths(app, streams)
+    if isinstance(asgi_app, FastPaths):
+        # Its dispatch holds no frame while a request lasts (FastPaths.__call__ does: an idle
+        # event stream's whole life). serve_hypercorn takes it as ASGI as it is (Hypercorn's
+        # own serve would not: it tells ASGI by a coroutine function).
+        asgi_app = asgi_app.dispatch
     if config.forwarded_allow_ips != frozenset():
         asgi_app = ForwardedHeaders(asgi_app, config.forwarded_allow_ips)
     if config.worker_id is not None:

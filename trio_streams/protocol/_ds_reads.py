@@ -175,8 +175,15 @@ async def _events(
             yield control_event(str(found.end), cursor=cursor, up_to_date=True, closed=False)
         if (found.closed and found.up_to_date) or trio.current_time() >= recycle_at:
             return
-        if found.up_to_date and not await _wait(source, position, recycle_at, settings):
-            return
+        if found.up_to_date:
+            # (_wait's counting inline: one coroutine frame fewer held by every idle stream.)
+            settings.waiting.value += 1
+            try:
+                more = await source.wait(position, recycle_at)
+            finally:
+                settings.waiting.value -= 1
+            if not more:
+                return
 
 
 async def _wait(source: ReadSource, position: int, deadline: float, settings: ReadSettings) -> bool:

@@ -34,6 +34,7 @@ from werkzeug.sansio.utils import get_content_length, get_current_url, get_host
 
 from .._exception_groups import collapse
 from ..protocol import Headers, Query, Request, Response, StreamingResponse
+from ._app_queue import AppQueue
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -55,6 +56,9 @@ if TYPE_CHECKING:
 #: that forgets it.
 #: ``serve``'s Hypercorn offers it (trio_streams/cli/_one_write.py); it saves a
 #: watcher task per waiting read.
+#: Its ``"cancel_on_over"`` (optional), called with ``True`` while a request
+#: must end with its connection and ``False`` after, has the server cancel the
+#: request's task when the connection is over (no scope, no callback held).
 #: Its ``"bounded_sends"`` (when true) promises that the server bounds a complete
 #: response's sends itself: a start of known length is held without I/O and the
 #: last message is sent shielded under the server's own deadline, so the app's
@@ -133,11 +137,13 @@ class Exchange:
             (the app's ``RESPONSE_TIMEOUT``; ``None``: the server bounds its
             sends, see :data:`CONNECTION_OVER`); event streams have none.
         when_over: the scope's :data:`CONNECTION_OVER` extension's ``"when_over"``, if offered.
+        cancel_on_over: its ``"cancel_on_over"``, if offered.
     """
 
     __slots__ = (
         "_body_over",
         "_body_timeout",
+        "_cancel_on_over",
         "_chunks",
         "_max",
         "_progress",
@@ -164,14 +170,17 @@ class Exchange:
         body_timeout: float | None,
         response_timeout: float | None,
         when_over: WhenOver | None = None,
+        cancel_on_over: CancelOnOver | None = None,
     ) -> None:
         self.receive = receive
         #: The server's queue of messages, when ``receive`` is a trio memory channel's
-        #: (Hypercorn's trio worker): what is queued already is taken without a
+        #: (Hypercorn's trio worker) or an AppQueue's (serve's): what is queued already is taken without a
         #: checkpoint or a ``BODY_TIMEOUT`` scope (~8 µs per request).
         owner = getattr(receive, "__self__", None)
-        self._receive_nowait = owner.receive_nowait if isinstance(owner, trio.MemoryReceiveChannel) else None
+        queued = isinstance(owner, (trio.MemoryReceiveChannel, AppQueue))
+        self._receive_nowait = owner.receive_nowait if queued and owner is not None else None
         self._when_over = when_over
+        self._cancel_on_over = cancel_on_over
         self.send = send
         self._max = math.inf if max_content_length is None else max_content_length
         self._body_timeout = math.inf if body_timeout is None else body_timeout
@@ -292,25 +301,72 @@ class Exchange:
         is made and written (for requests that may wait: reads, long-polls,
         event streams) -- or, when the server offers the
         :data:`CONNECTION_OVER` extension (``serve``'s Hypercorn, HTTP/1.x),
-        the connection's end cancels the exchange, with no task at all.
+        the connection's end cancels the exchange, with no task at all (with
+        its ``"cancel_on_over"``, no cancel scope either: the server cancels
+        the request's task).
         Without it the request is answered inline, with no task of its own:
         a write whose body has arrived is carried out even if the client has
         gone, and its response is dropped.
 
+        One frame while a response streams (this one): an idle event stream
+        holds it for its whole life (benchmarks/RESULTS.md, issue 14).
+
         Cancellation: the client went away (with ``watch``), which ends the
-        exchange quietly, or the server is stopping, which propagates; either
-        way a streaming response's generator is closed, its cleanup run.
+        exchange quietly (with ``"cancel_on_over"``, ``Cancelled`` propagates
+        to the request task's root, which the server's cancelled group
+        catches), or the server is stopping, which propagates; either way a
+        streaming response's generator is closed, its cleanup run.
         """
-        if not watch:
-            await self._answer(respond)
+        cancel_on_over = self._cancel_on_over if watch else None
+        if watch and cancel_on_over is None:
+            await self._run_watched(respond)
             return
+        if cancel_on_over is not None:
+            cancel_on_over(True)
+        try:
+            response = await respond(self)
+            del respond  # (nothing of it is held while a response streams)
+            if isinstance(response, StreamingResponse):
+                send = self.send
+                frames = response.frames
+                try:
+                    await self._consume()
+                    start: HTTPResponseStartEvent = {
+                        "type": "http.response.start",
+                        "status": response.status,
+                        "headers": _encode(response.headers),
+                    }
+                    del response
+                    await send(start)
+                    del start
+                    async for frame in frames:
+                        await send({"type": "http.response.body", "body": frame, "more_body": True})
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                finally:
+                    # Closed even if never started (then it holds nothing): its own
+                    # finally blocks release what it took, as under Quart.
+                    aclose = getattr(frames, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+            else:
+                await self._complete(response)
+            if self.declared is None or self.declared <= self._max:
+                # (A body declared over the limit is not waited for: Hypercorn closes
+                # the connection after the response, as under Quart.)
+                await self._receive_until_over(request=True)
+        finally:
+            if cancel_on_over is not None:
+                cancel_on_over(False)
+
+    async def _run_watched(self, respond: _Responder) -> None:
+        """:meth:`run` with ``watch``, without the server's ``"cancel_on_over"``."""
         when_over = self._when_over
         if when_over is not None:
             # The server says when the connection is over: no watcher task.
             with trio.CancelScope() as scope:
                 forget = when_over(functools.partial(scope.cancel, reason="client disconnected"))
                 try:
-                    await self._answer(respond)
+                    await self.run(respond, watch=False)
                 finally:
                     forget()
             return
@@ -318,7 +374,7 @@ class Exchange:
             async with trio.open_nursery() as nursery:
                 self._watched = True
                 nursery.start_soon(self._watch, nursery.cancel_scope)
-                await self._answer(respond)
+                await self.run(respond, watch=False)
                 nursery.cancel_scope.cancel(reason="response sent")
         except BaseExceptionGroup as group:
             # The one error (the server's send failed, say) as itself; several stay a group.
@@ -326,17 +382,6 @@ class Exchange:
             if sole is None:
                 raise
             raise sole from None
-
-    async def _answer(self, respond: _Responder) -> None:
-        response = await respond(self)
-        if isinstance(response, StreamingResponse):
-            await self._stream(response)
-        else:
-            await self._complete(response)
-        if self.declared is None or self.declared <= self._max:
-            # (A body declared over the limit is not waited for: Hypercorn closes
-            # the connection after the response, as under Quart.)
-            await self._receive_until_over(request=True)
 
     async def _consume(self) -> None:
         # The rest of the body, dropped (see the module docstring); one declared
@@ -367,23 +412,6 @@ class Exchange:
             await self.send(start)
             await self.send(body)
 
-    async def _stream(self, response: StreamingResponse) -> None:
-        send = self.send
-        frames = response.frames
-        try:
-            await self._consume()
-            headers = _encode(response.headers)
-            await send({"type": "http.response.start", "status": response.status, "headers": headers})
-            async for frame in frames:
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            # Closed even if never started (then it holds nothing): its own
-            # finally blocks release what it took, as under Quart.
-            aclose = getattr(frames, "aclose", None)
-            if aclose is not None:
-                await aclose()
-
 
 def _encode(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
     return [_encoded(name, value) for name, value in headers.items()]
@@ -403,3 +431,4 @@ if TYPE_CHECKING:
 
     _Responder = Callable[[Exchange], Awaitable[Response | StreamingResponse]]
     WhenOver = Callable[[Callable[[], None]], Callable[[], None]]
+    CancelOnOver = Callable[[bool], None]

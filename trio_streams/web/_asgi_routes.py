@@ -25,6 +25,7 @@ its own app, and for an ``--app`` only when that app opts in
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from trio import current_time
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
     from quart_trio import QuartTrio
 
+    from ._asgi import _Responder
     from ._extension import FastRoutes
 
 #: The methods the Durable Streams route takes (others get Quart's 405).
@@ -102,63 +104,73 @@ class FastPaths:
 
         Cancellation: see :meth:`Exchange.run`.
         """
-        if scope["type"] == "http":
-            path = scope["path"]
-            method = scope["method"]
-            if path.startswith(self._prefix) and "//" not in path:
-                # (Werkzeug redirects a path with "//": leave that to Quart.)
-                durable = self.routes.durable
-                if durable is not None and path.startswith(self._stream_prefix) and method in DURABLE_METHODS:
-                    name = path[len(self._stream_prefix) :]
-                    if name:
-                        params = {"stream_name": name}
-                        handle, refuse = self._durable, self._refuse_durable
-                        await self._serve(scope, receive, send, params, handle, refuse, self._durable_rule)
-                        return
-                elif path == self._runs:
-                    if method == "POST":
-                        handle, refuse = self._start_run, self._refuse_runs
-                        await self._serve(scope, receive, send, {}, handle, refuse, self._runs)
-                        return
-                elif path.startswith(self._runs) and path.endswith("/events") and method == "GET":
-                    run_id = path[len(self._runs) + 1 : -len("/events")]
-                    if path[len(self._runs)] == "/" and run_id and "/" not in run_id:
-                        params = {"run_id": run_id}
-                        handle, refuse = self._run_events, self._refuse_runs
-                        await self._serve(scope, receive, send, params, handle, refuse, self._events_rule)
-                        return
-        await self.app(scope, receive, send)
+        await self.dispatch(scope, receive, send)
 
-    async def _serve(
-        self,
-        scope: HTTPScope,
-        receive: ASGIReceiveCallable,
-        send: ASGISendCallable,
-        params: dict[str, str],
-        handle: Callable[[Request], Awaitable[Response | StreamingResponse]],
-        refuse: Callable[[Exception, HTTPScope], Response],
-        route: str,
-    ) -> None:
+    def dispatch(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> Awaitable[None]:
+        """:meth:`__call__` without a frame of its own while the request lasts (an idle event
+        stream holds it for its whole life): what to await, the exchange's or the app's."""
+        if scope["type"] != "http":
+            return self.app(scope, receive, send)
+        method = scope["method"]
+        respond = self._responder(scope, method)
+        if respond is None:
+            return self.app(scope, receive, send)
         offered = (scope.get("extensions") or {}).get(CONNECTION_OVER)
         if offered is None:
             exchange = Exchange(receive, send, **self._limits)
         else:
             limits = self._bounded_limits if offered.get("bounded_sends") else self._limits
-            exchange = Exchange(receive, send, when_over=offered.get("when_over"), **limits)
-
-        async def respond(exchange: Exchange) -> Response | StreamingResponse:
-            # Timed as under Quart (web/_metrics.py): until the response is ready.
-            started = current_time()
-            request = parsed_request(scope, params, exchange)
-            try:
-                response = await handle(request)
-            except Exception as exc:
-                response = refuse(exc, scope)
-            self._metrics.observe_request(route, scope["method"], response.status, current_time() - started)
-            return response
-
+            when_over, cancel_on_over = offered.get("when_over"), offered.get("cancel_on_over")
+            exchange = Exchange(receive, send, when_over=when_over, cancel_on_over=cancel_on_over, **limits)
         # Only reads wait (long-polls, event streams): only they need a disconnect watcher.
-        await exchange.run(respond, watch=scope["method"] == "GET")
+        # (Exchange.run drops ``respond`` once answered, and with it what it holds.)
+        return exchange.run(respond, watch=method == "GET")
+
+    def _responder(self, scope: HTTPScope, method: str) -> _Responder | None:
+        """What answers a request of a hot route (``None``: not one): :meth:`_respond` with the
+        route's path parameters, handler, refusal and rule (a partial, not a closure: no cells)."""
+        respond = functools.partial
+        path = scope["path"]
+        if not path.startswith(self._prefix) or "//" in path:
+            return None  # (Werkzeug redirects a path with "//": leave that to Quart.)
+        durable = self.routes.durable
+        if durable is not None and path.startswith(self._stream_prefix) and method in DURABLE_METHODS:
+            name = path[len(self._stream_prefix) :]
+            if name:
+                params = {"stream_name": name}
+                return respond(
+                    self._respond, scope, params, self._durable, self._refuse_durable, self._durable_rule
+                )
+        elif path == self._runs:
+            if method == "POST":
+                return respond(self._respond, scope, {}, self._start_run, self._refuse_runs, self._runs)
+        elif path.startswith(self._runs) and path.endswith("/events") and method == "GET":
+            run_id = path[len(self._runs) + 1 : -len("/events")]
+            if path[len(self._runs)] == "/" and run_id and "/" not in run_id:
+                params = {"run_id": run_id}
+                return respond(
+                    self._respond, scope, params, self._run_events, self._refuse_runs, self._events_rule
+                )
+        return None
+
+    async def _respond(
+        self,
+        scope: HTTPScope,
+        params: dict[str, str],
+        handle: Callable[[Request], Awaitable[Response | StreamingResponse]],
+        refuse: Callable[[Exception, HTTPScope], Response],
+        rule: str,
+        exchange: Exchange,
+    ) -> Response | StreamingResponse:
+        # Timed as under Quart (web/_metrics.py): until the response is ready.
+        started = current_time()
+        request = parsed_request(scope, params, exchange)
+        try:
+            response = await handle(request)
+        except Exception as exc:
+            response = refuse(exc, scope)
+        self._metrics.observe_request(rule, scope["method"], response.status, current_time() - started)
+        return response
 
     # -- the runs blueprint ----------------------------------------------------------
 
