@@ -37,6 +37,26 @@ def redis_of(hub: Hub) -> RedisStore:
     return hub.store
 
 
+def told_to_wait(hub: Hub) -> trio.Event:
+    """Set once a queued run on ``hub`` has asked Redis for its key's turn and
+    was told to wait. (All tasks blocked is no such sign on real I/O: the
+    waiter may still be in its first round trip, and then, on a loaded
+    machine, ask only after the holder released: its turn is there at once,
+    and the wake-up under test is never needed.)"""
+    claims = redis_of(hub)._claims
+    where = claims._where
+    asked = trio.Event()
+
+    async def recording(*args: Any) -> int:
+        fence = await where(*args)
+        if fence == 0:
+            asked.set()
+        return fence
+
+    claims._where = recording  # type: ignore[method-assign,assignment]
+    return asked
+
+
 class Held:
     """A producer that holds its key until released, recording when it ran."""
 
@@ -156,9 +176,10 @@ async def test_the_next_run_elsewhere_starts_when_the_holder_ends_not_at_the_nex
             holder, nxt = Held(), Held()
             first = await a.start(holder, key="conv")
             await holder.started.wait()
+            waits = told_to_wait(b)
             second = await b.start(nxt, key="conv", on_conflict="enqueue")
             assert second.status is RunStatus.QUEUED
-            await trio.testing.wait_all_tasks_blocked(0.05)  # its waiter asked, and waits
+            await waits.wait()
             assert second.id in redis_of(b)._claims._turns
             holder.release.set()
             ended = (await a.wait(first.id)).ended_at
@@ -187,8 +208,9 @@ async def test_a_lost_turn_message_only_delays_the_turn_until_the_waiter_asks(re
             holder, nxt = Held(), Held()
             first = await a.start(holder, key="conv")
             await holder.started.wait()
+            waits = told_to_wait(b)
             second = await b.start(nxt, key="conv", on_conflict="enqueue")
-            await trio.testing.wait_all_tasks_blocked(0.05)  # its waiter asked, and waits
+            await waits.wait()
             assert second.id in redis_of(b)._claims._turns
             holder.release.set()
             await a.wait(first.id)
@@ -226,6 +248,7 @@ async def test_a_claim_made_but_never_answered_is_withdrawn(redis_url, prefix, m
             claims = redis_of(a)._claims
             real = claims._claim_once
             sent: list[Any] = []
+            waiting = trio.Event()
 
             async def made_then_lost(*args: Any) -> Any:
                 sent.append(args)
@@ -233,6 +256,7 @@ async def test_a_claim_made_but_never_answered_is_withdrawn(redis_url, prefix, m
                     await real(*args)  # the script ran in Redis: the key is claimed
                 if fate == "reply_lost":
                     raise ConnectionError("connection lost before the reply")
+                waiting.set()
                 await trio.sleep_forever()  # the reply never comes: the caller gives up
 
             monkeypatch.setattr(claims, "_claim_once", made_then_lost)
@@ -244,7 +268,10 @@ async def test_a_claim_made_but_never_answered_is_withdrawn(redis_url, prefix, m
                     async with trio.open_nursery() as nursery:
 
                         async def cancel_when_blocked() -> None:
-                            await trio.testing.wait_all_tasks_blocked(0.05)
+                            # Once the claim is made and its reply awaited: all
+                            # tasks blocked could also be the claim's own round
+                            # trip to Redis on a loaded machine.
+                            await waiting.wait()
                             scope.cancel()
 
                         nursery.start_soon(cancel_when_blocked)
