@@ -6,16 +6,20 @@ count: every ``threshold0`` net allocations a generation-0 pass, every
 ``threshold1`` of those a generation-1 pass, and a full pass when
 ``threshold2`` generation-1 passes have run *and* the objects promoted since
 the last full pass exceed a quarter of those that survived it. A pass walks
-every object of the generations it collects, so a full pass over a process
-that holds its modules, its app and 50 live runs' buffers stops the event
-loop for tens of milliseconds (34-172 ms measured at 50 runs x 200 events/s;
-benchmarks/RESULTS.md).
+every object of the generations it collects. Under live load most of what
+a server allocates and keeps is its runs' logs (events stay for replay), so
+a full pass walks all of them: at 50 runs x 200 events/s, 2 workers, each
+stopped the worker's event loop for 150-550 ms on a loaded machine
+(benchmarks/RESULTS.md, "GC pauses"), the tail of the live latency.
 
 :func:`tune_gc`, once the app has started (in every worker): one full
 collection, then :func:`gc.freeze` (everything alive at startup -- modules,
 the app, the store's clients -- moves to the permanent generation, which no
-pass walks again), then larger thresholds (:data:`DEFAULT_THRESHOLD`), so
-that passes come less often. Objects that are cyclic garbage still get
+pass walks again), then :data:`DEFAULT_THRESHOLD`: a generation-0 pass per
+5,000 net allocations (not 700), a generation-1 pass per 5 of those (so it
+walks at most ~25,000 young objects: tens of ms at worst, measured), and a
+full pass only after 100 generation-1 passes (2.5M net allocations; minutes
+at that load) and Python's own long-lived check. Cyclic garbage is still
 collected; the permanent generation only holds what was alive at startup.
 """
 
@@ -29,7 +33,7 @@ logger = logging.getLogger("trio_streams.serve")
 
 #: ``serve``'s collector thresholds unless ``--gc-threshold`` says otherwise
 #: (Python's own are :data:`PYTHON_THRESHOLD`).
-DEFAULT_THRESHOLD: tuple[int, int, int] = (20_000, 20, 10)
+DEFAULT_THRESHOLD: tuple[int, int, int] = (5_000, 5, 100)
 PYTHON_THRESHOLD: tuple[int, int, int] = (700, 10, 10)
 
 
