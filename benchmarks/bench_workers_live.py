@@ -2,6 +2,8 @@
 
 Run:  python -m benchmarks.bench_workers_live                      (2 rounds; 50 runs x 200 and x 50 ev/s)
       python -m benchmarks.bench_workers_live --rounds 3 --load 50x200
+      python -m benchmarks.bench_workers_live --rounds 3 --load 50x200 --bench-workers 2 \
+          --gc off 20000,20,10 --gc-profile         (the collector: untuned vs tuned, 2 workers)
 
 Servers, each in its own process tree on a free port, started once and
 measured in interleaved rounds (every server once per round and load):
@@ -18,22 +20,37 @@ Load: ``python -m trio_streams bench URL --runs R --tokens T --rate X
 from the event's timestamp and from its scheduled time; server CPU of every
 process of the tree). ``--load RxX`` is R runs at X events/s each, for
 ``--seconds`` (tokens = X * seconds). The load generator runs on the same
-cores; the load average is printed with every figure.
+cores (``--bench-workers N``: in N processes, so that one load-generator
+process is not the bound); the load average is printed with every figure.
+
+``--gc T1 T2 ...``: instead of the servers above, ``serve --workers 2`` once
+per ``--gc-threshold`` value (``off``: the collector as Python sets it).
+``--gc-profile``: every server process records each garbage collection's
+generation and duration (``benchmarks/gc_probe/sitecustomize.py``); the
+collections that ended inside a measurement are tabulated per server and
+generation (count, p50 / p99 / max, time in pauses, a histogram).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-from .bench_durable_stores import ROOT, start_server
+from .bench_durable_stores import ROOT, SERVE_FLAGS
+
+GC_PROBE = Path(__file__).resolve().parent / "gc_probe"
+GC_DIR_ENV = "TRIO_STREAMS_BENCH_GC_DIR"
+BUCKETS_MS = (1.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 
 SERVERS: dict[str, tuple[str, ...]] = {
     "1 process": ("--data-dir", "{dir}"),
@@ -42,7 +59,71 @@ SERVERS: dict[str, tuple[str, ...]] = {
 MEMORY: dict[str, tuple[str, ...]] = {"1 process, memory": ("--store", "memory")}
 
 
-def bench(url: str, pid: int, runs: int, rate: float, seconds: float) -> dict[str, float]:
+def start_server(repo: Path, *extra: str, gc_dir: Path | None = None) -> tuple[subprocess.Popen[str], str]:
+    """``serve`` from ``repo`` on a free port (its output drained); with ``gc_dir``, GC-probed."""
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    if gc_dir is not None:
+        gc_dir.mkdir(parents=True)
+        env.update({"PYTHONPATH": f"{GC_PROBE}{os.pathsep}{repo}", GC_DIR_ENV: str(gc_dir)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trio_streams", "serve", "--bind", "127.0.0.1:0", *SERVE_FLAGS, *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=repo,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        found = re.match(r"^trio-streams serving on (http://\S+)$", line.strip())
+        if found:
+            # Keep draining its output so the server never blocks on a full pipe.
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
+            return proc, found.group(1)
+    raise RuntimeError(f"the server did not start (exit {proc.wait()})")
+
+
+def gc_pauses(gc_dir: Path, windows: list[tuple[float, float]]) -> dict[int, list[float]]:
+    """Per generation, the durations (ms) of the collections of ``gc_dir``'s processes inside ``windows``."""
+    pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+    for path in gc_dir.glob("*.json"):
+        for end, generation, seconds in json.loads(path.read_text())["collections"]:
+            if any(start <= end <= stop for start, stop in windows):
+                pauses[generation].append(1000 * seconds)
+    return pauses
+
+
+def print_gc_table(rows: dict[str, dict[int, list[float]]], rounds: int) -> None:
+    """The GC pauses of each server: per generation, over all its measurements."""
+    labels = [f"< {BUCKETS_MS[0]:g}"] + [f"{a:g}-{b:g}" for a, b in itertools.pairwise(BUCKETS_MS)]
+    labels.append(f">= {BUCKETS_MS[-1]:g}")
+    print(f"\nGC pauses inside the measurements ({rounds} rounds, all server processes)")
+    print(
+        "\n| server | gen | collections per round | p50 / p99 / max ms | pause s per round | "
+        + " | ".join(f"{label} ms" for label in labels)
+        + " |"
+    )
+    print("|---|---:|---:|---:|---:|" + "---:|" * len(labels))
+    for name, pauses in rows.items():
+        for generation, durations in pauses.items():
+            if not durations:
+                print(f"| {name} | {generation} | 0 | - | 0 |" + " 0 |" * len(labels))
+                continue
+            ordered = sorted(durations)
+            p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+            counts = [0] * len(labels)
+            for ms in durations:
+                counts[sum(ms >= edge for edge in BUCKETS_MS)] += 1
+            print(
+                f"| {name} | {generation} | {len(durations) / rounds:,.0f} "
+                f"| {statistics.median(ordered):.2f} / {p99:.2f} / {ordered[-1]:.1f} "
+                f"| {sum(durations) / 1000 / rounds:.3f} | " + " | ".join(map(str, counts)) + " |"
+            )
+
+
+def bench(
+    url: str, pid: int, runs: int, rate: float, seconds: float, bench_workers: int = 1
+) -> dict[str, float]:
     """One ``trio-streams bench`` of ``runs`` runs at ``rate`` events/s each; its figures."""
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         done = subprocess.run(
@@ -60,6 +141,8 @@ def bench(url: str, pid: int, runs: int, rate: float, seconds: float) -> dict[st
                 str(rate),
                 "--server-pid",
                 str(pid),
+                "--workers",
+                str(bench_workers),
                 "--json",
                 out.name,
                 "--quiet",
@@ -84,6 +167,7 @@ def bench(url: str, pid: int, runs: int, rate: float, seconds: float) -> dict[st
         "cpu": result["server"]["cpu_seconds"],
         "events": result["events"],
         "load": os.getloadavg()[0],
+        "max": 1000 * latency["max"],
         "behind": float(done.returncode == 3),
     }
 
@@ -101,29 +185,59 @@ def main() -> None:
     parser.add_argument(
         "--before", type=Path, metavar="DIR", help="also DIR's checkout with --workers 2, in the same rounds"
     )
+    parser.add_argument(
+        "--bench-workers", type=int, default=1, metavar="N", help="load-generator processes (default 1)"
+    )
+    parser.add_argument(
+        "--gc",
+        nargs="+",
+        metavar="THRESHOLD",
+        help="serve --workers 2 once per --gc-threshold value (off: untuned) instead of the default servers",
+    )
+    parser.add_argument(
+        "--gc-profile", action="store_true", help="record every server process's GC pauses (see above)"
+    )
     args = parser.parse_args()
     loads = [tuple(map(float, spec.split("x"))) for spec in args.load]
-    servers = {name: (ROOT, flags) for name, flags in {**SERVERS, **(MEMORY if args.memory else {})}.items()}
+    chosen = {**SERVERS, **(MEMORY if args.memory else {})}
+    if args.gc:
+        chosen = {
+            f"2 workers, gc {value}": (*SERVERS["2 workers"], "--gc-threshold", value) for value in args.gc
+        }
+    servers = {name: (ROOT, flags) for name, flags in chosen.items()}
     if args.before is not None:
         servers["2 workers, before"] = (args.before.resolve(), SERVERS["2 workers"])
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
     procs = {}
+    windows: dict[str, list[tuple[float, float]]] = {}
+    gc_rows: dict[str, dict[int, list[float]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-workers-live-") as scratch:
+
+        def slug(name: str) -> str:
+            return name.replace(" ", "-").replace(",", "")
+
         try:
             for name, (repo, flags) in servers.items():
-                data_dir = str(Path(scratch) / name.replace(" ", "-").replace(",", ""))
-                procs[name] = start_server(repo, *(flag.format(dir=data_dir) for flag in flags))
+                data_dir = str(Path(scratch) / slug(name))
+                gc_dir = Path(scratch) / f"gc-{slug(name)}" if args.gc_profile else None
+                procs[name] = start_server(
+                    repo, *(flag.format(dir=data_dir) for flag in flags), gc_dir=gc_dir
+                )
             for round_ in range(args.rounds):
                 for spec, (runs, rate) in zip(args.load, loads, strict=True):
                     for name in servers:
                         proc, url = procs[name]
-                        result = bench(url, proc.pid, int(runs), rate, args.seconds)
+                        uptime = Path("/proc/loadavg").read_text().split()[:3]
+                        started = time.time()
+                        result = bench(url, proc.pid, int(runs), rate, args.seconds, args.bench_workers)
+                        windows.setdefault(name, []).append((started, time.time()))
                         results.setdefault((name, spec), []).append(result)
                         print(
                             f"round {round_ + 1} {spec} {name}: {result['achieved']:,.0f}/s "
                             f"({result['fraction']:.0%}), p50 {result['p50']:.1f} ms, "
-                            f"p99 {result['p99']:.1f} ms, "
-                            f"CPU {result['cpu']:.1f} s, load {result['load']:.1f}",
+                            f"p99 {result['p99']:.1f} ms, max {result['max']:.1f} ms, "
+                            f"CPU {result['cpu']:.1f} s, load before {' '.join(uptime)}, "
+                            f"after {result['load']:.1f}",
                             flush=True,
                         )
                         time.sleep(1.0)
@@ -131,12 +245,15 @@ def main() -> None:
             for proc, _url in procs.values():
                 proc.terminate()
                 proc.wait(60)
+        if args.gc_profile:
+            for name in servers:
+                gc_rows[name] = gc_pauses(Path(scratch) / f"gc-{slug(name)}", windows.get(name, []))
     print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.rounds} rounds, medians")
     print(
         "\n| load (runs x events/s) | server | achieved | latency p50 / p99 ms (rounds' p99) "
-        "| p99 from the schedule | server CPU s per 10k events | load average |"
+        "| max ms | p99 from the schedule | server CPU s per 10k events | load average |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for spec in args.load:
         for name in servers:
             runs_ = results[(name, spec)]
@@ -146,9 +263,13 @@ def main() -> None:
             loads_seen = ", ".join(f"{r['load']:.1f}" for r in runs_)
             print(
                 f"| {spec} | {name} | {med['achieved']:,.0f}/s ({med['fraction']:.0%}) "
-                f"| {med['p50']:.1f} / {med['p99']:.1f} ({p99s}) | {med['sched_p99']:.1f} ms "
+                f"| {med['p50']:.1f} / {med['p99']:.1f} ({p99s}) | {med['max']:.1f} "
+                f"| {med['sched_p99']:.1f} ms "
                 f"| {per:.2f} | {loads_seen} |"
             )
+
+    if gc_rows:
+        print_gc_table(gc_rows, args.rounds)
 
 
 if __name__ == "__main__":

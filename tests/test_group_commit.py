@@ -22,10 +22,11 @@ from trio_streams.log._group_commit import CommitQueue
 from trio_streams.log.redis._health import RedisHealth
 from trio_streams.log.redis._keys import RedisKeys
 from trio_streams.log.redis._pending import MetaWrite
-from trio_streams.log.redis._writer import RedisWriter, Ttls, _Entry
+from trio_streams.log.redis._writer import RedisWriter, Ttls
 
 if TYPE_CHECKING:
     from trio_streams.log.redis._client import Client
+    from trio_streams.log.redis._flush_commands import Entry
 
 ROUND_TRIP = 1.0
 
@@ -194,9 +195,9 @@ class FakeRedis:
 
     def __init__(self, failures: int = 0) -> None:
         self.failures = failures
-        self.sends: list[tuple[float, list[_Entry | MetaWrite]]] = []
+        self.sends: list[tuple[float, list[Entry | MetaWrite]]] = []
 
-    async def __call__(self, commands: list[_Entry | MetaWrite]) -> None:
+    async def __call__(self, commands: list[Entry | MetaWrite]) -> None:
         self.sends.append((trio.current_time(), list(commands)))
         await trio.sleep(ROUND_TRIP)
         if self.failures:
@@ -225,7 +226,7 @@ def writer(fake: FakeRedis, **options: float) -> RedisWriter:
     return out
 
 
-def seqs(commands: list[_Entry | MetaWrite]) -> list[int | str]:
+def seqs(commands: list[Entry | MetaWrite]) -> list[int | str]:
     return [f"meta:{c.run_id}" if isinstance(c, MetaWrite) else c.last for c in commands]
 
 

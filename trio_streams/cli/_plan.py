@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._gc import DEFAULT_THRESHOLD
+
 if TYPE_CHECKING:
     import argparse
     from collections.abc import AsyncIterator, Callable
@@ -80,6 +82,8 @@ class ServePlan:
     listen_fd: int | None = None
     #: In a worker: its id (``X-Trio-Streams-Worker`` on every response).
     worker_id: int | None = None
+    #: The collector's thresholds once serving (``--gc-threshold``; None: untouched), see :mod:`._gc`.
+    gc_threshold: tuple[int, int, int] | None = DEFAULT_THRESHOLD
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ServePlan:
@@ -127,6 +131,7 @@ class ServePlan:
                 plan.options[name] = value
         _check_hub_flags(plan.options)
         plan.workers = getattr(args, "workers", 1)
+        plan.gc_threshold = getattr(args, "gc_threshold", DEFAULT_THRESHOLD)
         plan._choose_store(args)
         if plan.workers > 1:
             plan._split_memory()

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import trio
 
 from ._exit import exit_stuck, watch_signals
+from ._gc import tune_gc
 from ._logging import configure_logging
 from ._plan import ServeConfigError, ServePlan, ServeStartupError
 from ._serve_flags import configure
@@ -169,8 +170,15 @@ async def serve_command(
     exits without them), at most ``EXIT_BUDGET`` after the drain, whatever
     the clients do. ``announce`` gets the URLs once serving (printed by
     default); ``watch``, if given, runs beside the signal watcher and may set
-    the shutdown event too (a worker watches its supervisor).
+    the shutdown event too (a worker watches its supervisor). Once the app
+    has started and before it is announced, the garbage collector is tuned
+    (:func:`._gc.tune_gc`, ``--gc-threshold``).
     """
+
+    def started(urls: list[str]) -> None:
+        tune_gc(plan.gc_threshold)
+        announce(urls)
+
     shutdown = trio.Event()
     status = 0
     async with trio.open_nursery() as nursery:
@@ -178,7 +186,7 @@ async def serve_command(
         if watch is not None:
             nursery.start_soon(watch, shutdown)
         try:
-            await _serve(plan, app, streams, shutdown=shutdown, on_stuck=exit_stuck, on_started=announce)
+            await _serve(plan, app, streams, shutdown=shutdown, on_stuck=exit_stuck, on_started=started)
         except ServeStartupError as exc:
             print(f"trio-streams serve: error: {exc}", file=sys.stderr)
             status = 1

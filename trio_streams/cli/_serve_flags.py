@@ -10,6 +10,7 @@ import argparse
 import os
 from pathlib import Path
 
+from ._gc import DEFAULT_THRESHOLD, gc_threshold_arg
 from ._units import duration_arg, positive_duration_arg, size_arg
 
 
@@ -290,6 +291,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=size_arg,
         metavar="SIZE",
         help="largest event (its JSON data); at most --max-memory / 8 (1MiB)",
+    )
+    parser.add_argument(
+        "--gc-threshold",
+        type=gc_threshold_arg,
+        default=DEFAULT_THRESHOLD,
+        metavar="G0,G1,G2",
+        help="once serving (each worker): freeze the objects alive at startup out of the garbage "
+        f"collector's reach and set its thresholds (default {','.join(map(str, DEFAULT_THRESHOLD))}; "
+        "Python's are 700,10,10); off: leave the collector as Python set it",
     )
     parser.add_argument(
         "--log-level",

@@ -8,7 +8,7 @@ the group-commit core Durable Streams' writer uses too. When nothing is in
 flight, the first item is flushed at once (no timer on the append path);
 what arrives while a flush is in flight goes in the next one, so busy runs
 share round trips. A flush *freezes* the head of the queue (up to
-``_FLUSH_MAX_BYTES``) into commands -- consecutive events of a run become
+``_FLUSH_MAX_BYTES``) into commands (:mod:`._flush_commands`) -- consecutive events of a run become
 one stream entry with the id ``<last>-<first>`` (appended by the
 ``APPEND_EVENTS`` script), a metadata write becomes ``SAVE_META`` plus index
 and TTL updates -- and sends them as one pipeline. (``flush_interval > 0``
@@ -33,21 +33,17 @@ its events are durable, so it never trims one Redis cannot serve yet: see
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
-import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 import trio
 from coredis.exceptions import NoScriptError
 
 from .._group_commit import CommitQueue
-from ._codec import encode_batch, entry_id
+from ._flush_commands import SHAS, Entry, Frozen, Item, freeze_batch, item_size, queue_commands
 from ._health import timed_out
 from ._pending import MetaWrite, Pending
-from ._scripts import APPEND_EVENTS, SAVE_META
+from ._ttls import CLAIM_GRACE, Ttls
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -60,104 +56,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("trio_streams.redis")
 
-
-#: The owner renews its leases this many times per ``Ttls.lease``.
-RENEWALS_PER_LEASE = 6
-#: The part of ``Ttls.lease`` others wait, after the lease key is gone, before
-#: they claim the run (a live owner re-creates a lease within it).
-CLAIM_GRACE = 1 / 3
-
-
-@dataclass(frozen=True, slots=True)
-class Ttls:
-    """How long keys live, in seconds (see docs/redis.md).
-
-    Attributes:
-        running: meta and events of a live run; refreshed by its owner every
-            lease renewal, so they outlive a crashed owner by this much.
-        finished: a finished run's meta hash (and index entries).
-        events_finished: a finished run's events stream.
-        lease: how long after its owner stops renewing a run is declared
-            ``dead``: the lease key lives ``lease * (1 - CLAIM_GRACE)`` and is
-            renewed ``RENEWALS_PER_LEASE`` times per ``lease``; others claim
-            the run once they have seen the key missing for ``lease *
-            CLAIM_GRACE`` (time for a live owner to re-create a lease that
-            expired while Redis was down).
-    """
-
-    running: float = 24 * 3600.0
-    finished: float = 7 * 24 * 3600.0
-    events_finished: float = 24 * 3600.0
-    lease: float = 10.0
-
-    @property
-    def lease_key(self) -> float:
-        """Seconds the lease key itself lives."""
-        return self.lease * (1 - CLAIM_GRACE)
-
-    @property
-    def renew_every(self) -> float:
-        return self.lease / RENEWALS_PER_LEASE
-
-    def __post_init__(self) -> None:
-        for name in ("running", "finished", "events_finished", "lease"):
-            if not 0 < getattr(self, name) < math.inf:
-                raise ValueError(f"ttl {name} must be a positive number of seconds")
-
-
-def _ms(seconds: float) -> int:
-    return max(1, int(seconds * 1000))
+__all__ = ["CLAIM_GRACE", "RedisWriter", "Ttls"]
 
 
 #: One flush takes at most about this many bytes of the queue (at least one
 #: item): after a long outage the backlog goes out as several pipelines, each
 #: well within ``stream_timeout``, rather than one huge one.
 _FLUSH_MAX_BYTES = 8 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    run_id: str
-    # The same Event objects the run's log holds, encoded per attempt: a batch
-    # retried through an outage holds no second copy of them.
-    events: list[Event]
-
-    @property
-    def first(self) -> int:
-        return self.events[0].seq
-
-    @property
-    def last(self) -> int:
-        return self.events[-1].seq
-
-
-@dataclass(slots=True)
-class _Frozen:
-    commands: list[_Entry | MetaWrite]
-    items: int
-    events: int
-    metas: int
-    nbytes: int
-    #: The last seq of each run's events in the flush.
-    durable: dict[str, int]
-    #: Runs whose final metadata is in the flush.
-    finals: list[str]
-    #: The timestamp of the flush's first (oldest) event; ``None``: no event in it.
-    oldest: float | None
-
-
-#: What the writer queues: an event of a run, or a metadata write.
-_Item: TypeAlias = "tuple[str, Event] | MetaWrite"
-
-# The flush's scripts go out as EVALSHA of these digests. (A coredis pipeline
-# given Script objects first sends SCRIPT EXISTS and waits for its answer: a
-# second round trip on every flush, which the events' readers elsewhere wait
-# for.) They are loaded once, and again when Redis answers NOSCRIPT.
-_SHAS = {source: hashlib.sha1(source.encode()).hexdigest() for source in (APPEND_EVENTS, SAVE_META)}
-
-
-def _item_size(item: _Item) -> int:
-    return item.size if isinstance(item, MetaWrite) else item[1].size
 
 
 class RedisWriter:
@@ -214,9 +119,9 @@ class RedisWriter:
         # Items: (run_id, event) tuples and MetaWrites, in order, flushed by
         # one committer at a time. Not abandoned on cancellation: what stays
         # queued stays counted as pending (and is logged at close).
-        self._queue: CommitQueue[_Item] = CommitQueue(
+        self._queue: CommitQueue[Item] = CommitQueue(
             self._flush,
-            size=_item_size,
+            size=item_size,
             max_bytes=_FLUSH_MAX_BYTES,
             linger=flush_interval,
             linger_items=flush_events,
@@ -315,13 +220,13 @@ class RedisWriter:
             finally:
                 self._queue.attach(None)
 
-    async def _flush(self, batch: list[_Item]) -> None:
+    async def _flush(self, batch: list[Item]) -> None:
         """Send ``batch`` until Redis has it (retrying through an outage), then settle it."""
-        frozen = self._freeze_batch(batch)
+        frozen = freeze_batch(batch, self._max_entry)
         await self._send_until_done(frozen)
         self._landed(frozen)
 
-    def _landed(self, frozen: _Frozen) -> None:
+    def _landed(self, frozen: Frozen) -> None:
         """Redis has acknowledged ``frozen``: settle it and wake who waits for it."""
         self._durable += frozen.items
         self.pending.settle(
@@ -337,51 +242,11 @@ class RedisWriter:
         if self.persisted is not None and frozen.oldest is not None:
             self.persisted(frozen.oldest)
 
-    def _freeze(self) -> _Frozen:
+    def _freeze(self) -> Frozen:
         """Take the head of the queue (up to ``_FLUSH_MAX_BYTES``) as the next flush."""
-        return self._freeze_batch(self._queue.take())
+        return freeze_batch(self._queue.take(), self._max_entry)
 
-    def _freeze_batch(self, batch: list[_Item]) -> _Frozen:
-        """Turn ``batch`` (items in queue order) into the commands of one flush."""
-        commands: list[_Entry | MetaWrite] = []
-        open_batches: dict[str, list[Event]] = {}
-        durable: dict[str, int] = {}
-        finals: list[str] = []
-        events = metas = nbytes = 0
-        oldest: float | None = None
-
-        def close(run_id: str) -> None:
-            entry = open_batches.pop(run_id, None)
-            if entry:
-                commands.append(_Entry(run_id, entry))
-
-        for item in batch:
-            if isinstance(item, MetaWrite):
-                close(item.run_id)
-                commands.append(item)
-                metas += 1
-                nbytes += item.size
-                if item.final:
-                    finals.append(item.run_id)
-                continue
-            run_id, event = item
-            if oldest is None:
-                oldest = event.timestamp
-            events += 1
-            nbytes += event.size
-            durable[run_id] = event.seq
-            entry = open_batches.get(run_id)
-            if entry is None:
-                open_batches[run_id] = [event]
-            else:
-                entry.append(event)
-                if len(entry) >= self._max_entry:
-                    close(run_id)
-        for run_id in list(open_batches):
-            close(run_id)
-        return _Frozen(commands, len(batch), events, metas, nbytes, durable, finals, oldest)
-
-    async def _send_until_done(self, frozen: _Frozen) -> None:
+    async def _send_until_done(self, frozen: Frozen) -> None:
         delay, backoff_max = self._backoff
         failures = 0
         while True:
@@ -410,7 +275,7 @@ class RedisWriter:
                 self.last_error = None
             return
 
-    async def _send(self, commands: list[_Entry | MetaWrite]) -> None:
+    async def _send(self, commands: list[Entry | MetaWrite]) -> None:
         """One pipeline of ``commands`` (sent twice if Redis had lost the
         scripts); raises what a command failed with.
 
@@ -429,39 +294,14 @@ class RedisWriter:
     async def _load_scripts(self) -> None:
         self._scripts_loaded = False
         client = self._client()
-        for source in _SHAS:
+        for source in SHAS:
             await client.script_load(source)
         self._scripts_loaded = True
         self.script_loads += 1
 
-    async def _pipeline(self, commands: list[_Entry | MetaWrite]) -> tuple[list[str], list[str], Any]:
-        keys = self._keys
-        ttls = self._ttls
-        kinds: list[str] = []
-        owners: list[str] = []  # the run of each command, for the log
+    async def _pipeline(self, commands: list[Entry | MetaWrite]) -> tuple[list[str], list[str], Any]:
         async with self._client().pipeline(transaction=False, raise_on_error=False) as pipe:
-            for command in commands:
-                before = len(kinds)
-                run_id = command.run_id
-                if isinstance(command, _Entry):
-                    pipe.evalsha(
-                        _SHAS[APPEND_EVENTS],
-                        keys=[keys.events(run_id), keys.meta(run_id)],
-                        args=[
-                            entry_id(command.first, command.last),
-                            encode_batch(command.events),
-                            command.last,
-                        ],
-                    )
-                    kinds.append("append")
-                    if command.first == 1:
-                        # The stream's first entry creates it: give it its TTL.
-                        # The owner's lease renewal refreshes it from then on.
-                        pipe.pexpire(keys.events(run_id), _ms(ttls.running))
-                        kinds.append("pexpire")
-                else:
-                    kinds += self._queue_meta(pipe, command)
-                owners += [run_id] * (len(kinds) - before)
+            kinds, owners = queue_commands(pipe, commands, self._keys, self._ttls, self._instance)
         return kinds, owners, pipe.results or ()
 
     def _check(self, kinds: list[str], owners: list[str], results: Any) -> None:
@@ -481,41 +321,3 @@ class RedisWriter:
                 logger.error("run %s was declared dead by another instance: its events are refused", run_id)
             if kind == "save_meta" and result == 0:
                 logger.error("run %s was declared dead by another instance: its metadata stays final", run_id)
-
-    def _queue_meta(self, pipe: Any, write: MetaWrite) -> list[str]:
-        keys = self._keys
-        ttls = self._ttls
-        run_id = write.run_id
-        kinds = ["save_meta"]
-        args: list[str | int] = [_ms(ttls.finished if write.final else ttls.running)]
-        for name, value in write.fields.items():
-            args += (name, value)
-        pipe.evalsha(_SHAS[SAVE_META], keys=[keys.meta(run_id)], args=args)
-        score = {run_id: write.created_at}
-        owner = write.owner
-        pipe.zadd(keys.runs, score)
-        kinds.append("zadd")
-        if owner is not None:
-            pipe.zadd(keys.owner_runs(owner), score)
-            pipe.pexpire(keys.owner_runs(owner), _ms(ttls.finished + ttls.running))
-            kinds += ("zadd", "pexpire")
-        if write.live:
-            pipe.zadd(keys.running, score)
-            pipe.set(keys.lease(run_id), self._instance, px=_ms(ttls.lease_key))
-            kinds += ("zadd", "set")
-            if owner is not None:
-                pipe.zadd(keys.owner_live(owner), score)
-                pipe.pexpire(keys.owner_live(owner), _ms(ttls.running))
-                kinds += ("zadd", "pexpire")
-        if write.final:
-            cutoff = time.time() - ttls.finished - ttls.running
-            pipe.zrem(keys.running, [run_id])
-            pipe.delete([keys.lease(run_id)])
-            pipe.pexpire(keys.events(run_id), _ms(ttls.events_finished))
-            pipe.zremrangebyscore(keys.runs, "-inf", cutoff)
-            kinds += ("zrem", "del", "pexpire", "zremrangebyscore")
-            if owner is not None:
-                pipe.zrem(keys.owner_live(owner), [run_id])
-                pipe.zremrangebyscore(keys.owner_runs(owner), "-inf", cutoff)
-                kinds += ("zrem", "zremrangebyscore")
-        return kinds
