@@ -117,6 +117,10 @@ class ServePlan:
             plan.options["durable_access"] = args.durable_access
         if args.subscriptions:
             plan.options["durable_subscriptions"] = _subscription_options(args)
+        elif args.webhook_key_file or args.webhook_previous_key_file or args.webhook_allow_loopback:
+            raise ServeConfigError(
+                "the --webhook-* flags need --subscriptions (they were ignored without it)"
+            )
         if args.app is None:
             plan.options["demo_max_tokens"] = args.demo_max_tokens
         for name in _HUB_FLAGS:
@@ -327,6 +331,13 @@ class ServePlan:
             else:
                 logger.warning("%s takes no options: --store, --token and the run flags are ignored", factory)
                 app = factory()
+            from quart_trio import QuartTrio
+
+            if not isinstance(app, QuartTrio):
+                raise ServeConfigError(
+                    f"--app: {getattr(factory, '__qualname__', factory)} returned "
+                    f"{type(app).__name__}, not a QuartTrio app"
+                )
             app.config.setdefault("MAX_CONTENT_LENGTH", self.options["max_body"])
         streams = getattr(app, "extensions", {}).get("trio_streams")
         if not isinstance(streams, TrioStreams):
