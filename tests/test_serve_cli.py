@@ -67,6 +67,16 @@ def test_help_documents_every_flag():
         (["--data-dir", "/etc/passwd/x"], "--data-dir: /etc/passwd/x: /etc/passwd is not a directory"),
         (["--webhook-key-file", "/nope"], "the --webhook-* flags need --subscriptions"),
         (["--webhook-allow-loopback"], "the --webhook-* flags need --subscriptions"),
+        (["--bind", "[nonsense]:0"], "--bind: [nonsense] is not an IPv6 address in brackets"),
+        (["--bind", "[::1:0"], "--bind: [::1 is not an IPv6 address in brackets"),
+        (
+            ["--redis-url", "redis://127.0.0.1:1", "--redis-ttl-running", "5s"],
+            "must be at least --redis-lease (10s)",
+        ),
+        (
+            ["--workers", "2", "--redis-lease", "1h", "--redis-ttl-running", "30m"],
+            "--redis-ttl-running (1800s)",
+        ),
     ],
 )
 def test_bad_flags_are_one_line_errors(args, message):

@@ -216,6 +216,7 @@ class ServePlan:
             )
             if value is not None
         }
+        _check_redis_ttls(tuning)
         if args.redis_max_buffered is not None:
             logger.warning(
                 "--redis-max-buffered is deprecated: bound the buffer in bytes with --redis-max-pending"
@@ -373,6 +374,30 @@ def _check_hub_flags(options: dict[str, Any]) -> None:
         raise ServeConfigError(message) from None
 
 
+def _check_redis_ttls(tuning: dict[str, Any]) -> None:
+    """A live run's keys must outlive its lease: they are refreshed with it
+    (``lease / 6``) and a run whose owner is gone is declared ``dead`` a lease
+    after its last renewal -- with a shorter ``ttl_running`` it would vanish
+    first. (Defaults: ``Ttls`` in log/redis/_writer.py.)
+
+    Raises:
+        ServeConfigError: ``--redis-ttl-running`` shorter than ``--redis-lease``.
+    """
+    if "lease_ttl" not in tuning and "ttl_running" not in tuning:
+        return
+    try:
+        from ..log.redis._writer import Ttls
+    except ImportError:  # no Redis support: refused with the store flags
+        return
+    defaults = Ttls()
+    lease, running = tuning.get("lease_ttl", defaults.lease), tuning.get("ttl_running", defaults.running)
+    if running < lease:
+        raise ServeConfigError(
+            f"--redis-ttl-running ({running:g}s) must be at least --redis-lease ({lease:g}s): a live "
+            "run's keys would expire before a run whose owner died could be declared dead"
+        )
+
+
 def parse_bind(text: str) -> tuple[str, int]:
     """``HOST:PORT`` or ``[V6]:PORT`` as ``(host, port)``.
 
@@ -385,6 +410,15 @@ def parse_bind(text: str) -> tuple[str, int]:
     port = int(port_text)
     if port > 65535:
         raise ServeConfigError(f"--bind port must be 0-65535, not {port}")
+    if host.startswith("[") or host.endswith("]"):
+        try:
+            if not (host.startswith("[") and host.endswith("]")):
+                raise ValueError(host)
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ServeConfigError(
+                f"--bind: {host} is not an IPv6 address in brackets ([::1]:8000)"
+            ) from None
     return host.removeprefix("[").removesuffix("]"), port
 
 
