@@ -123,6 +123,20 @@ async def test_bad_arguments_give_one_line_errors() -> None:
     result = await _bench("http://127.0.0.1:1", "--cancel-fraction=2")
     assert result.returncode == 2
     assert "--cancel-fraction: must be between 0 and 1" in result.stderr.decode()
+    # Black-box pass: "invalid _positive_int value: 'abc'", and a --stream-timeout of 0
+    # that failed every run as a stream violation.
+    for flag, value, message in (
+        ("--runs", "abc", "not an integer: 'abc'"),
+        ("--seed", "abc", "not an integer: 'abc'"),
+        ("--rate", "fast", "not a number: 'fast'"),
+        ("--cancel-fraction", "x", "not a number: 'x'"),
+        ("--stream-timeout", "0", "must be more than 0, not 0"),
+    ):
+        result = await _bench("http://127.0.0.1:1", f"{flag}={value}")
+        assert result.returncode == 2
+        # (argparse's usage lines first: this is the module's own parser.)
+        last = result.stderr.decode().strip().splitlines()[-1]
+        assert last.endswith(f"argument {flag}: {message}"), last
 
 
 @pytest.mark.parametrize("where", ["missing-dir", "a-directory", "under-a-file"])

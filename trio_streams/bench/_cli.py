@@ -65,25 +65,45 @@ exit status:
 """
 
 
+def _number(text: str, kind: type[int] | type[float]) -> float:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not {'an integer' if kind is int else 'a number'}: {text!r}"
+        ) from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = int(_number(text, int))
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
+    value = _number(text, float)
     if not value >= 0 or math.isinf(value):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, not {text}")
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
 def _fraction(text: str) -> float:
-    value = float(text)
+    value = _number(text, float)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text}")
     return value
+
+
+def _seed(text: str) -> int:
+    return int(_number(text, int))
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -230,13 +250,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--stream-timeout",
-        type=_non_negative_float,
+        type=_positive_float,
         default=120.0,
         metavar="SECONDS",
         help="per-run deadline (default 120 s)",
     )
     parser.add_argument(
-        "--seed", type=int, help="random seed (which runs are cancelled; default: none, a new draw each time)"
+        "--seed",
+        type=_seed,
+        help="random seed (which runs are cancelled; default: none, a new draw each time)",
     )
     parser.add_argument(
         "--json", metavar="FILE", help="write the results as JSON ('-' for stdout; default: none)"
