@@ -123,6 +123,92 @@ async def test_bad_arguments_give_one_line_errors() -> None:
     result = await _bench("http://127.0.0.1:1", "--cancel-fraction=2")
     assert result.returncode == 2
     assert "--cancel-fraction: must be between 0 and 1" in result.stderr.decode()
+    # Black-box pass: "invalid _positive_int value: 'abc'", and a --stream-timeout of 0
+    # that failed every run as a stream violation.
+    for flag, value, message in (
+        ("--runs", "abc", "not an integer: 'abc'"),
+        ("--seed", "abc", "not an integer: 'abc'"),
+        ("--rate", "fast", "not a number: 'fast'"),
+        ("--cancel-fraction", "x", "not a number: 'x'"),
+        ("--stream-timeout", "0", "must be more than 0, not 0"),
+    ):
+        result = await _bench("http://127.0.0.1:1", f"{flag}={value}")
+        assert result.returncode == 2
+        # (argparse's usage lines first: this is the module's own parser.)
+        last = result.stderr.decode().strip().splitlines()[-1]
+        assert last.endswith(f"argument {flag}: {message}"), last
+
+
+@pytest.mark.parametrize("where", ["missing-dir", "a-directory", "under-a-file"])
+@pytest.mark.parametrize("flag", ["--json", "--plot"])
+async def test_unwritable_output_is_refused_before_the_load(flag: str, where: str, tmp_path: Path) -> None:
+    # Black-box pass: an unwritable --json/--plot path was a traceback after the whole load.
+    # The server is unreachable: the path is refused first, before anything is tried.
+    (tmp_path / "file").write_text("")
+    path = {
+        "missing-dir": "/nonexistent/dir/x.json",
+        "a-directory": str(tmp_path),
+        "under-a-file": str(tmp_path / "file" / "x.json"),
+    }[where]
+    reason = {
+        "missing-dir": "no directory '/nonexistent/dir'",
+        "a-directory": "is a directory",
+        "under-a-file": f"no directory {str(tmp_path / 'file')!r}",
+    }[where]
+    with trio.fail_after(30):
+        result = await _bench("http://127.0.0.1:1", "--runs=1", f"{flag}={path}")
+    assert result.returncode == 2
+    assert result.stderr.decode().strip().splitlines() == [
+        f"trio-streams bench: error: {flag} {path}: {reason}"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "base"),
+    [
+        ("http://127.0.0.1:1/v1", "http://127.0.0.1:1"),
+        ("http://127.0.0.1:1/v1/", "http://127.0.0.1:1"),
+        ("http://127.0.0.1:1/api/v1/runs", "http://127.0.0.1:1/api"),
+    ],
+)
+async def test_a_url_with_the_api_path_is_a_usage_error(url: str, base: str) -> None:
+    # Black-box pass: http://HOST:PORT/v1 was reported as a stream violation.
+    with trio.fail_after(30):
+        result = await _bench(url, "--runs=1")
+    assert result.returncode == 2
+    assert result.stderr.decode().strip().splitlines() == [
+        "trio-streams bench: error: URL is the server's base, without /v1 (bench adds /v1/runs itself): "
+        f"try {base!r}, not {url!r}"
+    ]
+
+
+@pytest.mark.timeout(120)  # its own trio deadline is 60 s: let that one speak first
+async def test_no_run_api_under_the_url_is_a_usage_error() -> None:
+    # A prefix the server does not serve (no proxy, no --root-path): a 404 on
+    # POST /v1/runs is a wrong URL, not a stream violation; nothing measured.
+    with trio.fail_after(60):
+        async with serve_run_api() as url:
+            result = await _bench(f"{url}/api", "--runs=2", "--tokens=5", "--json=-")
+    assert result.returncode == 2, result.stderr.decode()
+    assert result.stdout == b""
+    assert result.stderr.decode().strip().splitlines() == [
+        f"trio-streams bench: error: no run API at {url}/api/v1/runs (HTTP 404): URL must be the server's "
+        "base (with a reverse proxy's prefix, if any), without /v1"
+    ]
+
+
+def test_help_states_every_default() -> None:
+    # Black-box pass: --rate, --stream-timeout and --seed did not show theirs.
+    import argparse
+
+    from trio_streams.bench._cli import configure
+
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    for action in parser._actions:
+        if action.help in (None, argparse.SUPPRESS) or not action.option_strings or action.dest == "help":
+            continue
+        assert "default" in action.help, action.option_strings
 
 
 async def test_unreachable_server_is_a_usage_error_not_a_hang() -> None:

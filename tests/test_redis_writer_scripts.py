@@ -9,6 +9,7 @@ trio deadline.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -72,3 +73,23 @@ async def test_scripts_are_loaded_again_after_noscript(redis_url, prefix):
             stored = await store.get_run(second.id)
             assert stored is not None
             assert stored.status is RunStatus.DONE
+
+
+async def test_a_script_first_sent_or_flushed_logs_nothing_at_info(redis_url, prefix, caplog):
+    # Black-box pass: the first EVALSHA of a script (coredis loads it on NOSCRIPT
+    # and retries) logged "coredis: Retry attempt 1 ... No matching script" at INFO.
+    # That reload is routine (first use; after a restart or SCRIPT FLUSH): DEBUG.
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG, logger="coredis")  # kept at DEBUG: seen here, demoted
+    with trio.fail_after(20):
+        store = RedisStore(redis_url, prefix=prefix)
+        async with open_hub(store, grace_period=0) as hub:
+            first = await hub.start(tokens(3), key="k")  # a key claim: a coredis Script
+            assert (await hub.wait(first.id)).status is RunStatus.DONE
+            await store.client.script_flush()  # as after a restart of Redis
+            second = await hub.start(tokens(3), key="k")
+            assert (await hub.wait(second.id)).status is RunStatus.DONE
+    reloads = [r for r in caplog.records if "No matching script" in r.getMessage()]
+    assert len(reloads) >= 2, [r.getMessage() for r in caplog.records]  # first use, after the flush
+    assert {(r.name, r.levelno) for r in reloads} == {("coredis", logging.DEBUG)}
+    assert not [r for r in caplog.records if r.name.startswith("coredis") and r.levelno >= logging.INFO]

@@ -5,6 +5,7 @@ Real processes and sockets: no mock clock; trio deadlines instead.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -56,6 +57,26 @@ def test_help_documents_every_flag():
         (["--max-memory", "4MiB"], "--max-event-bytes must be between 1 and --max-memory / 8"),
         (["--long-poll-timeout", "0s"], "more than zero"),
         (["--frobnicate"], "unrecognized"),
+        # Black-box pass: these started listening, then failed (exit 1, a raw message)
+        # or printed a traceback, or were ignored in silence.
+        (["--redis-url", "redis://[bad"], "--redis-url: not a valid redis:// URL: Invalid IPv6 URL"),
+        (["--redis-url", "redis://u:hunter2@127.0.0.1:abc"], "not a valid redis:// URL: Port could not"),
+        (["--redis-url", "unix://"], "a unix:// URL needs the socket's path"),
+        (["--workers", "2", "--redis-url", "rediss://[::1"], "--redis-url: not a valid rediss:// URL"),
+        (["--data-dir", "/etc/passwd"], "--data-dir: /etc/passwd: not a directory"),
+        (["--data-dir", "/etc/passwd/x"], "--data-dir: /etc/passwd/x: /etc/passwd is not a directory"),
+        (["--webhook-key-file", "/nope"], "the --webhook-* flags need --subscriptions"),
+        (["--webhook-allow-loopback"], "the --webhook-* flags need --subscriptions"),
+        (["--bind", "[nonsense]:0"], "--bind: [nonsense] is not an IPv6 address in brackets"),
+        (["--bind", "[::1:0"], "--bind: [::1 is not an IPv6 address in brackets"),
+        (
+            ["--redis-url", "redis://127.0.0.1:1", "--redis-ttl-running", "5s"],
+            "must be at least --redis-lease (10s)",
+        ),
+        (
+            ["--workers", "2", "--redis-lease", "1h", "--redis-ttl-running", "30m"],
+            "--redis-ttl-running (1800s)",
+        ),
     ],
 )
 def test_bad_flags_are_one_line_errors(args, message):
@@ -65,6 +86,27 @@ def test_bad_flags_are_one_line_errors(args, message):
     assert len(lines) == 1, result.stderr
     assert message in lines[0]
     assert "Traceback" not in result.stderr
+    assert "hunter2" not in result.stderr
+
+
+def test_an_app_factory_that_returns_no_app_is_a_usage_error():
+    # Black-box pass: a traceback (AttributeError: 'str' object has no attribute 'config').
+    result = subprocess.run([*SERVE, "--app", "os:getcwd"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    # (After the warning that getcwd takes no options.)
+    assert result.stderr.strip().splitlines()[-1] == (
+        "trio-streams serve: error: --app: getcwd returned str, not a QuartTrio app"
+    )
+
+
+def test_a_bad_redis_url_in_the_environment_is_a_one_line_error():
+    env = {**os.environ, "TRIO_STREAMS_REDIS_URL": "redis://[bad"}
+    result = subprocess.run(SERVE, capture_output=True, text=True, timeout=30, env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "trio-streams serve: error: TRIO_STREAMS_REDIS_URL: not a valid redis:// URL: Invalid IPv6 URL"
+    ]
 
 
 class ServeProcess:

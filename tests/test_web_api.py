@@ -197,6 +197,18 @@ async def test_cancel_rejects_bad_bodies_and_flags(autojump_clock):
         assert (await api.status(run_id))["status"] == "running"
 
 
+async def test_cancel_refuses_a_reason_in_the_query(autojump_clock):
+    # Black-box pass: ?reason=... was dropped in silence (the run ended "cancelled").
+    async with serving() as api:
+        run_id = (await api.start(input={"tokens": 10}))["run_id"]
+        response = await api.client.post(f"/v1/runs/{run_id}/cancel?reason=user_stop")
+        assert response.status_code == 400
+        error = (await response.get_json())["error"]
+        assert error["code"] == "invalid_reason"
+        assert '{"reason": "..."}' in error["message"]
+        assert (await api.status(run_id))["status"] == "running"
+
+
 async def test_key_conflicts_reject_interrupt_enqueue(autojump_clock):
     async with serving() as api:
         first = await api.start(input={"tokens": 100, "rate": 10}, key="k")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
@@ -55,32 +57,53 @@ examples:
 exit status:
   0  ok: every stream correct, and (with --rate) the pace kept within --max-lag
   1  a stream violation was seen (hole, duplicate, wrong terminal, HTTP error, ...)
-  2  usage error: bad arguments, the server unreachable or --server-pid not running
-     before the load, or the server refused the runs themselves (unknown producer,
-     invalid input); nothing was measured
+  2  usage error: bad arguments (a URL with /v1 in it, an unwritable --json or --plot
+     path), the server unreachable or --server-pid not running before the load, no
+     run API at the URL (404), or the server refused the runs themselves (unknown
+     producer, invalid input); nothing was measured
   3  BEHIND: no violation, but the load fell behind its schedule by more than --max-lag
 """
 
 
+def _number(text: str, kind: type[int] | type[float]) -> float:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not {'an integer' if kind is int else 'a number'}: {text!r}"
+        ) from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = int(_number(text, int))
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
+    value = _number(text, float)
     if not value >= 0 or math.isinf(value):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, not {text}")
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
 def _fraction(text: str) -> float:
-    value = float(text)
+    value = _number(text, float)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text}")
     return value
+
+
+def _seed(text: str) -> int:
+    return int(_number(text, int))
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -91,6 +114,48 @@ def _json_object(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("must be a JSON object")
     return value
+
+
+def _output_problem(flag: str, name: str) -> str | None:
+    """Why ``name`` cannot be written (``None`` if it looks writable): checked
+    before the load, so a typo does not cost a whole run's results."""
+    path = Path(name)
+    if path.is_dir():
+        return f"{flag} {name}: is a directory"
+    parent = path.parent
+    if not parent.is_dir():
+        return f"{flag} {name}: no directory {str(parent)!r}"
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return f"{flag} {name}: not writable"
+    return None
+
+
+def _base_url_problem(url: str) -> str | None:
+    """Why ``url`` is not a base URL bench can use (``None`` if it is).
+
+    bench appends ``/v1/runs`` itself; a path in ``url`` is the prefix a
+    reverse proxy mounts the server under (``serve --root-path``), so a path
+    ending in ``/v1`` (or reaching into the API) is the API's own path given
+    by mistake.
+    """
+    if not url.startswith(("http://", "https://")):
+        return f"URL must start with http:// or https://, not {url!r}"
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return f"URL has no host: {url!r}"
+    try:
+        parts.port  # noqa: B018 (parsing it is the check)
+    except ValueError:
+        return f"URL has a bad port: {url!r}"
+    if parts.query or parts.fragment:
+        return f"URL must not have a query or fragment: {url!r}"
+    segments = parts.path.split("/")
+    if "v1" in segments:
+        base = urlunsplit((parts.scheme, parts.netloc, "/".join(segments[: segments.index("v1")]), "", ""))
+        return (
+            f"URL is the server's base, without /v1 (bench adds /v1/runs itself): try {base!r}, not {url!r}"
+        )
+    return None
 
 
 def add_parser(subparsers: argparse._SubParsersAction[Any]) -> argparse.ArgumentParser:
@@ -108,7 +173,11 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> argparse.Argument
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("url", help="base URL of the server, e.g. http://127.0.0.1:8000")
+    parser.add_argument(
+        "url",
+        help="base URL of the server, without /v1 (bench adds /v1/runs): e.g. http://127.0.0.1:8000, "
+        "or https://host/api behind a proxy that mounts it under /api (serve --root-path /api)",
+    )
     parser.add_argument("--runs", type=_positive_int, default=10, help="concurrent runs (default 10)")
     parser.add_argument(
         "--subscribers-per-run",
@@ -122,7 +191,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--rate",
         type=_non_negative_float,
         default=0.0,
-        help="demo tokens per second per run; 0 = as fast as possible",
+        help="demo tokens per second per run; 0 = as fast as possible (default 0)",
     )
     parser.add_argument("--size", type=_positive_int, default=16, help="demo bytes per token (default 16)")
     parser.add_argument(
@@ -135,7 +204,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--reconnect-every",
         type=_positive_int,
         metavar="K",
-        help="drop and resume (Last-Event-ID) every K events",
+        help="drop and resume (Last-Event-ID) every K events (default: never)",
     )
     parser.add_argument(
         "--cancel-fraction",
@@ -148,9 +217,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--replay",
         action="store_true",
-        help="subscribe only after each run has finished: measures replay of finished runs",
+        help="subscribe only after each run has finished: measures replay of finished runs (default: off, "
+        "subscribe as each run starts)",
     )
-    parser.add_argument("--token", help="bearer token for a server with auth (never logged)")
+    parser.add_argument("--token", help="bearer token for a server with auth (never logged; default: none)")
     parser.add_argument("--producer", default="demo", help="producer name (default demo)")
     parser.add_argument(
         "--input",
@@ -174,20 +244,34 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server-pid",
         type=_positive_int,
+        metavar="PID",
         help="a local server's pid: report the CPU seconds and peak RSS of it and all its "
-        "child processes (serve --workers)",
+        "child processes (serve --workers) (default: none, no server figures)",
     )
     parser.add_argument(
-        "--stream-timeout", type=_non_negative_float, default=120.0, help="per-run deadline (default 120 s)"
+        "--stream-timeout",
+        type=_positive_float,
+        default=120.0,
+        metavar="SECONDS",
+        help="per-run deadline (default 120 s)",
     )
-    parser.add_argument("--seed", type=int, help="random seed (which runs are cancelled)")
-    parser.add_argument("--json", metavar="FILE", help="write the results as JSON ('-' for stdout)")
+    parser.add_argument(
+        "--seed",
+        type=_seed,
+        help="random seed (which runs are cancelled; default: none, a new draw each time)",
+    )
+    parser.add_argument(
+        "--json", metavar="FILE", help="write the results as JSON ('-' for stdout; default: none)"
+    )
     parser.add_argument(
         "--plot",
         metavar="FILE",
-        help="write a latency histogram and events/s plot: PNG, or SVG for a .svg name (needs matplotlib)",
+        help="write a latency histogram and events/s plot: PNG, or SVG for a .svg name (needs matplotlib; "
+        "default: none)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress display (default: progress on stderr)"
+    )
     # Internal: a worker process prints its raw stats as JSON on stdout.
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
 
@@ -219,8 +303,13 @@ def _usage_error(message: str) -> int:
 
 def main_with_args(args: argparse.Namespace) -> int:
     """Run the benchmark; return the exit status (see ``EPILOG``)."""
-    if not args.url.startswith(("http://", "https://")):
-        return _usage_error(f"URL must start with http:// or https://, not {args.url!r}")
+    problem = _base_url_problem(args.url)
+    if problem is not None:
+        return _usage_error(problem)
+    for flag, name in (("--json", args.json), ("--plot", args.plot)):
+        problem = None if not name or name == "-" or args.worker else _output_problem(flag, name)
+        if problem is not None:
+            return _usage_error(problem)
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -240,16 +329,19 @@ def main_with_args(args: argparse.Namespace) -> int:
         return _usage_error(str(exc))
     if not args.quiet or args.json != "-":
         print(render_summary(result), file=sys.stderr if args.json == "-" else sys.stdout)
-    if args.json:
-        text = json.dumps(result, indent=2)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).write_text(text + "\n")
-    if args.plot:
-        from ._plot import write_plot
+    try:
+        if args.json:
+            text = json.dumps(result, indent=2)
+            if args.json == "-":
+                print(text)
+            else:
+                Path(args.json).write_text(text + "\n")
+        if args.plot:
+            from ._plot import write_plot
 
-        write_plot(result, args.plot)
+            write_plot(result, args.plot)
+    except OSError as exc:  # checked before the load, but the disk may fill or a directory go
+        return _usage_error(f"cannot write the results: {exc}")
     return int(result["exit_status"])
 
 

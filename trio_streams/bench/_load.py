@@ -165,6 +165,12 @@ class Load:
         if usage or response.status == 401:  # 401: a missing or wrong --token
             self._refuse(f"the server refused the run: {_error_message(response.body)}")
             return
+        if response.status in (404, 405):  # no run API there: the URL is wrong, not the server
+            self._refuse(
+                f"no run API at {options.url.rstrip('/')}/v1/runs (HTTP {response.status}): URL must be "
+                "the server's base (with a reverse proxy's prefix, if any), without /v1"
+            )
+            return
         if response.status != 201:
             stats.violation("http_error", f"POST /v1/runs -> {response.status} {response.body[:200]!r}")
             await trio.sleep(0.1)

@@ -123,6 +123,10 @@ class ServePlan:
             plan.options["durable_access"] = args.durable_access
         if args.subscriptions:
             plan.options["durable_subscriptions"] = _subscription_options(args)
+        elif args.webhook_key_file or args.webhook_previous_key_file or args.webhook_allow_loopback:
+            raise ServeConfigError(
+                "the --webhook-* flags need --subscriptions (they were ignored without it)"
+            )
         if args.app is None:
             plan.options["demo_max_tokens"] = args.demo_max_tokens
         for name in _HUB_FLAGS:
@@ -219,6 +223,7 @@ class ServePlan:
             )
             if value is not None
         }
+        _check_redis_ttls(tuning)
         if args.redis_max_buffered is not None:
             logger.warning(
                 "--redis-max-buffered is deprecated: bound the buffer in bytes with --redis-max-pending"
@@ -334,6 +339,13 @@ class ServePlan:
             else:
                 logger.warning("%s takes no options: --store, --token and the run flags are ignored", factory)
                 app = factory()
+            from quart_trio import QuartTrio
+
+            if not isinstance(app, QuartTrio):
+                raise ServeConfigError(
+                    f"--app: {getattr(factory, '__qualname__', factory)} returned "
+                    f"{type(app).__name__}, not a QuartTrio app"
+                )
             app.config.setdefault("MAX_CONTENT_LENGTH", self.options["max_body"])
         streams = getattr(app, "extensions", {}).get("trio_streams")
         if not isinstance(streams, TrioStreams):
@@ -369,6 +381,30 @@ def _check_hub_flags(options: dict[str, Any]) -> None:
         raise ServeConfigError(message) from None
 
 
+def _check_redis_ttls(tuning: dict[str, Any]) -> None:
+    """A live run's keys must outlive its lease: they are refreshed with it
+    (``lease / 6``) and a run whose owner is gone is declared ``dead`` a lease
+    after its last renewal -- with a shorter ``ttl_running`` it would vanish
+    first. (Defaults: ``Ttls`` in log/redis/_writer.py.)
+
+    Raises:
+        ServeConfigError: ``--redis-ttl-running`` shorter than ``--redis-lease``.
+    """
+    if "lease_ttl" not in tuning and "ttl_running" not in tuning:
+        return
+    try:
+        from ..log.redis._writer import Ttls
+    except ImportError:  # no Redis support: refused with the store flags
+        return
+    defaults = Ttls()
+    lease, running = tuning.get("lease_ttl", defaults.lease), tuning.get("ttl_running", defaults.running)
+    if running < lease:
+        raise ServeConfigError(
+            f"--redis-ttl-running ({running:g}s) must be at least --redis-lease ({lease:g}s): a live "
+            "run's keys would expire before a run whose owner died could be declared dead"
+        )
+
+
 def parse_bind(text: str) -> tuple[str, int]:
     """``HOST:PORT`` or ``[V6]:PORT`` as ``(host, port)``.
 
@@ -381,6 +417,15 @@ def parse_bind(text: str) -> tuple[str, int]:
     port = int(port_text)
     if port > 65535:
         raise ServeConfigError(f"--bind port must be 0-65535, not {port}")
+    if host.startswith("[") or host.endswith("]"):
+        try:
+            if not (host.startswith("[") and host.endswith("]")):
+                raise ValueError(host)
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ServeConfigError(
+                f"--bind: {host} is not an IPv6 address in brackets ([::1]:8000)"
+            ) from None
     return host.removeprefix("[").removesuffix("]"), port
 
 

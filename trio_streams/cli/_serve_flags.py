@@ -69,11 +69,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="memory (the default: runs live in this process) or redis (needs --redis-url or --data-dir)",
     )
     store.add_argument(
-        "--redis-url", metavar="URL", help="redis:// or rediss:// URL (user:password@ passes through)"
+        "--redis-url",
+        type=redis_url_arg,
+        metavar="URL",
+        help="redis:// or rediss:// URL (user:password@ passes through)",
     )
     store.add_argument(
         "--data-dir",
-        type=Path,
+        type=data_dir_arg,
         metavar="DIR",
         help="durable on one machine: start and supervise a local redis-server with append-only files in DIR",
     )
@@ -339,6 +342,38 @@ def cpu_count() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def redis_url_arg(text: str) -> str:
+    """``--redis-url``: a URL that parses (its scheme is checked with the store
+    flags, which name the ones allowed). The message never shows a password."""
+    from urllib.parse import urlsplit
+
+    scheme = text.partition("://")[0].lower()
+    if scheme not in ("redis", "rediss", "unix"):
+        return text  # refused with the --store flags (_plan.py): "must start with redis://, ..."
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 (parsing it is the check)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a valid {scheme}:// URL: {exc}") from None
+    if scheme == "unix" and not parts.path:
+        raise argparse.ArgumentTypeError("a unix:// URL needs the socket's path (unix:///run/redis.sock)")
+    return text
+
+
+def data_dir_arg(text: str) -> Path:
+    """``--data-dir``: a directory, or a path one can be made at (the embedded
+    redis-server creates it); checked here, before anything starts."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: not a directory")
+    existing = path if path.exists() else next((p for p in path.absolute().parents if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{text}: {existing} is not writable")
+    return path
 
 
 def _token_arg(text: str) -> str:

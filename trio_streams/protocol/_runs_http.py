@@ -172,6 +172,10 @@ async def handle_cancel_run(request: Request, api: RunsApi) -> Response:
     caller = api.caller(request.headers.get("Authorization"))
     hub = api.hub_for_reading()
     wait = bool_arg(request, "wait")
+    if request.arg("reason") is not None:  # not dropped in silence: the run would end "cancelled"
+        raise ApiError(
+            400, "invalid_reason", 'the reason goes in the JSON body, {"reason": "..."}, not the query'
+        )
     reason = parse_cancel_reason(await read_body(request, api.max_body, ApiError))
     await visible_info(api, hub, run_id, caller)
     try:

@@ -23,6 +23,9 @@ def create_app(**options: Any) -> QuartTrio:
     route that does not exist, is a JSON error document.
     """
     app = QuartTrio("trio_streams")
+    # A path with "//" is a 404 like any other unknown path, not Werkzeug's
+    # HTML 308 to the merged path (another resource: /v1/runs//events).
+    app.url_map.merge_slashes = False
     streams = TrioStreams(app, **options)
     # The largest body any route takes; each route enforces its own limit.
     durable_max = 0 if streams.durable_store is None else streams.durable_max_body

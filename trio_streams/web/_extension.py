@@ -353,11 +353,14 @@ class TrioStreams:
         from ._ops import make_ops_blueprint
         from ._routes import make_blueprint
 
-        app.register_blueprint(make_blueprint(self), url_prefix=self.url_prefix)
-        app.register_blueprint(make_ops_blueprint(self))
+        blueprints = [make_blueprint(self), make_ops_blueprint(self)]
+        app.register_blueprint(blueprints[0], url_prefix=self.url_prefix)
+        app.register_blueprint(blueprints[1])
         time_requests(app, self.metrics)
         if self.durable_store is not None:
-            app.register_blueprint(self._durable_blueprint(), url_prefix=f"{self.url_prefix}/stream")
+            blueprints.append(self._durable_blueprint())
+            app.register_blueprint(blueprints[-1], url_prefix=f"{self.url_prefix}/stream")
+        _no_slash_merging(app, {blueprint.name for blueprint in blueprints})
         self._mounted = True
         app.before_serving(self._startup)
         app.after_serving(self._shutdown)
@@ -616,6 +619,17 @@ class TrioStreams:
 async def _run_demo(ctx: RunContext, *, max_text: int | None) -> Any:
     """The built-in ``demo`` producer in the ``function(ctx)`` form."""
     return await demo_producer(ctx, ctx.input, max_text=max_text)
+
+
+def _no_slash_merging(app: QuartTrio, blueprints: set[str]) -> None:
+    """Our routes answer a path with ``//`` (``/v1/runs//events``: an empty
+    run id) with a JSON 404, not Werkzeug's HTML 308 to the path with the
+    slashes merged (another resource). The app's other routes keep its
+    ``url_map.merge_slashes``; the matcher reads each rule's flag as it matches.
+    """
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.partition(".")[0] in blueprints:
+            rule.merge_slashes = False
 
 
 def _subscription_options(option: bool | Mapping[str, Any]) -> Mapping[str, Any] | None:

@@ -370,7 +370,9 @@ def openapi_document(
                     "responses": {
                         "200": _run_doc("The status now; with wait=true, after finalization."),
                         "202": _run_doc("wait=true, but the run had not finalized within the wait limit."),
-                        "400": _error("Invalid body or wait."),
+                        "400": _error(
+                            "Invalid body or wait, or a `reason` in the query (it goes in the body)."
+                        ),
                         "404": _error("No such run, or not the caller's."),
                         "409": _error("`run_not_live_here`: another instance drains it."),
                         **_AUTH_ERRORS,

@@ -213,7 +213,8 @@ class RedisServer:
             process.kill()
         await process.wait()
         try:
-            log = self.log_path.read_text(errors="replace").strip()[-500:]
+            # Its last line says why it exited (one line: the error is shown as one).
+            log = (self.log_path.read_text(errors="replace").strip().splitlines() or [""])[-1][-300:]
         except OSError:
             log = ""
         raise RuntimeError(
