@@ -12,7 +12,7 @@ In process (the Quart test client) and through a real ``serve`` process.
 from __future__ import annotations
 
 import subprocess
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 import pytest
@@ -20,10 +20,8 @@ import trio
 
 from trio_streams.web import create_app
 
-from .test_serve_cli import SERVE, ServeProcess, _serve
-
-if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+from .test_serve_cli import SERVE
+from .test_serve_cli import serve_process as serve_process
 
 TOKENS = {"alice-secret": "alice", "ops-secret": "ops"}
 
@@ -76,21 +74,6 @@ async def test_without_auth_metrics_is_open():
 def test_metrics_users_must_be_names_not_a_string():
     with pytest.raises(TypeError, match="not a string"):
         create_app(auth=TOKENS, metrics_users="ops")
-
-
-@pytest.fixture
-async def serve_process(nursery: trio.Nursery) -> AsyncIterator[Callable[..., Awaitable[ServeProcess]]]:
-    started: list[ServeProcess] = []
-
-    async def start(*args: str) -> ServeProcess:
-        server = await _serve(*args, nursery=nursery)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.process.kill()
-        await server.process.wait()
 
 
 async def test_serve_metrics_user(serve_process: Any):

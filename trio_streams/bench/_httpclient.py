@@ -167,31 +167,36 @@ class HTTPConnection:
         Raises:
             HTTPError: the connection failed or the response was malformed.
         """
-        stream = await self._connect()
         payload = b"" if json_body is None else json.dumps(json_body).encode()
         all_headers = {"host": self._authority, **self._headers, **(headers or {})}
         if json_body is not None:
             all_headers["content-type"] = "application/json"
         all_headers["content-length"] = str(len(payload))
+        request = h11.Request(method=method, target=self._prefix + target, headers=list(all_headers.items()))
+        # A kept-alive connection the server has since closed as idle (its
+        # keep-alive timeout: 5 s under serve) fails before any byte of an
+        # answer: the server never read the request, so it goes again, once,
+        # on a new connection. A fresh connection's failure is the server's.
+        reused = self._stream is not None and self._conn.our_state is h11.IDLE
+        stream = await self._connect()
         conn = self._conn
         body = _Body(self, stream)
         try:
-            data = conn.send(
-                h11.Request(method=method, target=self._prefix + target, headers=list(all_headers.items()))
-            )
-            data += conn.send(h11.Data(data=payload)) if payload else b""
-            data += conn.send(h11.EndOfMessage())
-            await stream.send_all(data)
-            head = await self._next_event(stream)
-            while isinstance(head, h11.InformationalResponse):
-                head = await self._next_event(stream)
-            if not isinstance(head, h11.Response):
-                raise HTTPError(f"expected a response, got {head!r}")
+            try:
+                head = await self._send(stream, request, payload)
+            except _ClosedBeforeAnswer:
+                if not reused:
+                    raise
+                await self.aclose()
+                stream = await self._connect()
+                conn = self._conn
+                body = _Body(self, stream)
+                head = await self._send(stream, request, payload)
             response_headers = {
                 name.decode().lower(): value.decode("latin-1") for name, value in head.headers
             }
             yield head.status_code, response_headers, body
-        except (h11.ProtocolError, trio.BrokenResourceError, OSError) as exc:
+        except (h11.ProtocolError, trio.BrokenResourceError, OSError, _ClosedBeforeAnswer) as exc:
             await self.aclose()
             raise HTTPError(f"{method} {target}: {exc!r}") from exc
         finally:
@@ -199,6 +204,32 @@ class HTTPConnection:
                 await self.aclose()
             elif conn.our_state is h11.DONE and conn.their_state is h11.DONE:
                 conn.start_next_cycle()
+
+    async def _send(self, stream: trio.abc.Stream, request: h11.Request, payload: bytes) -> h11.Response:
+        """Send ``request`` and read its answer's head (after any 1xx).
+
+        Raises:
+            _ClosedBeforeAnswer: the connection ended (closed, reset) before
+                a byte of the answer came.
+        """
+        conn = self._conn
+        data = conn.send(request)
+        data += conn.send(h11.Data(data=payload)) if payload else b""
+        data += conn.send(h11.EndOfMessage())
+        try:
+            await stream.send_all(data)
+            chunk = bytes(await stream.receive_some(_READ_SIZE))
+        except (trio.BrokenResourceError, ConnectionError) as exc:
+            raise _ClosedBeforeAnswer(repr(exc)) from exc
+        if not chunk:
+            raise _ClosedBeforeAnswer("the server closed the connection")
+        conn.receive_data(chunk)
+        head = await self._next_event(stream)
+        while isinstance(head, h11.InformationalResponse):
+            head = await self._next_event(stream)
+        if not isinstance(head, h11.Response):
+            raise HTTPError(f"expected a response, got {head!r}")
+        return head
 
     async def _next_event(self, stream: trio.abc.Stream) -> Any:
         conn = self._conn
@@ -212,6 +243,10 @@ class HTTPConnection:
             if isinstance(event, h11.ConnectionClosed):
                 raise HTTPError("the server closed the connection")
             return event
+
+
+class _ClosedBeforeAnswer(Exception):
+    """The connection ended before a byte of the answer to a request came."""
 
 
 class _Body:
