@@ -43,6 +43,7 @@ from .._reads import Chunked
 from ._data import StreamData
 from ._layout import COMMIT, NOTIFY_MAXLEN, Keys, Meta
 from ._notify import Notifications, notify_fields
+from ._wire import WireCommitScript, wire_target
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -156,6 +157,7 @@ class StoreConnection:
             try:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(partial(self._notifications.follow, follower, self._keys.notify))
+                    self._script = commit_script(client, connection, nursery)
                     self._attach(nursery)
                     try:
                         yield self
@@ -249,10 +251,10 @@ class StoreConnection:
             )
         return self._client
 
-    def _commit_script(self) -> CommitScript:
+    def _commit_script(self) -> CommitScript | WireCommitScript:
         if self._script is None:
             self._require()
-        script: CommitScript = self._script
+        script: CommitScript | WireCommitScript = self._script
         return script
 
     # -- lookups -----------------------------------------------------------------------------
@@ -335,6 +337,24 @@ class StoreConnection:
                 return True
         await trio.lowlevel.checkpoint()
         return False
+
+
+def commit_script(
+    client: Client, connection: RedisConnection, nursery: trio.Nursery
+) -> CommitScript | WireCommitScript:
+    """The commit script of a store on ``connection``: on a connection of its
+    own (:mod:`._wire`) for a single Redis it can reach so, else through coredis."""
+    target = None if connection.cluster else wire_target(connection.url)
+    if target is None:
+        return CommitScript(client)
+    return WireCommitScript(
+        client,
+        target,
+        connection.health,
+        nursery,
+        connect_timeout=connection.connect_timeout,
+        stream_timeout=connection.stream_timeout,
+    )
 
 
 class CommitScript:
