@@ -353,6 +353,10 @@ def main() -> None:
     results: dict[tuple[str, int], list[dict[str, float]]] = {}
     try:
         for round_ in range(0 if args.live_only else rounds):
+            load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+            print(
+                f"round {round_ + 1}: load average {load} ({time.strftime('%H:%M:%S')} UTC)", file=sys.stderr
+            )
             for c in CONCURRENCY:
                 for store, (proc, base) in servers.items():
                     pids = (proc.pid, redises[store].pid) if store in redises else (proc.pid,)

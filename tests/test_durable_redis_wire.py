@@ -92,17 +92,33 @@ async def test_commits_go_on_their_own_connection_and_replies_find_their_commit(
         async with RedisDurableStore().connect(redis_url, prefix=prefix) as store:
             script = store._commit_script()
             assert isinstance(script, WireCommitScript)
-            for name in "abcd":
+            for k, name in enumerate("abcd"):
                 await store.create(name, CreateRequest(TEXT))
-            # Four streams commit at once: pipelined on the one connection.
+                for _ in range(k):  # streams at different versions and tails
+                    await store.append(name, AppendRequest(b"-" * 7, TEXT))
+            got: dict[str, list[int]] = {name: [] for name in "abcd"}
+
+            async def append(name: str, body: bytes) -> None:
+                outcome = await store.append(name, AppendRequest(body, TEXT))
+                got[name].append(outcome.next_offset.position)
+
+            # Four streams commit at once: pipelined on the one connection; each
+            # append's answer is its own stream's (a reply given to the wrong
+            # commit would place a batch at another stream's tail).
+            link = script._link
+            assert link is not None
+            client = store._require()
             async with trio.open_nursery() as nursery:
-                for name in "abcd":
-                    for i in range(5):
-                        nursery.start_soon(store.append, name, AppendRequest(f"{name}{i};".encode(), TEXT))
-            for name in "abcd":
-                assert sorted((await read_all(store, name)).split(b";")[:-1]) == [
-                    f"{name}{i}".encode() for i in range(5)
-                ]
+                await client.client_pause(10_000, PureToken.WRITE)  # Redis holds the commits
+                for k, name in enumerate("abcd"):
+                    for _ in range(5):
+                        nursery.start_soon(append, name, name.encode() * (k + 2))
+                await trio.testing.wait_all_tasks_blocked()
+                assert len(link.waiting) == 4  # one batch per stream, all sent
+                await client.client_unpause()
+            for k, name in enumerate("abcd"):
+                assert sorted(got[name]) == [7 * k + (k + 2) * j for j in range(1, 6)], name
+                assert (await store.head(name)).tail.position == 7 * k + 5 * (k + 2)
             assert script._link is not None
             assert not script._link.waiting
 
