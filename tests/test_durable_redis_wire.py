@@ -10,6 +10,8 @@ killed is replaced before the next commit, that a login (``AUTH``,
 
 from __future__ import annotations
 
+import socket
+import tempfile
 from typing import TYPE_CHECKING
 
 import pytest
@@ -193,3 +195,30 @@ async def test_the_commit_connection_logs_in_as_the_url_says(acl_redis: SyncRedi
         url0 = f"redis://alice:alicepw@127.0.0.1:{acl_redis.port}/0"
         async with RedisDurableStore().connect(url0, prefix=prefix) as store:
             assert await store._require().xlen(data_key) == 0
+
+
+@pytest.fixture(scope="module")
+def unix_redis() -> Iterator[tuple[SyncRedis, str]]:
+    with tempfile.TemporaryDirectory(prefix="trio-streams-sock-") as where:
+        path = f"{where}/redis.sock"
+        server = SyncRedis("--unixsocket", path, "--unixsocketperm", "700")
+        try:
+            yield server, path
+        finally:
+            server.close()
+
+
+@pytest.mark.redis
+async def test_commits_over_a_unix_socket(unix_redis: tuple[SyncRedis, str], prefix: str) -> None:
+    _server, path = unix_redis
+    with trio.fail_after(DEADLINE):
+        async with RedisDurableStore().connect(f"unix://{path}?db=2", prefix=prefix) as store:
+            script = store._commit_script()
+            assert isinstance(script, WireCommitScript)
+            await store.create("s", CreateRequest(TEXT))
+            await store.append("s", AppendRequest(b"a", TEXT))
+            assert await read_all(store, "s") == b"a"
+            assert script._link is not None
+            assert isinstance(script._link.stream, trio.SocketStream)
+            assert script._link.stream.socket.family == socket.AF_UNIX
+            assert await store._require().xlen(store._keys.data(StreamId(None, "s"))) == 1
