@@ -19,7 +19,7 @@ import trio
 import trio.testing
 from coredis.tokens import PureToken
 
-from trio_streams.durable import CreateRequest, RedisDurableStore, StreamId
+from trio_streams.durable import CreateRequest, DurableStreamError, RedisDurableStore, StreamId
 from trio_streams.durable._stream import AppendRequest
 from trio_streams.durable.redis._wire import (
     _INCOMPLETE,
@@ -222,3 +222,29 @@ async def test_commits_over_a_unix_socket(unix_redis: tuple[SyncRedis, str], pre
             assert isinstance(script._link.stream, trio.SocketStream)
             assert script._link.stream.socket.family == socket.AF_UNIX
             assert await store._require().xlen(store._keys.data(StreamId(None, "s"))) == 1
+
+
+@pytest.mark.redis
+async def test_a_reply_past_the_stream_timeout_is_a_503_and_drops_the_connection(
+    redis_url: str, prefix: str
+) -> None:
+    with trio.fail_after(DEADLINE):
+        async with RedisDurableStore().connect(redis_url, prefix=prefix, stream_timeout=0.3) as store:
+            await store.create("s", CreateRequest(TEXT))
+            script = store._commit_script()
+            assert isinstance(script, WireCommitScript)
+            old = script._link
+            assert old is not None
+            client = store._require()
+            await client.client_pause(10_000, PureToken.WRITE)  # the commit's reply never comes in time
+            try:
+                with pytest.raises(DurableStreamError, match="redis is unavailable") as raised:
+                    await store.append("s", AppendRequest(b"late", TEXT))
+            finally:
+                assert store._connection is not None
+                with store._connection.health.exempt():  # it fails fast now: unhealthy
+                    await client.client_unpause()
+            assert raised.value.status == 503
+            # Its reply may still come: the connection is dropped, so it cannot answer another commit.
+            assert old.lost is not None
+            await old.ended.wait()
