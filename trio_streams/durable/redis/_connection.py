@@ -25,7 +25,6 @@ response that loses it ends, and the client resumes from its last offset.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -41,9 +40,9 @@ from ...log.redis._store import RedisConnection, RedisUnavailable
 from .._errors import DurableStreamError
 from .._reads import Chunked
 from ._data import StreamData
-from ._layout import COMMIT, NOTIFY_MAXLEN, Keys, Meta
+from ._layout import NOTIFY_MAXLEN, Keys, Meta
 from ._notify import Notifications, notify_fields
-from ._wire import WireCommitScript, wire_target
+from ._wire import CommitScript, WireCommitScript, commit_script
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -337,52 +336,6 @@ class StoreConnection:
                 return True
         await trio.lowlevel.checkpoint()
         return False
-
-
-def commit_script(
-    client: Client, connection: RedisConnection, nursery: trio.Nursery
-) -> CommitScript | WireCommitScript:
-    """The commit script of a store on ``connection``: on a connection of its
-    own (:mod:`._wire`) for a single Redis it can reach so, else through coredis."""
-    target = None if connection.cluster else wire_target(connection.url)
-    if target is None:
-        return CommitScript(client)
-    return WireCommitScript(
-        client,
-        target,
-        connection.health,
-        nursery,
-        connect_timeout=connection.connect_timeout,
-        stream_timeout=connection.stream_timeout,
-    )
-
-
-class CommitScript:
-    """The :data:`~._layout.COMMIT` script, called by ``EVALSHA`` straight on
-    the client's command path (its health, timeouts and retries of a lost
-    connection; on a Cluster, routed by the keys' slot).
-
-    coredis's own ``Script`` wraps each call in two more request layers (a
-    retry policy for ``NOSCRIPT`` and a reply transform); a commit is the
-    one Redis call an append waits for, so here ``NOSCRIPT`` (Redis
-    restarted or flushed its scripts; on a Cluster, a node that has not seen
-    it) is handled once by loading the script and calling again.
-    """
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
-        self.sha = hashlib.sha1(COMMIT.encode()).hexdigest()
-
-    async def __call__(self, *, keys: list[str], args: list[str | bytes]) -> Any:
-        """The script's reply (1: applied, 0: a check failed).
-
-        Cancellation: as for any command (the reply, if any, is discarded).
-        """
-        try:
-            return await self._client.evalsha(self.sha, keys=keys, args=args)
-        except coredis.exceptions.NoScriptError:
-            await self._client.script_load(COMMIT)
-            return await self._client.evalsha(self.sha, keys=keys, args=args)
 
 
 @dataclass(eq=False)

@@ -15,6 +15,8 @@ calling committer encodes the command and sends it itself (RESP2; one
 the commits in flight in order. Commits of several streams are pipelined
 on it.
 
+:func:`commit_script` picks one of the two for a store's connection.
+
 The connection is opened on first use (``AUTH`` and ``SELECT`` as the URL
 says) and again after it is lost. A commit that cannot be sent on a
 connection already known to be lost is sent on a new one; a commit whose
@@ -45,7 +47,11 @@ import trio
 from ._layout import COMMIT
 
 if TYPE_CHECKING:
+    from ...log.redis._connection import RedisConnection
     from ...log.redis._health import RedisHealth
+
+    #: A client of one Redis or of a Redis Cluster.
+    Client = coredis.Redis[bytes] | coredis.RedisCluster[bytes]
 
 #: A reply too short to hold its whole value yet.
 _INCOMPLETE = object()
@@ -193,6 +199,52 @@ class WireCommitScript:
             link = self._link = _Link(stream)
             self._nursery.start_soon(link.read)
             return link
+
+
+def commit_script(
+    client: Client, connection: RedisConnection, nursery: trio.Nursery
+) -> CommitScript | WireCommitScript:
+    """The commit script of a store on ``connection``: on a connection of its
+    own (:mod:`._wire`) for a single Redis it can reach so, else through coredis."""
+    target = None if connection.cluster else wire_target(connection.url)
+    if target is None:
+        return CommitScript(client)
+    return WireCommitScript(
+        client,
+        target,
+        connection.health,
+        nursery,
+        connect_timeout=connection.connect_timeout,
+        stream_timeout=connection.stream_timeout,
+    )
+
+
+class CommitScript:
+    """The :data:`~._layout.COMMIT` script, called by ``EVALSHA`` straight on
+    the client's command path (its health, timeouts and retries of a lost
+    connection; on a Cluster, routed by the keys' slot).
+
+    coredis's own ``Script`` wraps each call in two more request layers (a
+    retry policy for ``NOSCRIPT`` and a reply transform); a commit is the
+    one Redis call an append waits for, so here ``NOSCRIPT`` (Redis
+    restarted or flushed its scripts; on a Cluster, a node that has not seen
+    it) is handled once by loading the script and calling again.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self.sha = hashlib.sha1(COMMIT.encode()).hexdigest()
+
+    async def __call__(self, *, keys: list[str], args: list[str | bytes]) -> Any:
+        """The script's reply (1: applied, 0: a check failed).
+
+        Cancellation: as for any command (the reply, if any, is discarded).
+        """
+        try:
+            return await self._client.evalsha(self.sha, keys=keys, args=args)
+        except coredis.exceptions.NoScriptError:
+            await self._client.script_load(COMMIT)
+            return await self._client.evalsha(self.sha, keys=keys, args=args)
 
 
 class _Link:
