@@ -321,6 +321,13 @@ def main() -> None:
         default=0.01,
         help="seconds idle before each timed append, long-poll and SSE alike (default 0.01)",
     )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        nargs="+",
+        default=list(CONCURRENCY),
+        help=f"autocannon's connections, each in turn (default {' '.join(map(str, CONCURRENCY))})",
+    )
     parser.add_argument("--live-only", action="store_true", help="only the live read latency")
     parser.add_argument(
         "--in-process", action="store_true", help="only the stores alone, in process (no HTTP)"
@@ -353,7 +360,11 @@ def main() -> None:
     results: dict[tuple[str, int], list[dict[str, float]]] = {}
     try:
         for round_ in range(0 if args.live_only else rounds):
-            for c in CONCURRENCY:
+            load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+            print(
+                f"round {round_ + 1}: load average {load} ({time.strftime('%H:%M:%S')} UTC)", file=sys.stderr
+            )
+            for c in args.concurrency:
                 for store, (proc, base) in servers.items():
                     pids = (proc.pid, redises[store].pid) if store in redises else (proc.pid,)
                     figures = autocannon(create(base), c, duration, pids)
@@ -388,7 +399,7 @@ def main() -> None:
             " | server CPU/append memory / redis (+ redis-server) µs |"
         )
         print("|---|---|---|---|---|---|---|---|")
-        for c in CONCURRENCY:
+        for c in args.concurrency:
             m, r = med("memory", c, "rps"), med("redis", c, "rps")
             pairs = zip(results[("memory", c)], results[("redis", c)], strict=True)
             ratio = statistics.median(b["rps"] / a["rps"] for a, b in pairs)
@@ -406,7 +417,7 @@ def main() -> None:
                 " | CPU/append before / now µs |"
             )
             print("|---|---|---|---|---|---|")
-            for c in CONCURRENCY:
+            for c in args.concurrency:
                 ratios = [
                     statistics.median(
                         b["rps"] / a["rps"]

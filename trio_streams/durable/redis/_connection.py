@@ -25,7 +25,6 @@ response that loses it ends, and the client resumes from its last offset.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 from contextlib import asynccontextmanager, contextmanager
@@ -42,8 +41,9 @@ from ...log.redis._store import RedisConnection, RedisUnavailable
 from .._errors import DurableStreamError
 from .._reads import Chunked
 from ._data import StreamData
-from ._layout import COMMIT, NOTIFY_MAXLEN, SET_ONCE, Keys, Meta, etag_id
+from ._layout import NOTIFY_MAXLEN, SET_ONCE, Keys, Meta, etag_id
 from ._notify import Notifications, notify_fields
+from ._wire import CommitScript, WireCommitScript, commit_script
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -163,6 +163,7 @@ class StoreConnection:
             try:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(partial(self._notifications.follow, follower, self._keys.notify))
+                    self._script = commit_script(client, connection, nursery)
                     self._attach(nursery)
                     try:
                         yield self
@@ -263,10 +264,10 @@ class StoreConnection:
             )
         return self._client
 
-    def _commit_script(self) -> CommitScript:
+    def _commit_script(self) -> CommitScript | WireCommitScript:
         if self._script is None:
             self._require()
-        script: CommitScript = self._script
+        script: CommitScript | WireCommitScript = self._script
         return script
 
     # -- lookups -----------------------------------------------------------------------------
@@ -349,34 +350,6 @@ class StoreConnection:
                 return True
         await trio.lowlevel.checkpoint()
         return False
-
-
-class CommitScript:
-    """The :data:`~._layout.COMMIT` script, called by ``EVALSHA`` straight on
-    the client's command path (its health, timeouts and retries of a lost
-    connection; on a Cluster, routed by the keys' slot).
-
-    coredis's own ``Script`` wraps each call in two more request layers (a
-    retry policy for ``NOSCRIPT`` and a reply transform); a commit is the
-    one Redis call an append waits for, so here ``NOSCRIPT`` (Redis
-    restarted or flushed its scripts; on a Cluster, a node that has not seen
-    it) is handled once by loading the script and calling again.
-    """
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
-        self.sha = hashlib.sha1(COMMIT.encode()).hexdigest()
-
-    async def __call__(self, *, keys: list[str], args: list[str | bytes]) -> Any:
-        """The script's reply (1: applied, 0: a check failed).
-
-        Cancellation: as for any command (the reply, if any, is discarded).
-        """
-        try:
-            return await self._client.evalsha(self.sha, keys=keys, args=args)
-        except coredis.exceptions.NoScriptError:
-            await self._client.script_load(COMMIT)
-            return await self._client.evalsha(self.sha, keys=keys, args=args)
 
 
 @dataclass(eq=False)
