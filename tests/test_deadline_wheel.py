@@ -23,8 +23,8 @@ def mock_clock() -> trio.testing.MockClock:
 async def _timed(
     wheel: DeadlineWheel, changed: Changed, deadline: float, woken: list[tuple[str, float]], name: str
 ) -> None:
-    await wheel.wait(changed, deadline)
-    woken.append((name, trio.current_time()))
+    timed = await wheel.wait(changed, deadline)
+    woken.append((name if timed else f"{name} (not timed)", trio.current_time()))
 
 
 async def test_deadlines_of_one_second_share_its_wakeup(mock_clock: trio.testing.MockClock) -> None:
@@ -70,7 +70,7 @@ async def test_a_notify_first_wakes_once_and_leaves_the_bucket(mock_clock: trio.
     after: list[float] = []
 
     async def notified_then_sleeps() -> None:
-        await wheel.wait(changed, 5.0)
+        assert not await wheel.wait(changed, 5.0)  # the notify's, not the deadline's
         after.append(trio.current_time())
         # Parked elsewhere past the old deadline: a second wake-up would end this early
         # (or crash trio's scheduler).
@@ -142,7 +142,7 @@ async def test_the_timer_stopping_wakes_every_waiter(mock_clock: trio.testing.Mo
                 timer.cancel_scope.cancel()
             assert current_wheel() is None
             assert not wheel.open
-    assert woken == [("a", 7.0)]
+    assert woken == [("a (not timed)", 7.0)]
     assert changed.waiting == 0
     with pytest.raises(RuntimeError):
         wheel.park(changed, 60.0)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+import outcome
 import trio
 
 if TYPE_CHECKING:
@@ -112,14 +113,18 @@ class DeadlineWheel:
         if bucket is not None and bucket.pop(wait, False) is None and not bucket:
             del self._buckets[wait.bucket]
 
-    async def wait(self, changed: Changed, deadline: float) -> None:
+    async def wait(self, changed: Changed, deadline: float) -> bool:
         """Wait for ``changed``'s next notify, or until ``deadline`` (late by under ``resolution``).
+
+        Returns True if the deadline woke it (the wait task's result is its
+        reason: ``True`` from the timer; ``None`` from a notify, ``False`` from
+        the timer stopping).
 
         Cancellation: only the wait is cancelled.
         """
         wait = self.park(changed, deadline)
         try:
-            await trio.lowlevel.wait_task_rescheduled(wait)
+            return await trio.lowlevel.wait_task_rescheduled(wait) is True
         finally:
             self.woken(wait)
 
@@ -137,21 +142,21 @@ class DeadlineWheel:
             self._open = False
             buckets, self._buckets = self._buckets, {}
             for bucket in buckets.values():
-                self._wake(bucket)
+                self._wake(bucket, timed=False)
 
     @trio.lowlevel.enable_ki_protection
     def wake_due(self, now: float) -> None:
         """Wake the waiters of every bucket due at ``now`` (the timer's step)."""
         for at in sorted(at for at in self._buckets if at <= now):
-            self._wake(self._buckets.pop(at))
+            self._wake(self._buckets.pop(at), timed=True)
 
     @trio.lowlevel.enable_ki_protection
-    def _wake(self, bucket: dict[TimedWait, None]) -> None:
+    def _wake(self, bucket: dict[TimedWait, None], *, timed: bool) -> None:
         reschedule = trio.lowlevel.reschedule
         for wait in bucket:
             # Not in the Changed's set: a notify woke it already.
             if wait.changed.unpark(wait.task):
-                reschedule(wait.task)
+                reschedule(wait.task, outcome.Value(timed))
 
 
 _WHEEL: trio.lowlevel.RunVar[DeadlineWheel | None] = trio.lowlevel.RunVar(
