@@ -52,6 +52,7 @@ from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from ..web._asgi import CONNECTION_OVER
 from . import _app_task
 from ._idle_timer import IdleTimer
+from ._lazy_lock import LazyLock
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -85,6 +86,8 @@ class CorkingTCPServer(TCPServer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Hypercorn's arguments, passed on."""
         super().__init__(*args, **kwargs)
+        # Its socket writes' lock, with a parking lot only under contention (~370 B less per idle connection).
+        self.send_lock = LazyLock()  # type: ignore[assignment]  # (trio.Lock's async with)
         # Hypercorn's idle timer, without a task started and stopped per request.
         self.idle_task = IdleTimer(  # type: ignore[assignment]  # (its SingleTask interface)
             self.config.keep_alive_timeout, self.context.terminated, self._initiate_server_close

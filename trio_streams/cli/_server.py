@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import trio
 from hypercorn.utils import LifespanFailureError
 
+from ..log._deadlines import run_wheel
 from ..web._asgi_routes import FastPaths
 from ._hypercorn import (
     CLOSE_GRACE,
@@ -187,6 +188,8 @@ async def _serve(
             with server_scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(give_up_on_stuck_connections)
+                    # One timer for every idle SSE response's recycle deadline (no cancel scope each).
+                    await nursery.start(run_wheel)
 
                     async def hypercorn_task(*, task_status: trio.TaskStatus[list[str]]) -> None:
                         await serve_hypercorn(

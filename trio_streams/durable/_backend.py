@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from ._reads import Chunked
 
 if TYPE_CHECKING:
+    from ..log._wakeup import Changed
     from ._headers import ExpiresAt
     from ._offsets import Offset
     from ._reads import ReadSource
@@ -130,6 +131,20 @@ class StoredSource:
     async def wait(self, position: int, deadline: float) -> bool:
         await self._store.wait(self._stream, position, deadline)
         return self._store.holds(self._stream) and self._store.live_reads
+
+    def parking(self, position: int) -> Changed | bool:
+        """For a caller that parks itself (serve's SSE writer, on a deadline wheel): what
+        :meth:`wait` would wait on now. The stream's ``Changed`` while nothing is past
+        ``position``; True if there is no need (data, or closed); False if a wait would end
+        the read (deleted, or live reads ended). Check, then park, with no checkpoint between.
+        """
+        store = self._store
+        stream = self._stream
+        if not (store.holds(stream) and store.live_reads):
+            return False
+        if stream.tail.position > position or stream.closed:
+            return True
+        return stream.changed
 
 
 def as_backend(store: DurableStreamStore | DurableBackend) -> DurableBackend:

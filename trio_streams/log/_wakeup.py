@@ -84,6 +84,21 @@ class Changed:
 
         await trio.lowlevel.wait_task_rescheduled(abort)
 
+    def park(self, task: trio.lowlevel.Task) -> None:
+        """Add ``task`` to the waiters; its caller parks it (:mod:`._deadlines`: a timed wait)."""
+        waiters = self._waiters
+        if waiters is None:
+            waiters = self._waiters = {}
+        waiters[task] = None
+
+    def unpark(self, task: trio.lowlevel.Task) -> bool:
+        """Take ``task`` out of the waiters; False if it is not there (a notify woke it)."""
+        waiters = self._waiters
+        if waiters and task in waiters:
+            del waiters[task]
+            return True
+        return False
+
     @property
     def waiting(self) -> int:
         """How many tasks wait now (not yet woken)."""

@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..durable import _headers as parse
+from ..durable._backend import StoredSource
 from ..durable._cursor import next_cursor
 from ..durable._errors import bad_request
 from ..durable._headers import is_text
 from ..durable._offsets import BEGINNING, NOW, Offset
 from ..durable._reads import Chunked
+from ..log._deadlines import current_wheel
 from ._ds_http import etag_matches, protocol_response
 from ._durable_sse import control_event, data_event
 from ._messages import StreamingResponse
@@ -179,7 +181,21 @@ async def _events(
             # (_wait's counting inline: one coroutine frame fewer held by every idle stream.)
             settings.waiting.value += 1
             try:
-                more = await source.wait(position, recycle_at)
+                wheel = current_wheel()
+                if wheel is None or not wheel.open or not isinstance(source, StoredSource):
+                    more = await source.wait(position, recycle_at)
+                else:
+                    # serve, on the memory store: parked here, on the stream's Changed and the
+                    # shared recycle timer (DeadlineWheel.wait inline). No frames of the
+                    # source's and the store's waits, no cancel scope per idle stream.
+                    on = source.parking(position)
+                    more = on is not False
+                    if on is not True and on is not False:
+                        wait = wheel.park(on, recycle_at)
+                        try:
+                            await trio.lowlevel.wait_task_rescheduled(wait)
+                        finally:
+                            wheel.woken(wait)
             finally:
                 settings.waiting.value -= 1
             if not more:

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
+from ..log._deadlines import current_wheel
 from ..log._events import Event, Gap, Heartbeat, Item
 from ..log._replay_log import cut_to_bytes
 from ..log._run_info import ROLLED_BACK
@@ -157,9 +158,22 @@ class Subscription:
             if self._heartbeat is None:
                 await run._wakeup.wait()
                 continue
-            with trio.move_on_at(self._last_activity + self._heartbeat) as idle:
-                await run._wakeup.wait()
-            if idle.cancelled_caught:
+            deadline = self._last_activity + self._heartbeat
+            wheel = current_wheel()
+            if wheel is None or not wheel.open:
+                with trio.move_on_at(deadline) as idle:
+                    await run._wakeup.wait()
+                idle_for_long = idle.cancelled_caught
+            else:
+                # serve: parked on the run's Changed and the shared deadline wheel (DeadlineWheel.wait
+                # inline: no cancel scope, no frame of Changed.wait per idle stream). The heartbeat
+                # comes at the deadline's second, rounded up; True is the timer's wake-up.
+                wait = wheel.park(run._wakeup, deadline)
+                try:
+                    idle_for_long = await trio.lowlevel.wait_task_rescheduled(wait) is True
+                finally:
+                    wheel.woken(wait)
+            if idle_for_long:
                 self._last_activity = trio.current_time()
                 return [Heartbeat(self._last_activity)]
 
