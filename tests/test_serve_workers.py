@@ -279,16 +279,20 @@ def test_bad_workers_flags_are_one_line_errors_of_the_command():
 def test_an_embedded_redis_that_cannot_start_is_one_line_not_a_traceback(tmp_path: Path):
     # (A --data-dir that is a file is refused before anything starts, exit 2:
     # test_serve_cli.py.) Here the redis-server itself cannot create its files.
+    # Redis 7 keeps its append-only files in a directory, Redis 6.2 in one
+    # file: each finds the other kind of thing in its way.
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "appendonlydir").write_text("")
+    (data_dir / "appendonly.aof").mkdir()
     command = [*SERVE, "--workers", "2", "--bind", "127.0.0.1:0", "--data-dir", str(data_dir)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    # Well under the test's timeout: a server that did start fails here, not by a hang.
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("trio-streams serve: error: the embedded redis-server: "), result.stderr
-    assert "append-only dir" in last, last
+    assert "append-only" in last, last
 
 
 async def test_embedded_serve_refuses_workers():
