@@ -162,3 +162,24 @@ async def test_one_wheel_per_run(mock_clock: trio.testing.MockClock) -> None:
 def test_resolution_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         DeadlineWheel(0)
+
+
+async def test_an_infinite_deadline_waits_for_a_notify(mock_clock: trio.testing.MockClock) -> None:
+    # No deadline (an sse_recycle or heartbeat of math.inf, as trio.move_on_at takes): parked
+    # until the notify, and the timer never wakes for it.
+    wheel = DeadlineWheel()
+    changed = Changed()
+    woken: list[tuple[str, float]] = []
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wheel.run)
+            async with trio.open_nursery() as waiters:
+                waiters.start_soon(_timed, wheel, changed, float("inf"), woken, "forever")
+                await trio.testing.wait_all_tasks_blocked()
+                assert wheel.buckets == {float("inf"): 1}
+                await trio.sleep(500)
+                assert woken == []
+                changed.notify()
+            nursery.cancel_scope.cancel()
+    assert woken == [("forever (not timed)", 500.0)]
+    assert wheel.buckets == {}

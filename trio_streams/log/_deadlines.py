@@ -93,7 +93,8 @@ class DeadlineWheel:
         if not self._open:
             raise RuntimeError("the deadline wheel has stopped")
         resolution = self._resolution
-        at = math.ceil(deadline / resolution) * resolution
+        # (An infinite deadline, as trio.move_on_at takes: a bucket never due.)
+        at = deadline if deadline == math.inf else math.ceil(deadline / resolution) * resolution
         task = trio.lowlevel.current_task()
         wait = TimedWait(task, changed, at)
         changed.park(task)

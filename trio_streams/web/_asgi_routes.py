@@ -121,6 +121,11 @@ class FastPaths:
         else:
             limits = self._bounded_limits if offered.get("bounded_sends") else self._limits
             when_over, cancel_on_over = offered.get("when_over"), offered.get("cancel_on_over")
+            if method == "GET" and _has_body(scope):
+                # A read with a body: what of it is past the limit is not consumed before the
+                # response, so the server's bounded queue to the app fills and the connection is
+                # no longer read -- its end would never be seen. A watcher task receives it all.
+                when_over = cancel_on_over = None
             exchange = Exchange(receive, send, when_over=when_over, cancel_on_over=cancel_on_over, **limits)
         # Only reads wait (long-polls, event streams): only they need a disconnect watcher.
         # (Exchange.run drops ``respond`` once answered, and with it what it holds.)
@@ -231,3 +236,11 @@ class FastPaths:
             scope["path"],
             exc_info=(type(exc), exc, exc.__traceback__),
         )
+
+
+def _has_body(scope: HTTPScope) -> bool:
+    """Whether the request declares a body (a ``Content-Length`` other than 0, or chunked)."""
+    for name, value in scope["headers"]:
+        if (name == b"content-length" and value.strip() != b"0") or name == b"transfer-encoding":
+            return True
+    return False
