@@ -248,3 +248,31 @@ async def test_a_reply_past_the_stream_timeout_is_a_503_and_drops_the_connection
             # Its reply may still come: the connection is dropped, so it cannot answer another commit.
             assert old.lost is not None
             await old.ended.wait()
+
+
+@pytest.mark.redis
+async def test_a_commit_that_cannot_be_sent_is_a_503(redis_url: str, prefix: str) -> None:
+    # The socket broke under a link not yet known lost (Redis restarted; its reader
+    # has not run since): sending fails -- a 503 like any lost connection, not a 500.
+    with trio.fail_after(DEADLINE):
+        async with RedisDurableStore().connect(redis_url, prefix=prefix) as store:
+            await store.create("s", CreateRequest(TEXT))
+            script = store._commit_script()
+            assert isinstance(script, WireCommitScript)
+            old = script._link
+            assert old is not None
+            assert isinstance(old.stream, trio.SocketStream)
+            sock = old.stream.socket
+            with socket.fromfd(sock.fileno(), sock.family, sock.type) as same:
+                same.shutdown(socket.SHUT_WR)  # behind trio's back: the next send fails (EPIPE)
+            meta_key = store._keys.meta(StreamId(None, "s"))
+            with (
+                pytest.raises(DurableStreamError, match="redis is unavailable") as raised,
+                store._operation(),
+            ):
+                await script(keys=[meta_key], args=['{"c": [], "o": []}'])
+            assert raised.value.status == 503
+            assert old.lost is not None
+            await store.append("s", AppendRequest(b"a", TEXT))  # on a new connection
+            assert script._link is not old
+            assert await read_all(store, "s") == b"a"

@@ -165,6 +165,8 @@ class WireCommitScript:
             except BaseException as exc:
                 # Partly sent, perhaps: nothing may follow it on this connection.
                 link.lose(_lost(f"sending a commit failed: {exc!r}"))
+                if isinstance(exc, OSError | trio.BrokenResourceError | trio.ClosedResourceError):
+                    raise _lost(f"sending a commit failed: {exc!r}") from exc
                 raise
         finally:
             self._sending.release()
