@@ -276,3 +276,44 @@ async def test_a_commit_that_cannot_be_sent_is_a_503(redis_url: str, prefix: str
             await store.append("s", AppendRequest(b"a", TEXT))  # on a new connection
             assert script._link is not old
             assert await read_all(store, "s") == b"a"
+
+
+@pytest.mark.redis
+async def test_a_commit_cancelled_before_it_is_sent_keeps_the_connection(redis_url: str, prefix: str) -> None:
+    # A commit handed the send lock is cancelled before it runs: nothing of it was sent,
+    # so the commits in flight on the connection keep it and get their own replies.
+    with trio.fail_after(DEADLINE):
+        async with RedisDurableStore().connect(redis_url, prefix=prefix) as store:
+            await store.create("s", CreateRequest(TEXT))
+            script = store._commit_script()
+            assert isinstance(script, WireCommitScript)
+            link = script._link
+            assert link is not None
+            client = store._require()
+            meta_key = store._keys.meta(StreamId(None, "s"))
+            replies: list[object] = []
+
+            async def sent() -> None:
+                replies.append(await script(keys=[meta_key], args=['{"c": [], "o": []}']))
+
+            scope = trio.CancelScope()
+
+            async def queued() -> None:
+                with scope:
+                    await script(keys=[meta_key], args=['{"c": [], "o": []}'])
+
+            async with trio.open_nursery() as nursery:
+                await client.client_pause(10_000, PureToken.WRITE)  # Redis holds the sent commit
+                nursery.start_soon(sent)
+                await trio.testing.wait_all_tasks_blocked()
+                assert len(link.waiting) == 1
+                script._sending.acquire_nowait()  # a send under way
+                nursery.start_soon(queued)
+                await trio.testing.wait_all_tasks_blocked()  # queued for the send lock
+                script._sending.release()  # handed to the queued commit...
+                scope.cancel()  # ...which is cancelled before it runs
+                await trio.testing.wait_all_tasks_blocked()
+                assert link.lost is None
+                await client.client_unpause()
+            assert replies == [1]
+            assert script._link is link

@@ -28,7 +28,8 @@ coredis's commands do. ``NOSCRIPT`` loads the script (through coredis)
 and calls again.
 
 Cancellation: a commit cancelled while it is being sent closes the
-connection (a partial command must not be followed by another); one
+connection (a partial command must not be followed by another), one
+cancelled before any of it is sent leaves it as it is; one
 cancelled while it waits for its reply leaves the reply to be read and
 dropped.
 """
@@ -157,6 +158,9 @@ class WireCommitScript:
         except trio.WouldBlock:
             await self._sending.acquire()
         try:
+            # Handed the lock, perhaps, after its caller was cancelled: nothing is sent yet,
+            # so the connection is whole (send_all's own check would make it lost).
+            await trio.lowlevel.checkpoint_if_cancelled()
             if link.lost is not None:
                 raise _lost("lost before the commit was sent")
             link.waiting.append(waiter)
