@@ -317,3 +317,16 @@ async def test_a_commit_cancelled_before_it_is_sent_keeps_the_connection(redis_u
                 await client.client_unpause()
             assert replies == [1]
             assert script._link is link
+
+
+@pytest.mark.redis
+async def test_a_commit_after_the_store_closed_is_a_503(redis_url: str, prefix: str) -> None:
+    # A request still under way when its store closed (past the close grace) commits:
+    # a 503, not a RuntimeError from the closed nursery the reader would start in.
+    with trio.fail_after(DEADLINE):
+        store = RedisDurableStore()
+        async with store.connect(redis_url, prefix=prefix):
+            await store.create("s", CreateRequest(TEXT))
+        with pytest.raises(DurableStreamError) as raised, store._operation():
+            await store._commit([], [StreamId(None, "s")], [])
+        assert raised.value.status == 503
