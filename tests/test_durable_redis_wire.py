@@ -42,7 +42,10 @@ TEXT = "text/plain"
 
 @pytest.fixture(scope="module")
 def acl_redis() -> Iterator[SyncRedis]:
-    server = SyncRedis("--user", "alice", "on", ">alicepw", "~*", "&*", "+@all")
+    server = SyncRedis(
+        "--user", "alice", "on", ">alicepw", "~*", "&*", "+@all",
+        "--user", "bob", "on", ">pw%41x", "~*", "&*", "+@all",
+    )  # fmt: skip
     try:
         yield server
     finally:
@@ -79,7 +82,9 @@ def test_commands_are_packed_as_resp_arrays() -> None:
 
 def test_only_plain_urls_take_the_commit_connection() -> None:
     assert wire_target("redis://127.0.0.1:7000/3") == Target(host="127.0.0.1", port=7000, db=3)
-    assert wire_target("redis://u:p%40ss@h") == Target(host="h", username="u", password="p@ss")
+    # User and password as coredis takes them: as written in the netloc, decoded in the query.
+    assert wire_target("redis://u:p%40ss@h") == Target(host="h", username="u", password="p%40ss")
+    assert wire_target("redis://h?password=p%40ss") == Target(host="h", password="p@ss")
     assert wire_target("redis://h/?db=2") == Target(host="h", db=2)
     assert wire_target("unix:///tmp/r.sock?db=1&password=x") == Target(path="/tmp/r.sock", password="x", db=1)
     for url in ("rediss://h:6380", "redis://h?ssl_cert_reqs=none", "redis://h/x", "http://h", "redis://h:x"):
@@ -330,3 +335,18 @@ async def test_a_commit_after_the_store_closed_is_a_503(redis_url: str, prefix: 
         with pytest.raises(DurableStreamError) as raised, store._operation():
             await store._commit([], [StreamId(None, "s")], [])
         assert raised.value.status == 503
+
+
+@pytest.mark.redis
+async def test_the_commit_connection_logs_in_with_the_password_coredis_uses(
+    acl_redis: SyncRedis, prefix: str
+) -> None:
+    # coredis takes the URL's user and password as written (no %-decoding): a password
+    # with a '%' in it logs the commit connection in as it does the store's client.
+    with trio.fail_after(DEADLINE):
+        url = f"redis://bob:pw%41x@127.0.0.1:{acl_redis.port}/0"
+        async with RedisDurableStore().connect(url, prefix=prefix) as store:
+            assert isinstance(store._commit_script(), WireCommitScript)
+            await store.create("s", CreateRequest(TEXT))
+            await store.append("s", AppendRequest(b"a", TEXT))
+            assert await read_all(store, "s") == b"a"

@@ -40,7 +40,7 @@ import hashlib
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import coredis
 import trio
@@ -87,13 +87,13 @@ def wire_target(url: str) -> Target | None:
     db_text = query.get("db") or parts.path.strip("/") if parts.scheme == "redis" else query.get("db")
     if not (db_text or "0").isdigit():
         return None
-    user = None if username is None else unquote(username)
-    secret = None if password is None else unquote(password)
     db = int(db_text or "0")
+    # As coredis reads them (its from_url without decode_components): the user, password
+    # and socket path as written, %-escapes and all (the query's values are decoded).
     if parts.scheme == "redis" and parts.hostname:
-        return Target(host=parts.hostname, port=port or 6379, username=user, password=secret, db=db)
+        return Target(host=parts.hostname, port=port or 6379, username=username, password=password, db=db)
     if parts.scheme == "unix" and parts.path:
-        return Target(path=unquote(parts.path), username=user, password=secret, db=db)
+        return Target(path=parts.path, username=username, password=password, db=db)
     return None
 
 
