@@ -350,3 +350,31 @@ async def test_the_commit_connection_logs_in_with_the_password_coredis_uses(
             await store.create("s", CreateRequest(TEXT))
             await store.append("s", AppendRequest(b"a", TEXT))
             assert await read_all(store, "s") == b"a"
+
+
+@pytest.fixture(scope="module")
+def nopass_user_redis() -> Iterator[SyncRedis]:
+    # The default user may only PING (the fixture's readiness check); carol needs no password.
+    server = SyncRedis(
+        "--user", "default", "on", "nopass", "resetkeys", "-@all", "+ping",
+        "--user", "carol", "on", "nopass", "~*", "&*", "+@all",
+    )  # fmt: skip
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.mark.redis
+async def test_the_commit_connection_logs_in_as_a_user_named_without_a_password(
+    nopass_user_redis: SyncRedis, prefix: str
+) -> None:
+    # redis://carol@host: coredis logs in as carol (HELLO ... AUTH carol ""); so does the
+    # commit connection -- not as the default user, whose rights are not carol's.
+    with trio.fail_after(DEADLINE):
+        url = f"redis://carol@127.0.0.1:{nopass_user_redis.port}/0"
+        async with RedisDurableStore().connect(url, prefix=prefix) as store:
+            assert isinstance(store._commit_script(), WireCommitScript)
+            await store.create("s", CreateRequest(TEXT))
+            await store.append("s", AppendRequest(b"a", TEXT))
+            assert await read_all(store, "s") == b"a"

@@ -386,9 +386,11 @@ async def _login(stream: trio.abc.Stream, target: Target) -> None:
         coredis.exceptions.ConnectionError: it refused the database, or closed.
     """
     commands: list[list[str | bytes]] = []
-    if target.password is not None:
-        user = [] if target.username is None else [target.username]
-        commands.append([b"AUTH", *user, target.password])
+    if target.username or target.password:
+        # As coredis logs in (HELLO's AUTH): a user named without a password is that
+        # user with an empty one (a nopass user), not the default user.
+        user = [] if not target.username else [target.username]
+        commands.append([b"AUTH", *user, target.password or ""])
     if target.db:
         commands.append([b"SELECT", str(target.db)])
     if not commands:
