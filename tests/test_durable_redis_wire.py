@@ -42,7 +42,10 @@ TEXT = "text/plain"
 
 @pytest.fixture(scope="module")
 def acl_redis() -> Iterator[SyncRedis]:
-    server = SyncRedis("--user", "alice", "on", ">alicepw", "~*", "&*", "+@all")
+    server = SyncRedis(
+        "--user", "alice", "on", ">alicepw", "~*", "&*", "+@all",
+        "--user", "bob", "on", ">pw%41x", "~*", "&*", "+@all",
+    )  # fmt: skip
     try:
         yield server
     finally:
@@ -79,7 +82,9 @@ def test_commands_are_packed_as_resp_arrays() -> None:
 
 def test_only_plain_urls_take_the_commit_connection() -> None:
     assert wire_target("redis://127.0.0.1:7000/3") == Target(host="127.0.0.1", port=7000, db=3)
-    assert wire_target("redis://u:p%40ss@h") == Target(host="h", username="u", password="p@ss")
+    # User and password as coredis takes them: as written in the netloc, decoded in the query.
+    assert wire_target("redis://u:p%40ss@h") == Target(host="h", username="u", password="p%40ss")
+    assert wire_target("redis://h?password=p%40ss") == Target(host="h", password="p@ss")
     assert wire_target("redis://h/?db=2") == Target(host="h", db=2)
     assert wire_target("unix:///tmp/r.sock?db=1&password=x") == Target(path="/tmp/r.sock", password="x", db=1)
     for url in ("rediss://h:6380", "redis://h?ssl_cert_reqs=none", "redis://h/x", "http://h", "redis://h:x"):
@@ -248,3 +253,128 @@ async def test_a_reply_past_the_stream_timeout_is_a_503_and_drops_the_connection
             # Its reply may still come: the connection is dropped, so it cannot answer another commit.
             assert old.lost is not None
             await old.ended.wait()
+
+
+@pytest.mark.redis
+async def test_a_commit_that_cannot_be_sent_is_a_503(redis_url: str, prefix: str) -> None:
+    # The socket broke under a link not yet known lost (Redis restarted; its reader
+    # has not run since): sending fails -- a 503 like any lost connection, not a 500.
+    with trio.fail_after(DEADLINE):
+        async with RedisDurableStore().connect(redis_url, prefix=prefix) as store:
+            await store.create("s", CreateRequest(TEXT))
+            script = store._commit_script()
+            assert isinstance(script, WireCommitScript)
+            old = script._link
+            assert old is not None
+            assert isinstance(old.stream, trio.SocketStream)
+            sock = old.stream.socket
+            with socket.fromfd(sock.fileno(), sock.family, sock.type) as same:
+                same.shutdown(socket.SHUT_WR)  # behind trio's back: the next send fails (EPIPE)
+            meta_key = store._keys.meta(StreamId(None, "s"))
+            with (
+                pytest.raises(DurableStreamError, match="redis is unavailable") as raised,
+                store._operation(),
+            ):
+                await script(keys=[meta_key], args=['{"c": [], "o": []}'])
+            assert raised.value.status == 503
+            assert old.lost is not None
+            await store.append("s", AppendRequest(b"a", TEXT))  # on a new connection
+            assert script._link is not old
+            assert await read_all(store, "s") == b"a"
+
+
+@pytest.mark.redis
+async def test_a_commit_cancelled_before_it_is_sent_keeps_the_connection(redis_url: str, prefix: str) -> None:
+    # A commit handed the send lock is cancelled before it runs: nothing of it was sent,
+    # so the commits in flight on the connection keep it and get their own replies.
+    with trio.fail_after(DEADLINE):
+        async with RedisDurableStore().connect(redis_url, prefix=prefix) as store:
+            await store.create("s", CreateRequest(TEXT))
+            script = store._commit_script()
+            assert isinstance(script, WireCommitScript)
+            link = script._link
+            assert link is not None
+            client = store._require()
+            meta_key = store._keys.meta(StreamId(None, "s"))
+            replies: list[object] = []
+
+            async def sent() -> None:
+                replies.append(await script(keys=[meta_key], args=['{"c": [], "o": []}']))
+
+            scope = trio.CancelScope()
+
+            async def queued() -> None:
+                with scope:
+                    await script(keys=[meta_key], args=['{"c": [], "o": []}'])
+
+            async with trio.open_nursery() as nursery:
+                await client.client_pause(10_000, PureToken.WRITE)  # Redis holds the sent commit
+                nursery.start_soon(sent)
+                await trio.testing.wait_all_tasks_blocked()
+                assert len(link.waiting) == 1
+                script._sending.acquire_nowait()  # a send under way
+                nursery.start_soon(queued)
+                await trio.testing.wait_all_tasks_blocked()  # queued for the send lock
+                script._sending.release()  # handed to the queued commit...
+                scope.cancel()  # ...which is cancelled before it runs
+                await trio.testing.wait_all_tasks_blocked()
+                assert link.lost is None
+                await client.client_unpause()
+            assert replies == [1]
+            assert script._link is link
+
+
+@pytest.mark.redis
+async def test_a_commit_after_the_store_closed_is_a_503(redis_url: str, prefix: str) -> None:
+    # A request still under way when its store closed (past the close grace) commits:
+    # a 503, not a RuntimeError from the closed nursery the reader would start in.
+    with trio.fail_after(DEADLINE):
+        store = RedisDurableStore()
+        async with store.connect(redis_url, prefix=prefix):
+            await store.create("s", CreateRequest(TEXT))
+        with pytest.raises(DurableStreamError) as raised, store._operation():
+            await store._commit([], [StreamId(None, "s")], [])
+        assert raised.value.status == 503
+
+
+@pytest.mark.redis
+async def test_the_commit_connection_logs_in_with_the_password_coredis_uses(
+    acl_redis: SyncRedis, prefix: str
+) -> None:
+    # coredis takes the URL's user and password as written (no %-decoding): a password
+    # with a '%' in it logs the commit connection in as it does the store's client.
+    with trio.fail_after(DEADLINE):
+        url = f"redis://bob:pw%41x@127.0.0.1:{acl_redis.port}/0"
+        async with RedisDurableStore().connect(url, prefix=prefix) as store:
+            assert isinstance(store._commit_script(), WireCommitScript)
+            await store.create("s", CreateRequest(TEXT))
+            await store.append("s", AppendRequest(b"a", TEXT))
+            assert await read_all(store, "s") == b"a"
+
+
+@pytest.fixture(scope="module")
+def nopass_user_redis() -> Iterator[SyncRedis]:
+    # The default user may only PING (the fixture's readiness check); carol needs no password.
+    server = SyncRedis(
+        "--user", "default", "on", "nopass", "resetkeys", "-@all", "+ping",
+        "--user", "carol", "on", "nopass", "~*", "&*", "+@all",
+    )  # fmt: skip
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.mark.redis
+async def test_the_commit_connection_logs_in_as_a_user_named_without_a_password(
+    nopass_user_redis: SyncRedis, prefix: str
+) -> None:
+    # redis://carol@host: coredis logs in as carol (HELLO ... AUTH carol ""); so does the
+    # commit connection -- not as the default user, whose rights are not carol's.
+    with trio.fail_after(DEADLINE):
+        url = f"redis://carol@127.0.0.1:{nopass_user_redis.port}/0"
+        async with RedisDurableStore().connect(url, prefix=prefix) as store:
+            assert isinstance(store._commit_script(), WireCommitScript)
+            await store.create("s", CreateRequest(TEXT))
+            await store.append("s", AppendRequest(b"a", TEXT))
+            assert await read_all(store, "s") == b"a"

@@ -24,7 +24,7 @@ from trio_streams.durable._sub_backend import SubscribedBackend, with_subscripti
 from trio_streams.durable._sub_config import parse_config
 from trio_streams.durable._sub_state import Retry, Subscription
 from trio_streams.durable._webhook_signing import WebhookSigner
-from trio_streams.durable.redis._sub_layout import decode, encode_state
+from trio_streams.durable.redis._sub_layout import SubKeys, decode, encode_state
 from trio_streams.durable.redis._sub_state import RedisSubscriptionState
 
 from .redis_support import eventually
@@ -559,3 +559,21 @@ async def test_a_retry_whose_instance_stopped_before_it_was_due_is_made_by_anoth
                 await eventually(retried)
             assert [(name, generation) for name, _, generation in got] == [("a", 1), ("b", 2)]
             assert got[1][1] >= stored.next_attempt_at - 1e-6, "B attempted before next_attempt_at"
+
+
+async def test_a_malformed_stored_retry_schedule_reads_as_none_and_the_registry_serves_on(
+    where: tuple[str, bool], prefix: str
+) -> None:
+    """A ``retry`` field that does not decode (hand-edited, damaged) is no schedule (the
+    next attempt is due now), logged: a reload or a sweep of the subscription, which
+    decode it, do not end the registry (their loops let only a DurableStreamError by)."""
+    with trio.fail_after(DEADLINE):
+        async with instance(where, prefix, signer=WebhookSigner(), resolve=public_dns) as a:
+            await a.registry.put(None, "h1", parse_config(WEBHOOK), "https://me/cb")
+            state = a.registry.state
+            assert isinstance(state, RedisSubscriptionState)
+            state_key = SubKeys(prefix).state((None, "h1"))
+            for bad in ("[1,", "[1, 2]", "7", '[1, 2, "soon", ""]'):
+                await state._client().hset(state_key, {"retry": bad})
+                await a.registry.shared.reload()
+                assert (await a.registry.get(None, "h1")).retry == Retry(), bad

@@ -174,6 +174,7 @@ class StoreConnection:
             finally:
                 self._attach(None)
                 self._client, self._reader, self._connection = None, None, None
+                self._script = None  # its reader's nursery is closed: a commit now is a 503
                 self._notifications.wake_all()
 
     def _etag_id(self, incarnation: int) -> str:

@@ -33,6 +33,7 @@ set after a lease changed (a sweeper's full pass finds a lease it lacks).
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from .._sub_index import SubscriptionKey as Key
+
+logger = logging.getLogger("trio_streams.durable.subscriptions")
 
 #: How many change announcements the stream keeps (about): followers need only the newest.
 CHANGES_MAXLEN: Final = 10_000
@@ -185,10 +188,19 @@ def _decode_retry(value: str) -> Retry:
     """A stored retry schedule; ``""`` (or a state saved before there was one): none."""
     if not value:
         return Retry()
-    failures, attempts, next_attempt_at, error = json.loads(value)
-    return Retry(
-        int(failures), int(attempts), None if next_attempt_at is None else float(next_attempt_at), error
-    )
+    try:
+        failures, attempts, next_attempt_at, error = json.loads(value)
+        return Retry(
+            int(failures),
+            int(attempts),
+            None if next_attempt_at is None else float(next_attempt_at),
+            str(error),
+        )
+    except (ValueError, TypeError):
+        # A schedule only times the next attempt: without it, one is due now. An error
+        # here would end the reload or sweep that decodes it (and the registry with it).
+        logger.warning("subscriptions: a stored retry schedule does not decode (%.80r): none", value)
+        return Retry()
 
 
 def _encode_wake(wake: Wake) -> str:

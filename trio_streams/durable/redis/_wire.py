@@ -28,7 +28,8 @@ coredis's commands do. ``NOSCRIPT`` loads the script (through coredis)
 and calls again.
 
 Cancellation: a commit cancelled while it is being sent closes the
-connection (a partial command must not be followed by another); one
+connection (a partial command must not be followed by another), one
+cancelled before any of it is sent leaves it as it is; one
 cancelled while it waits for its reply leaves the reply to be read and
 dropped.
 """
@@ -39,7 +40,7 @@ import hashlib
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import coredis
 import trio
@@ -86,13 +87,13 @@ def wire_target(url: str) -> Target | None:
     db_text = query.get("db") or parts.path.strip("/") if parts.scheme == "redis" else query.get("db")
     if not (db_text or "0").isdigit():
         return None
-    user = None if username is None else unquote(username)
-    secret = None if password is None else unquote(password)
     db = int(db_text or "0")
+    # As coredis reads them (its from_url without decode_components): the user, password
+    # and socket path as written, %-escapes and all (the query's values are decoded).
     if parts.scheme == "redis" and parts.hostname:
-        return Target(host=parts.hostname, port=port or 6379, username=user, password=secret, db=db)
+        return Target(host=parts.hostname, port=port or 6379, username=username, password=password, db=db)
     if parts.scheme == "unix" and parts.path:
-        return Target(path=unquote(parts.path), username=user, password=secret, db=db)
+        return Target(path=parts.path, username=username, password=password, db=db)
     return None
 
 
@@ -157,6 +158,9 @@ class WireCommitScript:
         except trio.WouldBlock:
             await self._sending.acquire()
         try:
+            # Handed the lock, perhaps, after its caller was cancelled: nothing is sent yet,
+            # so the connection is whole (send_all's own check would make it lost).
+            await trio.lowlevel.checkpoint_if_cancelled()
             if link.lost is not None:
                 raise _lost("lost before the commit was sent")
             link.waiting.append(waiter)
@@ -165,6 +169,8 @@ class WireCommitScript:
             except BaseException as exc:
                 # Partly sent, perhaps: nothing may follow it on this connection.
                 link.lose(_lost(f"sending a commit failed: {exc!r}"))
+                if isinstance(exc, OSError | trio.BrokenResourceError | trio.ClosedResourceError):
+                    raise _lost(f"sending a commit failed: {exc!r}") from exc
                 raise
         finally:
             self._sending.release()
@@ -380,9 +386,11 @@ async def _login(stream: trio.abc.Stream, target: Target) -> None:
         coredis.exceptions.ConnectionError: it refused the database, or closed.
     """
     commands: list[list[str | bytes]] = []
-    if target.password is not None:
-        user = [] if target.username is None else [target.username]
-        commands.append([b"AUTH", *user, target.password])
+    if target.username or target.password:
+        # As coredis logs in (HELLO's AUTH): a user named without a password is that
+        # user with an empty one (a nopass user), not the default user.
+        user = [] if not target.username else [target.username]
+        commands.append([b"AUTH", *user, target.password or ""])
     if target.db:
         commands.append([b"SELECT", str(target.db)])
     if not commands:
