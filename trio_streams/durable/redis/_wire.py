@@ -18,10 +18,11 @@ on it.
 :func:`commit_script` picks one of the two for a store's connection.
 
 The connection is opened on first use (``AUTH`` and ``SELECT`` as the URL
-says) and again after it is lost. A commit that cannot be sent on a
-connection already known to be lost is sent on a new one; a commit whose
-connection is lost after it was sent is not retried (it may have been
-applied): it fails, as a 503. Every call runs through the connection's
+says) and again after it is lost. A commit that starts on a connection
+already known to be lost goes on a new one; one that was waiting to send
+when its connection was lost fails as a 503 (nothing of it was sent: a
+retry is safe); a commit whose connection is lost after it was sent is not
+retried (it may have been applied): it fails, as a 503. Every call runs through the connection's
 :class:`~trio_streams.log.redis._health.RedisHealth` (fail fast while
 unhealthy; a reply later than the stream timeout turns it unhealthy), as
 coredis's commands do. ``NOSCRIPT`` loads the script (through coredis)
@@ -38,7 +39,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -66,7 +67,7 @@ class Target:
     port: int = 6379
     path: str = ""
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log line
     db: int = 0
 
 
