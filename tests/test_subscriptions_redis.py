@@ -577,3 +577,24 @@ async def test_a_malformed_stored_retry_schedule_reads_as_none_and_the_registry_
                 await state._client().hset(state_key, {"retry": bad})
                 await a.registry.shared.reload()
                 assert (await a.registry.get(None, "h1")).retry == Retry(), bad
+
+
+async def test_a_subscription_whose_stored_state_does_not_decode_is_skipped_not_fatal(
+    where: tuple[str, bool], prefix: str
+) -> None:
+    """A damaged record (its ``config`` field, say) is a 503 for requests about it;
+    the reload, the sweep and the matching of appends skip it and serve the others."""
+    with trio.fail_after(DEADLINE):
+        async with instance(where, prefix, signer=WebhookSigner(), resolve=public_dns) as a:
+            await a.registry.put(None, "h1", parse_config(WEBHOOK), "https://me/cb")
+            await a.registry.put(None, "h2", parse_config(WEBHOOK), "https://me/cb")
+            state = a.registry.state
+            assert isinstance(state, RedisSubscriptionState)
+            await state._client().hset(SubKeys(prefix).state((None, "h1")), {"config": "[not json"})
+            await a.registry.shared.reload()  # skips h1: raised here before
+            with pytest.raises(DurableStreamError) as refused:
+                await a.registry.get(None, "h1")
+            assert (refused.value.status, refused.value.code) == (503, "subscription_unreadable")
+            assert (await a.registry.get(None, "h2")).id == "h2"
+            await a.registry.shared._expire((None, "h1"))  # a sweep passes it by
+            await a.registry.shared._update((None, "h1"), {})  # and so does matching

@@ -29,6 +29,11 @@ class DurableStreamError(StreamError):
         self.headers = dict(headers or {})
 
 
+#: The code of the 503 for a subscription whose stored state does not decode (damaged
+#: or hand-edited): requests for it are refused; the registry's loops skip it.
+SUBSCRIPTION_UNREADABLE = "subscription_unreadable"
+
+
 def bad_request(code: str, message: str) -> DurableStreamError:
     return DurableStreamError(400, code, message)
 

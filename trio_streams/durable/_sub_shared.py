@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from ._errors import DurableStreamError
+from ._errors import SUBSCRIPTION_UNREADABLE, DurableStreamError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -231,6 +231,10 @@ class SharedTasks:
             if exc.status == 404:
                 self._busy.pop(key, None)
                 return  # deleted meanwhile: its notes go with it
+            if exc.code == SUBSCRIPTION_UNREADABLE:
+                # Its notes would be retried for ever, each pass delaying every other's.
+                logger.warning("subscriptions: matches for %r dropped: %s", key[1], exc.message)
+                return
             for name, seen in notes.items():  # kept for the next try
                 self.see(key, name, seen)
             raise
@@ -282,7 +286,13 @@ class SharedTasks:
             registry._unindex(key)
             registry._forget(key)
         for key in stored:
-            await self.refresh(key)
+            try:
+                await self.refresh(key)
+            except DurableStreamError as exc:
+                if exc.code != SUBSCRIPTION_UNREADABLE:
+                    raise
+                # One damaged record must not keep every other subscription out of the index.
+                logger.warning("subscriptions: %r skipped: %s", key[1], exc.message)
 
     async def refresh(self, key: Key) -> None:
         """Index ``key`` as stored now (or unindex it, gone)."""
@@ -344,5 +354,8 @@ class SharedTasks:
         try:
             await self.registry.expire(key, None)
         except DurableStreamError as exc:
-            if exc.status != 404:
+            if exc.code == SUBSCRIPTION_UNREADABLE:
+                # Skipped, not raised: a pass would otherwise stop at this key every time.
+                logger.warning("subscriptions: %r not swept: %s", key[1], exc.message)
+            elif exc.status != 404:
                 raise

@@ -37,6 +37,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from .._errors import SUBSCRIPTION_UNREADABLE, DurableStreamError
 from .._offsets import Offset
 from .._sub_config import SubscriptionConfig
 from .._sub_state import Link, Retry, Subscription, Wake
@@ -228,7 +229,21 @@ def encode_links(subscription: Subscription) -> dict[str, str]:
 
 
 def decode(key: Key, state: Mapping[bytes, bytes], links: Mapping[bytes, bytes]) -> Subscription:
-    """The subscription ``key`` from its state and links hashes (as Redis returned them)."""
+    """The subscription ``key`` from its state and links hashes (as Redis returned them).
+
+    Raises:
+        DurableStreamError: 503 ``subscription_unreadable`` when they do not decode
+            (damaged or hand-edited): requests for it are refused; the registry's loops skip it.
+    """
+    try:
+        return _decode(key, state, links)
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        # UnicodeDecodeError and json's errors are ValueErrors.
+        problem = f"the stored state of subscription {key[1]!r} does not decode ({type(exc).__name__})"
+        raise DurableStreamError(503, SUBSCRIPTION_UNREADABLE, problem) from None
+
+
+def _decode(key: Key, state: Mapping[bytes, bytes], links: Mapping[bytes, bytes]) -> Subscription:
     fields = {name.decode(): value.decode() for name, value in state.items()}
     kind, pattern, streams, url, wake_stream, lease_ttl_ms, description = json.loads(fields["config"])
     config = SubscriptionConfig(kind, pattern, tuple(streams), url, wake_stream, lease_ttl_ms, description)
