@@ -29,7 +29,6 @@ from coredis.patterns.pipeline import ClusterPipeline, Pipeline
 from coredis.retry import CompositeRetryPolicy, ConstantRetryPolicy, RetryPolicy
 
 from ._health import RedisHealth, RedisUnavailable, quiet_coredis_tracebacks, timed_out
-from ._scripts import quiet_script_reloads
 
 if TYPE_CHECKING:
     from coredis.commands import CommandRequest
@@ -146,7 +145,6 @@ def client_from_url(
     decoded to ``str`` if ``decode``, else ``bytes``. Enter it (``async with
     client:``) before use."""
     quiet_coredis_tracebacks()
-    quiet_script_reloads()
     options: dict[str, Any] = {
         "decode_responses": decode,
         "connect_timeout": connect_timeout,

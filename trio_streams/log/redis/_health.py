@@ -252,12 +252,18 @@ class RedisHealth:
 
 
 class QuietTracebacks(logging.Filter):
-    """On coredis's logger: its records with a traceback (a failed or lost
-    connection) are demoted to DEBUG and kept only when DEBUG is on; the
-    connection's health logs one line of its own instead."""
+    """On coredis's logger: its routine records are demoted to DEBUG and kept
+    only when DEBUG is on, every other record passes as it is. Routine: a
+    record with a traceback (a failed or lost connection: the connection's
+    health logs one line of its own instead), and the retry of an EVALSHA that
+    met ``NOSCRIPT`` (a script's first use on a server, or after a restart or
+    ``SCRIPT FLUSH``: coredis loads the script and sends it again; at INFO it
+    read "Retry attempt 1 due to error: No matching script")."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info is None or record.levelno <= logging.DEBUG:
+        if record.levelno <= logging.DEBUG:
+            return True
+        if record.exc_info is None and "error: No matching script" not in record.getMessage():
             return True
         record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)

@@ -7,30 +7,7 @@ tag), or one single key.
 
 from __future__ import annotations
 
-import logging
 from typing import Final
-
-
-class QuietScriptReloads(logging.Filter):
-    """On coredis's logger: its retry of an EVALSHA that met ``NOSCRIPT`` (a
-    script's first use on a server, or after a restart or ``SCRIPT FLUSH``:
-    coredis loads the script and sends it again) is routine, so DEBUG, not
-    INFO ("Retry attempt 1 due to error: No matching script"). Kept only when
-    DEBUG is on; every other record passes as it is."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno <= logging.DEBUG or "error: No matching script" not in record.getMessage():
-            return True
-        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
-
-
-def quiet_script_reloads() -> None:
-    """Install :class:`QuietScriptReloads` on the ``coredis`` logger (once)."""
-    coredis_logger = logging.getLogger("coredis")
-    if not any(isinstance(f, QuietScriptReloads) for f in coredis_logger.filters):
-        coredis_logger.addFilter(QuietScriptReloads())
-
 
 #: Mark a run ``dead`` if, and only if, it is live and its owner's lease is
 #: gone -- atomically, so of many instances noticing at once exactly one
