@@ -73,8 +73,12 @@ def start_redis(scratch: str) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("redis-server did not start")
 
 
-def start_server(repo: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
-    env = {**os.environ, "PYTHONPATH": str(repo)}
+def start_server(
+    repo: Path, *extra: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """``serve`` from ``repo`` on a free port (its output drained); ``env`` adds to (or
+    overrides) the environment, ``PYTHONPATH`` included."""
+    env = {**os.environ, "PYTHONPATH": str(repo), **(env or {})}
     proc = subprocess.Popen(
         [sys.executable, "-m", "trio_streams", "serve", "--bind", "127.0.0.1:0", *SERVE_FLAGS, *extra],
         stdout=subprocess.PIPE,

@@ -37,16 +37,15 @@ import argparse
 import itertools
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from .bench_durable_stores import ROOT, SERVE_FLAGS
+from .bench_durable_stores import ROOT
+from .bench_durable_stores import start_server as start_durable_server
 
 GC_PROBE = Path(__file__).resolve().parent / "gc_probe"
 GC_DIR_ENV = "TRIO_STREAMS_BENCH_GC_DIR"
@@ -61,26 +60,11 @@ MEMORY: dict[str, tuple[str, ...]] = {"1 process, memory": ("--store", "memory")
 
 def start_server(repo: Path, *extra: str, gc_dir: Path | None = None) -> tuple[subprocess.Popen[str], str]:
     """``serve`` from ``repo`` on a free port (its output drained); with ``gc_dir``, GC-probed."""
-    env = {**os.environ, "PYTHONPATH": str(repo)}
-    if gc_dir is not None:
-        gc_dir.mkdir(parents=True)
-        env.update({"PYTHONPATH": f"{GC_PROBE}{os.pathsep}{repo}", GC_DIR_ENV: str(gc_dir)})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "trio_streams", "serve", "--bind", "127.0.0.1:0", *SERVE_FLAGS, *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        cwd=repo,
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        found = re.match(r"^trio-streams serving on (http://\S+)$", line.strip())
-        if found:
-            # Keep draining its output so the server never blocks on a full pipe.
-            threading.Thread(target=proc.stdout.read, daemon=True).start()
-            return proc, found.group(1)
-    raise RuntimeError(f"the server did not start (exit {proc.wait()})")
+    if gc_dir is None:
+        return start_durable_server(repo, *extra)
+    gc_dir.mkdir(parents=True)
+    env = {"PYTHONPATH": f"{GC_PROBE}{os.pathsep}{repo}", GC_DIR_ENV: str(gc_dir)}
+    return start_durable_server(repo, *extra, env=env)
 
 
 def gc_pauses(gc_dir: Path, windows: list[tuple[float, float]]) -> dict[int, list[float]]:
