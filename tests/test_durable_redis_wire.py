@@ -52,6 +52,15 @@ def acl_redis() -> Iterator[SyncRedis]:
         server.close()
 
 
+async def append_through_the_commit_connection(url: str, prefix: str) -> None:
+    """Connect to ``url`` (on the commit connection), create a stream, append to it and read it back."""
+    async with RedisDurableStore().connect(url, prefix=prefix) as store:
+        assert isinstance(store._commit_script(), WireCommitScript)
+        await store.create("s", CreateRequest(TEXT))
+        await store.append("s", AppendRequest(b"a", TEXT))
+        assert await read_all(store, "s") == b"a"
+
+
 async def read_all(store: RedisDurableStore, name: str) -> bytes:
     source = await store.open_read(name)
     found = await source.read(0)
@@ -345,11 +354,7 @@ async def test_the_commit_connection_logs_in_with_the_password_coredis_uses(
     # with a '%' in it logs the commit connection in as it does the store's client.
     with trio.fail_after(DEADLINE):
         url = f"redis://bob:pw%41x@127.0.0.1:{acl_redis.port}/0"
-        async with RedisDurableStore().connect(url, prefix=prefix) as store:
-            assert isinstance(store._commit_script(), WireCommitScript)
-            await store.create("s", CreateRequest(TEXT))
-            await store.append("s", AppendRequest(b"a", TEXT))
-            assert await read_all(store, "s") == b"a"
+        await append_through_the_commit_connection(url, prefix)
 
 
 @pytest.fixture(scope="module")
@@ -373,8 +378,4 @@ async def test_the_commit_connection_logs_in_as_a_user_named_without_a_password(
     # commit connection -- not as the default user, whose rights are not carol's.
     with trio.fail_after(DEADLINE):
         url = f"redis://carol@127.0.0.1:{nopass_user_redis.port}/0"
-        async with RedisDurableStore().connect(url, prefix=prefix) as store:
-            assert isinstance(store._commit_script(), WireCommitScript)
-            await store.create("s", CreateRequest(TEXT))
-            await store.append("s", AppendRequest(b"a", TEXT))
-            assert await read_all(store, "s") == b"a"
+        await append_through_the_commit_connection(url, prefix)
