@@ -49,6 +49,7 @@ import trio
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 
+from .._parking import readable
 from ..web._asgi import CONNECTION_OVER
 from . import _app_task
 from ._idle_timer import IdleTimer
@@ -140,8 +141,13 @@ class CorkingTCPServer(TCPServer):
                 except OSError:
                     break  # reset, or otherwise broken
                 if data is None:
+                    # (trio's wait_readable, without its five frames held while it waits.)
+                    wait = readable(fd)
                     try:
-                        await trio.lowlevel.wait_readable(fd)
+                        if wait is None:
+                            await trio.lowlevel.wait_readable(fd)
+                        else:
+                            await wait
                     except trio.ClosedResourceError:
                         break
                     continue

@@ -193,7 +193,7 @@ async def _events(
                     if on is not True and on is not False:
                         wait = wheel.park(on, recycle_at)
                         try:
-                            await trio.lowlevel.wait_task_rescheduled(wait)
+                            await wait  # (trio's wait_task_rescheduled, without its frames)
                         finally:
                             wheel.woken(wait)
             finally:
