@@ -202,6 +202,14 @@ def _short(name: str) -> str:
     return name
 
 
+def _code_of(obj: object) -> Any:
+    """A frame's, a coroutine's or an async generator's code (a function: no closure over ``obj``)."""
+    for name in ("f_code", "cr_code", "ag_code"):
+        if hasattr(obj, name):
+            return getattr(obj, name)
+    return None
+
+
 def _why(names: list[str], ignore: tuple[object, ...], depth: int = 6) -> list[str]:
     """What keeps the newest gc-tracked object of each type in ``names`` alive: a chain of
     referrers (type names, one per level, the first referrer of each), for ``BENCH_IDLE_SSE_BY=why T``."""
@@ -220,7 +228,8 @@ def _why(names: list[str], ignore: tuple[object, ...], depth: int = 6) -> list[s
             chains.append(f"{name}: none")
             continue
         obj: object = found[-1]
-        chain = [f"{name} ({len(found)} alive)"]
+        size = f", {len(obj)} entries: {list(obj)[:4]}" if isinstance(obj, dict) else ""
+        chain = [f"{name} ({len(found)} alive{size})"]
         here = inspect.currentframe()
         skip = {id(found), id(here), id(ignore), *map(id, ignore)}
         for _ in range(depth):
@@ -231,7 +240,7 @@ def _why(names: list[str], ignore: tuple[object, ...], depth: int = 6) -> list[s
             skip.add(id(referrers))
             label = type(obj).__qualname__
             if inspect.isframe(obj) or inspect.iscoroutine(obj) or inspect.isasyncgen(obj):
-                code = next(getattr(obj, a) for a in ("f_code", "cr_code", "ag_code") if hasattr(obj, a))
+                code = _code_of(obj)
                 label += f" {code.co_name}"
             elif isinstance(obj, dict):
                 label += f" keys={list(obj)[:6]}"
