@@ -124,10 +124,9 @@ class CorkingTCPServer(TCPServer):
         """
         # (Typed by Hypercorn as a TLS stream, whichever it is.)
         stream: object = self.stream
-        handle = self.protocol.handle
         try:
             if self.config.read_timeout or not _PLAIN_READS or type(stream) is not trio.SocketStream:
-                await _read_stream(self.stream, handle, self.config.read_timeout)
+                await _read_stream(self.stream, self.protocol.handle, self.config.read_timeout)
                 return
             sock = stream.socket
             while True:
@@ -152,10 +151,11 @@ class CorkingTCPServer(TCPServer):
                         break
                     continue
                 await trio.lowlevel.checkpoint()
-                await handle(RawData(data))
+                # (Not a bound method held in a local while it waits: looked up per read.)
+                await self.protocol.handle(RawData(data))
                 if data == b"":
                     break
-            await handle(Closed())
+            await self.protocol.handle(Closed())
         finally:
             idle_timer: IdleTimer = self.idle_task  # type: ignore[assignment]
             idle_timer.end()

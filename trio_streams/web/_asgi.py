@@ -341,6 +341,7 @@ class Exchange:
                     del start
                     async for frame in frames:
                         await send({"type": "http.response.body", "body": frame, "more_body": True})
+                        del frame  # (sent: not held while the next one is awaited)
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
                 finally:
                     # Closed even if never started (then it holds nothing): its own
