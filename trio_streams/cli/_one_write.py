@@ -326,8 +326,9 @@ class OneWriteResponses:
         if not connection.lean_tasks():
             return self._http(scope, receive, send, connection)
         response = self._offer(scope, send, connection)
-        # (ASGI types extensions as dicts; this one is the request task's, see APP_END.)
-        scope["extensions"][_app_task.APP_END] = response.end  # type: ignore[assignment]
+        # (ASGI types extensions as dicts; this one is the request task's, see APP_END. The
+        # response itself, called, is its end: no bound method held while the request lasts.)
+        scope["extensions"][_app_task.APP_END] = response  # type: ignore[assignment]
         return self.app(scope, receive, response.send)
 
     async def _http(
@@ -376,6 +377,8 @@ class _Response:
         if self.pending is not None:
             start, self.pending = self.pending, None
             await self.send_on(start)
+
+    __call__ = end  # (the scope's APP_END)
 
     async def send(self, message: ASGISendEvent) -> None:
         """The app's ``send``: the last message shielded, a complete response written at once."""
