@@ -21,7 +21,11 @@ Then one server under ``tracemalloc`` (``--breakdown N`` connections of the
 first kind, its allocations after minus before, by file): what Python
 objects one idle connection holds (Hypercorn's, trio's, ours). tracemalloc
 counts Python allocations only (not the allocator's slack or the kernel's
-socket buffers), so the two figures differ by design.
+socket buffers), so the two figures differ by design. ``BENCH_IDLE_SSE_BY=traceback``
+(``BENCH_IDLE_SSE_FRAMES``, ``BENCH_IDLE_SSE_TOP``) groups it by traceback, ``types`` by the type
+of the gc-tracked objects (coroutines, generators and bound methods also by their code's name);
+the server mode's ``why T`` command says what keeps the newest ``T`` alive (``dict:key``: a dict
+with that key).
 """
 
 from __future__ import annotations
