@@ -45,7 +45,7 @@ except ImportError:  # pragma: no cover (another trio)
 
 try:
     from trio._core._io_epoll import EpollIOManager as _Epoll
-except ImportError:  # pragma: no cover (not Linux, or another trio)
+except (ImportError, AttributeError):  # pragma: no cover (not Linux, or another trio)
     _Epoll = None  # type: ignore[assignment,misc]
 
 if TYPE_CHECKING:
