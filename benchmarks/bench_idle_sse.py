@@ -21,7 +21,11 @@ Then one server under ``tracemalloc`` (``--breakdown N`` connections of the
 first kind, its allocations after minus before, by file): what Python
 objects one idle connection holds (Hypercorn's, trio's, ours). tracemalloc
 counts Python allocations only (not the allocator's slack or the kernel's
-socket buffers), so the two figures differ by design.
+socket buffers), so the two figures differ by design. ``BENCH_IDLE_SSE_BY=traceback``
+(``BENCH_IDLE_SSE_FRAMES``, ``BENCH_IDLE_SSE_TOP``) groups it by traceback, ``types`` by the type
+of the gc-tracked objects (coroutines, generators and bound methods also by their code's name);
+the server mode's ``why T`` command says what keeps the newest ``T`` alive (``dict:key``: a dict
+with that key).
 """
 
 from __future__ import annotations
@@ -202,6 +206,53 @@ def _short(name: str) -> str:
     return name
 
 
+def _code_of(obj: object) -> Any:
+    """A frame's, a coroutine's or an async generator's code (a function: no closure over ``obj``)."""
+    for name in ("f_code", "cr_code", "ag_code"):
+        if hasattr(obj, name):
+            return getattr(obj, name)
+    return None
+
+
+def _why(names: list[str], ignore: tuple[object, ...], depth: int = 6) -> list[str]:
+    """What keeps the newest gc-tracked object of each type in ``names`` alive: a chain of
+    referrers (type names, one per level, the first referrer of each), for ``BENCH_IDLE_SSE_BY=why T``."""
+    import inspect
+
+    gc.collect()
+    chains = []
+    for name in names:
+        kind, _, key = name.partition(":")  # "dict:offset": a dict with that key
+        found = [
+            obj
+            for obj in gc.get_objects()
+            if type(obj).__qualname__ == kind and (not key or (isinstance(obj, dict) and key in obj))
+        ]
+        if not found:
+            chains.append(f"{name}: none")
+            continue
+        obj: object = found[-1]
+        size = f", {len(obj)} entries: {list(obj)[:4]}" if isinstance(obj, dict) else ""
+        chain = [f"{name} ({len(found)} alive{size})"]
+        here = inspect.currentframe()
+        skip = {id(found), id(here), id(ignore), *map(id, ignore)}
+        for _ in range(depth):
+            referrers = [r for r in gc.get_referrers(obj) if id(r) not in skip and r is not chains]
+            if not referrers:
+                break
+            obj = referrers[0]
+            skip.add(id(referrers))
+            label = type(obj).__qualname__
+            if inspect.isframe(obj) or inspect.iscoroutine(obj) or inspect.isasyncgen(obj):
+                code = _code_of(obj)
+                label += f" {code.co_name}"
+            elif isinstance(obj, dict):
+                label += f" keys={list(obj)[:6]}"
+            chain.append(f"{label} (+{len(referrers) - 1})")
+        chains.append(" <- ".join(chain))
+    return chains
+
+
 def _serve(trace: bool) -> None:
     """The server mode: ``serve`` (memory store) plus control commands on stdin (gc, snapshot, diff)."""
     import trio
@@ -223,6 +274,14 @@ def _serve(trace: bool) -> None:
             name = type(obj).__qualname__
             sizes[name] += sys.getsizeof(obj)
             sizes["#" + name] += 1
+            # Which code: coroutines, generators, bound methods and functions by their name.
+            code = None
+            if name in ("coroutine", "generator", "async_generator"):
+                code = getattr(obj, "cr_code", None) or getattr(obj, "gi_code", None) or obj.ag_code
+            elif name in ("method", "function"):
+                code = getattr(getattr(obj, "__func__", obj), "__code__", None)
+            if code is not None:
+                sizes[f"#{name} {code.co_qualname}"] += 1
         return sizes
 
     def answer(line: str) -> Any:
@@ -232,8 +291,8 @@ def _serve(trace: bool) -> None:
             return "ok"
         if command == "snapshot":
             gc.collect()
+            types_before.append(type_sizes())  # (first: in both snapshots, out of the diff)
             snapshots.append(tracemalloc.take_snapshot())
-            types_before.append(type_sizes())
             return "ok"
         if command == "types":
             gc.collect()
@@ -247,8 +306,10 @@ def _serve(trace: bool) -> None:
                 " <- ".join(
                     _short(f"{f.filename}:{f.lineno}") for f in reversed(stat.traceback)
                 ): stat.size_diff
-                for stat in stats[:25]
+                for stat in stats[: int(os.environ.get("BENCH_IDLE_SSE_TOP", "25"))]
             }
+        if command.startswith("why "):
+            return _why(command.split()[1:], ignore=(snapshots, types_before))
         if command in ("diff", "lines"):
             gc.collect()
             after = tracemalloc.take_snapshot()

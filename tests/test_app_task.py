@@ -30,6 +30,25 @@ def test_queue_needs_room() -> None:
         AppQueue[int](0)
 
 
+async def test_an_exchange_takes_a_body_queued_in_an_app_queue_without_a_checkpoint(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from trio_streams.web._asgi import Exchange
+
+    queue: AppQueue[Any] = AppQueue(4)
+    queue.send_nowait({"type": "http.request", "body": b"ab", "more_body": True})
+    queue.send_nowait({"type": "http.request", "body": b"c", "more_body": False})
+
+    async def send(message: Any) -> None:
+        raise AssertionError("nothing is sent")
+
+    exchange = Exchange(
+        queue.receive, send, max_content_length=None, body_timeout=None, response_timeout=None
+    )
+    with trio.fail_after(10), trio.testing.assert_no_checkpoints():
+        assert await exchange.read_body() == b"abc"
+
+
 async def test_queue_is_fifo_and_nowait_says_wouldblock(autojump_clock: trio.testing.MockClock) -> None:
     queue: AppQueue[int] = AppQueue(3)
     with pytest.raises(trio.WouldBlock):

@@ -14,7 +14,7 @@ imports are resolved, and ``from pkg import name`` is an import of
   the store protocol, the budget), never ``log/redis/`` or the memory store; of
   ``durable/`` nothing under ``durable/redis/``;
 - ``bench/`` is a client: it imports only itself and the root helpers;
-- the root helpers (``_errors``, ``_exception_groups``, ``_version``) import no layer;
+- the root helpers (``_errors``, ``_exception_groups``, ``_parking``, ``_version``) import no layer;
 - no import cycles, counting every import: type-checking ones (they show where
   types live) and function-level ones (a deferred import hides a cycle, it does
   not remove it). Each cycle is reported with its edges, deferred ones marked.
@@ -35,7 +35,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent / "trio_streams"
 FRAMEWORKS = ("quart", "quart_trio", "werkzeug", "hypercorn")
 LAYERS = ("log", "runs", "durable", "protocol", "web", "cli", "bench", "testing")
 SHIM_LAYERS = ("stores",)
-ROOT_HELPERS = ("_errors", "_exception_groups", "_version")
+ROOT_HELPERS = ("_errors", "_exception_groups", "_parking", "_version")
 
 #: What of log/ the web layer may import: the public package, the store protocol,
 #: entries (and their JSON) and the memory accounting. Not log/redis/, not the memory store.

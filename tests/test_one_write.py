@@ -19,6 +19,7 @@ import hypercorn.config
 import hypercorn.trio.run
 import pytest
 import trio
+import trio.testing
 
 from trio_streams.cli._hypercorn import listen, serve_hypercorn
 from trio_streams.cli._one_write import CorkingTCPServer, OneWriteResponses
@@ -81,6 +82,11 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b"waiting", "more_body": True})
         await over.wait()
         OVER.set()
+    elif path == "/held":  # a waiting stream: what its connection's task holds meanwhile
+        CONNECTION_TASK.append(trio.lowlevel.current_task().parent_nursery.parent_task)  # type: ignore[union-attr]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"waiting", "more_body": True})
+        await trio.sleep_forever()
     elif path == "/start-only":  # a start of known length and no body message: sent once the app returns
         await send({"type": "http.response.start", "status": 204, "headers": []})
     elif path == "/go":
@@ -91,6 +97,8 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
 
 GO = trio.Event()
 OVER = trio.Event()
+#: The connection task of /held's request.
+CONNECTION_TASK: list[trio.lowlevel.Task] = []
 #: What /over was offered in its scope's CONNECTION_OVER extension.
 OFFERED: dict[str, Any] = {}
 
@@ -100,6 +108,7 @@ async def server(nursery: trio.Nursery) -> AsyncIterator[tuple[str, int]]:
     global GO, OVER
     GO, OVER = trio.Event(), trio.Event()
     OFFERED.clear()
+    CONNECTION_TASK.clear()
     config = hypercorn.config.Config()
     config.accesslog = None
     config.errorlog = None
@@ -240,6 +249,40 @@ async def test_the_server_says_when_a_connection_is_over(server: tuple[str, int]
         await OVER.wait()  # the client closed: the app's callback was called
     # The promise that lets an Exchange send a complete response without a RESPONSE_TIMEOUT scope.
     assert OFFERED["bounded_sends"] is True
+
+
+def _awaited(task: trio.lowlevel.Task) -> list[str]:
+    """What ``task``'s coroutines await, outermost first: each coroutine's name, then the
+    type of what the innermost awaits (through the wrapper an object's ``__await__`` returns)."""
+    import gc
+
+    names: list[str] = []
+    awaited: Any = task.coro
+    while awaited is not None:
+        if type(awaited).__name__ == "coroutine_wrapper":
+            (awaited,) = (c for c in gc.get_referents(awaited) if hasattr(c, "cr_code"))
+        if not hasattr(awaited, "cr_code"):
+            names.append(type(awaited).__name__)
+            break
+        names.append(awaited.cr_code.co_name)
+        awaited = awaited.cr_await
+    return names
+
+
+async def test_an_idle_connection_is_read_in_one_frame_of_its_own(server: tuple[str, int]):
+    """A plain socket's connection task holds trio's handler, one frame of ours (Hypercorn's
+    ``run`` and ``_read_data`` in one) and the wait itself, none of trio's wait_readable frames."""
+    with trio.fail_after(20):
+        sock = trio.socket.socket()
+        with sock:
+            await sock.connect(server)
+            client = Client(sock, server[0])
+            await client.request("GET", "/held")
+            assert isinstance(await client.next_event(), h11.Response)
+            assert isinstance(await client.next_event(), h11.Data)
+            await trio.testing.wait_all_tasks_blocked()
+            (task,) = CONNECTION_TASK
+            assert _awaited(task) == ["_run_handler", "_serve_plain", "ReadableWait"]
 
 
 def test_hypercorn_builds_its_connections_from_the_corking_server_once_installed():

@@ -39,23 +39,19 @@ sends without a checkpoint before the write.
 
 from __future__ import annotations
 
-import contextvars
-import functools
-import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import hypercorn.trio.run
 import trio
-from hypercorn.events import Closed, Event, RawData
-from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
+from hypercorn.trio.tcp_server import TCPServer
 
 from ..web._asgi import CONNECTION_OVER
 from . import _app_task
-from ._idle_timer import IdleTimer
-from ._lazy_lock import LazyLock
+from ._corking import CONNECTION as _CONNECTION
+from ._corking import CorkingTCPServer as CorkingTCPServer
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable
 
     from hypercorn.typing import (
         ASGIFramework,
@@ -67,196 +63,8 @@ if TYPE_CHECKING:
         Scope,
     )
 
-#: The connection whose request tasks see it (set when it is built, in its
-#: own task; the tasks spawned from there inherit it).
-_CONNECTION: contextvars.ContextVar[CorkingTCPServer | None] = contextvars.ContextVar(
-    "trio_streams_corking_connection", default=None
-)
-
-#: Plain sockets are read with ``os.read`` once ``wait_readable`` says so (POSIX: a socket is a file).
-_PLAIN_READS = os.name == "posix"
-
 #: Statuses whose responses have no body whatever their headers say.
 _BODILESS = frozenset({204, 304})
-
-
-class CorkingTCPServer(TCPServer):
-    """Hypercorn's ``TCPServer``, whose writes can be held and written as one (see the module)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        """Hypercorn's arguments, passed on."""
-        super().__init__(*args, **kwargs)
-        # Its socket writes' lock, with a parking lot only under contention (~370 B less per idle connection).
-        self.send_lock = LazyLock()  # type: ignore[assignment]  # (trio.Lock's async with)
-        # Hypercorn's idle timer, without a task started and stopped per request.
-        self.idle_task = IdleTimer(  # type: ignore[assignment]  # (its SingleTask interface)
-            self.config.keep_alive_timeout, self.context.terminated, self._initiate_server_close
-        )
-        #: Held bytes while corked; ``None``: not corked.
-        self._held: list[bytes] | None = None
-        self._flush_next = False
-        #: Called once the connection is over (made when the first is added).
-        self._when_over: set[Callable[[], None]] | None = None
-        self._over = False
-        #: The connection's end cancels its task group (:meth:`cancel_on_over`).
-        self._cancel_over = False
-        # Visible to its request tasks, which its task spawns: trio's
-        # serve_listeners builds the connection in that task (and an override
-        # of ``run`` would hold one more frame per connection).
-        _CONNECTION.set(self)
-
-    async def _read_data(self) -> None:
-        """Hypercorn's reading; once it ends (the connection is over), so does the idle timer,
-        and the :meth:`when_over` callbacks are called.
-
-        Hypercorn's loop (``TCPServer._read_data``), without its ``fail_after``
-        when there is no ``read_timeout`` (an infinite one: a cancel scope and
-        its status, ~1 KB held by every idle connection for nothing). A plain
-        socket (no TLS) is then read as ``receive_some`` reads it, but waiting
-        in ``wait_readable`` right here: 3 coroutine frames and a context
-        manager's generator fewer held by every idle connection
-        (benchmarks/RESULTS.md). Each read is a checkpoint, as ``receive_some``'s;
-        a socket closed by another task (the idle timer) or broken ends the
-        reading, as Hypercorn's ``ClosedResourceError`` / ``BrokenResourceError``.
-
-        Cancellation: ends the reading (the connection's task group is going).
-        """
-        # (Typed by Hypercorn as a TLS stream, whichever it is.)
-        stream: object = self.stream
-        handle = self.protocol.handle
-        try:
-            if self.config.read_timeout or not _PLAIN_READS or type(stream) is not trio.SocketStream:
-                await _read_stream(self.stream, handle, self.config.read_timeout)
-                return
-            sock = stream.socket
-            while True:
-                fd = sock.fileno()
-                if fd == -1:
-                    break  # closed by another task
-                try:
-                    data: bytes | None = os.read(fd, MAX_RECV)
-                except BlockingIOError:
-                    data = None  # (waited for outside the handler: the error is not held meanwhile)
-                except OSError:
-                    break  # reset, or otherwise broken
-                if data is None:
-                    try:
-                        await trio.lowlevel.wait_readable(fd)
-                    except trio.ClosedResourceError:
-                        break
-                    continue
-                await trio.lowlevel.checkpoint()
-                await handle(RawData(data))
-                if data == b"":
-                    break
-            await handle(Closed())
-        finally:
-            idle_timer: IdleTimer = self.idle_task  # type: ignore[assignment]
-            idle_timer.end()
-            self._over = True
-            callbacks, self._when_over = self._when_over, None
-            for callback in callbacks or ():
-                callback()
-            if self._cancel_over:
-                self._cancel_task_group()
-
-    def when_over(self, callback: Callable[[], None]) -> Callable[[], None]:
-        """Call ``callback`` (no I/O) once the connection is over (at once if it is); returns
-        what forgets it (the ``trio_streams.connection_over`` ASGI extension)."""
-        if self._over:
-            callback()
-            return _nothing
-        if self._when_over is None:
-            self._when_over = set()
-        self._when_over.add(callback)
-        return functools.partial(self._when_over.discard, callback)
-
-    def cancel_on_over(self, on: bool) -> None:
-        """While ``on``, the connection's end (read to its end, or broken) cancels its task
-        group -- the request's task with it -- as if ``when_over`` cancelled a scope of its
-        own, with no scope, status or callback held per request (the extension's
-        ``"cancel_on_over"``; no I/O). Turned on once the connection is over, it cancels at once.
-
-        Only for requests whose client leaving must end them (reads that wait): the
-        group holds this connection's other tasks too, which end with it anyway (its
-        idle timer; the tail of the previous request, whose response is sent).
-        """
-        self._cancel_over = on
-        if on and self._over:
-            self._cancel_task_group()
-
-    def lean_tasks(self) -> bool:
-        """Whether its request tasks are serve's (:class:`~._app_task.LeanTaskGroup`): then
-        :meth:`cancel_on_over` can be offered, and the task awaits ``APP_END``."""
-        return isinstance(getattr(self, "_task_group", None), _app_task.LeanTaskGroup)
-
-    def _cancel_task_group(self) -> None:
-        task_group = self._task_group
-        assert isinstance(task_group, _app_task.LeanTaskGroup)
-        task_group.cancel("client disconnected")
-
-    def cork(self) -> None:
-        """Hold every write from now on (no I/O)."""
-        self._held = []
-        self._flush_next = False
-
-    def flush_with_next(self) -> None:
-        """The next write sends everything held with it, and uncorks."""
-        self._flush_next = True
-
-    def discard(self) -> None:
-        """Uncork, dropping what is held (the response failed half-way; Hypercorn closes the connection)."""
-        self._held = None
-        self._flush_next = False
-
-    async def uncork(self) -> None:
-        """Uncork, writing what is still held (nothing, once the end of message has gone).
-
-        Cancellation: Hypercorn shields the write itself.
-        """
-        held, self._held = self._held, None
-        self._flush_next = False
-        if held:
-            await super().protocol_send(RawData(data=b"".join(held)))
-
-    async def protocol_send(self, event: Event) -> None:
-        """Hypercorn's, except while corked: writes are held (without a checkpoint)
-        until the one after :meth:`flush_with_next`; anything else first writes what is held."""
-        held = self._held
-        if held is not None:
-            if isinstance(event, RawData):
-                held.append(event.data)
-                if not self._flush_next:
-                    return
-                event = RawData(data=b"".join(held))
-                self._held = None
-                self._flush_next = False
-            else:
-                await self.uncork()
-        await super().protocol_send(event)
-
-
-async def _read_stream(
-    stream: trio.abc.ReceiveStream, handle: Callable[[Event], Awaitable[None]], read_timeout: float | None
-) -> None:
-    """Hypercorn's reading loop (TLS, or a ``read_timeout``: a silent connection is closed)."""
-    while True:
-        try:
-            if read_timeout:
-                with trio.fail_after(read_timeout):
-                    data = await stream.receive_some(MAX_RECV)
-            else:
-                data = await stream.receive_some(MAX_RECV)
-        except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
-            break
-        await handle(RawData(bytes(data)))
-        if data == b"":
-            break
-    await handle(Closed())
-
-
-def _nothing() -> None:
-    pass
 
 
 def install() -> None:
@@ -320,8 +128,9 @@ class OneWriteResponses:
         if not connection.lean_tasks():
             return self._http(scope, receive, send, connection)
         response = self._offer(scope, send, connection)
-        # (ASGI types extensions as dicts; this one is the request task's, see APP_END.)
-        scope["extensions"][_app_task.APP_END] = response.end  # type: ignore[assignment]
+        # (ASGI types extensions as dicts; this one is the request task's, see APP_END. The
+        # response itself, called, is its end: no bound method held while the request lasts.)
+        scope["extensions"][_app_task.APP_END] = response  # type: ignore[assignment]
         return self.app(scope, receive, response.send)
 
     async def _http(
@@ -370,6 +179,8 @@ class _Response:
         if self.pending is not None:
             start, self.pending = self.pending, None
             await self.send_on(start)
+
+    __call__ = end  # (the scope's APP_END)
 
     async def send(self, message: ASGISendEvent) -> None:
         """The app's ``send``: the last message shielded, a complete response written at once."""

@@ -34,14 +34,17 @@ from typing import TYPE_CHECKING
 import outcome
 import trio
 
+from .._parking import Parking
+
 if TYPE_CHECKING:
     from ._wakeup import Changed
 
 _Abort = trio.lowlevel.Abort
 
 
-class TimedWait:
-    """One task parked on a ``Changed`` and in a bucket; also the abort of its wait."""
+class TimedWait(Parking["bool | None"]):
+    """One task parked on a ``Changed`` and in a bucket; also the abort of its wait, and what
+    its task awaits (:class:`~trio_streams._parking.Parking`: no frames of trio's held)."""
 
     __slots__ = ("bucket", "changed", "task")
 
@@ -87,7 +90,8 @@ class DeadlineWheel:
 
         Synchronous: check the condition, call this, then at once
         ``await trio.lowlevel.wait_task_rescheduled(wait)`` with what it
-        returns, and :meth:`woken` after (``finally``). Use :meth:`wait`
+        returns (or ``await`` it: the same, with no frames of trio's held
+        while parked), and :meth:`woken` after (``finally``). Use :meth:`wait`
         unless a frame per waiter matters.
         """
         if not self._open:
@@ -125,7 +129,7 @@ class DeadlineWheel:
         """
         wait = self.park(changed, deadline)
         try:
-            return await trio.lowlevel.wait_task_rescheduled(wait) is True
+            return await wait is True
         finally:
             self.woken(wait)
 

@@ -162,13 +162,12 @@ async def _events(
         found = await source.read(position)
         cursor = next_cursor(client_cursor, time.time())
         if found.pieces:
-            frame = data_event(found.pieces, json_mode=source.json, binary=binary)
-            control = control_event(
-                str(found.end), cursor=cursor, up_to_date=found.up_to_date, closed=found.closed
-            )
             position = found.end.position
             announced = True
-            yield frame + control
+            # (No frame held in a local while it waits: only what it needs for the next read.)
+            yield data_event(found.pieces, json_mode=source.json, binary=binary) + control_event(
+                str(found.end), cursor=cursor, up_to_date=found.up_to_date, closed=found.closed
+            )
         elif found.closed:
             yield control_event(str(found.end), cursor=None, up_to_date=True, closed=True)
             return
@@ -178,6 +177,7 @@ async def _events(
         if (found.closed and found.up_to_date) or trio.current_time() >= recycle_at:
             return
         if found.up_to_date:
+            del found, cursor  # (the last read and its cursor: not held while it waits)
             # (_wait's counting inline: one coroutine frame fewer held by every idle stream.)
             settings.waiting.value += 1
             try:
@@ -193,7 +193,7 @@ async def _events(
                     if on is not True and on is not False:
                         wait = wheel.park(on, recycle_at)
                         try:
-                            await trio.lowlevel.wait_task_rescheduled(wait)
+                            await wait  # (trio's wait_task_rescheduled, without its frames)
                         finally:
                             wheel.woken(wait)
             finally:

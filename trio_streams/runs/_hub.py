@@ -40,12 +40,11 @@ import logging
 import secrets
 import warnings
 from collections import Counter
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, get_args
 
 import trio
 
-from .._errors import AtCapacity, HubClosed, RunNotFound, StreamError
+from .._errors import AtCapacity, HubClosed, RunNotFound
 from ..log._budget import MemoryBudgetExceeded
 from ..log._events import RESERVED_TYPES, encode_json
 from ..log._replay_log import ReplayLog
@@ -58,12 +57,13 @@ from ._hub_state import HubState
 from ._key_claims import claim_shared, withdraw_claim
 from ._keys import cancel_reason, current_holder
 from ._remote import Mirrors
-from ._retention import attach, detach, make_room, reclaim_oldest
+from ._retention import make_room, reclaim_oldest
 from ._run import OnConflict, OnDisconnect, Run, RunContext, RunInfo, RunStatus
-from ._subscription import Subscription
+from ._subscribing import RunNotLive as RunNotLive  # (defined there: Subscribing raises it)
+from ._subscribing import Subscribing
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import Callable
 
     from ..log._budget import MemoryBudget, RunLedger
     from ..log._store import KeyClaim, Store
@@ -71,10 +71,6 @@ if TYPE_CHECKING:
     from ._timers import TimerQueue
 
 logger = logging.getLogger("trio_streams")
-
-
-class RunNotLive(StreamError):
-    """The store says the run is still running, but no hub here drains it."""
 
 
 def _new_run_id() -> str:
@@ -404,55 +400,25 @@ class Hub:
         final = await self._mirrors.wait(info)
         return await self.get_info(run_id) if final is None else final
 
-    @asynccontextmanager
-    async def subscribe(
-        self, run_id: str, *, after: int = 0, heartbeat: float | None = None
-    ) -> AsyncIterator[Subscription]:
+    def subscribe(self, run_id: str, *, after: int = 0, heartbeat: float | None = None) -> Subscribing:
         """Follow a run: every event with ``seq > after``, then live, until its end.
 
         The subscription counts as a subscriber for as long as the block runs
         (keeping a finished run from eviction, and an ``on_disconnect=
-        "cancel"`` run alive).
+        "cancel"`` run alive). The context manager is a class of slots
+        (:class:`~._subscribing.Subscribing`), not a generator's: less held
+        by every open event stream.
 
         Args:
             run_id: the run.
             after: the last seq the caller already has (Last-Event-ID).
             heartbeat: yield a :class:`Heartbeat` after this many idle seconds.
 
-        Raises:
+        Raises (on entering):
             RunNotFound, RunNotLive: as :meth:`cancel`.
             ValueError: ``after`` is negative or beyond the run's last event.
         """
-        if after < 0:
-            raise ValueError(f"after must be >= 0, not {after}")
-        run = self._runs.get(run_id)
-        if run is None:
-            info = await self.get_info(run_id)
-            if not info.status.finished:
-                if self._mirrors is None:
-                    raise RunNotLive(f"run {run_id} is running elsewhere")
-                if after > info.last_seq:
-                    raise ValueError(f"after={after} is beyond the run's last event ({info.last_seq})")
-                async with self._mirrors.subscribe(info, after=after, heartbeat=heartbeat) as subscription:
-                    yield subscription
-                return
-            if after > info.last_seq:
-                raise ValueError(f"after={after} is beyond the run's last event ({info.last_seq})")
-            yield Subscription(
-                run_id, run=None, stored=info, store=self.store, after=after, heartbeat=heartbeat
-            )
-            return
-        if after > run.last_seq:
-            raise ValueError(f"after={after} is beyond the run's last event ({run.last_seq})")
-        subscription = Subscription(
-            run_id, run=run, stored=None, store=self.store, after=after, heartbeat=heartbeat
-        )
-        attach(run)
-        try:
-            yield subscription
-        finally:
-            subscription.close()
-            detach(self._state, run)
+        return Subscribing(self, run_id, after, heartbeat)
 
     def wall_clock(self) -> float:
         """Now, on the clock events are timestamped with (``open_hub(wall_clock=)``)."""

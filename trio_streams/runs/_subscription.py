@@ -170,7 +170,7 @@ class Subscription:
                 # comes at the deadline's second, rounded up; True is the timer's wake-up.
                 wait = wheel.park(run._wakeup, deadline)
                 try:
-                    idle_for_long = await trio.lowlevel.wait_task_rescheduled(wait) is True
+                    idle_for_long = await wait is True
                 finally:
                     wheel.woken(wait)
             if idle_for_long:

@@ -147,7 +147,7 @@ class Exchange:
         "_chunks",
         "_max",
         "_progress",
-        "_receive_nowait",
+        "_queue",
         "_received",
         "_request_over",
         "_response_timeout",
@@ -176,9 +176,11 @@ class Exchange:
         #: The server's queue of messages, when ``receive`` is a trio memory channel's
         #: (Hypercorn's trio worker) or an AppQueue's (serve's): what is queued already is taken without a
         #: checkpoint or a ``BODY_TIMEOUT`` scope (~8 µs per request).
+        # (The queue, not its bound receive_nowait: one object fewer held while a stream lasts.)
         owner = getattr(receive, "__self__", None)
-        queued = isinstance(owner, (trio.MemoryReceiveChannel, AppQueue))
-        self._receive_nowait = owner.receive_nowait if queued and owner is not None else None
+        self._queue: _Queue | None = (
+            owner if isinstance(owner, (trio.MemoryReceiveChannel, AppQueue)) else None
+        )
         self._when_over = when_over
         self._cancel_on_over = cancel_on_over
         self.send = send
@@ -249,11 +251,11 @@ class Exchange:
 
         if over():
             return True
-        if not self._watched and self._receive_nowait is not None:
+        if not self._watched and self._queue is not None:
             # The body is nearly always queued by now: no scope, no checkpoint for it.
             try:
                 while not over():
-                    self._on_message(self._receive_nowait())
+                    self._on_message(self._queue.receive_nowait())
                 return True
             except trio.WouldBlock:
                 pass  # (the rest is waited for below, under the body's deadline)
@@ -341,6 +343,7 @@ class Exchange:
                     del start
                     async for frame in frames:
                         await send({"type": "http.response.body", "body": frame, "more_body": True})
+                        del frame  # (sent: not held while the next one is awaited)
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
                 finally:
                     # Closed even if never started (then it holds nothing): its own
@@ -430,5 +433,6 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     _Responder = Callable[[Exchange], Awaitable[Response | StreamingResponse]]
+    _Queue = trio.MemoryReceiveChannel[ASGIReceiveEvent] | AppQueue[ASGIReceiveEvent]
     WhenOver = Callable[[Callable[[], None]], Callable[[], None]]
     CancelOnOver = Callable[[bool], None]
