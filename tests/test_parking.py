@@ -60,8 +60,23 @@ def _reading() -> int:
     return trio.lowlevel.current_statistics().io_statistics.tasks_waiting_read  # type: ignore[no-any-return,attr-defined]
 
 
+def test_only_a_checked_trio_release_is_trusted_with_its_internals() -> None:
+    assert _parking.checked("0.35.0")
+    assert _parking.checked("0.35.1")
+    assert not _parking.checked("0.36.0")
+    assert not _parking.checked("0.3.5")
+    assert not _parking.checked("1.0")
+
+
 def test_pinned_trio_internals() -> None:
-    """The internals it relies on are there (else it falls back: same semantics, more bytes)."""
+    """The internals it relies on are there (else it falls back: same semantics, more bytes).
+
+    On a trio release not in ``CHECKED_TRIO``, the fallback is what is chosen (to use the lean
+    waits there, read that release's internals, listed in the module docstring, and add it)."""
+    if not _parking.checked(trio.__version__):
+        assert vars(_parking)["_Message"] is None
+        assert vars(_parking)["_Epoll"] is None
+        return
     message = vars(_parking)["_Message"]
     assert message is not None
     assert message.__name__ == "WaitTaskRescheduled"
@@ -224,3 +239,30 @@ async def test_readable_raises_closed_when_another_task_notifies_closing(
             await trio.testing.wait_all_tasks_blocked()
             trio.lowlevel.notify_closing(a)
     assert len(raised) == 1
+
+
+async def test_the_fallback_to_trios_public_waits_has_the_same_semantics(
+    monkeypatch: pytest.MonkeyPatch, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    """What another trio gets: ``Parking`` awaits ``wait_task_rescheduled``, ``readable`` is None."""
+    monkeypatch.setattr(_parking, "_Message", None)
+    monkeypatch.setattr(_parking, "_Epoll", None)
+    left, _right = pair
+    got: list[int] = []
+    with trio.fail_after(REAL_DEADLINE):
+        assert readable(left.fileno()) is None
+        async with trio.open_nursery() as nursery:
+            waits: list[_Wait] = []
+
+            async def park() -> None:
+                wait = _Wait()
+                waits.append(wait)
+                got.append(await wait)
+
+            nursery.start_soon(park)
+            await trio.testing.wait_all_tasks_blocked()
+            trio.lowlevel.reschedule(waits[0].task, outcome.Value(7))
+        assert got == [7]
+        with trio.move_on_after(0.01) as scope:
+            await _Wait()
+        assert scope.cancelled_caught

@@ -19,7 +19,8 @@ task yields ``trio._core._traps.WaitTaskRescheduled(abort_func)`` to park,
 and is resumed by ``send`` of an ``outcome.Outcome``; on Linux,
 ``wait_readable`` is ``EpollIOManager._epoll_wait(fd, "read_task")``: the
 task in the fd's ``EpollWaiters.read_task``, then ``_update_registrations``.
-Where either is not so (another trio, another platform), :class:`Parking`
+Only trio releases in ``CHECKED_TRIO`` are trusted to be so; where either is not so
+(another trio, another platform), :class:`Parking`
 awaits ``wait_task_rescheduled`` and :func:`readable` returns ``None`` (the
 caller awaits ``trio.lowlevel.wait_readable``): the same semantics, more bytes.
 """
@@ -37,13 +38,28 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+#: The trio releases whose internals this was read against and tested with (tests/test_parking.py).
+#: Any other release takes trio's public waits, whatever its internals look like: a renamed
+#: private attribute must cost bytes, never a request.
+CHECKED_TRIO = ("0.35",)
+
+
+def checked(version: str) -> bool:
+    """Whether trio ``version`` is one whose internals this module knows (``CHECKED_TRIO``)."""
+    return ".".join(version.split(".")[:2]) in CHECKED_TRIO
+
+
 try:  # (trio's internals: see the module docstring)
+    if not checked(trio.__version__):  # pragma: no cover (another trio)
+        raise ImportError(trio.__version__)
     from trio._core import _run
     from trio._core._traps import WaitTaskRescheduled as _Message
 except ImportError:  # pragma: no cover (another trio)
     _Message = None  # type: ignore[assignment,misc]
 
 try:
+    if _Message is None:  # pragma: no cover (another trio)
+        raise ImportError(trio.__version__)
     from trio._core._io_epoll import EpollIOManager as _Epoll
 except (ImportError, AttributeError):  # pragma: no cover (not Linux, or another trio)
     _Epoll = None  # type: ignore[assignment,misc]
