@@ -77,6 +77,11 @@ def test_help_documents_every_flag():
             ["--workers", "2", "--redis-lease", "1h", "--redis-ttl-running", "30m"],
             "--redis-ttl-running (1800s)",
         ),
+        # Redis takes an expiry in ms that fits 64 bits: beyond it every flush failed, forever.
+        (["--redis-url", "redis://127.0.0.1:1", "--redis-ttl-running", "99999999999999d"], "at most 3650d"),
+        (["--redis-url", "redis://127.0.0.1:1", "--redis-ttl-finished", "3651d"], "at most 3650d"),
+        (["--redis-url", "redis://127.0.0.1:1", "--redis-ttl-events", "99999999999999d"], "at most 3650d"),
+        (["--redis-url", "redis://127.0.0.1:1", "--redis-lease", "99999999999d"], "at most 3650d"),
     ],
 )
 def test_bad_flags_are_one_line_errors(args, message):

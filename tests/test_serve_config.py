@@ -18,9 +18,12 @@ SERVE = [sys.executable, "-m", "trio_streams", "serve"]
 
 @pytest.fixture
 def config_file(tmp_path):
-    def write(text: str, mode: int = 0o600) -> str:
+    def write(text: str | bytes, mode: int = 0o600) -> str:
         path = tmp_path / "serve.toml"
-        path.write_text(text)
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text)
         path.chmod(mode)
         return str(path)
 
@@ -79,6 +82,7 @@ def test_a_config_file_with_tokens_must_be_private(config_file):
         ("", {"TRIO_STREAMS_ACCESS_LOG": "maybe"}, r"TRIO_STREAMS_ACCESS_LOG: expected true or false"),
         ("", {"TRIO_STREAMS_TOKEN": "nocolon"}, r"TRIO_STREAMS_TOKEN: must look like USER:SECRET"),
         ("heartbeat = [", {}, r"not valid TOML"),
+        (b"\xff\xfeheartbeat = 1\n", {}, r"not valid TOML: .*not UTF-8"),
     ],
 )
 def test_a_bad_setting_names_its_source(config_file, text, env, message):

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from ._gc import DEFAULT_THRESHOLD, gc_threshold_arg
-from ._units import duration_arg, positive_duration_arg, size_arg
+from ._units import duration_arg, positive_duration_arg, redis_ttl_arg, size_arg
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -88,25 +88,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     store.add_argument(
         "--redis-lease",
-        type=positive_duration_arg,
+        type=redis_ttl_arg,
         metavar="DURATION",
         help="a run whose owner stops renewing its lease this long is marked dead by another instance (10s)",
     )
     store.add_argument(
         "--redis-ttl-running",
-        type=positive_duration_arg,
+        type=redis_ttl_arg,
         metavar="DURATION",
         help="expiry of a live run's keys, refreshed while it runs (24h)",
     )
     store.add_argument(
         "--redis-ttl-finished",
-        type=positive_duration_arg,
+        type=redis_ttl_arg,
         metavar="DURATION",
         help="how long a finished run's status and result stay in Redis (7d)",
     )
     store.add_argument(
         "--redis-ttl-events",
-        type=positive_duration_arg,
+        type=redis_ttl_arg,
         metavar="DURATION",
         help="how long a finished run's events stay replayable from Redis (24h)",
     )

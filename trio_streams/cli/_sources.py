@@ -100,6 +100,8 @@ def _read_toml(path: str) -> dict[str, object]:
         raise ServeConfigError(f"--config {path}: cannot read it: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ServeConfigError(f"--config {path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8; tomllib does not say so in its own error
+        raise ServeConfigError(f"--config {path}: not valid TOML: not UTF-8 (byte {exc.start})") from None
 
 
 def _check_private(path: str) -> None:
