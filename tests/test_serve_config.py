@@ -106,6 +106,26 @@ def test_the_command_exits_2_with_one_line_naming_the_variable(config_file):
     assert f"{path}:bogus: unknown key" in result.stderr
 
 
+def test_an_unknown_variable_is_named_in_a_warning():
+    """A typo was ignored without a word: the server ran with the default."""
+    env = {
+        **os.environ,
+        "TRIO_STREAMS_HEARTBAET": "5s",
+        "TRIO_STREAMS_RETRY_MS": "100",  # an app.config key, not a flag
+        "TRIO_STREAMS_REDIS_SERVER": "/usr/bin/redis-server",  # read elsewhere: no warning
+        "TRIO_STREAMS_WORKER_ID": "0",
+    }
+    result = subprocess.run([*SERVE, "--max-runs", "0"], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[:2] == [
+        "trio-streams serve: warning: TRIO_STREAMS_HEARTBAET is not a setting of serve, ignored; "
+        "did you mean TRIO_STREAMS_HEARTBEAT?",
+        "trio-streams serve: warning: TRIO_STREAMS_RETRY_MS is not a setting of serve, ignored "
+        "(see trio-streams serve --help)",
+    ]
+    assert "--max-runs" in result.stderr.splitlines()[2]
+
+
 def test_help_says_where_settings_come_from():
     result = subprocess.run([*SERVE, "--help"], capture_output=True, text=True, timeout=60, check=True)
     assert "--config FILE" in result.stdout
