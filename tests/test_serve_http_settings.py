@@ -118,10 +118,24 @@ async def test_keep_alive_closes_an_idle_connection_after_the_timeout():
 
 
 async def test_root_path_is_the_prefix_a_proxy_mounts_the_server_under():
-    async with serving("--root-path=/api/") as url, httpx.AsyncClient(base_url=url) as client:
+    flags = ("--root-path=/api/", "--subscriptions", "--webhook-allow-loopback")
+    async with serving(*flags) as url, httpx.AsyncClient(base_url=url) as client:
         assert (await client.get("/api/healthz")).status_code == 200
         started = await client.post("/api/v1/runs", json={"producer": "demo", "input": {"tokens": 2}})
         assert started.status_code == 201
+        # Every URL the server hands out is under the prefix (they named /v1/... and led nowhere):
+        run_id = started.json()["run_id"]
+        assert started.json()["events_url"] == f"/api/v1/runs/{run_id}/events"
+        assert started.headers["location"] == f"/api/v1/runs/{run_id}"
+        listed = (await client.get("/api/v1/runs")).json()["runs"]
+        assert [run["events_url"] for run in listed] == [f"/api/v1/runs/{run_id}/events"]
+        assert (await client.get(started.json()["events_url"])).status_code == 200
+        created = await client.put("/api/v1/stream/notes", headers={"Content-Type": "text/plain"})
+        assert created.headers["location"] == f"{url}/api/v1/stream/notes"
+        hook = {"type": "webhook", "pattern": "o/*", "webhook": {"url": "http://127.0.0.1:9/hook"}}
+        subscription = await client.put("/api/v1/stream/__ds/subscriptions/s1", json=hook)
+        jwks_url = subscription.json()["webhook"]["signing"]["jwks_url"]
+        assert jwks_url == f"{url}/api/v1/stream/__ds/jwks.json"
 
 
 async def _create_stream(url: str, headers: dict[str, str]) -> str:
