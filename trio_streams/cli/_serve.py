@@ -78,8 +78,9 @@ by its owner alone (chmod 600). A bad value is one line naming its source;
 an unknown TRIO_STREAMS_* variable, a warning naming it.
 
 exit status: 0 after a clean shutdown; 1 the server could not start (e.g. the
-store is unreachable, the port is in use, the token file is unreadable or has a
-bad line, one secret is given to two users); 2 bad arguments."""
+store is unreachable, the port is in use); 2 bad arguments (a bad flag or value,
+a token, certificate or key file that is unreadable or malformed, one secret
+given to two users)."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction[Any]) -> argparse.ArgumentParser:
@@ -123,8 +124,8 @@ def serve_plan(flags: Sequence[str] = (), *, environ: Mapping[str, str] | None =
     ``environ`` (e.g. ``os.environ``): an embedding program decides.
 
     Raises:
-        ServeConfigError: a bad flag or flag combination (one line).
-        ServeStartupError: something a flag names cannot be used (a token file).
+        ServeConfigError: a bad flag or flag combination, or a file a flag
+            names that cannot be read or used (a token file), in one line.
     """
     parser = _RaisingParser(prog="serve")
     configure(parser)
