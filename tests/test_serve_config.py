@@ -83,6 +83,10 @@ def test_a_config_file_with_tokens_must_be_private(config_file):
         ("", {"TRIO_STREAMS_TOKEN": "nocolon"}, r"TRIO_STREAMS_TOKEN: must look like USER:SECRET"),
         ("heartbeat = [", {}, r"not valid TOML"),
         (b"\xff\xfeheartbeat = 1\n", {}, r"not valid TOML: .*not UTF-8"),
+        # An empty path was the current directory: an embedded Redis wrote its files there.
+        ("", {"TRIO_STREAMS_DATA_DIR": ""}, r"^TRIO_STREAMS_DATA_DIR: an empty path"),
+        ("", {"TRIO_STREAMS_TOKEN_FILE": " "}, r"^TRIO_STREAMS_TOKEN_FILE: an empty path"),
+        ('certfile = ""\nkeyfile = "k.pem"\n', {}, r"serve.toml:certfile: an empty path"),
     ],
 )
 def test_a_bad_setting_names_its_source(config_file, text, env, message):

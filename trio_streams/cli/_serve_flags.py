@@ -32,10 +32,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--access-log", action="store_true", help="log every request (Hypercorn's access log)")
     net.add_argument(
         "--certfile",
+        type=path_arg,
         metavar="PATH",
         help="serve HTTPS with this PEM certificate (chain); needs --keyfile; HTTP/2 offered by ALPN",
     )
-    net.add_argument("--keyfile", metavar="PATH", help="the PEM private key of --certfile")
+    net.add_argument("--keyfile", type=path_arg, metavar="PATH", help="the PEM private key of --certfile")
     net.add_argument(
         "--keep-alive",
         type=positive_duration_arg,
@@ -141,7 +142,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     auth.add_argument(
         "--token-file",
-        type=Path,
+        type=token_file_arg,
         metavar="PATH",
         help="USER:SECRET lines, blank lines and # comments skipped; adds to any --token",
     )
@@ -219,6 +220,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     durable.add_argument(
         "--webhook-key-file",
+        type=path_arg,
         metavar="PATH",
         help="the webhook signing key (Ed25519, PEM), made there on first start; it wins over the "
         "key kept in Redis (default: with the streams in Redis -- --redis-url, --data-dir, "
@@ -227,6 +229,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     durable.add_argument(
         "--webhook-previous-key-file",
+        type=path_arg,
         metavar="PATH",
         action="append",
         default=[],
@@ -362,10 +365,23 @@ def redis_url_arg(text: str) -> str:
     return text
 
 
+def path_arg(text: str) -> str:
+    """A file's path: not empty (``Path("")`` is the current directory: an empty
+    ``TRIO_STREAMS_DATA_DIR=`` put an embedded Redis's files there)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; name a file (or leave the setting out)")
+    return text
+
+
+def token_file_arg(text: str) -> Path:
+    """``--token-file``: a path, not empty (read later, by the plan)."""
+    return Path(path_arg(text))
+
+
 def data_dir_arg(text: str) -> Path:
     """``--data-dir``: a directory, or a path one can be made at (the embedded
     redis-server creates it); checked here, before anything starts."""
-    path = Path(text)
+    path = Path(path_arg(text))
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: not a directory")
     existing = path if path.exists() else next((p for p in path.absolute().parents if p.exists()), None)
