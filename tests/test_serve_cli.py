@@ -105,6 +105,23 @@ def test_an_app_factory_that_returns_no_app_is_a_usage_error():
     )
 
 
+def test_an_app_factory_that_raises_ends_with_one_line_naming_it():
+    """The app's own traceback is logged (it is the app's bug), then one line, exit 1:
+    it was a bare traceback out of the command, through our frames."""
+    result = subprocess.run(
+        [*SERVE, "--bind=127.0.0.1:0", "--app", "json:loads"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert "ERROR trio_streams.serve: --app: loads raised" in lines[0]
+    assert "TypeError: loads() missing 1 required positional argument: 's'" in result.stderr
+    assert lines[-1] == (
+        "trio-streams serve: error: --app: loads raised TypeError: loads() missing 1 required "
+        "positional argument: 's' (its traceback is logged above)"
+    )
+    assert "_main.py" not in result.stderr  # not a traceback out of the command itself
+
+
 def test_a_bad_redis_url_in_the_environment_is_a_one_line_error():
     env = {**os.environ, "TRIO_STREAMS_REDIS_URL": "redis://[bad"}
     result = subprocess.run(SERVE, capture_output=True, text=True, timeout=30, env=env)

@@ -338,6 +338,7 @@ class ServePlan:
 
         Raises:
             ServeConfigError: a user factory that does not build a fitting app.
+            ServeStartupError: a user factory that raised (its traceback logged).
         """
         from ..web import TrioStreams, create_app
 
@@ -348,11 +349,19 @@ class ServePlan:
             fast_paths = os.environ.get("TRIO_STREAMS_FAST_PATHS", "1") != "0"
             app = create_app(fast_paths=fast_paths, **self.options)
         else:
-            if _takes_options(factory):
-                app = factory(**self.options)
-            else:
-                logger.warning("%s takes no options: --store, --token and the run flags are ignored", factory)
-                app = factory()
+            try:
+                if _takes_options(factory):
+                    app = factory(**self.options)
+                else:
+                    ignored = "--store, --token and the run flags are ignored"
+                    logger.warning("%s takes no options: %s", factory, ignored)
+                    app = factory()
+            except Exception as exc:  # the app's own code: its traceback is in the log
+                name = getattr(factory, "__qualname__", factory)
+                logger.error("--app: %s raised", name, exc_info=True)
+                raise ServeStartupError(
+                    f"--app: {name} raised {type(exc).__name__}: {exc} (its traceback is logged above)"
+                ) from None
             from quart_trio import QuartTrio
 
             if not isinstance(app, QuartTrio):
