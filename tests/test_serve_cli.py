@@ -122,6 +122,22 @@ def test_an_app_factory_that_raises_ends_with_one_line_naming_it():
     assert "_main.py" not in result.stderr  # not a traceback out of the command itself
 
 
+def test_an_app_module_that_raises_at_import_ends_with_one_line_naming_it(tmp_path):
+    (tmp_path / "broken_app_module.py").write_text("def create_app(:\n")
+    result = subprocess.run(
+        [*SERVE, "--bind=127.0.0.1:0", "--app", "broken_app_module:create_app"],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "SyntaxError" in result.stderr
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("trio-streams serve: error: --app: importing 'broken_app_module' raised SyntaxError: ")
+    )
+    assert "_main.py" not in result.stderr
+
+
 def test_a_bad_redis_url_in_the_environment_is_a_one_line_error():
     env = {**os.environ, "TRIO_STREAMS_REDIS_URL": "redis://[bad"}
     result = subprocess.run(SERVE, capture_output=True, text=True, timeout=30, env=env)

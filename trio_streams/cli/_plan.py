@@ -97,6 +97,7 @@ class ServePlan:
         Raises:
             ServeConfigError: with a one-line explanation (bad flags, or a file
                 they name that cannot be read or used).
+            ServeStartupError: the ``--app`` module raised while it was imported.
         """
         host, port = parse_bind(args.bind)
         plan = cls(host, port, access_log=args.access_log)
@@ -515,6 +516,12 @@ def _import_factory(spec: str) -> Callable[..., QuartTrio]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ServeConfigError(f"--app: cannot import {module_name!r}: {exc}") from None
+    except Exception as exc:  # the app's own code (or a SyntaxError in it): its traceback is in the log
+        logger.error("--app: importing %s raised", module_name, exc_info=True)
+        raise ServeStartupError(
+            f"--app: importing {module_name!r} raised {type(exc).__name__}: {exc} "
+            "(its traceback is logged above)"
+        ) from None
     factory = getattr(module, attribute, None)
     if not callable(factory):
         raise ServeConfigError(f"--app: {module_name} has no callable {attribute!r}")

@@ -126,6 +126,7 @@ def serve_plan(flags: Sequence[str] = (), *, environ: Mapping[str, str] | None =
     Raises:
         ServeConfigError: a bad flag or flag combination, or a file a flag
             names that cannot be read or used (a token file), in one line.
+        ServeStartupError: the ``--app`` module raised while it was imported.
     """
     parser = _RaisingParser(prog="serve")
     configure(parser)
