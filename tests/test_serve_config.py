@@ -171,6 +171,10 @@ def test_init_app_reads_app_config_where_no_argument_was_given():
         ("TRIO_STREAMS_HEARTBEAT", 0, r"TRIO_STREAMS_HEARTBEAT'\]: must be more than zero"),
         ("TRIO_STREAMS_MAX_BODY", 1.5, r"TRIO_STREAMS_MAX_BODY'\]: must be a positive integer"),
         ("TRIO_STREAMS_MAX_RUNS", 0, r"app.config\['TRIO_STREAMS_MAX_RUNS'\]: "),
+        # A hub option of the wrong type said "'<' not supported between instances of 'str' and 'int'".
+        ("TRIO_STREAMS_MAX_MEMORY", "1GiB", r"^app.config\['TRIO_STREAMS_MAX_MEMORY'\]: must be a number"),
+        ("TRIO_STREAMS_GRACE_PERIOD", "3m", r"TRIO_STREAMS_GRACE_PERIOD'\]: must be a number, not '3m'$"),
+        ("TRIO_STREAMS_MAX_AGE", [1], r"TRIO_STREAMS_MAX_AGE'\]: must be a number, not \[1\]$"),
     ],
 )
 def test_a_bad_app_config_value_names_the_key(key, value, message):
