@@ -244,3 +244,17 @@ def test_summary_mentions_failures() -> None:
     text = render_summary(build_result(BenchOptions(url="http://x"), stats, 1.0, 1, None))
     assert "hole=1" in text
     assert text.endswith("RESULT: FAILED (stream violations above)")
+
+
+async def test_https_to_a_plain_http_server_says_what_failed() -> None:
+    """It said ``GET /healthz: _ClosedBeforeAnswer('BrokenResourceError()')``: an internal name."""
+    with trio.fail_after(60):
+        async with serve_run_api() as url:
+            result = await _bench(url.replace("http://", "https://"), "--runs=1", "--tokens=1")
+    assert result.returncode == 2
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "_ClosedBeforeAnswer" not in lines[0]
+    assert "BrokenResourceError" not in lines[0]
+    assert "TLS failed" in lines[0]
+    assert "does the server speak HTTPS at this URL?" in lines[0]

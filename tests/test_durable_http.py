@@ -53,6 +53,19 @@ def stores(request: pytest.FixtureRequest) -> dict[str, Any]:
     return {"store": RedisStore(request.getfixturevalue("redis_url"), prefix=unique_prefix())}
 
 
+async def test_location_is_a_uri_that_leads_back_to_the_stream():
+    """A name with a space, '?', '#', '%' or non-ASCII letters went into Location as it
+    was: not a URI, and a client following it read another stream (or none)."""
+    with trio.fail_after(DEADLINE):
+        async with running_server() as server, httpx.AsyncClient(base_url=server.url) as client:
+            url = "/v1/stream/notes/caf%C3%A9%20%3Fq%3D1%23top%25"  # the name: "notes/café ?q=1#top%"
+            created = await client.put(url, content=b"x", headers={"Content-Type": "text/plain"})
+            assert created.status_code == 201
+            assert created.headers["location"] == f"{server.url}{url}"
+            read = await client.get(created.headers["location"], params={"offset": "-1"})
+            assert (read.status_code, read.text) == (200, "x")
+
+
 async def test_create_append_read_head_delete(stores: dict[str, Any]):
     with trio.fail_after(DEADLINE):
         async with running_server(**stores) as server, httpx.AsyncClient(base_url=server.url) as client:

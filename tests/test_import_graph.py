@@ -36,6 +36,8 @@ FRAMEWORKS = ("quart", "quart_trio", "werkzeug", "hypercorn")
 LAYERS = ("log", "runs", "durable", "protocol", "web", "cli", "bench", "testing")
 SHIM_LAYERS = ("stores",)
 ROOT_HELPERS = ("_errors", "_exception_groups", "_parking", "_version")
+#: Modules at the root that something outside loads: ``python -m`` and pytest's ``pytest11``.
+ENTRY_POINTS = ("__main__", "_pytest_entry_point")
 
 #: What of log/ the web layer may import: the public package, the store protocol,
 #: entries (and their JSON) and the memory accounting. Not log/redis/, not the memory store.
@@ -253,7 +255,7 @@ def test_every_module_is_in_a_layer():
     """A new module at the root must be a public entry point or a root helper."""
     for name in module_names(PACKAGE_DIR):
         layer = layer_of(name)
-        assert layer in ("", "__main__", *LAYERS, *SHIM_LAYERS, *ROOT_HELPERS), name
+        assert layer in ("", *ENTRY_POINTS, *LAYERS, *SHIM_LAYERS, *ROOT_HELPERS), name
 
 
 # The checker itself, on small packages of its own: each rule catches its break.

@@ -44,7 +44,7 @@ def _project(pytester: pytest.Pytester, *, conftest: str | None = None) -> None:
 def test_the_entry_point_is_the_shim():
     pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
     assert pyproject["project"]["entry-points"]["pytest11"] == {
-        "trio_streams": "trio_streams.testing._entry_point"
+        "trio_streams": "trio_streams._pytest_entry_point"
     }
 
 
@@ -52,6 +52,17 @@ def test_opted_in_with_pytest_plugins_no_warning(pytester: pytest.Pytester) -> N
     _project(pytester, conftest=OPT_IN)
     result = pytester.runpytest("-q", *ENTRY_POINT, "-W", "error::DeprecationWarning")
     result.assert_outcomes(passed=2)
+
+
+def test_opted_in_with_pytest_plugins_a_strict_suite_starts(pytester: pytest.Pytester) -> None:
+    """The README's opt-in under filterwarnings=error: loading the shim imported
+    trio_streams.testing before the conftest named it, so pytest could not
+    rewrite its asserts (PytestAssertRewriteWarning, an error at startup). In
+    a subprocess: this session has imported trio_streams.testing already."""
+    _project(pytester, conftest=OPT_IN)
+    result = pytester.runpytest_subprocess("-q", *ENTRY_POINT, "-W", "error")
+    result.assert_outcomes(passed=2)
+    assert "PytestAssertRewriteWarning" not in result.stdout.str() + result.stderr.str()
 
 
 def test_opted_in_with_dash_p_no_warning(pytester: pytest.Pytester) -> None:

@@ -37,6 +37,16 @@ def test_the_connection_owns_url_prefix_keys_and_the_cluster_flag() -> None:
         RedisConnection("redis://h:1/0?cluster=maybe")
 
 
+@pytest.mark.parametrize(
+    "name", ["ttl_running", "ttl_finished", "ttl_events_finished", "lease_ttl", "idempotency_ttl"]
+)
+def test_a_store_refuses_a_lifetime_redis_cannot_take(name: str) -> None:
+    """Redis takes an expiry in ms in 64 bits: 1e14 days was accepted, and every write failed."""
+    with pytest.raises(ValueError, match=rf"^{name} must be at most 3\.1536e\+08 s \(10 years\)"):
+        RedisStore("redis://h:1/0", **{name: 3650 * 86400.0 + 1})  # type: ignore[arg-type]
+    RedisStore("redis://h:1/0", **{name: 3650 * 86400.0})  # type: ignore[arg-type]  # ten years is fine
+
+
 async def test_a_connection_not_open_has_no_client() -> None:
     connection = RedisConnection("redis://h:1/0")
     with pytest.raises(trio.ClosedResourceError):

@@ -77,6 +77,11 @@ def test_help_documents_every_flag():
             ["--workers", "2", "--redis-lease", "1h", "--redis-ttl-running", "30m"],
             "--redis-ttl-running (1800s)",
         ),
+        # Redis takes an expiry in ms that fits 64 bits: beyond it every flush failed, forever.
+        (["--redis-url", "redis://127.0.0.1:1", "--redis-ttl-running", "99999999999999d"], "at most 3650d"),
+        (["--redis-url", "redis://127.0.0.1:1", "--redis-ttl-finished", "3651d"], "at most 3650d"),
+        (["--redis-url", "redis://127.0.0.1:1", "--redis-ttl-events", "99999999999999d"], "at most 3650d"),
+        (["--redis-url", "redis://127.0.0.1:1", "--redis-lease", "99999999999d"], "at most 3650d"),
     ],
 )
 def test_bad_flags_are_one_line_errors(args, message):
@@ -98,6 +103,39 @@ def test_an_app_factory_that_returns_no_app_is_a_usage_error():
     assert result.stderr.strip().splitlines()[-1] == (
         "trio-streams serve: error: --app: getcwd returned str, not a QuartTrio app"
     )
+
+
+def test_an_app_factory_that_raises_ends_with_one_line_naming_it():
+    """The app's own traceback is logged (it is the app's bug), then one line, exit 1:
+    it was a bare traceback out of the command, through our frames."""
+    result = subprocess.run(
+        [*SERVE, "--bind=127.0.0.1:0", "--app", "json:loads"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert "ERROR trio_streams.serve: --app: loads raised" in lines[0]
+    assert "TypeError: loads() missing 1 required positional argument: 's'" in result.stderr
+    assert lines[-1] == (
+        "trio-streams serve: error: --app: loads raised TypeError: loads() missing 1 required "
+        "positional argument: 's' (its traceback is logged above)"
+    )
+    assert "_main.py" not in result.stderr  # not a traceback out of the command itself
+
+
+def test_an_app_module_that_raises_at_import_ends_with_one_line_naming_it(tmp_path):
+    (tmp_path / "broken_app_module.py").write_text("def create_app(:\n")
+    result = subprocess.run(
+        [*SERVE, "--bind=127.0.0.1:0", "--app", "broken_app_module:create_app"],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "SyntaxError" in result.stderr
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("trio-streams serve: error: --app: importing 'broken_app_module' raised SyntaxError: ")
+    )
+    assert "_main.py" not in result.stderr
 
 
 def test_a_bad_redis_url_in_the_environment_is_a_one_line_error():

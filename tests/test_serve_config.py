@@ -18,9 +18,12 @@ SERVE = [sys.executable, "-m", "trio_streams", "serve"]
 
 @pytest.fixture
 def config_file(tmp_path):
-    def write(text: str, mode: int = 0o600) -> str:
+    def write(text: str | bytes, mode: int = 0o600) -> str:
         path = tmp_path / "serve.toml"
-        path.write_text(text)
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text)
         path.chmod(mode)
         return str(path)
 
@@ -79,6 +82,11 @@ def test_a_config_file_with_tokens_must_be_private(config_file):
         ("", {"TRIO_STREAMS_ACCESS_LOG": "maybe"}, r"TRIO_STREAMS_ACCESS_LOG: expected true or false"),
         ("", {"TRIO_STREAMS_TOKEN": "nocolon"}, r"TRIO_STREAMS_TOKEN: must look like USER:SECRET"),
         ("heartbeat = [", {}, r"not valid TOML"),
+        (b"\xff\xfeheartbeat = 1\n", {}, r"not valid TOML: .*not UTF-8"),
+        # An empty path was the current directory: an embedded Redis wrote its files there.
+        ("", {"TRIO_STREAMS_DATA_DIR": ""}, r"^TRIO_STREAMS_DATA_DIR: an empty path"),
+        ("", {"TRIO_STREAMS_TOKEN_FILE": " "}, r"^TRIO_STREAMS_TOKEN_FILE: an empty path"),
+        ('certfile = ""\nkeyfile = "k.pem"\n', {}, r"serve.toml:certfile: an empty path"),
     ],
 )
 def test_a_bad_setting_names_its_source(config_file, text, env, message):
@@ -100,6 +108,26 @@ def test_the_command_exits_2_with_one_line_naming_the_variable(config_file):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert f"{path}:bogus: unknown key" in result.stderr
+
+
+def test_an_unknown_variable_is_named_in_a_warning():
+    """A typo was ignored without a word: the server ran with the default."""
+    env = {
+        **os.environ,
+        "TRIO_STREAMS_HEARTBAET": "5s",
+        "TRIO_STREAMS_RETRY_MS": "100",  # an app.config key, not a flag
+        "TRIO_STREAMS_REDIS_SERVER": "/usr/bin/redis-server",  # read elsewhere: no warning
+        "TRIO_STREAMS_WORKER_ID": "0",
+    }
+    result = subprocess.run([*SERVE, "--max-runs", "0"], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[:2] == [
+        "trio-streams serve: warning: TRIO_STREAMS_HEARTBAET is not a setting of serve, ignored; "
+        "did you mean TRIO_STREAMS_HEARTBEAT?",
+        "trio-streams serve: warning: TRIO_STREAMS_RETRY_MS is not a setting of serve, ignored "
+        "(see trio-streams serve --help)",
+    ]
+    assert "--max-runs" in result.stderr.splitlines()[2]
 
 
 def test_help_says_where_settings_come_from():
@@ -143,6 +171,10 @@ def test_init_app_reads_app_config_where_no_argument_was_given():
         ("TRIO_STREAMS_HEARTBEAT", 0, r"TRIO_STREAMS_HEARTBEAT'\]: must be more than zero"),
         ("TRIO_STREAMS_MAX_BODY", 1.5, r"TRIO_STREAMS_MAX_BODY'\]: must be a positive integer"),
         ("TRIO_STREAMS_MAX_RUNS", 0, r"app.config\['TRIO_STREAMS_MAX_RUNS'\]: "),
+        # A hub option of the wrong type said "'<' not supported between instances of 'str' and 'int'".
+        ("TRIO_STREAMS_MAX_MEMORY", "1GiB", r"^app.config\['TRIO_STREAMS_MAX_MEMORY'\]: must be a number"),
+        ("TRIO_STREAMS_GRACE_PERIOD", "3m", r"TRIO_STREAMS_GRACE_PERIOD'\]: must be a number, not '3m'$"),
+        ("TRIO_STREAMS_MAX_AGE", [1], r"TRIO_STREAMS_MAX_AGE'\]: must be a number, not \[1\]$"),
     ],
 )
 def test_a_bad_app_config_value_names_the_key(key, value, message):

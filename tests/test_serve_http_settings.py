@@ -12,6 +12,7 @@ import logging
 import shutil
 import ssl
 import subprocess
+import sys
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,7 @@ import httpx
 import pytest
 import trio
 
-from trio_streams import ServeConfigError, ServeStartupError, serve, serve_plan
+from trio_streams import ServeConfigError, serve, serve_plan
 from trio_streams.cli._proxy import parse_trusted
 
 if TYPE_CHECKING:
@@ -82,18 +83,36 @@ def test_tls_needs_both_files_and_readable_ones(certificate, tmp_path):
     cert, _key = certificate
     with pytest.raises(ServeConfigError, match="TLS needs both --certfile and --keyfile"):
         serve_plan([f"--certfile={cert}"])
-    with pytest.raises(ServeStartupError, match=r"--keyfile .*: cannot read it"):
+    with pytest.raises(ServeConfigError, match=r"--keyfile .*: cannot read it"):
         serve_plan([f"--certfile={cert}", f"--keyfile={tmp_path / 'missing.pem'}"])
 
 
-async def test_a_key_that_is_not_a_key_is_one_clear_error(certificate, tmp_path):
-    cert, _key = certificate
+def test_a_key_that_is_not_a_key_is_one_clear_bad_argument(certificate, tmp_path):
+    """Found with the flags (exit 2), not when the server binds (exit 1, as an unusable address)."""
+    cert, key = certificate
     bogus = tmp_path / "bogus.pem"
     bogus.write_text("not a key\n")
-    with trio.fail_after(DEADLINE):
-        async with trio.open_nursery() as nursery:
-            with pytest.raises(ServeStartupError, match="--certfile/--keyfile: cannot load them"):
-                await nursery.start(serve, serve_plan([f"--certfile={cert}", f"--keyfile={bogus}"]))
+    with pytest.raises(ServeConfigError, match="--certfile/--keyfile: cannot load them as a PEM certificate"):
+        serve_plan([f"--certfile={cert}", f"--keyfile={bogus}"])
+    with pytest.raises(ServeConfigError, match="cannot load them"):
+        serve_plan([f"--certfile={key}", f"--keyfile={key}"])
+    result = subprocess.run(
+        [sys.executable, "-m", "trio_streams", "serve", f"--certfile={cert}", f"--keyfile={bogus}"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert (result.returncode, result.stderr.count("\n")) == (2, 1), result.stderr
+
+
+def test_a_key_with_a_passphrase_is_refused_not_asked_for(certificate, tmp_path):
+    """OpenSSL would prompt for the passphrase on the terminal: a service hangs there."""
+    cert, key = certificate
+    encrypted = tmp_path / "encrypted.pem"
+    subprocess.run(
+        ["openssl", "rsa", "-in", str(key), "-aes256", "-passout", "pass:secret", "-out", str(encrypted)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    with pytest.raises(ServeConfigError, match=r"^--keyfile: the key is encrypted \(it has a passphrase\)"):
+        serve_plan([f"--certfile={cert}", f"--keyfile={encrypted}"])
 
 
 async def _idle_until_closed(url: str) -> None:
@@ -118,10 +137,24 @@ async def test_keep_alive_closes_an_idle_connection_after_the_timeout():
 
 
 async def test_root_path_is_the_prefix_a_proxy_mounts_the_server_under():
-    async with serving("--root-path=/api/") as url, httpx.AsyncClient(base_url=url) as client:
+    flags = ("--root-path=/api/", "--subscriptions", "--webhook-allow-loopback")
+    async with serving(*flags) as url, httpx.AsyncClient(base_url=url) as client:
         assert (await client.get("/api/healthz")).status_code == 200
         started = await client.post("/api/v1/runs", json={"producer": "demo", "input": {"tokens": 2}})
         assert started.status_code == 201
+        # Every URL the server hands out is under the prefix (they named /v1/... and led nowhere):
+        run_id = started.json()["run_id"]
+        assert started.json()["events_url"] == f"/api/v1/runs/{run_id}/events"
+        assert started.headers["location"] == f"/api/v1/runs/{run_id}"
+        listed = (await client.get("/api/v1/runs")).json()["runs"]
+        assert [run["events_url"] for run in listed] == [f"/api/v1/runs/{run_id}/events"]
+        assert (await client.get(started.json()["events_url"])).status_code == 200
+        created = await client.put("/api/v1/stream/notes", headers={"Content-Type": "text/plain"})
+        assert created.headers["location"] == f"{url}/api/v1/stream/notes"
+        hook = {"type": "webhook", "pattern": "o/*", "webhook": {"url": "http://127.0.0.1:9/hook"}}
+        subscription = await client.put("/api/v1/stream/__ds/subscriptions/s1", json=hook)
+        jwks_url = subscription.json()["webhook"]["signing"]["jwks_url"]
+        assert jwks_url == f"{url}/api/v1/stream/__ds/jwks.json"
 
 
 async def _create_stream(url: str, headers: dict[str, str]) -> str:

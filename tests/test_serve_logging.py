@@ -25,8 +25,12 @@ async def _collect(stream: trio.abc.ReceiveStream, into: list[bytes]) -> None:
         into.append(bytes(chunk))
 
 
-async def run_serve(*flags: str) -> tuple[int, str]:
-    """Start serve, start and cancel a run as alice, SIGTERM; (exit status, stderr)."""
+FORGED = "2026-12-02 16:00:00,000 ERROR trio_streams: FORGED"
+
+
+async def run_serve(*flags: str, key: str | None = None, reason: str | None = None) -> tuple[int, str]:
+    """Start serve, start and cancel a run as alice (with ``key`` and the cancel's
+    ``reason``, if given), SIGTERM; (exit status, stderr)."""
     stderr: list[bytes] = []
     with trio.fail_after(60):
         process = await trio.lowlevel.open_process(
@@ -45,12 +49,15 @@ async def run_serve(*flags: str) -> tuple[int, str]:
                 url = out.decode().split("serving on ", 1)[1].split()[0]
                 headers = {"Authorization": f"Bearer {SECRET}"}
                 async with httpx.AsyncClient(base_url=url, headers=headers) as client:
-                    response = await client.post(
-                        "/v1/runs", json={"producer": "demo", "input": {"tokens": 10000, "rate": 5}}
-                    )
+                    start = {"producer": "demo", "input": {"tokens": 10000, "rate": 5}, "key": key}
+                    response = await client.post("/v1/runs", json=start)
                     assert response.status_code == 201
                     run_id = response.json()["run_id"]
-                    assert (await client.post(f"/v1/runs/{run_id}/cancel")).status_code in (200, 202)
+                    cancel = None if reason is None else {"reason": reason}
+                    assert (await client.post(f"/v1/runs/{run_id}/cancel", json=cancel)).status_code in (
+                        200,
+                        202,
+                    )
                     # The run's stream ends with its terminal event once it is finalized.
                     async with client.stream("GET", f"/v1/runs/{run_id}/events") as events:
                         lines = [line async for line in events.aiter_lines()]
@@ -92,6 +99,17 @@ async def test_text_stays_the_default():
     assert SECRET not in log
     assert not any(line.startswith("{") for line in log.splitlines())
     assert any(" INFO trio_streams: run " in line for line in log.splitlines())
+
+
+async def test_a_client_cannot_forge_text_log_lines():
+    """A run key or cancel reason with a line break wrote its own line: "... ERROR ..." from
+    anyone with a token. The text format is one line per record, as --help says."""
+    status, log = await run_serve(key=f"k\n{FORGED} by the key", reason=f"r\r\n{FORGED} by the reason")
+    assert status == 0, log
+    quoting = [line for line in log.splitlines() if "FORGED" in line]
+    assert len(quoting) >= 3, log  # started (the key), cancel requested and cancelled (the reason)
+    assert all(" INFO trio_streams: run " in line for line in quoting), quoting
+    assert f"key=k\\n{FORGED} by the key" in log
 
 
 def test_a_record_without_context_has_only_the_base_fields():

@@ -15,7 +15,7 @@ from trio_streams.testing import assert_well_formed, virtual_deadline
 #: predate the opt-in), these tests say what loads: `no:trio_streams` blocks it.
 NO_ENTRY_POINT = ("-p", "no:trio_streams")
 #: What an installed trio_streams' pytest11 entry point loads (pyproject.toml).
-ENTRY_POINT = (*NO_ENTRY_POINT, "-p", "trio_streams.testing._entry_point")
+ENTRY_POINT = (*NO_ENTRY_POINT, "-p", "trio_streams._pytest_entry_point")
 
 
 def test_plugin_gives_a_mock_clock_hub(pytester: pytest.Pytester) -> None:

@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from trio_streams.cli._main import build_parser
-from trio_streams.cli._plan import ServePlan, ServeStartupError
+from trio_streams.cli._plan import ServeConfigError, ServePlan
 from trio_streams.web import ApiError, TokenAuth, TokenSourceError
 from trio_streams.web._token_sources import (
     MAX_TOKEN_FILE_BYTES,
@@ -222,7 +222,7 @@ def test_plan_from_flags_and_file_ignores_the_files_comments(tmp_path):
 
 def test_plan_refuses_a_secret_shared_by_a_flag_and_the_file(tmp_path):
     (tmp_path / "t").write_text("bob:hunter2\n")
-    with pytest.raises(ServeStartupError) as caught:
+    with pytest.raises(ServeConfigError) as caught:
         plan("--token", "alice:hunter2", "--token-file", str(tmp_path / "t"))
     message = str(caught.value)
     assert f"'bob' (--token-file {tmp_path / 't'}:1)" in message
@@ -232,9 +232,9 @@ def test_plan_refuses_a_secret_shared_by_a_flag_and_the_file(tmp_path):
 @pytest.mark.parametrize("with_flag", [False, True])
 def test_plan_reports_an_unreadable_file_by_name(tmp_path, with_flag):
     flags = ["--token", "alice:a1"] if with_flag else []
-    with pytest.raises(ServeStartupError, match=r"--token-file .*missing\.txt: cannot read it: No such file"):
+    with pytest.raises(ServeConfigError, match=r"--token-file .*missing\.txt: cannot read it: No such file"):
         plan(*flags, "--token-file", str(tmp_path / "missing.txt"))
-    with pytest.raises(ServeStartupError, match="cannot read it: Is a directory"):
+    with pytest.raises(ServeConfigError, match="cannot read it: Is a directory"):
         plan(*flags, "--token-file", str(tmp_path))
 
 
@@ -265,18 +265,18 @@ def one_line_error(*argv: str, status: int) -> str:
         ),
     ],
 )
-def test_a_bad_token_file_is_a_one_line_startup_error(tmp_path, contents, start, reason):
+def test_a_bad_token_file_is_a_one_line_bad_argument(tmp_path, contents, start, reason):
     path = tmp_path / "tokens.txt"
     path.write_text(contents)
-    line = one_line_error("--token", "zed:z1", "--token-file", str(path), status=1)
+    line = one_line_error("--token", "zed:z1", "--token-file", str(path), status=2)
     file = f"--token-file {path}"
     assert line.startswith("trio-streams serve: error: " + start.format(file=file))
     assert reason.format(file=file) in line
     assert "hunter2" not in line
 
 
-def test_a_missing_token_file_is_a_one_line_startup_error(tmp_path):
-    line = one_line_error("--token-file", str(tmp_path / "nope.txt"), status=1)
+def test_a_missing_token_file_is_a_one_line_bad_argument(tmp_path):
+    line = one_line_error("--token-file", str(tmp_path / "nope.txt"), status=2)
     path = tmp_path / "nope.txt"
     assert (
         line == f"trio-streams serve: error: --token-file {path}: cannot read it: No such file or directory"
@@ -291,7 +291,7 @@ def test_a_bad_token_flag_is_a_bad_argument():
 
 
 def test_two_flags_giving_one_secret_to_two_users_do_not_start():
-    line = one_line_error("--token", "alice:hunter2", "--token", "bob:hunter2", status=1)
+    line = one_line_error("--token", "alice:hunter2", "--token", "bob:hunter2", status=2)
     assert "one secret is given to two users: 'alice' (--token) and 'bob' (--token)" in line
     assert "hunter2" not in line
 

@@ -196,9 +196,12 @@ class HTTPConnection:
                 name.decode().lower(): value.decode("latin-1") for name, value in head.headers
             }
             yield head.status_code, response_headers, body
-        except (h11.ProtocolError, trio.BrokenResourceError, OSError, _ClosedBeforeAnswer) as exc:
+        except _ClosedBeforeAnswer as exc:
             await self.aclose()
-            raise HTTPError(f"{method} {target}: {exc!r}") from exc
+            raise HTTPError(f"{method} {target}: {exc}") from exc
+        except (h11.ProtocolError, trio.BrokenResourceError, OSError) as exc:
+            await self.aclose()
+            raise HTTPError(f"{method} {target}: {_why_broken(exc)}") from exc
         finally:
             if not body.finished:
                 await self.aclose()
@@ -220,7 +223,7 @@ class HTTPConnection:
             await stream.send_all(data)
             chunk = bytes(await stream.receive_some(_READ_SIZE))
         except (trio.BrokenResourceError, ConnectionError) as exc:
-            raise _ClosedBeforeAnswer(repr(exc)) from exc
+            raise _ClosedBeforeAnswer(_why_broken(exc)) from exc
         if not chunk:
             raise _ClosedBeforeAnswer("the server closed the connection")
         conn.receive_data(chunk)
@@ -243,6 +246,18 @@ class HTTPConnection:
             if isinstance(event, h11.ConnectionClosed):
                 raise HTTPError("the server closed the connection")
             return event
+
+
+def _why_broken(exc: BaseException) -> str:
+    """What broke a connection, in words (a TLS failure says so: an https URL to a plain server)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return f"TLS failed ({seen.reason or seen}): does the server speak HTTPS at this URL?"
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(exc, trio.BrokenResourceError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return f"the connection broke ({type(exc).__name__}{': ' + str(exc) if str(exc) else ''})"
 
 
 class _ClosedBeforeAnswer(Exception):

@@ -27,6 +27,22 @@ LogFormat = Literal["text", "json"]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
+#: Line breaks and other control characters in a text line's message, escaped: a
+#: client's cancel reason or run key ("x\n2026-... ERROR ...") could forge log lines.
+_ESCAPES = {
+    **{code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F) if code != 0x09},
+    0x0A: "\\n",
+    0x0D: "\\r",
+}
+
+
+class TextFormatter(logging.Formatter):
+    """``TEXT_FORMAT``, one line per record: a message's control characters are escaped
+    (a traceback, which follows the message, keeps its lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return super().formatMessage(record).translate(_ESCAPES)
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record, on one line (newlines inside values are escaped)."""
@@ -61,7 +77,7 @@ def configure_logging(level: str, log_format: LogFormat, *, worker: int | None =
     """
     handler = logging.StreamHandler(sys.stderr)
     text = TEXT_FORMAT if worker is None else TEXT_FORMAT.replace("%(name)s", f"%(name)s[worker {worker}]")
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(text))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter(text))
     if worker is not None:
         handler.addFilter(_WorkerField(worker))
     logging.basicConfig(level=level.upper(), handlers=[handler])

@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["serve"]:
         # serve's settings also come from TRIO_STREAMS_* and --config's file.
+        for warning in _serve.unknown_environment(os.environ):
+            print(f"trio-streams serve: warning: {warning}", file=sys.stderr)
         try:
             argv = ["serve", *_serve.with_sources(argv[1:], os.environ)]
         except ServeConfigError as exc:

@@ -7,6 +7,7 @@ import inspect
 import ipaddress
 import logging
 import os
+import ssl
 import sys
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -30,11 +31,15 @@ logger = logging.getLogger("trio_streams.serve")
 
 
 class ServeConfigError(Exception):
-    """A flag combination that cannot work (reported as one line, exit 2)."""
+    """A flag, or a file a flag names, that cannot work: a bad argument (one line, exit 2).
+
+    A certificate, key or token file that cannot be read or is malformed is one
+    (it is the flag that is wrong), as is one secret given to two users.
+    """
 
 
 class ServeStartupError(Exception):
-    """Something the flags name cannot be used, e.g. an unreadable token file (one line, exit 1)."""
+    """The server could not start with good flags: address in use, store unreachable (one line, exit 1)."""
 
 
 _HUB_FLAGS = (
@@ -90,8 +95,9 @@ class ServePlan:
         """Check the flags and build the plan.
 
         Raises:
-            ServeConfigError: with a one-line explanation (bad flags).
-            ServeStartupError: with a one-line explanation (a token file).
+            ServeConfigError: with a one-line explanation (bad flags, or a file
+                they name that cannot be read or used).
+            ServeStartupError: the ``--app`` module raised while it was imported.
         """
         host, port = parse_bind(args.bind)
         plan = cls(host, port, access_log=args.access_log)
@@ -181,8 +187,8 @@ class ServePlan:
         """TLS, keep-alive, root path and trusted proxies from their flags.
 
         Raises:
-            ServeConfigError: one of the pair --certfile/--keyfile alone, a bad address.
-            ServeStartupError: a certificate or key file that cannot be read.
+            ServeConfigError: one of the pair --certfile/--keyfile alone, a bad
+                address, a certificate or key file that cannot be read or loaded.
         """
         from ._proxy import parse_trusted
 
@@ -191,7 +197,16 @@ class ServePlan:
             raise ServeConfigError("TLS needs both --certfile and --keyfile")
         for flag, path in (("--certfile", certfile), ("--keyfile", keyfile)):
             if path is not None and not os.access(path, os.R_OK):
-                raise ServeStartupError(f"{flag} {path}: cannot read it")
+                raise ServeConfigError(f"{flag} {path}: cannot read it")
+        if certfile is not None:
+            try:  # a PEM that is no certificate, or a key of another one: now, not at the bind
+                context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                context.load_cert_chain(certfile, keyfile, password=_no_passphrase)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                why = getattr(exc, "reason", None) or exc
+                raise ServeConfigError(
+                    f"--certfile/--keyfile: cannot load them as a PEM certificate (chain) and its key: {why}"
+                ) from None
         self.certfile, self.keyfile = certfile, keyfile
         self.keep_alive = getattr(args, "keep_alive", None)
         root_path = getattr(args, "root_path", None) or ""
@@ -324,6 +339,7 @@ class ServePlan:
 
         Raises:
             ServeConfigError: a user factory that does not build a fitting app.
+            ServeStartupError: a user factory that raised (its traceback logged).
         """
         from ..web import TrioStreams, create_app
 
@@ -334,11 +350,19 @@ class ServePlan:
             fast_paths = os.environ.get("TRIO_STREAMS_FAST_PATHS", "1") != "0"
             app = create_app(fast_paths=fast_paths, **self.options)
         else:
-            if _takes_options(factory):
-                app = factory(**self.options)
-            else:
-                logger.warning("%s takes no options: --store, --token and the run flags are ignored", factory)
-                app = factory()
+            try:
+                if _takes_options(factory):
+                    app = factory(**self.options)
+                else:
+                    ignored = "--store, --token and the run flags are ignored"
+                    logger.warning("%s takes no options: %s", factory, ignored)
+                    app = factory()
+            except Exception as exc:  # the app's own code: its traceback is in the log
+                name = getattr(factory, "__qualname__", factory)
+                logger.error("--app: %s raised", name, exc_info=True)
+                raise ServeStartupError(
+                    f"--app: {name} raised {type(exc).__name__}: {exc} (its traceback is logged above)"
+                ) from None
             from quart_trio import QuartTrio
 
             if not isinstance(app, QuartTrio):
@@ -455,11 +479,16 @@ def _metrics_users(names: list[str], auth: TokenAuth | None) -> frozenset[str]:
     return frozenset(names)
 
 
+def _no_passphrase() -> str:
+    """An encrypted key would make OpenSSL ask for its passphrase on the terminal: refuse it."""
+    raise ServeConfigError("--keyfile: the key is encrypted (it has a passphrase); serve needs one without")
+
+
 def _auth_from(args: argparse.Namespace) -> TokenAuth | None:
     """Every ``--token`` and the ``--token-file``'s lines as one :class:`TokenAuth`, or None.
 
     Raises:
-        ServeStartupError: the token file cannot be read or has a bad line, or
+        ServeConfigError: the token file cannot be read or has a bad line, or
             one secret is given to two users (one line, never a secret).
     """
     from ..web import TokenAuth, TokenSourceError
@@ -473,9 +502,9 @@ def _auth_from(args: argparse.Namespace) -> TokenAuth | None:
         file = None if path is None else (label, read_token_file(path))
         return TokenAuth(collect_tokens(args.token, file))
     except OSError as exc:
-        raise ServeStartupError(f"{label}: cannot read it: {exc.strerror or exc}") from None
+        raise ServeConfigError(f"{label}: cannot read it: {exc.strerror or exc}") from None
     except TokenSourceError as exc:
-        raise ServeStartupError(str(exc)) from None
+        raise ServeConfigError(str(exc)) from None
 
 
 def _import_factory(spec: str) -> Callable[..., QuartTrio]:
@@ -487,6 +516,12 @@ def _import_factory(spec: str) -> Callable[..., QuartTrio]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ServeConfigError(f"--app: cannot import {module_name!r}: {exc}") from None
+    except Exception as exc:  # the app's own code (or a SyntaxError in it): its traceback is in the log
+        logger.error("--app: importing %s raised", module_name, exc_info=True)
+        raise ServeStartupError(
+            f"--app: importing {module_name!r} raised {type(exc).__name__}: {exc} "
+            "(its traceback is logged above)"
+        ) from None
     factory = getattr(module, attribute, None)
     if not callable(factory):
         raise ServeConfigError(f"--app: {module_name} has no callable {attribute!r}")

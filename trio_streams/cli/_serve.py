@@ -15,7 +15,7 @@ from ._logging import configure_logging
 from ._plan import ServeConfigError, ServePlan, ServeStartupError
 from ._serve_flags import configure
 from ._server import _serve
-from ._sources import flags_from_sources
+from ._sources import flags_from_sources, unknown_variables
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -74,11 +74,13 @@ access_log = true, token_file = "/etc/tokens"). Flags win over the
 environment, which wins over the file. TRIO_STREAMS_TOKEN holds
 whitespace-separated USER:SECRET pairs (safer than --token: a command line is
 visible to every user through ps); a file with a token key must be readable
-by its owner alone (chmod 600). A bad value is one line naming its source.
+by its owner alone (chmod 600). A bad value is one line naming its source;
+an unknown TRIO_STREAMS_* variable, a warning naming it.
 
 exit status: 0 after a clean shutdown; 1 the server could not start (e.g. the
-store is unreachable, the port is in use, the token file is unreadable or has a
-bad line, one secret is given to two users); 2 bad arguments."""
+store is unreachable, the port is in use); 2 bad arguments (a bad flag or value,
+a token, certificate or key file that is unreadable or malformed, one secret
+given to two users)."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction[Any]) -> argparse.ArgumentParser:
@@ -106,6 +108,13 @@ def with_sources(flags: Sequence[str], environ: Mapping[str, str]) -> list[str]:
     return flags_from_sources(parser, flags, environ)
 
 
+def unknown_environment(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each ``TRIO_STREAMS_*`` variable in ``environ`` that is no setting of ``serve``."""
+    parser = argparse.ArgumentParser(add_help=False)
+    configure(parser)
+    return unknown_variables(parser, environ)
+
+
 def serve_plan(flags: Sequence[str] = (), *, environ: Mapping[str, str] | None = None) -> ServePlan:
     """The plan ``trio-streams serve FLAGS`` would run, for :func:`~trio_streams.serve`.
 
@@ -115,8 +124,9 @@ def serve_plan(flags: Sequence[str] = (), *, environ: Mapping[str, str] | None =
     ``environ`` (e.g. ``os.environ``): an embedding program decides.
 
     Raises:
-        ServeConfigError: a bad flag or flag combination (one line).
-        ServeStartupError: something a flag names cannot be used (a token file).
+        ServeConfigError: a bad flag or flag combination, or a file a flag
+            names that cannot be read or used (a token file), in one line.
+        ServeStartupError: the ``--app`` module raised while it was imported.
     """
     parser = _RaisingParser(prog="serve")
     configure(parser)

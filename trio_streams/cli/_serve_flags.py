@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from ._gc import DEFAULT_THRESHOLD, gc_threshold_arg
-from ._units import duration_arg, positive_duration_arg, size_arg
+from ._units import duration_arg, positive_duration_arg, redis_ttl_arg, size_arg
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -32,10 +32,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--access-log", action="store_true", help="log every request (Hypercorn's access log)")
     net.add_argument(
         "--certfile",
+        type=path_arg,
         metavar="PATH",
         help="serve HTTPS with this PEM certificate (chain); needs --keyfile; HTTP/2 offered by ALPN",
     )
-    net.add_argument("--keyfile", metavar="PATH", help="the PEM private key of --certfile")
+    net.add_argument("--keyfile", type=path_arg, metavar="PATH", help="the PEM private key of --certfile")
     net.add_argument(
         "--keep-alive",
         type=positive_duration_arg,
@@ -88,25 +89,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     store.add_argument(
         "--redis-lease",
-        type=positive_duration_arg,
+        type=redis_ttl_arg,
         metavar="DURATION",
         help="a run whose owner stops renewing its lease this long is marked dead by another instance (10s)",
     )
     store.add_argument(
         "--redis-ttl-running",
-        type=positive_duration_arg,
+        type=redis_ttl_arg,
         metavar="DURATION",
         help="expiry of a live run's keys, refreshed while it runs (24h)",
     )
     store.add_argument(
         "--redis-ttl-finished",
-        type=positive_duration_arg,
+        type=redis_ttl_arg,
         metavar="DURATION",
         help="how long a finished run's status and result stay in Redis (7d)",
     )
     store.add_argument(
         "--redis-ttl-events",
-        type=positive_duration_arg,
+        type=redis_ttl_arg,
         metavar="DURATION",
         help="how long a finished run's events stay replayable from Redis (24h)",
     )
@@ -141,7 +142,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     auth.add_argument(
         "--token-file",
-        type=Path,
+        type=token_file_arg,
         metavar="PATH",
         help="USER:SECRET lines, blank lines and # comments skipped; adds to any --token",
     )
@@ -219,6 +220,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     durable.add_argument(
         "--webhook-key-file",
+        type=path_arg,
         metavar="PATH",
         help="the webhook signing key (Ed25519, PEM), made there on first start; it wins over the "
         "key kept in Redis (default: with the streams in Redis -- --redis-url, --data-dir, "
@@ -227,6 +229,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     durable.add_argument(
         "--webhook-previous-key-file",
+        type=path_arg,
         metavar="PATH",
         action="append",
         default=[],
@@ -362,10 +365,23 @@ def redis_url_arg(text: str) -> str:
     return text
 
 
+def path_arg(text: str) -> str:
+    """A file's path: not empty (``Path("")`` is the current directory: an empty
+    ``TRIO_STREAMS_DATA_DIR=`` put an embedded Redis's files there)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; name a file (or leave the setting out)")
+    return text
+
+
+def token_file_arg(text: str) -> Path:
+    """``--token-file``: a path, not empty (read later, by the plan)."""
+    return Path(path_arg(text))
+
+
 def data_dir_arg(text: str) -> Path:
     """``--data-dir``: a directory, or a path one can be made at (the embedded
     redis-server creates it); checked here, before anything starts."""
-    path = Path(text)
+    path = Path(path_arg(text))
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: not a directory")
     existing = path if path.exists() else next((p for p in path.absolute().parents if p.exists()), None)

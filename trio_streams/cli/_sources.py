@@ -19,6 +19,7 @@ file that holds tokens must be readable by its owner alone (mode 0600), or
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import stat
 import tomllib
@@ -73,6 +74,42 @@ def flags_from_sources(
     return [*prefix, *flags]
 
 
+#: ``TRIO_STREAMS_*`` variables that are not flags, read elsewhere: the redis binaries
+#: (log/redis/_server.py), the workers' own (cli/_supervisor.py), the fast paths' switch
+#: (cli/_plan.py), and the test suite's and benchmarks' own.
+NOT_FLAGS = frozenset(
+    ENV_PREFIX + name
+    for name in (
+        "CONFIG",
+        "REDIS_SERVER",
+        "REDIS_CLI",
+        "WORKER_ID",
+        "WORKERS_DIR",
+        "FAST_PATHS",
+        "PAGE_SCREENSHOTS",
+        "BENCH_GC_DIR",
+    )
+)
+
+
+def unknown_variables(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> list[str]:
+    """One warning per ``TRIO_STREAMS_*`` variable of ``environ`` that sets nothing.
+
+    A typo (``TRIO_STREAMS_HEARTBAET``) or a name only an app's config knows
+    (``TRIO_STREAMS_RETRY_MS``) would otherwise be ignored without a word;
+    the warning names it, and the flag it may have meant.
+    """
+    known = {env_name(dest) for dest in _settable(parser)} | NOT_FLAGS
+    warnings = []
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            suffixes = sorted(known_name.removeprefix(ENV_PREFIX) for known_name in known)
+            close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), suffixes, n=1, cutoff=0.8)
+            hint = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else " (see trio-streams serve --help)"
+            warnings.append(f"{name} is not a setting of serve, ignored{hint}")
+    return warnings
+
+
 def _settable(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     """The flags a source may set, by destination (not --help, not --config itself)."""
     return {
@@ -100,6 +137,8 @@ def _read_toml(path: str) -> dict[str, object]:
         raise ServeConfigError(f"--config {path}: cannot read it: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ServeConfigError(f"--config {path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8; tomllib does not say so in its own error
+        raise ServeConfigError(f"--config {path}: not valid TOML: not UTF-8 (byte {exc.start})") from None
 
 
 def _check_private(path: str) -> None:

@@ -55,6 +55,19 @@ def positive_duration_arg(text: str) -> float:
     return value
 
 
+#: The longest Redis key lifetime a flag takes: Redis wants the expiry in ms in 64 bits
+#: (beyond, every write failed), and above 10 years a lifetime is a typo, not a plan.
+MAX_REDIS_TTL = 3650 * 86400.0
+
+
+def redis_ttl_arg(text: str) -> float:
+    """An argparse ``type=`` for a Redis lifetime: above zero, at most :data:`MAX_REDIS_TTL`."""
+    value = positive_duration_arg(text)
+    if value > MAX_REDIS_TTL:
+        raise argparse.ArgumentTypeError(f"must be at most 3650d (10 years), not {text!r}")
+    return value
+
+
 def size_arg(text: str) -> int:
     """An argparse ``type=`` for a positive size in bytes."""
     try:

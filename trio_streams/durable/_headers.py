@@ -14,7 +14,10 @@ from ._errors import bad_request
 from ._offsets import BEGINNING, NOW, Offset
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
-_DECIMAL = re.compile(r"^(0|[1-9][0-9]{0,15})$")
+_DECIMAL = re.compile(r"^(0|[1-9][0-9]*)$")
+#: The most digits a header's integer may have (int() of a long string is slow, and
+#: refused past 4300 digits).
+_MAX_DIGITS = 16
 _MEDIA_TYPE = re.compile(r"^[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+$")
 #: Above 10 years a TTL is a typo rather than a plan.
 MAX_TTL = 10 * 365 * 24 * 3600
@@ -52,18 +55,23 @@ def flag(value: str | None) -> bool:
 
 def non_negative(value: str, name: str) -> int:
     """A plain decimal integer: no sign, no leading zeros, no point or exponent."""
+    code = f"invalid_{name.lower().replace('-', '_')}"
     if not _DECIMAL.match(value):
         raise bad_request(
-            f"invalid_{name.lower().replace('-', '_')}",
-            f"{name} must be a non-negative integer without sign or leading zeros, not {value[:32]!r}",
+            code, f"{name} must be a non-negative integer without sign or leading zeros, not {value[:32]!r}"
         )
+    if len(value) > _MAX_DIGITS:
+        raise bad_request(code, f"{name} has {len(value)} digits; at most {_MAX_DIGITS} digits")
     return int(value)
 
 
 def ttl(value: str | None) -> int | None:
     if value is None:
         return None
-    seconds = non_negative(value.strip(), "Stream-TTL")
+    text = value.strip()
+    if len(text) > _MAX_DIGITS and _DECIMAL.match(text):
+        raise bad_request("invalid_stream_ttl", f"Stream-TTL may be at most {MAX_TTL} seconds")
+    seconds = non_negative(text, "Stream-TTL")
     if seconds > MAX_TTL:
         raise bad_request("invalid_stream_ttl", f"Stream-TTL may be at most {MAX_TTL} seconds")
     return seconds

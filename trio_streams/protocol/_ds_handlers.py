@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import trio
 
@@ -170,7 +171,9 @@ async def handle_create(request: Request, target: StreamTarget) -> Response:
     stream, created = await target.service.store.create(target.name, creation, owner=target.owner)
     response_headers = _tail_headers(stream)
     if created:
-        response_headers["Location"] = request.host_url.rstrip("/") + request.path
+        # The path is percent-decoded: encoded again, a name with a space, '?', '#', '%' or
+        # non-ASCII letters is a URI that leads back to it.
+        response_headers["Location"] = request.host_url.rstrip("/") + quote(request.path, safe="/")
     return protocol_response(201 if created else 200, response_headers, content_type=stream.content_type)
 
 

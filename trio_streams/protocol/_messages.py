@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+from urllib.parse import urlsplit
 
 #: Reads the whole request body (the framework's own limit may refuse first).
 BodyReader = Callable[[], Awaitable[bytes]]
@@ -78,7 +79,9 @@ class Request:
     Attributes:
         method: upper-case (``GET``, ...).
         path: the request's path, percent-decoded, without the query.
-        host_url: ``scheme://host/`` the client addressed (for ``Location``).
+        host_url: ``scheme://host/`` the client addressed, with the path a
+            proxy mounts the app under (ASGI ``root_path``: ``scheme://host/api/``),
+            for ``Location`` and every URL handed out.
         path_params: what the route matched (``stream_name``, ``run_id``).
         query: every query parameter with all its values, in order.
         headers: the request headers.
@@ -94,6 +97,13 @@ class Request:
     headers: HeaderLookup = field(default_factory=Headers)
     content_length: int | None = None
     read_body: BodyReader = _no_body
+
+    @property
+    def root_path(self) -> str:
+        """The path the app is mounted under (``/api``; ``""`` at the host's root), from ``host_url``."""
+        if self.host_url.count("/") == 3:  # scheme://host/ -- the common case, without parsing
+            return ""
+        return urlsplit(self.host_url).path.rstrip("/")
 
     def arg(self, name: str) -> str | None:
         """The first value of query parameter ``name``, or ``None``."""

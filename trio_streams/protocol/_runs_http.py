@@ -49,15 +49,16 @@ def json_response(document: Any, status: int = 200, headers: dict[str, str] | No
     return Response(status, {"Content-Type": "application/json", **(headers or {})}, body)
 
 
-def run_document(api: RunsApi, info: RunInfo, hub: Hub) -> dict[str, Any]:
-    """A run as the API shows it (with its subscribers and its events URL)."""
+def run_document(api: RunsApi, info: RunInfo, hub: Hub, root_path: str = "") -> dict[str, Any]:
+    """A run as the API shows it (with its subscribers and its events URL, under ``root_path``:
+    the request's, so that behind a proxy serving ``/api`` the URL leads back)."""
     doc = info.to_json()
     if api.auth is None:
         del doc["owner"]  # always null without auth: noise
     run = hub.get(info.run_id)
     doc["subscribers"] = 0 if run is None else run.subscribers
     doc["producer"] = info.metadata.get("producer")
-    doc["events_url"] = f"{api.url_prefix}/runs/{info.run_id}/events"
+    doc["events_url"] = f"{root_path}{api.url_prefix}/runs/{info.run_id}/events"
     return doc
 
 
@@ -83,14 +84,14 @@ async def handle_start_run(request: Request, api: RunsApi) -> Response:
     idempotency_key = request.headers.get("Idempotency-Key")
     if idempotency_key is None:
         info = await _start(api, hub, spec, caller)
-        return _created(run_document(api, info, hub))
+        return _created(run_document(api, info, hub, request.root_path))
     async with api.idempotency.claim(caller, idempotency_key, body) as claim:
         if claim.run_id is not None:
             info = await visible_info(api, hub, claim.run_id, caller)
-            return json_response(run_document(api, info, hub), 200)
+            return json_response(run_document(api, info, hub, request.root_path), 200)
         info = await _start(api, hub, spec, caller)
         claim.started(info.run_id)
-        return _created(run_document(api, info, hub))
+        return _created(run_document(api, info, hub, request.root_path))
 
 
 # One thread validates large inputs at a time: each holds the GIL for its
@@ -134,7 +135,7 @@ async def handle_list_runs(request: Request, api: RunsApi) -> Response:
     limit = int_arg(request, "limit", default=100, low=1, high=MAX_LIST_LIMIT)
     owner = caller if api.auth is not None else None
     infos = await hub.list_runs(owner=owner, status=status, limit=limit)
-    return json_response({"runs": [run_document(api, info, hub) for info in infos]})
+    return json_response({"runs": [run_document(api, info, hub, request.root_path) for info in infos]})
 
 
 async def handle_get_run(request: Request, api: RunsApi) -> Response:
@@ -142,7 +143,9 @@ async def handle_get_run(request: Request, api: RunsApi) -> Response:
     caller = api.caller(request.headers.get("Authorization"))
     hub = api.hub_for_reading()
     return json_response(
-        run_document(api, await visible_info(api, hub, request.path_params["run_id"], caller), hub)
+        run_document(
+            api, await visible_info(api, hub, request.path_params["run_id"], caller), hub, request.root_path
+        )
     )
 
 
@@ -188,7 +191,9 @@ async def handle_cancel_run(request: Request, api: RunsApi) -> Response:
     except RunNotLive as exc:
         raise ApiError(409, "run_not_live_here", str(exc), run_id=run_id) from None
     info = await visible_info(api, hub, run_id, caller)
-    return json_response(run_document(api, info, hub), 202 if wait and not info.status.finished else 200)
+    return json_response(
+        run_document(api, info, hub, request.root_path), 202 if wait and not info.status.finished else 200
+    )
 
 
 async def _start(api: RunsApi, hub: Hub, spec: StartSpec, caller: str | None) -> RunInfo:

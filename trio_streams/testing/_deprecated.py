@@ -1,6 +1,6 @@
 """The fixtures as the deprecated ``pytest11`` entry point gives them: working, with a warning.
 
-Registered by :mod:`._entry_point` only in a session that did not opt in to
+Registered by :mod:`trio_streams._pytest_entry_point` only in a session that did not opt in to
 ``trio_streams.testing``. A test that uses one of them gets one
 ``DeprecationWarning`` saying how to opt in; the fixtures behave exactly as
 the plugin's (the same code). This module goes away with the entry point.

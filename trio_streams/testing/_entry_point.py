@@ -1,28 +1,10 @@
-"""What the ``pytest11`` entry point loads now: a shim, deprecated, for one release.
+"""The ``pytest11`` entry point of earlier installs (their metadata names this module).
 
-Installing trio_streams used to load its fixtures into every pytest session.
-The plugin is opt-in now (``pytest_plugins = ["trio_streams.testing"]`` or
-``-p trio_streams.testing``); this shim does nothing in a session that opted
-in, and otherwise registers :mod:`._deprecated` -- the same fixtures, each
-warning (``DeprecationWarning``) when a test uses it, so suites that relied on
-the automatic loading keep working for this release and are told how to opt
-in. A session that never uses the fixtures sees nothing. ``-p no:trio_streams``
-turns the shim off.
+The shim is :mod:`trio_streams._pytest_entry_point` now, outside this package
+(see there why); an install whose metadata predates the move still loads it
+through here.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from . import _deprecated
-
-if TYPE_CHECKING:
-    import pytest
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # Opting in happens before configure (-p, or pytest_plugins in the
-    # top-level conftest.py); a later opt-in from a test module wins at use
-    # time, and the deprecated fixtures then stay silent (warn_once).
-    if not config.pluginmanager.has_plugin(_deprecated.PLUGIN):
-        config.pluginmanager.register(_deprecated, "trio_streams.testing._deprecated")
+from .._pytest_entry_point import pytest_configure as pytest_configure

@@ -57,7 +57,7 @@ def parsed_request(**path_params: str) -> Request:
     return Request(
         method=current.method,
         path=current.path,
-        host_url=current.host_url,
+        host_url=current.root_url,  # with the root path: the URLs handed out are under it
         path_params=path_params,
         query=_Query(current.args),
         headers=_Headers(current.headers),

@@ -43,8 +43,10 @@ EXTENSION_OPTIONS: dict[str, str] = {
     "durable_max_body": "int",
 }
 
-#: The hub's options read from config (checked by :class:`HubConfig` itself).
+#: The hub's options read from config (checked by :class:`HubConfig` itself, once a
+#: number is a number: a string met a comparison, and said so in Python's words).
 HUB_OPTIONS = tuple(f.name for f in fields(HubConfig) if f.name != "on_finish")
+_DEFAULTS = HubConfig()
 
 
 def config_options(config: Mapping[str, Any], given: frozenset[str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -64,6 +66,10 @@ def config_options(config: Mapping[str, Any], given: frozenset[str]) -> tuple[di
         if PREFIX + name.upper() in config and name not in given
     }
     for name, value in hub.items():
+        default = getattr(_DEFAULTS, name)
+        numeric = default is None or (isinstance(default, int | float) and not isinstance(default, bool))
+        if numeric and (isinstance(value, bool) or not isinstance(value, int | float | None)):
+            raise ValueError(f"app.config[{PREFIX + name.upper()!r}]: must be a number, not {value!r}")
         try:
             replace(HubConfig(), **{name: value})
         except (ValueError, TypeError) as exc:

@@ -49,6 +49,9 @@ if TYPE_CHECKING:
     from .._run_info import OnConflict
 
 logger = logging.getLogger("trio_streams.redis")
+#: The longest key lifetime (and lease) a store takes, in seconds: ten years (the CLI's
+#: flags say the same, cli/_units.py).
+MAX_TTL = 3650 * 86400.0
 
 #: XRANGE entries read per round trip when resuming.
 _READ_ENTRIES = 64
@@ -186,6 +189,15 @@ class RedisStore(SharedStore):
         ):
             if not 0 < number < math.inf:
                 raise ValueError(f"{name} must be a positive number, not {number}")
+        for name, number in (
+            ("ttl_running", ttl_running),
+            ("ttl_finished", ttl_finished),
+            ("ttl_events_finished", ttl_events_finished),
+            ("lease_ttl", lease_ttl),
+            ("idempotency_ttl", idempotency_ttl or 1.0),
+        ):
+            if number > MAX_TTL:  # Redis takes an expiry in ms in 64 bits: beyond, every write fails
+                raise ValueError(f"{name} must be at most {MAX_TTL:g} s (10 years), not {number:g}")
         if idempotency_ttl is None:
             idempotency_ttl = ttl_running + ttl_finished
         elif not 0 < idempotency_ttl < math.inf:
