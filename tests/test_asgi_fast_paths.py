@@ -367,8 +367,11 @@ def _app_with_hook(*, fast_paths: bool) -> tuple[QuartTrio, list[str]]:
     return app, seen
 
 
+@pytest.mark.parametrize("root_path", ["", "/api"])
 @pytest.mark.parametrize("fast_paths", [False, True])
-async def test_an_app_keeps_its_hooks_unless_it_opts_in(fast_paths: bool) -> None:
+async def test_an_app_keeps_its_hooks_unless_it_opts_in(fast_paths: bool, root_path: str) -> None:
+    """...and under a root path (a proxy's prefix) the hot routes are still taken, with the same
+    answers (they went through Quart: its routing strips the prefix, the fast paths did not)."""
     app, seen = _app_with_hook(fast_paths=fast_paths)
     served = _with_fast_paths(app, app.extensions["trio_streams"])
     assert isinstance(served, FastPaths) is fast_paths
@@ -376,6 +379,7 @@ async def test_an_app_keeps_its_hooks_unless_it_opts_in(fast_paths: bool) -> Non
     config = hypercorn.config.Config()
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
+    config.root_path = root_path
     stop = trio.Event()
 
     async def shutdown_trigger() -> None:
@@ -389,15 +393,23 @@ async def test_an_app_keeps_its_hooks_unless_it_opts_in(fast_paths: bool) -> Non
                     served, config, shutdown_trigger=shutdown_trigger, task_status=task_status
                 )
             )
-            async with httpx.AsyncClient(base_url=urls[0]) as client:
-                assert (
-                    await client.put("/v1/stream/x", headers={"Content-Type": "text/plain"})
-                ).status_code == 201
-                assert (await client.post("/v1/runs", json={"producer": "demo"})).status_code == 201
+            async with httpx.AsyncClient(base_url=urls[0] + root_path) as client:
+                created = await client.put("/v1/stream/x", headers={"Content-Type": "text/plain"})
+                assert created.status_code == 201
+                assert created.headers["location"] == f"{urls[0]}{root_path}/v1/stream/x"
+                started = await client.post("/v1/runs", json={"producer": "demo"})
+                assert started.status_code == 201
+                run_id = started.json()["run_id"]
+                assert started.json()["events_url"] == f"{root_path}/v1/runs/{run_id}/events"
+                assert (await client.get(f"/v1/runs/{run_id}/events")).status_code == 200
                 assert (await client.get("/healthz")).status_code == 200
+            inside = list(seen)
+            if root_path:  # not under the prefix: Quart's answer (its routing), either way
+                async with httpx.AsyncClient(base_url=urls[0]) as outside:
+                    assert (await outside.post("/v1/runs", json={})).status_code == 404
             stop.set()
-    hot = ["PUT /v1/stream/x", "POST /v1/runs"]
-    assert seen == (["GET /healthz"] if fast_paths else [*hot, "GET /healthz"])
+    hot = ["PUT /v1/stream/x", "POST /v1/runs", f"GET /v1/runs/{run_id}/events"]
+    assert inside == (["GET /healthz"] if fast_paths else [*hot, "GET /healthz"])
 
 
 def test_serve_uses_the_fast_paths_for_its_own_app(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -80,6 +80,19 @@ class BodyIncomplete(BodyTimeout):
     handler). Answered as a :class:`BodyTimeout`, to nobody: the client is gone."""
 
 
+def app_path(scope: HTTPScope) -> str | None:
+    """The request's path under the app's mount: without the scope's ``root_path`` (a proxy's
+    prefix, ``serve --root-path``), as Quart routes it; ``None`` if it is not under it."""
+    path = scope["path"]
+    root = scope.get("root_path", "")
+    if not root:
+        return path
+    root = root.rstrip("/")
+    if path.startswith(root) and path[len(root) : len(root) + 1] == "/":
+        return path[len(root) :]
+    return None
+
+
 def parsed_request(scope: HTTPScope, path_params: Mapping[str, str], exchange: Exchange) -> Request:
     """The scope as the protocol's :class:`Request`, as Quart would have parsed it.
 
@@ -101,7 +114,7 @@ def parsed_request(scope: HTTPScope, path_params: Mapping[str, str], exchange: E
     exchange.declared = content_length
     return Request(
         method=scope["method"],
-        path=scope["path"],
+        path=app_path(scope) or scope["path"],
         host_url=_host_url(scheme, host, scope.get("root_path", "")),
         path_params=path_params,
         query=Query(query),

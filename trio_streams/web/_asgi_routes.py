@@ -46,7 +46,7 @@ from ..protocol import (
     render_http_error,
 )
 from ..protocol._ds_http import render_error
-from ._asgi import CONNECTION_OVER, BodyTimeout, BodyTooLarge, Exchange, parsed_request
+from ._asgi import CONNECTION_OVER, BodyTimeout, BodyTooLarge, Exchange, app_path, parsed_request
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -135,8 +135,8 @@ class FastPaths:
         """What answers a request of a hot route (``None``: not one): :meth:`_respond` with the
         route's path parameters, handler, refusal and rule (a partial, not a closure: no cells)."""
         respond = functools.partial
-        path = scope["path"]
-        if not path.startswith(self._prefix) or "//" in path:
+        path = app_path(scope)
+        if path is None or not path.startswith(self._prefix) or "//" in path:
             return None  # (Werkzeug redirects a path with "//": leave that to Quart.)
         durable = self.routes.durable
         if durable is not None and path.startswith(self._stream_prefix) and method in DURABLE_METHODS:
