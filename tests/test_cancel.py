@@ -380,3 +380,33 @@ async def test_receive_is_a_checkpoint(stream_hub, autojump_clock) -> None:
         subscription.close()
         with pytest.raises(trio.ClosedResourceError):
             await subscription.receive_batch()
+
+
+async def test_a_run_that_is_ending_shows_its_end_all_at_once(autojump_clock) -> None:
+    """While its hooks run and the store records its end, a run is still ``running``, with no
+    ``ended_at``, ``partial`` or ``error`` yet: a cancel's answer said running *and* partial."""
+    seen: list[tuple[RunStatus, float | None, bool]] = []
+    release = trio.Event()
+
+    async def slow_save(run: Any, outcome: RunOutcome) -> None:
+        info = run.info()
+        seen.append((info.status, info.ended_at, info.partial))
+        await release.wait()
+
+    gate = Gate()
+    async with open_hub(on_finish=slow_save) as hub:
+        run = await hub.start(Script().emit_many(2).wait(gate))
+        await gate.reached()
+        await hub.cancel(run.id)
+        await trio.testing.wait_all_tasks_blocked()
+        during = await hub.get_info(run.id)
+        assert seen == [(RunStatus.RUNNING, None, False)]
+        release.set()
+        info = await run.wait()
+    assert (during.status, during.ended_at, during.partial, during.error) == (
+        RunStatus.RUNNING,
+        None,
+        False,
+        None,
+    )
+    assert (info.status, info.partial, info.ended_at is not None) == (RunStatus.CANCELLED, True, True)

@@ -213,7 +213,14 @@ async def finalize(
         # staged to the store, recorded with the final metadata, and only
         # then put in the log (subscribers) and the status set.
         terminal = run._stage(status.value, _terminal_data(run))
-        final = replace(run.info(), status=status, last_seq=terminal.seq)
+        final = replace(
+            run.info(),
+            status=status,
+            last_seq=terminal.seq,
+            ended_at=run.ended_at,
+            partial=run.partial,
+            error=run.error,
+        )
         with trio.move_on_after(config.store_timeout) as store_scope:
             try:
                 await hub.store.finish_run(final)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from contextlib import contextmanager
@@ -126,8 +127,12 @@ class Run:
         return self._scope.cancel_called
 
     def info(self) -> RunInfo:
-        """A snapshot of this run's metadata."""
-        return RunInfo(
+        """A snapshot of this run's metadata.
+
+        While the run ends (its hooks, the store recording its end) it is still what it was:
+        ``ended_at``, ``partial`` and ``error`` appear with the final status, in one snapshot.
+        """
+        info = RunInfo(
             run_id=self.id,
             key=self.key,
             owner=self.owner,
@@ -144,6 +149,9 @@ class Run:
             finalize_error=self.finalize_error,
             awaiting_input=self.awaiting_input,
         )
+        if self.status.finished:
+            return info
+        return dataclasses.replace(info, ended_at=None, partial=False, error=None)
 
     async def wait(self) -> RunInfo:
         """Wait until the run has finished and been finalized; return its snapshot.
