@@ -185,3 +185,26 @@ async def test_a_cluster_flush_of_many_runs_keeps_one_call_per_entry(redis_clust
             for run in runs:
                 assert [e.seq for e in await store.read_events(run, 0, 10)] == [1]
             await store.aclose()
+
+
+async def test_the_shared_reads_block_stays_within_a_short_stream_timeout(
+    redis_url: str, prefix: str, caplog: Any
+) -> None:
+    # Its blocked XREAD is in a pipeline, whose reply is awaited within the stream
+    # timeout (a lone blocking command's is not): a 1 s block under a 0.5 s timeout
+    # would time out, and the connection would be judged unhealthy.
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            store = RedisStore(redis_url, prefix=prefix, stream_timeout=0.5, follow_block=1.0)
+            await store.start(nursery)
+            mux = store._remote.tails
+            assert mux is not None
+            nursery.start_soon(store.follow, "quiet", 0, lambda events: None)
+            while True:  # a condition, polled: three idle reads came back
+                if mux.reads >= 4:
+                    break
+                await trio.sleep(0.01)
+            assert store.connection.health.healthy
+            assert not [r for r in caplog.records if r.name == "trio_streams.redis"]
+            await store.aclose()
+            nursery.cancel_scope.cancel()
