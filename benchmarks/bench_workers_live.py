@@ -29,6 +29,9 @@ per ``--gc-threshold`` value (``off``: the collector as Python sets it).
 generation and duration (``benchmarks/gc_probe/sitecustomize.py``); the
 collections that ended inside a measurement are tabulated per server and
 generation (count, p50 / p99 / max, time in pauses, a histogram).
+``--mux-profile``: every server process records its runs writer's flushes
+(queue wait, duration) and its shared read of followed runs (streams per
+reply, each event's age on arrival): ``benchmarks/mux_probe/sitecustomize.py``.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ from .bench_durable_stores import start_server as start_durable_server
 
 GC_PROBE = Path(__file__).resolve().parent / "gc_probe"
 GC_DIR_ENV = "TRIO_STREAMS_BENCH_GC_DIR"
+MUX_PROBE = Path(__file__).resolve().parent / "mux_probe"
+MUX_DIR_ENV = "TRIO_STREAMS_BENCH_MUX_DIR"
 BUCKETS_MS = (1.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 
 SERVERS: dict[str, tuple[str, ...]] = {
@@ -58,13 +63,56 @@ SERVERS: dict[str, tuple[str, ...]] = {
 MEMORY: dict[str, tuple[str, ...]] = {"1 process, memory": ("--store", "memory")}
 
 
-def start_server(repo: Path, *extra: str, gc_dir: Path | None = None) -> tuple[subprocess.Popen[str], str]:
-    """``serve`` from ``repo`` on a free port (its output drained); with ``gc_dir``, GC-probed."""
-    if gc_dir is None:
+def start_server(
+    repo: Path, *extra: str, gc_dir: Path | None = None, mux_dir: Path | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """``serve`` from ``repo`` on a free port (its output drained); with ``gc_dir``,
+    GC-probed; with ``mux_dir``, its flushes and shared reads probed (one probe at most)."""
+    probe = (GC_PROBE, GC_DIR_ENV, gc_dir) if gc_dir is not None else (MUX_PROBE, MUX_DIR_ENV, mux_dir)
+    path, variable, directory = probe
+    if directory is None:
         return start_durable_server(repo, *extra)
-    gc_dir.mkdir(parents=True)
-    env = {"PYTHONPATH": f"{GC_PROBE}{os.pathsep}{repo}", GC_DIR_ENV: str(gc_dir)}
+    directory.mkdir(parents=True)
+    env = {"PYTHONPATH": f"{path}{os.pathsep}{repo}", variable: str(directory)}
     return start_durable_server(repo, *extra, env=env)
+
+
+def mux_stages(mux_dir: Path, windows: list[tuple[float, float]]) -> dict[str, list[float]]:
+    """Per metric of ``benchmarks/mux_probe``, the values recorded inside ``windows`` (all processes)."""
+    stages: dict[str, list[float]] = {}
+    for path in mux_dir.glob("*.json"):
+        doc = json.loads(path.read_text())
+        for name in ("queue_ms", "flush_ms", "mirror_ms", "streams_per_reply"):
+            times, values = doc[name]
+            inside = [v for t, v in zip(times, values, strict=True) if any(a <= t <= b for a, b in windows)]
+            stages.setdefault(name, []).extend(inside)
+    return stages
+
+
+def print_mux_table(rows: dict[str, dict[str, list[float]]]) -> None:
+    """Each server's stages: p50 / p90 / p99 (streams per reply: also the mean and the replies)."""
+    labels = {
+        "queue_ms": "owner: an event's wait for its flush, ms",
+        "flush_ms": "owner: one flush, ms",
+        "mirror_ms": "other worker: published -> the shared read delivers it, ms",
+        "streams_per_reply": "other worker: streams per reply of the shared read",
+    }
+    print("\nStages (benchmarks/mux_probe), p50 / p90 / p99, all rounds and server processes")
+    print("\n| stage | " + " | ".join(rows) + " |")
+    print("|---|" + "---:|" * len(rows))
+    for name, label in labels.items():
+        cells = []
+        for stages in rows.values():
+            values = sorted(stages.get(name, []))
+            if not values:
+                cells.append("-")
+                continue
+            p90, p99 = (values[min(len(values) - 1, int(q * len(values)))] for q in (0.9, 0.99))
+            cell = f"{statistics.median(values):.2f} / {p90:.2f} / {p99:.2f}"
+            if name == "streams_per_reply":
+                cell += f" (mean {statistics.fmean(values):.2f}, {len(values):,} replies)"
+            cells.append(cell)
+        print(f"| {label} | " + " | ".join(cells) + " |")
 
 
 def gc_pauses(gc_dir: Path, windows: list[tuple[float, float]]) -> dict[int, list[float]]:
@@ -181,7 +229,14 @@ def main() -> None:
     parser.add_argument(
         "--gc-profile", action="store_true", help="record every server process's GC pauses (see above)"
     )
+    parser.add_argument(
+        "--mux-profile",
+        action="store_true",
+        help="record the flushes and the shared reads (benchmarks/mux_probe; not with --gc-profile)",
+    )
     args = parser.parse_args()
+    if args.gc_profile and args.mux_profile:
+        parser.error("--gc-profile and --mux-profile each load a sitecustomize: one at a time")
     loads = [tuple(map(float, spec.split("x"))) for spec in args.load]
     chosen = {**SERVERS, **(MEMORY if args.memory else {})}
     if args.gc:
@@ -204,8 +259,9 @@ def main() -> None:
             for name, (repo, flags) in servers.items():
                 data_dir = str(Path(scratch) / slug(name))
                 gc_dir = Path(scratch) / f"gc-{slug(name)}" if args.gc_profile else None
+                mux_dir = Path(scratch) / f"mux-{slug(name)}" if args.mux_profile else None
                 procs[name] = start_server(
-                    repo, *(flag.format(dir=data_dir) for flag in flags), gc_dir=gc_dir
+                    repo, *(flag.format(dir=data_dir) for flag in flags), gc_dir=gc_dir, mux_dir=mux_dir
                 )
             for round_ in range(args.rounds):
                 for spec, (runs, rate) in zip(args.load, loads, strict=True):
@@ -232,6 +288,10 @@ def main() -> None:
         if args.gc_profile:
             for name in servers:
                 gc_rows[name] = gc_pauses(Path(scratch) / f"gc-{slug(name)}", windows.get(name, []))
+        mux_rows = {
+            name: mux_stages(Path(scratch) / f"mux-{slug(name)}", windows.get(name, []))
+            for name in (servers if args.mux_profile else ())
+        }
     print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.rounds} rounds, medians")
     print(
         "\n| load (runs x events/s) | server | achieved | latency p50 / p99 ms (rounds' p99) "
@@ -254,6 +314,8 @@ def main() -> None:
 
     if gc_rows:
         print_gc_table(gc_rows, args.rounds)
+    if mux_rows:
+        print_mux_table(mux_rows)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,13 @@ consecutive events of a run become one stream entry (:class:`Entry`, id
 write stays one (``SAVE_META`` plus index and TTL updates), in queue order
 per run. :func:`queue_commands` puts those commands on a pipeline. Sending,
 retrying and settling them is the writer's.
+
+On a single Redis the entries go out together: :func:`plan` groups them into
+as few ``APPEND_BATCH`` calls as the order per run allows (one, unless a run's
+metadata write sits between two of its entries' places), so a mirror's
+blocked ``XREAD`` is served once per flush with every run it moved, not once
+per entry (Redis serves blocked clients after each top-level command). A
+Cluster keeps one ``APPEND_EVENTS`` per entry (a call's keys share a slot).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ._codec import encode_batch, entry_id
 from ._pending import MetaWrite
-from ._scripts import APPEND_EVENTS, SAVE_META
+from ._scripts import APPEND_BATCH, APPEND_EVENTS, SAVE_META
 
 if TYPE_CHECKING:
     from .._events import Event
@@ -72,7 +79,13 @@ Item: TypeAlias = "tuple[str, Event] | MetaWrite"
 # given Script objects first sends SCRIPT EXISTS and waits for its answer: a
 # second round trip on every flush, which the events' readers elsewhere wait
 # for.) They are loaded once, and again when Redis answers NOSCRIPT.
-SHAS = {source: hashlib.sha1(source.encode()).hexdigest() for source in (APPEND_EVENTS, SAVE_META)}
+SHAS = {
+    source: hashlib.sha1(source.encode()).hexdigest() for source in (APPEND_EVENTS, APPEND_BATCH, SAVE_META)
+}
+
+#: One queued command's kind and the runs it is for (one, or an ``appends``
+#: batch's, one per answer in its reply), for checking its result.
+Check: TypeAlias = "tuple[str, tuple[str, ...]]"
 
 
 def item_size(item: Item) -> int:
@@ -120,38 +133,85 @@ def freeze_batch(batch: list[Item], max_entry: int) -> Frozen:
     return Frozen(commands, len(batch), events, metas, nbytes, durable, finals, oldest)
 
 
-def queue_commands(
-    pipe: Any, commands: list[Entry | MetaWrite], keys: RedisKeys, ttls: Ttls, instance: str
-) -> tuple[list[str], list[str]]:
-    """Queue ``commands`` on ``pipe``; the kind of each queued command and the run it is for."""
-    kinds: list[str] = []
-    owners: list[str] = []  # the run of each command, for the log
+def plan(commands: list[Entry | MetaWrite]) -> list[list[Entry] | MetaWrite]:
+    """``commands`` as steps: metadata writes as they are, entries gathered into batches.
+
+    An entry joins the open batch (placed where that batch's first entry was)
+    unless a metadata write of its own run came after that place: then it
+    opens a new batch, here. So per run the order is the queue's; only
+    another run's metadata write can be overtaken.
+    """
+    steps: list[list[Entry] | MetaWrite] = []
+    batch: list[Entry] | None = None
+    since: set[str] = set()  # runs with a metadata write after the open batch's place
     for command in commands:
-        before = len(kinds)
-        run_id = command.run_id
-        if isinstance(command, Entry):
-            pipe.evalsha(
-                SHAS[APPEND_EVENTS],
-                keys=[keys.events(run_id), keys.meta(run_id)],
-                args=[
-                    entry_id(command.first, command.last),
-                    encode_batch(command.events),
-                    command.last,
-                ],
-            )
-            kinds.append("append")
-            if command.first == 1:
-                # The stream's first entry creates it: give it its TTL.
-                # The owner's lease renewal refreshes it from then on.
-                pipe.pexpire(keys.events(run_id), _ms(ttls.running))
-                kinds.append("pexpire")
+        if isinstance(command, MetaWrite):
+            steps.append(command)
+            if batch is not None:
+                since.add(command.run_id)
+        elif batch is None or command.run_id in since:
+            batch = [command]
+            steps.append(batch)
+            since = set()
         else:
-            kinds += _queue_meta(pipe, command, keys, ttls, instance)
-        owners += [run_id] * (len(kinds) - before)
-    return kinds, owners
+            batch.append(command)
+    return steps
 
 
-def _queue_meta(pipe: Any, write: MetaWrite, keys: RedisKeys, ttls: Ttls, instance: str) -> list[str]:
+def queue_commands(
+    pipe: Any,
+    commands: list[Entry | MetaWrite],
+    keys: RedisKeys,
+    ttls: Ttls,
+    instance: str,
+    *,
+    batch: bool = False,
+) -> list[Check]:
+    """Queue ``commands`` on ``pipe`` (their entries in ``APPEND_BATCH`` calls if
+    ``batch``: a single Redis); what each queued command is, to check its result."""
+    if batch:
+        checks: list[Check] = []
+        for step in plan(commands):
+            if isinstance(step, MetaWrite):
+                checks += _queue_meta(pipe, step, keys, ttls, instance)
+            else:
+                checks.append(_queue_batch(pipe, step, keys, ttls))
+        return checks
+    checks = []
+    for command in commands:
+        if isinstance(command, MetaWrite):
+            checks += _queue_meta(pipe, command, keys, ttls, instance)
+            continue
+        run_id = command.run_id
+        pipe.evalsha(
+            SHAS[APPEND_EVENTS],
+            keys=[keys.events(run_id), keys.meta(run_id)],
+            args=[entry_id(command.first, command.last), encode_batch(command.events), command.last],
+        )
+        checks.append(("append", (run_id,)))
+        if command.first == 1:
+            # The stream's first entry creates it: give it its TTL.
+            # The owner's lease renewal refreshes it from then on.
+            pipe.pexpire(keys.events(run_id), _ms(ttls.running))
+            checks.append(("pexpire", (run_id,)))
+    return checks
+
+
+def _queue_batch(pipe: Any, entries: list[Entry], keys: RedisKeys, ttls: Ttls) -> Check:
+    names: list[str] = []
+    args: list[str | int] = []
+    running = _ms(ttls.running)
+    for entry in entries:
+        run_id = entry.run_id
+        names += (keys.events(run_id), keys.meta(run_id))
+        # A run's first entry creates its stream: its TTL (renewed by the owner's lease renewal).
+        ttl = running if entry.first == 1 else 0
+        args += (entry_id(entry.first, entry.last), encode_batch(entry.events), entry.last, ttl)
+    pipe.evalsha(SHAS[APPEND_BATCH], keys=names, args=args)
+    return ("appends", tuple(entry.run_id for entry in entries))
+
+
+def _queue_meta(pipe: Any, write: MetaWrite, keys: RedisKeys, ttls: Ttls, instance: str) -> list[Check]:
     run_id = write.run_id
     kinds = ["save_meta"]
     args: list[str | int] = [_ms(ttls.finished if write.final else ttls.running)]
@@ -185,4 +245,4 @@ def _queue_meta(pipe: Any, write: MetaWrite, keys: RedisKeys, ttls: Ttls, instan
             pipe.zrem(keys.owner_live(owner), [run_id])
             pipe.zremrangebyscore(keys.owner_runs(owner), "-inf", cutoff)
             kinds += ("zrem", "zremrangebyscore")
-    return kinds
+    return [(kind, (run_id,)) for kind in kinds]

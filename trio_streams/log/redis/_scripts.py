@@ -195,6 +195,39 @@ redis.call('XADD', KEYS[1], ARGV[1], 'e', ARGV[2])
 return 1
 """
 
+#: :data:`APPEND_EVENTS` for many entries (of any runs) in one call: a single
+#: Redis only (the keys of one call span runs, so slots, on a Cluster). A
+#: flush sends one, so a blocked ``XREAD`` on these streams (a mirror's shared
+#: read, ``_tails.py``) is served once, after the call, with every stream it
+#: moved -- Redis serves blocked clients after each top-level command, so one
+#: ``EVALSHA`` per entry woke it with the first stream only. Entries are
+#: appended in argument order, each exactly as ``APPEND_EVENTS`` would; an
+#: error stops the call where it is (what was appended stays: a retry skips
+#: it as a duplicate). An entry with a TTL > 0 (a run's first) sets the
+#: stream's TTL after its append, whatever the append answered.
+#: KEYS: events, meta of each entry. ARGV: entry id, payload, last seq, TTL
+#: ms (0: none) of each entry. Returns one answer per entry: 1, 0 or -1.
+APPEND_BATCH: Final = """
+local out = {}
+for i = 1, #KEYS, 2 do
+  local events, meta, a = KEYS[i], KEYS[i + 1], 2 * (i - 1)
+  local answer = 1
+  if redis.call('HGET', meta, 'status') == 'dead' then
+    answer = -1
+  else
+    local top = redis.call('XREVRANGE', events, '+', '-', 'COUNT', 1)
+    if #top > 0 and tonumber(string.match(top[1][1], '^(%d+)')) >= tonumber(ARGV[a + 3]) then
+      answer = 0
+    else
+      redis.call('XADD', events, ARGV[a + 1], 'e', ARGV[a + 2])
+    end
+  end
+  if ARGV[a + 4] ~= '0' then redis.call('PEXPIRE', events, ARGV[a + 4]) end
+  out[#out + 1] = answer
+end
+return out
+"""
+
 #: Renew the owner's lease unless the run was declared ``dead``. Atomic with
 #: respect to CLAIM_DEAD: either the claim sees the lease, or the renewal
 #: sees ``dead`` (and the owner stops the run). Re-creates a lease that

@@ -7,7 +7,10 @@ for a mirror). Each tail used to wait in an ``XREAD BLOCK`` of its own: with
 many live runs, one command -- and one reply, one wake-up -- per run per
 batch its owner writes. Here one task, :meth:`TailMux.run`, reads the streams
 of every registered tail in one ``XREAD BLOCK`` (``COUNT`` per stream), and
-hands each its events: one round trip however many runs moved.
+hands each its events: one round trip however many runs moved. (A blocked
+``XREAD`` is answered with only the stream that woke it, so the same read
+goes again, without ``BLOCK``, right behind it in the same pipeline: see
+:meth:`TailMux._read`.)
 
 A tail registers where its catch-up read ended (an entry id); the mux's
 next read includes it from there, so nothing is missed. So that a read
@@ -71,6 +74,13 @@ class Tail:
     error: BaseException | None = None
     #: Not read while set (its follower is checking the run, see ``RemoteRuns``).
     paused: bool = False
+
+
+def _block_cap_ms(client: Any) -> int:
+    """A quarter of ``client``'s stream timeout (ms), or 10 minutes if it has none."""
+    options = getattr(client.connection_pool, "connection_kwargs", None) or {}
+    timeout = options.get("stream_timeout")
+    return 600_000 if not timeout else max(1, int(timeout * 250))
 
 
 class TailMux:
@@ -140,7 +150,7 @@ class TailMux:
                 streams.update((key, t.last_id) for key, t in self._tails.items() if not t.paused)
                 try:
                     self.reads += 1
-                    reply = await self._client().xread(streams, count=COUNT, block=self._block_ms)
+                    reply = await self._read(streams)
                 except Exception as exc:
                     logger.warning("following runs: %s; retrying in %.2fs", exc, delay)
                     await trio.sleep(delay)
@@ -159,6 +169,29 @@ class TailMux:
                         self._deliver(tail, entries)
         finally:
             self.running = False
+
+    async def _read(self, streams: dict[str, str]) -> dict[Any, Any]:
+        """One round trip: the blocked read, and the same read again right behind it.
+
+        Redis (before 7.2) serves a blocked ``XREAD`` with the one stream whose
+        write woke it, however many that write moved: an owner's flush of 25 runs
+        woke this read with one, and the other 24 waited for the next read. The
+        second, non-blocking read queued behind it on the same connection runs as
+        soon as the first is served, and brings every stream that moved (all of a
+        flush: its entries are one script call, ``APPEND_BATCH``). Both replies
+        come back together; a stream in both is the second's (read later from the
+        same id: the same entries and maybe more).
+
+        The blocked read is part of a pipeline, which waits for its reply within
+        the client's stream timeout like any command: it blocks a quarter of that
+        at most (an idle read's length only bounds how often it comes back).
+        """
+        client = self._client()
+        async with client.pipeline(transaction=False) as pipe:
+            blocked = pipe.xread(streams, count=COUNT, block=min(self._block_ms, _block_cap_ms(client)))
+            behind = pipe.xread(streams, count=COUNT)
+        first, second = await blocked, await behind
+        return {**(first or {}), **(second or {})}
 
     def _deliver(self, tail: Tail, entries: Any) -> None:
         if tail.paused:

@@ -10,8 +10,10 @@ what arrives while a flush is in flight goes in the next one, so busy runs
 share round trips. A flush *freezes* the head of the queue (up to
 ``_FLUSH_MAX_BYTES``) into commands (:mod:`._flush_commands`) -- consecutive events of a run become
 one stream entry with the id ``<last>-<first>`` (appended by the
-``APPEND_EVENTS`` script), a metadata write becomes ``SAVE_META`` plus index
-and TTL updates -- and sends them as one pipeline. (``flush_interval > 0``
+``APPEND_EVENTS`` script; on a single Redis all of a flush's entries in one
+``APPEND_BATCH`` call, so a mirror's blocked read wakes once per flush), a
+metadata write becomes ``SAVE_META`` plus index and TTL updates -- and sends
+them as one pipeline. (``flush_interval > 0``
 opts back into waiting: a batch of fewer than ``flush_events`` items waits
 that long for more, unless someone waits for durability.)
 
@@ -37,10 +39,11 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import trio
+from coredis import RedisCluster
 from coredis.exceptions import NoScriptError
 
 from .._group_commit import CommitQueue
-from ._flush_commands import SHAS, Entry, Frozen, Item, freeze_batch, item_size, queue_commands
+from ._flush_commands import SHAS, Check, Entry, Frozen, Item, freeze_batch, item_size, queue_commands
 from ._health import timed_out
 from ._pending import MetaWrite, Pending
 from ._ttls import CLAIM_GRACE, Ttls
@@ -283,13 +286,13 @@ class RedisWriter:
         """
         if not self._scripts_loaded:
             await self._load_scripts()
-        kinds, owners, results = await self._pipeline(commands)
+        checks, results = await self._pipeline(commands)
         if any(isinstance(result, NoScriptError) for result in results):
             # Redis lost its script cache (a restart, SCRIPT FLUSH): load them and
             # send it all again (an entry that made it is skipped, as on any retry).
             await self._load_scripts()
-            kinds, owners, results = await self._pipeline(commands)
-        self._check(kinds, owners, results)
+            checks, results = await self._pipeline(commands)
+        self._check(checks, results)
 
     async def _load_scripts(self) -> None:
         self._scripts_loaded = False
@@ -299,13 +302,17 @@ class RedisWriter:
         self._scripts_loaded = True
         self.script_loads += 1
 
-    async def _pipeline(self, commands: list[Entry | MetaWrite]) -> tuple[list[str], list[str], Any]:
-        async with self._client().pipeline(transaction=False, raise_on_error=False) as pipe:
-            kinds, owners = queue_commands(pipe, commands, self._keys, self._ttls, self._instance)
-        return kinds, owners, pipe.results or ()
+    async def _pipeline(self, commands: list[Entry | MetaWrite]) -> tuple[list[Check], Any]:
+        client = self._client()
+        # A single Redis takes a flush's entries in one script call (one wake-up
+        # of a mirror's XREAD); a Cluster's calls stay one per run (one slot each).
+        batch = not isinstance(client, RedisCluster)
+        async with client.pipeline(transaction=False, raise_on_error=False) as pipe:
+            checks = queue_commands(pipe, commands, self._keys, self._ttls, self._instance, batch=batch)
+        return checks, pipe.results or ()
 
-    def _check(self, kinds: list[str], owners: list[str], results: Any) -> None:
-        for kind, run_id, result in zip(kinds, owners, results, strict=True):
+    def _check(self, checks: list[Check], results: Any) -> None:
+        for (kind, run_ids), result in zip(checks, results, strict=True):
             if isinstance(result, BaseException):
                 if isinstance(result, NoScriptError):
                     self._scripts_loaded = False  # the retry loads them first
@@ -314,10 +321,19 @@ class RedisWriter:
                     # the waits that are pointless without it) until it does.
                     raise self._health.failed(f"{type(result).__name__}: {result}") from result
                 raise result
-            # append: 0 is a retried entry that had made it (already written).
-            if kind == "append" and result == -1 and run_id not in self._fenced:
-                self._fenced.add(run_id)
-                self.fenced += 1
-                logger.error("run %s was declared dead by another instance: its events are refused", run_id)
-            if kind == "save_meta" and result == 0:
-                logger.error("run %s was declared dead by another instance: its metadata stays final", run_id)
+            if kind == "appends":
+                for run_id, answer in zip(run_ids, result, strict=True):
+                    self._appended_one(run_id, answer)
+            elif kind == "append":
+                self._appended_one(run_ids[0], result)
+            elif kind == "save_meta" and result == 0:
+                logger.error(
+                    "run %s was declared dead by another instance: its metadata stays final", run_ids[0]
+                )
+
+    def _appended_one(self, run_id: str, answer: Any) -> None:
+        # 1 appended, 0 a retried entry that had made it (already written), -1 fenced.
+        if answer == -1 and run_id not in self._fenced:
+            self._fenced.add(run_id)
+            self.fenced += 1
+            logger.error("run %s was declared dead by another instance: its events are refused", run_id)
