@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -360,3 +361,19 @@ async def test_a_callback_done_after_a_failed_attempt_clears_the_retry(
         assert (sub.retry, sub.status, sub.wake) == (Retry(), "active", None)
         await trio.sleep(10)
         assert len(receiver.got) == 1
+
+
+async def test_the_logs_name_a_subscriptions_owner(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two users may each have a subscription "h1": a failed attempt's line says whose it is."""
+    caplog.set_level(logging.INFO, logger="trio_streams")
+    receiver = Receiver([down(), answer(200, {"done": True})])
+    async with serving(receiver) as (backend, subs):
+        await subs.put("alice", "h1", parse_config(HOOK), "https://me/cb")
+        await backend.create("events/a", CreateRequest(content_type=JSON, body=b"{}"), owner="alice")
+        await trio.sleep(1.5)
+        assert [when for when, _, _, _ in receiver.got] == [0.0, 1.0]
+    failed = [r.getMessage() for r in caplog.records if "webhook attempt failed" in r.getMessage()]
+    assert len(failed) == 1
+    assert failed[0].startswith("subscription 'h1' of alice: webhook attempt failed: "), failed

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._errors import DurableStreamError
+from ._sub_index import key_for_logs
 from ._webhook_client import WebhookDeliveryError, post_webhook
 from ._webhook_url import check_webhook_url
 
@@ -91,12 +92,14 @@ class WebhookDelivery:
             try:
                 status, answer = await self._post(url, body, headers)
             except (WebhookDeliveryError, DurableStreamError) as exc:
-                logger.info("subscription %r: webhook attempt failed: %s", key[1], exc)
+                logger.info("subscription %s: webhook attempt failed: %s", key_for_logs(key), exc)
                 error = str(exc)
             except Exception as exc:
                 # Not the receiver's doing (a bug below): a failed attempt, loudly,
                 # rather than a delivery task that dies and leaves the wake to its lease.
-                logger.exception("subscription %r: webhook attempt failed unexpectedly: %r", key[1], exc)
+                logger.exception(
+                    "subscription %s: webhook attempt failed unexpectedly: %r", key_for_logs(key), exc
+                )
                 error = f"unexpected: {exc!r}"
         if 200 <= status < 300:
             return True, _is_done(answer), ""

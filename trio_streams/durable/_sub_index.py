@@ -34,6 +34,15 @@ if TYPE_CHECKING:
 
 #: A subscription's name: ``(owner, id)``.
 SubscriptionKey = tuple[str | None, str]
+
+
+def key_for_logs(key: SubscriptionKey) -> str:
+    """A subscription as the logs name it: its name, and its owner when auth is on (two users'
+    subscriptions may share a name)."""
+    owner, name = key
+    return repr(name) if owner is None else f"{name!r} of {owner}"
+
+
 #: A stream's place in the index: ``(owner, path)``.
 _Stream = tuple[str | None, str]
 #: A stream's subscriptions: (by pattern, explicitly and not by pattern).

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 
 from ._errors import SUBSCRIPTION_UNREADABLE, DurableStreamError
+from ._sub_index import key_for_logs
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -233,7 +234,7 @@ class SharedTasks:
                 return  # deleted meanwhile: its notes go with it
             if exc.code == SUBSCRIPTION_UNREADABLE:
                 # Its notes would be retried for ever, each pass delaying every other's.
-                logger.warning("subscriptions: matches for %r dropped: %s", key[1], exc.message)
+                logger.warning("subscriptions: matches for %s dropped: %s", key_for_logs(key), exc.message)
                 return
             for name, seen in notes.items():  # kept for the next try
                 self.see(key, name, seen)
@@ -292,7 +293,7 @@ class SharedTasks:
                 if exc.code != SUBSCRIPTION_UNREADABLE:
                     raise
                 # One damaged record must not keep every other subscription out of the index.
-                logger.warning("subscriptions: %r skipped: %s", key[1], exc.message)
+                logger.warning("subscriptions: %s skipped: %s", key_for_logs(key), exc.message)
 
     async def refresh(self, key: Key) -> None:
         """Index ``key`` as stored now (or unindex it, gone)."""
@@ -308,7 +309,9 @@ class SharedTasks:
         try:
             await self.refresh(key)
         except DurableStreamError as exc:
-            logger.warning("subscriptions: %r not refreshed (%s): reloading all", key[1], exc.message)
+            logger.warning(
+                "subscriptions: %s not refreshed (%s): reloading all", key_for_logs(key), exc.message
+            )
             await self._lost()
 
     async def _lost(self) -> None:
@@ -356,6 +359,6 @@ class SharedTasks:
         except DurableStreamError as exc:
             if exc.code == SUBSCRIPTION_UNREADABLE:
                 # Skipped, not raised: a pass would otherwise stop at this key every time.
-                logger.warning("subscriptions: %r not swept: %s", key[1], exc.message)
+                logger.warning("subscriptions: %s not swept: %s", key_for_logs(key), exc.message)
             elif exc.status != 404:
                 raise

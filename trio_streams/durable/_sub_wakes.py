@@ -35,6 +35,7 @@ import trio
 from ._errors import DurableStreamError
 from ._stream import AppendRequest
 from ._sub_catalog import SubscriptionCatalog
+from ._sub_index import key_for_logs
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -228,7 +229,7 @@ class SubscriptionWakes(SubscriptionCatalog):
             return moved[0] if moved else None
         self._cancel_lease(key, expired[0].wake_id)
         logger.info(
-            "subscription %r: the lease of generation %d expired", subscription.id, expired[0].generation
+            "subscription %s: the lease of generation %d expired", key_for_logs(key), expired[0].generation
         )
         if effect is None:
             await self.state.note_lease(key, None)
@@ -252,7 +253,10 @@ class SubscriptionWakes(SubscriptionCatalog):
         except DurableStreamError as exc:
             # The wake exists without its event (a worker can still claim it).
             logger.warning(
-                "subscription %r: no wake event in %r: %s", subscription.id, wake_stream, exc.message
+                "subscription %s: no wake event in %r: %s",
+                key_for_logs((subscription.owner, subscription.id)),
+                wake_stream,
+                exc.message,
             )
 
     # -- webhook delivery --------------------------------------------------------------

@@ -35,6 +35,7 @@ from ._offsets import START
 from ._sub_catalog import not_found as not_found
 from ._sub_config import invalid
 from ._sub_delivery import WebhookDelivery
+from ._sub_index import key_for_logs
 from ._sub_shared import Seen, SharedTasks
 from ._sub_store import MemorySubscriptionState
 from ._sub_wakes import SubscriptionWakes, logger
@@ -202,13 +203,13 @@ class SubscriptionRegistry(SubscriptionWakes):
                         key, subscription.wake.lease_deadline if subscription.wake else None
                     )
                     logger.warning(
-                        "subscription %r: stopping; generation %d handed over to the other instances",
-                        key[1],
+                        "subscription %s: stopping; generation %d handed over to the other instances",
+                        key_for_logs(key),
                         subscription.generation,
                     )
             except DurableStreamError as exc:
                 logger.warning(
-                    "subscription %r: not handed over (%s): left to its lease", key[1], exc.message
+                    "subscription %s: not handed over (%s): left to its lease", key_for_logs(key), exc.message
                 )
 
     def _forget(self, key: Key) -> None:
