@@ -57,6 +57,11 @@ def test_help_documents_every_flag():
         (["--max-memory", "4MiB"], "--max-event-bytes must be between 1 and --max-memory / 8"),
         (["--long-poll-timeout", "0s"], "more than zero"),
         (["--frobnicate"], "unrecognized"),
+        # The command's own name and --help, not the top level's.
+        (
+            ["extra"],
+            "trio-streams serve: error: unrecognized arguments: extra (see trio-streams serve --help)",
+        ),
         # Black-box pass: these started listening, then failed (exit 1, a raw message)
         # or printed a traceback, or were ignored in silence.
         (["--redis-url", "redis://[bad"], "--redis-url: not a valid redis:// URL: Invalid IPv6 URL"),

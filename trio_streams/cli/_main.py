@@ -5,22 +5,28 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from .. import __version__
 from ..bench import _cli as _bench_cli
 from . import _serve
 from ._plan import ServeConfigError
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 
 class _OneLineErrors(argparse.ArgumentParser):
     """Bad flags: one line naming the problem and where help is, exit 2."""
+
+    #: The sub-commands' parsers by name (the top-level parser's).
+    commands: Mapping[str, argparse.ArgumentParser]
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _OneLineErrors:
     """The ``trio-streams`` argument parser with its sub-commands."""
     parser = _OneLineErrors(
         prog="trio-streams",
@@ -30,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=_OneLineErrors)
     _serve.add_parser(subparsers)
     _bench_cli.add_parser(subparsers)
+    parser.commands = subparsers.choices
     return parser
 
 
@@ -46,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         except ServeConfigError as exc:
             print(f"trio-streams serve: error: {exc}", file=sys.stderr)
             return 2
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said by the command they were given to, with its own --help
+        command = parser.commands.get(argv[0], parser) if argv else parser
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help(sys.stderr)
