@@ -99,6 +99,20 @@ def test_bad_flags_are_one_line_errors(args, message):
     assert "hunter2" not in result.stderr
 
 
+def test_a_store_that_cannot_be_reached_is_not_announced_as_running():
+    """Hypercorn binds (and logs "Running on ...") even when the app's startup failed: that line
+    came just before the one saying the server did not start."""
+    args = ["--bind", "127.0.0.1:0", "--redis-url", "redis://127.0.0.1:1"]
+    result = subprocess.run([*SERVE, *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        "trio-streams serve: error: startup failed: cannot use redis at redis://127.0.0.1:1"
+    )
+    assert "Running on" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_an_app_factory_that_returns_no_app_is_a_usage_error():
     # Black-box pass: a traceback (AttributeError: 'str' object has no attribute 'config').
     result = subprocess.run([*SERVE, "--app", "os:getcwd"], capture_output=True, text=True, timeout=30)

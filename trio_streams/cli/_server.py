@@ -51,6 +51,8 @@ logger = logging.getLogger("trio_streams.serve")
 #: app's own shutdown (``after_serving``) may take when ``serve`` is cancelled.
 APP_SHUTDOWN_BUDGET = 5.0
 
+#: Hypercorn's own log (its "Running on ..." line).
+HYPERCORN_ERROR_LOG = "hypercorn.error"
 #: After a startup that left the extension not running, how long to wait for
 #: the failure (Hypercorn binds even when the app's startup failed).
 STARTUP_FAILURE_WAIT = 10.0
@@ -219,6 +221,7 @@ async def _serve(
     # its traceback at ERROR. Keep that traceback for --log-level debug only.
     quiet_startup = _QuietStartupFailure()
     app.logger.addFilter(quiet_startup)
+    logging.getLogger(HYPERCORN_ERROR_LOG).addFilter(quiet_startup)
     try:
         async with trio.open_nursery() as nursery:
             urls = await nursery.start(run_server)
@@ -239,6 +242,7 @@ async def _serve(
         raise
     finally:
         app.logger.removeFilter(quiet_startup)
+        logging.getLogger(HYPERCORN_ERROR_LOG).removeFilter(quiet_startup)
         close_sockets(sockets)
     logger.info("stopped cleanly")
 
@@ -286,10 +290,18 @@ class _QuietStartupFailure(logging.Filter):
     def __init__(self) -> None:
         super().__init__()
         self.starting = True
+        self.failed = False
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not (self.starting and record.exc_info):
+        if not self.starting:
             return True
+        if record.name == HYPERCORN_ERROR_LOG:
+            # Hypercorn binds (and says "Running on") even when the app's startup failed: the
+            # line would say the server is up just before the one that says it is not.
+            return not (self.failed and record.getMessage().startswith("Running on"))
+        if not record.exc_info:
+            return True
+        self.failed = True
         logger.debug("the app's startup failed", exc_info=record.exc_info)
         return False
 
