@@ -64,6 +64,12 @@ async def test_location_is_a_uri_that_leads_back_to_the_stream():
             assert created.headers["location"] == f"{server.url}{url}"
             read = await client.get(created.headers["location"], params={"offset": "-1"})
             assert (read.status_code, read.text) == (200, "x")
+            # ...and names the stream where a path is asked for: a fork's source.
+            source = httpx.URL(created.headers["location"]).raw_path.decode()
+            fork = await client.put("/v1/stream/fork", headers={"Stream-Forked-From": source})
+            assert fork.status_code == 201, fork.text
+            forked = await client.get("/v1/stream/fork", params={"offset": "-1"})
+            assert (forked.status_code, forked.text) == (200, "x")
 
 
 async def test_create_append_read_head_delete(stores: dict[str, Any]):

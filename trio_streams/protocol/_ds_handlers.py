@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import trio
 
@@ -195,7 +195,12 @@ def fork_spec(request: Request, name: str) -> ForkSpec | None:
 
 
 def _source_name(request: Request, source: str, name: str) -> str:
-    """``Stream-Forked-From`` (a path on this server) as a stream name."""
+    """``Stream-Forked-From`` (a path on this server) as a stream name.
+
+    The header is a URL's path component, so it is percent-decoded as the request's own path is:
+    a stream's ``Location`` (percent-encoded) names it.
+    """
+    source = unquote(source)
     mount = request.path[: len(request.path) - len(name)]
     if source.startswith(mount):
         return source[len(mount) :]
