@@ -170,9 +170,11 @@ class Run:
         Never a terminal event (those types are reserved): the drain task
         stages and reveals the terminal event itself, around making it durable.
 
-        This is the hot path: :meth:`_stage` and :meth:`_reveal` in one, for
-        an event known not to be terminal, with the store called only when
-        it does not record the run from its log (``Store.record_from_log``).
+        :meth:`_stage` and :meth:`_reveal` in one, for an event known not to
+        be terminal, with the store called only when it does not record the
+        run from its log (``Store.record_from_log``). The general path:
+        ``RunContext.emit_nowait`` inlines the common case (its lean path)
+        and hands anything else here.
 
         Raises:
             RunClosed: the run's terminal event is already published.
