@@ -74,7 +74,8 @@ ACCEPTED_TYPES: Final = _ACCEPTED
 # A rough fixed cost per event (object, seq, timestamp, list slot) added to the
 # encoded payload when byte limits are enforced; it keeps a flood of tiny
 # events from looking free.
-_EVENT_OVERHEAD: Final = 64
+EVENT_SIZE_OVERHEAD: Final = 64
+_EVENT_OVERHEAD: Final = EVENT_SIZE_OVERHEAD
 
 
 @dataclass(frozen=True, slots=True)

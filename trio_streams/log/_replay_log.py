@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from ._entries import cut_to_bytes as cut_to_bytes
-from ._events import Event
+from ._events import EVENT_SIZE_OVERHEAD, Event
 from ._tail import TRIMMED, Tail
 
 if TYPE_CHECKING:
@@ -112,6 +112,12 @@ class ReplayLog(Tail[Event]):
     @max_events.setter
     def max_events(self, value: int) -> None:
         self.max_entries = value
+
+    def extend(self, entries: list[Event]) -> None:
+        """:meth:`Tail.extend` with each :attr:`Event.size` computed inline (the
+        store's record copies the log in batches: no property call per event)."""
+        if entries:
+            self._extend(entries, [len(e.data_json) + len(e.type) + EVENT_SIZE_OVERHEAD for e in entries])
 
     @property
     def ledger(self) -> RunLedger | None:

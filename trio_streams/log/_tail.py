@@ -186,7 +186,7 @@ class Tail(Generic[E]):
     @property
     def first_seq(self) -> int:
         """Seq of the oldest retained entry (``last_seq + 1`` when empty)."""
-        return self.last_seq - len(self) + 1
+        return self.last_seq - (len(self._entries) - self._head) + 1
 
     def append(self, entry: E) -> None:
         """Append the next entry and trim the head to the bounds.
@@ -220,11 +220,13 @@ class Tail(Generic[E]):
         Raises:
             ValueError: they do not continue ``last_seq``; nothing was appended.
         """
-        if not entries:
-            return
+        if entries:
+            self._extend(entries, [entry.size for entry in entries])
+
+    def _extend(self, entries: list[E], sizes: list[int]) -> None:
+        """:meth:`extend`, given each entry's size (a subclass that knows them cheaper)."""
         if entries[0].seq != self.last_seq + 1 or entries[-1].seq != self.last_seq + len(entries):
             raise ValueError(f"expected seqs {self.last_seq + 1}.., got {entries[0].seq}..{entries[-1].seq}")
-        sizes = [entry.size for entry in entries]
         size = sum(sizes)
         self._entries.extend(entries)
         self.last_seq = entries[-1].seq

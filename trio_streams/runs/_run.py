@@ -13,7 +13,7 @@ import trio
 from .._errors import RunClosed
 from ..log import Changed
 from ..log._budget import EventTooLarge
-from ..log._events import ACCEPTED_TYPES, TERMINAL_TYPES, Event, check_event_type
+from ..log._events import ACCEPTED_TYPES, EVENT_SIZE_OVERHEAD, TERMINAL_TYPES, Event, check_event_type
 from ..log._run_info import OnConflict as OnConflict
 from ..log._run_info import OnDisconnect as OnDisconnect
 from ..log._run_info import RunInfo as RunInfo
@@ -178,9 +178,11 @@ class Run:
         Never a terminal event (those types are reserved): the drain task
         stages and reveals the terminal event itself, around making it durable.
 
-        This is the hot path: :meth:`_stage` and :meth:`_reveal` in one, for
-        an event known not to be terminal, with the store called only when
-        it does not record the run from its log (``Store.record_from_log``).
+        :meth:`_stage` and :meth:`_reveal` in one, for an event known not to
+        be terminal, with the store called only when it does not record the
+        run from its log (``Store.record_from_log``). The general path:
+        ``RunContext.emit_nowait`` inlines the common case (its lean path)
+        and hands anything else here.
 
         Raises:
             RunClosed: the run's terminal event is already published.
@@ -191,9 +193,13 @@ class Run:
         """
         if self._sealed:
             raise RunClosed(f"run {self.id} has finished; its producer can emit no more")
+        return self._publish_created(Event.create(self.log.last_seq + 1, type, data, self._wall_clock()))
+
+    def _publish_created(self, event: Event) -> Event:
+        """:meth:`_publish` from the created event on (the run is not sealed)."""
         log = self.log
-        seq = log.last_seq + 1
-        event = Event.create(seq, type, data, self._wall_clock())
+        seq = event.seq
+        data = event.data
         ledger = self._ledger
         # A character is at most 4 bytes of UTF-8: most events need no count.
         if len(event.data_json) * 4 > self._max_event_bytes:
@@ -275,10 +281,36 @@ class RunContext:
     can never write into a newer run with the same key.
     """
 
-    __slots__ = ("_run", "input")
+    __slots__ = (
+        "_budget",
+        "_lean",
+        "_ledger",
+        "_log",
+        "_max_chars",
+        "_run",
+        "_type",
+        "_wakeup",
+        "_wall_clock",
+        "input",
+    )
 
     def __init__(self, run: Run, input: Any = None) -> None:
         self._run = run
+        # emit_nowait's lean path, for a run whose every event goes to its log
+        # alone: the store records it from there, no watchdog to re-arm, and
+        # a log nobody holds. (The hub sets all three before it makes the
+        # context; they do not change after.)
+        self._lean = run._store_append is None and run._no_event_timeout is None and run.log._durable is None
+        # The last event type checked (an exact str): the next event's is most often the same.
+        self._type: str | None = None
+        # The run's parts the lean path uses, each fixed for the run's life.
+        self._log = run.log
+        self._ledger = run._ledger
+        self._budget = run._ledger.budget
+        self._wakeup = run._wakeup
+        self._wall_clock = run._wall_clock
+        # A character is at most 4 bytes of UTF-8: shorter data needs no count.
+        self._max_chars = run._max_event_bytes // 4
         #: The input the run was started with (e.g. the request's JSON).
         self.input = input
 
@@ -349,9 +381,46 @@ class RunContext:
 
         Whatever it raises, nothing was published.
         """
-        if type.__class__ is not str or type not in ACCEPTED_TYPES:  # else: checked before
-            check_event_type(type)
-        return self._run._publish(type, data)
+        if type is not self._type:  # else: the type it checked last
+            if type.__class__ is not str or type not in ACCEPTED_TYPES:  # else: checked before
+                check_event_type(type)
+            if type.__class__ is str:
+                self._type = type
+        run = self._run
+        ledger = self._ledger
+        if not self._lean or run._sealed or ledger.reserved or ledger.finished:
+            return run._publish(type, data)
+        # The lean path (see __init__): _publish and what it calls, inline.
+        log = self._log
+        seq = log.last_seq + 1
+        event = Event.create(seq, type, data, self._wall_clock())
+        data_json = event.data_json
+        length = len(data_json)
+        # Exactly event_cost: __sizeof__ is sys.getsizeof for objects the GC
+        # does not track (a str, a flat value), without its argument parsing.
+        cost = data_json.__sizeof__() + EVENT_OVERHEAD
+        cost += data.__sizeof__() if data.__class__ in FLAT_TYPES else data_size(data)
+        costs = ledger._costs
+        budget = self._budget
+        used = budget._used + cost
+        if length > self._max_chars or used > budget.limit or seq != ledger._first + len(costs):
+            return run._publish_created(event)  # the size test, a refusal (naming it), or a reclaim
+        budget._used = used  # RunLedger.charge's hot path
+        costs.append(cost)
+        ledger.nbytes += cost
+        entries = log._entries  # Tail.append for a tail nobody holds
+        entries.append(event)
+        log.last_seq = seq
+        size = length + len(type) + EVENT_SIZE_OVERHEAD  # Event.size
+        nbytes = log._nbytes = log._nbytes + size
+        if size > log._max_size:
+            log._max_size = size
+        if len(entries) - log._head > log.max_entries or nbytes > log.max_bytes:
+            log._trim()
+        wakeup = self._wakeup
+        if wakeup._waiters:  # Changed.notify's test
+            wakeup.notify()
+        return event
 
     async def emit(self, type: str, data: Any = None) -> Event:
         """Publish an event; a checkpoint, so a cancelled run stops here.

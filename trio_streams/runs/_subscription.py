@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, cast
 import trio
 
 from ..log._deadlines import current_wheel
-from ..log._events import Event, Gap, Heartbeat, Item
+from ..log._events import TERMINAL_TYPES, Event, Gap, Heartbeat, Item
 from ..log._replay_log import cut_to_bytes
 from ..log._run_info import ROLLED_BACK
 
@@ -143,15 +143,27 @@ class Subscription:
                 return items
             if self._ended:
                 raise trio.EndOfChannel
-            items = await self._read(max_items, max_bytes)
+            if run is not None and self.cursor >= run.log.last_seq and not run._closed:
+                items = []  # a live reader with nothing new: park (what _read would find)
+            elif run is not None and self.cursor < run.log.last_seq:
+                # What is new after the cursor in the log, unless the cursor is
+                # behind the trimmed head: then _read (the store, a Gap, a rollback).
+                cursor = self.cursor
+                found = run.log.read_after(cursor, max_items, max_bytes)
+                if found and found[0].seq == cursor + 1:
+                    items = self._deliver(found)
+                else:
+                    items = await self._read(max_items, max_bytes)
+            else:
+                items = await self._read(max_items, max_bytes)
             if items:
                 if self._heartbeat is not None:  # idle time is measured from here
                     self._last_activity = trio.current_time()
                 if not parked:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 return items
-            if self.ended:  # the property (not narrowed by the test above): _read may have just ended it
-                continue
+            if self._ended:  # _read may have just ended it (mypy narrowed it above)
+                continue  # type: ignore[unreachable]
             # Nothing new: wait for a publish, or a heartbeat's worth of idle.
             assert run is not None, "a stored run is finished, so never idle"
             parked = True
@@ -254,7 +266,7 @@ class Subscription:
         last = events[-1]
         self.cursor = last.seq
         self.delivered += len(events)
-        if last.terminal:
+        if last.type in TERMINAL_TYPES:  # Event.terminal
             self._ended = True
         return cast("list[Item]", events)
 
