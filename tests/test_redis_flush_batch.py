@@ -16,12 +16,14 @@ from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 import coredis
+import pytest
 import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
 from trio_streams.log._events import Event
 from trio_streams.log.redis import RedisStore
+from trio_streams.log.redis._codec import encode_batch
 from trio_streams.log.redis._flush_commands import MAX_BATCH_ENTRIES, Entry, plan
 from trio_streams.log.redis._pending import MetaWrite
 from trio_streams.log.redis._tails import Tail, TailMux
@@ -239,5 +241,61 @@ async def test_the_shared_reads_block_stays_within_a_short_stream_timeout(
                 await trio.sleep(0.01)
             assert store.connection.health.healthy
             assert not [r for r in caplog.records if r.name == "trio_streams.redis"]
+            await store.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def test_an_error_mid_batch_keeps_what_was_appended_and_the_retry_skips_it(
+    redis_url: str, prefix: str
+) -> None:
+    # Redis does not roll a script back: the entries before the failing one stay,
+    # those after it are not written, the flush is not acknowledged; re-sent, each
+    # entry that made it is a duplicate (0), the others are appended once.
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            store = await started(redis_url, prefix, nursery)
+            writer, keys, client = store._writer, store.keys, store.client
+            await client.set(keys.events("b"), "not a stream")  # b's XADD fails: WRONGTYPE
+            for run in "abc":  # no checkpoint from here to the freeze
+                store.append_nowait(run, Event.create(1, "token", 1, 1.0))
+            frozen = writer._freeze()
+            with pytest.raises(coredis.exceptions.ResponseError, match="wrong kind of value"):
+                await writer._send(frozen.commands)
+            assert [e.seq for e in await store.read_events("a", 0, 10)] == [1]
+            assert not await client.exists([keys.events("c")])
+            assert await client.pttl(keys.events("a")) > 0
+            await client.delete([keys.events("b")])
+            await writer._send(frozen.commands)
+            writer._landed(frozen)
+            for run in "abc":
+                assert await client.xlen(keys.events(run)) == 1
+                assert [e.seq for e in await store.read_events(run, 0, 10)] == [1]
+                assert await client.pttl(keys.events(run)) > 0
+            await store.aclose()
+
+
+async def test_a_stream_in_the_blocked_reply_only_is_delivered(redis_url: str, prefix: str) -> None:
+    # The blocked read is served by the XADD; the DEL right behind it (same
+    # pipeline, processed before the read queued behind the blocked one) leaves
+    # the stream out of the second reply: what the first brought is delivered.
+    with trio.fail_after(DEADLINE):
+        async with (
+            coredis.Redis.from_url(redis_url, decode_responses=True, client_name="mux") as client,
+            trio.open_nursery() as nursery,
+        ):
+            store = await started(redis_url, prefix, nursery)
+            mux = TailMux(lambda: client, store.keys.tails("test"), block_seconds=10.0)
+            await nursery.start(mux.run)
+            got: list[int] = []
+            key = store.keys.events("gone")
+            tail = Tail(key, "0-0", 0, lambda events: got.extend(e.seq for e in events))
+            with mux.register(tail):
+                await blocked(store, "mux")
+                async with store.client.pipeline(transaction=False) as pipe:
+                    pipe.xadd(key, {"e": encode_batch([Event.create(1, "token", 1, 1.0)])}, identifier="1-1")
+                    pipe.delete([key])
+                await tail.activity.wait()
+                assert got == [1]
+                assert tail.last_id == "1-1"
             await store.aclose()
             nursery.cancel_scope.cancel()
