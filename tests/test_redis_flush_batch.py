@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from trio_streams.log._events import Event
 from trio_streams.log.redis import RedisStore
 from trio_streams.log.redis._codec import encode_batch
+from trio_streams.log.redis._connection import RedisConnection, RedisUnavailable
 from trio_streams.log.redis._flush_commands import MAX_BATCH_ENTRIES, Entry, plan
 from trio_streams.log.redis._pending import MetaWrite
 from trio_streams.log.redis._tails import Tail, TailMux
@@ -299,3 +300,22 @@ async def test_a_stream_in_the_blocked_reply_only_is_delivered(redis_url: str, p
                 assert tail.last_id == "1-1"
             await store.aclose()
             nursery.cancel_scope.cancel()
+
+
+async def test_a_pipelined_blocked_read_that_times_out_leaves_the_connection_healthy(redis_url: str) -> None:
+    # Black-box pass: the shared read's pipeline (XREAD BLOCK, then XREAD) counted as
+    # an ordinary command: Redis serves a blocked read's timeout on its own timer
+    # (up to 1/hz late), so under a short stream timeout (0.05 s: a 12 ms block came
+    # back after 50 ms) a healthy, idle Redis was judged not answering, and every
+    # request of the instance failed fast (503) until the probe's next PING.
+    with trio.fail_after(DEADLINE):
+        connection = RedisConnection(redis_url, stream_timeout=0.2)
+        async with connection.open():
+            client = connection.client()
+            with pytest.raises(RedisUnavailable, match="timed out"):
+                async with client.pipeline(transaction=False) as pipe:
+                    pipe.xread({unique_prefix() + "quiet": "0-0"}, count=1, block=5_000)
+                    pipe.xread({unique_prefix() + "quiet": "0-0"}, count=1)
+            assert connection.health.healthy
+            assert connection.health.outages == 0
+            assert await client.ping()
