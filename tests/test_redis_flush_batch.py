@@ -25,7 +25,14 @@ from trio_streams.log._events import Event
 from trio_streams.log.redis import RedisStore
 from trio_streams.log.redis._codec import encode_batch
 from trio_streams.log.redis._connection import RedisConnection, RedisUnavailable
-from trio_streams.log.redis._flush_commands import MAX_BATCH_ENTRIES, Entry, plan
+from trio_streams.log.redis._flush_commands import (
+    MAX_BATCH_ENTRIES,
+    Entry,
+    Item,
+    freeze_batch,
+    plan,
+    queue_commands,
+)
 from trio_streams.log.redis._pending import MetaWrite
 from trio_streams.log.redis._tails import Tail, TailMux
 
@@ -319,3 +326,51 @@ async def test_a_pipelined_blocked_read_that_times_out_leaves_the_connection_hea
             assert connection.health.healthy
             assert connection.health.outages == 0
             assert await client.ping()
+
+
+async def dump(client: Any, prefix: str) -> dict[str, Any]:
+    """Every key under ``prefix`` (named without it): its type, value and whether it expires."""
+    out: dict[str, Any] = {}
+    async for key in client.scan_iter(match=prefix + "*"):
+        kind = await client.type(key)
+        if kind == "stream":
+            value: Any = [(e.identifier, dict(e.field_values)) for e in await client.xrange(key)]
+        elif kind == "hash":
+            value = await client.hgetall(key)
+        elif kind == "zset":
+            value = await client.zrange(key, 0, -1)
+        else:
+            value = await client.get(key)
+        out[key[len(prefix) :]] = (kind, value, await client.pttl(key) > 0)
+    return out
+
+
+async def test_a_batched_flush_leaves_what_one_call_per_entry_leaves(redis_url: str) -> None:
+    # A rolling upgrade: an instance of before APPEND_BATCH (one APPEND_EVENTS and
+    # PEXPIRE per entry) and one of after share a Redis: the same keys, values, TTLs.
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            store = await started(redis_url, unique_prefix(), nursery)
+            writer, client = store._writer, store.client
+            await writer._load_scripts()
+            items: list[Item] = [
+                MetaWrite("a", {"status": "running"}, "o", 1.0, live=True, final=False),
+                ("a", Event.create(1, "token", "1", 1.0)),
+                ("b", Event.create(1, "token", "1", 1.0)),
+                ("a", Event.create(2, "token", "2", 1.0)),
+                MetaWrite("b", {"status": "done"}, "o", 1.0, live=False, final=True),
+                ("c", Event.create(3, "token", "3", 1.0)),
+                MetaWrite("a", {"status": "running", "x": "1"}, None, 1.0, live=True, final=False),
+                ("a", Event.create(3, "done", None, 1.0)),
+            ]
+            dumps = []
+            for batch in (False, True):
+                prefix = unique_prefix()
+                keys = RedisStore(redis_url, prefix=prefix).keys
+                frozen = freeze_batch(items, 512)
+                async with client.pipeline(transaction=False) as pipe:
+                    queue_commands(pipe, frozen.commands, keys, store.ttls, "i", batch=batch)
+                dumps.append(await dump(client, prefix))
+            assert dumps[0] == dumps[1]
+            assert "run:{a}:events" in dumps[0]
+            await store.aclose()
