@@ -67,7 +67,10 @@ class _Redis(coredis.Redis[Any]):
 class _Pipeline(Pipeline[Any]):
     async def _execute(self) -> None:
         health: RedisHealth = self.client.health  # type: ignore[attr-defined]
-        await health.run(super()._execute, blocking=False)
+        # A pipeline that blocks (the shared read's XREAD BLOCK, _tails.py) waits on
+        # purpose, as a lone blocking command does: its timeout says nothing about Redis.
+        blocking = any(command.blocking for command in self.command_stack)
+        await health.run(super()._execute, blocking=blocking)
 
 
 class _RedisCluster(coredis.RedisCluster[Any]):
