@@ -220,6 +220,7 @@ async def finalize(
             ended_at=run.ended_at,
             partial=run.partial,
             error=run.error,
+            finalize_error=run.finalize_error,
         )
         with trio.move_on_after(config.store_timeout) as store_scope:
             try:
