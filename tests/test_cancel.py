@@ -433,4 +433,5 @@ async def test_a_hook_s_failure_shows_with_the_run_s_end_not_before(autojump_clo
     assert (during.status, during.finalize_error) == (RunStatus.RUNNING, None)
     assert info.status is RunStatus.DONE
     assert info.finalize_error == "on_finish raised RuntimeError: hook broke"
-    assert stored is not None and stored.finalize_error == info.finalize_error
+    assert stored is not None
+    assert stored.finalize_error == info.finalize_error
