@@ -435,3 +435,22 @@ async def test_a_hook_s_failure_shows_with_the_run_s_end_not_before(autojump_clo
     assert info.finalize_error == "on_finish raised RuntimeError: hook broke"
     assert stored is not None
     assert stored.finalize_error == info.finalize_error
+
+
+class _StuckFinish(MemoryStore):
+    """A store that never records a run's end (an outage past the hub's ``store_timeout``)."""
+
+    async def finish_run(self, info: Any) -> None:
+        await trio.sleep_forever()
+
+
+async def test_a_store_that_does_not_record_the_end_in_time_is_a_finalize_error(autojump_clock) -> None:
+    """The store failing to record a run's end gave ``finalize_error``; the store taking longer
+    than ``store_timeout`` gave none: the run said done, with nothing of its end being unrecorded."""
+    async with open_hub(_StuckFinish(), store_timeout=3) as hub:
+        run = await hub.start(Script().emit_many(2))
+        start = trio.current_time()
+        info = await run.wait()
+    assert trio.current_time() - start == 3
+    assert info.status is RunStatus.DONE
+    assert info.finalize_error == "store: did not record the run's end within 3s"
