@@ -410,3 +410,47 @@ async def test_a_run_that_is_ending_shows_its_end_all_at_once(autojump_clock) ->
         None,
     )
     assert (info.status, info.partial, info.ended_at is not None) == (RunStatus.CANCELLED, True, True)
+
+
+async def test_a_hook_s_failure_shows_with_the_run_s_end_not_before(autojump_clock) -> None:
+    """The hub's ``on_finish`` raising gives the run a ``finalize_error``: it appears with the
+    final status, not while the run's own hook still runs (status ``running``)."""
+    release = trio.Event()
+
+    async def failing(run: Any, outcome: RunOutcome) -> None:
+        raise RuntimeError("hook broke")
+
+    async def slow(run: Any, outcome: RunOutcome) -> None:
+        await release.wait()
+
+    async with open_hub(on_finish=failing) as hub:
+        run = await hub.start(Script().emit_many(2), on_finish=slow)
+        await trio.testing.wait_all_tasks_blocked()
+        during = await hub.get_info(run.id)
+        release.set()
+        info = await run.wait()
+        stored = await hub.store.get_run(run.id)
+    assert (during.status, during.finalize_error) == (RunStatus.RUNNING, None)
+    assert info.status is RunStatus.DONE
+    assert info.finalize_error == "on_finish raised RuntimeError: hook broke"
+    assert stored is not None
+    assert stored.finalize_error == info.finalize_error
+
+
+class _StuckFinish(MemoryStore):
+    """A store that never records a run's end (an outage past the hub's ``store_timeout``)."""
+
+    async def finish_run(self, info: Any) -> None:
+        await trio.sleep_forever()
+
+
+async def test_a_store_that_does_not_record_the_end_in_time_is_a_finalize_error(autojump_clock) -> None:
+    """The store failing to record a run's end gave ``finalize_error``; the store taking longer
+    than ``store_timeout`` gave none: the run said done, with nothing of its end being unrecorded."""
+    async with open_hub(_StuckFinish(), store_timeout=3) as hub:
+        run = await hub.start(Script().emit_many(2))
+        start = trio.current_time()
+        info = await run.wait()
+    assert trio.current_time() - start == 3
+    assert info.status is RunStatus.DONE
+    assert info.finalize_error == "store: did not record the run's end within 3s"

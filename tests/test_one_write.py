@@ -444,3 +444,43 @@ async def test_a_read_timeout_still_closes_a_silent_connection(
             assert await sock.recv(100) == b""  # closed by the server: the client sent nothing
     assert opened.opened >= 1
     nursery.cancel_scope.cancel()
+
+
+async def test_a_client_that_pipelined_a_request_behind_a_stream_is_seen_leaving(server: tuple[str, int]):
+    """A request sent behind a stream's (pipelined) paused Hypercorn's HTTP/1.1 protocol in the
+    connection's reading: the socket was no longer read, and the client's leaving went unseen
+    for as long as the stream lasted (an idle event stream: forever)."""
+    with trio.fail_after(20):
+        sock = trio.socket.socket()
+        with sock:
+            await sock.connect(server)
+            client = Client(sock, server[0])
+            await client.request("GET", "/over")
+            assert isinstance(await client.next_event(), h11.Response)
+            assert isinstance(await client.next_event(), h11.Data)
+            await sock.send(b"GET /complete HTTP/1.1\r\nhost: x\r\n\r\n")
+        await OVER.wait()  # the client closed: the app's callback was called
+
+
+async def test_a_request_pipelined_behind_a_stream_is_answered_once_the_stream_ends(
+    server: tuple[str, int],
+):
+    with trio.fail_after(20):
+        sock = trio.socket.socket()
+        with sock:
+            await sock.connect(server)
+            client = Client(sock, server[0])
+            await client.request("GET", "/stream")
+            assert isinstance(await client.next_event(), h11.Response)
+            await sock.send(b"GET /complete HTTP/1.1\r\nhost: x\r\n\r\n")
+            await trio.testing.wait_all_tasks_blocked()
+            GO.set()
+            body = b""
+            while not isinstance(event := await client.next_event(), h11.EndOfMessage):
+                body += event.data
+            assert body == b"part"
+            client.h11.start_next_cycle()
+            # (Sent already, as raw bytes: the client's parser is told of it.)
+            client.h11.send(h11.Request(method="GET", target="/complete", headers=[(b"host", b"x")]))
+            client.h11.send(h11.EndOfMessage())
+            assert await client.response() == (200, BODY)

@@ -25,10 +25,12 @@ import functools
 import os
 from typing import TYPE_CHECKING, Any, Literal
 
+import h11
 import hypercorn.trio.tcp_server
 import trio
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol import ProtocolWrapper
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import parse_socket_addr
@@ -96,7 +98,9 @@ class CorkingTCPServer(TCPServer):
         a checkpoint), waiting for it right here (:func:`~trio_streams._parking.readable`:
         none of trio's frames held); a socket closed by another task (the idle
         timer) or broken ends the reading, as Hypercorn's
-        ``ClosedResourceError`` / ``BrokenResourceError`` do.
+        ``ClosedResourceError`` / ``BrokenResourceError`` do. Bytes sent behind a request
+        whose response is not over (pipelined) are held until it is
+        (:meth:`_hold_while_paused`), the socket still read to see the client leave.
 
         Cancellation: ends the connection (its task group is going), which is closed.
         """
@@ -141,6 +145,11 @@ class CorkingTCPServer(TCPServer):
                         if data is False:
                             break  # reset, or otherwise broken
                         await trio.lowlevel.checkpoint()
+                        if data and _would_pause(self.protocol):
+                            held = await self._hold_while_paused(sock, data)
+                            if held is None:
+                                break  # the client left while its response went on
+                            data = held
                         # (Not a bound method held in a local while it waits: looked up per read.)
                         await self.protocol.handle(RawData(data))
                         if data == b"":
@@ -152,6 +161,49 @@ class CorkingTCPServer(TCPServer):
             pass
         finally:
             await self._close()
+
+    async def _hold_while_paused(self, sock: trio.socket.SocketType, data: bytes) -> bytes | None:
+        """Bytes the client sent after its request, while that request's response goes on (a
+        pipelined request behind an event stream): held, not handed to Hypercorn's HTTP/1.1
+        protocol, which would wait in its ``handle`` for the response's end and leave the socket
+        unread -- the client's leaving unseen for as long as the stream lasts.
+
+        The socket is read meanwhile only to see the client leave (at most ``MAX_RECV`` held,
+        then no more reading until the response ends). Returns what is held once the response
+        is over (the protocol is ready for it), or ``None`` if the client left (its end, a reset,
+        the socket closed by another task). Cancellation: the wait is cancelled.
+        """
+        protocol: H11Protocol = self.protocol.protocol  # type: ignore[assignment]  # (_would_pause)
+        can_read = protocol.can_read
+        await can_read.clear()  # (as the protocol pauses itself: set once the response is over)
+        held, size = [data], len(data)
+        left = False
+        async with trio.open_nursery() as nursery:
+
+            async def response_over() -> None:
+                await can_read.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(response_over)
+            try:
+                while True:
+                    if size >= MAX_RECV:
+                        await trio.sleep_forever()  # bounded: the rest waits in the kernel
+                    await trio.lowlevel.wait_readable(sock)
+                    fd = sock.fileno()
+                    chunk = _read_nowait(fd) if fd != -1 else False
+                    if chunk is None:
+                        continue
+                    if not chunk:
+                        break  # its end, or a reset
+                    held.append(chunk)
+                    size += len(chunk)
+            except trio.ClosedResourceError:
+                pass
+            left = True
+            nursery.cancel_scope.cancel()
+        # (Over and closed -- the server stopping -- is the connection's end too.)
+        return None if left or sock.fileno() == -1 else b"".join(held)
 
     async def _read_data(self) -> None:
         """Hypercorn's reading (TLS, or a ``read_timeout``; a plain socket is read by
@@ -288,6 +340,20 @@ def _read_nowait(fd: int) -> bytes | Literal[False] | None:
         return None
     except OSError:
         return False
+
+
+def _would_pause(wrapper: ProtocolWrapper) -> bool:
+    """Whether more bytes now would pause Hypercorn's HTTP/1.1 protocol: the request is all
+    received and its response is not over (h11's ``PAUSED``: a pipelined request)."""
+    protocol = wrapper.protocol
+    if type(protocol) is not H11Protocol:
+        return False
+    connection = protocol.connection
+    return (
+        type(connection) is h11.Connection
+        and connection.their_state is h11.DONE
+        and connection.our_state is not h11.DONE
+    )
 
 
 def _nothing() -> None:

@@ -220,6 +220,7 @@ async def finalize(
             ended_at=run.ended_at,
             partial=run.partial,
             error=run.error,
+            finalize_error=run.finalize_error,
         )
         with trio.move_on_after(config.store_timeout) as store_scope:
             try:
@@ -229,6 +230,9 @@ async def finalize(
                 run.finalize_error = run.finalize_error or f"store: {type(exc).__name__}: {exc}"
         if store_scope.cancelled_caught:
             logger.error("run %s: the store did not record its end within %ss", run.id, config.store_timeout)
+            run.finalize_error = (
+                run.finalize_error or f"store: did not record the run's end within {config.store_timeout}s"
+            )
         run.status = status
         run._reveal(terminal)
         if status is RunStatus.CANCELLED and run.reason == ROLLED_BACK:

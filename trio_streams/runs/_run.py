@@ -130,7 +130,8 @@ class Run:
         """A snapshot of this run's metadata.
 
         While the run ends (its hooks, the store recording its end) it is still what it was:
-        ``ended_at``, ``partial`` and ``error`` appear with the final status, in one snapshot.
+        ``ended_at``, ``partial``, ``error`` and ``finalize_error`` appear with the final status,
+        in one snapshot.
         """
         info = RunInfo(
             run_id=self.id,
@@ -151,7 +152,7 @@ class Run:
         )
         if self.status.finished:
             return info
-        return dataclasses.replace(info, ended_at=None, partial=False, error=None)
+        return dataclasses.replace(info, ended_at=None, partial=False, error=None, finalize_error=None)
 
     async def wait(self) -> RunInfo:
         """Wait until the run has finished and been finalized; return its snapshot.
