@@ -42,15 +42,17 @@ async def test_a_flush_sends_no_script_exists(redis_url, prefix):
         store = RedisStore(redis_url, prefix=prefix)
         async with open_hub(store, grace_period=0) as hub:
             await store.client.config_resetstat()
-            run = await hub.start(tokens(200))
-            assert (await hub.wait(run.id)).status is RunStatus.DONE
-            await store._writer.wait_durable(store._writer.ticket())
+            # Many flushes whatever the machine's load: each run waits for its events in Redis.
+            for _ in range(12):
+                run = await hub.start(tokens(20))
+                assert (await hub.wait(run.id)).status is RunStatus.DONE
+                await store._writer.wait_durable(store._writer.ticket())
             flushes = store._writer._queue.batches
-            assert flushes > 10
+            assert flushes >= 12
             assert await calls(store, "evalsha") >= flushes
             assert await calls(store, "script|exists") == 0
             events = await store.read_events(run.id, 0, 1000)
-            assert [e.seq for e in events] == list(range(1, 202))
+            assert [e.seq for e in events] == list(range(1, 22))
 
 
 async def test_scripts_are_loaded_again_after_noscript(redis_url, prefix):
