@@ -165,3 +165,40 @@ def test_one_argument_forms_register_without_a_warning():
     streams.register("new", new)
     streams.register("with_options", with_options)
     assert set(streams.producers) == {"demo", "new", "with_options"}
+
+
+async def test_a_result_so_far_that_is_no_json_is_shown_as_none_not_a_500():
+    """A producer's ``ctx.result`` that is not JSON (yet) made ``GET /v1/runs/{id}`` and every
+    listing with the run a 500 while it ran; the run still ends in ``error`` for it."""
+    import httpx
+
+    from trio_streams.web import create_app
+
+    from .server_support import running_server
+
+    app = create_app()
+    streams: TrioStreams = app.extensions["trio_streams"]
+    release, emitted = trio.Event(), trio.Event()
+
+    @streams.producer("sets")
+    async def sets(ctx: RunContext) -> None:
+        ctx.result = {"so far": object()}
+        await ctx.emit("token", 1)
+        emitted.set()
+        await release.wait()
+
+    with trio.fail_after(20):
+        async with running_server(app) as server, httpx.AsyncClient(base_url=server.url) as client:
+            started = await client.post("/v1/runs", json={"producer": "sets"})
+            run_id = started.json()["run_id"]
+            await emitted.wait()
+            one = await client.get(f"/v1/runs/{run_id}")
+            assert (one.status_code, one.json()["status"], one.json()["result"]) == (200, "running", None)
+            listed = await client.get("/v1/runs")
+            assert listed.status_code == 200
+            assert [run["run_id"] for run in listed.json()["runs"]] == [run_id]
+            release.set()
+            ended = await client.get(f"/v1/runs/{run_id}/events")
+            assert "event: error" in ended.text
+            final = (await client.get(f"/v1/runs/{run_id}")).json()
+            assert (final["status"], final["error"]["code"]) == ("error", "bad_result")

@@ -49,10 +49,23 @@ def json_response(document: Any, status: int = 200, headers: dict[str, str] | No
     return Response(status, {"Content-Type": "application/json", **(headers or {})}, body)
 
 
+#: Results that are JSON as they are (the usual case: a text), not encoded to check.
+_SCALARS = frozenset({str, int, bool})
+
+
 def run_document(api: RunsApi, info: RunInfo, hub: Hub, root_path: str = "") -> dict[str, Any]:
     """A run as the API shows it (with its subscribers and its events URL, under ``root_path``:
     the request's, so that behind a proxy serving ``/api`` the URL leads back)."""
     doc = info.to_json()
+    result = doc.get("result")
+    if result is not None and type(result) not in _SCALARS:
+        try:
+            encode_json(result)
+        except (TypeError, ValueError):
+            # A producer's result so far (``ctx.result``) that is not JSON: the run ends in
+            # ``error`` for it (``bad_result``) unless the producer mends it; until then the
+            # document shows none, rather than the GET (and every listing with it) failing.
+            doc["result"] = None
     if api.auth is None:
         del doc["owner"]  # always null without auth: noise
     run = hub.get(info.run_id)
