@@ -454,3 +454,18 @@ async def test_a_store_that_does_not_record_the_end_in_time_is_a_finalize_error(
     assert trio.current_time() - start == 3
     assert info.status is RunStatus.DONE
     assert info.finalize_error == "store: did not record the run's end within 3s"
+
+
+async def test_a_run_whose_end_the_store_is_recording_is_still_running(autojump_clock) -> None:
+    """The window the black-box pass found: while the store records the end (``ended_at`` and
+    ``partial`` already set on the run), a cancel's answer said running with both."""
+    gate = Gate()
+    async with open_hub(_StuckFinish(), store_timeout=3) as hub:
+        run = await hub.start(Script().emit_many(2).wait(gate))
+        await gate.reached()
+        await hub.cancel(run.id)
+        await trio.sleep(1)  # (mock clock) inside the store's write, before its deadline
+        during = await hub.get_info(run.id)
+        info = await run.wait()
+    assert (during.status, during.ended_at, during.partial) == (RunStatus.RUNNING, None, False)
+    assert (info.status, info.partial, info.ended_at is not None) == (RunStatus.CANCELLED, True, True)
