@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 from contextlib import contextmanager
@@ -133,26 +132,24 @@ class Run:
         ``ended_at``, ``partial``, ``error`` and ``finalize_error`` appear with the final status,
         in one snapshot.
         """
-        info = RunInfo(
+        finished = self.status.finished
+        return RunInfo(
             run_id=self.id,
             key=self.key,
             owner=self.owner,
             status=self.status,
             created_at=self.created_at,
             started_at=self.started_at,
-            ended_at=self.ended_at,
+            ended_at=self.ended_at if finished else None,
             last_seq=self.log.last_seq,
             metadata=self.metadata,
             result=self.result,
-            partial=self.partial,
-            error=self.error,
+            partial=self.partial if finished else False,
+            error=self.error if finished else None,
             reason=self.reason,
-            finalize_error=self.finalize_error,
+            finalize_error=self.finalize_error if finished else None,
             awaiting_input=self.awaiting_input,
         )
-        if self.status.finished:
-            return info
-        return dataclasses.replace(info, ended_at=None, partial=False, error=None, finalize_error=None)
 
     async def wait(self) -> RunInfo:
         """Wait until the run has finished and been finalized; return its snapshot.
