@@ -27,6 +27,7 @@ caller awaits ``trio.lowlevel.wait_readable``): the same semantics, more bytes.
 
 from __future__ import annotations
 
+import abc
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, cast
 
 import trio
@@ -68,7 +69,7 @@ if TYPE_CHECKING:
     from trio._core._io_epoll import EpollWaiters
 
 
-class Parking(Generic[T]):
+class Parking(abc.ABC, Generic[T]):
     """Await it once: the current task parks until ``trio.lowlevel.reschedule(task, outcome)``,
     and the await gives the outcome's value (or raises its error).
 
@@ -81,9 +82,9 @@ class Parking(Generic[T]):
 
     __slots__ = ()
 
+    @abc.abstractmethod
     def __call__(self, raise_cancel: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
-        """The abort (see ``trio.lowlevel.wait_task_rescheduled``)."""
-        raise NotImplementedError
+        """The abort (see ``trio.lowlevel.wait_task_rescheduled``): each kind of wait has its own."""
 
     def __await__(self) -> Generator[Any, Any, T]:
         if _Message is None:  # pragma: no cover (another trio)
